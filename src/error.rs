@@ -1,0 +1,123 @@
+//! The library's errors. Each one names what a user needs to find the problem (file, column,
+//! row, value) and maps to one documented exit code.
+
+use std::path::PathBuf;
+
+/// Exit codes of the `convbill` binary. Documented in the README; asserted in the tests.
+pub mod exit {
+    /// The run finished and wrote all its outputs.
+    pub const SUCCESS: i32 = 0;
+    /// An unexpected failure: a bug, or the output could not be written.
+    pub const INTERNAL: i32 = 1;
+    /// The command line was wrong (clap's own code for usage errors).
+    pub const USAGE: i32 = 2;
+    /// The input data was refused: missing files, a bad schema, a bad value.
+    pub const DATA: i32 = 3;
+}
+
+/// A problem with the input data. Nothing is written when one occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("input `{}` does not exist", path.display())]
+    NotFound { path: PathBuf },
+
+    #[error("no Parquet files (`*.parquet`) found under `{}`", path.display())]
+    NoFiles { path: PathBuf },
+
+    #[error("failed to read `{}`: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+
+    #[error("`{}` has no column `{column}` (required columns: {required})", path.display())]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        required: String,
+    },
+
+    #[error("column `{column}` in `{}` is {found}, expected {expected}", path.display())]
+    WrongType {
+        path: PathBuf,
+        column: String,
+        found: String,
+        expected: &'static str,
+    },
+
+    #[error("column `{column}` in `{}` is null at row {row}; the column is required", path.display())]
+    NullValue {
+        path: PathBuf,
+        column: String,
+        row: u64,
+    },
+
+    #[error("column `{column}` in `{}` has unknown value `{value}` at row {row} (accepted: {accepted})", path.display())]
+    UnknownValue {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        value: String,
+        accepted: String,
+    },
+
+    #[error("column `{column}` in `{}` has value `{value}` at row {row}, which is not valid for a {direction} message (accepted: {accepted})", path.display())]
+    KindForDirection {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        value: String,
+        direction: &'static str,
+        accepted: &'static str,
+    },
+
+    #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]
+    TimestampOutOfRange { path: PathBuf, row: u64 },
+}
+
+/// Every error the library returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    #[error("failed to write `{}`", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("refusing to replace `{}`: it exists and is not a convbill output folder (no manifest.json)", path.display())]
+    OutputNotOurs { path: PathBuf },
+
+    #[error(transparent)]
+    Polars(#[from] polars::error::PolarsError),
+}
+
+impl Error {
+    /// The exit code the binary uses for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input(_) => exit::DATA,
+            Error::OutputNotOurs { .. } => exit::USAGE,
+            Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
+        }
+    }
+
+    /// A one-line suggestion printed after the error, where there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Input(InputError::NoFiles { .. }) => Some(
+                "convbill reads files ending in `.parquet`, in the folder and all folders below it"
+                    .into(),
+            ),
+            Error::Input(InputError::MissingColumn { .. }) => Some(
+                "column names are exact and lower case; see the input schema in the README".into(),
+            ),
+            Error::OutputNotOurs { .. } => {
+                Some("choose an empty or new folder with `--out`".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

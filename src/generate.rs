@@ -1,0 +1,595 @@
+//! Generate: options in, a realistic message log (Parquet) out, the same bytes for the same
+//! options. Used for the bundled sample month, the tests at scale and the benchmarks.
+//!
+//! The log has what real provider logs have: accounts of very different sizes (Zipf-like: a
+//! few large, many small), WhatsApp threads that users start and agents answer minutes later,
+//! template broadcasts to many users at once with some replies, Messenger and Instagram
+//! threads (some started by ad or call-to-action clicks, some never answered), late replies
+//! that fall outside the window, about 1% failed deliveries and 0.5% duplicate log rows.
+//!
+//! Rows are written in time order, a day at a time, so memory stays at about one day of events.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::schema::{self, DAY_NS};
+
+const MINUTE: i64 = 60_000_000_000;
+const HOUR: i64 = 60 * MINUTE;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows to write, duplicates included.
+    pub messages: u64,
+    pub seed: u64,
+    /// First day (UTC).
+    pub start: NaiveDate,
+    pub days: u32,
+    /// Number of accounts; `None` grows it with `messages`.
+    pub accounts: Option<u32>,
+}
+
+/// One generated row, compact until it is written.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    ts: i64,
+    serial: u64,
+    account: u32,
+    channel: schema::Code,
+    business: u8,
+    user: u32,
+    direction: schema::Code,
+    kind: schema::Code,
+    category: u8,
+    status: schema::Code,
+}
+
+struct Account {
+    weight: f64,
+    channels: Vec<schema::Code>,
+    users: u32,
+    businesses: u8,
+}
+
+struct Generator {
+    rng: ChaCha8Rng,
+    accounts: Vec<Account>,
+    cumulative: Vec<f64>,
+    serial: u64,
+    remaining: u64,
+}
+
+/// Writes the log to `path`; returns the number of rows written.
+pub fn write(path: &Path, options: &Options) -> Result<u64> {
+    let output_error = |source: std::io::Error| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(output_error)?;
+    }
+    let file = File::create(path).map_err(output_error)?;
+    let mut writer = ParquetWriter::new(BufWriter::new(file)).batched(&output_schema())?;
+    let mut generator = Generator::new(options);
+    let start = options
+        .start
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_nanos_opt()
+        .expect("start date within the nanosecond range");
+    let days = options.days.max(1) as u64;
+    let mut pending: Vec<Event> = Vec::new();
+    let mut written = 0u64;
+    for day in 0..days {
+        let day_start = start + day as i64 * DAY_NS;
+        // Spread the budget evenly: by the end of day d, (d+1)/days of the rows are planned.
+        let target = options.messages * (day + 1) / days;
+        while options.messages - generator.remaining < target {
+            generator.thread(day_start, &mut pending);
+        }
+        let day_end = day_start + DAY_NS;
+        let (today, later): (Vec<Event>, Vec<Event>) =
+            pending.into_iter().partition(|e| e.ts < day_end);
+        pending = later;
+        written += write_batch(&mut writer, today, options)?;
+    }
+    written += write_batch(&mut writer, pending, options)?;
+    writer.finish()?;
+    Ok(written)
+}
+
+fn output_schema() -> Schema {
+    let text = |name: &str| Field::new(name.into(), DataType::String);
+    Schema::from_iter([
+        text(schema::MESSAGE_ID),
+        text(schema::ACCOUNT_ID),
+        text(schema::CHANNEL),
+        text(schema::BUSINESS_ID),
+        text(schema::USER_ID),
+        text(schema::DIRECTION),
+        Field::new(
+            schema::TIMESTAMP.into(),
+            DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
+        ),
+        text(schema::KIND),
+        text("category"),
+        text(schema::STATUS),
+    ])
+}
+
+const CATEGORIES: [&str; 3] = ["marketing", "utility", "authentication"];
+
+fn write_batch(
+    writer: &mut polars::io::parquet::write::BatchedWriter<BufWriter<File>>,
+    mut events: Vec<Event>,
+    options: &Options,
+) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    events.sort_by_key(|e| (e.ts, e.serial));
+    let n = events.len();
+    let mut message_id = Vec::with_capacity(n);
+    let mut account_id = Vec::with_capacity(n);
+    let mut channel = Vec::with_capacity(n);
+    let mut business_id = Vec::with_capacity(n);
+    let mut user_id = Vec::with_capacity(n);
+    let mut direction = Vec::with_capacity(n);
+    let mut timestamp = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut category = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    for e in &events {
+        message_id.push(message_id_of(e, options.seed));
+        account_id.push(format!("acct-{:04}", e.account));
+        channel.push(schema::CHANNELS.name_of(e.channel));
+        business_id.push(business_id_of(e));
+        user_id.push(user_id_of(e));
+        direction.push(schema::DIRECTIONS.name_of(e.direction));
+        timestamp.push(e.ts / 1_000);
+        kind.push(schema::KINDS.name_of(e.kind));
+        category.push((e.kind == schema::KIND_TEMPLATE).then(|| CATEGORIES[e.category as usize]));
+        status.push(schema::STATUSES.name_of(e.status));
+    }
+    let timestamp = Column::new(schema::TIMESTAMP.into(), timestamp).cast(&DataType::Datetime(
+        TimeUnit::Microseconds,
+        Some(TimeZone::UTC),
+    ))?;
+    let frame = DataFrame::new(
+        n,
+        vec![
+            Column::new(schema::MESSAGE_ID.into(), message_id),
+            Column::new(schema::ACCOUNT_ID.into(), account_id),
+            Column::new(schema::CHANNEL.into(), channel),
+            Column::new(schema::BUSINESS_ID.into(), business_id),
+            Column::new(schema::USER_ID.into(), user_id),
+            Column::new(schema::DIRECTION.into(), direction),
+            timestamp,
+            Column::new(schema::KIND.into(), kind),
+            Column::new("category".into(), category),
+            Column::new(schema::STATUS.into(), status),
+        ],
+    )?;
+    writer.write_batch(&frame)?;
+    Ok(n as u64)
+}
+
+/// A bijective scramble of the serial number, so ids look random but never collide.
+fn message_id_of(e: &Event, seed: u64) -> String {
+    let mixed = (e.serial ^ seed.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    match e.channel {
+        schema::WHATSAPP => format!("wamid.{mixed:016x}"),
+        schema::MESSENGER => format!("m_{mixed:016x}"),
+        _ => format!("ig_{mixed:016x}"),
+    }
+}
+
+fn business_id_of(e: &Event) -> String {
+    let base = 100_000_000_000_000u64 + e.account as u64 * 1_000 + e.business as u64;
+    match e.channel {
+        schema::WHATSAPP => format!("{base}"),
+        schema::MESSENGER => format!("{}", base + 200_000_000_000_000),
+        _ => format!("{}", 17_000_000_000_000_000u64 + base),
+    }
+}
+
+fn user_id_of(e: &Event) -> String {
+    let n = (e.account as u64) << 24 | e.user as u64;
+    let digits = n.wrapping_mul(2_654_435_761) % 10_000_000_000;
+    match e.channel {
+        schema::WHATSAPP => {
+            const CODES: [&str; 5] = ["62", "1", "44", "91", "55"];
+            format!("{}{digits:010}", CODES[(n % 5) as usize])
+        }
+        schema::MESSENGER => format!("{:016}", 1_000_000_000_000_000u64 + n),
+        _ => format!("{:017}", 17_000_000_000_000_000u64 + n),
+    }
+}
+
+impl Generator {
+    fn new(options: &Options) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        let count = options
+            .accounts
+            .unwrap_or_else(|| (options.messages / 25_000).clamp(3, 2_000) as u32)
+            .max(1);
+        let weights: Vec<f64> = (0..count)
+            .map(|i| 1.0 / (i as f64 + 1.0).powf(1.1))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut accounts = Vec::with_capacity(count as usize);
+        let mut cumulative = Vec::with_capacity(count as usize);
+        let mut running = 0.0;
+        for weight in weights {
+            let share = weight / total;
+            running += share;
+            cumulative.push(running);
+            let mut channels = vec![schema::WHATSAPP];
+            if rng.random_bool(0.6) {
+                channels.push(schema::MESSENGER);
+            }
+            if rng.random_bool(0.4) {
+                channels.push(schema::INSTAGRAM);
+            }
+            // About 12 messages per user over the log: users come back, keys get several sessions.
+            let users = ((share * options.messages as f64) / 12.0).ceil().max(5.0) as u32;
+            accounts.push(Account {
+                weight: share,
+                channels,
+                users: users.min(1 << 24),
+                businesses: rng.random_range(1..=3),
+            });
+        }
+        Generator {
+            rng,
+            accounts,
+            cumulative,
+            serial: 0,
+            remaining: options.messages,
+        }
+    }
+
+    fn pick_account(&mut self) -> u32 {
+        let x: f64 = self.rng.random();
+        let i = self.cumulative.partition_point(|c| *c < x);
+        i.min(self.accounts.len() - 1) as u32
+    }
+
+    /// A time of day with more traffic in the daytime, as an offset into the day.
+    fn time_of_day(&mut self) -> i64 {
+        let hour = if self.rng.random_bool(0.8) {
+            self.rng.random_range(8..22)
+        } else {
+            self.rng.random_range(0..24)
+        };
+        hour * HOUR + self.rng.random_range(0..HOUR)
+    }
+
+    fn status(&mut self, direction: schema::Code) -> schema::Code {
+        if direction == schema::INBOUND {
+            return schema::STATUS_DELIVERED;
+        }
+        match self.rng.random_range(0..1000) {
+            0..=9 => schema::STATUS_FAILED,
+            10..=49 => schema::STATUS_SENT,
+            50..=399 => schema::STATUS_READ,
+            _ => schema::STATUS_DELIVERED,
+        }
+    }
+
+    /// Adds one event (and sometimes a duplicate log row of it) while the budget lasts.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        out: &mut Vec<Event>,
+        ts: i64,
+        account: u32,
+        channel: schema::Code,
+        business: u8,
+        user: u32,
+        direction: schema::Code,
+        kind: schema::Code,
+    ) {
+        if self.remaining == 0 {
+            return;
+        }
+        self.remaining -= 1;
+        self.serial += 1;
+        let event = Event {
+            ts,
+            serial: self.serial,
+            account,
+            channel,
+            business,
+            user,
+            direction,
+            kind,
+            category: self.rng.random_range(0..3),
+            status: self.status(direction),
+        };
+        out.push(event);
+        if self.remaining > 0 && self.rng.random_bool(0.005) {
+            // Logged twice: at-least-once delivery, sometimes with a later log time.
+            self.remaining -= 1;
+            let delay = if self.rng.random_bool(0.5) {
+                0
+            } else {
+                self.rng.random_range(1..6) * 1_000_000_000
+            };
+            out.push(Event {
+                ts: ts + delay,
+                ..event
+            });
+        }
+    }
+
+    /// Generates one conversation thread (or one broadcast) starting on the given day.
+    fn thread(&mut self, day_start: i64, out: &mut Vec<Event>) {
+        let account = self.pick_account();
+        let a = &self.accounts[account as usize];
+        let channel = a.channels[self.rng.random_range(0..a.channels.len())];
+        let business = self.rng.random_range(0..a.businesses);
+        let users = a.users;
+        let large = a.weight > 0.02;
+        let t0 = day_start + self.time_of_day();
+        let user = self.rng.random_range(0..users);
+        if channel == schema::WHATSAPP {
+            if self.rng.random_bool(if large { 0.012 } else { 0.006 }) {
+                self.broadcast(out, t0, account, business, users);
+            } else {
+                self.whatsapp_thread(out, t0, account, business, user);
+            }
+        } else {
+            self.standard_thread(out, t0, account, channel, business, user);
+        }
+    }
+
+    fn exchanges(
+        &mut self,
+        out: &mut Vec<Event>,
+        mut t: i64,
+        key: (u32, schema::Code, u8, u32),
+        rounds: u32,
+    ) -> i64 {
+        let (account, channel, business, user) = key;
+        for _ in 0..rounds {
+            t += self.rng.random_range(MINUTE..20 * MINUTE);
+            self.push(
+                out,
+                t,
+                account,
+                channel,
+                business,
+                user,
+                schema::INBOUND,
+                schema::KIND_MESSAGE,
+            );
+            t += self.rng.random_range(MINUTE / 2..15 * MINUTE);
+            self.push(
+                out,
+                t,
+                account,
+                channel,
+                business,
+                user,
+                schema::OUTBOUND,
+                schema::KIND_MESSAGE,
+            );
+        }
+        t
+    }
+
+    fn whatsapp_thread(
+        &mut self,
+        out: &mut Vec<Event>,
+        t0: i64,
+        account: u32,
+        business: u8,
+        user: u32,
+    ) {
+        let key = (account, schema::WHATSAPP, business, user);
+        self.push(
+            out,
+            t0,
+            account,
+            schema::WHATSAPP,
+            business,
+            user,
+            schema::INBOUND,
+            schema::KIND_MESSAGE,
+        );
+        let reply = t0 + self.rng.random_range(MINUTE..30 * MINUTE);
+        self.push(
+            out,
+            reply,
+            account,
+            schema::WHATSAPP,
+            business,
+            user,
+            schema::OUTBOUND,
+            schema::KIND_MESSAGE,
+        );
+        let rounds = self.rng.random_range(0..6);
+        let t = self.exchanges(out, reply, key, rounds);
+        match self.rng.random_range(0..100) {
+            // A late free-form reply after the service window closed: a violation.
+            0..=7 => {
+                let late = t + self.rng.random_range(25 * HOUR..48 * HOUR);
+                self.push(
+                    out,
+                    late,
+                    account,
+                    schema::WHATSAPP,
+                    business,
+                    user,
+                    schema::OUTBOUND,
+                    schema::KIND_MESSAGE,
+                );
+            }
+            // A follow-up template the next day: a business-initiated session.
+            8..=15 => {
+                let follow = t + self.rng.random_range(24 * HOUR..40 * HOUR);
+                self.push(
+                    out,
+                    follow,
+                    account,
+                    schema::WHATSAPP,
+                    business,
+                    user,
+                    schema::OUTBOUND,
+                    schema::KIND_TEMPLATE,
+                );
+            }
+            // The user writes again 20 to 30 hours later, across the session's end.
+            16..=25 => {
+                let back = t0 + self.rng.random_range(20 * HOUR..30 * HOUR);
+                self.push(
+                    out,
+                    back,
+                    account,
+                    schema::WHATSAPP,
+                    business,
+                    user,
+                    schema::INBOUND,
+                    schema::KIND_MESSAGE,
+                );
+                let answer = back + self.rng.random_range(MINUTE..10 * MINUTE);
+                self.push(
+                    out,
+                    answer,
+                    account,
+                    schema::WHATSAPP,
+                    business,
+                    user,
+                    schema::OUTBOUND,
+                    schema::KIND_MESSAGE,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn broadcast(&mut self, out: &mut Vec<Event>, t0: i64, account: u32, business: u8, users: u32) {
+        let audience = self.rng.random_range(5..=users.clamp(5, 400));
+        let first = self.rng.random_range(0..users);
+        for i in 0..audience {
+            if self.remaining == 0 {
+                return;
+            }
+            let user = (first + i) % users;
+            let sent = t0 + self.rng.random_range(0..90) * 1_000_000_000;
+            self.push(
+                out,
+                sent,
+                account,
+                schema::WHATSAPP,
+                business,
+                user,
+                schema::OUTBOUND,
+                schema::KIND_TEMPLATE,
+            );
+            if self.rng.random_bool(0.2) {
+                let replied = sent + self.rng.random_range(MINUTE..6 * HOUR);
+                self.push(
+                    out,
+                    replied,
+                    account,
+                    schema::WHATSAPP,
+                    business,
+                    user,
+                    schema::INBOUND,
+                    schema::KIND_MESSAGE,
+                );
+                if self.rng.random_bool(0.7) {
+                    let rounds = self.rng.random_range(0..3);
+                    let answer = replied + self.rng.random_range(MINUTE..20 * MINUTE);
+                    self.push(
+                        out,
+                        answer,
+                        account,
+                        schema::WHATSAPP,
+                        business,
+                        user,
+                        schema::OUTBOUND,
+                        schema::KIND_MESSAGE,
+                    );
+                    self.exchanges(
+                        out,
+                        answer,
+                        (account, schema::WHATSAPP, business, user),
+                        rounds,
+                    );
+                }
+            }
+        }
+    }
+
+    fn standard_thread(
+        &mut self,
+        out: &mut Vec<Event>,
+        t0: i64,
+        account: u32,
+        channel: schema::Code,
+        business: u8,
+        user: u32,
+    ) {
+        let key = (account, channel, business, user);
+        let kind = match self.rng.random_range(0..10) {
+            0 => schema::KIND_AD_CLICK,
+            1 => schema::KIND_CTA_CLICK,
+            _ => schema::KIND_MESSAGE,
+        };
+        self.push(
+            out,
+            t0,
+            account,
+            channel,
+            business,
+            user,
+            schema::INBOUND,
+            kind,
+        );
+        match self.rng.random_range(0..100) {
+            // Nobody answers: a session with quota 0.
+            0..=14 => {}
+            // The answer comes too late: a violation.
+            15..=19 => {
+                let late = t0 + self.rng.random_range(25 * HOUR..60 * HOUR);
+                self.push(
+                    out,
+                    late,
+                    account,
+                    channel,
+                    business,
+                    user,
+                    schema::OUTBOUND,
+                    schema::KIND_MESSAGE,
+                );
+            }
+            _ => {
+                let reply = t0 + self.rng.random_range(MINUTE..3 * HOUR);
+                self.push(
+                    out,
+                    reply,
+                    account,
+                    channel,
+                    business,
+                    user,
+                    schema::OUTBOUND,
+                    schema::KIND_MESSAGE,
+                );
+                let rounds = self.rng.random_range(0..5);
+                self.exchanges(out, reply, key, rounds);
+            }
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! Load and validate: message-log Parquet files in, one typed and deduplicated frame out.
+//!
+//! Every file's footer is checked against the input contract before any data is read, so a
+//! schema problem names its file and column without reading gigabytes first. Values are then
+//! checked column by column (nulls in required columns, unknown enumerated values, timestamps
+//! convbill cannot represent), and the first offending row is named in the error.
+//!
+//! Output schema ([`Messages::frame`]):
+//! `message_id`, `account_id`, `business_id`, `user_id`: String;
+//! `channel`, `direction`, `kind`, `status`: UInt32 codes from [`crate::schema`];
+//! `timestamp`: Int64 nanoseconds since the Unix epoch, UTC;
+//! `file`: UInt32 index into [`Messages::files`]; `row`: UInt64 row number within that file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use parquet::basic::{ConvertedType, LogicalType, Type as PhysicalType};
+use parquet::file::metadata::ParquetMetaDataReader;
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{InputError, Result};
+use crate::schema::{self, Enumeration};
+
+/// Internal column names added by the loader.
+pub const FILE: &str = "file";
+pub const ROW: &str = "row";
+
+/// One input file, as recorded in the manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputFile {
+    /// Path relative to the input root (`/`-separated), or the file name for a single file.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub rows: u64,
+    #[serde(skip)]
+    pub full_path: PathBuf,
+    /// `key=value` folder names between the input root and the file.
+    #[serde(skip)]
+    pub hive: BTreeMap<String, String>,
+}
+
+/// Counts of what was read, for the manifest and the summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct InputStats {
+    pub rows_read: u64,
+    pub duplicates_dropped: u64,
+    pub rows_rejected: u64,
+    pub rows_used: u64,
+}
+
+/// The validated message log.
+pub struct Messages {
+    pub frame: DataFrame,
+    pub files: Vec<InputFile>,
+    pub stats: InputStats,
+}
+
+/// Reads every Parquet file at `input` (a file, or a folder searched recursively).
+pub fn load(input: &Path) -> Result<Messages> {
+    let mut files = discover(input)?;
+    let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
+
+    let mut frames = Vec::with_capacity(files.len());
+    for (index, (file, layout)) in files.iter_mut().zip(&layouts).enumerate() {
+        file.sha256 = sha256_of(&file.full_path)?;
+        frames.push(read_file(file, layout, index as u32)?);
+    }
+    let all = match frames.len() {
+        1 => frames.pop().expect("one frame"),
+        _ => {
+            let lazy: Vec<LazyFrame> = frames.into_iter().map(IntoLazy::lazy).collect();
+            concat(lazy, UnionArgs::default())?.collect()?
+        }
+    };
+    let rows_read = all.height() as u64;
+    let frame = deduplicate(all)?;
+    let rows_used = frame.height() as u64;
+    Ok(Messages {
+        frame,
+        files,
+        stats: InputStats {
+            rows_read,
+            duplicates_dropped: rows_read - rows_used,
+            rows_rejected: 0,
+            rows_used,
+        },
+    })
+}
+
+/// Lists the Parquet files at `input`, sorted by path so that runs are repeatable.
+/// Files and folders whose names start with `.` or `_` (`_SUCCESS`, `.tmp`) are skipped.
+fn discover(input: &Path) -> Result<Vec<InputFile>> {
+    let meta = std::fs::metadata(input).map_err(|_| InputError::NotFound {
+        path: input.to_path_buf(),
+    })?;
+    let mut found = Vec::new();
+    if meta.is_file() {
+        let name = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        found.push(input_file(
+            input.to_path_buf(),
+            name,
+            meta.len(),
+            BTreeMap::new(),
+        ));
+    } else {
+        walk(input, input, &mut found)?;
+    }
+    if found.is_empty() {
+        return Err(InputError::NoFiles {
+            path: input.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(found)
+}
+
+fn input_file(
+    full_path: PathBuf,
+    path: String,
+    bytes: u64,
+    hive: BTreeMap<String, String>,
+) -> InputFile {
+    InputFile {
+        path,
+        bytes,
+        sha256: String::new(),
+        rows: 0,
+        full_path,
+        hive,
+    }
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<InputFile>) -> Result<()> {
+    let unreadable = |e: std::io::Error| InputError::Unreadable {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(unreadable)?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(unreadable)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(|e| InputError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if meta.is_dir() {
+            walk(root, &path, found)?;
+        } else if name.ends_with(".parquet") {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let hive = parts[..parts.len() - 1]
+                .iter()
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            found.push(input_file(path.clone(), parts.join("/"), meta.len(), hive));
+        }
+    }
+    Ok(())
+}
+
+/// Where each column the run needs comes from in one file.
+#[derive(Debug)]
+struct Layout {
+    /// Columns read from the file itself.
+    in_file: Vec<&'static str>,
+    /// Required columns whose value comes from a `key=value` folder name.
+    from_hive: Vec<&'static str>,
+    rows: u64,
+}
+
+/// Checks one file's footer against the input contract, naming the file and column on failure.
+fn check_footer(file: &InputFile) -> Result<Layout> {
+    let path = &file.full_path;
+    let unreadable = |reason: String| InputError::Unreadable {
+        path: path.clone(),
+        reason,
+    };
+    let handle = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&handle)
+        .map_err(|e| unreadable(format!("not a readable Parquet file ({e})")))?;
+    let root = metadata.file_metadata().schema_descr().root_schema();
+    let fields: BTreeMap<&str, &parquet::schema::types::Type> = root
+        .get_fields()
+        .iter()
+        .map(|f| (f.name(), f.as_ref()))
+        .collect();
+
+    let mut layout = Layout {
+        in_file: Vec::new(),
+        from_hive: Vec::new(),
+        rows: metadata.file_metadata().num_rows().max(0) as u64,
+    };
+    let columns = schema::REQUIRED_COLUMNS
+        .iter()
+        .map(|c| (*c, true))
+        .chain(schema::OPTIONAL_COLUMNS.iter().map(|c| (*c, false)));
+    for (column, required) in columns {
+        let is_timestamp = column == schema::TIMESTAMP;
+        match fields.get(column) {
+            Some(field) => {
+                check_type(field, is_timestamp).map_err(|found| InputError::WrongType {
+                    path: path.clone(),
+                    column: column.to_string(),
+                    found,
+                    expected: if is_timestamp {
+                        "a timestamp (INT64 with a TIMESTAMP annotation, any unit, or INT96)"
+                    } else {
+                        "a string (BYTE_ARRAY with a STRING annotation)"
+                    },
+                })?;
+                layout.in_file.push(column);
+            }
+            None if !is_timestamp && file.hive.contains_key(column) => {
+                layout.from_hive.push(column)
+            }
+            None if required => {
+                return Err(InputError::MissingColumn {
+                    path: path.clone(),
+                    column: column.to_string(),
+                    required: schema::REQUIRED_COLUMNS.join(", "),
+                }
+                .into())
+            }
+            None => {}
+        }
+    }
+    Ok(layout)
+}
+
+/// `Ok` when a top-level Parquet field has the type the column needs; otherwise what it is.
+fn check_type(field: &parquet::schema::types::Type, timestamp: bool) -> Result<(), String> {
+    if field.is_group() {
+        return Err("a nested group".into());
+    }
+    let physical = field.get_physical_type();
+    let info = field.get_basic_info();
+    let logical = info.logical_type_ref();
+    let converted = info.converted_type();
+    let ok = if timestamp {
+        matches!(physical, PhysicalType::INT96)
+            || (physical == PhysicalType::INT64
+                && (matches!(logical, Some(LogicalType::Timestamp(_)))
+                    || matches!(
+                        converted,
+                        ConvertedType::TIMESTAMP_MILLIS | ConvertedType::TIMESTAMP_MICROS
+                    )))
+    } else {
+        physical == PhysicalType::BYTE_ARRAY
+            && (matches!(logical, Some(LogicalType::String | LogicalType::Enum))
+                || matches!(converted, ConvertedType::UTF8 | ConvertedType::ENUM))
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match (logical, converted) {
+        (Some(l), _) => format!("{physical} ({l:?})"),
+        (None, ConvertedType::NONE) => format!("{physical} with no annotation"),
+        (None, c) => format!("{physical} ({c})"),
+    })
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let unreadable = |e: std::io::Error| InputError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut file = File::open(path).map_err(unreadable)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Reads one file into the loader's output schema and validates its values.
+fn read_file(file: &mut InputFile, layout: &Layout, index: u32) -> Result<DataFrame> {
+    let path = &file.full_path;
+    let unreadable = |e: PolarsError| InputError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let handle = File::open(path).map_err(|e| InputError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let raw = ParquetReader::new(handle)
+        .with_columns(Some(layout.in_file.iter().map(|c| c.to_string()).collect()))
+        .finish()
+        .map_err(unreadable)?;
+    let height = raw.height();
+    file.rows = height as u64;
+    debug_assert_eq!(file.rows, layout.rows);
+
+    let mut columns: Vec<Column> = Vec::with_capacity(12);
+    for column in [
+        schema::MESSAGE_ID,
+        schema::ACCOUNT_ID,
+        schema::BUSINESS_ID,
+        schema::USER_ID,
+        schema::CHANNEL,
+        schema::DIRECTION,
+        schema::KIND,
+        schema::STATUS,
+    ] {
+        let strings = if layout.from_hive.contains(&column) {
+            Column::new_scalar(
+                column.into(),
+                Scalar::from(PlSmallStr::from(file.hive[column].as_str())),
+                height,
+            )
+        } else if layout.in_file.contains(&column) {
+            raw.column(column)?
+                .cast(&DataType::String)
+                .map_err(unreadable)?
+        } else {
+            Column::full_null(column.into(), height, &DataType::String)
+        };
+        columns.push(strings);
+    }
+    columns.push(timestamps_ns(path, raw.column(schema::TIMESTAMP)?)?);
+    columns.push(Column::new_scalar(FILE.into(), Scalar::from(index), height));
+    columns.push(Column::new(
+        ROW.into(),
+        (0..height as u64).collect::<Vec<u64>>(),
+    ));
+    let strings = DataFrame::new(height, columns)?;
+
+    for column in schema::REQUIRED_COLUMNS {
+        let nulls = strings.column(column)?.is_null();
+        if let Some(row) = first_true(&nulls) {
+            return Err(InputError::NullValue {
+                path: path.clone(),
+                column: column.to_string(),
+                row,
+            }
+            .into());
+        }
+    }
+    let coded = encode_enumerations(strings)?;
+    check_enumerations(path, &coded)?;
+    Ok(coded.drop_many(["channel_raw", "direction_raw", "kind_raw", "status_raw"]))
+}
+
+/// Converts any timestamp column to Int64 nanoseconds since the epoch, UTC. Zoned timestamps
+/// are stored as UTC instants already; naive ones are taken as UTC.
+fn timestamps_ns(path: &Path, column: &Column) -> Result<Column> {
+    let series = column.as_materialized_series();
+    let factor: i64 = match series.dtype() {
+        DataType::Datetime(TimeUnit::Nanoseconds, _) => 1,
+        DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
+        DataType::Datetime(TimeUnit::Milliseconds, _) => 1_000_000,
+        other => {
+            return Err(InputError::WrongType {
+                path: path.to_path_buf(),
+                column: schema::TIMESTAMP.into(),
+                found: other.to_string(),
+                expected: "a timestamp",
+            }
+            .into())
+        }
+    };
+    let physical = series.to_physical_repr();
+    let values = physical.i64()?;
+    let mut out: Vec<Option<i64>> = Vec::with_capacity(values.len());
+    for (row, value) in values.iter().enumerate() {
+        match value {
+            None => out.push(None),
+            Some(v) => match v.checked_mul(factor) {
+                Some(ns) => out.push(Some(ns)),
+                None => {
+                    return Err(InputError::TimestampOutOfRange {
+                        path: path.to_path_buf(),
+                        row: row as u64,
+                    }
+                    .into())
+                }
+            },
+        }
+    }
+    Ok(Column::new(schema::TIMESTAMP.into(), out))
+}
+
+/// The row number of the first `true` in a boolean column.
+fn first_true(mask: &BooleanChunked) -> Option<u64> {
+    mask.iter().position(|v| v == Some(true)).map(|p| p as u64)
+}
+
+/// `when(col == "a").then(code_a).otherwise(when(...)...)`: string to code; null when unknown
+/// (or `default` when the value is null).
+fn code_expr(e: &Enumeration, default: Option<schema::Code>) -> Expr {
+    let source = col(e.column);
+    let fallback = match default {
+        Some(code) => when(source.clone().is_null())
+            .then(code_lit(code))
+            .otherwise(lit(NULL).cast(DataType::UInt32)),
+        None => lit(NULL).cast(DataType::UInt32),
+    };
+    e.values
+        .iter()
+        .rev()
+        .fold(fallback, |otherwise, (name, code)| {
+            when(source.clone().eq(lit(*name)))
+                .then(code_lit(*code))
+                .otherwise(otherwise)
+        })
+        .alias(e.column)
+}
+
+/// A typed `UInt32` literal (plain integer literals are untyped in polars).
+fn code_lit(code: schema::Code) -> Expr {
+    lit(code).cast(DataType::UInt32)
+}
+
+/// Replaces the enumerated string columns by their codes, keeping the strings as `*_raw`
+/// until they have been checked.
+fn encode_enumerations(frame: DataFrame) -> Result<DataFrame> {
+    let raw = |c: &str| col(c).alias(format!("{c}_raw"));
+    Ok(frame
+        .lazy()
+        .with_columns([
+            raw(schema::CHANNEL),
+            raw(schema::DIRECTION),
+            raw(schema::KIND),
+            raw(schema::STATUS),
+        ])
+        .with_columns([
+            code_expr(&schema::CHANNELS, None),
+            code_expr(&schema::DIRECTIONS, None),
+            code_expr(&schema::KINDS, Some(schema::KIND_MESSAGE)),
+            code_expr(&schema::STATUSES, Some(schema::STATUS_DELIVERED)),
+        ])
+        .collect()?)
+}
+
+/// Fails on the first unknown enumerated value, and on a `kind` that its direction does not allow.
+fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
+    for e in [
+        &schema::CHANNELS,
+        &schema::DIRECTIONS,
+        &schema::KINDS,
+        &schema::STATUSES,
+    ] {
+        let raw_name = format!("{}_raw", e.column);
+        let raw = coded.column(&raw_name)?.str()?;
+        let unknown = &coded.column(e.column)?.is_null() & &raw.is_not_null();
+        if let Some(row) = first_true(&unknown) {
+            return Err(InputError::UnknownValue {
+                path: path.to_path_buf(),
+                column: e.column.to_string(),
+                row,
+                value: raw.get(row as usize).unwrap_or_default().to_string(),
+                accepted: e.accepted(),
+            }
+            .into());
+        }
+    }
+    let direction = coded.column(schema::DIRECTION)?.u32()?;
+    let kind = coded.column(schema::KIND)?.u32()?;
+    let inbound = direction.equal(schema::INBOUND);
+    let bad_inbound = &inbound & &kind.equal(schema::KIND_TEMPLATE);
+    let bad_outbound =
+        &!&inbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK));
+    for (mask, direction, accepted) in [
+        (
+            bad_inbound,
+            "inbound",
+            "`message`, `cta_click` or `ad_click`",
+        ),
+        (bad_outbound, "outbound", "`message` or `template`"),
+    ] {
+        if let Some(row) = first_true(&mask) {
+            let raw = coded.column("kind_raw")?.str()?;
+            return Err(InputError::KindForDirection {
+                path: path.to_path_buf(),
+                column: schema::KIND.into(),
+                row,
+                value: raw.get(row as usize).unwrap_or_default().to_string(),
+                direction,
+                accepted,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal
+/// timestamps the first read (files in path order, rows in file order).
+fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
+    Ok(frame
+        .lazy()
+        .sort(
+            [schema::TIMESTAMP, FILE, ROW],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .unique_stable(
+            Some(by_name(
+                [schema::ACCOUNT_ID, schema::MESSAGE_ID],
+                true,
+                false,
+            )),
+            UniqueKeepStrategy::First,
+        )
+        .collect()?)
+}

@@ -1,0 +1,190 @@
+//! The `convbill` command: parses the command line, runs the library, maps errors to the
+//! documented exit codes (see `convbill::exit`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use convbill::{exit, generate, RunConfig, RunReport};
+use tracing_subscriber::EnvFilter;
+
+/// Bills business messaging: derives Meta's 24-hour conversation sessions (WhatsApp,
+/// Messenger, Instagram) from Parquet message logs and writes per-account quota invoices.
+///
+/// With no subcommand, `convbill` runs `convbill run` with its defaults: the bundled
+/// `sample-data/` in, `./out` out.
+///
+/// Exit codes: 0 success; 1 internal error or output not writable; 2 usage error; 3 input
+/// data refused (nothing is written).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// More log output on stderr (-v: per-stage, -vv: debug). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr, no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Derive sessions and write invoices for a message log.
+    Run(RunArgs),
+    /// Write a deterministic, realistic message log for tests and benchmarks.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// A Parquet file, or a folder read recursively (hive-style `key=value/` folders allowed).
+    #[arg(long, env = "CONVBILL_INPUT", default_value = "sample-data")]
+    input: PathBuf,
+
+    /// Output folder. Replaced as a whole, and only when the run succeeds.
+    #[arg(long, env = "CONVBILL_OUT", default_value = "out")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// The Parquet file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of message rows to write (duplicates included).
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Random seed: the same seed and options give the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First day of the log (UTC).
+    #[arg(long, default_value = "2026-10-01")]
+    start: chrono::NaiveDate,
+    /// Number of days the log covers.
+    #[arg(long, default_value_t = 31)]
+    days: u32,
+    /// Number of accounts (default: grows with --messages).
+    #[arg(long)]
+    accounts: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli
+        .command
+        .unwrap_or(Command::Run(RunArgs::default_from_env()))
+    {
+        Command::Run(args) => run(args, cli.quiet),
+        Command::Generate(args) => generate_log(args, cli.quiet),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::SUCCESS as u8),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let code = match error.downcast_ref::<convbill::Error>() {
+                Some(e) => {
+                    if let Some(hint) = e.hint() {
+                        eprintln!("hint: {hint}");
+                    }
+                    e.exit_code()
+                }
+                None => exit::INTERNAL,
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+impl RunArgs {
+    /// The defaults of `convbill run`, for a bare `convbill`.
+    fn default_from_env() -> Self {
+        match Cli::try_parse_from(["convbill", "run"]) {
+            Ok(Cli {
+                command: Some(Command::Run(args)),
+                ..
+            }) => args,
+            _ => RunArgs {
+                input: "sample-data".into(),
+                out: "out".into(),
+            },
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
+    let config = RunConfig {
+        input: args.input,
+        out: args.out,
+    };
+    let report = convbill::run(&config)?;
+    if !quiet {
+        eprint!("{}", summary(&config, &report));
+    }
+    Ok(())
+}
+
+/// The end-of-run summary printed on stderr.
+fn summary(config: &RunConfig, report: &RunReport) -> String {
+    const SHOWN: usize = 20;
+    let mut text = format!(
+        "convbill: read {} messages from {} file(s), {} duplicate(s) dropped; {} sessions, {} violations, {} failed deliveries ignored\n",
+        report.input.rows_read,
+        report.files,
+        report.input.duplicates_dropped,
+        report.sessions.sessions,
+        report.sessions.violations,
+        report.sessions.failed_outbound,
+    );
+    for (account, period, quota) in report.quota.iter().take(SHOWN) {
+        text.push_str(&format!("  {account} {period}: quota {quota}\n"));
+    }
+    if report.quota.len() > SHOWN {
+        text.push_str(&format!(
+            "  ... and {} more invoice(s); see invoice_lines.csv\n",
+            report.quota.len() - SHOWN
+        ));
+    }
+    text.push_str(&format!(
+        "convbill: wrote {} files to {}\n",
+        report.written.len() + 1,
+        config.out.display()
+    ));
+    text
+}
+
+fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {
+    let options = generate::Options {
+        messages: args.messages,
+        seed: args.seed,
+        start: args.start,
+        days: args.days,
+        accounts: args.accounts,
+    };
+    let rows = generate::write(&args.out, &options)?;
+    if !quiet {
+        eprintln!("convbill: wrote {rows} messages to {}", args.out.display());
+    }
+    Ok(())
+}

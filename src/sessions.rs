@@ -1,0 +1,531 @@
+//! Sessions: the validated message log in, sessions and violations out (rule set `quota`).
+//!
+//! The work is columnar. One lazy query orders the events of each conversation key
+//! (`account_id`, `channel`, `business_id`, `user_id`) by time, inbound before outbound, then
+//! `message_id`, numbers the keys, and derives with window expressions over the key:
+//! - the service / standard window: the last inbound event at or before each row, so a row at
+//!   `t` sees an open window when `t - last_inbound < 24h` (rules W1, M1);
+//! - Messenger and Instagram sessions as gaps-and-islands: an inbound event more than 24 hours
+//!   after the previous one starts a new island (M2); outbound rows join the island whose
+//!   window is open at their time, or are violations (M3);
+//! - WhatsApp violations: free-form outbound messages outside the service window (W4).
+//!
+//! The WhatsApp session chain (W2: a session lasts exactly 24 hours from its opening message
+//! and is never extended) depends on where the previous session ended, so it is a sequential
+//! scan: [`whatsapp_chain`] runs it natively over the sorted columns, one key at a time.
+//! A gap of 24 hours or more between two eligible messages of a key always starts a new
+//! session, so the scan could also be split at such gaps.
+//!
+//! Finally one aggregation per (key, session start) builds the session rows.
+
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::load::Messages;
+use crate::schema::{self, Enumeration, DAY_NS};
+
+// Internal column names of the ordered event frame.
+const KEY: &str = "key";
+const INBOUND: &str = "is_inbound";
+const DELIVERED_OUT: &str = "delivered_out";
+const WINDOW_OPEN: &str = "window_open";
+const REASON: &str = "reason";
+const ELIGIBLE: &str = "eligible";
+const IS_WHATSAPP: &str = "is_whatsapp";
+const STANDARD_START: &str = "standard_start";
+const NEW_ISLAND: &str = "new_island";
+const SESSION_START: &str = "session_start";
+const OPENS: &str = "opens";
+
+/// Output column names of `sessions.parquet`, in order.
+pub const SESSION_COLUMNS: [&str; 14] = [
+    "session_id",
+    "account_id",
+    "channel",
+    "business_id",
+    "user_id",
+    "initiation",
+    "started_at",
+    "ends_at",
+    "opened_by",
+    "inbound_messages",
+    "outbound_messages",
+    "billable",
+    "quota",
+    "period",
+];
+
+/// Output column names of `violations.parquet`, in order.
+pub const VIOLATION_COLUMNS: [&str; 9] = [
+    "account_id",
+    "channel",
+    "business_id",
+    "user_id",
+    "message_id",
+    "kind",
+    "timestamp",
+    "reason",
+    "period",
+];
+
+/// Counts from the session stage, for the manifest and the summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SessionStats {
+    pub conversation_keys: u64,
+    pub sessions: u64,
+    pub violations: u64,
+    /// Outbound rows with `status = failed`: never open, join, bill or violate anything.
+    pub failed_outbound: u64,
+}
+
+/// The sessions and violations of one run, in deterministic order
+/// (key, then time), with the columns of [`SESSION_COLUMNS`] and [`VIOLATION_COLUMNS`].
+pub struct Sessions {
+    pub sessions: DataFrame,
+    pub violations: DataFrame,
+    pub stats: SessionStats,
+}
+
+/// Derives the sessions and violations of a message log under rule set `quota`.
+pub fn derive(messages: &Messages) -> Result<Sessions> {
+    let mut events = ordered_events(messages.frame.clone())?;
+    add_whatsapp_chain(&mut events)?;
+    let events = events
+        .lazy()
+        .with_columns([
+            when(col(IS_WHATSAPP))
+                .then(col("wa_start"))
+                .otherwise(col(STANDARD_START))
+                .alias(SESSION_START),
+            when(col(IS_WHATSAPP))
+                .then(col("wa_opens"))
+                .otherwise(col(NEW_ISLAND))
+                .alias(OPENS),
+        ])
+        .collect()?;
+
+    let conversation_keys = match events.height() {
+        0 => 0,
+        _ => events.column(KEY)?.u32()?.max().map_or(0, |k| k as u64 + 1),
+    };
+    let outbound = events
+        .column(schema::DIRECTION)?
+        .u32()?
+        .equal(schema::OUTBOUND);
+    let failed = events
+        .column(schema::STATUS)?
+        .u32()?
+        .equal(schema::STATUS_FAILED);
+    let failed_outbound = (&outbound & &failed).sum().unwrap_or(0) as u64;
+    let sessions = aggregate_sessions(&events)?;
+    let violations = violations(&events)?;
+    Ok(Sessions {
+        stats: SessionStats {
+            conversation_keys,
+            sessions: sessions.height() as u64,
+            violations: violations.height() as u64,
+            failed_outbound,
+        },
+        sessions,
+        violations,
+    })
+}
+
+/// Messages → events ordered by key and time, with window columns.
+///
+/// Adds: `key` (UInt32, dense in key order), `is_inbound`, `delivered_out`, `window_open`,
+/// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
+/// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
+fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
+    let key_columns = [
+        schema::ACCOUNT_ID,
+        schema::CHANNEL,
+        schema::BUSINESS_ID,
+        schema::USER_ID,
+    ];
+    let key_changes = key_columns
+        .iter()
+        .map(|c| col(*c).neq(col(*c).shift(lit(1))).fill_null(lit(true)))
+        .reduce(|a, b| a.or(b))
+        .expect("four key columns");
+    let over_key = |e: Expr| e.over([col(KEY)]);
+    let ts = || col(schema::TIMESTAMP);
+    let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
+    let null_i64 = || lit(NULL).cast(DataType::Int64);
+
+    let last_inbound = over_key(forward_fill(
+        when(col(INBOUND)).then(ts()).otherwise(null_i64()),
+    ))?;
+    let previous_inbound = over_key(col("last_inbound").shift(lit(1)))?;
+
+    let ordered = messages
+        .lazy()
+        .sort(
+            [
+                schema::ACCOUNT_ID,
+                schema::CHANNEL,
+                schema::BUSINESS_ID,
+                schema::USER_ID,
+                schema::TIMESTAMP,
+                schema::DIRECTION,
+                schema::MESSAGE_ID,
+            ],
+            SortMultipleOptions::default(),
+        )
+        .with_columns([
+            (key_changes.cast(DataType::UInt32).cum_sum(false) - lit(1u32))
+                .cast(DataType::UInt32)
+                .alias(KEY),
+            col(schema::DIRECTION)
+                .eq(lit(schema::INBOUND))
+                .alias(INBOUND),
+            col(schema::DIRECTION)
+                .eq(lit(schema::OUTBOUND))
+                .and(col(schema::STATUS).neq(lit(schema::STATUS_FAILED)))
+                .alias(DELIVERED_OUT),
+            col(schema::CHANNEL)
+                .eq(lit(schema::WHATSAPP))
+                .alias(IS_WHATSAPP),
+        ])
+        .with_column(last_inbound.alias("last_inbound"))
+        .with_columns([
+            (ts() - col("last_inbound"))
+                .lt(lit(DAY_NS))
+                .fill_null(lit(false))
+                .alias(WINDOW_OPEN),
+            col(INBOUND)
+                .and(
+                    previous_inbound
+                        .clone()
+                        .is_null()
+                        .or((ts() - previous_inbound).gt_eq(lit(DAY_NS))),
+                )
+                .alias(NEW_ISLAND),
+        ])
+        .with_columns([
+            when(col(DELIVERED_OUT).and(col(WINDOW_OPEN).not()))
+                .then(
+                    when(col(IS_WHATSAPP))
+                        .then(
+                            when(col(schema::KIND).eq(lit(schema::KIND_MESSAGE)))
+                                .then(lit(schema::OUTSIDE_SERVICE_WINDOW))
+                                .otherwise(lit(NULL).cast(DataType::String)),
+                        )
+                        .otherwise(lit(schema::OUTSIDE_STANDARD_WINDOW)),
+                )
+                .otherwise(lit(NULL).cast(DataType::String))
+                .alias(REASON),
+            over_key(forward_fill(
+                when(col(NEW_ISLAND)).then(ts()).otherwise(null_i64()),
+            ))?
+            .alias("island_start"),
+        ])
+        .with_columns([
+            col(IS_WHATSAPP)
+                .and(col(DELIVERED_OUT))
+                .and(col(REASON).is_null())
+                .alias(ELIGIBLE),
+            when(col(INBOUND).or(col(DELIVERED_OUT).and(col(WINDOW_OPEN))))
+                .then(col("island_start"))
+                .otherwise(null_i64())
+                .alias(STANDARD_START),
+        ])
+        .collect()?;
+    Ok(ordered)
+}
+
+/// Runs [`whatsapp_chain`] over the ordered events and adds `wa_start` (Int64, the start of
+/// the WhatsApp session a row counts toward, or null) and `wa_opens` (Boolean).
+fn add_whatsapp_chain(events: &mut DataFrame) -> Result<()> {
+    events.rechunk_mut();
+    let keys = events.column(KEY)?.u32()?;
+    let times = events.column(schema::TIMESTAMP)?.i64()?;
+    let bools = |name: &str| -> Result<Vec<bool>> {
+        Ok(events
+            .column(name)?
+            .bool()?
+            .iter()
+            .map(|v| v == Some(true))
+            .collect())
+    };
+    let chain = whatsapp_chain(
+        keys.cont_slice()?,
+        times.cont_slice()?,
+        &bools(INBOUND)?,
+        &bools(ELIGIBLE)?,
+        &bools(IS_WHATSAPP)?,
+    );
+    events.with_column(Column::new("wa_start".into(), chain.start))?;
+    events.with_column(Column::new("wa_opens".into(), chain.opens))?;
+    Ok(())
+}
+
+/// Per-row result of the WhatsApp session chain.
+#[derive(Debug, PartialEq)]
+pub struct Chain {
+    /// The start of the session the row counts toward (an inbound event inside it, or an
+    /// outbound message that opened or joined it).
+    pub start: Vec<Option<i64>>,
+    /// The row opened its session.
+    pub opens: Vec<bool>,
+}
+
+/// The WhatsApp session chain (rules W2 and W5) over rows sorted by key, time, inbound first.
+///
+/// For each key: an eligible outbound message at `t` opens a session `[t, t+24h)` unless one
+/// is open at `t`, else joins it. Inbound events count toward the session whose interval
+/// contains them, including one opened later at the same instant. Rows of keys that are not
+/// WhatsApp are left alone.
+pub fn whatsapp_chain(
+    keys: &[u32],
+    times: &[i64],
+    inbound: &[bool],
+    eligible: &[bool],
+    whatsapp: &[bool],
+) -> Chain {
+    let n = keys.len();
+    let mut chain = Chain {
+        start: vec![None; n],
+        opens: vec![false; n],
+    };
+    let mut starts: Vec<i64> = Vec::new();
+    let mut lo = 0;
+    while lo < n {
+        let mut hi = lo + 1;
+        while hi < n && keys[hi] == keys[lo] {
+            hi += 1;
+        }
+        if whatsapp[lo] {
+            starts.clear();
+            let mut end = i64::MIN;
+            for i in lo..hi {
+                if !eligible[i] {
+                    continue;
+                }
+                if times[i] >= end {
+                    starts.push(times[i]);
+                    end = times[i] + DAY_NS;
+                    chain.opens[i] = true;
+                }
+                chain.start[i] = starts.last().copied();
+            }
+            let mut current = 0;
+            for i in (lo..hi).filter(|&i| inbound[i]) {
+                while current + 1 < starts.len() && starts[current + 1] <= times[i] {
+                    current += 1;
+                }
+                if let Some(&start) = starts.get(current) {
+                    if start <= times[i] && times[i] < start + DAY_NS {
+                        chain.start[i] = Some(start);
+                    }
+                }
+            }
+        }
+        lo = hi;
+    }
+    chain
+}
+
+/// `code → name` for an enumerated column.
+fn decode(e: &Enumeration) -> Expr {
+    let source = col(e.column);
+    e.values
+        .iter()
+        .rev()
+        .fold(
+            lit(NULL).cast(DataType::String),
+            |otherwise, (name, code)| {
+                when(source.clone().eq(lit(*code)))
+                    .then(lit(*name))
+                    .otherwise(otherwise)
+            },
+        )
+        .alias(e.column)
+}
+
+fn utc_timestamp(e: Expr) -> Expr {
+    e.cast(DataType::Datetime(
+        TimeUnit::Nanoseconds,
+        Some(TimeZone::UTC),
+    ))
+}
+
+fn period_of(e: Expr) -> Expr {
+    e.cast(DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .dt()
+        .strftime("%Y-%m")
+}
+
+/// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
+fn aggregate_sessions(events: &DataFrame) -> Result<DataFrame> {
+    let in_session = events
+        .clone()
+        .lazy()
+        .filter(col(SESSION_START).is_not_null())
+        .group_by_stable([col(KEY), col(SESSION_START)])
+        .agg([
+            col(schema::ACCOUNT_ID).first(),
+            col(schema::CHANNEL).first(),
+            col(schema::BUSINESS_ID).first(),
+            col(schema::USER_ID).first(),
+            col(schema::MESSAGE_ID)
+                .filter(col(OPENS))
+                .first()
+                .alias("opened_by"),
+            col(WINDOW_OPEN)
+                .filter(col(OPENS))
+                .first()
+                .alias("opener_in_window"),
+            col(INBOUND)
+                .sum()
+                .cast(DataType::Int64)
+                .alias("inbound_messages"),
+            col(INBOUND)
+                .not()
+                .sum()
+                .cast(DataType::Int64)
+                .alias("outbound_messages"),
+            col(schema::TIMESTAMP)
+                .filter(col(INBOUND))
+                .max()
+                .alias("last_inbound"),
+        ])
+        .sort([KEY, SESSION_START], SortMultipleOptions::default())
+        .with_columns([
+            when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
+                .then(
+                    when(col("opener_in_window"))
+                        .then(lit(schema::USER_INITIATED))
+                        .otherwise(lit(schema::BUSINESS_INITIATED)),
+                )
+                .otherwise(lit(schema::STANDARD))
+                .alias("initiation"),
+            utc_timestamp(col(SESSION_START)).alias("started_at"),
+            utc_timestamp(
+                when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
+                    .then(col(SESSION_START))
+                    .otherwise(col("last_inbound"))
+                    + lit(DAY_NS),
+            )
+            .alias("ends_at"),
+            col(schema::CHANNEL)
+                .eq(lit(schema::WHATSAPP))
+                .or(col("outbound_messages").gt(lit(0i64)))
+                .alias("billable"),
+            period_of(col(SESSION_START)).alias("period"),
+        ])
+        .with_columns([
+            col("billable").cast(DataType::Int64).alias("quota"),
+            decode(&schema::CHANNELS),
+        ])
+        .collect()?;
+    let ids = session_ids(&in_session)?;
+    let mut sessions = in_session;
+    sessions.with_column(ids)?;
+    Ok(sessions.select(SESSION_COLUMNS)?)
+}
+
+/// `session_id`: the first 16 bytes of SHA-256 over the opening event's (`account_id`,
+/// `message_id`), in hex. Stable across reruns and independent of the rest of the log.
+fn session_ids(sessions: &DataFrame) -> Result<Column> {
+    let accounts = sessions.column(schema::ACCOUNT_ID)?.str()?;
+    let openers = sessions.column("opened_by")?.str()?;
+    let ids: Vec<String> = accounts
+        .iter()
+        .zip(openers.iter())
+        .map(|(account, opener)| session_id(account.unwrap_or(""), opener.unwrap_or("")))
+        .collect();
+    Ok(Column::new("session_id".into(), ids))
+}
+
+/// See [`session_ids`].
+pub fn session_id(account_id: &str, opened_by: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(account_id.as_bytes());
+    hasher.update([0x1f]);
+    hasher.update(opened_by.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Ordered events → one row per violating message ([`VIOLATION_COLUMNS`]), in event order.
+fn violations(events: &DataFrame) -> Result<DataFrame> {
+    Ok(events
+        .clone()
+        .lazy()
+        .filter(col(REASON).is_not_null())
+        .with_columns([
+            period_of(col(schema::TIMESTAMP)).alias("period"),
+            utc_timestamp(col(schema::TIMESTAMP)),
+            decode(&schema::CHANNELS),
+            decode(&schema::KINDS),
+        ])
+        .select(VIOLATION_COLUMNS.map(col))
+        .collect()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn chain_opens_a_new_session_exactly_24_hours_later() {
+        let chain = whatsapp_chain(
+            &[0, 0, 0],
+            &[0, 23 * H, 24 * H],
+            &[false, false, false],
+            &[true, true, true],
+            &[true, true, true],
+        );
+        assert_eq!(chain.start, vec![Some(0), Some(0), Some(24 * H)]);
+        assert_eq!(chain.opens, vec![true, false, true]);
+    }
+
+    #[test]
+    fn chain_counts_an_inbound_event_at_the_opening_instant() {
+        // Sorted inbound first: the inbound row precedes the outbound that opens at the same time.
+        let chain = whatsapp_chain(
+            &[0, 0, 0],
+            &[5 * H, 5 * H, 29 * H],
+            &[true, false, true],
+            &[false, true, false],
+            &[true, true, true],
+        );
+        assert_eq!(chain.start, vec![Some(5 * H), Some(5 * H), None]);
+    }
+
+    #[test]
+    fn chain_restarts_for_each_key_and_skips_other_channels() {
+        let chain = whatsapp_chain(
+            &[0, 1, 2],
+            &[10 * H, 11 * H, 12 * H],
+            &[false, false, false],
+            &[true, true, false],
+            &[true, true, false],
+        );
+        assert_eq!(chain.start, vec![Some(10 * H), Some(11 * H), None]);
+        assert_eq!(chain.opens, vec![true, true, false]);
+    }
+
+    #[test]
+    fn chain_ignores_ineligible_outbound_messages() {
+        let chain = whatsapp_chain(
+            &[0, 0],
+            &[0, H],
+            &[false, false],
+            &[false, true],
+            &[true, true],
+        );
+        assert_eq!(chain.start, vec![None, Some(H)]);
+    }
+
+    #[test]
+    fn session_ids_are_stable_and_distinct() {
+        assert_eq!(session_id("acme", "m1"), session_id("acme", "m1"));
+        assert_ne!(session_id("acme", "m1"), session_id("acme", "m2"));
+        assert_ne!(session_id("acm", "em1"), session_id("acme", "m1"));
+        assert_eq!(session_id("acme", "m1").len(), 32);
+    }
+}

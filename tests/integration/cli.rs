@@ -1,0 +1,395 @@
+//! End-to-end: the real `convbill` binary, its files, its exit codes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use polars::prelude::*;
+use predicates::prelude::*;
+
+use crate::support::*;
+
+pub fn convbill() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_convbill"));
+    command.env_remove("RUST_LOG");
+    command.env_remove("CONVBILL_INPUT");
+    command.env_remove("CONVBILL_OUT");
+    command
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, relative path → bytes.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    files
+}
+
+fn read_parquet(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+fn column_names(frame: &DataFrame) -> Vec<String> {
+    frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+fn article_log() -> Vec<Ev> {
+    vec![
+        template("t1", "Mon 13:00"),
+        inbound("u1", "Mon 14:00"),
+        reply("r1", "Mon 19:30"),
+        inbound("u2", "Tue 14:00"),
+        reply("r2", "Tue 14:05"),
+        reply("r2", "Tue 14:05"),
+        reply("late", "Thu 15:00"),
+        inbound("x1", "Thu 14:00").on("messenger"),
+        inbound("x2", "Thu 14:00").on("messenger").user("quiet"),
+        reply("x3", "Thu 14:30").on("messenger"),
+    ]
+}
+
+#[test]
+fn bare_convbill_runs_the_bundled_sample_data_into_out() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data"),
+        &dir.path().join("sample-data"),
+    );
+    convbill()
+        .current_dir(dir.path())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("sessions").and(predicate::str::contains("quota")));
+    let out = dir.path().join("out");
+    for file in [
+        "sessions.parquet",
+        "violations.parquet",
+        "invoice_lines.parquet",
+        "invoice_lines.csv",
+        "manifest.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let invoices = snapshot(&out.join("invoices"));
+    assert!(
+        invoices.keys().any(|p| p.ends_with("article-demo.json")),
+        "{:?}",
+        invoices.keys()
+    );
+    // The article account: see sample-data/README.md (7 sessions, quota 6).
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("invoices/2024-01/article-demo.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["totals"]["quota"], 6);
+}
+
+#[test]
+fn an_explicit_run_writes_every_output_with_the_spec_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &article_log());
+    let out = dir.path().join("result");
+    convbill()
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+
+    let sessions = read_parquet(&out.join("sessions.parquet"));
+    assert_eq!(column_names(&sessions), convbill::sessions::SESSION_COLUMNS);
+    assert_eq!(sessions.height(), 4);
+    assert_eq!(
+        sessions.column("started_at").unwrap().dtype(),
+        &DataType::Datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC))
+    );
+    let violations = read_parquet(&out.join("violations.parquet"));
+    assert_eq!(
+        column_names(&violations),
+        convbill::sessions::VIOLATION_COLUMNS
+    );
+    assert_eq!(violations.height(), 1);
+    let lines = read_parquet(&out.join("invoice_lines.parquet"));
+    assert_eq!(column_names(&lines), convbill::rating::LINE_COLUMNS);
+
+    let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "account_id,period,channel,initiation,sessions,billable_sessions,quota_per_session,quota\n\
+         acme,2024-01,messenger,standard,2,1,1,1\n\
+         acme,2024-01,whatsapp,business_initiated,1,1,1,1\n\
+         acme,2024-01,whatsapp,user_initiated,1,1,1,1\n"
+    );
+    let invoice: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2024-01/acme.json")).unwrap())
+            .unwrap();
+    assert_eq!(invoice["period_start"], "2024-01-01T00:00:00Z");
+    assert_eq!(invoice["period_end"], "2024-02-01T00:00:00Z");
+    assert_eq!(invoice["totals"]["sessions"], 4);
+    assert_eq!(invoice["totals"]["quota"], 3);
+    assert_eq!(invoice["lines"].as_array().unwrap().len(), 3);
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["rule_set"], "quota");
+    assert_eq!(manifest["input"]["rows_read"], 10);
+    assert_eq!(manifest["input"]["duplicates_dropped"], 1);
+    assert_eq!(manifest["input"]["rows_rejected"], 0);
+    assert_eq!(manifest["input"]["rows_used"], 9);
+    assert_eq!(manifest["input"]["files"][0]["path"], "log.parquet");
+    assert_eq!(
+        manifest["input"]["files"][0]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let outputs: Vec<&str> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            "sessions.parquet",
+            "violations.parquet",
+            "invoice_lines.parquet",
+            "invoice_lines.csv",
+            "invoices/2024-01/acme.json"
+        ]
+    );
+    assert_eq!(manifest["outputs"][0]["rows"], 4);
+}
+
+#[test]
+fn every_invoice_line_traces_to_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &article_log());
+    let out = dir.path().join("out");
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let sessions = read_parquet(&out.join("sessions.parquet"));
+    let lines = read_parquet(&out.join("invoice_lines.parquet"));
+    for i in 0..lines.height() {
+        let text = |name: &str| {
+            lines
+                .column(name)
+                .unwrap()
+                .str()
+                .unwrap()
+                .get(i)
+                .unwrap()
+                .to_string()
+        };
+        let mine = sessions
+            .clone()
+            .lazy()
+            .filter(
+                col("account_id")
+                    .eq(lit(text("account_id")))
+                    .and(col("period").eq(lit(text("period"))))
+                    .and(col("channel").eq(lit(text("channel"))))
+                    .and(col("initiation").eq(lit(text("initiation")))),
+            )
+            .collect()
+            .unwrap();
+        let line_sessions = lines
+            .column("sessions")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(i)
+            .unwrap();
+        let line_quota = lines
+            .column("quota")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(i)
+            .unwrap();
+        assert_eq!(mine.height() as i64, line_sessions);
+        assert_eq!(
+            mine.column("quota").unwrap().i64().unwrap().sum().unwrap(),
+            line_quota
+        );
+    }
+}
+
+#[test]
+fn a_rerun_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &article_log());
+    let out = dir.path().join("out");
+    let run = || {
+        convbill()
+            .arg("run")
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        snapshot(&out)
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
+    assert!(first == second, "outputs differ between reruns");
+    // No staging or previous folders are left beside the output.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("convbill"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_unrelated_output_folder_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &article_log());
+    let out = dir.path().join("documents");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("thesis.txt"), "precious").unwrap();
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("refusing to replace")
+                .and(predicate::str::contains("documents")),
+        );
+    assert_eq!(
+        std::fs::read_to_string(out.join("thesis.txt")).unwrap(),
+        "precious"
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    convbill()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes").and(predicate::str::contains("3 input")));
+}
+
+#[test]
+fn a_usage_error_exits_2() {
+    convbill()
+        .args(["run", "--frobnicate"])
+        .assert()
+        .code(convbill::exit::USAGE);
+}
+
+#[test]
+fn generate_is_deterministic_and_writes_exactly_the_requested_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, seed: &str| {
+        let path = dir.path().join(name);
+        convbill()
+            .args([
+                "generate",
+                "--messages",
+                "20000",
+                "--seed",
+                seed,
+                "--days",
+                "10",
+                "--accounts",
+                "20",
+                "--out",
+            ])
+            .arg(&path)
+            .assert()
+            .success();
+        path
+    };
+    let a = make("a.parquet", "7");
+    let b = make("b.parquet", "7");
+    let c = make("c.parquet", "8");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+
+    let messages = convbill::load::load(&a).unwrap();
+    assert_eq!(messages.stats.rows_read, 20_000);
+    assert!(
+        messages.stats.duplicates_dropped > 0,
+        "the generator logs some rows twice"
+    );
+    let derived = convbill::sessions::derive(&messages).unwrap();
+    assert!(derived.stats.failed_outbound > 0);
+    assert!(derived.stats.violations > 0);
+    let sessions = sessions_of(&derived.sessions);
+    for initiation in ["user_initiated", "business_initiated", "standard"] {
+        assert!(
+            sessions.iter().any(|s| s.initiation == initiation),
+            "{initiation}"
+        );
+    }
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.channel == "standard" || !s.billable),
+        "unanswered sessions"
+    );
+    let mut per_account = BTreeMap::<String, usize>::new();
+    for s in &sessions {
+        *per_account.entry(s.account.clone()).or_default() += 1;
+    }
+    let (small, large) = (
+        per_account.values().min().unwrap(),
+        per_account.values().max().unwrap(),
+    );
+    assert!(
+        large / small.max(&1) >= 5,
+        "account sizes vary: {per_account:?}"
+    );
+}

@@ -1,0 +1,9 @@
+//! All integration tests, built as one test binary (one link step against polars).
+
+mod bad_input;
+mod cli;
+mod property;
+mod reference;
+mod rules;
+mod sample_data;
+mod support;

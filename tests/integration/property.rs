@@ -1,0 +1,76 @@
+//! Properties over random logs: the columnar implementation agrees session for session with
+//! the row-by-row reference ([`crate::reference`]), and sessions of a key never overlap.
+//! Times fall on a 30-minute grid so that ties and exact 24-hour gaps are common.
+
+use proptest::prelude::*;
+
+use crate::reference;
+use crate::support::*;
+
+fn arb_event() -> impl Strategy<Value = Ev> {
+    (
+        0..40u32,
+        prop_oneof![Just("a"), Just("b")],
+        prop_oneof![Just("whatsapp"), Just("messenger"), Just("instagram")],
+        prop_oneof![Just("b1"), Just("b2")],
+        prop_oneof![Just("u1"), Just("u2")],
+        any::<bool>(),
+        0..3usize,
+        prop_oneof![
+            4 => Just(None),
+            1 => Just(Some("delivered")),
+            1 => Just(Some("read")),
+            1 => Just(Some("sent")),
+            2 => Just(Some("failed")),
+        ],
+        0..240i64,
+    )
+        .prop_map(
+            |(id, account, channel, business, user, inbound, kind, status, slot)| {
+                let kind = if inbound {
+                    [None, Some("cta_click"), Some("ad_click")][kind]
+                } else {
+                    [None, Some("message"), Some("template")][kind]
+                };
+                Ev {
+                    id: format!("m{id}"),
+                    account: account.into(),
+                    channel: channel.into(),
+                    business: business.into(),
+                    user: user.into(),
+                    direction: if inbound { "inbound" } else { "outbound" }.into(),
+                    ts: at("2024-01-30 00:00") + slot * HOUR / 2,
+                    kind: kind.map(Into::into),
+                    status: status.map(Into::into),
+                }
+            },
+        )
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn columnar_sessions_agree_with_the_reference(events in prop::collection::vec(arb_event(), 1..80)) {
+        let (sessions, violations) = derive(&events);
+        let (expected_sessions, expected_violations) = reference::derive(&events);
+        prop_assert_eq!(sorted(sessions.clone()), sorted(expected_sessions));
+        prop_assert_eq!(sorted(violations), sorted(expected_violations));
+
+        for pair in sessions.windows(2) {
+            let same_key = (&pair[0].account, &pair[0].channel, &pair[0].business, &pair[0].user)
+                == (&pair[1].account, &pair[1].channel, &pair[1].business, &pair[1].user);
+            if same_key {
+                prop_assert!(pair[0].ends_at <= pair[1].started_at, "overlap: {:?}", pair);
+            }
+        }
+        for s in &sessions {
+            prop_assert_eq!(s.quota, i64::from(s.billable));
+        }
+    }
+}

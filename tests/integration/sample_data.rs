@@ -1,0 +1,209 @@
+//! The bundled `sample-data/`: the Parquet twin of `article-scenarios.csv` holds the same
+//! rows, its sessions are the ones `sample-data/README.md` describes, and the generated month
+//! is what its documented command produces.
+//!
+//! `CONVBILL_BLESS=1 cargo test --release sample_data` rewrites the Parquet twin from the CSV.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::support::*;
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-data")
+        .join(name)
+}
+
+/// The CSV as a frame with the input schema (timestamps zoned UTC, milliseconds).
+fn csv_frame() -> DataFrame {
+    let mut reader = csv::Reader::from_path(sample("article-scenarios.csv")).unwrap();
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(Into::into).collect();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let columns = headers
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if name == "timestamp" {
+                let ms: Vec<i64> = rows
+                    .iter()
+                    .map(|r| {
+                        chrono::DateTime::parse_from_rfc3339(&r[i])
+                            .unwrap()
+                            .timestamp_millis()
+                    })
+                    .collect();
+                Column::new(name.into(), ms)
+                    .cast(&DataType::Datetime(
+                        TimeUnit::Milliseconds,
+                        Some(TimeZone::UTC),
+                    ))
+                    .unwrap()
+            } else {
+                let values: Vec<Option<&str>> = rows
+                    .iter()
+                    .map(|r| Some(&r[i]).filter(|v| !v.is_empty()))
+                    .collect();
+                Column::new(name.into(), values)
+            }
+        })
+        .collect();
+    DataFrame::new(rows.len(), columns).unwrap()
+}
+
+#[test]
+fn the_parquet_twin_holds_the_csv_rows() {
+    let path = sample("article-scenarios.parquet");
+    let expected = csv_frame();
+    if std::env::var_os("CONVBILL_BLESS").is_some() {
+        write_parquet(&path, &mut expected.clone());
+    }
+    let actual = ParquetReader::new(std::fs::File::open(&path).unwrap())
+        .finish()
+        .unwrap();
+    assert!(actual.equals_missing(&expected), "{actual}\n!=\n{expected}");
+}
+
+#[test]
+fn the_article_scenarios_give_the_sessions_the_readme_describes() {
+    let messages = convbill::load::load(&sample("article-scenarios.parquet")).unwrap();
+    assert_eq!(messages.stats.duplicates_dropped, 1);
+    let derived = convbill::sessions::derive(&messages).unwrap();
+    let got: Vec<(String, String, String, String, i64, i64, i64)> = sessions_of(&derived.sessions)
+        .into_iter()
+        .map(|s| {
+            let time = |ns: i64| {
+                chrono::DateTime::from_timestamp_nanos(ns)
+                    .format("%a %d %H:%M")
+                    .to_string()
+            };
+            (
+                s.user,
+                s.initiation,
+                time(s.started_at),
+                time(s.ends_at),
+                s.inbound,
+                s.outbound,
+                s.quota,
+            )
+        })
+        .collect();
+    let row = |user: &str, initiation: &str, start: &str, end: &str, inbound, outbound, quota| {
+        (
+            user.to_string(),
+            initiation.to_string(),
+            start.to_string(),
+            end.to_string(),
+            inbound,
+            outbound,
+            quota,
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            row(
+                "6281200000001",
+                "business_initiated",
+                "Mon 01 13:00",
+                "Tue 02 13:00",
+                2,
+                3,
+                1
+            ),
+            row(
+                "6281200000001",
+                "user_initiated",
+                "Tue 02 14:05",
+                "Wed 03 14:05",
+                0,
+                1,
+                1
+            ),
+            row(
+                "6281200000002",
+                "business_initiated",
+                "Mon 01 13:00",
+                "Tue 02 13:00",
+                0,
+                1,
+                1
+            ),
+            row(
+                "6281200000002",
+                "business_initiated",
+                "Tue 02 15:00",
+                "Wed 03 15:00",
+                0,
+                1,
+                1
+            ),
+            row(
+                "6281200000003",
+                "user_initiated",
+                "Thu 04 14:30",
+                "Fri 05 14:30",
+                1,
+                2,
+                1
+            ),
+            row(
+                "1000000000000001",
+                "standard",
+                "Wed 03 09:00",
+                "Thu 04 09:00",
+                1,
+                1,
+                1
+            ),
+            row(
+                "1000000000000002",
+                "standard",
+                "Wed 03 10:00",
+                "Thu 04 10:00",
+                1,
+                0,
+                0
+            ),
+        ]
+    );
+    assert_eq!(
+        violations_of(&derived.violations),
+        vec![("s3-a3".into(), "outside_service_window".into())]
+    );
+    assert_eq!(derived.stats.failed_outbound, 1);
+}
+
+/// The command in `sample-data/README.md` that makes the generated month.
+pub const GENERATED_MONTH_ARGS: [&str; 12] = [
+    "generate",
+    "--messages",
+    "60000",
+    "--seed",
+    "2026",
+    "--start",
+    "2026-10-01",
+    "--days",
+    "31",
+    "--accounts",
+    "6",
+    "--out",
+];
+
+#[test]
+fn the_generated_month_is_what_its_documented_command_makes() {
+    let bundled = sample("generated/month=2026-10/messages.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("messages.parquet");
+    crate::cli::convbill()
+        .args(GENERATED_MONTH_ARGS)
+        .arg(&fresh)
+        .assert()
+        .success();
+    if std::env::var_os("CONVBILL_BLESS").is_some() {
+        std::fs::create_dir_all(bundled.parent().unwrap()).unwrap();
+        std::fs::copy(&fresh, &bundled).unwrap();
+    }
+    assert!(std::fs::read(&bundled).unwrap() == std::fs::read(&fresh).unwrap());
+}
