@@ -105,6 +105,11 @@ impl Error {
     /// A one-line suggestion printed after the error, where there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Input(InputError::NotFound { .. }) => Some(
+                "pass `--input PATH`; the default, `sample-data`, is the folder in convbill's \
+                 source tree, so a bare `convbill` works from there"
+                    .into(),
+            ),
             Error::Input(InputError::NoFiles { .. }) => Some(
                 "convbill reads files ending in `.parquet`, in the folder and all folders below it"
                     .into(),

@@ -393,3 +393,29 @@ fn generate_is_deterministic_and_writes_exactly_the_requested_rows() {
         "account sizes vary: {per_account:?}"
     );
 }
+
+#[test]
+fn an_empty_log_gives_empty_outputs_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[]);
+    let out = dir.path().join("out");
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("read 0 messages"));
+    assert_eq!(read_parquet(&out.join("sessions.parquet")).height(), 0);
+    assert_eq!(
+        column_names(&read_parquet(&out.join("sessions.parquet"))),
+        convbill::sessions::SESSION_COLUMNS
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap(),
+        "account_id,period,channel,initiation,sessions,billable_sessions,quota_per_session,quota\n"
+    );
+    assert!(!out.join("invoices").exists());
+}
