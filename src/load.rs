@@ -312,8 +312,17 @@ fn read_file(file: &mut InputFile, layout: &Layout, index: u32) -> Result<DataFr
         .finish()
         .map_err(unreadable)?;
     let height = raw.height();
-    file.rows = height as u64;
-    debug_assert_eq!(file.rows, layout.rows);
+    if height as u64 != layout.rows {
+        return Err(InputError::Unreadable {
+            path: path.clone(),
+            reason: format!(
+                "the footer lists {} rows but {height} were read",
+                layout.rows
+            ),
+        }
+        .into());
+    }
+    file.rows = layout.rows;
 
     let mut columns: Vec<Column> = Vec::with_capacity(12);
     for column in [

@@ -178,38 +178,69 @@ fn write_all(dir: &Path, outputs: Outputs<'_>) -> Result<Vec<WrittenFile>> {
     Ok(written)
 }
 
-fn finish(dir: &Path, relative: &str, rows: u64) -> Result<WrittenFile> {
+/// A writer that hashes and counts what passes through it, so no output is read back.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Creates `relative` under `dir`, lets `fill` write it, and flushes it to disk.
+fn write_file(
+    dir: &Path,
+    relative: &str,
+    rows: u64,
+    fill: impl FnOnce(&mut Hashing<BufWriter<File>>) -> Result<()>,
+) -> Result<WrittenFile> {
     let path = dir.join(relative);
-    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder).map_err(io_error(folder))?;
+    }
+    let file = File::create(&path).map_err(io_error(&path))?;
+    let mut writer = Hashing {
+        inner: BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    fill(&mut writer)?;
+    let file = writer
+        .inner
+        .into_inner()
+        .map_err(|e| io_error(&path)(e.into_error()))?;
+    file.sync_all().map_err(io_error(&path))?;
     Ok(WrittenFile {
         path: relative.to_string(),
-        bytes: bytes.len() as u64,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes: writer.bytes,
+        sha256: hex::encode(writer.hasher.finalize()),
         rows,
     })
 }
 
 fn write_bytes(dir: &Path, relative: &str, bytes: &[u8], rows: u64) -> Result<WrittenFile> {
-    let path = dir.join(relative);
-    if let Some(folder) = path.parent() {
-        fs::create_dir_all(folder).map_err(io_error(folder))?;
-    }
-    let mut file = File::create(&path).map_err(io_error(&path))?;
-    file.write_all(bytes).map_err(io_error(&path))?;
-    file.sync_all().map_err(io_error(&path))?;
-    finish(dir, relative, rows)
+    write_file(dir, relative, rows, |w| {
+        w.write_all(bytes).map_err(io_error(&dir.join(relative)))
+    })
 }
 
 fn write_parquet(dir: &Path, relative: &str, frame: &mut DataFrame) -> Result<WrittenFile> {
-    let path = dir.join(relative);
-    let file = File::create(&path).map_err(io_error(&path))?;
-    let mut buffered = BufWriter::new(file);
-    ParquetWriter::new(&mut buffered).finish(frame)?;
-    let file = buffered
-        .into_inner()
-        .map_err(|e| io_error(&path)(e.into_error()))?;
-    file.sync_all().map_err(io_error(&path))?;
-    finish(dir, relative, frame.height() as u64)
+    let rows = frame.height() as u64;
+    write_file(dir, relative, rows, |w| {
+        ParquetWriter::new(w).finish(frame)?;
+        Ok(())
+    })
 }
 
 fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use polars::prelude::*;
 use predicates::prelude::*;
+use sha2::Digest;
 
 use crate::support::*;
 
@@ -193,6 +194,24 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
         ]
     );
     assert_eq!(manifest["outputs"][0]["rows"], 4);
+    for output in manifest["outputs"].as_array().unwrap() {
+        let bytes = std::fs::read(out.join(output["path"].as_str().unwrap())).unwrap();
+        assert_eq!(output["bytes"], bytes.len() as u64, "{output}");
+        assert_eq!(
+            output["sha256"],
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            "{output}"
+        );
+    }
+    let input_bytes = std::fs::read(&input).unwrap();
+    assert_eq!(
+        manifest["input"]["files"][0]["bytes"],
+        input_bytes.len() as u64
+    );
+    assert_eq!(
+        manifest["input"]["files"][0]["sha256"],
+        hex::encode(sha2::Sha256::digest(&input_bytes))
+    );
 }
 
 #[test]
