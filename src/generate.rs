@@ -52,6 +52,15 @@ struct Event {
     status: schema::Code,
 }
 
+/// A conversation key, by index: (account, channel, business, user).
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    account: u32,
+    channel: schema::Code,
+    business: u8,
+    user: u32,
+}
+
 struct Account {
     weight: f64,
     channels: Vec<schema::Code>,
@@ -287,15 +296,11 @@ impl Generator {
     }
 
     /// Adds one event (and sometimes a duplicate log row of it) while the budget lasts.
-    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         out: &mut Vec<Event>,
+        key: Key,
         ts: i64,
-        account: u32,
-        channel: schema::Code,
-        business: u8,
-        user: u32,
         direction: schema::Code,
         kind: schema::Code,
     ) {
@@ -307,10 +312,10 @@ impl Generator {
         let event = Event {
             ts,
             serial: self.serial,
-            account,
-            channel,
-            business,
-            user,
+            account: key.account,
+            channel: key.channel,
+            business: key.business,
+            user: key.user,
             direction,
             kind,
             category: self.rng.random_range(0..3),
@@ -342,251 +347,105 @@ impl Generator {
         let large = a.weight > 0.02;
         let t0 = day_start + self.time_of_day();
         let user = self.rng.random_range(0..users);
+        let key = Key {
+            account,
+            channel,
+            business,
+            user,
+        };
         if channel == schema::WHATSAPP {
             if self.rng.random_bool(if large { 0.012 } else { 0.006 }) {
-                self.broadcast(out, t0, account, business, users);
+                self.broadcast(out, t0, key, users);
             } else {
-                self.whatsapp_thread(out, t0, account, business, user);
+                self.whatsapp_thread(out, t0, key);
             }
         } else {
-            self.standard_thread(out, t0, account, channel, business, user);
+            self.standard_thread(out, t0, key);
         }
     }
 
-    fn exchanges(
-        &mut self,
-        out: &mut Vec<Event>,
-        mut t: i64,
-        key: (u32, schema::Code, u8, u32),
-        rounds: u32,
-    ) -> i64 {
-        let (account, channel, business, user) = key;
+    fn exchanges(&mut self, out: &mut Vec<Event>, mut t: i64, key: Key, rounds: u32) -> i64 {
         for _ in 0..rounds {
             t += self.rng.random_range(MINUTE..20 * MINUTE);
-            self.push(
-                out,
-                t,
-                account,
-                channel,
-                business,
-                user,
-                schema::INBOUND,
-                schema::KIND_MESSAGE,
-            );
+            self.push(out, key, t, schema::INBOUND, schema::KIND_MESSAGE);
             t += self.rng.random_range(MINUTE / 2..15 * MINUTE);
-            self.push(
-                out,
-                t,
-                account,
-                channel,
-                business,
-                user,
-                schema::OUTBOUND,
-                schema::KIND_MESSAGE,
-            );
+            self.push(out, key, t, schema::OUTBOUND, schema::KIND_MESSAGE);
         }
         t
     }
 
-    fn whatsapp_thread(
-        &mut self,
-        out: &mut Vec<Event>,
-        t0: i64,
-        account: u32,
-        business: u8,
-        user: u32,
-    ) {
-        let key = (account, schema::WHATSAPP, business, user);
-        self.push(
-            out,
-            t0,
-            account,
-            schema::WHATSAPP,
-            business,
-            user,
-            schema::INBOUND,
-            schema::KIND_MESSAGE,
-        );
+    fn whatsapp_thread(&mut self, out: &mut Vec<Event>, t0: i64, key: Key) {
+        self.push(out, key, t0, schema::INBOUND, schema::KIND_MESSAGE);
         let reply = t0 + self.rng.random_range(MINUTE..30 * MINUTE);
-        self.push(
-            out,
-            reply,
-            account,
-            schema::WHATSAPP,
-            business,
-            user,
-            schema::OUTBOUND,
-            schema::KIND_MESSAGE,
-        );
+        self.push(out, key, reply, schema::OUTBOUND, schema::KIND_MESSAGE);
         let rounds = self.rng.random_range(0..6);
         let t = self.exchanges(out, reply, key, rounds);
         match self.rng.random_range(0..100) {
             // A late free-form reply after the service window closed: a violation.
             0..=7 => {
                 let late = t + self.rng.random_range(25 * HOUR..48 * HOUR);
-                self.push(
-                    out,
-                    late,
-                    account,
-                    schema::WHATSAPP,
-                    business,
-                    user,
-                    schema::OUTBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, late, schema::OUTBOUND, schema::KIND_MESSAGE);
             }
             // A follow-up template the next day: a business-initiated session.
             8..=15 => {
                 let follow = t + self.rng.random_range(24 * HOUR..40 * HOUR);
-                self.push(
-                    out,
-                    follow,
-                    account,
-                    schema::WHATSAPP,
-                    business,
-                    user,
-                    schema::OUTBOUND,
-                    schema::KIND_TEMPLATE,
-                );
+                self.push(out, key, follow, schema::OUTBOUND, schema::KIND_TEMPLATE);
             }
             // The user writes again 20 to 30 hours later, across the session's end.
             16..=25 => {
                 let back = t0 + self.rng.random_range(20 * HOUR..30 * HOUR);
-                self.push(
-                    out,
-                    back,
-                    account,
-                    schema::WHATSAPP,
-                    business,
-                    user,
-                    schema::INBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, back, schema::INBOUND, schema::KIND_MESSAGE);
                 let answer = back + self.rng.random_range(MINUTE..10 * MINUTE);
-                self.push(
-                    out,
-                    answer,
-                    account,
-                    schema::WHATSAPP,
-                    business,
-                    user,
-                    schema::OUTBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, answer, schema::OUTBOUND, schema::KIND_MESSAGE);
             }
             _ => {}
         }
     }
 
-    fn broadcast(&mut self, out: &mut Vec<Event>, t0: i64, account: u32, business: u8, users: u32) {
+    fn broadcast(&mut self, out: &mut Vec<Event>, t0: i64, key: Key, users: u32) {
         let audience = self.rng.random_range(5..=users.clamp(5, 400));
         let first = self.rng.random_range(0..users);
         for i in 0..audience {
             if self.remaining == 0 {
                 return;
             }
-            let user = (first + i) % users;
+            let key = Key {
+                user: (first + i) % users,
+                ..key
+            };
             let sent = t0 + self.rng.random_range(0..90) * 1_000_000_000;
-            self.push(
-                out,
-                sent,
-                account,
-                schema::WHATSAPP,
-                business,
-                user,
-                schema::OUTBOUND,
-                schema::KIND_TEMPLATE,
-            );
+            self.push(out, key, sent, schema::OUTBOUND, schema::KIND_TEMPLATE);
             if self.rng.random_bool(0.2) {
                 let replied = sent + self.rng.random_range(MINUTE..6 * HOUR);
-                self.push(
-                    out,
-                    replied,
-                    account,
-                    schema::WHATSAPP,
-                    business,
-                    user,
-                    schema::INBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, replied, schema::INBOUND, schema::KIND_MESSAGE);
                 if self.rng.random_bool(0.7) {
                     let rounds = self.rng.random_range(0..3);
                     let answer = replied + self.rng.random_range(MINUTE..20 * MINUTE);
-                    self.push(
-                        out,
-                        answer,
-                        account,
-                        schema::WHATSAPP,
-                        business,
-                        user,
-                        schema::OUTBOUND,
-                        schema::KIND_MESSAGE,
-                    );
-                    self.exchanges(
-                        out,
-                        answer,
-                        (account, schema::WHATSAPP, business, user),
-                        rounds,
-                    );
+                    self.push(out, key, answer, schema::OUTBOUND, schema::KIND_MESSAGE);
+                    self.exchanges(out, answer, key, rounds);
                 }
             }
         }
     }
 
-    fn standard_thread(
-        &mut self,
-        out: &mut Vec<Event>,
-        t0: i64,
-        account: u32,
-        channel: schema::Code,
-        business: u8,
-        user: u32,
-    ) {
-        let key = (account, channel, business, user);
+    fn standard_thread(&mut self, out: &mut Vec<Event>, t0: i64, key: Key) {
         let kind = match self.rng.random_range(0..10) {
             0 => schema::KIND_AD_CLICK,
             1 => schema::KIND_CTA_CLICK,
             _ => schema::KIND_MESSAGE,
         };
-        self.push(
-            out,
-            t0,
-            account,
-            channel,
-            business,
-            user,
-            schema::INBOUND,
-            kind,
-        );
+        self.push(out, key, t0, schema::INBOUND, kind);
         match self.rng.random_range(0..100) {
             // Nobody answers: a session with quota 0.
             0..=14 => {}
             // The answer comes too late: a violation.
             15..=19 => {
                 let late = t0 + self.rng.random_range(25 * HOUR..60 * HOUR);
-                self.push(
-                    out,
-                    late,
-                    account,
-                    channel,
-                    business,
-                    user,
-                    schema::OUTBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, late, schema::OUTBOUND, schema::KIND_MESSAGE);
             }
             _ => {
                 let reply = t0 + self.rng.random_range(MINUTE..3 * HOUR);
-                self.push(
-                    out,
-                    reply,
-                    account,
-                    channel,
-                    business,
-                    user,
-                    schema::OUTBOUND,
-                    schema::KIND_MESSAGE,
-                );
+                self.push(out, key, reply, schema::OUTBOUND, schema::KIND_MESSAGE);
                 let rounds = self.rng.random_range(0..5);
                 self.exchanges(out, reply, key, rounds);
             }

@@ -51,6 +51,18 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// `convbill run --input INPUT --out OUT`, which must succeed.
+fn run_ok(input: &Path, out: &Path) -> assert_cmd::assert::Assert {
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success()
+}
+
 fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap())
         .finish()
@@ -121,13 +133,7 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(dir.path(), &article_log());
     let out = dir.path().join("result");
-    convbill()
-        .args(["run", "--input"])
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_ok(&input, &out);
 
     let sessions = read_parquet(&out.join("sessions.parquet"));
     assert_eq!(column_names(&sessions), convbill::sessions::SESSION_COLUMNS);
@@ -219,14 +225,7 @@ fn every_invoice_line_traces_to_its_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(dir.path(), &article_log());
     let out = dir.path().join("out");
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_ok(&input, &out);
     let sessions = read_parquet(&out.join("sessions.parquet"));
     let lines = read_parquet(&out.join("invoice_lines.parquet"));
     for i in 0..lines.height() {
@@ -280,14 +279,7 @@ fn a_rerun_gives_the_same_bytes() {
     let input = write_log(dir.path(), &article_log());
     let out = dir.path().join("out");
     let run = || {
-        convbill()
-            .arg("run")
-            .arg("--input")
-            .arg(&input)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
+        run_ok(&input, &out);
         snapshot(&out)
     };
     let first = run();
@@ -418,15 +410,7 @@ fn an_empty_log_gives_empty_outputs_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(dir.path(), &[]);
     let out = dir.path().join("out");
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("read 0 messages"));
+    run_ok(&input, &out).stderr(predicate::str::contains("read 0 messages"));
     assert_eq!(read_parquet(&out.join("sessions.parquet")).height(), 0);
     assert_eq!(
         column_names(&read_parquet(&out.join("sessions.parquet"))),
