@@ -78,6 +78,9 @@ pub struct Invoice {
     /// First instant after the period (exclusive), RFC 3339.
     pub period_end: String,
     pub rule_set: &'static str,
+    /// Nightly runs only: `draft` until the period is complete, then `final`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
     pub lines: Vec<InvoiceLine>,
     pub totals: Totals,
 }
@@ -90,7 +93,12 @@ pub struct Invoices {
 
 /// Sessions ([`crate::sessions::SESSION_COLUMNS`]) → invoice lines and invoices.
 pub fn rate(sessions: &DataFrame) -> Result<Invoices> {
-    let lines = sessions
+    invoices_from_lines(lines_of(sessions)?)
+}
+
+/// Sessions → invoice lines ([`LINE_COLUMNS`]), one per (account, period, channel, initiation).
+pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
+    Ok(sessions
         .clone()
         .lazy()
         .group_by([
@@ -112,6 +120,27 @@ pub fn rate(sessions: &DataFrame) -> Result<Invoices> {
                 .cast(DataType::Int64)
                 .alias("quota_per_session"),
         )
+        .select(LINE_COLUMNS.map(col))
+        .collect()?)
+}
+
+/// Invoice lines, possibly several per (account, period, channel, initiation) (for example
+/// one per night) → summed, sorted lines and the invoices they make.
+pub fn invoices_from_lines(lines: DataFrame) -> Result<Invoices> {
+    let lines = lines
+        .lazy()
+        .group_by([
+            col("account_id"),
+            col("period"),
+            col("channel"),
+            col("initiation"),
+            col("quota_per_session"),
+        ])
+        .agg([
+            col("sessions").sum(),
+            col("billable_sessions").sum(),
+            col("quota").sum(),
+        ])
         .sort(
             ["account_id", "period", "channel", "initiation"],
             SortMultipleOptions::default(),
@@ -198,6 +227,7 @@ fn new_invoice(account_id: &str, period: &str) -> Invoice {
         period_start: start,
         period_end: end,
         rule_set: RULE_SET,
+        status: None,
         lines: Vec::new(),
         totals: Totals::default(),
     }

@@ -138,7 +138,7 @@ pub fn write(out: &Path, outputs: Outputs<'_>) -> Result<Vec<WrittenFile>> {
     Ok(written)
 }
 
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Output {
         path: path.to_path_buf(),
         source,
@@ -229,13 +229,22 @@ fn write_file(
     })
 }
 
-fn write_bytes(dir: &Path, relative: &str, bytes: &[u8], rows: u64) -> Result<WrittenFile> {
+pub(crate) fn write_bytes(
+    dir: &Path,
+    relative: &str,
+    bytes: &[u8],
+    rows: u64,
+) -> Result<WrittenFile> {
     write_file(dir, relative, rows, |w| {
         w.write_all(bytes).map_err(io_error(&dir.join(relative)))
     })
 }
 
-fn write_parquet(dir: &Path, relative: &str, frame: &mut DataFrame) -> Result<WrittenFile> {
+pub(crate) fn write_parquet(
+    dir: &Path,
+    relative: &str,
+    frame: &mut DataFrame,
+) -> Result<WrittenFile> {
     let rows = frame.height() as u64;
     write_file(dir, relative, rows, |w| {
         ParquetWriter::new(w).finish(frame)?;
@@ -243,7 +252,7 @@ fn write_parquet(dir: &Path, relative: &str, frame: &mut DataFrame) -> Result<Wr
     })
 }
 
-fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {
+pub(crate) fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut rows = 0;
     for line in invoices.iter().flat_map(|i| &i.lines) {
@@ -265,7 +274,7 @@ fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {
     write_bytes(dir, LINES_CSV_FILE, &bytes, rows)
 }
 
-fn write_invoice(dir: &Path, invoice: &Invoice) -> Result<WrittenFile> {
+pub(crate) fn write_invoice(dir: &Path, invoice: &Invoice) -> Result<WrittenFile> {
     let relative = format!(
         "{INVOICES_DIR}/{}/{}.json",
         invoice.period,
