@@ -13,6 +13,35 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The input data was refused: missing files, a bad schema, a bad value.
     pub const DATA: i32 = 3;
+    /// Nothing was done: another convbill run holds the output folder's lock.
+    pub const BUSY: i32 = 4;
+}
+
+/// A nightly run that does not fit the history kept in the output folder.
+#[derive(Debug, thiserror::Error)]
+pub enum NightError {
+    #[error(
+        "cannot run {date}: the night before it has not run; the history ends before {missing}"
+    )]
+    MissingNight {
+        date: chrono::NaiveDate,
+        missing: chrono::NaiveDate,
+    },
+
+    #[error("cannot run {date}: the history in this output folder starts on {first}")]
+    BeforeHistory {
+        date: chrono::NaiveDate,
+        first: chrono::NaiveDate,
+    },
+
+    #[error("rerunning {date} would make later nights stale: {}", later.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
+    StaleNights {
+        date: chrono::NaiveDate,
+        later: Vec<chrono::NaiveDate>,
+    },
+
+    #[error("another convbill run is working on this output folder (lock `{}` is held)", path.display())]
+    Locked { path: PathBuf },
 }
 
 /// A problem with the input data. Nothing is written when one occurs.
@@ -78,6 +107,9 @@ pub enum Error {
     #[error(transparent)]
     Input(#[from] InputError),
 
+    #[error(transparent)]
+    Night(#[from] NightError),
+
     #[error("failed to write `{}`", path.display())]
     Output {
         path: PathBuf,
@@ -97,6 +129,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => exit::DATA,
+            Error::Night(NightError::Locked { .. }) => exit::BUSY,
+            Error::Night(_) => exit::USAGE,
             Error::OutputNotOurs { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
         }
@@ -116,6 +150,20 @@ impl Error {
             ),
             Error::Input(InputError::MissingColumn { .. }) => Some(
                 "column names are exact and lower case; see the input schema in the README".into(),
+            ),
+            Error::Night(NightError::MissingNight { missing, .. }) => Some(format!(
+                "run `--date {missing}` first, or use a new `--out` folder to start a new history"
+            )),
+            Error::Night(NightError::BeforeHistory { .. }) => {
+                Some("use a new `--out` folder to start a history on an earlier date".into())
+            }
+            Error::Night(NightError::StaleNights { .. }) => Some(
+                "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
+                    .into(),
+            ),
+            Error::Night(NightError::Locked { .. }) => Some(
+                "wait for the other run to finish; a run that died releases the lock by itself"
+                    .into(),
             ),
             Error::OutputNotOurs { .. } => {
                 Some("choose an empty or new folder with `--out`".into())

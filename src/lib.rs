@@ -10,6 +10,7 @@
 pub mod error;
 pub mod generate;
 pub mod load;
+pub mod nightly;
 pub mod rating;
 pub mod schema;
 pub mod sessions;
@@ -17,7 +18,7 @@ pub mod write;
 
 use std::path::PathBuf;
 
-pub use error::{exit, Error, InputError, Result};
+pub use error::{exit, Error, InputError, NightError, Result};
 
 /// A validated `convbill run`.
 #[derive(Debug, Clone)]

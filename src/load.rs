@@ -439,6 +439,11 @@ fn code_expr(e: &Enumeration, default: Option<schema::Code>) -> Expr {
         .alias(e.column)
 }
 
+/// `channel` strings → codes (null when unknown), for frames convbill wrote itself.
+pub(crate) fn encode_channel() -> Expr {
+    code_expr(&schema::CHANNELS, None)
+}
+
 /// A typed `UInt32` literal (plain integer literals are untyped in polars).
 fn code_lit(code: schema::Code) -> Expr {
     lit(code).cast(DataType::UInt32)
@@ -519,7 +524,7 @@ fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
 
 /// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal
 /// timestamps the first read (files in path order, rows in file order).
-fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
+pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
     Ok(frame
         .lazy()
         .sort(

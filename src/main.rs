@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use convbill::{exit, generate, RunConfig, RunReport};
+use convbill::{exit, generate, nightly, RunConfig, RunReport};
 use tracing_subscriber::EnvFilter;
 
 /// Bills business messaging: derives Meta's 24-hour conversation sessions (WhatsApp,
@@ -15,8 +15,9 @@ use tracing_subscriber::EnvFilter;
 /// With no subcommand, `convbill` runs `convbill run` with its defaults: the bundled
 /// `sample-data/` in, `./out` out.
 ///
-/// Exit codes: 0 success; 1 internal error or output not writable; 2 usage error; 3 input
-/// data refused (nothing is written).
+/// Exit codes: 0 success; 1 internal error or output not writable; 2 usage error (including a
+/// night that does not fit the history); 3 input data refused (nothing is written); 4 nothing
+/// done: another run holds the output folder.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -40,7 +41,7 @@ enum Command {
     Generate(GenerateArgs),
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 struct RunArgs {
     /// A Parquet file, or a folder read recursively (hive-style `key=value/` folders allowed).
     #[arg(long, env = "CONVBILL_INPUT", default_value = "sample-data")]
@@ -49,6 +50,15 @@ struct RunArgs {
     /// Output folder. Replaced as a whole, and only when the run succeeds.
     #[arg(long, env = "CONVBILL_OUT", default_value = "out")]
     out: PathBuf,
+
+    /// Nightly mode: process the events of this UTC day, carrying what is still open at
+    /// midnight to the next night in a state kept under `--out`.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<chrono::NaiveDate>,
+
+    /// With `--date` on a night that already has later nights: rerun it and every later night.
+    #[arg(long, requires = "date")]
+    recompute_later: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +122,8 @@ impl RunArgs {
             _ => RunArgs {
                 input: "sample-data".into(),
                 out: "out".into(),
+                date: None,
+                recompute_later: false,
             },
         }
     }
@@ -134,6 +146,17 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
+    if let Some(date) = args.date {
+        return run_night(
+            nightly::NightConfig {
+                input: args.input,
+                out: args.out,
+                date,
+                recompute_later: args.recompute_later,
+            },
+            quiet,
+        );
+    }
     let config = RunConfig {
         input: args.input,
         out: args.out,
@@ -172,6 +195,56 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         config.out.display()
     ));
     text
+}
+
+fn run_night(config: nightly::NightConfig, quiet: bool) -> anyhow::Result<()> {
+    let report = nightly::run(&config)?;
+    if quiet {
+        return Ok(());
+    }
+    if report.new_history {
+        eprintln!(
+            "convbill: no state in {}: starting a new history on {}",
+            config.out.display(),
+            config.date
+        );
+    }
+    for night in &report.nights {
+        tracing::info!(
+            date = %night.date,
+            rows = night.rows_of_the_day,
+            duplicates = night.duplicates_of_earlier_nights,
+            carried_in = night.carried_in,
+            carried_out = night.carried_out,
+            "night done"
+        );
+    }
+    for change in &report.invoice_changes {
+        let show = |q: Option<i64>| q.map_or("none".to_string(), |q| q.to_string());
+        eprintln!(
+            "convbill: invoice {} {} changed: quota {} -> {}",
+            change.account_id,
+            change.period,
+            show(change.old_quota),
+            show(change.new_quota)
+        );
+    }
+    let last = report.nights.last().expect("a night ran");
+    let nights = match report.nights.len() {
+        1 => format!("night {}", last.date),
+        n => format!("nights {} to {} ({n})", report.nights[0].date, last.date),
+    };
+    eprintln!(
+        "convbill: {nights}: {} messages, {} sessions closed, {} open, {} violations; {} invoices ({} draft) in {}",
+        report.nights.iter().map(|n| n.rows_of_the_day).sum::<u64>(),
+        report.nights.iter().map(|n| n.sessions_closed).sum::<u64>(),
+        last.sessions_open,
+        report.nights.iter().map(|n| n.violations).sum::<u64>(),
+        report.invoices,
+        report.drafts,
+        config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
+    );
+    Ok(())
 }
 
 fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {

@@ -146,7 +146,7 @@ pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// Replaces `out` by `staging`: two renames, with the old folder removed last.
-fn swap_into_place(staging: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
+pub(crate) fn swap_into_place(staging: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
     if out.exists() {
         let old = parent.join(format!(".{name}.convbill-previous"));
         if old.exists() {
@@ -198,6 +198,23 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Testing hook: with `CONVBILL_FAIL_AFTER_FILES=N`, writing fails after N files, as a full
+/// disk or a kill would, so tests can check that nothing half-written is left behind.
+fn injected_failure(path: &Path) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    let limit = std::env::var("CONVBILL_FAIL_AFTER_FILES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match limit {
+        Some(limit) if WRITTEN.fetch_add(1, Ordering::SeqCst) >= limit => Err(Error::Output {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("injected failure (CONVBILL_FAIL_AFTER_FILES)"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `relative` under `dir`, lets `fill` write it, and flushes it to disk.
 fn write_file(
     dir: &Path,
@@ -206,6 +223,7 @@ fn write_file(
     fill: impl FnOnce(&mut Hashing<BufWriter<File>>) -> Result<()>,
 ) -> Result<WrittenFile> {
     let path = dir.join(relative);
+    injected_failure(&path)?;
     if let Some(folder) = path.parent() {
         fs::create_dir_all(folder).map_err(io_error(folder))?;
     }

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod nightly;
 mod property;
 mod reference;
 mod rules;

@@ -1,0 +1,365 @@
+//! Nightly mode: night-by-night runs equal one whole run, reruns give the same bytes, and the
+//! history is protected (missing nights, stale nights, concurrent runs, interrupted writes).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{Days, NaiveDate};
+use polars::prelude::*;
+use predicates::prelude::*;
+
+use crate::cli::{convbill, snapshot};
+use crate::support::*;
+
+fn read(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+/// All part files under `dir/<kind>/date=*/`, stacked, sorted by `by`.
+fn partitions(dir: &Path, kind: &str, by: &[&str]) -> DataFrame {
+    let mut frames = Vec::new();
+    let mut nights: Vec<PathBuf> = std::fs::read_dir(dir.join(kind))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("date=")
+        })
+        .collect();
+    nights.sort();
+    for night in nights {
+        frames.push(read(&night.join("part-0.parquet")).lazy());
+    }
+    sorted(
+        concat(frames, UnionArgs::default())
+            .unwrap()
+            .collect()
+            .unwrap(),
+        by,
+    )
+}
+
+fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
+    frame
+        .lazy()
+        .sort(by.iter().copied(), SortMultipleOptions::default())
+        .collect()
+        .unwrap()
+}
+
+fn night(input: &Path, out: &Path, date: NaiveDate) -> assert_cmd::assert::Assert {
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .arg("--date")
+        .arg(date.to_string())
+        .assert()
+}
+
+fn whole(input: &Path, out: &Path) {
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+}
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// Runs every night from `first` for `count` nights.
+fn nights(input: &Path, out: &Path, first: NaiveDate, count: u64) {
+    for d in 0..count {
+        night(input, out, first + Days::new(d)).success();
+    }
+}
+
+/// Night-by-night outputs equal the whole run's: sessions (closed partitions plus the ones
+/// still open), violations, and invoice lines.
+fn assert_same_as_whole(nightly: &Path, whole: &Path) {
+    let by = ["session_id"];
+    let mut closed = partitions(nightly, "sessions", &by);
+    let open = read(&nightly.join("month-to-date/open_sessions.parquet"));
+    closed.vstack_mut(&open).unwrap();
+    let nightly_sessions = sorted(closed, &by);
+    let whole_sessions = sorted(read(&whole.join("sessions.parquet")), &by);
+    assert_eq!(nightly_sessions.height(), whole_sessions.height());
+    assert!(
+        nightly_sessions.equals_missing(&whole_sessions),
+        "sessions differ"
+    );
+
+    let by = [
+        "account_id",
+        "channel",
+        "business_id",
+        "user_id",
+        "timestamp",
+        "message_id",
+    ];
+    let nightly_violations = partitions(nightly, "violations", &by);
+    let whole_violations = sorted(read(&whole.join("violations.parquet")), &by);
+    assert!(
+        nightly_violations.equals_missing(&whole_violations),
+        "violations differ"
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(nightly.join("month-to-date/invoice_lines.csv")).unwrap(),
+        std::fs::read_to_string(whole.join("invoice_lines.csv")).unwrap()
+    );
+}
+
+#[test]
+fn nights_one_after_another_equal_one_whole_run() {
+    // Generated logs across a month end; late replies and duplicates cross midnight.
+    for seed in ["3", "4", "5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("log.parquet");
+        convbill()
+            .args([
+                "generate",
+                "--messages",
+                "8000",
+                "--seed",
+                seed,
+                "--start",
+                "2026-10-28",
+            ])
+            .args(["--days", "6", "--accounts", "5", "--out"])
+            .arg(&input)
+            .assert()
+            .success();
+        whole(&input, &dir.path().join("whole"));
+        // The generator's late replies reach up to three days past its last day.
+        nights(&input, &dir.path().join("nightly"), date("2026-10-28"), 10);
+        assert_same_as_whole(&dir.path().join("nightly"), &dir.path().join("whole"));
+    }
+}
+
+#[test]
+fn sessions_crossing_midnight_and_the_month_end_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![
+        // A WhatsApp session opened at 23:00 on the last day of the month.
+        inbound("u1", "2024-01-31 22:00"),
+        reply("r1", "2024-01-31 23:00"),
+        inbound("u2", "2024-02-01 08:00"),
+        reply("r2", "2024-02-01 09:00"),
+        // Still in the service window, after the session ended: a new session on Feb 1.
+        reply("r3", "2024-02-01 23:30"),
+        // A Messenger session kept open for three days by the user.
+        inbound("m1", "2024-01-30 10:00").on("messenger"),
+        inbound("m2", "2024-01-31 09:00").on("messenger"),
+        inbound("m3", "2024-02-01 08:00").on("messenger"),
+        reply("m4", "2024-02-02 07:00").on("messenger"),
+        // A duplicate logged after midnight.
+        template("t1", "2024-01-31 23:59:59").user("user-2"),
+        template("t1", "2024-02-01 00:00:03").user("user-2"),
+    ];
+    let input = write_log(dir.path(), &events);
+    whole(&input, &dir.path().join("whole"));
+    nights(&input, &dir.path().join("nightly"), date("2024-01-30"), 5);
+    assert_same_as_whole(&dir.path().join("nightly"), &dir.path().join("whole"));
+    let invoice: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join("nightly/month-to-date/invoices/2024-01/acme.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(invoice["status"], "final");
+    assert_eq!(invoice["totals"]["quota"], 3);
+}
+
+#[test]
+fn an_invoice_is_draft_until_its_month_has_run_and_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![
+        template("t1", "2024-01-30 10:00"),
+        // Unanswered on Jan 31: quota 0 for now, but a reply on Feb 1 will bill it.
+        inbound("m1", "2024-01-31 20:00").on("messenger"),
+        reply("m2", "2024-02-01 09:00").on("messenger"),
+    ];
+    let input = write_log(dir.path(), &events);
+    let out = dir.path().join("out");
+    let status = |out: &Path| -> (String, i64) {
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("month-to-date/invoices/2024-01/acme.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            json["status"].as_str().unwrap().into(),
+            json["totals"]["quota"].as_i64().unwrap(),
+        )
+    };
+    night(&input, &out, date("2024-01-30")).success();
+    assert_eq!(status(&out), ("draft".into(), 1));
+    night(&input, &out, date("2024-01-31")).success();
+    assert_eq!(
+        status(&out),
+        ("draft".into(), 1),
+        "an open unanswered session may still bill"
+    );
+    night(&input, &out, date("2024-02-01")).success();
+    assert_eq!(status(&out), ("final".into(), 2));
+}
+
+#[test]
+fn the_first_night_says_it_starts_a_new_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
+    night(&input, &dir.path().join("out"), date("2024-01-01"))
+        .success()
+        .stderr(predicate::str::contains(
+            "starting a new history on 2024-01-01",
+        ));
+}
+
+#[test]
+fn a_night_whose_previous_night_has_not_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
+    let out = dir.path().join("out");
+    night(&input, &out, date("2024-01-01")).success();
+    let before = snapshot(&out);
+    night(&input, &out, date("2024-01-04"))
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("cannot run 2024-01-04")
+                .and(predicate::str::contains("before 2024-01-02"))
+                .and(predicate::str::contains(
+                    "hint: run `--date 2024-01-02` first",
+                )),
+        );
+    assert!(snapshot(&out) == before, "a refused run changes nothing");
+}
+
+#[test]
+fn rerunning_a_night_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[
+            inbound("u1", "Mon 22:00"),
+            reply("r1", "Mon 23:00"),
+            reply("r2", "Tue 01:00"),
+        ],
+    );
+    let out = dir.path().join("out");
+    nights(&input, &out, date("2024-01-01"), 2);
+    let first = snapshot(&out);
+    night(&input, &out, date("2024-01-02")).success();
+    let second = snapshot(&out);
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
+    assert!(first == second, "a rerun changed bytes");
+}
+
+#[test]
+fn rerunning_an_earlier_night_is_refused_unless_later_nights_are_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = vec![template("t1", "Mon 13:00"), template("t2", "Wed 13:00")];
+    let input = write_log(dir.path(), &events);
+    let out = dir.path().join("out");
+    nights(&input, &out, date("2024-01-01"), 3);
+    night(&input, &out, date("2024-01-02"))
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("would make later nights stale: 2024-01-03")
+                .and(predicate::str::contains("--recompute-later")),
+        );
+
+    // Late-arriving messages for Tuesday: rerun Tuesday and everything after it.
+    events.push(template("late", "Tue 15:00").user("user-9"));
+    let input = write_log(dir.path(), &events);
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--date", "2024-01-02", "--recompute-later"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("invoice acme 2024-01 changed: quota 2 -> 3").and(
+                predicate::str::contains("nights 2024-01-02 to 2024-01-03 (2)"),
+            ),
+        );
+    whole(&input, &dir.path().join("whole"));
+    assert_same_as_whole(&out, &dir.path().join("whole"));
+}
+
+#[test]
+fn a_second_run_on_the_same_folder_is_refused_while_the_first_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let held = std::fs::File::create(out.join(convbill::nightly::LOCK_FILE)).unwrap();
+    held.try_lock().unwrap();
+    night(&input, &out, date("2024-01-01"))
+        .code(convbill::exit::BUSY)
+        .stderr(predicate::str::contains(
+            "another convbill run is working on this output folder",
+        ));
+    drop(held);
+    // A lock left by a run that died is no obstacle: the OS released it.
+    night(&input, &out, date("2024-01-01")).success();
+}
+
+#[test]
+fn a_run_that_fails_mid_write_leaves_the_previous_night_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![
+        inbound("u1", "Mon 22:00"),
+        reply("r1", "Mon 23:00"),
+        reply("r2", "Tue 10:00"),
+    ];
+    let input = write_log(dir.path(), &events);
+    let out = dir.path().join("out");
+    night(&input, &out, date("2024-01-01")).success();
+    let after_monday = snapshot(&out);
+
+    convbill()
+        .env("CONVBILL_FAIL_AFTER_FILES", "1")
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .code(convbill::exit::INTERNAL)
+        .stderr(predicate::str::contains("injected failure"));
+    assert!(
+        snapshot(&out) == after_monday,
+        "outputs, invoices and state as after Monday"
+    );
+    assert_eq!(
+        convbill::nightly::nights_run(&out).unwrap(),
+        vec![date("2024-01-01")]
+    );
+
+    night(&input, &out, date("2024-01-02")).success();
+    let clean = dir.path().join("clean");
+    nights(&input, &clean, date("2024-01-01"), 2);
+    assert!(
+        snapshot(&out) == snapshot(&clean),
+        "the next run is correct"
+    );
+}
