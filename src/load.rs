@@ -61,13 +61,20 @@ pub struct Messages {
 
 /// Reads every Parquet file at `input` (a file, or a folder searched recursively).
 pub fn load(input: &Path) -> Result<Messages> {
+    load_window(input, None)
+}
+
+/// Like [`load`], but keeps only rows whose timestamp lies in `[start, end)` (UTC
+/// nanoseconds). The window is pushed down to the Parquet reader, so row groups outside it
+/// are skipped by their statistics; values are checked in the rows kept.
+pub fn load_window(input: &Path, window: Option<(i64, i64)>) -> Result<Messages> {
     let mut files = discover(input)?;
     let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
 
     let mut frames = Vec::with_capacity(files.len());
     for (index, (file, layout)) in files.iter_mut().zip(&layouts).enumerate() {
         file.sha256 = sha256_of(&file.full_path)?;
-        frames.push(read_file(file, layout, index as u32)?);
+        frames.push(read_file(file, layout, index as u32, window)?);
     }
     let all = match frames.len() {
         1 => frames.pop().expect("one frame"),
@@ -296,23 +303,60 @@ fn sha256_of(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Reads one file into the loader's output schema and validates its values.
-fn read_file(file: &mut InputFile, layout: &Layout, index: u32) -> Result<DataFrame> {
+/// Reads one file (the rows in `window`, if given) into the loader's output schema and
+/// validates its values.
+fn read_file(
+    file: &mut InputFile,
+    layout: &Layout,
+    index: u32,
+    window: Option<(i64, i64)>,
+) -> Result<DataFrame> {
     let path = &file.full_path;
     let unreadable = |e: PolarsError| InputError::Unreadable {
         path: path.clone(),
         reason: e.to_string(),
     };
-    let handle = File::open(path).map_err(|e| InputError::Unreadable {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let raw = ParquetReader::new(handle)
-        .with_columns(Some(layout.in_file.iter().map(|c| c.to_string()).collect()))
-        .finish()
-        .map_err(unreadable)?;
+    let args = ScanArgsParquet {
+        // convbill reads `key=value` folders itself, and paths are never patterns.
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        glob: false,
+        row_index: Some(RowIndex {
+            name: ROW.into(),
+            offset: 0,
+        }),
+        ..Default::default()
+    };
+    let mut columns: Vec<Expr> = layout.in_file.iter().map(|c| col(*c)).collect();
+    columns.push(col(ROW));
+    let mut scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)
+        .map_err(unreadable)?
+        .select(columns);
+    if let Some((start, end)) = window {
+        let dtype = scan
+            .collect_schema()
+            .map_err(unreadable)?
+            .get(schema::TIMESTAMP)
+            .cloned()
+            .unwrap_or(DataType::Null);
+        let factor = match dtype {
+            DataType::Datetime(TimeUnit::Milliseconds, _) => 1_000_000,
+            DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
+            _ => 1,
+        };
+        // Window bounds are whole days, so they divide exactly into any unit.
+        let bound = |ns: i64| lit(ns / factor).cast(dtype.clone());
+        scan = scan.filter(
+            col(schema::TIMESTAMP)
+                .gt_eq(bound(start))
+                .and(col(schema::TIMESTAMP).lt(bound(end))),
+        );
+    }
+    let raw = scan.collect().map_err(unreadable)?;
     let height = raw.height();
-    if height as u64 != layout.rows {
+    if window.is_none() && height as u64 != layout.rows {
         return Err(InputError::Unreadable {
             path: path.clone(),
             reason: format!(
@@ -352,10 +396,7 @@ fn read_file(file: &mut InputFile, layout: &Layout, index: u32) -> Result<DataFr
     }
     columns.push(timestamps_ns(path, raw.column(schema::TIMESTAMP)?)?);
     columns.push(Column::new_scalar(FILE.into(), Scalar::from(index), height));
-    columns.push(Column::new(
-        ROW.into(),
-        (0..height as u64).collect::<Vec<u64>>(),
-    ));
+    columns.push(raw.column(ROW)?.cast(&DataType::UInt64)?);
     let strings = DataFrame::new(height, columns)?;
 
     for column in schema::REQUIRED_COLUMNS {

@@ -192,7 +192,11 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     let rerun = nights.iter().any(|n| history.contains(n));
     let old_quota = quota_by_invoice(&config.out)?;
 
-    let messages = load::load(&config.input)?;
+    // Only the nights' own days are read: row groups outside them are skipped.
+    let first = *nights.first().expect("a plan has a night");
+    let last = *nights.last().expect("a plan has a night");
+    let window = (start_ns(first), start_ns(last) + DAY_NS);
+    let messages = load::load_window(&config.input, Some(window))?;
     let mut stats = Vec::with_capacity(nights.len());
     for night in &nights {
         stats.push(run_one(*night, &messages, &config.out)?);
