@@ -42,6 +42,9 @@ pub enum NightError {
 
     #[error("another convbill run is working on this output folder (lock `{}` is held)", path.display())]
     Locked { path: PathBuf },
+
+    #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
+    NotAHistory { path: PathBuf },
 }
 
 /// A problem with the input data. Nothing is written when one occurs.
@@ -120,6 +123,9 @@ pub enum Error {
     #[error("refusing to replace `{}`: it exists and is not a convbill output folder (no manifest.json)", path.display())]
     OutputNotOurs { path: PathBuf },
 
+    #[error("refusing to replace `{}`: it holds a nightly history (`state/`)", path.display())]
+    NightlyHistory { path: PathBuf },
+
     #[error(transparent)]
     Polars(#[from] polars::error::PolarsError),
 }
@@ -131,7 +137,7 @@ impl Error {
             Error::Input(_) => exit::DATA,
             Error::Night(NightError::Locked { .. }) => exit::BUSY,
             Error::Night(_) => exit::USAGE,
-            Error::OutputNotOurs { .. } => exit::USAGE,
+            Error::OutputNotOurs { .. } | Error::NightlyHistory { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
         }
     }
@@ -161,6 +167,9 @@ impl Error {
                 "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
                     .into(),
             ),
+            Error::Night(NightError::NotAHistory { .. }) => Some(
+                "a nightly history needs its own folder: choose a new or empty `--out`".into(),
+            ),
             Error::Night(NightError::Locked { .. }) => Some(
                 "wait for the other run to finish; a run that died releases the lock by itself"
                     .into(),
@@ -168,6 +177,10 @@ impl Error {
             Error::OutputNotOurs { .. } => {
                 Some("choose an empty or new folder with `--out`".into())
             }
+            Error::NightlyHistory { .. } => Some(
+                "a whole run writes its own folder: choose another `--out`, or add `--date` to continue the history"
+                    .into(),
+            ),
             _ => None,
         }
     }

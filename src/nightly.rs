@@ -175,9 +175,10 @@ fn check_folder(out: &Path) -> Result<()> {
     if only_lock {
         Ok(())
     } else {
-        Err(Error::OutputNotOurs {
+        Err(NightError::NotAHistory {
             path: out.to_path_buf(),
-        })
+        }
+        .into())
     }
 }
 

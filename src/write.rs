@@ -91,6 +91,11 @@ pub fn check_output_folder(out: &Path) -> Result<()> {
     if !out.exists() {
         return Ok(());
     }
+    if out.join(crate::nightly::STATE_DIR).is_dir() {
+        return Err(Error::NightlyHistory {
+            path: out.to_path_buf(),
+        });
+    }
     let ours = out.join(MANIFEST_FILE).is_file();
     let empty = out.is_dir()
         && fs::read_dir(out)

@@ -363,3 +363,33 @@ fn a_run_that_fails_mid_write_leaves_the_previous_night_intact() {
         "the next run is correct"
     );
 }
+
+#[test]
+fn whole_runs_and_nightly_histories_never_replace_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
+    let history = dir.path().join("history");
+    night(&input, &history, date("2024-01-01")).success();
+    let before = snapshot(&history);
+    convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&history)
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("holds a nightly history")
+                .and(predicate::str::contains("--date")),
+        );
+    assert!(snapshot(&history) == before);
+
+    let single = dir.path().join("single");
+    whole(&input, &single);
+    let before = snapshot(&single);
+    night(&input, &single, date("2024-01-01"))
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains("holds no nightly history"));
+    assert!(snapshot(&single) == before);
+}
