@@ -433,12 +433,7 @@ fn write_folder(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
 /// The events the next night needs (see the module comment), from the night's events and the
 /// sessions still open at `end`. Same schema as [`Messages::frame`].
 fn carry(events: &DataFrame, open: &DataFrame, end: i64) -> Result<DataFrame> {
-    let key = [
-        schema::ACCOUNT_ID,
-        schema::CHANNEL,
-        schema::BUSINESS_ID,
-        schema::USER_ID,
-    ];
+    let key = schema::KEY_COLUMNS;
     let key_cols = || key.map(col);
     let open_keys = open.clone().lazy().select([
         col(schema::ACCOUNT_ID),
@@ -487,18 +482,7 @@ fn carry(events: &DataFrame, open: &DataFrame, end: i64) -> Result<DataFrame> {
         [in_open.select(&columns), context.select(&columns)],
         UnionArgs::default(),
     )?
-    .sort(
-        [
-            schema::ACCOUNT_ID,
-            schema::CHANNEL,
-            schema::BUSINESS_ID,
-            schema::USER_ID,
-            schema::TIMESTAMP,
-            schema::DIRECTION,
-            schema::MESSAGE_ID,
-        ],
-        SortMultipleOptions::default(),
-    )
+    .sort(schema::EVENT_ORDER, SortMultipleOptions::default())
     .collect()?)
 }
 

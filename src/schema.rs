@@ -24,6 +24,21 @@ pub const TIMESTAMP: &str = "timestamp";
 pub const KIND: &str = "kind";
 pub const STATUS: &str = "status";
 
+/// The conversation key.
+pub const KEY_COLUMNS: [&str; 4] = [ACCOUNT_ID, CHANNEL, BUSINESS_ID, USER_ID];
+
+/// The order of events: by key, then time, inbound before outbound (direction codes are in
+/// that order), then message id.
+pub const EVENT_ORDER: [&str; 7] = [
+    ACCOUNT_ID,
+    CHANNEL,
+    BUSINESS_ID,
+    USER_ID,
+    TIMESTAMP,
+    DIRECTION,
+    MESSAGE_ID,
+];
+
 /// One day in the nanoseconds convbill uses for every instant.
 pub const DAY_NS: i64 = 86_400 * 1_000_000_000;
 

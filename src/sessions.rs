@@ -138,13 +138,7 @@ pub fn derive(messages: &Messages) -> Result<Sessions> {
 /// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
 /// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
 fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
-    let key_columns = [
-        schema::ACCOUNT_ID,
-        schema::CHANNEL,
-        schema::BUSINESS_ID,
-        schema::USER_ID,
-    ];
-    let key_changes = key_columns
+    let key_changes = schema::KEY_COLUMNS
         .iter()
         .map(|c| col(*c).neq(col(*c).shift(lit(1))).fill_null(lit(true)))
         .reduce(|a, b| a.or(b))
@@ -161,18 +155,7 @@ fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
 
     let ordered = messages
         .lazy()
-        .sort(
-            [
-                schema::ACCOUNT_ID,
-                schema::CHANNEL,
-                schema::BUSINESS_ID,
-                schema::USER_ID,
-                schema::TIMESTAMP,
-                schema::DIRECTION,
-                schema::MESSAGE_ID,
-            ],
-            SortMultipleOptions::default(),
-        )
+        .sort(schema::EVENT_ORDER, SortMultipleOptions::default())
         .with_columns([
             (key_changes.cast(DataType::UInt32).cum_sum(false) - lit(1u32))
                 .cast(DataType::UInt32)

@@ -51,16 +51,21 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// `convbill run --input INPUT --out OUT`, which must succeed.
-fn run_ok(input: &Path, out: &Path) -> assert_cmd::assert::Assert {
-    convbill()
+/// `convbill run --input INPUT --out OUT`.
+pub fn run_command(input: &Path, out: &Path) -> Command {
+    let mut command = convbill();
+    command
         .arg("run")
         .arg("--input")
         .arg(input)
         .arg("--out")
-        .arg(out)
-        .assert()
-        .success()
+        .arg(out);
+    command
+}
+
+/// `convbill run --input INPUT --out OUT`, which must succeed.
+fn run_ok(input: &Path, out: &Path) -> assert_cmd::assert::Assert {
+    run_command(input, out).assert().success()
 }
 
 fn read_parquet(path: &Path) -> DataFrame {

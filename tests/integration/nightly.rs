@@ -7,7 +7,7 @@ use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 use predicates::prelude::*;
 
-use crate::cli::{convbill, snapshot};
+use crate::cli::{convbill, run_command, snapshot};
 use crate::support::*;
 
 fn read(path: &Path) -> DataFrame {
@@ -51,26 +51,14 @@ fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
 }
 
 fn night(input: &Path, out: &Path, date: NaiveDate) -> assert_cmd::assert::Assert {
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
+    run_command(input, out)
         .arg("--date")
         .arg(date.to_string())
         .assert()
 }
 
 fn whole(input: &Path, out: &Path) {
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
+    run_command(input, out).assert().success();
 }
 
 fn date(s: &str) -> NaiveDate {
@@ -286,12 +274,7 @@ fn rerunning_an_earlier_night_is_refused_unless_later_nights_are_recomputed() {
     // Late-arriving messages for Tuesday: rerun Tuesday and everything after it.
     events.push(template("late", "Tue 15:00").user("user-9"));
     let input = write_log(dir.path(), &events);
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
+    run_command(&input, &out)
         .args(["--date", "2024-01-02", "--recompute-later"])
         .assert()
         .success()
@@ -335,13 +318,8 @@ fn a_run_that_fails_mid_write_leaves_the_previous_night_intact() {
     night(&input, &out, date("2024-01-01")).success();
     let after_monday = snapshot(&out);
 
-    convbill()
+    run_command(&input, &out)
         .env("CONVBILL_FAIL_AFTER_FILES", "1")
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
         .args(["--date", "2024-01-02"])
         .assert()
         .code(convbill::exit::INTERNAL)
@@ -371,12 +349,7 @@ fn whole_runs_and_nightly_histories_never_replace_each_other() {
     let history = dir.path().join("history");
     night(&input, &history, date("2024-01-01")).success();
     let before = snapshot(&history);
-    convbill()
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&history)
+    run_command(&input, &history)
         .assert()
         .code(convbill::exit::USAGE)
         .stderr(
