@@ -43,6 +43,14 @@ pub enum NightError {
     #[error("another convbill run is working on this output folder (lock `{}` is held)", path.display())]
     Locked { path: PathBuf },
 
+    #[error("the input lacks {missing} message(s) that night {date} read before (for example `{account_id}` / `{message_id}`); recomputing it would drop them")]
+    InputLacksNight {
+        date: chrono::NaiveDate,
+        missing: u64,
+        account_id: String,
+        message_id: String,
+    },
+
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
 }
@@ -165,6 +173,10 @@ impl Error {
             }
             Error::Night(NightError::StaleNights { .. }) => Some(
                 "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
+                    .into(),
+            ),
+            Error::Night(NightError::InputLacksNight { .. }) => Some(
+                "pass an `--input` that holds every night being recomputed (for example the folder of all days)"
                     .into(),
             ),
             Error::Night(NightError::NotAHistory { .. }) => Some(

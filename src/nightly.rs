@@ -198,6 +198,9 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     let last = *nights.last().expect("a plan has a night");
     let window = (start_ns(first), start_ns(last) + DAY_NS);
     let messages = load::load_window(&config.input, Some(window))?;
+    for night in nights.iter().filter(|n| history.contains(n)) {
+        check_input_covers(*night, &messages, &config.out)?;
+    }
     let mut stats = Vec::with_capacity(nights.len());
     for night in &nights {
         stats.push(run_one(*night, &messages, &config.out)?);
@@ -259,6 +262,47 @@ fn changes(
 fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = File::open(path).map_err(write::io_error(path))?;
     Ok(ParquetReader::new(file).finish()?)
+}
+
+/// Refuses to recompute `night` from an input that lacks messages the night read before.
+fn check_input_covers(night: NaiveDate, messages: &Messages, out: &Path) -> Result<()> {
+    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
+    let ids = [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let present = messages
+        .frame
+        .clone()
+        .lazy()
+        .filter(
+            col(schema::TIMESTAMP)
+                .gt_eq(lit(start))
+                .and(col(schema::TIMESTAMP).lt(lit(end))),
+        )
+        .select(ids.clone())
+        .with_column(lit(true).alias("present"));
+    let seen = out.join(STATE_DIR).join(night_dir(night)).join(SEEN);
+    let missing = read_parquet(&seen)?
+        .lazy()
+        .join(present, ids.clone(), ids, JoinArgs::new(JoinType::Left))
+        .filter(col("present").is_null())
+        .collect()?;
+    if missing.height() == 0 {
+        return Ok(());
+    }
+    let first = |name: &str| -> Result<String> {
+        Ok(missing
+            .column(name)?
+            .str()?
+            .get(0)
+            .unwrap_or_default()
+            .to_string())
+    };
+    Err(NightError::InputLacksNight {
+        date: night,
+        missing: missing.height() as u64,
+        account_id: first(schema::ACCOUNT_ID)?,
+        message_id: first(schema::MESSAGE_ID)?,
+    }
+    .into())
 }
 
 /// The state of the night before `night`, or nothing for the first night of a history.

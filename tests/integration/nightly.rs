@@ -366,3 +366,28 @@ fn whole_runs_and_nightly_histories_never_replace_each_other() {
         .stderr(predicate::str::contains("holds no nightly history"));
     assert!(snapshot(&single) == before);
 }
+
+#[test]
+fn recomputing_from_an_input_that_lacks_a_later_night_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[template("t1", "Mon 13:00"), template("t2", "Tue 13:00")],
+    );
+    let out = dir.path().join("out");
+    nights(&input, &out, date("2024-01-01"), 2);
+    let before = snapshot(&out);
+    // Only Monday's messages: recomputing Tuesday from it would drop t2.
+    let monday_only = dir.path().join("monday");
+    std::fs::create_dir(&monday_only).unwrap();
+    let monday = write_log(&monday_only, &[template("t1", "Mon 13:00")]);
+    run_command(&monday, &out)
+        .args(["--date", "2024-01-01", "--recompute-later"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("lacks 1 message(s) that night 2024-01-02 read")
+                .and(predicate::str::contains("`t2`")),
+        );
+    assert!(snapshot(&out) == before, "nothing changed");
+}
