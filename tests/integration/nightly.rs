@@ -108,29 +108,30 @@ fn assert_same_as_whole(nightly: &Path, whole: &Path) {
     );
 }
 
-#[test]
-fn nights_one_after_another_equal_one_whole_run() {
-    // Generated logs across a month end; late replies and duplicates cross midnight.
-    for seed in ["3", "4", "5"] {
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
+
+    /// Generated logs starting a few days before a month end; late replies and duplicates
+    /// cross midnight, and sessions cross the month end.
+    #[test]
+    fn nights_one_after_another_equal_one_whole_run(
+        seed in 0..1_000_000u64,
+        start_offset in 0..4u64,
+        days in 2..6u64,
+        messages in 2_000..8_000u64,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("log.parquet");
+        let start = date("2026-10-27") + Days::new(start_offset);
         convbill()
-            .args([
-                "generate",
-                "--messages",
-                "8000",
-                "--seed",
-                seed,
-                "--start",
-                "2026-10-28",
-            ])
-            .args(["--days", "6", "--accounts", "5", "--out"])
+            .args(["generate", "--messages", &messages.to_string(), "--seed", &seed.to_string()])
+            .args(["--start", &start.to_string(), "--days", &days.to_string(), "--accounts", "5", "--out"])
             .arg(&input)
             .assert()
             .success();
         whole(&input, &dir.path().join("whole"));
         // The generator's late replies reach up to three days past its last day.
-        nights(&input, &dir.path().join("nightly"), date("2026-10-28"), 10);
+        nights(&input, &dir.path().join("nightly"), start, days + 3);
         assert_same_as_whole(&dir.path().join("nightly"), &dir.path().join("whole"));
     }
 }
