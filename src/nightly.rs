@@ -249,7 +249,7 @@ fn changes(
 ) -> Vec<InvoiceChange> {
     let keys: std::collections::BTreeSet<_> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
-        .filter(|k| old.get(*k) != new.get(*k) && old.contains_key(*k))
+        .filter(|k| old.get(*k) != new.get(*k))
         .map(|(account, period)| InvoiceChange {
             account_id: account.clone(),
             period: period.clone(),

@@ -274,15 +274,20 @@ fn rerunning_an_earlier_night_is_refused_unless_later_nights_are_recomputed() {
 
     // Late-arriving messages for Tuesday: rerun Tuesday and everything after it.
     events.push(template("late", "Tue 15:00").user("user-9"));
+    events.push(template("late-2", "Tue 16:00").account("newco"));
     let input = write_log(dir.path(), &events);
     run_command(&input, &out)
         .args(["--date", "2024-01-02", "--recompute-later"])
         .assert()
         .success()
         .stderr(
-            predicate::str::contains("invoice acme 2024-01 changed: quota 2 -> 3").and(
-                predicate::str::contains("nights 2024-01-02 to 2024-01-03 (2)"),
-            ),
+            predicate::str::contains("invoice acme 2024-01 changed: quota 2 -> 3")
+                .and(predicate::str::contains(
+                    "invoice newco 2024-01 changed: quota none -> 1",
+                ))
+                .and(predicate::str::contains(
+                    "nights 2024-01-02 to 2024-01-03 (2)",
+                )),
         );
     whole(&input, &dir.path().join("whole"));
     assert_same_as_whole(&out, &dir.path().join("whole"));
