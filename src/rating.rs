@@ -20,6 +20,9 @@ pub const RULE_SET: &str = "quota";
 /// Quota units a billable session costs on the built-in rate card.
 pub const QUOTA_PER_SESSION: i64 = 1;
 
+/// What makes an invoice line: one per account, period, channel and initiation.
+const LINE_KEY: [&str; 4] = ["account_id", "period", "channel", "initiation"];
+
 /// Output column names of the invoice lines, in order.
 pub const LINE_COLUMNS: [&str; 8] = [
     "account_id",
@@ -101,12 +104,7 @@ pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
     Ok(sessions
         .clone()
         .lazy()
-        .group_by([
-            col("account_id"),
-            col("period"),
-            col("channel"),
-            col("initiation"),
-        ])
+        .group_by(LINE_KEY.map(col))
         .agg([
             len().cast(DataType::Int64).alias("sessions"),
             col("billable")
@@ -129,22 +127,19 @@ pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
 pub fn invoices_from_lines(lines: DataFrame) -> Result<Invoices> {
     let lines = lines
         .lazy()
-        .group_by([
-            col("account_id"),
-            col("period"),
-            col("channel"),
-            col("initiation"),
-            col("quota_per_session"),
-        ])
+        .group_by(
+            LINE_KEY
+                .map(col)
+                .into_iter()
+                .chain([col("quota_per_session")])
+                .collect::<Vec<_>>(),
+        )
         .agg([
             col("sessions").sum(),
             col("billable_sessions").sum(),
             col("quota").sum(),
         ])
-        .sort(
-            ["account_id", "period", "channel", "initiation"],
-            SortMultipleOptions::default(),
-        )
+        .sort(LINE_KEY, SortMultipleOptions::default())
         .select(LINE_COLUMNS.map(col))
         .collect()?;
     let invoices = group_lines(line_records(&lines)?);
