@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# convbill's benchmark: generates message logs of several sizes (cached between runs), runs
+# `convbill run` on each several times, and reports median wall time, throughput and peak
+# memory next to the floor: the time polars alone takes to read the same file and sort it by
+# conversation key and time (benches/floor.rs).
+#
+#   benches/run.sh                       # 1M, 10M and 100M messages, 3 runs each
+#   SIZES="1000000 10000000" RUNS=5 benches/run.sh
+#
+# Environment: SIZES (message counts), RUNS (repeats, default 3), BENCH_CACHE (generated logs,
+# default ~/.cache/convbill-bench), CARGO_TARGET_DIR (build folder). Needs GNU time
+# (/usr/bin/time; Debian package `time`) for peak memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES="${SIZES:-1000000 10000000 100000000}"
+RUNS="${RUNS:-3}"
+CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/convbill-target}"
+mkdir -p "$CACHE"
+
+if [ ! -x /usr/bin/time ]; then
+  echo "benches/run.sh needs GNU time: apt-get install time" >&2
+  exit 2
+fi
+
+cargo build --release --quiet --bin convbill
+floor=$(cargo bench --bench floor --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
+convbill="$CARGO_TARGET_DIR/release/convbill"
+[ -x "$floor" ] || { echo "could not find the floor program" >&2; exit 1; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Runs a command RUNS times; prints "median_seconds max_peak_kb", or "failed" on an error.
+measure() {
+  local times="" peaks="" out status
+  for _ in $(seq "$RUNS"); do
+    out=$(mktemp)
+    status=0
+    /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then rm -f "$out"; echo "failed(exit $status)"; return; fi
+    read -r t m < "$out"
+    rm -f "$out"
+    times+="$t"$'\n'
+    peaks+="$m"$'\n'
+  done
+  echo "$(printf '%s' "$times" | median) $(printf '%s' "$peaks" | sort -g | tail -n 1)"
+}
+
+echo "| messages | convbill wall (median of $RUNS) | throughput (msg/s) | peak memory | floor: read + sort | ratio |"
+echo "|---:|---:|---:|---:|---:|---:|"
+for n in $SIZES; do
+  log="$CACHE/messages-$n-seed1.parquet"
+  if [ ! -f "$log" ]; then
+    echo "generating $log" >&2
+    "$convbill" generate --messages "$n" --seed 1 --out "$log.partial" -q
+    mv "$log.partial" "$log"
+  fi
+  out_dir=$(mktemp -d)
+  run=$(measure "$convbill" run --input "$log" --out "$out_dir/out" -q)
+  rm -rf "$out_dir"
+  base=$(measure "$floor" "$log")
+  if [[ "$run" == failed* ]]; then
+    echo "| $n | $run | | | ${base%% *} s | |"
+    continue
+  fi
+  read -r wall peak <<< "$run"
+  read -r floor_wall _ <<< "$base"
+  awk -v n="$n" -v w="$wall" -v p="$peak" -v f="$floor_wall" 'BEGIN {
+    printf "| %d | %.2f s | %.0f | %.2f GB | %.2f s | %.2f |\n", n, w, n / w, p / 1048576, f, w / f
+  }'
+done
