@@ -138,11 +138,6 @@ pub fn derive(messages: &Messages) -> Result<Sessions> {
 /// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
 /// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
 fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
-    let key_changes = schema::KEY_COLUMNS
-        .iter()
-        .map(|c| col(*c).neq(col(*c).shift(lit(1))).fill_null(lit(true)))
-        .reduce(|a, b| a.or(b))
-        .expect("four key columns");
     let over_key = |e: Expr| e.over([col(KEY)]);
     let ts = || col(schema::TIMESTAMP);
     let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
@@ -153,13 +148,9 @@ fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
     ))?;
     let previous_inbound = over_key(col("last_inbound").shift(lit(1)))?;
 
-    let ordered = messages
+    let ordered = sort_events(messages)?
         .lazy()
-        .sort(schema::EVENT_ORDER, SortMultipleOptions::default())
         .with_columns([
-            (key_changes.cast(DataType::UInt32).cum_sum(false) - lit(1u32))
-                .cast(DataType::UInt32)
-                .alias(KEY),
             col(schema::DIRECTION)
                 .eq(lit(schema::INBOUND))
                 .alias(INBOUND),
@@ -216,6 +207,66 @@ fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
         ])
         .collect()?;
     Ok(ordered)
+}
+
+/// Messages → the same rows in event order ([`schema::EVENT_ORDER`]) with `key` (UInt32,
+/// dense, in key order) added.
+///
+/// Sorting on the string key columns row by row is the costliest step of a run, so only the
+/// distinct keys are sorted as strings; the rows are then sorted on numbers (key, time,
+/// direction), and the rare runs of rows equal in all three are put in `message_id` order.
+fn sort_events(messages: DataFrame) -> Result<DataFrame> {
+    let key_columns = schema::KEY_COLUMNS.map(col);
+    let keys = messages
+        .clone()
+        .lazy()
+        .select(key_columns.clone())
+        .unique(None, UniqueKeepStrategy::Any)
+        .sort(schema::KEY_COLUMNS, SortMultipleOptions::default())
+        .with_row_index(KEY, None);
+    let mut sorted = messages
+        .lazy()
+        .join(
+            keys,
+            key_columns.clone(),
+            key_columns,
+            JoinArgs::new(JoinType::Inner),
+        )
+        .sort(
+            [KEY, schema::TIMESTAMP, schema::DIRECTION],
+            SortMultipleOptions::default(),
+        )
+        .collect()?;
+    sorted.rechunk_mut();
+    let order = {
+        let keys = sorted.column(KEY)?.idx()?.cont_slice()?;
+        let times = sorted.column(schema::TIMESTAMP)?.i64()?.cont_slice()?;
+        let directions = sorted.column(schema::DIRECTION)?.u32()?.cont_slice()?;
+        let ids = sorted.column(schema::MESSAGE_ID)?.str()?;
+        let mut order: Option<Vec<IdxSize>> = None;
+        let n = keys.len();
+        let mut i = 0;
+        while i < n {
+            let mut j = i + 1;
+            while j < n
+                && keys[j] == keys[i]
+                && times[j] == times[i]
+                && directions[j] == directions[i]
+            {
+                j += 1;
+            }
+            if j - i > 1 {
+                let order = order.get_or_insert_with(|| (0..n as IdxSize).collect());
+                order[i..j].sort_by(|a, b| ids.get(*a as usize).cmp(&ids.get(*b as usize)));
+            }
+            i = j;
+        }
+        order
+    };
+    Ok(match order {
+        None => sorted,
+        Some(order) => sorted.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?,
+    })
 }
 
 /// Runs [`whatsapp_chain`] over the ordered events and adds `wa_start` (Int64, the start of
