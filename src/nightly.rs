@@ -337,11 +337,13 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
         .frame
         .clone()
         .lazy()
-        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))));
-    let rows_of_the_day = day.clone().collect()?.height() as u64;
+        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))))
+        .collect()?;
+    let rows_of_the_day = day.height() as u64;
     let day = match seen_before(out, night)? {
         None => day,
         Some(seen) => day
+            .lazy()
             .join(
                 seen.lazy().with_column(lit(true).alias("seen")),
                 [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)],
@@ -349,9 +351,9 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
                 JoinArgs::new(JoinType::Left),
             )
             .filter(col("seen").is_null())
-            .drop(by_name(["seen"], true, false)),
-    }
-    .collect()?;
+            .drop(by_name(["seen"], true, false))
+            .collect()?,
+    };
     let duplicates_of_earlier_nights = rows_of_the_day - day.height() as u64;
 
     let carried = match previous_state(out, night)? {
