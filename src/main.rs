@@ -112,19 +112,11 @@ fn main() -> ExitCode {
 }
 
 impl RunArgs {
-    /// The defaults of `convbill run`, for a bare `convbill`.
+    /// The defaults of `convbill run` (environment variables included), for a bare `convbill`.
     fn default_from_env() -> Self {
-        match Cli::try_parse_from(["convbill", "run"]) {
-            Ok(Cli {
-                command: Some(Command::Run(args)),
-                ..
-            }) => args,
-            _ => RunArgs {
-                input: "sample-data".into(),
-                out: "out".into(),
-                date: None,
-                recompute_later: false,
-            },
+        match Cli::parse_from(["convbill", "run"]).command {
+            Some(Command::Run(args)) => args,
+            _ => unreachable!("`convbill run` parses as the run command"),
         }
     }
 }
