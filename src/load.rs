@@ -68,27 +68,18 @@ pub fn load(input: &Path) -> Result<Messages> {
 /// nanoseconds). The window is pushed down to the Parquet reader, so row groups outside it
 /// are skipped by their statistics; values are checked in the rows kept.
 pub fn load_window(input: &Path, window: Option<(i64, i64)>) -> Result<Messages> {
-    let mut files = discover(input)?;
-    let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
-
-    let mut frames = Vec::with_capacity(files.len());
-    for (index, (file, layout)) in files.iter_mut().zip(&layouts).enumerate() {
-        file.sha256 = sha256_of(&file.full_path)?;
-        frames.push(read_file(file, layout, index as u32, window)?);
-    }
-    let all = match frames.len() {
-        1 => frames.pop().expect("one frame"),
-        _ => {
-            let lazy: Vec<LazyFrame> = frames.into_iter().map(IntoLazy::lazy).collect();
-            concat(lazy, UnionArgs::default())?.collect()?
-        }
-    };
-    let rows_read = all.height() as u64;
-    let frame = deduplicate(all)?;
+    let mut source = open(input)?;
+    source.hash_files()?;
+    let mut frames = Vec::new();
+    let rows_read = source.read(window, u64::MAX, |frame| {
+        frames.push(frame);
+        Ok(())
+    })?;
+    let frame = deduplicate(concat_frames(frames)?)?;
     let rows_used = frame.height() as u64;
     Ok(Messages {
         frame,
-        files,
+        files: source.files,
         stats: InputStats {
             rows_read,
             duplicates_dropped: rows_read - rows_used,
@@ -96,6 +87,171 @@ pub fn load_window(input: &Path, window: Option<(i64, i64)>) -> Result<Messages>
             rows_used,
         },
     })
+}
+
+/// One frame from several frames of the loader's schema (at least one).
+pub(crate) fn concat_frames(mut frames: Vec<DataFrame>) -> Result<DataFrame> {
+    Ok(match frames.len() {
+        1 => frames.pop().expect("one frame"),
+        _ => {
+            let lazy: Vec<LazyFrame> = frames.into_iter().map(IntoLazy::lazy).collect();
+            concat(lazy, UnionArgs::default())?.collect()?
+        }
+    })
+}
+
+/// The input files, found and their footers checked against the input contract; no data
+/// read yet.
+pub struct Source {
+    pub files: Vec<InputFile>,
+    layouts: Vec<Layout>,
+}
+
+/// Finds the Parquet files at `input` and checks every footer.
+pub fn open(input: &Path) -> Result<Source> {
+    let files = discover(input)?;
+    let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
+    Ok(Source { files, layouts })
+}
+
+impl Source {
+    /// Rows in all files, as their footers list them.
+    pub fn rows(&self) -> u64 {
+        self.layouts.iter().map(|l| l.rows).sum()
+    }
+
+    /// Fills in every file's SHA-256.
+    pub fn hash_files(&mut self) -> Result<()> {
+        for file in &mut self.files {
+            file.sha256 = sha256_of(&file.full_path)?;
+        }
+        Ok(())
+    }
+
+    /// Rows per `account_id` over all files, sorted by account. Reads only that column.
+    /// A null `account_id` fails here, naming its file and row.
+    pub fn account_rows(&self) -> Result<Vec<(String, u64)>> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for (file, layout) in self.files.iter().zip(&self.layouts) {
+            if layout.from_hive.contains(&schema::ACCOUNT_ID) {
+                *counts
+                    .entry(file.hive[schema::ACCOUNT_ID].clone())
+                    .or_default() += layout.rows;
+                continue;
+            }
+            let path = &file.full_path;
+            let unreadable = |e: PolarsError| InputError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            };
+            let accounts = scan(path)
+                .map_err(unreadable)?
+                .select([col(schema::ACCOUNT_ID).cast(DataType::String), col(ROW)])
+                .group_by([col(schema::ACCOUNT_ID)])
+                .agg([len().alias("rows"), col(ROW).min().alias("first_row")])
+                .collect()
+                .map_err(unreadable)?;
+            let names = accounts.column(schema::ACCOUNT_ID)?.str()?;
+            let rows = accounts.column("rows")?.cast(&DataType::UInt64)?;
+            let first = accounts.column("first_row")?.cast(&DataType::UInt64)?;
+            for ((name, n), first) in names
+                .iter()
+                .zip(rows.u64()?.iter())
+                .zip(first.u64()?.iter())
+            {
+                match name {
+                    Some(name) => *counts.entry(name.to_string()).or_default() += n.unwrap_or(0),
+                    None => {
+                        return Err(InputError::NullValue {
+                            path: path.clone(),
+                            column: schema::ACCOUNT_ID.to_string(),
+                            row: first.unwrap_or(0),
+                        }
+                        .into())
+                    }
+                }
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    /// Reads the files in path order, in chunks of whole row groups of about `chunk_rows`
+    /// rows (at least one chunk per file), validates each chunk and hands it to `f` in the
+    /// loader's schema. With a `window`, keeps only rows whose timestamp lies in it and reads
+    /// each file as one chunk. Returns the number of rows read.
+    pub fn read(
+        &mut self,
+        window: Option<(i64, i64)>,
+        chunk_rows: u64,
+        mut f: impl FnMut(DataFrame) -> Result<()>,
+    ) -> Result<u64> {
+        let mut total = 0;
+        for (index, (file, layout)) in self.files.iter_mut().zip(&self.layouts).enumerate() {
+            file.rows = layout.rows;
+            let slices = match window {
+                Some(_) => vec![None],
+                None => chunks(&layout.row_groups, chunk_rows)
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
+            };
+            let mut file_rows = 0;
+            for slice in slices {
+                let frame = read_file(file, layout, index as u32, window, slice)?;
+                file_rows += frame.height() as u64;
+                f(frame)?;
+            }
+            if window.is_none() && file_rows != layout.rows {
+                return Err(InputError::Unreadable {
+                    path: file.full_path.clone(),
+                    reason: format!(
+                        "the footer lists {} rows but {file_rows} were read",
+                        layout.rows
+                    ),
+                }
+                .into());
+            }
+            total += file_rows;
+        }
+        Ok(total)
+    }
+}
+
+/// Row-group sizes → `(offset, length)` slices of whole row groups of at least `chunk_rows`
+/// rows (the last may be shorter); one empty slice for a file without rows.
+fn chunks(row_groups: &[u64], chunk_rows: u64) -> Vec<(u64, u64)> {
+    let mut slices = Vec::new();
+    let (mut offset, mut length) = (0, 0);
+    for rows in row_groups {
+        length += rows;
+        if length >= chunk_rows {
+            slices.push((offset, length));
+            offset += length;
+            length = 0;
+        }
+    }
+    if length > 0 || slices.is_empty() {
+        slices.push((offset, length));
+    }
+    slices
+}
+
+/// A lazy scan of one file with the row index as [`ROW`].
+fn scan(path: &Path) -> PolarsResult<LazyFrame> {
+    let args = ScanArgsParquet {
+        // convbill reads `key=value` folders itself, and paths are never patterns.
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        glob: false,
+        row_index: Some(RowIndex {
+            name: ROW.into(),
+            offset: 0,
+        }),
+        ..Default::default()
+    };
+    LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)
 }
 
 /// Lists the Parquet files at `input`, sorted by path so that runs are repeatable.
@@ -191,6 +347,8 @@ struct Layout {
     /// Required columns whose value comes from a `key=value` folder name.
     from_hive: Vec<&'static str>,
     rows: u64,
+    /// Rows in each row group, in file order.
+    row_groups: Vec<u64>,
 }
 
 /// Checks one file's footer against the input contract, naming the file and column on failure.
@@ -215,6 +373,11 @@ fn check_footer(file: &InputFile) -> Result<Layout> {
         in_file: Vec::new(),
         from_hive: Vec::new(),
         rows: metadata.file_metadata().num_rows().max(0) as u64,
+        row_groups: metadata
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect(),
     };
     let columns = schema::REQUIRED_COLUMNS
         .iter()
@@ -285,7 +448,7 @@ fn check_type(field: &parquet::schema::types::Type, timestamp: bool) -> Result<(
     })
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
+pub fn sha256_of(path: &Path) -> Result<String> {
     let unreadable = |e: std::io::Error| InputError::Unreadable {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -303,37 +466,27 @@ fn sha256_of(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Reads one file (the rows in `window`, if given) into the loader's output schema and
-/// validates its values.
+/// Reads one file (the rows in `window`, or the `(offset, length)` slice, if given) into
+/// the loader's output schema and validates its values.
 fn read_file(
-    file: &mut InputFile,
+    file: &InputFile,
     layout: &Layout,
     index: u32,
     window: Option<(i64, i64)>,
+    slice: Option<(u64, u64)>,
 ) -> Result<DataFrame> {
     let path = &file.full_path;
     let unreadable = |e: PolarsError| InputError::Unreadable {
         path: path.clone(),
         reason: e.to_string(),
     };
-    let args = ScanArgsParquet {
-        // convbill reads `key=value` folders itself, and paths are never patterns.
-        hive_options: HiveOptions {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        glob: false,
-        row_index: Some(RowIndex {
-            name: ROW.into(),
-            offset: 0,
-        }),
-        ..Default::default()
-    };
     let mut columns: Vec<Expr> = layout.in_file.iter().map(|c| col(*c)).collect();
     columns.push(col(ROW));
-    let mut scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)
-        .map_err(unreadable)?
-        .select(columns);
+    let mut scan = scan(path).map_err(unreadable)?;
+    if let Some((offset, length)) = slice {
+        scan = scan.slice(offset as i64, length as IdxSize);
+    }
+    let mut scan = scan.select(columns);
     if let Some((start, end)) = window {
         let dtype = scan
             .collect_schema()
@@ -356,17 +509,7 @@ fn read_file(
     }
     let raw = scan.collect().map_err(unreadable)?;
     let height = raw.height();
-    if window.is_none() && height as u64 != layout.rows {
-        return Err(InputError::Unreadable {
-            path: path.clone(),
-            reason: format!(
-                "the footer lists {} rows but {height} were read",
-                layout.rows
-            ),
-        }
-        .into());
-    }
-    file.rows = layout.rows;
+    let rows = raw.column(ROW)?.cast(&DataType::UInt64)?;
 
     let mut columns: Vec<Column> = Vec::with_capacity(12);
     for column in [
@@ -394,14 +537,14 @@ fn read_file(
         };
         columns.push(strings);
     }
-    columns.push(timestamps_ns(path, raw.column(schema::TIMESTAMP)?)?);
+    columns.push(timestamps_ns(path, raw.column(schema::TIMESTAMP)?, &rows)?);
     columns.push(Column::new_scalar(FILE.into(), Scalar::from(index), height));
-    columns.push(raw.column(ROW)?.cast(&DataType::UInt64)?);
+    columns.push(rows);
     let strings = DataFrame::new(height, columns)?;
 
     for column in schema::REQUIRED_COLUMNS {
         let nulls = strings.column(column)?.is_null();
-        if let Some(row) = first_true(&nulls) {
+        if let Some(row) = first_true(&strings, &nulls)? {
             return Err(InputError::NullValue {
                 path: path.clone(),
                 column: column.to_string(),
@@ -417,7 +560,8 @@ fn read_file(
 
 /// Converts any timestamp column to Int64 nanoseconds since the epoch, UTC. Zoned timestamps
 /// are stored as UTC instants already; naive ones are taken as UTC.
-fn timestamps_ns(path: &Path, column: &Column) -> Result<Column> {
+/// `rows` names the file rows in errors.
+fn timestamps_ns(path: &Path, column: &Column, rows: &Column) -> Result<Column> {
     let series = column.as_materialized_series();
     let factor: i64 = match series.dtype() {
         DataType::Datetime(TimeUnit::Nanoseconds, _) => 1,
@@ -444,7 +588,7 @@ fn timestamps_ns(path: &Path, column: &Column) -> Result<Column> {
                 None => {
                     return Err(InputError::TimestampOutOfRange {
                         path: path.to_path_buf(),
-                        row: row as u64,
+                        row: rows.u64()?.get(row).unwrap_or(row as u64),
                     }
                     .into())
                 }
@@ -454,9 +598,12 @@ fn timestamps_ns(path: &Path, column: &Column) -> Result<Column> {
     Ok(Column::new(schema::TIMESTAMP.into(), out))
 }
 
-/// The row number of the first `true` in a boolean column.
-fn first_true(mask: &BooleanChunked) -> Option<u64> {
-    mask.iter().position(|v| v == Some(true)).map(|p| p as u64)
+/// The file row number ([`ROW`] in `frame`) of the first `true` in `mask`.
+fn first_true(frame: &DataFrame, mask: &BooleanChunked) -> Result<Option<u64>> {
+    let Some(position) = mask.iter().position(|v| v == Some(true)) else {
+        return Ok(None);
+    };
+    Ok(frame.column(ROW)?.u64()?.get(position))
 }
 
 /// `when(col == "a").then(code_a).otherwise(when(...)...)`: string to code; null when unknown
@@ -522,12 +669,13 @@ fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
         let raw_name = format!("{}_raw", e.column);
         let raw = coded.column(&raw_name)?.str()?;
         let unknown = &coded.column(e.column)?.is_null() & &raw.is_not_null();
-        if let Some(row) = first_true(&unknown) {
+        let position = unknown.iter().position(|v| v == Some(true));
+        if let Some(position) = position {
             return Err(InputError::UnknownValue {
                 path: path.to_path_buf(),
                 column: e.column.to_string(),
-                row,
-                value: raw.get(row as usize).unwrap_or_default().to_string(),
+                row: first_true(coded, &unknown)?.unwrap_or(position as u64),
+                value: raw.get(position).unwrap_or_default().to_string(),
                 accepted: e.accepted(),
             }
             .into());
@@ -547,13 +695,14 @@ fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
         ),
         (bad_outbound, "outbound", "`message` or `template`"),
     ] {
-        if let Some(row) = first_true(&mask) {
+        let position = mask.iter().position(|v| v == Some(true));
+        if let Some(position) = position {
             let raw = coded.column("kind_raw")?.str()?;
             return Err(InputError::KindForDirection {
                 path: path.to_path_buf(),
                 column: schema::KIND.into(),
-                row,
-                value: raw.get(row as usize).unwrap_or_default().to_string(),
+                row: first_true(coded, &mask)?.unwrap_or(position as u64),
+                value: raw.get(position).unwrap_or_default().to_string(),
                 direction,
                 accepted,
             }

@@ -59,6 +59,18 @@ struct RunArgs {
     /// With `--date` on a night that already has later nights: rerun it and every later night.
     #[arg(long, requires = "date")]
     recompute_later: bool,
+
+    /// Derive at most this many rows at a time, in groups of whole accounts (a larger
+    /// account is a group of its own). Lower it to use less memory; the outputs are the same
+    /// bytes whatever its value.
+    #[arg(
+        long,
+        env = "CONVBILL_PARTITION_ROWS",
+        default_value_t = convbill::partition::DEFAULT_MAX_ROWS,
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "ROWS"
+    )]
+    partition_rows: u64,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +164,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
     let config = RunConfig {
         input: args.input,
         out: args.out,
+        partition_rows: args.partition_rows,
     };
     let report = convbill::run(&config)?;
     if !quiet {

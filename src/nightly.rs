@@ -367,11 +367,7 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
         )?,
         None => day.clone(),
     };
-    let derived = sessions::derive(&Messages {
-        frame: events.clone(),
-        files: Vec::new(),
-        stats: Default::default(),
-    })?;
+    let derived = sessions::derive(&events)?;
 
     let ends = || col("ends_at").to_physical();
     let mut closed = derived

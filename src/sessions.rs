@@ -22,7 +22,6 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::load::Messages;
 use crate::schema::{self, Enumeration, DAY_NS};
 
 // Internal column names of the ordered event frame.
@@ -79,6 +78,16 @@ pub struct SessionStats {
     pub failed_outbound: u64,
 }
 
+impl SessionStats {
+    /// Adds the counts of another group of accounts.
+    pub fn add(&mut self, other: &SessionStats) {
+        self.conversation_keys += other.conversation_keys;
+        self.sessions += other.sessions;
+        self.violations += other.violations;
+        self.failed_outbound += other.failed_outbound;
+    }
+}
+
 /// The sessions and violations of one run, in deterministic order
 /// (key, then time), with the columns of [`SESSION_COLUMNS`] and [`VIOLATION_COLUMNS`].
 pub struct Sessions {
@@ -87,10 +96,12 @@ pub struct Sessions {
     pub stats: SessionStats,
 }
 
-/// Derives the sessions and violations of a message log under rule set `quota`.
-pub fn derive(messages: &Messages) -> Result<Sessions> {
-    let mut events = ordered_events(messages.frame.clone())?;
-    add_whatsapp_chain(&mut events)?;
+/// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
+/// see [`crate::load::Messages::frame`]) under rule set `quota`.
+pub fn derive(messages: &DataFrame) -> Result<Sessions> {
+    let sorted = timed("sorted events", || sort_events(messages.clone()))?;
+    let mut events = timed("window columns", || ordered_events(sorted))?;
+    timed("whatsapp chain", || add_whatsapp_chain(&mut events))?;
     let events = events
         .lazy()
         .with_columns([
@@ -118,8 +129,8 @@ pub fn derive(messages: &Messages) -> Result<Sessions> {
         .u32()?
         .equal(schema::STATUS_FAILED);
     let failed_outbound = (&outbound & &failed).sum().unwrap_or(0) as u64;
-    let sessions = aggregate_sessions(&events)?;
-    let violations = violations(&events)?;
+    let sessions = timed("aggregated sessions", || aggregate_sessions(&events))?;
+    let violations = timed("violations", || violations(&events))?;
     Ok(Sessions {
         stats: SessionStats {
             conversation_keys,
@@ -132,12 +143,20 @@ pub fn derive(messages: &Messages) -> Result<Sessions> {
     })
 }
 
-/// Messages → events ordered by key and time, with window columns.
+/// Runs one step, logging its wall time at debug level (`-vv`).
+pub(crate) fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let result = f();
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "{step}");
+    result
+}
+
+/// Events sorted by [`sort_events`] → the same rows with window columns.
 ///
-/// Adds: `key` (UInt32, dense in key order), `is_inbound`, `delivered_out`, `window_open`,
+/// Adds: `is_inbound`, `delivered_out`, `window_open`,
 /// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
 /// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
-fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
+fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
     let over_key = |e: Expr| e.over([col(KEY)]);
     let ts = || col(schema::TIMESTAMP);
     let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
@@ -148,7 +167,7 @@ fn ordered_events(messages: DataFrame) -> Result<DataFrame> {
     ))?;
     let previous_inbound = over_key(col("last_inbound").shift(lit(1)))?;
 
-    let ordered = sort_events(messages)?
+    let ordered = sorted
         .lazy()
         .with_columns([
             col(schema::DIRECTION)

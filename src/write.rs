@@ -25,14 +25,6 @@ pub const LINES_CSV_FILE: &str = "invoice_lines.csv";
 pub const INVOICES_DIR: &str = "invoices";
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Everything one run writes.
-pub struct Outputs<'a> {
-    pub sessions: &'a mut DataFrame,
-    pub violations: &'a mut DataFrame,
-    pub invoices: &'a mut Invoices,
-    pub manifest: Manifest,
-}
-
 /// `manifest.json`: what was read, how it was rated, what was written.
 #[derive(Debug, Serialize)]
 pub struct Manifest {
@@ -114,33 +106,198 @@ pub fn check_output_folder(out: &Path) -> Result<()> {
     }
 }
 
-/// Writes all outputs into `out`, replacing an earlier run's outputs only once all are written.
-pub fn write(out: &Path, outputs: Outputs<'_>) -> Result<Vec<WrittenFile>> {
-    check_output_folder(out)?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-    let staging = parent.join(format!(".{name}.convbill-staging"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
-    }
-    fs::create_dir(&staging).map_err(io_error(&staging))?;
+/// Rows per row group of `sessions.parquet` and `violations.parquet`. Row groups are cut at
+/// fixed row counts, so the files' bytes do not depend on how the run was partitioned.
+pub const ROW_GROUP_ROWS: usize = 512 * 512;
 
-    let written = match write_all(&staging, outputs) {
-        Ok(written) => written,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
+/// An output folder being written: a hidden staging folder beside `out` until
+/// [`Staging::finish`] swaps it into place. Dropped unfinished (an error, a panic), it removes
+/// the staging folder and leaves `out` as it was.
+pub struct Staging {
+    out: PathBuf,
+    parent: PathBuf,
+    name: String,
+    dir: PathBuf,
+    sessions: TableWriter,
+    violations: TableWriter,
+    finished: bool,
+}
+
+impl Staging {
+    /// Checks `out` and creates the staging folder beside it (replacing a stale one).
+    pub fn create(out: &Path) -> Result<Self> {
+        check_output_folder(out)?;
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+        let dir = parent.join(format!(".{name}.convbill-staging"));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
         }
-    };
-    swap_into_place(&staging, out, &parent, &name)?;
-    Ok(written)
+        fs::create_dir(&dir).map_err(io_error(&dir))?;
+        let mut staging = Staging {
+            out: out.to_path_buf(),
+            parent,
+            name,
+            sessions: TableWriter::new(&dir, SESSIONS_FILE),
+            violations: TableWriter::new(&dir, VIOLATIONS_FILE),
+            dir,
+            finished: false,
+        };
+        staging.sessions.open()?;
+        staging.violations.open()?;
+        Ok(staging)
+    }
+
+    /// The folder that holds the staging folder (and the output folder).
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    /// Appends sessions and violations, in output order.
+    pub fn append(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
+        self.sessions.append(sessions)?;
+        self.violations.append(violations)
+    }
+
+    /// Writes the invoices and the manifest, then swaps the folder into place.
+    pub fn finish(
+        mut self,
+        invoices: &mut Invoices,
+        manifest: Manifest,
+    ) -> Result<Vec<WrittenFile>> {
+        let dir = self.dir.clone();
+        let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
+        written.push(write_parquet(
+            &dir,
+            LINES_PARQUET_FILE,
+            &mut invoices.lines,
+        )?);
+        written.push(write_lines_csv(&dir, &invoices.invoices)?);
+        for invoice in &invoices.invoices {
+            written.push(write_invoice(&dir, invoice)?);
+        }
+        let mut manifest = manifest;
+        manifest.outputs = written.clone();
+        let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
+        write_bytes(&dir, MANIFEST_FILE, &[json.as_slice(), b"\n"].concat(), 0)?;
+        swap_into_place(&dir, &self.out, &self.parent, &self.name)?;
+        self.finished = true;
+        Ok(written)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One Parquet output written in pieces, cut into row groups of [`ROW_GROUP_ROWS`] rows.
+struct TableWriter {
+    relative: &'static str,
+    path: PathBuf,
+    file: Option<SharedFile>,
+    writer: Option<polars::io::parquet::write::BatchedWriter<SharedFile>>,
+    pending: Vec<DataFrame>,
+    pending_rows: usize,
+    rows: u64,
+    row_group_rows: usize,
+}
+
+impl TableWriter {
+    fn new(dir: &Path, relative: &'static str) -> Self {
+        TableWriter {
+            relative,
+            path: dir.join(relative),
+            file: None,
+            writer: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+            rows: 0,
+            row_group_rows: ROW_GROUP_ROWS,
+        }
+    }
+
+    fn open(&mut self) -> Result<()> {
+        self.file = Some(SharedFile(std::sync::Arc::new(std::sync::Mutex::new(
+            create_file(&self.path)?,
+        ))));
+        Ok(())
+    }
+
+    fn append(&mut self, frame: &DataFrame) -> Result<()> {
+        if self.writer.is_none() {
+            let file = self.file.clone().expect("opened by Staging::create");
+            self.writer = Some(ParquetWriter::new(file).batched(frame.schema())?);
+        }
+        self.rows += frame.height() as u64;
+        self.pending_rows += frame.height();
+        self.pending.push(frame.clone());
+        let size = self.row_group_rows;
+        while self.pending_rows >= size {
+            let all = crate::load::concat_frames(std::mem::take(&mut self.pending))?;
+            let mut group = all.slice(0, size);
+            group.rechunk_mut();
+            self.write_group(&group)?;
+            let rest = all.slice(size as i64, all.height() - size);
+            self.pending_rows = rest.height();
+            self.pending.push(rest);
+        }
+        Ok(())
+    }
+
+    fn write_group(&mut self, group: &DataFrame) -> Result<()> {
+        let writer = self.writer.as_mut().expect("created by append");
+        writer.write_batch(group)?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<WrittenFile> {
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            let mut rest = crate::load::concat_frames(pending)?;
+            if rest.height() > 0 {
+                rest.rechunk_mut();
+                self.write_group(&rest)?;
+            }
+        }
+        let writer = self
+            .writer
+            .take()
+            .expect("at least one append before finish");
+        writer.finish()?;
+        drop(writer);
+        let shared = self.file.take().expect("opened by Staging::create");
+        let file = std::sync::Arc::try_unwrap(shared.0)
+            .ok()
+            .expect("the Parquet writer is gone")
+            .into_inner()
+            .expect("no writer panicked holding the file");
+        complete_file(&self.path, self.relative, self.rows, file)
+    }
+}
+
+/// A [`Hashing`] file that the Parquet writer and [`TableWriter`] share.
+#[derive(Clone)]
+struct SharedFile(std::sync::Arc<std::sync::Mutex<Hashing<BufWriter<File>>>>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("not poisoned").flush()
+    }
 }
 
 pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -164,23 +321,6 @@ pub(crate) fn swap_into_place(staging: &Path, out: &Path, parent: &Path, name: &
         fs::rename(staging, out).map_err(io_error(out))?;
     }
     Ok(())
-}
-
-fn write_all(dir: &Path, outputs: Outputs<'_>) -> Result<Vec<WrittenFile>> {
-    let mut written = vec![
-        write_parquet(dir, SESSIONS_FILE, outputs.sessions)?,
-        write_parquet(dir, VIOLATIONS_FILE, outputs.violations)?,
-        write_parquet(dir, LINES_PARQUET_FILE, &mut outputs.invoices.lines)?,
-        write_lines_csv(dir, &outputs.invoices.invoices)?,
-    ];
-    for invoice in &outputs.invoices.invoices {
-        written.push(write_invoice(dir, invoice)?);
-    }
-    let mut manifest = outputs.manifest;
-    manifest.outputs = written.clone();
-    let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
-    write_bytes(dir, MANIFEST_FILE, &[json.as_slice(), b"\n"].concat(), 0)?;
-    Ok(written)
 }
 
 /// A writer that hashes and counts what passes through it, so no output is read back.
@@ -220,6 +360,40 @@ fn injected_failure(path: &Path) -> Result<()> {
     }
 }
 
+/// Creates `path` (and its folder) behind a hashing writer.
+fn create_file(path: &Path) -> Result<Hashing<BufWriter<File>>> {
+    injected_failure(path)?;
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder).map_err(io_error(folder))?;
+    }
+    let file = File::create(path).map_err(io_error(path))?;
+    Ok(Hashing {
+        inner: BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    })
+}
+
+/// Flushes a file made by [`create_file`] to disk and describes it.
+fn complete_file(
+    path: &Path,
+    relative: &str,
+    rows: u64,
+    writer: Hashing<BufWriter<File>>,
+) -> Result<WrittenFile> {
+    let file = writer
+        .inner
+        .into_inner()
+        .map_err(|e| io_error(path)(e.into_error()))?;
+    file.sync_all().map_err(io_error(path))?;
+    Ok(WrittenFile {
+        path: relative.to_string(),
+        bytes: writer.bytes,
+        sha256: hex::encode(writer.hasher.finalize()),
+        rows,
+    })
+}
+
 /// Creates `relative` under `dir`, lets `fill` write it, and flushes it to disk.
 fn write_file(
     dir: &Path,
@@ -228,28 +402,9 @@ fn write_file(
     fill: impl FnOnce(&mut Hashing<BufWriter<File>>) -> Result<()>,
 ) -> Result<WrittenFile> {
     let path = dir.join(relative);
-    injected_failure(&path)?;
-    if let Some(folder) = path.parent() {
-        fs::create_dir_all(folder).map_err(io_error(folder))?;
-    }
-    let file = File::create(&path).map_err(io_error(&path))?;
-    let mut writer = Hashing {
-        inner: BufWriter::new(file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut writer = create_file(&path)?;
     fill(&mut writer)?;
-    let file = writer
-        .inner
-        .into_inner()
-        .map_err(|e| io_error(&path)(e.into_error()))?;
-    file.sync_all().map_err(io_error(&path))?;
-    Ok(WrittenFile {
-        path: relative.to_string(),
-        bytes: writer.bytes,
-        sha256: hex::encode(writer.hasher.finalize()),
-        rows,
-    })
+    complete_file(&path, relative, rows, writer)
 }
 
 pub(crate) fn write_bytes(
@@ -339,6 +494,41 @@ mod tests {
         assert_eq!(file_name_for("../etc"), "%2E%2E%2Fetc");
         assert_eq!(file_name_for("a b%"), "a%20b%25");
         assert_eq!(file_name_for(""), "%00");
+    }
+
+    fn table_bytes(pieces: &[(i64, i64)], row_group_rows: usize) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = TableWriter::new(dir.path(), "t.parquet");
+        table.row_group_rows = row_group_rows;
+        table.open().unwrap();
+        for piece in pieces {
+            let values: Vec<i64> = (piece.0..piece.1).collect();
+            let names: Vec<String> = values.iter().map(|v| format!("s{v}")).collect();
+            let frame = DataFrame::new(
+                values.len(),
+                vec![
+                    Column::new("n".into(), values),
+                    Column::new("s".into(), names),
+                ],
+            )
+            .unwrap();
+            table.append(&frame).unwrap();
+        }
+        let written = table.finish().unwrap();
+        assert_eq!(written.rows, 9);
+        let bytes = fs::read(dir.path().join("t.parquet")).unwrap();
+        assert_eq!(written.bytes, bytes.len() as u64);
+        assert_eq!(written.sha256, hex::encode(Sha256::digest(&bytes)));
+        bytes
+    }
+
+    #[test]
+    fn tables_are_the_same_bytes_however_they_arrive() {
+        let whole = table_bytes(&[(0, 9)], 4);
+        assert_eq!(table_bytes(&[(0, 3), (3, 8), (8, 9)], 4), whole);
+        assert_eq!(table_bytes(&[(0, 0), (0, 1), (1, 9), (9, 9)], 4), whole);
+        // A different row-group size is a different layout: the cut is what makes them equal.
+        assert_ne!(table_bytes(&[(0, 9)], 5), whole);
     }
 
     #[test]

@@ -222,7 +222,11 @@ fn one_bad_file_among_good_ones_stops_the_whole_run() {
 
 fn sessions_from(path: &Path) -> Vec<S> {
     let messages = convbill::load::load(path).unwrap();
-    sessions_of(&convbill::sessions::derive(&messages).unwrap().sessions)
+    sessions_of(
+        &convbill::sessions::derive(&messages.frame)
+            .unwrap()
+            .sessions,
+    )
 }
 
 #[test]
@@ -310,7 +314,11 @@ fn hive_folders_are_read_recursively_and_supply_missing_key_columns() {
         "account_id=acme/date=2024-01-01/part-0.parquet"
     );
     assert_eq!(
-        sessions_of(&convbill::sessions::derive(&messages).unwrap().sessions),
+        sessions_of(
+            &convbill::sessions::derive(&messages.frame)
+                .unwrap()
+                .sessions
+        ),
         derive(&log).0
     );
 }

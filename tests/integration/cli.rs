@@ -380,7 +380,7 @@ fn generate_is_deterministic_and_writes_exactly_the_requested_rows() {
         messages.stats.duplicates_dropped > 0,
         "the generator logs some rows twice"
     );
-    let derived = convbill::sessions::derive(&messages).unwrap();
+    let derived = convbill::sessions::derive(&messages.frame).unwrap();
     assert!(derived.stats.failed_outbound > 0);
     assert!(derived.stats.violations > 0);
     let sessions = sessions_of(&derived.sessions);

@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod nightly;
+mod partition;
 mod property;
 mod reference;
 mod rules;

@@ -69,7 +69,7 @@ fn the_parquet_twin_holds_the_csv_rows() {
 fn the_article_scenarios_give_the_sessions_the_readme_describes() {
     let messages = convbill::load::load(&sample("article-scenarios.parquet")).unwrap();
     assert_eq!(messages.stats.duplicates_dropped, 1);
-    let derived = convbill::sessions::derive(&messages).unwrap();
+    let derived = convbill::sessions::derive(&messages.frame).unwrap();
     let got: Vec<(String, String, String, String, i64, i64, i64)> = sessions_of(&derived.sessions)
         .into_iter()
         .map(|s| {

@@ -183,7 +183,7 @@ pub fn derive(events: &[Ev]) -> (Vec<S>, Vec<V>) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_log(dir.path(), events);
     let messages = convbill::load::load(&path).unwrap();
-    let derived = convbill::sessions::derive(&messages).unwrap();
+    let derived = convbill::sessions::derive(&messages.frame).unwrap();
     (
         sessions_of(&derived.sessions),
         violations_of(&derived.violations),

@@ -1,0 +1,275 @@
+//! Partition: the validated log, chunk by chunk, in; groups of whole accounts out, one group
+//! at a time, each small enough to derive on its own.
+//!
+//! Everything convbill derives stays inside one account: conversation keys start with
+//! `account_id`, duplicates are one (`account_id`, `message_id`), invoices are per account.
+//! So a log can be cut into groups of consecutive accounts (in `account_id` order) and each
+//! group derived, rated and written before the next is read: peak memory follows the largest
+//! group instead of the whole log, and the outputs, concatenated in group order, are in the
+//! same order as one pass over everything would give.
+//!
+//! With one group the chunks stay in memory. With several, each chunk is split by group as it
+//! is read and appended to one uncompressed Parquet spill file per group, in a hidden folder
+//! beside the output folder that is removed when the run ends, whether it succeeds or not.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use polars::io::parquet::write::BatchedWriter;
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::load;
+use crate::schema;
+
+/// Rows a group holds at most, unless one account alone holds more. About 450 bytes of
+/// memory per row at the peak of the session stage, so 8M rows is about 3.6 GB.
+pub const DEFAULT_MAX_ROWS: u64 = 8_000_000;
+
+const PART: &str = "part";
+
+/// Which accounts are derived together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Groups of consecutive accounts, in `account_id` order; never empty (a log without
+    /// rows has one empty group).
+    pub groups: Vec<Vec<String>>,
+    /// Rows in each group.
+    pub rows: Vec<u64>,
+}
+
+/// Cuts accounts (sorted by `account_id`, with their rows) into consecutive groups of at
+/// most `max_rows` rows; an account with more rows than that is a group of its own.
+pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
+    let mut plan = Plan {
+        groups: vec![Vec::new()],
+        rows: vec![0],
+    };
+    for (account, rows) in account_rows {
+        let last = plan.rows.len() - 1;
+        if !plan.groups[last].is_empty() && plan.rows[last] + rows > max_rows {
+            plan.groups.push(Vec::new());
+            plan.rows.push(0);
+        }
+        let last = plan.rows.len() - 1;
+        plan.groups[last].push(account.clone());
+        plan.rows[last] += rows;
+    }
+    plan
+}
+
+/// Chunks in, groups out: see the module documentation.
+pub struct Parts {
+    groups: usize,
+    storage: Storage,
+}
+
+enum Storage {
+    Memory(Vec<DataFrame>),
+    Spill {
+        /// Removed on drop.
+        dir: tempfile::TempDir,
+        /// `account_id` → group, as a frame to join chunks with.
+        lookup: DataFrame,
+        writers: Vec<Option<BatchedWriter<BufWriter<File>>>>,
+    },
+}
+
+impl Parts {
+    /// Prepares to receive chunks for `plan`; spill files, if needed, go into a hidden
+    /// folder inside `spill_parent`.
+    pub fn new(plan: &Plan, spill_parent: &Path) -> Result<Self> {
+        let groups = plan.groups.len();
+        if groups == 1 {
+            return Ok(Parts {
+                groups,
+                storage: Storage::Memory(Vec::new()),
+            });
+        }
+        std::fs::create_dir_all(spill_parent).map_err(io_error(spill_parent))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".convbill-spill-")
+            .tempdir_in(spill_parent)
+            .map_err(io_error(spill_parent))?;
+        let (accounts, group_of): (Vec<&str>, Vec<u32>) = plan
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, accounts)| accounts.iter().map(move |a| (a.as_str(), g as u32)))
+            .unzip();
+        let lookup = DataFrame::new(
+            accounts.len(),
+            vec![
+                Column::new(schema::ACCOUNT_ID.into(), accounts),
+                Column::new(PART.into(), group_of),
+            ],
+        )?;
+        Ok(Parts {
+            groups,
+            storage: Storage::Spill {
+                dir,
+                lookup,
+                writers: (0..groups).map(|_| None).collect(),
+            },
+        })
+    }
+
+    /// Number of groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Takes one validated chunk (the loader's schema).
+    pub fn push(&mut self, chunk: DataFrame) -> Result<()> {
+        match &mut self.storage {
+            Storage::Memory(chunks) => chunks.push(chunk),
+            Storage::Spill {
+                dir,
+                lookup,
+                writers,
+            } => {
+                let tagged = chunk
+                    .lazy()
+                    .join(
+                        lookup.clone().lazy(),
+                        [col(schema::ACCOUNT_ID)],
+                        [col(schema::ACCOUNT_ID)],
+                        JoinArgs::new(JoinType::Inner),
+                    )
+                    .collect()?;
+                let parts = tagged.column(PART)?.u32()?;
+                let mut present: Vec<u32> = parts.unique()?.into_no_null_iter().collect();
+                present.sort_unstable();
+                for group in present {
+                    let mask = parts.equal(group);
+                    let mut piece = tagged.filter(&mask)?.drop(PART)?;
+                    piece.rechunk_mut();
+                    let writer = match &mut writers[group as usize] {
+                        Some(writer) => writer,
+                        slot => {
+                            let path = spill_path(dir.path(), group as usize);
+                            let file = File::create(&path).map_err(io_error(&path))?;
+                            slot.insert(
+                                ParquetWriter::new(BufWriter::new(file))
+                                    .with_compression(ParquetCompression::Uncompressed)
+                                    .batched(piece.schema())?,
+                            )
+                        }
+                    };
+                    writer.write_batch(&piece)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the input; the groups can now be read, in order.
+    pub fn finish(self) -> Result<Groups> {
+        let storage = match self.storage {
+            Storage::Memory(chunks) => GroupStorage::Memory(Some(load::concat_frames(chunks)?)),
+            Storage::Spill { dir, writers, .. } => {
+                let mut present = Vec::with_capacity(writers.len());
+                for writer in writers {
+                    present.push(match writer {
+                        Some(writer) => {
+                            writer.finish()?;
+                            true
+                        }
+                        None => false,
+                    });
+                }
+                GroupStorage::Spill { dir, present }
+            }
+        };
+        Ok(Groups {
+            next: 0,
+            count: self.groups,
+            storage,
+        })
+    }
+}
+
+/// The groups of a partitioned log, read one at a time.
+pub struct Groups {
+    next: usize,
+    count: usize,
+    storage: GroupStorage,
+}
+
+enum GroupStorage {
+    Memory(Option<DataFrame>),
+    Spill {
+        dir: tempfile::TempDir,
+        present: Vec<bool>,
+    },
+}
+
+impl Groups {
+    /// The next group's rows (the loader's schema), or `None` after the last. A spill file is
+    /// removed once read.
+    pub fn next_group(&mut self) -> Result<Option<DataFrame>> {
+        if self.next == self.count {
+            return Ok(None);
+        }
+        let group = self.next;
+        self.next += 1;
+        match &mut self.storage {
+            GroupStorage::Memory(frame) => Ok(frame.take()),
+            GroupStorage::Spill { dir, present } => {
+                if !present[group] {
+                    // The plan counted rows for this group that no chunk held: the loader's
+                    // row count checks make that impossible.
+                    return Err(Error::Polars(PolarsError::ComputeError(
+                        format!("partition {group} received no rows").into(),
+                    )));
+                }
+                let path = spill_path(dir.path(), group);
+                let file = File::open(&path).map_err(io_error(&path))?;
+                let frame = ParquetReader::new(file).finish()?;
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+                Ok(Some(frame))
+            }
+        }
+    }
+}
+
+fn spill_path(dir: &Path, group: usize) -> PathBuf {
+    dir.join(format!("group-{group:05}.parquet"))
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts(rows: &[(&str, u64)]) -> Vec<(String, u64)> {
+        rows.iter().map(|(a, r)| (a.to_string(), *r)).collect()
+    }
+
+    #[test]
+    fn groups_are_consecutive_accounts_under_the_limit() {
+        let plan = plan(&accounts(&[("a", 3), ("b", 4), ("c", 2), ("d", 1)]), 7);
+        assert_eq!(plan.groups, vec![vec!["a", "b"], vec!["c", "d"]]);
+        assert_eq!(plan.rows, vec![7, 3]);
+    }
+
+    #[test]
+    fn an_account_over_the_limit_is_a_group_of_its_own() {
+        let plan = plan(&accounts(&[("a", 1), ("big", 20), ("c", 1)]), 5);
+        assert_eq!(plan.groups, vec![vec!["a"], vec!["big"], vec!["c"]]);
+    }
+
+    #[test]
+    fn no_accounts_make_one_empty_group() {
+        let plan = plan(&[], 5);
+        assert_eq!(plan.groups, vec![Vec::<String>::new()]);
+        assert_eq!(plan.rows, vec![0]);
+    }
+}

@@ -1,0 +1,177 @@
+//! Runs derived in groups of accounts (`--partition-rows`): the same bytes whatever the
+//! grouping, nothing left behind, and errors that name file rows in any chunk.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::cli::{convbill, run_command, snapshot};
+use crate::support::*;
+
+/// A generated log of `messages` rows over `accounts` accounts and five days.
+fn generated(dir: &Path, messages: u64, accounts: u32) -> PathBuf {
+    let path = dir.join("log.parquet");
+    convbill()
+        .args(["generate", "--seed", "7", "--days", "5", "--messages"])
+        .arg(messages.to_string())
+        .arg("--accounts")
+        .arg(accounts.to_string())
+        .arg("--out")
+        .arg(&path)
+        .assert()
+        .success();
+    path
+}
+
+/// Names in `dir` that start with `.`: staging, spill or previous-output folders.
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn outputs_are_the_same_bytes_whatever_the_grouping() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 30_000, 9);
+    let whole = dir.path().join("whole");
+    let report = convbill::run(&convbill::RunConfig::new(&log, &whole)).unwrap();
+    assert_eq!(report.partitions, 1);
+
+    // 1 row: every account is a group of its own; 2,500: small accounts share a group and
+    // the largest ones exceed it.
+    for rows in [1u64, 2_500] {
+        let out = dir.path().join(format!("groups-{rows}"));
+        let mut config = convbill::RunConfig::new(&log, &out);
+        config.partition_rows = rows;
+        let report = convbill::run(&config).unwrap();
+        assert!(
+            report.partitions > 2,
+            "{rows}: {} groups",
+            report.partitions
+        );
+        assert_eq!(
+            snapshot(&whole),
+            snapshot(&out),
+            "--partition-rows {rows} changed the outputs"
+        );
+    }
+    assert!(hidden_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn the_command_line_takes_the_group_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 5_000, 4);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run_command(&log, &a).assert().success();
+    run_command(&log, &b)
+        .args(["--partition-rows", "100"])
+        .assert()
+        .success();
+    assert_eq!(snapshot(&a), snapshot(&b));
+    run_command(&log, &dir.path().join("c"))
+        .args(["--partition-rows", "0"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_failed_grouped_run_leaves_no_spill_or_staging_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 5_000, 4);
+    let out = dir.path().join("out");
+    run_command(&log, &out).assert().success();
+    let before = snapshot(&out);
+
+    // Fails while writing the invoices, after every group has been derived.
+    run_command(&log, &out)
+        .args(["--partition-rows", "100"])
+        .env("CONVBILL_FAIL_AFTER_FILES", "3")
+        .assert()
+        .code(1);
+    assert_eq!(snapshot(&out), before);
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+
+    // Fails while reading: a second file with an unknown channel, after the first file has
+    // been spilled into groups.
+    let input = dir.path().join("input");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::rename(&log, input.join("a.parquet")).unwrap();
+    let mut bad = frame(&[inbound("x1", "Mon 09:00").on("telegram")]);
+    write_parquet(&input.join("b.parquet"), &mut bad);
+    run_command(&input, &out)
+        .args(["--partition-rows", "100"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("b.parquet"))
+        .stderr(predicates::str::contains("telegram"));
+    assert_eq!(snapshot(&out), before);
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
+
+/// 50 events of one conversation, an hour apart.
+fn hourly(n: usize) -> Vec<Ev> {
+    (0..n)
+        .map(|i| {
+            inbound(&format!("m{i:03}"), "Mon 00:00")
+                .at_ns(at("Mon 00:00") + i as i64 * 3_600_000_000_000)
+        })
+        .collect()
+}
+
+#[test]
+fn chunks_name_file_rows_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = hourly(50);
+    events[37].channel = "telegram".into();
+    let path = dir.path().join("log.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    ParquetWriter::new(file)
+        .with_row_group_size(Some(10))
+        .finish(&mut frame(&events))
+        .unwrap();
+
+    let mut source = convbill::load::open(&path).unwrap();
+    let mut chunks = 0;
+    let error = source
+        .read(None, 10, |_| {
+            chunks += 1;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        chunks, 3,
+        "rows 0-29 pass in three chunks before the bad one"
+    );
+    assert!(error.contains("at row 37"), "{error}");
+}
+
+#[test]
+fn chunks_together_are_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    ParquetWriter::new(file)
+        .with_row_group_size(Some(7))
+        .finish(&mut frame(&hourly(50)))
+        .unwrap();
+
+    let mut source = convbill::load::open(&path).unwrap();
+    let mut rows = Vec::new();
+    let mut heights = Vec::new();
+    let read = source
+        .read(None, 20, |chunk| {
+            heights.push(chunk.height());
+            rows.extend(chunk.column("row")?.u64()?.into_no_null_iter());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(read, 50);
+    // Whole row groups of 7 until at least 20 rows: 21, 21, then the last 8.
+    assert_eq!(heights, vec![21, 21, 8]);
+    assert_eq!(rows, (0..50).collect::<Vec<u64>>());
+}
