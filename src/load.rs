@@ -713,9 +713,19 @@ fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
 }
 
 /// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal
-/// timestamps the first read (files in path order, rows in file order).
+/// timestamps the first read (files in path order, rows in file order). Rows come out in no
+/// particular order.
+///
+/// Duplicates are rare, so one hash pass over `message_id` alone first sets aside the rows
+/// whose id occurs once (they are kept as they are); only the rest are sorted and compared.
 pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
-    Ok(frame
+    let repeated = repeated_ids(&frame)?;
+    if !repeated.any() {
+        return Ok(frame);
+    }
+    let once = frame.filter(&!&repeated)?;
+    let kept = frame
+        .filter(&repeated)?
         .lazy()
         .sort(
             [schema::TIMESTAMP, FILE, ROW],
@@ -729,5 +739,22 @@ pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
             )),
             UniqueKeepStrategy::First,
         )
-        .collect()?)
+        .collect()?;
+    Ok(concat_frames(vec![once, kept])?)
+}
+
+/// `true` for each row whose `message_id` occurs more than once in `frame`.
+fn repeated_ids(frame: &DataFrame) -> Result<BooleanChunked> {
+    let ids = frame.column(schema::MESSAGE_ID)?.str()?;
+    let mut repeated: PlHashMap<&str, bool> = PlHashMap::with_capacity(ids.len());
+    for id in ids.iter().flatten() {
+        repeated
+            .entry(id)
+            .and_modify(|r| *r = true)
+            .or_insert(false);
+    }
+    Ok(ids
+        .iter()
+        .map(|id| id.is_some_and(|id| repeated[id]))
+        .collect::<BooleanChunked>())
 }

@@ -157,15 +157,30 @@ pub(crate) fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
 /// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
 fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
-    let over_key = |e: Expr| e.over([col(KEY)]);
     let ts = || col(schema::TIMESTAMP);
-    let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
     let null_i64 = || lit(NULL).cast(DataType::Int64);
+    // Rows are sorted by key, so a window "over the key" is a pass over the whole column whose
+    // result is kept only where it comes from the same key: no grouping needed.
+    let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
+    let same_key = |from_key: Expr, value: Expr| {
+        when(from_key.eq(col(KEY)))
+            .then(value)
+            .otherwise(null_i64())
+    };
+    // The value of `ts` at the last row at or before this one, in the same key, where `at` holds.
+    let last_ts_where = |at: Expr| {
+        same_key(
+            forward_fill(
+                when(at.clone())
+                    .then(col(KEY))
+                    .otherwise(lit(NULL).cast(DataType::UInt32)),
+            ),
+            forward_fill(when(at).then(ts()).otherwise(null_i64())),
+        )
+    };
 
-    let last_inbound = over_key(forward_fill(
-        when(col(INBOUND)).then(ts()).otherwise(null_i64()),
-    ))?;
-    let previous_inbound = over_key(col("last_inbound").shift(lit(1)))?;
+    let last_inbound = last_ts_where(col(INBOUND));
+    let previous_inbound = same_key(col(KEY).shift(lit(1)), col("last_inbound").shift(lit(1)));
 
     let ordered = sorted
         .lazy()
@@ -209,10 +224,7 @@ fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
                 )
                 .otherwise(lit(NULL).cast(DataType::String))
                 .alias(REASON),
-            over_key(forward_fill(
-                when(col(NEW_ISLAND)).then(ts()).otherwise(null_i64()),
-            ))?
-            .alias("island_start"),
+            last_ts_where(col(NEW_ISLAND)).alias("island_start"),
         ])
         .with_columns([
             col(IS_WHATSAPP)
@@ -412,39 +424,8 @@ fn period_of(e: Expr) -> Expr {
 
 /// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
 fn aggregate_sessions(events: &DataFrame) -> Result<DataFrame> {
-    let in_session = events
-        .clone()
+    let in_session = session_runs(events)?
         .lazy()
-        .filter(col(SESSION_START).is_not_null())
-        .group_by_stable([col(KEY), col(SESSION_START)])
-        .agg([
-            col(schema::ACCOUNT_ID).first(),
-            col(schema::CHANNEL).first(),
-            col(schema::BUSINESS_ID).first(),
-            col(schema::USER_ID).first(),
-            col(schema::MESSAGE_ID)
-                .filter(col(OPENS))
-                .first()
-                .alias("opened_by"),
-            col(WINDOW_OPEN)
-                .filter(col(OPENS))
-                .first()
-                .alias("opener_in_window"),
-            col(INBOUND)
-                .sum()
-                .cast(DataType::Int64)
-                .alias("inbound_messages"),
-            col(INBOUND)
-                .not()
-                .sum()
-                .cast(DataType::Int64)
-                .alias("outbound_messages"),
-            col(schema::TIMESTAMP)
-                .filter(col(INBOUND))
-                .max()
-                .alias("last_inbound"),
-        ])
-        .sort([KEY, SESSION_START], SortMultipleOptions::default())
         .with_columns([
             when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
                 .then(
@@ -477,6 +458,102 @@ fn aggregate_sessions(events: &DataFrame) -> Result<DataFrame> {
     let mut sessions = in_session;
     sessions.with_column(ids)?;
     Ok(sessions.select(SESSION_COLUMNS)?)
+}
+
+/// Ordered events → one row per (key, `session_start`), with the columns the session rows are
+/// made of: the key's columns, `opened_by` and `opener_in_window` (from the row that opened the
+/// session), `inbound_messages`, `outbound_messages` and `last_inbound`.
+///
+/// The rows of one session are consecutive: events are sorted by key and time, and within a
+/// key a later row never belongs to an earlier session (WhatsApp sessions follow each other;
+/// a Messenger/Instagram island's rows precede the next island's). So one pass finds each
+/// session's run of rows; it checks that order and fails rather than split a session.
+fn session_runs(events: &DataFrame) -> Result<DataFrame> {
+    let keys = events.column(KEY)?.u32()?;
+    let starts = events.column(SESSION_START)?.i64()?;
+    let times = events.column(schema::TIMESTAMP)?.i64()?;
+    let flags = |name: &str| -> Result<Vec<bool>> {
+        Ok(events
+            .column(name)?
+            .bool()?
+            .iter()
+            .map(|v| v == Some(true))
+            .collect())
+    };
+    let (inbound, opens) = (flags(INBOUND)?, flags(OPENS)?);
+
+    let mut first: Vec<IdxSize> = Vec::new();
+    let mut opener: Vec<Option<IdxSize>> = Vec::new();
+    let mut run_start: Vec<i64> = Vec::new();
+    let mut inbound_messages: Vec<i64> = Vec::new();
+    let mut outbound_messages: Vec<i64> = Vec::new();
+    let mut last_inbound: Vec<Option<i64>> = Vec::new();
+    let mut current: Option<(u32, i64)> = None;
+    for (i, ((key, start), time)) in keys.iter().zip(starts.iter()).zip(times.iter()).enumerate() {
+        let (Some(key), Some(start)) = (key, start) else {
+            continue;
+        };
+        if current != Some((key, start)) {
+            if let Some((previous_key, previous_start)) = current {
+                if previous_key == key && previous_start > start {
+                    return Err(PolarsError::ComputeError(
+                        format!("session rows out of order in conversation key {key}").into(),
+                    )
+                    .into());
+                }
+            }
+            current = Some((key, start));
+            first.push(i as IdxSize);
+            opener.push(None);
+            run_start.push(start);
+            inbound_messages.push(0);
+            outbound_messages.push(0);
+            last_inbound.push(None);
+        }
+        let run = first.len() - 1;
+        if opens[i] && opener[run].is_none() {
+            opener[run] = Some(i as IdxSize);
+        }
+        if inbound[i] {
+            inbound_messages[run] += 1;
+            last_inbound[run] = time.max(last_inbound[run]);
+        } else {
+            outbound_messages[run] += 1;
+        }
+    }
+
+    let first = IdxCa::from_vec(PlSmallStr::EMPTY, first);
+    let opener = IdxCa::from_iter_options(PlSmallStr::EMPTY, opener.into_iter());
+    let mut columns = events
+        .select([
+            KEY,
+            schema::ACCOUNT_ID,
+            schema::CHANNEL,
+            schema::BUSINESS_ID,
+            schema::USER_ID,
+        ])?
+        .take(&first)?
+        .into_columns();
+    let at_opener = events
+        .select([schema::MESSAGE_ID, WINDOW_OPEN])?
+        .take(&opener)?;
+    columns.push(Column::new(SESSION_START.into(), run_start));
+    columns.push(
+        at_opener
+            .column(schema::MESSAGE_ID)?
+            .clone()
+            .with_name("opened_by".into()),
+    );
+    columns.push(
+        at_opener
+            .column(WINDOW_OPEN)?
+            .clone()
+            .with_name("opener_in_window".into()),
+    );
+    columns.push(Column::new("inbound_messages".into(), inbound_messages));
+    columns.push(Column::new("outbound_messages".into(), outbound_messages));
+    columns.push(Column::new("last_inbound".into(), last_inbound));
+    Ok(DataFrame::new(first.len(), columns)?)
 }
 
 /// `session_id`: the first 16 bytes of SHA-256 over the opening event's (`account_id`,
