@@ -740,7 +740,7 @@ pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
             UniqueKeepStrategy::First,
         )
         .collect()?;
-    Ok(concat_frames(vec![once, kept])?)
+    concat_frames(vec![once, kept])
 }
 
 /// `true` for each row whose `message_id` occurs more than once in `frame`.
