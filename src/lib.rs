@@ -115,9 +115,22 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     })
 }
 
-/// Reads the input into account groups, then derives and rates one group at a time,
-/// appending its sessions and violations to `staging`. Returns the input counts, the session
-/// counts, the invoice lines of all groups and the number of groups.
+/// Groups of accounts derived at the same time: two keep both cores busy through the
+/// single-threaded steps of each group.
+const WORKERS: usize = 2;
+
+/// What one group of accounts gives.
+struct GroupResult {
+    rows_used: u64,
+    stats: sessions::SessionStats,
+    lines: polars::prelude::DataFrame,
+    sessions: polars::prelude::DataFrame,
+    violations: polars::prelude::DataFrame,
+}
+
+/// Reads the input into account groups, then derives and rates the groups ([`WORKERS`] at a
+/// time), appending their sessions and violations to `staging` in group order. Returns the
+/// input counts, the session counts, the invoice lines of all groups and the number of groups.
 fn derive_in_groups(
     config: &RunConfig,
     source: &mut load::Source,
@@ -129,31 +142,58 @@ fn derive_in_groups(
     usize,
 )> {
     use polars::prelude::*;
-
     use sessions::timed;
+
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);
     let mut parts = partition::Parts::new(&plan, staging.parent())?;
     let rows_read = timed("read, checked and partitioned", || {
-        source.read(None, CHUNK_ROWS, |chunk| parts.push(chunk))
+        read_into(source, &mut parts)
     })?;
     let partitions = parts.groups();
     tracing::info!(rows = rows_read, partitions, "read and partitioned");
-    let mut groups = parts.finish()?;
+    let groups = std::sync::Mutex::new(parts.finish()?);
 
     let mut rows_used = 0;
     let mut stats = sessions::SessionStats::default();
     let mut lines = Vec::with_capacity(partitions);
-    while let Some(frame) = timed("read a group", || groups.next_group())? {
-        let frame = timed("dropped duplicates", || load::deduplicate(frame))?;
-        rows_used += frame.height() as u64;
-        let derived = sessions::derive(&frame)?;
-        stats.add(&derived.stats);
-        lines.push(rating::lines_of(&derived.sessions)?.lazy());
-        timed("appended sessions and violations", || {
-            staging.append(&derived.sessions, &derived.violations)
-        })?;
-    }
+    std::thread::scope(|scope| -> Result<()> {
+        let (done, results) = std::sync::mpsc::channel::<(usize, Result<GroupResult>)>();
+        for _ in 0..WORKERS {
+            let (done, groups) = (done.clone(), &groups);
+            scope.spawn(move || loop {
+                let (index, frame) = {
+                    let mut groups = groups.lock().expect("no worker panicked");
+                    let index = groups.next_index();
+                    (index, timed("read a group", || groups.next_group()))
+                };
+                let result = match frame {
+                    Ok(None) => return,
+                    Ok(Some(frame)) => derive_group(frame),
+                    Err(e) => Err(e),
+                };
+                let failed = result.is_err();
+                if done.send((index, result)).is_err() || failed {
+                    return;
+                }
+            });
+        }
+        drop(done);
+        // Results arrive in any order; they are appended in group order.
+        let mut waiting = std::collections::BTreeMap::new();
+        for (index, result) in results {
+            waiting.insert(index, result?);
+            while let Some(group) = waiting.remove(&(lines.len())) {
+                rows_used += group.rows_used;
+                stats.add(&group.stats);
+                lines.push(group.lines.lazy());
+                timed("appended sessions and violations", || {
+                    staging.append(&group.sessions, &group.violations)
+                })?;
+            }
+        }
+        Ok(())
+    })?;
     tracing::info!(
         sessions = stats.sessions,
         violations = stats.violations,
@@ -171,4 +211,39 @@ fn derive_in_groups(
         concat(lines, UnionArgs::default())?.collect()?,
         partitions,
     ))
+}
+
+/// Reads and checks the input's chunks on a second thread while this one partitions them.
+fn read_into(source: &mut load::Source, parts: &mut partition::Parts) -> Result<u64> {
+    std::thread::scope(|scope| {
+        let (chunks, received) = std::sync::mpsc::sync_channel(1);
+        let reader = scope.spawn(move || {
+            source.read(None, CHUNK_ROWS, |chunk| {
+                chunks.send(chunk).map_err(|_| {
+                    Error::Polars(polars::prelude::PolarsError::ComputeError(
+                        "partitioning stopped".into(),
+                    ))
+                })
+            })
+        });
+        let pushed = received.iter().try_for_each(|chunk| parts.push(chunk));
+        // On a partitioning error the reader stops at its next chunk: report the first cause.
+        drop(received);
+        let read = reader.join().expect("the reader does not panic");
+        pushed?;
+        read
+    })
+}
+
+/// Drops duplicates, derives sessions and rates them, for one group of accounts.
+fn derive_group(frame: polars::prelude::DataFrame) -> Result<GroupResult> {
+    let frame = sessions::timed("dropped duplicates", || load::deduplicate(frame))?;
+    let derived = sessions::derive(&frame)?;
+    Ok(GroupResult {
+        rows_used: frame.height() as u64,
+        lines: rating::lines_of(&derived.sessions)?,
+        stats: derived.stats,
+        sessions: derived.sessions,
+        violations: derived.violations,
+    })
 }

@@ -23,11 +23,13 @@ use crate::error::{Error, Result};
 use crate::load;
 use crate::schema;
 
-/// Rows a group holds at most, unless one account alone holds more. About 450 bytes of
-/// memory per row at the peak of the session stage, so 8M rows is about 3.6 GB.
-pub const DEFAULT_MAX_ROWS: u64 = 8_000_000;
+/// Rows a group holds at most, unless one account alone holds more. Smaller groups need less
+/// memory and are also faster (their hash tables fit the caches better), down to about a
+/// million rows.
+pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
 
-const PART: &str = "part";
+/// Groups at most: a larger log gets larger groups, so that the spill files stay few.
+pub const MAX_GROUPS: u64 = 512;
 
 /// Which accounts are derived together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +42,11 @@ pub struct Plan {
 }
 
 /// Cuts accounts (sorted by `account_id`, with their rows) into consecutive groups of at
-/// most `max_rows` rows; an account with more rows than that is a group of its own.
+/// most `max_rows` rows (or the total over [`MAX_GROUPS`], if larger); an account with more
+/// rows than that is a group of its own.
 pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
+    let total: u64 = account_rows.iter().map(|(_, rows)| rows).sum();
+    let max_rows = max_rows.max(total.div_ceil(MAX_GROUPS));
     let mut plan = Plan {
         groups: vec![Vec::new()],
         rows: vec![0],
@@ -70,8 +75,8 @@ enum Storage {
     Spill {
         /// Removed on drop.
         dir: tempfile::TempDir,
-        /// `account_id` → group, as a frame to join chunks with.
-        lookup: DataFrame,
+        /// `account_id` → group.
+        group_of: PlHashMap<String, u32>,
         writers: Vec<Option<BatchedWriter<BufWriter<File>>>>,
     },
 }
@@ -92,24 +97,17 @@ impl Parts {
             .prefix(".convbill-spill-")
             .tempdir_in(spill_parent)
             .map_err(io_error(spill_parent))?;
-        let (accounts, group_of): (Vec<&str>, Vec<u32>) = plan
+        let group_of = plan
             .groups
             .iter()
             .enumerate()
-            .flat_map(|(g, accounts)| accounts.iter().map(move |a| (a.as_str(), g as u32)))
-            .unzip();
-        let lookup = DataFrame::new(
-            accounts.len(),
-            vec![
-                Column::new(schema::ACCOUNT_ID.into(), accounts),
-                Column::new(PART.into(), group_of),
-            ],
-        )?;
+            .flat_map(|(g, accounts)| accounts.iter().map(move |a| (a.clone(), g as u32)))
+            .collect();
         Ok(Parts {
             groups,
             storage: Storage::Spill {
                 dir,
-                lookup,
+                group_of,
                 writers: (0..groups).map(|_| None).collect(),
             },
         })
@@ -126,33 +124,43 @@ impl Parts {
             Storage::Memory(chunks) => chunks.push(chunk),
             Storage::Spill {
                 dir,
-                lookup,
+                group_of,
                 writers,
             } => {
-                let tagged = chunk
-                    .lazy()
-                    .join(
-                        lookup.clone().lazy(),
-                        [col(schema::ACCOUNT_ID)],
-                        [col(schema::ACCOUNT_ID)],
-                        JoinArgs::new(JoinType::Inner),
-                    )
-                    .collect()?;
-                let parts = tagged.column(PART)?.u32()?;
-                let mut present: Vec<u32> = parts.unique()?.into_no_null_iter().collect();
-                present.sort_unstable();
-                for group in present {
-                    let mask = parts.equal(group);
-                    let mut piece = tagged.filter(&mask)?.drop(PART)?;
-                    piece.rechunk_mut();
-                    let writer = match &mut writers[group as usize] {
+                // One pass finds each row's group; one gather puts the chunk in group order
+                // (rows keep their order within a group); each group's slice is appended to
+                // its spill file.
+                let accounts = chunk.column(schema::ACCOUNT_ID)?.str()?;
+                let mut rows_of: Vec<Vec<IdxSize>> = vec![Vec::new(); writers.len()];
+                for (row, account) in accounts.iter().enumerate() {
+                    let group = account.and_then(|a| group_of.get(a)).ok_or_else(|| {
+                        PolarsError::ComputeError(
+                            format!("account {account:?} is missing from the partition plan")
+                                .into(),
+                        )
+                    })?;
+                    rows_of[*group as usize].push(row as IdxSize);
+                }
+                let lengths: Vec<usize> = rows_of.iter().map(Vec::len).collect();
+                let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
+                let mut ordered = chunk.take(&order)?;
+                ordered.rechunk_mut();
+                let mut offset = 0;
+                for (group, length) in lengths.into_iter().enumerate() {
+                    if length == 0 {
+                        continue;
+                    }
+                    let piece = ordered.slice(offset as i64, length);
+                    offset += length;
+                    let writer = match &mut writers[group] {
                         Some(writer) => writer,
                         slot => {
-                            let path = spill_path(dir.path(), group as usize);
+                            let path = spill_path(dir.path(), group);
                             let file = File::create(&path).map_err(io_error(&path))?;
                             slot.insert(
                                 ParquetWriter::new(BufWriter::new(file))
-                                    .with_compression(ParquetCompression::Uncompressed)
+                                    .with_compression(ParquetCompression::Lz4Raw)
+                                    .with_statistics(StatisticsOptions::empty())
                                     .batched(piece.schema())?,
                             )
                         }
@@ -206,6 +214,11 @@ enum GroupStorage {
 }
 
 impl Groups {
+    /// The index of the group [`Groups::next_group`] returns next.
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
     /// The next group's rows (the loader's schema), or `None` after the last. A spill file is
     /// removed once read.
     pub fn next_group(&mut self) -> Result<Option<DataFrame>> {
@@ -264,6 +277,16 @@ mod tests {
     fn an_account_over_the_limit_is_a_group_of_its_own() {
         let plan = plan(&accounts(&[("a", 1), ("big", 20), ("c", 1)]), 5);
         assert_eq!(plan.groups, vec![vec!["a"], vec!["big"], vec!["c"]]);
+    }
+
+    #[test]
+    fn groups_grow_to_keep_their_number_bounded() {
+        let many: Vec<(String, u64)> = (0..2 * MAX_GROUPS)
+            .map(|i| (format!("a{i:05}"), 1))
+            .collect();
+        let plan = plan(&many, 1);
+        assert_eq!(plan.groups.len() as u64, MAX_GROUPS);
+        assert!(plan.rows.iter().all(|r| *r == 2));
     }
 
     #[test]

@@ -26,6 +26,9 @@ use crate::schema::{self, Enumeration, DAY_NS};
 
 // Internal column names of the ordered event frame.
 const KEY: &str = "key";
+/// The row of the loader's frame an event comes from: strings stay there, and only the
+/// session and violation rows gather them.
+const SOURCE: &str = "source_row";
 const INBOUND: &str = "is_inbound";
 const DELIVERED_OUT: &str = "delivered_out";
 const WINDOW_OPEN: &str = "window_open";
@@ -99,7 +102,7 @@ pub struct Sessions {
 /// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
 /// see [`crate::load::Messages::frame`]) under rule set `quota`.
 pub fn derive(messages: &DataFrame) -> Result<Sessions> {
-    let sorted = timed("sorted events", || sort_events(messages.clone()))?;
+    let sorted = timed("sorted events", || sort_events(messages))?;
     let mut events = timed("window columns", || ordered_events(sorted))?;
     timed("whatsapp chain", || add_whatsapp_chain(&mut events))?;
     let events = events
@@ -129,8 +132,10 @@ pub fn derive(messages: &DataFrame) -> Result<Sessions> {
         .u32()?
         .equal(schema::STATUS_FAILED);
     let failed_outbound = (&outbound & &failed).sum().unwrap_or(0) as u64;
-    let sessions = timed("aggregated sessions", || aggregate_sessions(&events))?;
-    let violations = timed("violations", || violations(&events))?;
+    let sessions = timed("aggregated sessions", || {
+        aggregate_sessions(&events, messages)
+    })?;
+    let violations = timed("violations", || violations(&events, messages))?;
     Ok(Sessions {
         stats: SessionStats {
             conversation_keys,
@@ -246,23 +251,22 @@ fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
 /// Sorting on the string key columns row by row is the costliest step of a run, so only the
 /// distinct keys are sorted as strings; the rows are then sorted on numbers (key, time,
 /// direction), and the rare runs of rows equal in all three are put in `message_id` order.
-fn sort_events(messages: DataFrame) -> Result<DataFrame> {
-    let key_columns = schema::KEY_COLUMNS.map(col);
-    let keys = messages
-        .clone()
+fn sort_events(messages: &DataFrame) -> Result<DataFrame> {
+    let n = messages.height();
+    let numeric = DataFrame::new(
+        n,
+        vec![
+            key_ranks(messages)?,
+            messages.column(schema::TIMESTAMP)?.clone(),
+            messages.column(schema::DIRECTION)?.clone(),
+            messages.column(schema::CHANNEL)?.clone(),
+            messages.column(schema::KIND)?.clone(),
+            messages.column(schema::STATUS)?.clone(),
+            Column::new(SOURCE.into(), (0..n as IdxSize).collect::<Vec<_>>()),
+        ],
+    )?;
+    let mut sorted = numeric
         .lazy()
-        .select(key_columns.clone())
-        .unique(None, UniqueKeepStrategy::Any)
-        .sort(schema::KEY_COLUMNS, SortMultipleOptions::default())
-        .with_row_index(KEY, None);
-    let mut sorted = messages
-        .lazy()
-        .join(
-            keys,
-            key_columns.clone(),
-            key_columns,
-            JoinArgs::new(JoinType::Inner),
-        )
         .sort(
             [KEY, schema::TIMESTAMP, schema::DIRECTION],
             SortMultipleOptions::default(),
@@ -273,7 +277,9 @@ fn sort_events(messages: DataFrame) -> Result<DataFrame> {
         let keys = sorted.column(KEY)?.idx()?.cont_slice()?;
         let times = sorted.column(schema::TIMESTAMP)?.i64()?.cont_slice()?;
         let directions = sorted.column(schema::DIRECTION)?.u32()?.cont_slice()?;
-        let ids = sorted.column(schema::MESSAGE_ID)?.str()?;
+        let sources = sorted.column(SOURCE)?.idx()?.cont_slice()?;
+        let ids = messages.column(schema::MESSAGE_ID)?.str()?;
+        let id_of = |position: &IdxSize| ids.get(sources[*position as usize] as usize);
         let mut order: Option<Vec<IdxSize>> = None;
         let n = keys.len();
         let mut i = 0;
@@ -288,7 +294,7 @@ fn sort_events(messages: DataFrame) -> Result<DataFrame> {
             }
             if j - i > 1 {
                 let order = order.get_or_insert_with(|| (0..n as IdxSize).collect());
-                order[i..j].sort_by(|a, b| ids.get(*a as usize).cmp(&ids.get(*b as usize)));
+                order[i..j].sort_by(|a, b| id_of(a).cmp(&id_of(b)));
             }
             i = j;
         }
@@ -298,6 +304,51 @@ fn sort_events(messages: DataFrame) -> Result<DataFrame> {
         None => sorted,
         Some(order) => sorted.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?,
     })
+}
+
+/// `key` for each row: the rank of its conversation key (`account_id`, `channel` code,
+/// `business_id`, `user_id`) among the log's distinct keys in that order. One hash pass numbers
+/// the keys as they come; only the distinct keys are then sorted, comparing strings.
+fn key_ranks(messages: &DataFrame) -> Result<Column> {
+    let accounts = messages.column(schema::ACCOUNT_ID)?.str()?;
+    let channels = messages.column(schema::CHANNEL)?.u32()?;
+    let businesses = messages.column(schema::BUSINESS_ID)?.str()?;
+    let users = messages.column(schema::USER_ID)?.str()?;
+    type Key<'a> = (&'a str, u32, &'a str, &'a str);
+    let mut numbers: PlHashMap<Key, IdxSize> = PlHashMap::new();
+    let mut distinct: Vec<Key> = Vec::new();
+    let mut first_numbers: Vec<IdxSize> = Vec::with_capacity(messages.height());
+    let rows = accounts
+        .iter()
+        .zip(channels.iter())
+        .zip(businesses.iter())
+        .zip(users.iter());
+    for (((account, channel), business), user) in rows {
+        // The loader refuses nulls in key columns.
+        let key = (
+            account.unwrap_or_default(),
+            channel.unwrap_or_default(),
+            business.unwrap_or_default(),
+            user.unwrap_or_default(),
+        );
+        let next = distinct.len() as IdxSize;
+        let number = *numbers.entry(key).or_insert_with(|| {
+            distinct.push(key);
+            next
+        });
+        first_numbers.push(number);
+    }
+    let mut in_order: Vec<IdxSize> = (0..distinct.len() as IdxSize).collect();
+    in_order.sort_unstable_by(|a, b| distinct[*a as usize].cmp(&distinct[*b as usize]));
+    let mut rank = vec![0 as IdxSize; distinct.len()];
+    for (position, number) in in_order.into_iter().enumerate() {
+        rank[number as usize] = position as IdxSize;
+    }
+    let keys: Vec<IdxSize> = first_numbers
+        .into_iter()
+        .map(|n| rank[n as usize])
+        .collect();
+    Ok(Column::new(KEY.into(), keys))
 }
 
 /// Runs [`whatsapp_chain`] over the ordered events and adds `wa_start` (Int64, the start of
@@ -423,8 +474,8 @@ fn period_of(e: Expr) -> Expr {
 }
 
 /// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
-fn aggregate_sessions(events: &DataFrame) -> Result<DataFrame> {
-    let in_session = session_runs(events)?
+fn aggregate_sessions(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
+    let in_session = session_runs(events, messages)?
         .lazy()
         .with_columns([
             when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
@@ -468,7 +519,7 @@ fn aggregate_sessions(events: &DataFrame) -> Result<DataFrame> {
 /// key a later row never belongs to an earlier session (WhatsApp sessions follow each other;
 /// a Messenger/Instagram island's rows precede the next island's). So one pass finds each
 /// session's run of rows; it checks that order and fails rather than split a session.
-fn session_runs(events: &DataFrame) -> Result<DataFrame> {
+fn session_runs(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
     let keys = events.column(KEY)?.u32()?;
     let starts = events.column(SESSION_START)?.i64()?;
     let times = events.column(schema::TIMESTAMP)?.i64()?;
@@ -522,28 +573,26 @@ fn session_runs(events: &DataFrame) -> Result<DataFrame> {
         }
     }
 
+    let sources = events.column(SOURCE)?.idx()?;
+    let source_of = |rows: &IdxCa| -> Result<IdxCa> { Ok(sources.take(rows)?) };
     let first = IdxCa::from_vec(PlSmallStr::EMPTY, first);
     let opener = IdxCa::from_iter_options(PlSmallStr::EMPTY, opener.into_iter());
     let mut columns = events
-        .select([
-            KEY,
-            schema::ACCOUNT_ID,
-            schema::CHANNEL,
-            schema::BUSINESS_ID,
-            schema::USER_ID,
-        ])?
+        .select([KEY, schema::CHANNEL])?
         .take(&first)?
         .into_columns();
-    let at_opener = events
-        .select([schema::MESSAGE_ID, WINDOW_OPEN])?
-        .take(&opener)?;
-    columns.push(Column::new(SESSION_START.into(), run_start));
-    columns.push(
-        at_opener
-            .column(schema::MESSAGE_ID)?
-            .clone()
-            .with_name("opened_by".into()),
+    columns.extend(
+        messages
+            .select([schema::ACCOUNT_ID, schema::BUSINESS_ID, schema::USER_ID])?
+            .take(&source_of(&first)?)?
+            .into_columns(),
     );
+    let at_opener = events.select([WINDOW_OPEN])?.take(&opener)?;
+    let opened_by = messages
+        .column(schema::MESSAGE_ID)?
+        .take(&source_of(&opener)?)?;
+    columns.push(Column::new(SESSION_START.into(), run_start));
+    columns.push(opened_by.with_name("opened_by".into()));
     columns.push(
         at_opener
             .column(WINDOW_OPEN)?
@@ -579,11 +628,19 @@ pub fn session_id(account_id: &str, opened_by: &str) -> String {
 }
 
 /// Ordered events → one row per violating message ([`VIOLATION_COLUMNS`]), in event order.
-fn violations(events: &DataFrame) -> Result<DataFrame> {
-    Ok(events
-        .clone()
+fn violations(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
+    let mut violating = events.filter(&events.column(REASON)?.is_not_null())?;
+    let strings = messages
+        .select([
+            schema::ACCOUNT_ID,
+            schema::BUSINESS_ID,
+            schema::USER_ID,
+            schema::MESSAGE_ID,
+        ])?
+        .take(violating.column(SOURCE)?.idx()?)?;
+    violating.hstack_mut(strings.columns())?;
+    Ok(violating
         .lazy()
-        .filter(col(REASON).is_not_null())
         .with_columns([
             period_of(col(schema::TIMESTAMP)).alias("period"),
             utc_timestamp(col(schema::TIMESTAMP)),
