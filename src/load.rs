@@ -131,6 +131,11 @@ impl Source {
     /// Rows per `account_id` over all files, sorted by account. Reads only that column.
     /// A null `account_id` fails here, naming its file and row.
     pub fn account_rows(&self) -> Result<Vec<(String, u64)>> {
+        self.account_rows_by(COUNT_CHUNK_ROWS)
+    }
+
+    /// [`Source::account_rows`], reading about `chunk_rows` rows at a time (whole row groups).
+    pub fn account_rows_by(&self, chunk_rows: u64) -> Result<Vec<(String, u64)>> {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for (file, layout) in self.files.iter().zip(&self.layouts) {
             if layout.from_hive.contains(&schema::ACCOUNT_ID) {
@@ -144,30 +149,35 @@ impl Source {
                 path: path.clone(),
                 reason: e.to_string(),
             };
-            let accounts = scan(path)
-                .map_err(unreadable)?
-                .select([col(schema::ACCOUNT_ID).cast(DataType::String), col(ROW)])
-                .group_by([col(schema::ACCOUNT_ID)])
-                .agg([len().alias("rows"), col(ROW).min().alias("first_row")])
-                .collect()
-                .map_err(unreadable)?;
-            let names = accounts.column(schema::ACCOUNT_ID)?.str()?;
-            let rows = accounts.column("rows")?.cast(&DataType::UInt64)?;
-            let first = accounts.column("first_row")?.cast(&DataType::UInt64)?;
-            for ((name, n), first) in names
-                .iter()
-                .zip(rows.u64()?.iter())
-                .zip(first.u64()?.iter())
-            {
-                match name {
-                    Some(name) => *counts.entry(name.to_string()).or_default() += n.unwrap_or(0),
-                    None => {
-                        return Err(InputError::NullValue {
-                            path: path.clone(),
-                            column: schema::ACCOUNT_ID.to_string(),
-                            row: first.unwrap_or(0),
+            // A few row groups at a time; a small hash table of accounts per chunk.
+            for (offset, length) in chunks(&layout.row_groups, chunk_rows) {
+                let column = scan(path)
+                    .map_err(unreadable)?
+                    .slice(offset as i64, length as IdxSize)
+                    .select([col(schema::ACCOUNT_ID).cast(DataType::String)])
+                    .collect()
+                    .map_err(unreadable)?;
+                let accounts = column.column(schema::ACCOUNT_ID)?.str()?;
+                let mut chunk_counts: PlHashMap<&str, u64> = PlHashMap::new();
+                for (position, account) in accounts.iter().enumerate() {
+                    match account {
+                        Some(account) => *chunk_counts.entry(account).or_default() += 1,
+                        None => {
+                            return Err(InputError::NullValue {
+                                path: path.clone(),
+                                column: schema::ACCOUNT_ID.to_string(),
+                                row: offset + position as u64,
+                            }
+                            .into())
                         }
-                        .into())
+                    }
+                }
+                for (account, n) in chunk_counts {
+                    match counts.get_mut(account) {
+                        Some(count) => *count += n,
+                        None => {
+                            counts.insert(account.to_string(), n);
+                        }
                     }
                 }
             }
@@ -235,6 +245,9 @@ fn chunks(row_groups: &[u64], chunk_rows: u64) -> Vec<(u64, u64)> {
     }
     slices
 }
+
+/// Rows of `account_id` counted at a time.
+const COUNT_CHUNK_ROWS: u64 = 4_000_000;
 
 /// A lazy scan of one file with the row index as [`ROW`].
 fn scan(path: &Path) -> PolarsResult<LazyFrame> {

@@ -77,7 +77,7 @@ enum Storage {
         dir: tempfile::TempDir,
         /// `account_id` → group.
         group_of: PlHashMap<String, u32>,
-        writers: Vec<Option<BatchedWriter<BufWriter<File>>>>,
+        writers: Vec<Option<SpillWriter>>,
     },
 }
 
@@ -145,27 +145,40 @@ impl Parts {
                 let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
                 let mut ordered = chunk.take(&order)?;
                 ordered.rechunk_mut();
+                // The pieces are encoded on two threads, each with its own spill files.
+                let mut pieces: Vec<(usize, DataFrame)> = Vec::new();
                 let mut offset = 0;
                 for (group, length) in lengths.into_iter().enumerate() {
-                    if length == 0 {
-                        continue;
+                    if length > 0 {
+                        pieces.push((group, ordered.slice(offset as i64, length)));
+                        offset += length;
                     }
-                    let piece = ordered.slice(offset as i64, length);
-                    offset += length;
-                    let writer = match &mut writers[group] {
-                        Some(writer) => writer,
-                        slot => {
-                            let path = spill_path(dir.path(), group);
-                            let file = File::create(&path).map_err(io_error(&path))?;
-                            slot.insert(
-                                ParquetWriter::new(BufWriter::new(file))
-                                    .with_compression(ParquetCompression::Lz4Raw)
-                                    .with_statistics(StatisticsOptions::empty())
-                                    .batched(piece.schema())?,
-                            )
-                        }
-                    };
-                    writer.write_batch(&piece)?;
+                }
+                pieces.sort_by_key(|(_, piece)| std::cmp::Reverse(piece.height()));
+                let mut bins: [Vec<(usize, DataFrame, Option<SpillWriter>)>; 2] =
+                    Default::default();
+                let mut loads = [0usize; 2];
+                for (group, piece) in pieces {
+                    let bin = if loads[0] <= loads[1] { 0 } else { 1 };
+                    loads[bin] += piece.height();
+                    let writer = writers[group].take();
+                    bins[bin].push((group, piece, writer));
+                }
+                let dir = dir.path();
+                let written: Vec<Result<Vec<(usize, SpillWriter)>>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = bins
+                        .into_iter()
+                        .map(|bin| scope.spawn(move || write_pieces(dir, bin)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("spill writing does not panic"))
+                        .collect()
+                });
+                for bin in written {
+                    for (group, writer) in bin? {
+                        writers[group] = Some(writer);
+                    }
                 }
             }
         }
@@ -196,6 +209,33 @@ impl Parts {
             storage,
         })
     }
+}
+
+type SpillWriter = BatchedWriter<BufWriter<File>>;
+
+/// Appends each piece to its group's spill file, creating the file on first use.
+fn write_pieces(
+    dir: &Path,
+    pieces: Vec<(usize, DataFrame, Option<SpillWriter>)>,
+) -> Result<Vec<(usize, SpillWriter)>> {
+    let mut writers = Vec::with_capacity(pieces.len());
+    for (group, piece, writer) in pieces {
+        let mut writer = match writer {
+            Some(writer) => writer,
+            None => {
+                let path = spill_path(dir, group);
+                let file = File::create(&path).map_err(io_error(&path))?;
+                ParquetWriter::new(BufWriter::new(file))
+                    .with_compression(ParquetCompression::Lz4Raw)
+                    .with_statistics(StatisticsOptions::empty())
+                    .set_parallel(false)
+                    .batched(piece.schema())?
+            }
+        };
+        writer.write_batch(&piece)?;
+        writers.push((group, writer));
+    }
+    Ok(writers)
 }
 
 /// The groups of a partitioned log, read one at a time.

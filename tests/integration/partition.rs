@@ -175,3 +175,43 @@ fn chunks_together_are_the_whole_file() {
     assert_eq!(heights, vec![21, 21, 8]);
     assert_eq!(rows, (0..50).collect::<Vec<u64>>());
 }
+
+#[test]
+fn rows_per_account_are_counted_and_a_null_account_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.parquet");
+    let mut events = hourly(50);
+    for event in events.iter_mut().skip(20) {
+        event.account = "zeta".into();
+    }
+    let write = |events: &[Ev]| {
+        let file = std::fs::File::create(&path).unwrap();
+        ParquetWriter::new(file)
+            .with_row_group_size(Some(10))
+            .finish(&mut frame(events))
+            .unwrap();
+    };
+    write(&events);
+    let source = convbill::load::open(&path).unwrap();
+    assert_eq!(
+        source.account_rows_by(10).unwrap(),
+        vec![("acme".to_string(), 20), ("zeta".to_string(), 30)]
+    );
+
+    let mut nulls = frame(&events);
+    let accounts: Vec<Option<&str>> = (0..50).map(|i| (i != 43).then_some("acme")).collect();
+    nulls
+        .with_column(Column::new("account_id".into(), accounts))
+        .unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    ParquetWriter::new(file)
+        .with_row_group_size(Some(10))
+        .finish(&mut nulls)
+        .unwrap();
+    let error = convbill::load::open(&path)
+        .unwrap()
+        .account_rows_by(10)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("null at row 43"), "{error}");
+}
