@@ -47,8 +47,8 @@ measure() {
   echo "$(printf '%s' "$times" | median) $(printf '%s' "$peaks" | sort -g | tail -n 1)"
 }
 
-echo "| messages | convbill wall (median of $RUNS) | throughput (msg/s) | peak memory | floor: read + sort | ratio |"
-echo "|---:|---:|---:|---:|---:|---:|"
+echo "| messages | convbill wall (median of $RUNS) | throughput (msg/s) | peak memory | floor: read + sort | floor peak memory | ratio |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
 for n in $SIZES; do
   log="$CACHE/messages-$n-seed1.parquet"
   if [ ! -f "$log" ]; then
@@ -60,13 +60,14 @@ for n in $SIZES; do
   run=$(measure "$convbill" run --input "$log" --out "$out_dir/out" -q)
   rm -rf "$out_dir"
   base=$(measure "$floor" "$log")
-  if [[ "$run" == failed* ]]; then
-    echo "| $n | $run | | | ${base%% *} s | |"
-    continue
-  fi
-  read -r wall peak <<< "$run"
-  read -r floor_wall _ <<< "$base"
-  awk -v n="$n" -v w="$wall" -v p="$peak" -v f="$floor_wall" 'BEGIN {
-    printf "| %d | %.2f s | %.0f | %.2f GB | %.2f s | %.2f |\n", n, w, n / w, p / 1048576, f, w / f
+  awk -v n="$n" -v run="$run" -v base="$base" 'BEGIN {
+    split(run, r, " "); split(base, b, " ")
+    gb = 1048576
+    if (run ~ /^failed/) { wall = run; thr = ""; peak = "" }
+    else { wall = sprintf("%.2f s", r[1]); thr = sprintf("%.0f", n / r[1]); peak = sprintf("%.2f GB", r[2] / gb) }
+    if (base ~ /^failed/) { floor = "did not finish: " base; fpeak = ""; ratio = "" }
+    else { floor = sprintf("%.2f s", b[1]); fpeak = sprintf("%.2f GB", b[2] / gb) }
+    if (run !~ /^failed/ && base !~ /^failed/) ratio = sprintf("%.2f", r[1] / b[1])
+    printf "| %d | %s | %s | %s | %s | %s | %s |\n", n, wall, thr, peak, floor, fpeak, ratio
   }'
 done

@@ -756,18 +756,19 @@ pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
     concat_frames(vec![once, kept])
 }
 
-/// `true` for each row whose `message_id` occurs more than once in `frame`.
+/// `true` for each row whose `message_id` occurs more than once in `frame`. One pass: the
+/// table remembers each id's first row, marked when a second one comes.
 fn repeated_ids(frame: &DataFrame) -> Result<BooleanChunked> {
     let ids = frame.column(schema::MESSAGE_ID)?.str()?;
-    let mut repeated: PlHashMap<&str, bool> = PlHashMap::with_capacity(ids.len());
-    for id in ids.iter().flatten() {
-        repeated
-            .entry(id)
-            .and_modify(|r| *r = true)
-            .or_insert(false);
+    let mut first_row: PlHashMap<&str, usize> = PlHashMap::with_capacity(ids.len());
+    let mut repeated = vec![false; ids.len()];
+    for (row, id) in ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let first = *first_row.entry(id).or_insert(row);
+        if first != row {
+            repeated[first] = true;
+            repeated[row] = true;
+        }
     }
-    Ok(ids
-        .iter()
-        .map(|id| id.is_some_and(|id| repeated[id]))
-        .collect::<BooleanChunked>())
+    Ok(BooleanChunked::from_slice(PlSmallStr::EMPTY, &repeated))
 }
