@@ -1,8 +1,11 @@
 //! Sessions: the validated message log in, sessions and violations out (rule set `quota`).
 //!
-//! The work is columnar. One lazy query orders the events of each conversation key
-//! (`account_id`, `channel`, `business_id`, `user_id`) by time, inbound before outbound, then
-//! `message_id`, numbers the keys, and derives with window expressions over the key:
+//! The work is columnar and never compares strings row by row. One hash pass numbers the
+//! conversation keys (`account_id`, `channel`, `business_id`, `user_id`) and only the distinct
+//! keys are sorted as strings, giving each row a `key` rank. A frame of numbers (key, time,
+//! direction, codes, and the row each event comes from) is sorted by key, time, inbound
+//! before outbound, then `message_id`; the strings stay in the loader's frame until the session
+//! and violation rows gather them. Window columns over the sorted key then give:
 //! - the service / standard window: the last inbound event at or before each row, so a row at
 //!   `t` sees an open window when `t - last_inbound < 24h` (rules W1, M1);
 //! - Messenger and Instagram sessions as gaps-and-islands: an inbound event more than 24 hours
@@ -10,13 +13,15 @@
 //!   window is open at their time, or are violations (M3);
 //! - WhatsApp violations: free-form outbound messages outside the service window (W4).
 //!
+//! Because rows are sorted by key, a window "over the key" is a forward fill over the whole
+//! column, kept only where the filled value comes from the same key: no grouping.
+//!
 //! The WhatsApp session chain (W2: a session lasts exactly 24 hours from its opening message
 //! and is never extended) depends on where the previous session ended, so it is a sequential
 //! scan: [`whatsapp_chain`] runs it natively over the sorted columns, one key at a time.
-//! A gap of 24 hours or more between two eligible messages of a key always starts a new
-//! session, so the scan could also be split at such gaps.
 //!
-//! Finally one aggregation per (key, session start) builds the session rows.
+//! Finally each session is a run of consecutive rows (same key and session start), and one
+//! pass over the runs builds the session rows.
 
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
