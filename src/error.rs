@@ -110,6 +110,15 @@ pub enum InputError {
 
     #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]
     TimestampOutOfRange { path: PathBuf, row: u64 },
+
+    #[error("column `timestamp` in `{}` has implausible value `{value}` at row {row} (accepted: {earliest} to {latest}, a day after the run started)", path.display())]
+    ImplausibleTimestamp {
+        path: PathBuf,
+        row: u64,
+        value: String,
+        earliest: String,
+        latest: String,
+    },
 }
 
 /// Every error the library returns.

@@ -32,6 +32,8 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Rows derived at a time at most (whole accounts; see [`partition`]).
     pub partition_rows: u64,
+    /// `--rejects`: set bad rows aside in `rejects.parquet` instead of stopping.
+    pub rejects: bool,
 }
 
 impl RunConfig {
@@ -40,6 +42,7 @@ impl RunConfig {
             input: input.into(),
             out: out.into(),
             partition_rows: partition::DEFAULT_MAX_ROWS,
+            rejects: false,
         }
     }
 }
@@ -65,6 +68,7 @@ const CHUNK_ROWS: u64 = 2_000_000;
 pub fn run(config: &RunConfig) -> Result<RunReport> {
     let mut staging = write::Staging::create(&config.out)?;
     let mut source = load::open(&config.input)?;
+    source.checks.keep_rejects = config.rejects;
     let paths: Vec<PathBuf> = source.files.iter().map(|f| f.full_path.clone()).collect();
     // The input checksums are for the manifest only: compute them beside the real work.
     let (hashes, result) = std::thread::scope(|scope| {
@@ -77,10 +81,14 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         let result = derive_in_groups(config, &mut source, &mut staging);
         (hashes.join().expect("hashing does not panic"), result)
     });
-    let (stats, session_stats, lines, partitions) = result?;
+    let (mut stats, session_stats, lines, partitions) = result?;
     for (file, hash) in source.files.iter_mut().zip(hashes?) {
         file.sha256 = hash;
     }
+    let mut rejects = match config.rejects {
+        true => Some(rejects_frame(&source, &mut stats)?),
+        false => None,
+    };
     let mut invoices = rating::invoices_from_lines(lines)?;
     let quota = invoices
         .invoices
@@ -104,7 +112,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         },
         outputs: Vec::new(),
     };
-    let written = staging.finish(&mut invoices, manifest)?;
+    let written = staging.finish(&mut invoices, rejects.as_mut(), manifest)?;
     Ok(RunReport {
         files: source.files.len(),
         input: stats,
@@ -199,11 +207,13 @@ fn derive_in_groups(
         violations = stats.violations,
         "derived sessions"
     );
+    let rows_rejected: u64 = source.rejected.iter().map(|r| r.height() as u64).sum();
     let input = load::InputStats {
         rows_read,
-        duplicates_dropped: rows_read - rows_used,
-        rows_rejected: 0,
+        duplicates_dropped: rows_read - rows_used - rows_rejected,
+        rows_rejected,
         rows_used,
+        rejected_by_reason: Default::default(),
     };
     Ok((
         input,
@@ -211,6 +221,49 @@ fn derive_in_groups(
         concat(lines, UnionArgs::default())?.collect()?,
         partitions,
     ))
+}
+
+/// The rows set aside, as `rejects.parquet` holds them: in file and row order, `file` as the
+/// path relative to the input. Also counts them by reason into `stats`.
+fn rejects_frame(
+    source: &load::Source,
+    stats: &mut load::InputStats,
+) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let columns = load::REJECT_COLUMNS.map(col);
+    let rejected = match source.rejected.len() {
+        0 => DataFrame::empty_with_schema(&load::rejects_schema()).lazy(),
+        _ => concat(
+            source
+                .rejected
+                .iter()
+                .cloned()
+                .map(IntoLazy::lazy)
+                .collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?,
+    };
+    let mut frame = rejected
+        .select(columns)
+        .sort([load::FILE, load::ROW], SortMultipleOptions::default())
+        .collect()?;
+    let paths: Vec<Option<&str>> = frame
+        .column(load::FILE)?
+        .u32()?
+        .iter()
+        .map(|i| {
+            i.and_then(|i| source.files.get(i as usize))
+                .map(|f| f.path.as_str())
+        })
+        .collect();
+    frame.with_column(Column::new(load::FILE.into(), paths))?;
+    for reason in frame.column("reason")?.str()?.iter().flatten() {
+        *stats
+            .rejected_by_reason
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+    Ok(frame)
 }
 
 /// Reads and checks the input's chunks on a second thread while this one partitions them.

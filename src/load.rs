@@ -21,7 +21,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::error::{InputError, Result};
+use crate::error::{Error, InputError, Result};
 use crate::schema::{self, Enumeration};
 
 /// Internal column names added by the loader.
@@ -50,6 +50,9 @@ pub struct InputStats {
     pub duplicates_dropped: u64,
     pub rows_rejected: u64,
     pub rows_used: u64,
+    /// `--rejects`: rows set aside, by reason (`rows_rejected` is their sum).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
 /// The validated message log.
@@ -85,6 +88,7 @@ pub fn load_window(input: &Path, window: Option<(i64, i64)>) -> Result<Messages>
             duplicates_dropped: rows_read - rows_used,
             rows_rejected: 0,
             rows_used,
+            rejected_by_reason: BTreeMap::new(),
         },
     })
 }
@@ -105,13 +109,101 @@ pub(crate) fn concat_frames(mut frames: Vec<DataFrame>) -> Result<DataFrame> {
 pub struct Source {
     pub files: Vec<InputFile>,
     layouts: Vec<Layout>,
+    /// What rows must satisfy, and what happens to those that do not.
+    pub checks: Checks,
+    /// With [`Checks::keep_rejects`]: the rows set aside so far ([`REJECT_COLUMNS`]).
+    pub rejected: Vec<DataFrame>,
 }
+
+/// Earliest plausible message time: 2010-01-01T00:00:00Z, in nanoseconds.
+pub const EARLIEST_NS: i64 = 1_262_304_000 * 1_000_000_000;
+
+/// What every row must satisfy, and what happens to a row that does not.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// Timestamps before this instant (UTC nanoseconds) are implausible.
+    pub not_before: i64,
+    /// Timestamps after this instant are implausible: a day after the run started.
+    pub not_after: i64,
+    /// `--rejects`: set failing rows aside (see [`Source::rejected`]) instead of stopping.
+    pub keep_rejects: bool,
+}
+
+impl Checks {
+    /// Strict checks for a run starting now.
+    pub fn strict_now() -> Self {
+        let now = chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .expect("the clock is within the nanosecond range");
+        Checks {
+            not_before: EARLIEST_NS,
+            not_after: now + schema::DAY_NS,
+            keep_rejects: false,
+        }
+    }
+}
+
+/// The schema of a rejected-rows frame ([`REJECT_COLUMNS`]), before `file` becomes a path.
+pub fn rejects_schema() -> Schema {
+    let text = |name: &str| Field::new(name.into(), DataType::String);
+    Schema::from_iter([
+        Field::new(FILE.into(), DataType::UInt32),
+        Field::new(ROW.into(), DataType::UInt64),
+        text("reason"),
+        text("column"),
+        text(schema::MESSAGE_ID),
+        text(schema::ACCOUNT_ID),
+        text(schema::CHANNEL),
+        text(schema::BUSINESS_ID),
+        text(schema::USER_ID),
+        text(schema::DIRECTION),
+        Field::new(
+            schema::TIMESTAMP.into(),
+            DataType::Datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC)),
+        ),
+        text(schema::KIND),
+        text(schema::STATUS),
+    ])
+}
+
+/// Why a row was set aside, as written to `rejects.parquet`.
+pub mod reason {
+    pub const NULL_VALUE: &str = "null_value";
+    pub const UNKNOWN_VALUE: &str = "unknown_value";
+    pub const KIND_NOT_ALLOWED: &str = "kind_not_allowed";
+    pub const IMPLAUSIBLE_TIMESTAMP: &str = "implausible_timestamp";
+    pub const CONFLICTING_DUPLICATE: &str = "conflicting_duplicate";
+}
+
+/// Columns of a rejected-rows frame: where the row is, why it was set aside, and its values
+/// as read (enumerated values as written in the file; `timestamp` in UTC). `file` is an index
+/// into the run's files until the rejects are written.
+pub const REJECT_COLUMNS: [&str; 13] = [
+    FILE,
+    ROW,
+    "reason",
+    "column",
+    schema::MESSAGE_ID,
+    schema::ACCOUNT_ID,
+    schema::CHANNEL,
+    schema::BUSINESS_ID,
+    schema::USER_ID,
+    schema::DIRECTION,
+    schema::TIMESTAMP,
+    schema::KIND,
+    schema::STATUS,
+];
 
 /// Finds the Parquet files at `input` and checks every footer.
 pub fn open(input: &Path) -> Result<Source> {
     let files = discover(input)?;
     let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
-    Ok(Source { files, layouts })
+    Ok(Source {
+        files,
+        layouts,
+        checks: Checks::strict_now(),
+        rejected: Vec::new(),
+    })
 }
 
 impl Source {
@@ -162,6 +254,8 @@ impl Source {
                 for (position, account) in accounts.iter().enumerate() {
                     match account {
                         Some(account) => *chunk_counts.entry(account).or_default() += 1,
+                        // Set aside when the rows are read.
+                        None if self.checks.keep_rejects => {}
                         None => {
                             return Err(InputError::NullValue {
                                 path: path.clone(),
@@ -207,8 +301,10 @@ impl Source {
             };
             let mut file_rows = 0;
             for slice in slices {
-                let frame = read_file(file, layout, index as u32, window, slice)?;
-                file_rows += frame.height() as u64;
+                let (frame, rejected) =
+                    read_file(file, layout, index as u32, window, slice, &self.checks)?;
+                file_rows += (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;
+                self.rejected.extend(rejected);
                 f(frame)?;
             }
             if window.is_none() && file_rows != layout.rows {
@@ -480,14 +576,17 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 }
 
 /// Reads one file (the rows in `window`, or the `(offset, length)` slice, if given) into
-/// the loader's output schema and validates its values.
+/// the loader's output schema and checks its values: the rows that pass, and (with
+/// [`Checks::keep_rejects`]) the rows set aside. In strict mode the first failing row stops
+/// the run, naming the file, row, column and value.
 fn read_file(
     file: &InputFile,
     layout: &Layout,
     index: u32,
     window: Option<(i64, i64)>,
     slice: Option<(u64, u64)>,
-) -> Result<DataFrame> {
+    checks: &Checks,
+) -> Result<(DataFrame, Option<DataFrame>)> {
     let path = &file.full_path;
     let unreadable = |e: PolarsError| InputError::Unreadable {
         path: path.clone(),
@@ -550,31 +649,204 @@ fn read_file(
         };
         columns.push(strings);
     }
-    columns.push(timestamps_ns(path, raw.column(schema::TIMESTAMP)?, &rows)?);
+    let (timestamps, unrepresentable) = timestamps_ns(path, raw.column(schema::TIMESTAMP)?)?;
+    columns.push(timestamps);
     columns.push(Column::new_scalar(FILE.into(), Scalar::from(index), height));
     columns.push(rows);
     let strings = DataFrame::new(height, columns)?;
 
+    // Every check gives a mask of failing rows; the first failing check names a row's reason.
+    let mut failures: Vec<(Problem, Vec<bool>)> = Vec::new();
     for column in schema::REQUIRED_COLUMNS {
-        let nulls = strings.column(column)?.is_null();
-        if let Some(row) = first_true(&strings, &nulls)? {
-            return Err(InputError::NullValue {
-                path: path.clone(),
-                column: column.to_string(),
-                row,
+        let mut nulls = trues(&strings.column(column)?.is_null());
+        if column == schema::TIMESTAMP {
+            for (null, unrepresentable) in nulls.iter_mut().zip(&unrepresentable) {
+                *null &= !unrepresentable;
             }
-            .into());
         }
+        failures.push((Problem::Null(column), nulls));
     }
     let coded = encode_enumerations(strings)?;
-    check_enumerations(path, &coded)?;
+    for e in [
+        &schema::CHANNELS,
+        &schema::DIRECTIONS,
+        &schema::KINDS,
+        &schema::STATUSES,
+    ] {
+        let raw = coded.column(&format!("{}_raw", e.column))?;
+        let unknown = &coded.column(e.column)?.is_null() & &raw.is_not_null();
+        failures.push((Problem::Unknown(e), trues(&unknown)));
+    }
+    let direction = coded.column(schema::DIRECTION)?.u32()?;
+    let kind = coded.column(schema::KIND)?.u32()?;
+    let inbound = direction.equal(schema::INBOUND);
+    let outbound = direction.equal(schema::OUTBOUND);
+    let bad_inbound = &inbound & &kind.equal(schema::KIND_TEMPLATE);
+    let bad_outbound =
+        &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK));
+    failures.push((Problem::KindFor("inbound"), trues(&bad_inbound)));
+    failures.push((Problem::KindFor("outbound"), trues(&bad_outbound)));
+    let times = coded.column(schema::TIMESTAMP)?.i64()?;
+    let implausible: Vec<bool> = times
+        .iter()
+        .zip(&unrepresentable)
+        .map(|(t, unrepresentable)| {
+            *unrepresentable || t.is_some_and(|t| t < checks.not_before || t > checks.not_after)
+        })
+        .collect();
+    failures.push((Problem::Timestamp, implausible));
+
+    if !checks.keep_rejects {
+        for (problem, mask) in &failures {
+            if let Some(position) = mask.iter().position(|f| *f) {
+                return Err(problem.error(path, &coded, position, checks)?);
+            }
+        }
+        return Ok((drop_raw(coded)?, None));
+    }
+    let mut reasons: Vec<Option<&'static str>> = vec![None; height];
+    let mut columns: Vec<Option<&'static str>> = vec![None; height];
+    for (problem, mask) in &failures {
+        for (row, failed) in mask.iter().enumerate() {
+            if *failed && reasons[row].is_none() {
+                reasons[row] = Some(problem.reason());
+                columns[row] = Some(problem.column());
+            }
+        }
+    }
+    let rejected_mask =
+        BooleanChunked::from_iter_values(PlSmallStr::EMPTY, reasons.iter().map(Option::is_some));
+    if !rejected_mask.any() {
+        return Ok((drop_raw(coded)?, None));
+    }
+    let mut with_reasons = coded;
+    with_reasons.with_column(Column::new("reason".into(), reasons))?;
+    with_reasons.with_column(Column::new("column".into(), columns))?;
+    let rejected = with_reasons.filter(&rejected_mask)?;
+    let kept = with_reasons.filter(&!&rejected_mask)?;
+    let rejected = rejected
+        .lazy()
+        .with_columns([
+            col("channel_raw").alias(schema::CHANNEL),
+            col("direction_raw").alias(schema::DIRECTION),
+            col("kind_raw").alias(schema::KIND),
+            col("status_raw").alias(schema::STATUS),
+            col(schema::TIMESTAMP).cast(DataType::Datetime(
+                TimeUnit::Nanoseconds,
+                Some(TimeZone::UTC),
+            )),
+        ])
+        .select(REJECT_COLUMNS.map(col))
+        .collect()?;
+    Ok((
+        drop_raw(kept.drop_many(["reason", "column"]))?,
+        Some(rejected),
+    ))
+}
+
+fn drop_raw(coded: DataFrame) -> Result<DataFrame> {
     Ok(coded.drop_many(["channel_raw", "direction_raw", "kind_raw", "status_raw"]))
 }
 
+/// `true` where the mask is `true` (nulls are `false`).
+fn trues(mask: &BooleanChunked) -> Vec<bool> {
+    mask.iter().map(|v| v == Some(true)).collect()
+}
+
+/// One row-level check.
+enum Problem {
+    Null(&'static str),
+    Unknown(&'static Enumeration),
+    KindFor(&'static str),
+    Timestamp,
+}
+
+impl Problem {
+    fn reason(&self) -> &'static str {
+        match self {
+            Problem::Null(_) => reason::NULL_VALUE,
+            Problem::Unknown(_) => reason::UNKNOWN_VALUE,
+            Problem::KindFor(_) => reason::KIND_NOT_ALLOWED,
+            Problem::Timestamp => reason::IMPLAUSIBLE_TIMESTAMP,
+        }
+    }
+
+    fn column(&self) -> &'static str {
+        match self {
+            Problem::Null(column) => column,
+            Problem::Unknown(e) => e.column,
+            Problem::KindFor(_) => schema::KIND,
+            Problem::Timestamp => schema::TIMESTAMP,
+        }
+    }
+
+    /// The strict-mode error for the row at `position` of `coded`.
+    fn error(
+        &self,
+        path: &Path,
+        coded: &DataFrame,
+        position: usize,
+        checks: &Checks,
+    ) -> Result<Error> {
+        let path = path.to_path_buf();
+        let row = coded.column(ROW)?.u64()?.get(position).unwrap_or(0);
+        let raw = |column: &str| -> Result<String> {
+            Ok(coded
+                .column(&format!("{column}_raw"))?
+                .str()?
+                .get(position)
+                .unwrap_or_default()
+                .to_string())
+        };
+        Ok(match self {
+            Problem::Null(column) => InputError::NullValue {
+                path,
+                column: column.to_string(),
+                row,
+            },
+            Problem::Unknown(e) => InputError::UnknownValue {
+                path,
+                column: e.column.to_string(),
+                row,
+                value: raw(e.column)?,
+                accepted: e.accepted(),
+            },
+            Problem::KindFor(direction) => InputError::KindForDirection {
+                path,
+                column: schema::KIND.into(),
+                row,
+                value: raw(schema::KIND)?,
+                direction,
+                accepted: if *direction == "inbound" {
+                    "`message`, `cta_click` or `ad_click`"
+                } else {
+                    "`message` or `template`"
+                },
+            },
+            Problem::Timestamp => match coded.column(schema::TIMESTAMP)?.i64()?.get(position) {
+                None => InputError::TimestampOutOfRange { path, row },
+                Some(ns) => InputError::ImplausibleTimestamp {
+                    path,
+                    row,
+                    value: format_ns(ns),
+                    earliest: format_ns(checks.not_before),
+                    latest: format_ns(checks.not_after),
+                },
+            },
+        }
+        .into())
+    }
+}
+
+/// An instant as RFC 3339 in UTC.
+pub fn format_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// Converts any timestamp column to Int64 nanoseconds since the epoch, UTC. Zoned timestamps
-/// are stored as UTC instants already; naive ones are taken as UTC.
-/// `rows` names the file rows in errors.
-fn timestamps_ns(path: &Path, column: &Column, rows: &Column) -> Result<Column> {
+/// are stored as UTC instants already; naive ones are taken as UTC. Values nanoseconds cannot
+/// represent become null, marked `true` in the returned mask.
+fn timestamps_ns(path: &Path, column: &Column) -> Result<(Column, Vec<bool>)> {
     let series = column.as_materialized_series();
     let factor: i64 = match series.dtype() {
         DataType::Datetime(TimeUnit::Nanoseconds, _) => 1,
@@ -593,30 +865,13 @@ fn timestamps_ns(path: &Path, column: &Column, rows: &Column) -> Result<Column> 
     let physical = series.to_physical_repr();
     let values = physical.i64()?;
     let mut out: Vec<Option<i64>> = Vec::with_capacity(values.len());
+    let mut unrepresentable = vec![false; values.len()];
     for (row, value) in values.iter().enumerate() {
-        match value {
-            None => out.push(None),
-            Some(v) => match v.checked_mul(factor) {
-                Some(ns) => out.push(Some(ns)),
-                None => {
-                    return Err(InputError::TimestampOutOfRange {
-                        path: path.to_path_buf(),
-                        row: rows.u64()?.get(row).unwrap_or(row as u64),
-                    }
-                    .into())
-                }
-            },
-        }
+        let ns = value.and_then(|v| v.checked_mul(factor));
+        unrepresentable[row] = value.is_some() && ns.is_none();
+        out.push(ns);
     }
-    Ok(Column::new(schema::TIMESTAMP.into(), out))
-}
-
-/// The file row number ([`ROW`] in `frame`) of the first `true` in `mask`.
-fn first_true(frame: &DataFrame, mask: &BooleanChunked) -> Result<Option<u64>> {
-    let Some(position) = mask.iter().position(|v| v == Some(true)) else {
-        return Ok(None);
-    };
-    Ok(frame.column(ROW)?.u64()?.get(position))
+    Ok((Column::new(schema::TIMESTAMP.into(), out), unrepresentable))
 }
 
 /// `when(col == "a").then(code_a).otherwise(when(...)...)`: string to code; null when unknown
@@ -669,60 +924,6 @@ fn encode_enumerations(frame: DataFrame) -> Result<DataFrame> {
             code_expr(&schema::STATUSES, Some(schema::STATUS_DELIVERED)),
         ])
         .collect()?)
-}
-
-/// Fails on the first unknown enumerated value, and on a `kind` that its direction does not allow.
-fn check_enumerations(path: &Path, coded: &DataFrame) -> Result<()> {
-    for e in [
-        &schema::CHANNELS,
-        &schema::DIRECTIONS,
-        &schema::KINDS,
-        &schema::STATUSES,
-    ] {
-        let raw_name = format!("{}_raw", e.column);
-        let raw = coded.column(&raw_name)?.str()?;
-        let unknown = &coded.column(e.column)?.is_null() & &raw.is_not_null();
-        let position = unknown.iter().position(|v| v == Some(true));
-        if let Some(position) = position {
-            return Err(InputError::UnknownValue {
-                path: path.to_path_buf(),
-                column: e.column.to_string(),
-                row: first_true(coded, &unknown)?.unwrap_or(position as u64),
-                value: raw.get(position).unwrap_or_default().to_string(),
-                accepted: e.accepted(),
-            }
-            .into());
-        }
-    }
-    let direction = coded.column(schema::DIRECTION)?.u32()?;
-    let kind = coded.column(schema::KIND)?.u32()?;
-    let inbound = direction.equal(schema::INBOUND);
-    let bad_inbound = &inbound & &kind.equal(schema::KIND_TEMPLATE);
-    let bad_outbound =
-        &!&inbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK));
-    for (mask, direction, accepted) in [
-        (
-            bad_inbound,
-            "inbound",
-            "`message`, `cta_click` or `ad_click`",
-        ),
-        (bad_outbound, "outbound", "`message` or `template`"),
-    ] {
-        let position = mask.iter().position(|v| v == Some(true));
-        if let Some(position) = position {
-            let raw = coded.column("kind_raw")?.str()?;
-            return Err(InputError::KindForDirection {
-                path: path.to_path_buf(),
-                column: schema::KIND.into(),
-                row: first_true(coded, &mask)?.unwrap_or(position as u64),
-                value: raw.get(position).unwrap_or_default().to_string(),
-                direction,
-                accepted,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal

@@ -60,6 +60,12 @@ struct RunArgs {
     #[arg(long, requires = "date")]
     recompute_later: bool,
 
+    /// Set rows that fail a check aside in `rejects.parquet` (with their values, file, row and
+    /// reason) and go on, instead of stopping at the first. Problems with a whole file still
+    /// stop the run. Not with `--date`.
+    #[arg(long, conflicts_with = "date")]
+    rejects: bool,
+
     /// Derive at most this many rows at a time, in groups of whole accounts (a larger
     /// account is a group of its own). Lower it to use less memory; the outputs are the same
     /// bytes whatever its value.
@@ -165,6 +171,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         input: args.input,
         out: args.out,
         partition_rows: args.partition_rows,
+        rejects: args.rejects,
     };
     let report = convbill::run(&config)?;
     if !quiet {

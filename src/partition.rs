@@ -68,6 +68,8 @@ pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
 pub struct Parts {
     groups: usize,
     storage: Storage,
+    /// The chunks' schema, for a group left without rows (all of them rejected).
+    schema: Option<Schema>,
 }
 
 enum Storage {
@@ -90,6 +92,7 @@ impl Parts {
             return Ok(Parts {
                 groups,
                 storage: Storage::Memory(Vec::new()),
+                schema: None,
             });
         }
         std::fs::create_dir_all(spill_parent).map_err(io_error(spill_parent))?;
@@ -105,6 +108,7 @@ impl Parts {
             .collect();
         Ok(Parts {
             groups,
+            schema: None,
             storage: Storage::Spill {
                 dir,
                 group_of,
@@ -120,6 +124,9 @@ impl Parts {
 
     /// Takes one validated chunk (the loader's schema).
     pub fn push(&mut self, chunk: DataFrame) -> Result<()> {
+        if self.schema.is_none() {
+            self.schema = Some(chunk.schema().as_ref().clone());
+        }
         match &mut self.storage {
             Storage::Memory(chunks) => chunks.push(chunk),
             Storage::Spill {
@@ -200,7 +207,11 @@ impl Parts {
                         None => false,
                     });
                 }
-                GroupStorage::Spill { dir, present }
+                GroupStorage::Spill {
+                    dir,
+                    present,
+                    schema: self.schema.unwrap_or_default(),
+                }
             }
         };
         Ok(Groups {
@@ -250,6 +261,7 @@ enum GroupStorage {
     Spill {
         dir: tempfile::TempDir,
         present: Vec<bool>,
+        schema: Schema,
     },
 }
 
@@ -269,13 +281,14 @@ impl Groups {
         self.next += 1;
         match &mut self.storage {
             GroupStorage::Memory(frame) => Ok(frame.take()),
-            GroupStorage::Spill { dir, present } => {
+            GroupStorage::Spill {
+                dir,
+                present,
+                schema,
+            } => {
                 if !present[group] {
-                    // The plan counted rows for this group that no chunk held: the loader's
-                    // row count checks make that impossible.
-                    return Err(Error::Polars(PolarsError::ComputeError(
-                        format!("partition {group} received no rows").into(),
-                    )));
+                    // Every row of the group's accounts was set aside (`--rejects`).
+                    return Ok(Some(DataFrame::empty_with_schema(schema)));
                 }
                 let path = spill_path(dir.path(), group);
                 let file = File::open(&path).map_err(io_error(&path))?;

@@ -24,6 +24,8 @@ pub const LINES_PARQUET_FILE: &str = "invoice_lines.parquet";
 pub const LINES_CSV_FILE: &str = "invoice_lines.csv";
 pub const INVOICES_DIR: &str = "invoices";
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// `--rejects` only: the rows set aside, with their reasons.
+pub const REJECTS_FILE: &str = "rejects.parquet";
 
 /// `manifest.json`: what was read, how it was rated, what was written.
 #[derive(Debug, Serialize)]
@@ -170,6 +172,7 @@ impl Staging {
     pub fn finish(
         mut self,
         invoices: &mut Invoices,
+        rejects: Option<&mut DataFrame>,
         manifest: Manifest,
     ) -> Result<Vec<WrittenFile>> {
         let dir = self.dir.clone();
@@ -180,6 +183,9 @@ impl Staging {
             &mut invoices.lines,
         )?);
         written.push(write_lines_csv(&dir, &invoices.invoices)?);
+        if let Some(rejects) = rejects {
+            written.push(write_parquet(&dir, REJECTS_FILE, rejects)?);
+        }
         for invoice in &invoices.invoices {
             written.push(write_invoice(&dir, invoice)?);
         }

@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::cli::convbill;
 use crate::support::*;
 
-fn good_log() -> Vec<Ev> {
+pub fn good_log() -> Vec<Ev> {
     vec![
         inbound("u1", "Mon 10:00"),
         reply("r1", "Mon 10:05"),
@@ -18,7 +18,7 @@ fn good_log() -> Vec<Ev> {
 }
 
 /// Runs convbill on `input` and checks: exit 3, stderr mentions every `needle`, no outputs.
-fn refused(dir: &Path, input: &Path, needles: &[&str]) {
+pub fn refused(dir: &Path, input: &Path, needles: &[&str]) {
     let out = dir.join("out");
     let assert = convbill()
         .arg("run")

@@ -6,6 +6,7 @@ mod nightly;
 mod partition;
 mod property;
 mod reference;
+mod rejects;
 mod rules;
 mod sample_data;
 mod support;

@@ -1,0 +1,202 @@
+//! `--rejects`: rows that fail a check are set aside in `rejects.parquet` with their values,
+//! file, row and reason; the run goes on and the manifest's counts add up.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::bad_input::{good_log, refused};
+use crate::cli::{convbill, run_command};
+use crate::support::*;
+
+/// The good log followed by one bad row of each kind; (row, reason, column) of the bad ones.
+fn dirty_log() -> (Vec<Ev>, Vec<(u64, &'static str, &'static str)>) {
+    let mut events = good_log();
+    let mut null_user = inbound("n1", "Wed 09:00");
+    null_user.user = String::new();
+    events.push(null_user); // row 4: made null below
+    events.push(inbound("s1", "Wed 09:01").on("sms")); // row 5
+    events.push(template("k1", "Wed 09:02").kind("cta_click")); // row 6
+    events.push(inbound("f1", "Wed 09:03").at_ns(at("Mon 00:00") + 80 * 365 * 86_400_000_000_000)); // row 7: about 2104
+    events.push(inbound("p1", "Wed 09:04").at_ns(1_000_000_000_000_000_000)); // row 8: 2001
+    let bad = vec![
+        (4, "null_value", "user_id"),
+        (5, "unknown_value", "channel"),
+        (6, "kind_not_allowed", "kind"),
+        (7, "implausible_timestamp", "timestamp"),
+        (8, "implausible_timestamp", "timestamp"),
+    ];
+    (events, bad)
+}
+
+fn write_dirty(dir: &Path) -> std::path::PathBuf {
+    let (events, _) = dirty_log();
+    let mut frame = frame(&events);
+    let users: Vec<Option<String>> = events
+        .iter()
+        .map(|e| (!e.user.is_empty()).then(|| e.user.clone()))
+        .collect();
+    frame
+        .with_column(Column::new("user_id".into(), users))
+        .unwrap();
+    let path = dir.join("log.parquet");
+    write_parquet(&path, &mut frame);
+    path
+}
+
+fn read(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+#[test]
+fn bad_rows_are_set_aside_with_their_reasons_and_the_rest_is_billed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_dirty(dir.path());
+    let out = dir.path().join("out");
+    run_command(&log, &out).arg("--rejects").assert().success();
+
+    let rejects = read(&out.join("rejects.parquet"));
+    let rows: Vec<u64> = rejects
+        .column("row")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let reasons: Vec<&str> = rejects
+        .column("reason")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    let columns: Vec<&str> = rejects
+        .column("column")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    let (_, expected) = dirty_log();
+    assert_eq!(rows, expected.iter().map(|e| e.0).collect::<Vec<_>>());
+    assert_eq!(reasons, expected.iter().map(|e| e.1).collect::<Vec<_>>());
+    assert_eq!(columns, expected.iter().map(|e| e.2).collect::<Vec<_>>());
+    // Original values, and the file they came from.
+    let channel = rejects.column("channel").unwrap().str().unwrap();
+    assert_eq!(channel.get(1), Some("sms"));
+    let kind = rejects.column("kind").unwrap().str().unwrap();
+    assert_eq!(kind.get(2), Some("cta_click"));
+    assert!(rejects
+        .column("user_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .get(0)
+        .is_none());
+    let files = rejects.column("file").unwrap().str().unwrap();
+    assert!(files.iter().all(|f| f == Some("log.parquet")));
+
+    // The good rows give the same sessions as the good log alone.
+    let sessions = sessions_of(&read(&out.join("sessions.parquet")));
+    assert_eq!(sessions, derive(&good_log()).0);
+
+    // The manifest's counts add up.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let input = &manifest["input"];
+    let count = |k: &str| input[k].as_u64().unwrap();
+    assert_eq!(count("rows_read"), 9);
+    assert_eq!(count("rows_rejected"), 5);
+    assert_eq!(
+        count("rows_read"),
+        count("rows_used") + count("duplicates_dropped") + count("rows_rejected")
+    );
+    assert_eq!(input["rejected_by_reason"]["implausible_timestamp"], 2);
+    assert_eq!(input["rejected_by_reason"]["null_value"], 1);
+    let listed: Vec<&str> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"rejects.parquet"));
+}
+
+#[test]
+fn strict_mode_stops_at_the_first_bad_row_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_dirty(dir.path());
+    refused(
+        dir.path(),
+        &log,
+        &["log.parquet", "`user_id`", "null at row 4"],
+    );
+}
+
+#[test]
+fn implausible_timestamps_are_refused_with_the_accepted_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ns, shown) in [
+        (at("Mon 00:00") + 80 * 365 * 86_400_000_000_000, "2103-"),
+        (1_000_000_000_000_000_000, "2001-09-09T01:46:40Z"),
+    ] {
+        let mut events = good_log();
+        events.push(inbound("x", "Mon 00:00").at_ns(ns));
+        let path = write_log(dir.path(), &events);
+        refused(
+            dir.path(),
+            &path,
+            &[
+                "`timestamp`",
+                "at row 4",
+                shown,
+                "accepted: 2010-01-01T00:00:00Z to ",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_clean_log_gives_an_empty_rejects_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &good_log());
+    let out = dir.path().join("out");
+    run_command(&log, &out).arg("--rejects").assert().success();
+    let rejects = read(&out.join("rejects.parquet"));
+    assert_eq!(rejects.height(), 0);
+    assert!(rejects.column("reason").is_ok());
+}
+
+#[test]
+fn an_account_whose_rows_are_all_rejected_leaves_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = good_log();
+    events.push(inbound("z1", "Mon 11:00").account("zeta").on("sms"));
+    events.push(inbound("z2", "Mon 12:00").account("zeta").on("fax"));
+    let log = write_log(dir.path(), &events);
+    let out = dir.path().join("out");
+    run_command(&log, &out)
+        .args(["--rejects", "--partition-rows", "1"])
+        .assert()
+        .success();
+    assert_eq!(read(&out.join("rejects.parquet")).height(), 2);
+    assert_eq!(
+        sessions_of(&read(&out.join("sessions.parquet"))),
+        derive(&good_log()).0
+    );
+}
+
+#[test]
+fn rejects_are_not_for_nightly_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &good_log());
+    run_command(&log, &dir.path().join("out"))
+        .args(["--rejects", "--date", "2024-01-01"])
+        .assert()
+        .code(2);
+    let _ = convbill;
+}
