@@ -111,6 +111,9 @@ pub enum InputError {
     #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]
     TimestampOutOfRange { path: PathBuf, row: u64 },
 
+    #[error("message `{}` of account `{}` is logged twice with different `{}`: `{}` in {}, `{}` in {} (a duplicate must repeat the same event)", .0.message_id, .0.account_id, .0.column, .0.first_value, .0.first, .0.second_value, .0.second)]
+    ConflictingDuplicate(Box<Conflict>),
+
     #[error("column `timestamp` in `{}` has implausible value `{value}` at row {row} (accepted: {earliest} to {latest}, a day after the run started)", path.display())]
     ImplausibleTimestamp {
         path: PathBuf,
@@ -119,6 +122,20 @@ pub enum InputError {
         earliest: String,
         latest: String,
     },
+}
+
+/// Two rows with the same (`account_id`, `message_id`) and different contents.
+#[derive(Debug)]
+pub struct Conflict {
+    pub account_id: String,
+    pub message_id: String,
+    /// The first column in which they differ.
+    pub column: String,
+    /// Where the first row is (file and row) and its value in `column`.
+    pub first: String,
+    pub first_value: String,
+    pub second: String,
+    pub second_value: String,
 }
 
 /// Every error the library returns.

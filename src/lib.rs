@@ -130,6 +130,8 @@ const WORKERS: usize = 2;
 /// What one group of accounts gives.
 struct GroupResult {
     rows_used: u64,
+    /// `--rejects`: rows of conflicting duplicates.
+    rejected: Option<polars::prelude::DataFrame>,
     stats: sessions::SessionStats,
     lines: polars::prelude::DataFrame,
     sessions: polars::prelude::DataFrame,
@@ -161,6 +163,8 @@ fn derive_in_groups(
     let partitions = parts.groups();
     tracing::info!(rows = rows_read, partitions, "read and partitioned");
     let groups = std::sync::Mutex::new(parts.finish()?);
+    let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+    let keep_rejects = source.checks.keep_rejects;
 
     let mut rows_used = 0;
     let mut stats = sessions::SessionStats::default();
@@ -168,7 +172,7 @@ fn derive_in_groups(
     std::thread::scope(|scope| -> Result<()> {
         let (done, results) = std::sync::mpsc::channel::<(usize, Result<GroupResult>)>();
         for _ in 0..WORKERS {
-            let (done, groups) = (done.clone(), &groups);
+            let (done, groups, paths) = (done.clone(), &groups, &paths);
             scope.spawn(move || loop {
                 let (index, frame) = {
                     let mut groups = groups.lock().expect("no worker panicked");
@@ -177,7 +181,7 @@ fn derive_in_groups(
                 };
                 let result = match frame {
                     Ok(None) => return,
-                    Ok(Some(frame)) => derive_group(frame),
+                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects),
                     Err(e) => Err(e),
                 };
                 let failed = result.is_err();
@@ -193,6 +197,7 @@ fn derive_in_groups(
             waiting.insert(index, result?);
             while let Some(group) = waiting.remove(&(lines.len())) {
                 rows_used += group.rows_used;
+                source.rejected.extend(group.rejected);
                 stats.add(&group.stats);
                 lines.push(group.lines.lazy());
                 timed("appended sessions and violations", || {
@@ -289,11 +294,18 @@ fn read_into(source: &mut load::Source, parts: &mut partition::Parts) -> Result<
 }
 
 /// Drops duplicates, derives sessions and rates them, for one group of accounts.
-fn derive_group(frame: polars::prelude::DataFrame) -> Result<GroupResult> {
-    let frame = sessions::timed("dropped duplicates", || load::deduplicate(frame))?;
+fn derive_group(
+    frame: polars::prelude::DataFrame,
+    paths: &[String],
+    keep_rejects: bool,
+) -> Result<GroupResult> {
+    let (frame, rejected) = sessions::timed("dropped duplicates", || {
+        load::deduplicate_checked(frame, paths, keep_rejects)
+    })?;
     let derived = sessions::derive(&frame)?;
     Ok(GroupResult {
         rows_used: frame.height() as u64,
+        rejected,
         lines: rating::lines_of(&derived.sessions)?,
         stats: derived.stats,
         sessions: derived.sessions,

@@ -78,7 +78,8 @@ pub fn load_window(input: &Path, window: Option<(i64, i64)>) -> Result<Messages>
         frames.push(frame);
         Ok(())
     })?;
-    let frame = deduplicate(concat_frames(frames)?)?;
+    let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+    let frame = deduplicate(concat_frames(frames)?, &paths)?;
     let rows_used = frame.height() as u64;
     Ok(Messages {
         frame,
@@ -928,18 +929,66 @@ fn encode_enumerations(frame: DataFrame) -> Result<DataFrame> {
 
 /// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal
 /// timestamps the first read (files in path order, rows in file order). Rows come out in no
-/// particular order.
+/// particular order. A conflicting duplicate (see [`deduplicate_checked`]) stops the run;
+/// `files` names the files of the `file` column in its message.
+pub fn deduplicate(frame: DataFrame, files: &[String]) -> Result<DataFrame> {
+    Ok(deduplicate_checked(frame, files, false)?.0)
+}
+
+/// Columns a duplicate must repeat: the same event logged twice has the same key, direction
+/// and kind. Its `timestamp` and `status` may differ (a later log line, a delivery receipt).
+const DUPLICATE_MUST_MATCH: [&str; 5] = [
+    schema::CHANNEL,
+    schema::BUSINESS_ID,
+    schema::USER_ID,
+    schema::DIRECTION,
+    schema::KIND,
+];
+
+/// [`deduplicate`], and the rows of conflicting duplicates: rows with the same (`account_id`,
+/// `message_id`) that differ in a column of [`DUPLICATE_MUST_MATCH`]. Strict, the first one
+/// stops the run, naming both rows; with `keep_rejects` all rows of such an id are set aside
+/// ([`REJECT_COLUMNS`], reason `conflicting_duplicate`).
 ///
 /// Duplicates are rare, so one hash pass over `message_id` alone first sets aside the rows
 /// whose id occurs once (they are kept as they are); only the rest are sorted and compared.
-pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
+pub fn deduplicate_checked(
+    frame: DataFrame,
+    files: &[String],
+    keep_rejects: bool,
+) -> Result<(DataFrame, Option<DataFrame>)> {
     let repeated = repeated_ids(&frame)?;
     if !repeated.any() {
-        return Ok(frame);
+        return Ok((frame, None));
     }
     let once = frame.filter(&!&repeated)?;
-    let kept = frame
+    let mut candidates = frame
         .filter(&repeated)?
+        .lazy()
+        .sort(
+            [
+                schema::ACCOUNT_ID,
+                schema::MESSAGE_ID,
+                schema::TIMESTAMP,
+                FILE,
+                ROW,
+            ],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()?;
+    candidates.rechunk_mut();
+    let (conflicting, first_conflict) = conflicts(&candidates)?;
+    let mut rejected = None;
+    if let Some((first, second, column)) = first_conflict {
+        if !keep_rejects {
+            return Err(conflict_error(&candidates, files, first, second, column)?);
+        }
+        let mask = BooleanChunked::from_slice(PlSmallStr::EMPTY, &conflicting);
+        let rows = candidates.filter(&mask)?;
+        candidates = candidates.filter(&!&mask)?;
+        rejected = Some(as_rejects(rows, reason::CONFLICTING_DUPLICATE, column)?);
+    }
+    let kept = candidates
         .lazy()
         .sort(
             [schema::TIMESTAMP, FILE, ROW],
@@ -954,7 +1003,123 @@ pub(crate) fn deduplicate(frame: DataFrame) -> Result<DataFrame> {
             UniqueKeepStrategy::First,
         )
         .collect()?;
-    concat_frames(vec![once, kept])
+    Ok((concat_frames(vec![once, kept])?, rejected))
+}
+
+/// Over rows sorted by account and id: `true` for every row of an id whose rows differ in a
+/// column of [`DUPLICATE_MUST_MATCH`]; and the first such difference (two positions, column).
+#[allow(clippy::type_complexity)]
+fn conflicts(sorted: &DataFrame) -> Result<(Vec<bool>, Option<(usize, usize, &'static str)>)> {
+    let accounts = sorted.column(schema::ACCOUNT_ID)?.str()?;
+    let ids = sorted.column(schema::MESSAGE_ID)?.str()?;
+    let values: Vec<&Column> = DUPLICATE_MUST_MATCH
+        .iter()
+        .map(|c| sorted.column(c))
+        .collect::<PolarsResult<_>>()?;
+    let n = sorted.height();
+    let mut conflicting = vec![false; n];
+    let mut first_conflict = None;
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && accounts.get(end) == accounts.get(start) && ids.get(end) == ids.get(start)
+        {
+            end += 1;
+        }
+        'rows: for row in start + 1..end {
+            for (column, values) in DUPLICATE_MUST_MATCH.iter().zip(&values) {
+                if values.get(row)? != values.get(start)? {
+                    conflicting[start..end].iter_mut().for_each(|c| *c = true);
+                    first_conflict.get_or_insert((start, row, *column));
+                    break 'rows;
+                }
+            }
+        }
+        start = end;
+    }
+    Ok((conflicting, first_conflict))
+}
+
+fn conflict_error(
+    sorted: &DataFrame,
+    files: &[String],
+    first: usize,
+    second: usize,
+    column: &'static str,
+) -> Result<Error> {
+    let text = |name: &str, at: usize| -> Result<String> {
+        let value = sorted.column(name)?.get(at)?;
+        let code = match &value {
+            AnyValue::UInt32(code) => Some(*code),
+            _ => None,
+        };
+        Ok(match (name, code) {
+            (schema::CHANNEL, Some(c)) => schema::CHANNELS.name_of(c).to_string(),
+            (schema::DIRECTION, Some(c)) => schema::DIRECTIONS.name_of(c).to_string(),
+            (schema::KIND, Some(c)) => schema::KINDS.name_of(c).to_string(),
+            _ => value.str_value().to_string(),
+        })
+    };
+    let place = |at: usize| -> Result<String> {
+        let file = sorted
+            .column(FILE)?
+            .get(at)?
+            .extract::<u32>()
+            .unwrap_or(u32::MAX);
+        let row = sorted.column(ROW)?.get(at)?.extract::<u64>().unwrap_or(0);
+        let name = files
+            .get(file as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("input file #{file}"));
+        Ok(format!("`{name}` row {row}"))
+    };
+    Ok(
+        InputError::ConflictingDuplicate(Box::new(crate::error::Conflict {
+            account_id: text(schema::ACCOUNT_ID, first)?,
+            message_id: text(schema::MESSAGE_ID, first)?,
+            column: column.to_string(),
+            first_value: text(column, first)?,
+            first: place(first)?,
+            second_value: text(column, second)?,
+            second: place(second)?,
+        }))
+        .into(),
+    )
+}
+
+/// Loader rows → rejected rows ([`REJECT_COLUMNS`]) with one reason and column; enumerated
+/// codes are written back as their names.
+fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
+    let decode = |e: &Enumeration| {
+        e.values
+            .iter()
+            .rev()
+            .fold(
+                lit(NULL).cast(DataType::String),
+                |otherwise, (name, code)| {
+                    when(col(e.column).eq(lit(*code)))
+                        .then(lit(*name))
+                        .otherwise(otherwise)
+                },
+            )
+            .alias(e.column)
+    };
+    Ok(rows
+        .lazy()
+        .with_columns([
+            lit(why).alias("reason"),
+            lit(column.to_string()).alias("column"),
+            decode(&schema::CHANNELS),
+            decode(&schema::DIRECTIONS),
+            decode(&schema::KINDS),
+            decode(&schema::STATUSES),
+            col(schema::TIMESTAMP).cast(DataType::Datetime(
+                TimeUnit::Nanoseconds,
+                Some(TimeZone::UTC),
+            )),
+        ])
+        .select(REJECT_COLUMNS.map(col))
+        .collect()?)
 }
 
 /// `true` for each row whose `message_id` occurs more than once in `frame`. One pass: the

@@ -364,6 +364,11 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
     let events = match carried {
         Some(carried) => load::deduplicate(
             concat([carried.lazy(), day.clone().lazy()], UnionArgs::default())?.collect()?,
+            &messages
+                .files
+                .iter()
+                .map(|f| f.path.clone())
+                .collect::<Vec<_>>(),
         )?,
         None => day.clone(),
     };

@@ -200,3 +200,68 @@ fn rejects_are_not_for_nightly_runs() {
         .code(2);
     let _ = convbill;
 }
+
+/// The good log, and `u1` logged again later by another user (a conflict, not a duplicate),
+/// and `r1` logged again later with another status (a plain duplicate).
+fn log_with_a_conflict() -> Vec<Ev> {
+    let mut events = good_log();
+    events.push(inbound("u1", "Mon 10:01").user("user-2"));
+    events.push(reply("r1", "Mon 10:06").status("read"));
+    events
+}
+
+#[test]
+fn a_conflicting_duplicate_names_both_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &log_with_a_conflict());
+    refused(
+        dir.path(),
+        &log,
+        &[
+            "message `u1` of account `acme`",
+            "different `user_id`",
+            "`user-1` in `log.parquet` row 0",
+            "`user-2` in `log.parquet` row 4",
+        ],
+    );
+}
+
+#[test]
+fn conflicting_duplicates_are_rejected_whole_and_plain_ones_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &log_with_a_conflict());
+    let out = dir.path().join("out");
+    run_command(&log, &out).arg("--rejects").assert().success();
+    let rejects = read(&out.join("rejects.parquet"));
+    let rows: Vec<u64> = rejects
+        .column("row")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(rows, vec![0, 4]);
+    let reasons: Vec<&str> = rejects
+        .column("reason")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(reasons, vec!["conflicting_duplicate"; 2]);
+    assert_eq!(
+        rejects.column("channel").unwrap().str().unwrap().get(0),
+        Some("whatsapp")
+    );
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let input = &manifest["input"];
+    assert_eq!(input["rows_read"], 6);
+    assert_eq!(input["rows_rejected"], 2);
+    assert_eq!(input["duplicates_dropped"], 1);
+    assert_eq!(input["rows_used"], 3);
+    assert_eq!(input["rejected_by_reason"]["conflicting_duplicate"], 2);
+}
