@@ -15,6 +15,8 @@ pub mod exit {
     pub const DATA: i32 = 3;
     /// Nothing was done: another convbill run holds the output folder's lock.
     pub const BUSY: i32 = 4;
+    /// Interrupted (Ctrl-C, SIGTERM): stopped without writing anything.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// A nightly run that does not fit the history kept in the output folder.
@@ -162,6 +164,25 @@ pub enum Error {
 
     #[error(transparent)]
     Polars(#[from] polars::error::PolarsError),
+
+    #[error("interrupted: stopped before writing anything; the output folder is as it was")]
+    Interrupted,
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the running pipeline to stop at its next step (called by the binary's signal handler).
+pub fn interrupt() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `Err(Error::Interrupted)` once [`interrupt`] has been called. The pipeline checks it
+/// between chunks, between groups and before it swaps outputs into place.
+pub fn check_interrupt() -> Result<()> {
+    match INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        true => Err(Error::Interrupted),
+        false => Ok(()),
+    }
 }
 
 impl Error {
@@ -173,6 +194,7 @@ impl Error {
             Error::Night(_) => exit::USAGE,
             Error::OutputNotOurs { .. } | Error::NightlyHistory { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
+            Error::Interrupted => exit::INTERRUPTED,
         }
     }
 

@@ -21,7 +21,7 @@ pub mod write;
 
 use std::path::PathBuf;
 
-pub use error::{exit, Error, InputError, NightError, Result};
+pub use error::{check_interrupt, exit, interrupt, Error, InputError, NightError, Result};
 
 /// A validated `convbill run`.
 #[derive(Debug, Clone)]
@@ -174,6 +174,10 @@ fn derive_in_groups(
         for _ in 0..WORKERS {
             let (done, groups, paths) = (done.clone(), &groups, &paths);
             scope.spawn(move || loop {
+                if let Err(e) = check_interrupt() {
+                    let _ = done.send((usize::MAX, Err(e)));
+                    return;
+                }
                 let (index, frame) = {
                     let mut groups = groups.lock().expect("no worker panicked");
                     let index = groups.next_index();

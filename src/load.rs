@@ -302,6 +302,7 @@ impl Source {
             };
             let mut file_rows = 0;
             for slice in slices {
+                crate::error::check_interrupt()?;
                 let (frame, rejected) =
                     read_file(file, layout, index as u32, window, slice, &self.checks)?;
                 file_rows += (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;

@@ -104,6 +104,14 @@ struct GenerateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    // Ctrl-C or SIGTERM: stop at the next step and clean up; a second one stops at once.
+    let _ = ctrlc::set_handler(|| {
+        static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if SEEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED);
+        }
+        convbill::interrupt();
+    });
     let result = match cli
         .command
         .unwrap_or(Command::Run(RunArgs::default_from_env()))

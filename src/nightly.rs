@@ -422,7 +422,7 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
             })?,
             target,
         ));
-        Ok(())
+        crate::error::check_interrupt()
     })();
     if let Err(e) = result {
         for (staging, _) in &staged {

@@ -193,6 +193,7 @@ impl Staging {
         manifest.outputs = written.clone();
         let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
         write_bytes(&dir, MANIFEST_FILE, &[json.as_slice(), b"\n"].concat(), 0)?;
+        crate::error::check_interrupt()?;
         swap_into_place(&dir, &self.out, &self.parent, &self.name)?;
         self.finished = true;
         Ok(written)

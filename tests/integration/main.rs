@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod interrupt;
 mod nightly;
 mod partition;
 mod property;
