@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod fuzz;
 mod interrupt;
 mod nightly;
 mod partition;
