@@ -100,7 +100,7 @@ pub enum InputError {
         accepted: String,
     },
 
-    #[error("column `{column}` in `{}` has value `{value}` at row {row}, which is not valid for a {direction} message (accepted: {accepted})", path.display())]
+    #[error("column `{column}` in `{}` has value `{value}` at row {row}, which is not valid for an {direction} message (accepted: {accepted})", path.display())]
     KindForDirection {
         path: PathBuf,
         column: String,

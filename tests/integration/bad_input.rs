@@ -322,3 +322,39 @@ fn hive_folders_are_read_recursively_and_supply_missing_key_columns() {
         derive(&log).0
     );
 }
+
+#[test]
+fn an_empty_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.parquet");
+    std::fs::write(&path, b"").unwrap();
+    refused(
+        dir.path(),
+        &path,
+        &["empty.parquet", "not a readable Parquet file"],
+    );
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_made_is_named_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &good_log());
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file where a folder should be").unwrap();
+    let out = blocker.join("out");
+    let assert = convbill()
+        .arg("run")
+        .arg("--input")
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(convbill::exit::INTERNAL);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("failed to write"), "{stderr}");
+    assert!(stderr.contains("not-a-folder"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&blocker).unwrap(),
+        b"a file where a folder should be"
+    );
+}
