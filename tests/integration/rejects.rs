@@ -265,3 +265,56 @@ fn conflicting_duplicates_are_rejected_whole_and_plain_ones_dropped() {
     assert_eq!(input["rows_used"], 3);
     assert_eq!(input["rejected_by_reason"]["conflicting_duplicate"], 2);
 }
+
+#[test]
+fn a_timestamp_nanoseconds_cannot_hold_is_refused_or_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    // Microseconds in the year 3000: beyond what nanoseconds since 1970 can hold.
+    let year_3000_us = 32_503_680_000_000_000i64;
+    let mut frame = frame(&good_log());
+    let micros: Vec<i64> = (0..4)
+        .map(|i| {
+            if i == 2 {
+                year_3000_us
+            } else {
+                at("Mon 10:00") / 1_000 + i
+            }
+        })
+        .collect();
+    frame
+        .with_column(
+            Column::new("timestamp".into(), micros)
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+                .unwrap(),
+        )
+        .unwrap();
+    let path = dir.path().join("log.parquet");
+    write_parquet(&path, &mut frame);
+    refused(
+        dir.path(),
+        &path,
+        &[
+            "`timestamp`",
+            "at row 2",
+            "outside the range convbill can represent",
+        ],
+    );
+
+    let out = dir.path().join("out");
+    run_command(&path, &out).arg("--rejects").assert().success();
+    let rejects = read(&out.join("rejects.parquet"));
+    assert_eq!(
+        rejects.column("row").unwrap().u64().unwrap().get(0),
+        Some(2)
+    );
+    assert_eq!(
+        rejects.column("reason").unwrap().str().unwrap().get(0),
+        Some("implausible_timestamp")
+    );
+    assert!(rejects
+        .column("timestamp")
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .is_null());
+}
