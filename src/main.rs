@@ -200,6 +200,18 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         report.sessions.violations,
         report.sessions.failed_outbound,
     );
+    if config.rejects {
+        text.push_str(&format!(
+            "convbill: {} row(s) set aside in rejects.parquet{}\n",
+            report.input.rows_rejected,
+            report
+                .input
+                .rejected_by_reason
+                .iter()
+                .map(|(reason, n)| format!(", {n} {reason}"))
+                .collect::<String>()
+        ));
+    }
     for (account, period, quota) in report.quota.iter().take(SHOWN) {
         text.push_str(&format!("  {account} {period}: quota {quota}\n"));
     }

@@ -55,7 +55,13 @@ fn bad_rows_are_set_aside_with_their_reasons_and_the_rest_is_billed() {
     let dir = tempfile::tempdir().unwrap();
     let log = write_dirty(dir.path());
     let out = dir.path().join("out");
-    run_command(&log, &out).arg("--rejects").assert().success();
+    run_command(&log, &out)
+        .arg("--rejects")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "5 row(s) set aside in rejects.parquet, 2 implausible_timestamp, 1 kind_not_allowed, 1 null_value, 1 unknown_value",
+        ));
 
     let rejects = read(&out.join("rejects.parquet"));
     let rows: Vec<u64> = rejects
