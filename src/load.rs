@@ -244,12 +244,13 @@ impl Source {
             };
             // A few row groups at a time; a small hash table of accounts per chunk.
             for (offset, length) in chunks(&layout.row_groups, chunk_rows) {
-                let column = scan(path)
-                    .map_err(unreadable)?
-                    .slice(offset as i64, length as IdxSize)
-                    .select([col(schema::ACCOUNT_ID).cast(DataType::String)])
-                    .collect()
-                    .map_err(unreadable)?;
+                let column = collect_input(
+                    path,
+                    scan(path)
+                        .map_err(unreadable)?
+                        .slice(offset as i64, length as IdxSize)
+                        .select([col(schema::ACCOUNT_ID).cast(DataType::String)]),
+                )?;
                 let accounts = column.column(schema::ACCOUNT_ID)?.str()?;
                 let mut chunk_counts: PlHashMap<&str, u64> = PlHashMap::new();
                 for (position, account) in accounts.iter().enumerate() {
@@ -342,6 +343,52 @@ fn chunks(row_groups: &[u64], chunk_rows: u64) -> Vec<(u64, u64)> {
         slices.push((offset, length));
     }
     slices
+}
+
+/// Input reads in progress: while there are any, a panic inside polars is a corrupt file
+/// (see [`quiet_reader_panics`]).
+static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs a scan of an input file. Some corruptions make the Parquet decoder panic instead of
+/// returning an error; such a panic becomes an [`InputError::Unreadable`] naming the file.
+fn collect_input(path: &Path, scan: LazyFrame) -> Result<DataFrame> {
+    use std::sync::atomic::Ordering;
+    READING.fetch_add(1, Ordering::SeqCst);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan.collect()));
+    READING.fetch_sub(1, Ordering::SeqCst);
+    let reason = match result {
+        Ok(Ok(frame)) => return Ok(frame),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            format!("the Parquet decoder failed, the file is corrupt ({message})")
+        }
+    };
+    Err(InputError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    }
+    .into())
+}
+
+/// Keeps the default panic message for panics inside polars while an input file is read:
+/// [`collect_input`] reports them as a corrupt file. Every other panic prints as usual.
+/// Installed by the binary.
+pub fn quiet_reader_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_polars = info
+            .location()
+            .is_some_and(|l| l.file().contains("/polars-"));
+        if in_polars && READING.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return;
+        }
+        default(info)
+    }));
 }
 
 /// Rows of `account_id` counted at a time.
@@ -621,7 +668,7 @@ fn read_file(
                 .and(col(schema::TIMESTAMP).lt(bound(end))),
         );
     }
-    let raw = scan.collect().map_err(unreadable)?;
+    let raw = collect_input(path, scan)?;
     let height = raw.height();
     let rows = raw.column(ROW)?.cast(&DataType::UInt64)?;
 

@@ -104,6 +104,7 @@ struct GenerateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    convbill::load::quiet_reader_panics();
     // Ctrl-C or SIGTERM: stop at the next step and clean up; a second one stops at once.
     let _ = ctrlc::set_handler(|| {
         static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
