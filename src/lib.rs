@@ -156,7 +156,7 @@ fn derive_in_groups(
 
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);
-    let mut parts = partition::Parts::new(&plan, staging.parent())?;
+    let mut parts = partition::Parts::new(&plan, &staging.spill_dir())?;
     let rows_read = timed("read, checked and partitioned", || {
         read_into(source, &mut parts)
     })?;

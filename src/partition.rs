@@ -76,7 +76,7 @@ enum Storage {
     Memory(Vec<DataFrame>),
     Spill {
         /// Removed on drop.
-        dir: tempfile::TempDir,
+        dir: SpillDir,
         /// `account_id` → group.
         group_of: PlHashMap<String, u32>,
         writers: Vec<Option<SpillWriter>>,
@@ -84,9 +84,9 @@ enum Storage {
 }
 
 impl Parts {
-    /// Prepares to receive chunks for `plan`; spill files, if needed, go into a hidden
-    /// folder inside `spill_parent`.
-    pub fn new(plan: &Plan, spill_parent: &Path) -> Result<Self> {
+    /// Prepares to receive chunks for `plan`; spill files, if needed, go into the folder
+    /// `spill_dir` (replaced if a killed run left it, removed when done).
+    pub fn new(plan: &Plan, spill_dir: &Path) -> Result<Self> {
         let groups = plan.groups.len();
         if groups == 1 {
             return Ok(Parts {
@@ -95,11 +95,7 @@ impl Parts {
                 schema: None,
             });
         }
-        std::fs::create_dir_all(spill_parent).map_err(io_error(spill_parent))?;
-        let dir = tempfile::Builder::new()
-            .prefix(".convbill-spill-")
-            .tempdir_in(spill_parent)
-            .map_err(io_error(spill_parent))?;
+        let dir = SpillDir::create(spill_dir)?;
         let group_of = plan
             .groups
             .iter()
@@ -259,7 +255,7 @@ pub struct Groups {
 enum GroupStorage {
     Memory(Option<DataFrame>),
     Spill {
-        dir: tempfile::TempDir,
+        dir: SpillDir,
         present: Vec<bool>,
         schema: Schema,
     },
@@ -297,6 +293,29 @@ impl Groups {
                 Ok(Some(frame))
             }
         }
+    }
+}
+
+/// The spill folder: created empty, removed on drop (success, error or panic).
+struct SpillDir(PathBuf);
+
+impl SpillDir {
+    fn create(path: &Path) -> Result<Self> {
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(io_error(path))?;
+        }
+        std::fs::create_dir_all(path).map_err(io_error(path))?;
+        Ok(SpillDir(path.to_path_buf()))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

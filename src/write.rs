@@ -157,9 +157,9 @@ impl Staging {
         Ok(staging)
     }
 
-    /// The folder that holds the staging folder (and the output folder).
-    pub fn parent(&self) -> &Path {
-        &self.parent
+    /// A hidden folder beside the output for the run's spill files: `.NAME.convbill-spill`.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.parent.join(format!(".{}.convbill-spill", self.name))
     }
 
     /// Appends sessions and violations, in output order.

@@ -41,7 +41,7 @@ fn interrupted_mid_run(signal: &str) {
     let started = Instant::now();
     while !hidden_entries(dir.path())
         .iter()
-        .any(|n| n.starts_with(".convbill-spill-"))
+        .any(|n| n.ends_with(".convbill-spill"))
     {
         assert!(
             started.elapsed() < Duration::from_secs(60),

@@ -215,3 +215,18 @@ fn rows_per_account_are_counted_and_a_null_account_is_named() {
         .to_string();
     assert!(error.contains("null at row 43"), "{error}");
 }
+
+#[test]
+fn a_crashed_runs_spill_and_staging_folders_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 3_000, 3);
+    for stale in [".out.convbill-spill", ".out.convbill-staging"] {
+        std::fs::create_dir(dir.path().join(stale)).unwrap();
+        std::fs::write(dir.path().join(stale).join("group-00000.parquet"), b"junk").unwrap();
+    }
+    run_command(&log, &dir.path().join("out"))
+        .args(["--partition-rows", "100"])
+        .assert()
+        .success();
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
