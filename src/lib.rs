@@ -14,6 +14,7 @@ pub mod generate;
 pub mod load;
 pub mod nightly;
 pub mod partition;
+pub mod rates;
 pub mod rating;
 pub mod schema;
 pub mod sessions;

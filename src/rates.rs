@@ -1,0 +1,411 @@
+//! Rate cards: a TOML file in, a checked [`RateCard`] out, before any message is read.
+//!
+//! A card has plans and accounts. A plan has a currency and price versions, each in force from
+//! its effective date (UTC) until the next one: the quota included per period, the price of
+//! each quota unit beyond it, and the quota units each kind of session costs. An account
+//! names its plan and billing time zone and may override the included quota or the unit
+//! price; accounts not listed get the default plan and time zone. Money is decimal, never
+//! floating point: prices are written as strings (`"0.0125"`).
+//!
+//! ```toml
+//! default_plan = "standard"
+//! default_time_zone = "UTC"
+//!
+//! [plans.standard]
+//! currency = "USD"
+//!
+//! [[plans.standard.versions]]
+//! effective = "2026-01-01"
+//! included_quota = 1000
+//! unit_price = "0.0500"
+//!
+//! [accounts.acme]
+//! plan = "standard"
+//! time_zone = "Asia/Jakarta"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A problem with the rate card file: named before any data is read.
+#[derive(Debug, thiserror::Error)]
+pub enum RateCardError {
+    #[error("cannot read rate card `{}`: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+
+    #[error("rate card `{}` is not valid: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Quota units each kind of session costs. The default is the article's: 1 per session, 0
+/// for a Messenger or Instagram session the business never answered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionQuota {
+    pub whatsapp_user_initiated: i64,
+    pub whatsapp_business_initiated: i64,
+    pub messenger: i64,
+    pub instagram: i64,
+    /// Messenger and Instagram sessions without an outbound message.
+    pub unanswered: i64,
+}
+
+impl Default for SessionQuota {
+    fn default() -> Self {
+        SessionQuota {
+            whatsapp_user_initiated: 1,
+            whatsapp_business_initiated: 1,
+            messenger: 1,
+            instagram: 1,
+            unanswered: 0,
+        }
+    }
+}
+
+/// One price version of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceVersion {
+    /// First day (UTC) the version is in force.
+    pub effective: NaiveDate,
+    /// Quota units included per period.
+    pub included_quota: i64,
+    /// Price of each quota unit beyond the included quota.
+    #[serde(
+        deserialize_with = "price",
+        serialize_with = "rust_decimal::serde::str::serialize"
+    )]
+    pub unit_price: Decimal,
+    #[serde(default)]
+    pub quota: SessionQuota,
+}
+
+/// A price: a decimal written as a string (`"0.0125"`). A TOML float is refused: it would pass
+/// through binary floating point.
+fn price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim()
+        .parse::<Decimal>()
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a decimal number ({e})")))
+}
+
+fn optional_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    price(d).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    currency: String,
+    versions: Vec<PriceVersion>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountFile {
+    plan: Option<String>,
+    time_zone: Option<String>,
+    included_quota: Option<i64>,
+    #[serde(default, deserialize_with = "optional_price")]
+    unit_price: Option<Decimal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardFile {
+    default_plan: String,
+    #[serde(default)]
+    default_time_zone: Option<String>,
+    plans: BTreeMap<String, PlanFile>,
+    #[serde(default)]
+    accounts: BTreeMap<String, AccountFile>,
+}
+
+/// A plan: a currency and its price versions, sorted by effective date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub currency: String,
+    pub versions: Vec<PriceVersion>,
+}
+
+impl Plan {
+    /// The version in force on `day`, if any has started by then.
+    pub fn version_on(&self, day: NaiveDate) -> Option<&PriceVersion> {
+        self.versions.iter().rev().find(|v| v.effective <= day)
+    }
+}
+
+/// What an account is billed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTerms {
+    pub plan: String,
+    pub time_zone: Tz,
+    pub included_quota: Option<i64>,
+    pub unit_price: Option<Decimal>,
+}
+
+/// A checked rate card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateCard {
+    pub plans: BTreeMap<String, Plan>,
+    pub default_plan: String,
+    pub default_time_zone: Tz,
+    pub accounts: BTreeMap<String, AccountTerms>,
+    /// SHA-256 of the file's bytes, for the manifest.
+    pub sha256: String,
+}
+
+impl RateCard {
+    /// The terms of `account_id`: its own, or the defaults.
+    pub fn terms_of(&self, account_id: &str) -> AccountTerms {
+        self.accounts
+            .get(account_id)
+            .cloned()
+            .unwrap_or_else(|| AccountTerms {
+                plan: self.default_plan.clone(),
+                time_zone: self.default_time_zone,
+                included_quota: None,
+                unit_price: None,
+            })
+    }
+}
+
+/// Reads and checks a rate card file.
+pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
+    let bytes = std::fs::read(path).map_err(|e| RateCardError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let invalid = |reason: String| RateCardError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| invalid(format!("not UTF-8 ({e})")))?;
+    let file: CardFile = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().into()))?;
+    check(file, hex::encode(Sha256::digest(&bytes))).map_err(invalid)
+}
+
+fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| {
+        format!("{whose} has unknown time zone `{name}` (use an IANA name such as `Europe/Berlin` or `UTC`)")
+    })
+}
+
+fn check(file: CardFile, sha256: String) -> Result<RateCard, String> {
+    let mut plans = BTreeMap::new();
+    for (name, plan) in file.plans {
+        if plan.currency.len() != 3 || !plan.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "plan `{name}` has currency `{}`; expected a three-letter ISO 4217 code such as `USD`",
+                plan.currency
+            ));
+        }
+        if plan.versions.is_empty() {
+            return Err(format!("plan `{name}` has no price versions"));
+        }
+        let mut versions = plan.versions;
+        versions.sort_by_key(|v| v.effective);
+        for pair in versions.windows(2) {
+            if pair[0].effective == pair[1].effective {
+                return Err(format!(
+                    "plan `{name}` has two price versions effective on {}",
+                    pair[0].effective
+                ));
+            }
+        }
+        for v in &versions {
+            let at = format!("plan `{name}`, version effective {}", v.effective);
+            if v.unit_price.is_sign_negative() {
+                return Err(format!("{at}: negative unit_price {}", v.unit_price));
+            }
+            if v.included_quota < 0 {
+                return Err(format!(
+                    "{at}: negative included_quota {}",
+                    v.included_quota
+                ));
+            }
+            let q = &v.quota;
+            let units = [
+                q.whatsapp_user_initiated,
+                q.whatsapp_business_initiated,
+                q.messenger,
+                q.instagram,
+                q.unanswered,
+            ];
+            if units.iter().any(|u| *u < 0) {
+                return Err(format!("{at}: negative quota units per session"));
+            }
+        }
+        plans.insert(
+            name.clone(),
+            Plan {
+                name,
+                currency: plan.currency,
+                versions,
+            },
+        );
+    }
+    if !plans.contains_key(&file.default_plan) {
+        return Err(unknown_plan(&file.default_plan, "default_plan", &plans));
+    }
+    let default_time_zone = match &file.default_time_zone {
+        Some(name) => time_zone(name, "default_time_zone")?,
+        None => Tz::UTC,
+    };
+    let mut accounts = BTreeMap::new();
+    for (account, terms) in file.accounts {
+        let whose = format!("account `{account}`");
+        let plan = terms.plan.unwrap_or_else(|| file.default_plan.clone());
+        if !plans.contains_key(&plan) {
+            return Err(unknown_plan(&plan, &whose, &plans));
+        }
+        if terms.unit_price.is_some_and(|p| p.is_sign_negative()) {
+            return Err(format!("{whose}: negative unit_price"));
+        }
+        if terms.included_quota.is_some_and(|q| q < 0) {
+            return Err(format!("{whose}: negative included_quota"));
+        }
+        let time_zone = match &terms.time_zone {
+            Some(name) => time_zone(name, &whose)?,
+            None => default_time_zone,
+        };
+        accounts.insert(
+            account,
+            AccountTerms {
+                plan,
+                time_zone,
+                included_quota: terms.included_quota,
+                unit_price: terms.unit_price,
+            },
+        );
+    }
+    Ok(RateCard {
+        plans,
+        default_plan: file.default_plan,
+        default_time_zone,
+        accounts,
+        sha256,
+    })
+}
+
+fn unknown_plan(name: &str, whose: &str, plans: &BTreeMap<String, Plan>) -> String {
+    let known: Vec<String> = plans.keys().map(|k| format!("`{k}`")).collect();
+    format!(
+        "{whose} names unknown plan `{name}` (plans: {})",
+        known.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(text: &str) -> Result<RateCard, String> {
+        let file: CardFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        check(file, String::new())
+    }
+
+    const GOOD: &str = r#"
+        default_plan = "standard"
+        default_time_zone = "UTC"
+
+        [plans.standard]
+        currency = "USD"
+
+        [[plans.standard.versions]]
+        effective = "2026-01-01"
+        included_quota = 1000
+        unit_price = "0.0500"
+
+        [[plans.standard.versions]]
+        effective = "2026-10-15"
+        included_quota = 1000
+        unit_price = "0.0550"
+
+        [accounts.acme]
+        time_zone = "Asia/Jakarta"
+        unit_price = "0.04"
+    "#;
+
+    #[test]
+    fn a_good_card_is_read_with_exact_decimals_and_zones() {
+        let card = card(GOOD).unwrap();
+        let acme = card.terms_of("acme");
+        assert_eq!(acme.time_zone, chrono_tz::Asia::Jakarta);
+        assert_eq!(acme.unit_price, Some(Decimal::new(4, 2)));
+        assert_eq!(card.terms_of("other").plan, "standard");
+        assert_eq!(card.terms_of("other").time_zone, Tz::UTC);
+        let plan = &card.plans["standard"];
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            plan.version_on(day("2026-10-14")).unwrap().unit_price,
+            Decimal::new(500, 4)
+        );
+        assert_eq!(
+            plan.version_on(day("2026-10-15")).unwrap().unit_price,
+            Decimal::new(550, 4)
+        );
+        assert!(plan.version_on(day("2025-12-31")).is_none());
+        assert_eq!(plan.versions[0].quota, SessionQuota::default());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                GOOD.replace("default_plan = \"standard\"", "default_plan = \"gold\""),
+                "unknown plan `gold`",
+            ),
+            (
+                GOOD.replace(
+                    "time_zone = \"Asia/Jakarta\"",
+                    "time_zone = \"Mars/Olympus\"",
+                ),
+                "unknown time zone `Mars/Olympus`",
+            ),
+            (
+                GOOD.replace("\"0.0550\"", "\"-0.01\""),
+                "negative unit_price",
+            ),
+            (
+                GOOD.replace("2026-10-15", "2026-01-01"),
+                "two price versions effective on 2026-01-01",
+            ),
+            (GOOD.replace("\"USD\"", "\"dollars\""), "currency `dollars`"),
+            (
+                GOOD.replace("unit_price = \"0.0500\"", "unit_price = 0.05"),
+                "expected a string",
+            ),
+            (
+                GOOD.replace("\"0.0500\"", "\"five cents\""),
+                "`five cents` is not a decimal number",
+            ),
+            (
+                GOOD.replace("[accounts.acme]", "[accounts.acme]\nplan = \"pro\""),
+                "account `acme` names unknown plan `pro`",
+            ),
+            (
+                GOOD.replace(
+                    "included_quota = 1000\n        unit_price = \"0.0500\"",
+                    "included_quota = -1\n        unit_price = \"0.0500\"",
+                ),
+                "negative included_quota",
+            ),
+            (
+                GOOD.replace("default_time_zone", "default_timezone"),
+                "default_timezone",
+            ),
+        ];
+        for (text, needle) in cases {
+            let error = card(&text).unwrap_err();
+            assert!(error.contains(needle), "{needle:?} not in {error:?}");
+        }
+    }
+}
