@@ -207,3 +207,17 @@ fn the_generated_month_is_what_its_documented_command_makes() {
     }
     assert!(std::fs::read(&bundled).unwrap() == std::fs::read(&fresh).unwrap());
 }
+
+#[test]
+fn the_sample_rate_card_is_valid() {
+    let card = convbill::rates::load(&sample("rates.toml")).unwrap();
+    assert_eq!(card.default_plan, "article");
+    assert_eq!(
+        card.terms_of("acct-0000").time_zone,
+        chrono_tz::Asia::Jakarta
+    );
+    assert_eq!(card.terms_of("acct-0000").included_quota, Some(5000));
+    assert_eq!(card.terms_of("article-demo").plan, "article");
+    assert_eq!(card.plans["growth"].versions.len(), 2);
+    assert_eq!(card.sha256.len(), 64);
+}
