@@ -177,6 +177,37 @@ impl RateCard {
     }
 }
 
+/// The billing period that contains the instant `ns` (UTC nanoseconds) for an account in
+/// `tz`: the calendar month in that zone. Returns its name (`YYYY-MM`) and its first instant
+/// and the first instant of the next period, in UTC nanoseconds. A session belongs to the
+/// period that contains its start: 23:30 local on the last day of a month is in that month.
+pub fn period_containing(ns: i64, tz: Tz) -> (String, i64, i64) {
+    use chrono::Datelike;
+    let local = chrono::DateTime::from_timestamp_nanos(ns).with_timezone(&tz);
+    let first =
+        NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("a month's first day");
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .expect("within chrono's range");
+    let name = format!("{:04}-{:02}", first.year(), first.month());
+    (name, local_midnight(first, tz), local_midnight(next, tz))
+}
+
+/// The first instant of `day` in `tz`, in UTC nanoseconds. Where a clock change skips
+/// midnight, the day starts at the first local time that exists.
+fn local_midnight(day: NaiveDate, tz: Tz) -> i64 {
+    use chrono::TimeZone;
+    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight");
+    (0..=24 * 60)
+        .find_map(|minutes| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::minutes(minutes)))
+                .earliest()
+        })
+        .expect("a day has a local time that exists")
+        .timestamp_nanos_opt()
+        .expect("within the nanosecond range")
+}
+
 /// Reads and checks a rate card file.
 pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
     let bytes = std::fs::read(path).map_err(|e| RateCardError::Unreadable {
@@ -354,6 +385,61 @@ mod tests {
         );
         assert!(plan.version_on(day("2025-12-31")).is_none());
         assert_eq!(plan.versions[0].quota, SessionQuota::default());
+    }
+
+    fn utc(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    }
+
+    #[test]
+    fn periods_are_months_in_the_accounts_zone() {
+        let jakarta = chrono_tz::Asia::Jakarta;
+        // 23:30 local on 31 October is October; 00:30 local on 1 November is November.
+        assert_eq!(
+            period_containing(utc("2026-10-31T16:30:00Z"), jakarta).0,
+            "2026-10"
+        );
+        assert_eq!(
+            period_containing(utc("2026-10-31T17:30:00Z"), jakarta).0,
+            "2026-11"
+        );
+        let (_, start, end) = period_containing(utc("2026-10-31T16:30:00Z"), jakarta);
+        assert_eq!(
+            (start, end),
+            (utc("2026-09-30T17:00:00Z"), utc("2026-10-31T17:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn periods_follow_daylight_saving_time() {
+        let new_york = chrono_tz::America::New_York;
+        // 1 November 2026 03:30 UTC is 31 October 23:30 EDT: still October.
+        assert_eq!(
+            period_containing(utc("2026-11-01T03:30:00Z"), new_york).0,
+            "2026-10"
+        );
+        // November starts at midnight EDT and ends at midnight EST: 30 days and one hour.
+        let (name, start, end) = period_containing(utc("2026-11-15T12:00:00Z"), new_york);
+        assert_eq!(name, "2026-11");
+        assert_eq!(start, utc("2026-11-01T04:00:00Z"));
+        assert_eq!(end, utc("2026-12-01T05:00:00Z"));
+        assert_eq!((end - start) / 3_600_000_000_000, 30 * 24 + 1);
+        // March loses an hour.
+        let (_, start, end) = period_containing(utc("2026-03-15T12:00:00Z"), new_york);
+        assert_eq!((end - start) / 3_600_000_000_000, 31 * 24 - 1);
+    }
+
+    #[test]
+    fn a_month_whose_midnight_does_not_exist_starts_at_the_first_local_time() {
+        // Havana skips from 00:00 to 01:00 on the second Sunday of March.
+        let havana = chrono_tz::America::Havana;
+        assert_eq!(
+            local_midnight(NaiveDate::from_ymd_opt(2026, 3, 8).unwrap(), havana),
+            utc("2026-03-08T05:00:00Z")
+        );
     }
 
     #[test]
