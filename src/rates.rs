@@ -208,6 +208,73 @@ fn local_midnight(day: NaiveDate, tz: Tz) -> i64 {
         .expect("within the nanosecond range")
 }
 
+/// Digits after the decimal point of a currency's minor unit (ISO 4217): 2 unless listed.
+pub fn minor_unit_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// One session of an account's period, as the money computation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// When the session started (UTC nanoseconds): the allowance goes to earlier sessions first.
+    pub started_at: i64,
+    /// A tie-breaker among sessions that start together (the session id).
+    pub session_id: String,
+    /// Quota units the session costs.
+    pub units: i64,
+    /// Price of a unit beyond the allowance, from the version in force at its start.
+    pub unit_price: Decimal,
+    /// The invoice line it belongs to.
+    pub line: usize,
+}
+
+/// What one invoice line is charged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineCharge {
+    /// Units covered by the period's allowance.
+    pub allowance_units: i64,
+    /// Units beyond it.
+    pub overage_units: i64,
+    /// The line's amount: overage units times their unit price, rounded once, half to even,
+    /// to the currency's minor unit.
+    pub amount: Decimal,
+}
+
+/// Spends `allowance` units on the sessions in order of start, then prices the rest, and sums
+/// per line (`lines` lines). An invoice's total is the exact sum of its lines' amounts.
+pub fn charge_lines(
+    sessions: &[Charge],
+    allowance: i64,
+    lines: usize,
+    currency: &str,
+) -> Vec<LineCharge> {
+    let mut order: Vec<&Charge> = sessions.iter().collect();
+    order.sort_by(|a, b| (a.started_at, &a.session_id).cmp(&(b.started_at, &b.session_id)));
+    let mut left = allowance.max(0);
+    let mut charges = vec![LineCharge::default(); lines];
+    let mut exact = vec![Decimal::ZERO; lines];
+    for session in order {
+        let covered = session.units.min(left);
+        left -= covered;
+        let over = session.units - covered;
+        let line = &mut charges[session.line];
+        line.allowance_units += covered;
+        line.overage_units += over;
+        exact[session.line] += Decimal::from(over) * session.unit_price;
+    }
+    let digits = minor_unit_digits(currency);
+    for (line, amount) in charges.iter_mut().zip(exact) {
+        line.amount = amount
+            .round_dp_with_strategy(digits, rust_decimal::RoundingStrategy::MidpointNearestEven);
+    }
+    charges
+}
+
 /// Reads and checks a rate card file.
 pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
     let bytes = std::fs::read(path).map_err(|e| RateCardError::Unreadable {
@@ -439,6 +506,94 @@ mod tests {
         assert_eq!(
             local_midnight(NaiveDate::from_ymd_opt(2026, 3, 8).unwrap(), havana),
             utc("2026-03-08T05:00:00Z")
+        );
+    }
+
+    fn session(minute: i64, units: i64, price: &str, line: usize) -> Charge {
+        Charge {
+            started_at: minute * 60_000_000_000,
+            session_id: format!("s{minute}"),
+            units,
+            unit_price: price.parse().unwrap(),
+            line,
+        }
+    }
+
+    fn dec(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_allowance_is_spent_exactly_then_each_unit_is_priced() {
+        let sessions: Vec<Charge> = (0..3).map(|m| session(m, 1, "0.05", 0)).collect();
+        let at = charge_lines(&sessions, 3, 1, "USD");
+        assert_eq!(
+            at[0],
+            LineCharge {
+                allowance_units: 3,
+                overage_units: 0,
+                amount: dec("0.00")
+            }
+        );
+        let one_over = charge_lines(&sessions, 2, 1, "USD");
+        assert_eq!(
+            one_over[0],
+            LineCharge {
+                allowance_units: 2,
+                overage_units: 1,
+                amount: dec("0.05")
+            }
+        );
+    }
+
+    #[test]
+    fn earlier_sessions_use_the_allowance_and_later_ones_pay_their_own_price() {
+        // Two sessions under the old price, then two under the new one (lines 0 and 1); the
+        // allowance of 3 covers the first three.
+        let sessions = vec![
+            session(40, 1, "0.055", 1),
+            session(10, 1, "0.050", 0),
+            session(20, 1, "0.050", 0),
+            session(30, 1, "0.055", 1),
+        ];
+        let lines = charge_lines(&sessions, 3, 2, "USD");
+        assert_eq!(
+            lines[0],
+            LineCharge {
+                allowance_units: 2,
+                overage_units: 0,
+                amount: dec("0.00")
+            }
+        );
+        assert_eq!(
+            lines[1],
+            LineCharge {
+                allowance_units: 1,
+                overage_units: 1,
+                amount: dec("0.06")
+            }
+        );
+    }
+
+    #[test]
+    fn each_line_is_rounded_once_half_to_even_and_totals_are_exact_sums() {
+        // 1,001 units at 0.0125 = 12.5125 -> 12.51. Midpoints go to the even digit:
+        // 2 units = 0.025 -> 0.02 (half-up would give 0.03); 6 units = 0.075 -> 0.08.
+        let mut sessions: Vec<Charge> = (0..1001).map(|m| session(m, 1, "0.0125", 0)).collect();
+        sessions.extend((2000..2002).map(|m| session(m, 1, "0.0125", 1)));
+        sessions.extend((3000..3006).map(|m| session(m, 1, "0.0125", 2)));
+        let lines = charge_lines(&sessions, 0, 3, "USD");
+        let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount).collect();
+        assert_eq!(amounts, vec![dec("12.51"), dec("0.02"), dec("0.08")]);
+        assert_eq!(amounts.iter().sum::<Decimal>(), dec("12.61"));
+        // Yen have no minor unit; dinars have three.
+        assert_eq!(
+            charge_lines(&sessions[..3], 0, 1, "JPY")[0].amount,
+            dec("0")
+        );
+        assert_eq!(
+            charge_lines(&sessions[..3], 0, 1, "KWD")[0].amount,
+            dec("0.038")
         );
     }
 
