@@ -798,7 +798,7 @@ fn drop_raw(coded: DataFrame) -> Result<DataFrame> {
 }
 
 /// `true` where the mask is `true` (nulls are `false`).
-fn trues(mask: &BooleanChunked) -> Vec<bool> {
+pub(crate) fn trues(mask: &BooleanChunked) -> Vec<bool> {
     mask.iter().map(|v| v == Some(true)).collect()
 }
 
@@ -947,6 +947,24 @@ fn code_expr(e: &Enumeration, default: Option<schema::Code>) -> Expr {
 /// `channel` strings → codes (null when unknown), for frames convbill wrote itself.
 pub(crate) fn encode_channel() -> Expr {
     code_expr(&schema::CHANNELS, None)
+}
+
+/// `code → name` for an enumerated column (null for a code not in the table): the inverse of
+/// the loader's encoding, for outputs.
+pub(crate) fn decode(e: &Enumeration) -> Expr {
+    let source = col(e.column);
+    e.values
+        .iter()
+        .rev()
+        .fold(
+            lit(NULL).cast(DataType::String),
+            |otherwise, (name, code)| {
+                when(source.clone().eq(lit(*code)))
+                    .then(lit(*name))
+                    .otherwise(otherwise)
+            },
+        )
+        .alias(e.column)
 }
 
 /// A typed `UInt32` literal (plain integer literals are untyped in polars).
@@ -1138,20 +1156,6 @@ fn conflict_error(
 /// Loader rows → rejected rows ([`REJECT_COLUMNS`]) with one reason and column; enumerated
 /// codes are written back as their names.
 fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
-    let decode = |e: &Enumeration| {
-        e.values
-            .iter()
-            .rev()
-            .fold(
-                lit(NULL).cast(DataType::String),
-                |otherwise, (name, code)| {
-                    when(col(e.column).eq(lit(*code)))
-                        .then(lit(*name))
-                        .otherwise(otherwise)
-                },
-            )
-            .alias(e.column)
-    };
     Ok(rows
         .lazy()
         .with_columns([

@@ -27,7 +27,8 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::schema::{self, Enumeration, DAY_NS};
+use crate::load::{decode, trues};
+use crate::schema::{self, DAY_NS};
 
 // Internal column names of the ordered event frame.
 const KEY: &str = "key";
@@ -362,14 +363,7 @@ fn add_whatsapp_chain(events: &mut DataFrame) -> Result<()> {
     events.rechunk_mut();
     let keys = events.column(KEY)?.u32()?;
     let times = events.column(schema::TIMESTAMP)?.i64()?;
-    let bools = |name: &str| -> Result<Vec<bool>> {
-        Ok(events
-            .column(name)?
-            .bool()?
-            .iter()
-            .map(|v| v == Some(true))
-            .collect())
-    };
+    let bools = |name: &str| -> Result<Vec<bool>> { Ok(trues(events.column(name)?.bool()?)) };
     let chain = whatsapp_chain(
         keys.cont_slice()?,
         times.cont_slice()?,
@@ -448,23 +442,6 @@ pub fn whatsapp_chain(
     chain
 }
 
-/// `code → name` for an enumerated column.
-fn decode(e: &Enumeration) -> Expr {
-    let source = col(e.column);
-    e.values
-        .iter()
-        .rev()
-        .fold(
-            lit(NULL).cast(DataType::String),
-            |otherwise, (name, code)| {
-                when(source.clone().eq(lit(*code)))
-                    .then(lit(*name))
-                    .otherwise(otherwise)
-            },
-        )
-        .alias(e.column)
-}
-
 fn utc_timestamp(e: Expr) -> Expr {
     e.cast(DataType::Datetime(
         TimeUnit::Nanoseconds,
@@ -528,14 +505,7 @@ fn session_runs(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
     let keys = events.column(KEY)?.u32()?;
     let starts = events.column(SESSION_START)?.i64()?;
     let times = events.column(schema::TIMESTAMP)?.i64()?;
-    let flags = |name: &str| -> Result<Vec<bool>> {
-        Ok(events
-            .column(name)?
-            .bool()?
-            .iter()
-            .map(|v| v == Some(true))
-            .collect())
-    };
+    let flags = |name: &str| -> Result<Vec<bool>> { Ok(trues(events.column(name)?.bool()?)) };
     let (inbound, opens) = (flags(INBOUND)?, flags(OPENS)?);
 
     let mut first: Vec<IdxSize> = Vec::new();
