@@ -37,11 +37,7 @@ fn run_checked(dir: &Path, input: &Path, extra: &[&str]) -> (i32, String) {
         [convbill::exit::SUCCESS, convbill::exit::DATA].contains(&code),
         "exit {code}: {stderr}"
     );
-    let leftovers: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let leftovers = hidden_entries(dir);
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     if code == 0 {
         assert!(out.join("manifest.json").is_file());
@@ -142,8 +138,7 @@ proptest! {
         let (code, stderr) = run_checked(dir.path(), &path, &["--rejects"]);
         // Row-level problems never stop a --rejects run.
         prop_assert_eq!(code, 0, "{}", stderr);
-        let manifest: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join("out/manifest.json")).unwrap()).unwrap();
+        let manifest = manifest_of(&dir.path().join("out"));
         let input = &manifest["input"];
         let count = |k: &str| input[k].as_u64().unwrap();
         prop_assert_eq!(count("rows_read"), n as u64);

@@ -5,14 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cli::{convbill, snapshot};
-
-fn hidden_entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
-}
+use crate::support::hidden_entries;
 
 fn interrupted_mid_run(signal: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -23,15 +23,6 @@ fn generated(dir: &Path, messages: u64, accounts: u32) -> PathBuf {
     path
 }
 
-/// Names in `dir` that start with `.`: staging, spill or previous-output folders.
-fn hidden_entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
-}
-
 #[test]
 fn outputs_are_the_same_bytes_whatever_the_grouping() {
     let dir = tempfile::tempdir().unwrap();

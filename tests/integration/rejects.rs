@@ -44,10 +44,38 @@ fn write_dirty(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn read(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
+/// `convbill run --rejects` (plus `extra`), which must succeed; its `rejects.parquet`.
+fn run_rejects(log: &Path, out: &Path, extra: &[&str]) -> DataFrame {
+    run_command(log, out)
+        .arg("--rejects")
+        .args(extra)
+        .assert()
+        .success();
+    read_frame(&out.join("rejects.parquet"))
+}
+
+fn rows_of(rejects: &DataFrame) -> Vec<u64> {
+    rejects
+        .column("row")
         .unwrap()
+        .u64()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect()
+}
+
+/// A string column's non-null values.
+fn texts(rejects: &DataFrame, column: &str) -> Vec<String> {
+    rejects
+        .column(column)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -63,30 +91,12 @@ fn bad_rows_are_set_aside_with_their_reasons_and_the_rest_is_billed() {
             "5 row(s) set aside in rejects.parquet, 2 implausible_timestamp, 1 kind_not_allowed, 1 null_value, 1 unknown_value",
         ));
 
-    let rejects = read(&out.join("rejects.parquet"));
-    let rows: Vec<u64> = rejects
-        .column("row")
-        .unwrap()
-        .u64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
-    let reasons: Vec<&str> = rejects
-        .column("reason")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
-    let columns: Vec<&str> = rejects
-        .column("column")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
+    let rejects = read_frame(&out.join("rejects.parquet"));
+    let (rows, reasons, columns) = (
+        rows_of(&rejects),
+        texts(&rejects, "reason"),
+        texts(&rejects, "column"),
+    );
     let (_, expected) = dirty_log();
     assert_eq!(rows, expected.iter().map(|e| e.0).collect::<Vec<_>>());
     assert_eq!(reasons, expected.iter().map(|e| e.1).collect::<Vec<_>>());
@@ -107,12 +117,11 @@ fn bad_rows_are_set_aside_with_their_reasons_and_the_rest_is_billed() {
     assert!(files.iter().all(|f| f == Some("log.parquet")));
 
     // The good rows give the same sessions as the good log alone.
-    let sessions = sessions_of(&read(&out.join("sessions.parquet")));
+    let sessions = sessions_of(&read_frame(&out.join("sessions.parquet")));
     assert_eq!(sessions, derive(&good_log()).0);
 
     // The manifest's counts add up.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     let input = &manifest["input"];
     let count = |k: &str| input[k].as_u64().unwrap();
     assert_eq!(count("rows_read"), 9);
@@ -171,8 +180,7 @@ fn a_clean_log_gives_an_empty_rejects_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = write_log(dir.path(), &good_log());
     let out = dir.path().join("out");
-    run_command(&log, &out).arg("--rejects").assert().success();
-    let rejects = read(&out.join("rejects.parquet"));
+    let rejects = run_rejects(&log, &out, &[]);
     assert_eq!(rejects.height(), 0);
     assert!(rejects.column("reason").is_ok());
 }
@@ -185,13 +193,12 @@ fn an_account_whose_rows_are_all_rejected_leaves_an_empty_group() {
     events.push(inbound("z2", "Mon 12:00").account("zeta").on("fax"));
     let log = write_log(dir.path(), &events);
     let out = dir.path().join("out");
-    run_command(&log, &out)
-        .args(["--rejects", "--partition-rows", "1"])
-        .assert()
-        .success();
-    assert_eq!(read(&out.join("rejects.parquet")).height(), 2);
     assert_eq!(
-        sessions_of(&read(&out.join("sessions.parquet"))),
+        run_rejects(&log, &out, &["--partition-rows", "1"]).height(),
+        2
+    );
+    assert_eq!(
+        sessions_of(&read_frame(&out.join("sessions.parquet"))),
         derive(&good_log()).0
     );
 }
@@ -237,33 +244,15 @@ fn conflicting_duplicates_are_rejected_whole_and_plain_ones_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let log = write_log(dir.path(), &log_with_a_conflict());
     let out = dir.path().join("out");
-    run_command(&log, &out).arg("--rejects").assert().success();
-    let rejects = read(&out.join("rejects.parquet"));
-    let rows: Vec<u64> = rejects
-        .column("row")
-        .unwrap()
-        .u64()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
-    assert_eq!(rows, vec![0, 4]);
-    let reasons: Vec<&str> = rejects
-        .column("reason")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
-    assert_eq!(reasons, vec!["conflicting_duplicate"; 2]);
+    let rejects = run_rejects(&log, &out, &[]);
+    assert_eq!(rows_of(&rejects), vec![0, 4]);
+    assert_eq!(texts(&rejects, "reason"), vec!["conflicting_duplicate"; 2]);
     assert_eq!(
         rejects.column("channel").unwrap().str().unwrap().get(0),
         Some("whatsapp")
     );
 
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     let input = &manifest["input"];
     assert_eq!(input["rows_read"], 6);
     assert_eq!(input["rows_rejected"], 2);
@@ -307,16 +296,9 @@ fn a_timestamp_nanoseconds_cannot_hold_is_refused_or_set_aside() {
     );
 
     let out = dir.path().join("out");
-    run_command(&path, &out).arg("--rejects").assert().success();
-    let rejects = read(&out.join("rejects.parquet"));
-    assert_eq!(
-        rejects.column("row").unwrap().u64().unwrap().get(0),
-        Some(2)
-    );
-    assert_eq!(
-        rejects.column("reason").unwrap().str().unwrap().get(0),
-        Some("implausible_timestamp")
-    );
+    let rejects = run_rejects(&path, &out, &[]);
+    assert_eq!(rows_of(&rejects).first(), Some(&2));
+    assert_eq!(texts(&rejects, "reason")[0], "implausible_timestamp");
     assert!(rejects
         .column("timestamp")
         .unwrap()

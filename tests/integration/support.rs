@@ -264,3 +264,24 @@ pub fn violations_of(frame: &DataFrame) -> Vec<V> {
         .zip(strings(frame, "reason"))
         .collect()
 }
+
+/// Names in `dir` that start with `.`: staging, spill or previous-output folders.
+pub fn hidden_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// A Parquet file, read whole.
+pub fn read_frame(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+/// The `manifest.json` of an output folder.
+pub fn manifest_of(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
