@@ -9,7 +9,7 @@ pub mod exit {
     pub const SUCCESS: i32 = 0;
     /// An unexpected failure: a bug, or the output could not be written.
     pub const INTERNAL: i32 = 1;
-    /// The command line was wrong (clap's own code for usage errors).
+    /// The command line or the rate card was wrong (clap's own code for usage errors).
     pub const USAGE: i32 = 2;
     /// The input data was refused: missing files, a bad schema, a bad value.
     pub const DATA: i32 = 3;
@@ -55,6 +55,14 @@ pub enum NightError {
 
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
+
+    #[error("cannot run {date} with this rate card (sha256 {sha256}): night {previous} was rated by another (sha256 {previous_sha256})")]
+    RateCardChanged {
+        date: chrono::NaiveDate,
+        previous: chrono::NaiveDate,
+        previous_sha256: String,
+        sha256: String,
+    },
 }
 
 /// A problem with the input data. Nothing is written when one occurs.
@@ -149,6 +157,9 @@ pub enum Error {
     #[error(transparent)]
     Night(#[from] NightError),
 
+    #[error(transparent)]
+    RateCard(#[from] crate::rates::RateCardError),
+
     #[error("failed to write `{}`", path.display())]
     Output {
         path: PathBuf,
@@ -191,7 +202,7 @@ impl Error {
         match self {
             Error::Input(_) => exit::DATA,
             Error::Night(NightError::Locked { .. }) => exit::BUSY,
-            Error::Night(_) => exit::USAGE,
+            Error::Night(_) | Error::RateCard(_) => exit::USAGE,
             Error::OutputNotOurs { .. } | Error::NightlyHistory { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted => exit::INTERRUPTED,
@@ -229,6 +240,10 @@ impl Error {
             ),
             Error::Night(NightError::NotAHistory { .. }) => Some(
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),
+            ),
+            Error::Night(NightError::RateCardChanged { .. }) => Some(
+                "pass the card the history was rated by; to rate the history by a new card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
+                    .into(),
             ),
             Error::Night(NightError::Locked { .. }) => Some(
                 "wait for the other run to finish; a run that died releases the lock by itself"

@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub partition_rows: u64,
     /// `--rejects`: set bad rows aside in `rejects.parquet` instead of stopping.
     pub rejects: bool,
+    /// `--rates`: the rate card; `None` rates by the article ([`rates::RateCard::built_in`]).
+    pub rates: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -44,6 +46,7 @@ impl RunConfig {
             out: out.into(),
             partition_rows: partition::DEFAULT_MAX_ROWS,
             rejects: false,
+            rates: None,
         }
     }
 }
@@ -54,8 +57,8 @@ pub struct RunReport {
     pub files: usize,
     pub input: load::InputStats,
     pub sessions: sessions::SessionStats,
-    /// (account, period, quota), in invoice order.
-    pub quota: Vec<(String, String, i64)>,
+    /// The invoices' heads and totals, in invoice order (without their lines).
+    pub invoices: Vec<rating::Invoice>,
     pub written: Vec<write::WrittenFile>,
     /// Account groups derived one after the other.
     pub partitions: usize,
@@ -67,6 +70,11 @@ const CHUNK_ROWS: u64 = 2_000_000;
 /// Runs the whole pipeline: load, partition, and per group of accounts derive sessions and
 /// rate them, streaming sessions and violations to the output; then invoices and manifest.
 pub fn run(config: &RunConfig) -> Result<RunReport> {
+    // The rate card is checked before anything else is touched.
+    let card = match &config.rates {
+        Some(path) => rates::load(path)?,
+        None => rates::RateCard::built_in(),
+    };
     let mut staging = write::Staging::create(&config.out)?;
     let mut source = load::open(&config.input)?;
     source.checks.keep_rejects = config.rejects;
@@ -79,7 +87,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
                 .map(|p| load::sha256_of(p))
                 .collect::<Result<Vec<_>>>()
         });
-        let result = derive_in_groups(config, &mut source, &mut staging);
+        let result = derive_in_groups(config, &card, &mut source, &mut staging);
         (hashes.join().expect("hashing does not panic"), result)
     });
     let (mut stats, session_stats, lines, partitions) = result?;
@@ -90,16 +98,19 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         true => Some(rejects_frame(&source, &mut stats)?),
         false => None,
     };
-    let mut invoices = rating::invoices_from_lines(lines)?;
-    let quota = invoices
+    let mut invoices = rating::invoices_from_lines(lines, &card)?;
+    let heads = invoices
         .invoices
         .iter()
-        .map(|i| (i.account_id.clone(), i.period.clone(), i.totals.quota))
+        .map(|i| rating::Invoice {
+            lines: Vec::new(),
+            ..i.clone()
+        })
         .collect();
     let manifest = write::Manifest {
         program: write::Program::current(),
         rule_set: rating::RULE_SET,
-        rate_card: rating::ARTICLE_RATE_CARD,
+        rate_card: rating::RateCardInfo::of(&card),
         input: write::InputSection {
             path: config.input.display().to_string(),
             files: source.files.clone(),
@@ -118,7 +129,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         files: source.files.len(),
         input: stats,
         sessions: session_stats,
-        quota,
+        invoices: heads,
         written,
         partitions,
     })
@@ -144,6 +155,7 @@ struct GroupResult {
 /// input counts, the session counts, the invoice lines of all groups and the number of groups.
 fn derive_in_groups(
     config: &RunConfig,
+    card: &rates::RateCard,
     source: &mut load::Source,
     staging: &mut write::Staging,
 ) -> Result<(
@@ -186,7 +198,7 @@ fn derive_in_groups(
                 };
                 let result = match frame {
                     Ok(None) => return,
-                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects),
+                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects, card),
                     Err(e) => Err(e),
                 };
                 let failed = result.is_err();
@@ -303,17 +315,19 @@ fn derive_group(
     frame: polars::prelude::DataFrame,
     paths: &[String],
     keep_rejects: bool,
+    card: &rates::RateCard,
 ) -> Result<GroupResult> {
     let (frame, rejected) = sessions::timed("dropped duplicates", || {
         load::deduplicate_checked(frame, paths, keep_rejects)
     })?;
     let derived = sessions::derive(&frame)?;
+    let rated = rating::rate_sessions(derived.sessions, card)?;
     Ok(GroupResult {
         rows_used: frame.height() as u64,
         rejected,
-        lines: rating::lines_of(&derived.sessions)?,
+        lines: rating::lines_of(&rated)?,
         stats: derived.stats,
-        sessions: derived.sessions,
-        violations: derived.violations,
+        sessions: rated.select(rating::RATED_SESSION_COLUMNS)?,
+        violations: rating::rate_violations(derived.violations, card)?,
     })
 }

@@ -66,6 +66,12 @@ struct RunArgs {
     #[arg(long, conflicts_with = "date")]
     rejects: bool,
 
+    /// Rate card (TOML): plans, allowances, prices, and each account's plan and billing time
+    /// zone. Checked before any data is read. Without it, sessions are rated by the article:
+    /// quota only, months in UTC. See `sample-data/rates.toml`.
+    #[arg(long, env = "CONVBILL_RATES", value_name = "FILE")]
+    rates: Option<PathBuf>,
+
     /// Derive at most this many rows at a time, in groups of whole accounts (a larger
     /// account is a group of its own). Lower it to use less memory; the outputs are the same
     /// bytes whatever its value.
@@ -172,6 +178,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 out: args.out,
                 date,
                 recompute_later: args.recompute_later,
+                rates: args.rates,
             },
             quiet,
         );
@@ -181,6 +188,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         out: args.out,
         partition_rows: args.partition_rows,
         rejects: args.rejects,
+        rates: args.rates,
     };
     let report = convbill::run(&config)?;
     if !quiet {
@@ -213,13 +221,25 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
                 .collect::<String>()
         ));
     }
-    for (account, period, quota) in report.quota.iter().take(SHOWN) {
-        text.push_str(&format!("  {account} {period}: quota {quota}\n"));
+    for invoice in report.invoices.iter().take(SHOWN) {
+        let totals = &invoice.totals;
+        text.push_str(&format!(
+            "  {} {}: quota {}",
+            invoice.account_id, invoice.period, totals.quota
+        ));
+        // `XXX` is the built-in card's "no currency": quota only.
+        if invoice.currency != "XXX" {
+            text.push_str(&format!(
+                " ({} in allowance, {} over), {} {}",
+                totals.allowance_quota, totals.overage_quota, totals.amount, invoice.currency
+            ));
+        }
+        text.push('\n');
     }
-    if report.quota.len() > SHOWN {
+    if report.invoices.len() > SHOWN {
         text.push_str(&format!(
             "  ... and {} more invoice(s); see invoice_lines.csv\n",
-            report.quota.len() - SHOWN
+            report.invoices.len() - SHOWN
         ));
     }
     text.push_str(&format!(

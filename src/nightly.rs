@@ -47,6 +47,8 @@ const CARRIED: &str = "carried.parquet";
 const SEEN: &str = "seen.parquet";
 const LINES: &str = "lines.parquet";
 const OPEN: &str = "open_sessions.parquet";
+/// The SHA-256 of the rate card a night was rated by.
+const CARD: &str = "rate_card.sha256";
 
 /// A validated `convbill run --date`.
 #[derive(Debug, Clone)]
@@ -56,6 +58,9 @@ pub struct NightConfig {
     pub date: NaiveDate,
     /// Rerunning an earlier night also recomputes every later night that has run.
     pub recompute_later: bool,
+    /// `--rates`: the rate card; `None` rates by the article. A history is rated by one card:
+    /// continuing it with another is refused ([`NightError::RateCardChanged`]).
+    pub rates: Option<PathBuf>,
 }
 
 /// What one night did.
@@ -184,10 +189,16 @@ fn check_folder(out: &Path) -> Result<()> {
 
 /// Runs the night `config.date` (and, when asked, every later night already run).
 pub fn run(config: &NightConfig) -> Result<NightReport> {
+    // The rate card is checked before anything else is touched.
+    let card = match &config.rates {
+        Some(path) => crate::rates::load(path)?,
+        None => crate::rates::RateCard::built_in(),
+    };
     check_folder(&config.out)?;
     let _lock = lock(&config.out)?;
     let history = nights_run(&config.out)?;
     let nights = plan(config, &history)?;
+    check_card(&config.out, nights[0], &card)?;
     let new_history = history.is_empty();
     // Only a rerun of a night that had run can change an invoice behind finance's back.
     let rerun = nights.iter().any(|n| history.contains(n));
@@ -203,11 +214,12 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     }
     let mut stats = Vec::with_capacity(nights.len());
     for night in &nights {
-        stats.push(run_one(*night, &messages, &config.out)?);
+        stats.push(run_one(*night, &messages, &config.out, &card)?);
     }
     let latest = *nights_run(&config.out)?.last().expect("a night has run");
     let input = config.input.display().to_string();
-    let (invoices, drafts) = write_month_to_date(&config.out, latest, &input, &messages, &stats)?;
+    let (invoices, drafts) =
+        write_month_to_date(&config.out, latest, &input, &messages, &stats, &card)?;
     let new_quota = quota_by_invoice(&config.out)?;
     Ok(NightReport {
         new_history,
@@ -305,6 +317,26 @@ fn check_input_covers(night: NaiveDate, messages: &Messages, out: &Path) -> Resu
     .into())
 }
 
+/// Refuses to continue a history rated by another card: its earlier nights' periods and price
+/// versions would not match this card's.
+fn check_card(out: &Path, night: NaiveDate, card: &crate::rates::RateCard) -> Result<()> {
+    let Some(dir) = previous_state(out, night)? else {
+        return Ok(());
+    };
+    let path = dir.join(CARD);
+    let previous = fs::read_to_string(&path).map_err(write::io_error(&path))?;
+    if previous.trim() == card.sha256 {
+        return Ok(());
+    }
+    Err(NightError::RateCardChanged {
+        date: night,
+        previous: night - Days::new(1),
+        previous_sha256: previous.trim().to_string(),
+        sha256: card.sha256.clone(),
+    }
+    .into())
+}
+
 /// The state of the night before `night`, or nothing for the first night of a history.
 fn previous_state(out: &Path, night: NaiveDate) -> Result<Option<PathBuf>> {
     let dir = out.join(STATE_DIR).join(night_dir(night - Days::new(1)));
@@ -330,7 +362,12 @@ fn seen_before(out: &Path, night: NaiveDate) -> Result<Option<DataFrame>> {
 }
 
 /// Computes one night from the loaded input and the previous night's state, and writes it.
-fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightStats> {
+fn run_one(
+    night: NaiveDate,
+    messages: &Messages,
+    out: &Path,
+    card: &crate::rates::RateCard,
+) -> Result<NightStats> {
     let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
     let ts = || col(schema::TIMESTAMP);
     let day = messages
@@ -373,26 +410,25 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
         None => day.clone(),
     };
     let derived = sessions::derive(&events)?;
+    let rated = rating::rate_sessions(derived.sessions, card)?;
 
     let ends = || col("ends_at").to_physical();
-    let mut closed = derived
-        .sessions
+    let closed = rated
         .clone()
         .lazy()
         .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
         .collect()?;
-    let mut open = derived
-        .sessions
-        .clone()
+    let mut lines = rating::lines_of(&closed)?;
+    let mut closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
+    let mut open = rated
         .lazy()
         .filter(ends().gt(lit(end)))
+        .select(rating::RATED_SESSION_COLUMNS.map(col))
         .collect()?;
-    let mut violations = derived
-        .violations
+    let mut violations = rating::rate_violations(derived.violations, card)?
         .lazy()
         .filter(col("timestamp").to_physical().gt_eq(lit(start)))
         .collect()?;
-    let mut lines = rating::lines_of(&closed)?;
     let mut carried_out = carry(&events, &open, end)?;
     let mut seen = day.select([schema::ACCOUNT_ID, schema::MESSAGE_ID])?;
 
@@ -418,6 +454,7 @@ fn run_one(night: NaiveDate, messages: &Messages, out: &Path) -> Result<NightSta
                 write::write_parquet(dir, SEEN, &mut seen)?;
                 write::write_parquet(dir, LINES, &mut lines)?;
                 write::write_parquet(dir, OPEN, &mut open)?;
+                write::write_bytes(dir, CARD, format!("{}\n", card.sha256).as_bytes(), 0)?;
                 Ok(())
             })?,
             target,
@@ -538,7 +575,7 @@ fn carry(events: &DataFrame, open: &DataFrame, end: i64) -> Result<DataFrame> {
 struct MonthToDateManifest {
     program: write::Program,
     rule_set: &'static str,
-    rate_card: rating::RateCard,
+    rate_card: rating::RateCardInfo,
     latest_night: NaiveDate,
     nights_in_this_run: Vec<NightStats>,
     input: write::InputSection,
@@ -553,6 +590,7 @@ fn write_month_to_date(
     input: &str,
     messages: &Messages,
     stats: &[NightStats],
+    card: &crate::rates::RateCard,
 ) -> Result<(usize, usize)> {
     let state = out.join(STATE_DIR);
     let mut lines = Vec::new();
@@ -560,16 +598,20 @@ fn write_month_to_date(
         lines.push(read_parquet(&state.join(night_dir(night)).join(LINES))?.lazy());
     }
     let mut open = read_parquet(&state.join(night_dir(latest)).join(OPEN))?;
-    lines.push(rating::lines_of(&open)?.lazy());
+    lines.push(rating::lines_of(&rating::rate_sessions(open.clone(), card)?)?.lazy());
     let mut invoices: Invoices =
-        rating::invoices_from_lines(concat(lines, UnionArgs::default())?.collect()?)?;
+        rating::invoices_from_lines(concat(lines, UnionArgs::default())?.collect()?, card)?;
 
     // A period is final once its last day has run and no open session of it can still change
     // its quota (an open Messenger or Instagram session nobody has answered yet).
     let unsettled = open
         .clone()
         .lazy()
-        .filter(col("quota").eq(lit(0i64)))
+        .filter(
+            col("channel")
+                .neq(lit("whatsapp"))
+                .and(col("outbound_messages").eq(lit(0i64))),
+        )
         .select([col("account_id"), col("period")])
         .collect()?;
     let unsettled: std::collections::BTreeSet<(String, String)> = unsettled
@@ -581,11 +623,14 @@ fn write_month_to_date(
         .collect();
     let mut drafts = 0;
     for invoice in &mut invoices.invoices {
-        let last_day = NaiveDate::parse_from_str(&invoice.period_end[..10], "%Y-%m-%d")
-            .expect("period ends are dates")
-            - Days::new(1);
+        // The period is over once the latest night's end (UTC) reaches its end instant.
+        let period_end = chrono::DateTime::parse_from_rfc3339(&invoice.period_end)
+            .expect("period ends are RFC 3339")
+            .timestamp_nanos_opt()
+            .expect("within the nanosecond range");
+        let over = start_ns(latest) + DAY_NS >= period_end;
         let settled = !unsettled.contains(&(invoice.account_id.clone(), invoice.period.clone()));
-        let status = if latest >= last_day && settled {
+        let status = if over && settled {
             "final"
         } else {
             drafts += 1;
@@ -608,7 +653,7 @@ fn write_month_to_date(
         let manifest = MonthToDateManifest {
             program: write::Program::current(),
             rule_set: rating::RULE_SET,
-            rate_card: rating::ARTICLE_RATE_CARD,
+            rate_card: rating::RateCardInfo::of(card),
             latest_night: latest,
             nights_in_this_run: stats.to_vec(),
             input: write::InputSection {

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -41,6 +41,16 @@ pub enum RateCardError {
 
     #[error("rate card `{}` is not valid: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+
+    #[error("rate card `{}` has no price for account `{account_id}`: plan `{plan}` starts on {first}, and the account has a session on {day} ({time_zone})", path.display())]
+    NoVersion {
+        path: PathBuf,
+        account_id: String,
+        plan: String,
+        day: NaiveDate,
+        time_zone: String,
+        first: NaiveDate,
+    },
 }
 
 /// Quota units each kind of session costs. The default is the article's: 1 per session, 0
@@ -158,11 +168,63 @@ pub struct RateCard {
     pub default_plan: String,
     pub default_time_zone: Tz,
     pub accounts: BTreeMap<String, AccountTerms>,
+    /// Where the card was read from: its path, or [`BUILT_IN`].
+    pub source: PathBuf,
     /// SHA-256 of the file's bytes, for the manifest.
     pub sha256: String,
 }
 
+/// The name [`RateCard::built_in`] gives as its source.
+pub const BUILT_IN: &str = "built-in";
+
+/// The card a run uses without `--rates`: the article's terms. One quota unit per session,
+/// none for an unanswered Messenger or Instagram session, no allowance and no price; `XXX` is
+/// ISO 4217's code for "no currency".
+pub const BUILT_IN_TEXT: &str = r#"default_plan = "article"
+default_time_zone = "UTC"
+
+[plans.article]
+currency = "XXX"
+
+[[plans.article.versions]]
+effective = "1970-01-01"
+included_quota = 0
+unit_price = "0"
+"#;
+
 impl RateCard {
+    /// The article's card ([`BUILT_IN_TEXT`]).
+    pub fn built_in() -> RateCard {
+        let file: CardFile = toml::from_str(BUILT_IN_TEXT).expect("the built-in card parses");
+        check(
+            file,
+            PathBuf::from(BUILT_IN),
+            hex::encode(Sha256::digest(BUILT_IN_TEXT.as_bytes())),
+        )
+        .expect("the built-in card is valid")
+    }
+
+    /// The plan of `terms`.
+    pub fn plan(&self, terms: &AccountTerms) -> &Plan {
+        &self.plans[&terms.plan]
+    }
+
+    /// The quota included in a period (`first` is its first day): the account's own, or the
+    /// one of the version in force on the period's first day, or, when the plan starts later
+    /// in the month, of its first version. A version that starts mid-period changes prices at
+    /// once and the allowance from the next period on.
+    pub fn allowance(&self, terms: &AccountTerms, first: NaiveDate) -> i64 {
+        let plan = self.plan(terms);
+        let version = plan.version_on(first).unwrap_or(&plan.versions[0]);
+        terms.included_quota.unwrap_or(version.included_quota)
+    }
+
+    /// The price of a quota unit beyond the allowance under `version`: the account's own, or
+    /// the version's.
+    pub fn unit_price(&self, terms: &AccountTerms, version: &PriceVersion) -> Decimal {
+        terms.unit_price.unwrap_or(version.unit_price)
+    }
+
     /// The terms of `account_id`: its own, or the defaults.
     pub fn terms_of(&self, account_id: &str) -> AccountTerms {
         self.accounts
@@ -183,20 +245,40 @@ impl RateCard {
 /// period that contains its start: 23:30 local on the last day of a month is in that month.
 pub fn period_containing(ns: i64, tz: Tz) -> (String, i64, i64) {
     use chrono::Datelike;
-    let local = chrono::DateTime::from_timestamp_nanos(ns).with_timezone(&tz);
+    let local = tz.timestamp_nanos(ns);
     let first =
         NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("a month's first day");
+    let (start, end) = month_bounds(first, tz);
+    (first.format("%Y-%m").to_string(), start, end)
+}
+
+/// The first instant of the month that starts on `first` and of the next one, in `tz`.
+fn month_bounds(first: NaiveDate, tz: Tz) -> (i64, i64) {
     let next = first
         .checked_add_months(chrono::Months::new(1))
         .expect("within chrono's range");
-    let name = format!("{:04}-{:02}", first.year(), first.month());
-    (name, local_midnight(first, tz), local_midnight(next, tz))
+    (local_midnight(first, tz), local_midnight(next, tz))
+}
+
+/// The first day of a period named `YYYY-MM`.
+pub fn first_day(period: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").ok()
+}
+
+/// A period's first instant and the first instant after it, in `tz`, as RFC 3339 with the
+/// zone's offset at that instant (`Z` for UTC).
+pub fn period_bounds_rfc3339(period: &str, tz: Tz) -> Option<(String, String)> {
+    let (start, end) = month_bounds(first_day(period)?, tz);
+    let text = |ns: i64| {
+        tz.timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    Some((text(start), text(end)))
 }
 
 /// The first instant of `day` in `tz`, in UTC nanoseconds. Where a clock change skips
 /// midnight, the day starts at the first local time that exists.
 fn local_midnight(day: NaiveDate, tz: Tz) -> i64 {
-    use chrono::TimeZone;
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight");
     (0..=24 * 60)
         .find_map(|minutes| {
@@ -218,61 +300,196 @@ pub fn minor_unit_digits(currency: &str) -> u32 {
     }
 }
 
-/// One session of an account's period, as the money computation sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charge {
-    /// When the session started (UTC nanoseconds): the allowance goes to earlier sessions first.
-    pub started_at: i64,
-    /// A tie-breaker among sessions that start together (the session id).
-    pub session_id: String,
-    /// Quota units the session costs.
-    pub units: i64,
-    /// Price of a unit beyond the allowance, from the version in force at its start.
-    pub unit_price: Decimal,
-    /// The invoice line it belongs to.
-    pub line: usize,
-}
-
 /// What one invoice line is charged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineCharge {
-    /// Units covered by the period's allowance.
-    pub allowance_units: i64,
-    /// Units beyond it.
-    pub overage_units: i64,
-    /// The line's amount: overage units times their unit price, rounded once, half to even,
-    /// to the currency's minor unit.
+    /// Quota units covered by the period's allowance.
+    pub allowance_quota: i64,
+    /// Quota units beyond it.
+    pub overage_quota: i64,
+    /// The line's amount: overage units times the line's unit price, rounded once, half to
+    /// even, to the currency's minor unit.
     pub amount: Decimal,
 }
 
-/// Spends `allowance` units on the sessions in order of start, then prices the rest, and sums
-/// per line (`lines` lines). An invoice's total is the exact sum of its lines' amounts.
-pub fn charge_lines(
-    sessions: &[Charge],
-    allowance: i64,
-    lines: usize,
-    currency: &str,
-) -> Vec<LineCharge> {
-    let mut order: Vec<&Charge> = sessions.iter().collect();
-    order.sort_by(|a, b| (a.started_at, &a.session_id).cmp(&(b.started_at, &b.session_id)));
-    let mut left = allowance.max(0);
-    let mut charges = vec![LineCharge::default(); lines];
-    let mut exact = vec![Decimal::ZERO; lines];
-    for session in order {
-        let covered = session.units.min(left);
-        left -= covered;
-        let over = session.units - covered;
-        let line = &mut charges[session.line];
-        line.allowance_units += covered;
-        line.overage_units += over;
-        exact[session.line] += Decimal::from(over) * session.unit_price;
-    }
+/// Spends `allowance` quota units on the lines in the order given, then prices the rest of
+/// each line at its own unit price. `lines` holds each line's (quota, unit price); invoice
+/// lines come sorted by price version first, so the allowance goes to the earlier prices.
+/// An invoice's total is the exact sum of its lines' amounts.
+pub fn charge_lines(lines: &[(i64, Decimal)], allowance: i64, currency: &str) -> Vec<LineCharge> {
     let digits = minor_unit_digits(currency);
-    for (line, amount) in charges.iter_mut().zip(exact) {
-        line.amount = amount
-            .round_dp_with_strategy(digits, rust_decimal::RoundingStrategy::MidpointNearestEven);
+    let mut left = allowance.max(0);
+    lines
+        .iter()
+        .map(|&(quota, unit_price)| {
+            let covered = quota.clamp(0, left);
+            left -= covered;
+            let overage = quota - covered;
+            LineCharge {
+                allowance_quota: covered,
+                overage_quota: overage,
+                amount: (Decimal::from(overage) * unit_price).round_dp_with_strategy(
+                    digits,
+                    rust_decimal::RoundingStrategy::MidpointNearestEven,
+                ),
+            }
+        })
+        .collect()
+}
+
+/// A stretch of time with one billing period and one price version, for one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    /// UTC nanoseconds, half-open.
+    start: i64,
+    end: i64,
+    /// Index into [`Calendars::periods`].
+    period: u32,
+    /// Index into the plan's versions.
+    version: u32,
+}
+
+/// One account as [`Calendars`] knows it.
+struct AccountCalendar<'a> {
+    account_id: String,
+    time_zone: Tz,
+    plan: &'a Plan,
+    /// Disjoint, sorted by start.
+    segments: Vec<Segment>,
+}
+
+/// Maps (account, instant) to the billing period and the price version in force, for many
+/// rows. It remembers, per account, the stretches of time it has already worked out, so a row
+/// costs a binary search and the time zone is consulted only at a new period or version.
+pub struct Calendars<'a> {
+    card: &'a RateCard,
+    accounts: Vec<AccountCalendar<'a>>,
+    index: std::collections::HashMap<String, usize>,
+    current: usize,
+    periods: Vec<String>,
+    period_ids: std::collections::HashMap<String, u32>,
+}
+
+impl<'a> Calendars<'a> {
+    pub fn new(card: &'a RateCard) -> Self {
+        Calendars {
+            card,
+            accounts: Vec::new(),
+            index: Default::default(),
+            current: usize::MAX,
+            periods: Vec::new(),
+            period_ids: Default::default(),
+        }
     }
-    charges
+
+    /// The names of the period ids [`Calendars::at`] returned.
+    pub fn periods(&self) -> &[String] {
+        &self.periods
+    }
+
+    /// The billing period (an id into [`Calendars::periods`]) of `account_id` at `ns` (UTC
+    /// nanoseconds) and the price version in force then. Both are read in the account's time
+    /// zone: a version is in force from the local midnight of its `effective` day.
+    pub fn at(
+        &mut self,
+        account_id: &str,
+        ns: i64,
+    ) -> Result<(u32, &'a PriceVersion), RateCardError> {
+        let segment = self.segment(account_id, ns);
+        let account = &self.accounts[self.current];
+        match account.plan.versions.get(segment.version as usize) {
+            Some(version) => Ok((segment.period, version)),
+            None => Err(RateCardError::NoVersion {
+                path: self.card.source.clone(),
+                account_id: account.account_id.clone(),
+                plan: account.plan.name.clone(),
+                day: account.time_zone.timestamp_nanos(ns).date_naive(),
+                time_zone: account.time_zone.name().to_string(),
+                first: account.plan.versions[0].effective,
+            }),
+        }
+    }
+
+    /// The billing period (an id into [`Calendars::periods`]) of `account_id` at `ns`,
+    /// whether or not a price version is in force then.
+    pub fn period_at(&mut self, account_id: &str, ns: i64) -> u32 {
+        self.segment(account_id, ns).period
+    }
+
+    fn segment(&mut self, account_id: &str, ns: i64) -> Segment {
+        let same = self
+            .accounts
+            .get(self.current)
+            .is_some_and(|a| a.account_id == account_id);
+        if !same {
+            self.current = match self.index.get(account_id) {
+                Some(&i) => i,
+                None => {
+                    let terms = self.card.terms_of(account_id);
+                    self.accounts.push(AccountCalendar {
+                        account_id: account_id.to_string(),
+                        time_zone: terms.time_zone,
+                        plan: self.card.plan(&terms),
+                        segments: Vec::new(),
+                    });
+                    self.index
+                        .insert(account_id.to_string(), self.accounts.len() - 1);
+                    self.accounts.len() - 1
+                }
+            };
+        }
+        let segments = &self.accounts[self.current].segments;
+        let after = segments.partition_point(|s| s.start <= ns);
+        if let Some(s) = after.checked_sub(1).map(|i| segments[i]) {
+            if ns < s.end {
+                return s;
+            }
+        }
+        let segment = self.work_out(ns);
+        self.accounts[self.current]
+            .segments
+            .insert(after, segment);
+        segment
+    }
+
+    /// The stretch around `ns` for the current account. Before the plan's first version,
+    /// `version` is past the end of the plan's versions.
+    fn work_out(&mut self, ns: i64) -> Segment {
+        let account = &self.accounts[self.current];
+        let (tz, plan) = (account.time_zone, account.plan);
+        let (name, period_start, period_end) = period_containing(ns, tz);
+        let day = tz.timestamp_nanos(ns).date_naive();
+        let (version, version_start, version_end) =
+            match plan.versions.iter().rposition(|v| v.effective <= day) {
+                Some(v) => (
+                    v,
+                    local_midnight(plan.versions[v].effective, tz),
+                    plan.versions
+                        .get(v + 1)
+                        .map_or(i64::MAX, |next| local_midnight(next.effective, tz)),
+                ),
+                None => (
+                    plan.versions.len(),
+                    i64::MIN,
+                    local_midnight(plan.versions[0].effective, tz),
+                ),
+            };
+        let period = match self.period_ids.get(&name) {
+            Some(&id) => id,
+            None => {
+                let id = self.periods.len() as u32;
+                self.period_ids.insert(name.clone(), id);
+                self.periods.push(name);
+                id
+            }
+        };
+        Segment {
+            start: period_start.max(version_start),
+            end: period_end.min(version_end),
+            period,
+            version: version as u32,
+        }
+    }
 }
 
 /// Reads and checks a rate card file.
@@ -287,7 +504,7 @@ pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| invalid(format!("not UTF-8 ({e})")))?;
     let file: CardFile = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().into()))?;
-    check(file, hex::encode(Sha256::digest(&bytes))).map_err(invalid)
+    check(file, path.to_path_buf(), hex::encode(Sha256::digest(&bytes))).map_err(invalid)
 }
 
 fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
@@ -296,7 +513,7 @@ fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
     })
 }
 
-fn check(file: CardFile, sha256: String) -> Result<RateCard, String> {
+fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, String> {
     let mut plans = BTreeMap::new();
     for (name, plan) in file.plans {
         if plan.currency.len() != 3 || !plan.currency.chars().all(|c| c.is_ascii_uppercase()) {
@@ -389,6 +606,7 @@ fn check(file: CardFile, sha256: String) -> Result<RateCard, String> {
         default_plan: file.default_plan,
         default_time_zone,
         accounts,
+        source,
         sha256,
     })
 }
@@ -407,7 +625,7 @@ mod tests {
 
     fn card(text: &str) -> Result<RateCard, String> {
         let file: CardFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        check(file, String::new())
+        check(file, PathBuf::from("test.toml"), String::new())
     }
 
     const GOOD: &str = r#"
@@ -509,69 +727,43 @@ mod tests {
         );
     }
 
-    fn session(minute: i64, units: i64, price: &str, line: usize) -> Charge {
-        Charge {
-            started_at: minute * 60_000_000_000,
-            session_id: format!("s{minute}"),
-            units,
-            unit_price: price.parse().unwrap(),
-            line,
-        }
-    }
-
     fn dec(text: &str) -> Decimal {
         text.parse().unwrap()
     }
 
-    #[test]
-    fn the_allowance_is_spent_exactly_then_each_unit_is_priced() {
-        let sessions: Vec<Charge> = (0..3).map(|m| session(m, 1, "0.05", 0)).collect();
-        let at = charge_lines(&sessions, 3, 1, "USD");
-        assert_eq!(
-            at[0],
-            LineCharge {
-                allowance_units: 3,
-                overage_units: 0,
-                amount: dec("0.00")
-            }
-        );
-        let one_over = charge_lines(&sessions, 2, 1, "USD");
-        assert_eq!(
-            one_over[0],
-            LineCharge {
-                allowance_units: 2,
-                overage_units: 1,
-                amount: dec("0.05")
-            }
-        );
+    fn charge(allowance: i64, overage: i64, amount: &str) -> LineCharge {
+        LineCharge {
+            allowance_quota: allowance,
+            overage_quota: overage,
+            amount: dec(amount),
+        }
     }
 
     #[test]
-    fn earlier_sessions_use_the_allowance_and_later_ones_pay_their_own_price() {
-        // Two sessions under the old price, then two under the new one (lines 0 and 1); the
-        // allowance of 3 covers the first three.
-        let sessions = vec![
-            session(40, 1, "0.055", 1),
-            session(10, 1, "0.050", 0),
-            session(20, 1, "0.050", 0),
-            session(30, 1, "0.055", 1),
+    fn the_allowance_is_spent_exactly_then_each_unit_is_priced() {
+        let line = [(3, dec("0.05"))];
+        assert_eq!(charge_lines(&line, 3, "USD"), vec![charge(3, 0, "0.00")]);
+        assert_eq!(charge_lines(&line, 2, "USD"), vec![charge(2, 1, "0.05")]);
+        assert_eq!(charge_lines(&line, 4, "USD"), vec![charge(3, 0, "0.00")]);
+    }
+
+    #[test]
+    fn earlier_lines_use_the_allowance_and_later_ones_pay_their_own_price() {
+        // Old price lines first (as invoices sort them), then the new price's.
+        let lines = [
+            (2, dec("0.050")),
+            (1, dec("0.050")),
+            (2, dec("0.055")),
+            (4, dec("0.055")),
         ];
-        let lines = charge_lines(&sessions, 3, 2, "USD");
         assert_eq!(
-            lines[0],
-            LineCharge {
-                allowance_units: 2,
-                overage_units: 0,
-                amount: dec("0.00")
-            }
-        );
-        assert_eq!(
-            lines[1],
-            LineCharge {
-                allowance_units: 1,
-                overage_units: 1,
-                amount: dec("0.06")
-            }
+            charge_lines(&lines, 4, "USD"),
+            vec![
+                charge(2, 0, "0.00"),
+                charge(1, 0, "0.00"),
+                charge(1, 1, "0.06"), // 0.055 -> 0.06, the even neighbour
+                charge(0, 4, "0.22"),
+            ]
         );
     }
 
@@ -579,22 +771,118 @@ mod tests {
     fn each_line_is_rounded_once_half_to_even_and_totals_are_exact_sums() {
         // 1,001 units at 0.0125 = 12.5125 -> 12.51. Midpoints go to the even digit:
         // 2 units = 0.025 -> 0.02 (half-up would give 0.03); 6 units = 0.075 -> 0.08.
-        let mut sessions: Vec<Charge> = (0..1001).map(|m| session(m, 1, "0.0125", 0)).collect();
-        sessions.extend((2000..2002).map(|m| session(m, 1, "0.0125", 1)));
-        sessions.extend((3000..3006).map(|m| session(m, 1, "0.0125", 2)));
-        let lines = charge_lines(&sessions, 0, 3, "USD");
-        let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount).collect();
+        let price = dec("0.0125");
+        let lines = [(1001, price), (2, price), (6, price)];
+        let amounts: Vec<Decimal> = charge_lines(&lines, 0, "USD")
+            .iter()
+            .map(|l| l.amount)
+            .collect();
         assert_eq!(amounts, vec![dec("12.51"), dec("0.02"), dec("0.08")]);
         assert_eq!(amounts.iter().sum::<Decimal>(), dec("12.61"));
+        // Many small amounts: a line prices its sessions together and rounds once, so
+        // 100,001 sessions at 0.00049 make 49.00049 -> 49.00; rounding each session's price
+        // first would have made every one 0.00.
+        let small = [(100_001, dec("0.00049"))];
+        assert_eq!(charge_lines(&small, 0, "USD")[0].amount, dec("49.00"));
+        // 0.1 + 0.2 is exactly 0.3 in decimals.
+        let tenths = [(1, dec("0.1")), (1, dec("0.2"))];
+        let sum: Decimal = charge_lines(&tenths, 0, "USD").iter().map(|l| l.amount).sum();
+        assert_eq!(sum, dec("0.3"));
         // Yen have no minor unit; dinars have three.
-        assert_eq!(
-            charge_lines(&sessions[..3], 0, 1, "JPY")[0].amount,
-            dec("0")
+        assert_eq!(charge_lines(&[(3, price)], 0, "JPY")[0].amount, dec("0"));
+        assert_eq!(charge_lines(&[(3, price)], 0, "KWD")[0].amount, dec("0.038"));
+    }
+
+    fn card_with_jakarta_and_new_york() -> RateCard {
+        card(&format!(
+            "{GOOD}\n[accounts.ny]\ntime_zone = \"America/New_York\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn calendars_read_periods_and_versions_in_the_accounts_zone() {
+        let card = card_with_jakarta_and_new_york();
+        let mut calendars = Calendars::new(&card);
+        let mut at = |account: &str, time: &str| {
+            let (period, version) = calendars.at(account, utc(time)).unwrap();
+            (period, version.unit_price.to_string())
+        };
+        // The new price is effective on 15 October, from local midnight: 17:00 UTC the day
+        // before in Jakarta (UTC+7), 04:00 UTC in New York (UTC-4 in October).
+        let jakarta_before = at("acme", "2026-10-14T16:59:59Z");
+        let jakarta_after = at("acme", "2026-10-14T17:00:00Z");
+        assert_eq!(jakarta_before.1, "0.0500");
+        assert_eq!(jakarta_after.1, "0.0550");
+        assert_eq!(jakarta_before.0, jakarta_after.0);
+        assert_eq!(at("ny", "2026-10-15T03:59:59Z").1, "0.0500");
+        assert_eq!(at("ny", "2026-10-15T04:00:00Z").1, "0.0550");
+        // Asked again, the remembered stretches give the same answers.
+        assert_eq!(at("acme", "2026-10-14T16:59:59Z"), jakarta_before);
+        // Month ends: 31 October 23:30 local is October in both zones.
+        let october = at("acme", "2026-10-31T16:30:00Z").0;
+        let november = at("acme", "2026-10-31T17:00:00Z").0;
+        assert_ne!(october, november);
+        assert_eq!(at("ny", "2026-11-01T03:30:00Z").0, october);
+        // New York's clocks go back on 1 November at 02:00 EDT: December starts at 05:00 UTC.
+        assert_eq!(at("ny", "2026-12-01T04:59:59Z").0, november);
+        let december = calendars.at("ny", utc("2026-12-01T05:00:00Z")).unwrap().0;
+        let names = calendars.periods();
+        assert_eq!(names[october as usize], "2026-10");
+        assert_eq!(names[november as usize], "2026-11");
+        assert_eq!(names[december as usize], "2026-12");
+    }
+
+    #[test]
+    fn a_session_before_the_plans_first_version_is_named() {
+        let card = card_with_jakarta_and_new_york();
+        let mut calendars = Calendars::new(&card);
+        // 1 January 2026 00:30 in Jakarta is 31 December 17:30 UTC: the plan has started.
+        assert!(calendars.at("acme", utc("2025-12-31T17:30:00Z")).is_ok());
+        let error = calendars
+            .at("ny", utc("2026-01-01T04:59:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("account `ny`")
+                && error.contains("plan `standard` starts on 2026-01-01")
+                && error.contains("session on 2025-12-31 (America/New_York)"),
+            "{error}"
         );
-        assert_eq!(
-            charge_lines(&sessions[..3], 0, 1, "KWD")[0].amount,
-            dec("0.038")
+        // The period is known all the same (violations have one).
+        let period = calendars.period_at("ny", utc("2026-01-01T04:59:00Z"));
+        assert_eq!(calendars.periods()[period as usize], "2025-12");
+    }
+
+    #[test]
+    fn the_allowance_is_the_one_in_force_on_the_periods_first_day() {
+        let text = GOOD.replace(
+            "effective = \"2026-10-15\"\n        included_quota = 1000",
+            "effective = \"2026-10-15\"\n        included_quota = 2000",
         );
+        let card = card(&text).unwrap();
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let other = card.terms_of("other");
+        assert_eq!(card.allowance(&other, day("2026-10-01")), 1000);
+        assert_eq!(card.allowance(&other, day("2026-11-01")), 2000);
+        // Before the plan starts, its first version's.
+        assert_eq!(card.allowance(&other, day("2025-12-01")), 1000);
+        // An account's own allowance and price win.
+        let acme = card.terms_of("acme");
+        assert_eq!(card.unit_price(&acme, &card.plans["standard"].versions[1]), dec("0.04"));
+        assert_eq!(card.unit_price(&other, &card.plans["standard"].versions[1]), dec("0.0550"));
+    }
+
+    #[test]
+    fn the_built_in_card_is_the_articles() {
+        let card = RateCard::built_in();
+        assert_eq!(card.default_plan, "article");
+        let plan = &card.plans["article"];
+        assert_eq!(plan.currency, "XXX");
+        assert_eq!(plan.versions[0].quota, SessionQuota::default());
+        assert_eq!(plan.versions[0].included_quota, 0);
+        assert_eq!(card.source, PathBuf::from(BUILT_IN));
+        assert_eq!(card.sha256, hex::encode(Sha256::digest(BUILT_IN_TEXT.as_bytes())));
     }
 
     #[test]

@@ -1,53 +1,113 @@
-//! Rating: sessions in, invoice lines and per-account invoices out (rule set `quota`, the
-//! built-in article rate card: 1 quota per billable session).
+//! Rating: sessions in, priced invoice lines and per-account invoices out, by a rate card
+//! ([`crate::rates`]; without `--rates`, the article's built-in card).
 //!
-//! An invoice is one account's one period; its lines are one per (channel, initiation); its
-//! totals are the sums of its lines. Every line is traceable: filtering `sessions.parquet` on
-//! the line's `account_id`, `period`, `channel` and `initiation` gives exactly its sessions.
+//! Two steps, so that nightly runs can add up counts night by night and price them at the end:
+//! - [`rate_sessions`] gives each session its billing period (the month holding its start in
+//!   the account's zone), the price version in force at its start and its quota units;
+//!   [`lines_of`] counts them per line ([`COUNT_COLUMNS`]).
+//! - [`invoices_from_lines`] sums the counts, makes one invoice per account and period,
+//!   spends the period's allowance and prices the rest ([`LINE_COLUMNS`]).
 //!
-//! Line frame schema ([`LINE_COLUMNS`]): `account_id`, `period`, `channel`, `initiation`:
-//! String; `sessions`, `billable_sessions`, `quota_per_session`, `quota`: Int64.
+//! A line is one (account, period, channel, initiation, price version, quota per session).
+//! Every line is traceable: filtering `sessions.parquet` on the line's `account_id`, `period`,
+//! `channel`, `initiation` and `price_version` gives its sessions; the billable ones cost
+//! `quota_per_session` each, and the others nothing.
 
-use chrono::{Datelike, NaiveDate};
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
 use polars::prelude::*;
+use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::rates::{self, Calendars, RateCard, RateCardError, SessionQuota};
+use crate::schema;
 
 /// The rule set this version implements.
 pub const RULE_SET: &str = "quota";
-/// Quota units a billable session costs on the built-in rate card.
-pub const QUOTA_PER_SESSION: i64 = 1;
 
-/// What makes an invoice line: one per account, period, channel and initiation.
-const LINE_KEY: [&str; 4] = ["account_id", "period", "channel", "initiation"];
+/// Columns of `sessions.parquet`, in order: the derived sessions with their billing period
+/// and the price version that rated them.
+pub const RATED_SESSION_COLUMNS: [&str; 15] = [
+    "session_id",
+    "account_id",
+    "channel",
+    "business_id",
+    "user_id",
+    "initiation",
+    "started_at",
+    "ends_at",
+    "opened_by",
+    "inbound_messages",
+    "outbound_messages",
+    "billable",
+    "quota",
+    "period",
+    PRICE_VERSION,
+];
 
-/// Output column names of the invoice lines, in order.
-pub const LINE_COLUMNS: [&str; 8] = [
+const PRICE_VERSION: &str = "price_version";
+const QUOTA_PER_SESSION: &str = "quota_per_session";
+
+/// What makes an invoice line, besides its quota per session.
+const LINE_KEY: [&str; 5] = [
+    "account_id",
+    "period",
+    PRICE_VERSION,
+    "channel",
+    "initiation",
+];
+
+/// Columns of the counted lines [`lines_of`] gives (and nightly runs keep per night).
+pub const COUNT_COLUMNS: [&str; 9] = [
     "account_id",
     "period",
     "channel",
     "initiation",
+    PRICE_VERSION,
+    QUOTA_PER_SESSION,
     "sessions",
     "billable_sessions",
-    "quota_per_session",
     "quota",
 ];
 
-/// The built-in rate card, as recorded in the manifest.
+/// Output columns of the invoice lines (`invoice_lines.parquet` and `.csv`), in order.
+/// Money columns are decimal text.
+pub const LINE_COLUMNS: [&str; 14] = [
+    "account_id",
+    "period",
+    "channel",
+    "initiation",
+    PRICE_VERSION,
+    "sessions",
+    "billable_sessions",
+    QUOTA_PER_SESSION,
+    "quota",
+    "allowance_quota",
+    "overage_quota",
+    "unit_price",
+    "amount",
+    "currency",
+];
+
+/// The rate card, as recorded in the manifest.
 #[derive(Debug, Clone, Serialize)]
-pub struct RateCard {
-    pub name: &'static str,
-    pub quota_per_billable_session: i64,
-    pub note: &'static str,
+pub struct RateCardInfo {
+    /// The `--rates` path as given, or `built-in`.
+    pub source: String,
+    pub sha256: String,
 }
 
-pub const ARTICLE_RATE_CARD: RateCard = RateCard {
-    name: "article",
-    quota_per_billable_session: QUOTA_PER_SESSION,
-    note: "1 quota per WhatsApp session; 1 per answered Messenger/Instagram session, 0 unanswered",
-};
+impl RateCardInfo {
+    pub fn of(card: &RateCard) -> Self {
+        RateCardInfo {
+            source: card.source.display().to_string(),
+            sha256: card.sha256.clone(),
+        }
+    }
+}
 
 /// One invoice line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,10 +116,22 @@ pub struct InvoiceLine {
     pub period: String,
     pub channel: String,
     pub initiation: String,
+    /// The `effective` day of the price version in force when its sessions started.
+    pub price_version: String,
     pub sessions: i64,
+    /// Sessions that cost quota.
     pub billable_sessions: i64,
+    /// Quota units each billable session of the line costs.
     pub quota_per_session: i64,
     pub quota: i64,
+    /// Quota covered by the period's allowance.
+    pub allowance_quota: i64,
+    /// Quota beyond it: `quota - allowance_quota`.
+    pub overage_quota: i64,
+    pub unit_price: Decimal,
+    /// `overage_quota × unit_price`, rounded once, half to even, to the currency's minor unit.
+    pub amount: Decimal,
+    pub currency: String,
 }
 
 /// Sums of an invoice's lines.
@@ -68,43 +140,178 @@ pub struct Totals {
     pub sessions: i64,
     pub billable_sessions: i64,
     pub quota: i64,
+    pub allowance_quota: i64,
+    pub overage_quota: i64,
+    pub amount: Decimal,
 }
 
-/// One account's invoice for one calendar month (UTC).
+/// One account's invoice for one billing period.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
+    /// Derived from the rule set, account, period and rate card checksum: a rerun with the
+    /// same card gives the same id.
     pub invoice_id: String,
     pub account_id: String,
     pub period: String,
-    /// First instant of the period (inclusive), RFC 3339.
+    /// The account's billing time zone (IANA name); the period is a month there.
+    pub time_zone: String,
+    /// First instant of the period (inclusive), RFC 3339 with the zone's offset.
     pub period_start: String,
-    /// First instant after the period (exclusive), RFC 3339.
+    /// First instant after the period (exclusive), RFC 3339 with the zone's offset.
     pub period_end: String,
     pub rule_set: &'static str,
     /// Nightly runs only: `draft` until the period is complete, then `final`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'static str>,
+    pub plan: String,
+    pub currency: String,
+    /// Quota included in the period.
+    pub allowance: i64,
+    pub rate_card_sha256: String,
     pub lines: Vec<InvoiceLine>,
     pub totals: Totals,
 }
 
-/// All invoices of a run, ordered by account then period; `lines` is the same lines as a frame.
+/// All invoices of a run, ordered by account then period; `lines` is the same lines as a frame
+/// ([`LINE_COLUMNS`]).
 pub struct Invoices {
     pub invoices: Vec<Invoice>,
     pub lines: DataFrame,
 }
 
-/// Sessions ([`crate::sessions::SESSION_COLUMNS`]) → invoice lines and invoices.
-pub fn rate(sessions: &DataFrame) -> Result<Invoices> {
-    invoices_from_lines(lines_of(sessions)?)
+/// Sessions ([`crate::sessions::SESSION_COLUMNS`]) → the same sessions rated by `card`:
+/// `period` is the month holding the start in the account's zone, `price_version` the version
+/// in force then, `quota` the units it costs under that version, `billable` whether that is
+/// more than none; plus a `quota_per_session` column for [`lines_of`] (what a billable session
+/// of the session's line costs). [`RATED_SESSION_COLUMNS`] selects what is written.
+pub fn rate_sessions(sessions: DataFrame, card: &RateCard) -> Result<DataFrame> {
+    let height = sessions.height();
+    let accounts = sessions.column(schema::ACCOUNT_ID)?.str()?;
+    let starts = sessions.column("started_at")?.to_physical_repr();
+    let channels = sessions.column(schema::CHANNEL)?.str()?;
+    let initiations = sessions.column("initiation")?.str()?;
+    // Answered: the business sent a delivered message (always so for WhatsApp). Read from the
+    // counts rather than `billable`, so rating a rated frame again gives the same frame.
+    let answered = sessions.column("outbound_messages")?.i64()?;
+    let mut calendars = Calendars::new(card);
+    let mut versions = Names::default();
+    let (mut periods, mut version_ids) = (Vec::with_capacity(height), Vec::with_capacity(height));
+    let (mut quota, mut per) = (Vec::with_capacity(height), Vec::with_capacity(height));
+    let rows = accounts
+        .iter()
+        .zip(starts.i64()?.iter())
+        .zip(channels.iter().zip(initiations.iter()))
+        .zip(answered.iter());
+    for (((account, start), (channel, initiation)), outbound) in rows {
+        let (Some(account), Some(start), Some(channel), Some(initiation), Some(outbound)) =
+            (account, start, channel, initiation, outbound)
+        else {
+            unreachable!("derived sessions have no nulls");
+        };
+        let (period, version) = calendars.at(account, start)?;
+        let (units, line_units) = units(&version.quota, channel, initiation, outbound > 0);
+        periods.push(period);
+        version_ids.push(versions.id(version.effective));
+        quota.push(units);
+        per.push(line_units);
+    }
+    let names = calendars.periods();
+    let mut rated = sessions;
+    rated.with_column(Column::new(
+        "period".into(),
+        StringChunked::from_iter_values(
+            "period".into(),
+            periods.iter().map(|&p| names[p as usize].as_str()),
+        )
+        .into_series(),
+    ))?;
+    rated.with_column(versions.column(PRICE_VERSION, &version_ids))?;
+    let billable: BooleanChunked = quota.iter().map(|&q| q > 0).collect();
+    rated.with_column(Column::new("billable".into(), billable.into_series()))?;
+    rated.with_column(Column::new("quota".into(), quota))?;
+    rated.with_column(Column::new(QUOTA_PER_SESSION.into(), per))?;
+    Ok(rated)
 }
 
-/// Sessions → invoice lines ([`LINE_COLUMNS`]), one per (account, period, channel, initiation).
+/// Violations ([`crate::sessions::VIOLATION_COLUMNS`]) with `period` read in each account's
+/// billing time zone, like the sessions'.
+pub fn rate_violations(violations: DataFrame, card: &RateCard) -> Result<DataFrame> {
+    let accounts = violations.column(schema::ACCOUNT_ID)?.str()?;
+    let times = violations.column(schema::TIMESTAMP)?.to_physical_repr();
+    let mut calendars = Calendars::new(card);
+    let periods: Vec<u32> = accounts
+        .iter()
+        .zip(times.i64()?.iter())
+        .map(|(account, ns)| {
+            calendars.period_at(
+                account.expect("no nulls"),
+                ns.expect("violations have a time"),
+            )
+        })
+        .collect();
+    let names = calendars.periods();
+    let mut rated = violations;
+    rated.with_column(Column::new(
+        "period".into(),
+        StringChunked::from_iter_values(
+            "period".into(),
+            periods.iter().map(|&p| names[p as usize].as_str()),
+        )
+        .into_series(),
+    ))?;
+    Ok(rated)
+}
+
+/// The quota units a session costs, and what each billable session of its line costs.
+/// Unanswered Messenger and Instagram sessions cost `unanswered` units; when that is none,
+/// they stay on the line of the answered ones as sessions that are not billable.
+fn units(quota: &SessionQuota, channel: &str, initiation: &str, answered: bool) -> (i64, i64) {
+    let kind = match channel {
+        "whatsapp" if initiation == schema::USER_INITIATED => quota.whatsapp_user_initiated,
+        "whatsapp" => quota.whatsapp_business_initiated,
+        "messenger" => quota.messenger,
+        _ => quota.instagram,
+    };
+    if channel == "whatsapp" || answered {
+        (kind, kind)
+    } else if quota.unanswered > 0 {
+        (quota.unanswered, quota.unanswered)
+    } else {
+        (0, kind)
+    }
+}
+
+/// Interns effective days as text for a string column.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<NaiveDate, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, day: NaiveDate) -> u32 {
+        *self.ids.entry(day).or_insert_with(|| {
+            self.names.push(day.format("%Y-%m-%d").to_string());
+            self.names.len() as u32 - 1
+        })
+    }
+
+    fn column(&self, name: &str, ids: &[u32]) -> Column {
+        StringChunked::from_iter_values(
+            name.into(),
+            ids.iter().map(|&i| self.names[i as usize].as_str()),
+        )
+        .into_series()
+        .into()
+    }
+}
+
+/// Rated sessions ([`rate_sessions`]) → counted lines ([`COUNT_COLUMNS`]).
 pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
     Ok(sessions
         .clone()
         .lazy()
-        .group_by(LINE_KEY.map(col))
+        .group_by(count_key())
         .agg([
             len().cast(DataType::Int64).alias("sessions"),
             col("billable")
@@ -113,39 +320,47 @@ pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
                 .alias("billable_sessions"),
             col("quota").sum().cast(DataType::Int64).alias("quota"),
         ])
-        .with_column(
-            lit(QUOTA_PER_SESSION)
-                .cast(DataType::Int64)
-                .alias("quota_per_session"),
-        )
-        .select(LINE_COLUMNS.map(col))
+        .select(COUNT_COLUMNS.map(col))
         .collect()?)
 }
 
-/// Invoice lines, possibly several per (account, period, channel, initiation) (for example
-/// one per night) → summed, sorted lines and the invoices they make.
-pub fn invoices_from_lines(lines: DataFrame) -> Result<Invoices> {
-    let lines = lines
+fn count_key() -> Vec<Expr> {
+    LINE_KEY
+        .iter()
+        .chain(&[QUOTA_PER_SESSION])
+        .map(|c| col(*c))
+        .collect()
+}
+
+/// Counted lines ([`COUNT_COLUMNS`]), possibly several per line (one per group of accounts, or
+/// per night) → summed, sorted, priced lines and the invoices they make.
+pub fn invoices_from_lines(lines: DataFrame, card: &RateCard) -> Result<Invoices> {
+    let counted = lines
         .lazy()
-        .group_by(
-            LINE_KEY
-                .map(col)
-                .into_iter()
-                .chain([col("quota_per_session")])
-                .collect::<Vec<_>>(),
-        )
+        .group_by(count_key())
         .agg([
             col("sessions").sum(),
             col("billable_sessions").sum(),
             col("quota").sum(),
         ])
-        .sort(LINE_KEY, SortMultipleOptions::default())
-        .select(LINE_COLUMNS.map(col))
+        .sort(
+            LINE_KEY
+                .iter()
+                .chain(&[QUOTA_PER_SESSION])
+                .copied()
+                .collect::<Vec<_>>(),
+            SortMultipleOptions::default(),
+        )
         .collect()?;
-    let invoices = group_lines(line_records(&lines)?);
+    let mut invoices = group_lines(line_records(&counted)?, card)?;
+    for invoice in &mut invoices {
+        price(invoice, card)?;
+    }
+    let lines = lines_frame(&invoices)?;
     Ok(Invoices { invoices, lines })
 }
 
+/// Counted lines → records, money not yet filled in.
 fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
     let text = |name: &str| -> Result<Vec<String>> {
         Ok(lines
@@ -163,16 +378,17 @@ fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
             .map(|v| v.unwrap_or(0))
             .collect())
     };
-    let (accounts, periods, channels, initiations) = (
+    let (accounts, periods, channels, initiations, versions) = (
         text("account_id")?,
         text("period")?,
         text("channel")?,
         text("initiation")?,
+        text(PRICE_VERSION)?,
     );
     let (sessions, billable, per, quota) = (
         number("sessions")?,
         number("billable_sessions")?,
-        number("quota_per_session")?,
+        number(QUOTA_PER_SESSION)?,
         number("quota")?,
     );
     Ok((0..lines.height())
@@ -181,92 +397,177 @@ fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
             period: periods[i].clone(),
             channel: channels[i].clone(),
             initiation: initiations[i].clone(),
+            price_version: versions[i].clone(),
             sessions: sessions[i],
             billable_sessions: billable[i],
             quota_per_session: per[i],
             quota: quota[i],
+            allowance_quota: 0,
+            overage_quota: 0,
+            unit_price: Decimal::ZERO,
+            amount: Decimal::ZERO,
+            currency: String::new(),
         })
         .collect())
 }
 
-/// Sorted lines → one invoice per (account, period), totals summed from the lines.
-fn group_lines(lines: Vec<InvoiceLine>) -> Vec<Invoice> {
+/// Sorted lines → one invoice per (account, period).
+fn group_lines(lines: Vec<InvoiceLine>, card: &RateCard) -> Result<Vec<Invoice>> {
     let mut invoices: Vec<Invoice> = Vec::new();
     for line in lines {
         let same = invoices
             .last()
             .is_some_and(|i| i.account_id == line.account_id && i.period == line.period);
         if !same {
-            invoices.push(new_invoice(&line.account_id, &line.period));
+            invoices.push(new_invoice(&line.account_id, &line.period, card)?);
         }
-        let invoice = invoices.last_mut().expect("pushed above");
-        invoice.totals.sessions += line.sessions;
-        invoice.totals.billable_sessions += line.billable_sessions;
-        invoice.totals.quota += line.quota;
-        invoice.lines.push(line);
+        invoices.last_mut().expect("pushed above").lines.push(line);
     }
-    invoices
+    Ok(invoices)
 }
 
-fn new_invoice(account_id: &str, period: &str) -> Invoice {
-    let (start, end) = period_bounds(period);
+fn new_invoice(account_id: &str, period: &str, card: &RateCard) -> Result<Invoice> {
+    let terms = card.terms_of(account_id);
+    let plan = card.plan(&terms);
+    let first = rates::first_day(period).expect("periods are formatted by convbill as YYYY-MM");
+    let (start, end) =
+        rates::period_bounds_rfc3339(period, terms.time_zone).expect("a valid period name");
     let mut hasher = Sha256::new();
-    for part in [RULE_SET, account_id, period] {
+    for part in [RULE_SET, account_id, period, &card.sha256] {
         hasher.update(part.as_bytes());
         hasher.update([0x1f]);
     }
-    Invoice {
+    Ok(Invoice {
         invoice_id: format!("{period}-{}", hex::encode(&hasher.finalize()[..6])),
         account_id: account_id.to_string(),
         period: period.to_string(),
+        time_zone: terms.time_zone.name().to_string(),
         period_start: start,
         period_end: end,
         rule_set: RULE_SET,
         status: None,
+        plan: plan.name.clone(),
+        currency: plan.currency.clone(),
+        allowance: card.allowance(&terms, first),
+        rate_card_sha256: card.sha256.clone(),
         lines: Vec::new(),
         totals: Totals::default(),
-    }
+    })
 }
 
-/// `YYYY-MM` → (first instant, first instant of the next month), RFC 3339 in UTC.
-fn period_bounds(period: &str) -> (String, String) {
-    let start = NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
-        .expect("periods are formatted by convbill as YYYY-MM");
-    let end = if start.month() == 12 {
-        NaiveDate::from_ymd_opt(start.year() + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(start.year(), start.month() + 1, 1)
+/// Fills in an invoice's money: the allowance is spent on the lines in their order (price
+/// version first), the rest priced at each line's unit price; totals are the lines' sums.
+fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
+    let terms = card.terms_of(&invoice.account_id);
+    let plan = card.plan(&terms);
+    let digits = rates::minor_unit_digits(&invoice.currency);
+    let mut quantities = Vec::with_capacity(invoice.lines.len());
+    for line in &invoice.lines {
+        let version = plan
+            .versions
+            .iter()
+            .find(|v| v.effective.format("%Y-%m-%d").to_string() == line.price_version)
+            .ok_or_else(|| RateCardError::Invalid {
+                path: card.source.clone(),
+                reason: format!(
+                    "plan `{}` has no price version effective {}, which rated sessions of account `{}` in {} (was the card changed during the month?)",
+                    plan.name, line.price_version, line.account_id, line.period
+                ),
+            })?;
+        quantities.push((line.quota, card.unit_price(&terms, version)));
     }
-    .expect("first of a month exists");
-    let fmt = |d: NaiveDate| format!("{}T00:00:00Z", d.format("%Y-%m-%d"));
-    (fmt(start), fmt(end))
+    let charges = rates::charge_lines(&quantities, invoice.allowance, &invoice.currency);
+    let mut totals = Totals {
+        amount: Decimal::ZERO,
+        ..Totals::default()
+    };
+    for ((line, charge), (_, unit_price)) in invoice.lines.iter_mut().zip(charges).zip(quantities)
+    {
+        line.allowance_quota = charge.allowance_quota;
+        line.overage_quota = charge.overage_quota;
+        line.unit_price = unit_price;
+        line.amount = charge.amount;
+        line.amount.rescale(digits);
+        line.currency = invoice.currency.clone();
+        totals.sessions += line.sessions;
+        totals.billable_sessions += line.billable_sessions;
+        totals.quota += line.quota;
+        totals.allowance_quota += line.allowance_quota;
+        totals.overage_quota += line.overage_quota;
+        totals.amount += line.amount;
+    }
+    totals.amount.rescale(digits);
+    invoice.totals = totals;
+    Ok(())
+}
+
+/// The lines of all invoices as a frame ([`LINE_COLUMNS`]).
+fn lines_frame(invoices: &[Invoice]) -> Result<DataFrame> {
+    let lines: Vec<&InvoiceLine> = invoices.iter().flat_map(|i| &i.lines).collect();
+    let text = |name: &str, f: &dyn Fn(&InvoiceLine) -> String| {
+        Column::new(name.into(), lines.iter().map(|l| f(l)).collect::<Vec<_>>())
+    };
+    let number = |name: &str, f: &dyn Fn(&InvoiceLine) -> i64| {
+        Column::new(name.into(), lines.iter().map(|l| f(l)).collect::<Vec<_>>())
+    };
+    let columns = vec![
+        text("account_id", &|l| l.account_id.clone()),
+        text("period", &|l| l.period.clone()),
+        text("channel", &|l| l.channel.clone()),
+        text("initiation", &|l| l.initiation.clone()),
+        text(PRICE_VERSION, &|l| l.price_version.clone()),
+        number("sessions", &|l| l.sessions),
+        number("billable_sessions", &|l| l.billable_sessions),
+        number(QUOTA_PER_SESSION, &|l| l.quota_per_session),
+        number("quota", &|l| l.quota),
+        number("allowance_quota", &|l| l.allowance_quota),
+        number("overage_quota", &|l| l.overage_quota),
+        text("unit_price", &|l| l.unit_price.to_string()),
+        text("amount", &|l| l.amount.to_string()),
+        text("currency", &|l| l.currency.clone()),
+    ];
+    Ok(DataFrame::new(lines.len(), columns)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn line(account: &str, period: &str, channel: &str, quota: i64) -> InvoiceLine {
+    fn line(account: &str, period: &str, version: &str, quota: i64) -> InvoiceLine {
         InvoiceLine {
             account_id: account.into(),
             period: period.into(),
-            channel: channel.into(),
+            channel: "whatsapp".into(),
             initiation: "user_initiated".into(),
+            price_version: version.into(),
             sessions: quota + 1,
             billable_sessions: quota,
             quota_per_session: 1,
             quota,
+            allowance_quota: 0,
+            overage_quota: 0,
+            unit_price: Decimal::ZERO,
+            amount: Decimal::ZERO,
+            currency: String::new(),
         }
     }
 
     #[test]
     fn invoices_group_lines_and_sum_them() {
-        let invoices = group_lines(vec![
-            line("a", "2026-10", "messenger", 2),
-            line("a", "2026-10", "whatsapp", 3),
-            line("a", "2026-11", "whatsapp", 1),
-            line("b", "2026-10", "whatsapp", 4),
-        ]);
+        let card = RateCard::built_in();
+        let mut invoices = group_lines(
+            vec![
+                line("a", "2026-10", "1970-01-01", 2),
+                line("a", "2026-10", "1970-01-01", 3),
+                line("a", "2026-11", "1970-01-01", 1),
+                line("b", "2026-10", "1970-01-01", 4),
+            ],
+            &card,
+        )
+        .unwrap();
+        for invoice in &mut invoices {
+            price(invoice, &card).unwrap();
+        }
         assert_eq!(invoices.len(), 3);
         assert_eq!(invoices[0].lines.len(), 2);
         assert_eq!(
@@ -274,32 +575,49 @@ mod tests {
             Totals {
                 sessions: 7,
                 billable_sessions: 5,
-                quota: 5
+                quota: 5,
+                allowance_quota: 0,
+                overage_quota: 5,
+                amount: Decimal::new(0, 2),
             }
         );
+        assert_eq!(invoices[0].totals.amount.to_string(), "0.00");
         assert_eq!(invoices[2].account_id, "b");
+        assert_eq!(invoices[0].period_start, "2026-10-01T00:00:00Z");
+        assert_eq!(invoices[0].period_end, "2026-11-01T00:00:00Z");
     }
 
     #[test]
-    fn period_bounds_are_half_open_and_cross_the_year() {
-        assert_eq!(
-            period_bounds("2026-12"),
-            ("2026-12-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into())
-        );
+    fn invoice_ids_are_deterministic_and_follow_the_card() {
+        let card = RateCard::built_in();
+        let id = |account: &str, card: &RateCard| {
+            new_invoice(account, "2026-10", card).unwrap().invoice_id
+        };
+        assert_eq!(id("a", &card), id("a", &card));
+        assert_ne!(id("a", &card), id("b", &card));
+        assert!(id("a", &card).starts_with("2026-10-"));
+        let other = RateCard {
+            sha256: "another card".into(),
+            ..card.clone()
+        };
+        assert_ne!(id("a", &card), id("a", &other));
     }
 
     #[test]
-    fn invoice_ids_are_deterministic_and_distinct() {
-        assert_eq!(
-            new_invoice("a", "2026-10").invoice_id,
-            new_invoice("a", "2026-10").invoice_id
-        );
-        assert_ne!(
-            new_invoice("a", "2026-10").invoice_id,
-            new_invoice("b", "2026-10").invoice_id
-        );
-        assert!(new_invoice("a", "2026-10")
-            .invoice_id
-            .starts_with("2026-10-"));
+    fn unanswered_sessions_cost_the_unanswered_units() {
+        let article = SessionQuota::default();
+        assert_eq!(units(&article, "messenger", "standard", false), (0, 1));
+        assert_eq!(units(&article, "instagram", "standard", true), (1, 1));
+        assert_eq!(units(&article, "whatsapp", "business_initiated", true), (1, 1));
+        let card = SessionQuota {
+            whatsapp_business_initiated: 3,
+            messenger: 2,
+            unanswered: 1,
+            ..SessionQuota::default()
+        };
+        assert_eq!(units(&card, "whatsapp", "business_initiated", true), (3, 3));
+        assert_eq!(units(&card, "whatsapp", "user_initiated", true), (1, 1));
+        assert_eq!(units(&card, "messenger", "standard", true), (2, 2));
+        assert_eq!(units(&card, "messenger", "standard", false), (1, 1));
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::load::{InputFile, InputStats};
-use crate::rating::{Invoice, Invoices, RateCard};
+use crate::rating::{Invoice, Invoices, RateCardInfo};
 use crate::sessions::SessionStats;
 
 pub const SESSIONS_FILE: &str = "sessions.parquet";
@@ -32,7 +32,7 @@ pub const REJECTS_FILE: &str = "rejects.parquet";
 pub struct Manifest {
     pub program: Program,
     pub rule_set: &'static str,
-    pub rate_card: RateCard,
+    pub rate_card: RateCardInfo,
     pub input: InputSection,
     pub sessions: SessionStats,
     pub invoices: InvoiceSummary,

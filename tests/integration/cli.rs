@@ -141,7 +141,7 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
     run_ok(&input, &out);
 
     let sessions = read_parquet(&out.join("sessions.parquet"));
-    assert_eq!(column_names(&sessions), convbill::sessions::SESSION_COLUMNS);
+    assert_eq!(column_names(&sessions), convbill::rating::RATED_SESSION_COLUMNS);
     assert_eq!(sessions.height(), 4);
     assert_eq!(
         sessions.column("started_at").unwrap().dtype(),
@@ -159,10 +159,10 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
     let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
     assert_eq!(
         csv,
-        "account_id,period,channel,initiation,sessions,billable_sessions,quota_per_session,quota\n\
-         acme,2024-01,messenger,standard,2,1,1,1\n\
-         acme,2024-01,whatsapp,business_initiated,1,1,1,1\n\
-         acme,2024-01,whatsapp,user_initiated,1,1,1,1\n"
+        "account_id,period,channel,initiation,price_version,sessions,billable_sessions,quota_per_session,quota,allowance_quota,overage_quota,unit_price,amount,currency\n\
+         acme,2024-01,messenger,standard,1970-01-01,2,1,1,1,0,1,0,0.00,XXX\n\
+         acme,2024-01,whatsapp,business_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n\
+         acme,2024-01,whatsapp,user_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n"
     );
     let invoice: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("invoices/2024-01/acme.json")).unwrap())
@@ -419,11 +419,11 @@ fn an_empty_log_gives_empty_outputs_not_an_error() {
     assert_eq!(read_parquet(&out.join("sessions.parquet")).height(), 0);
     assert_eq!(
         column_names(&read_parquet(&out.join("sessions.parquet"))),
-        convbill::sessions::SESSION_COLUMNS
+        convbill::rating::RATED_SESSION_COLUMNS
     );
     assert_eq!(
         std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap(),
-        "account_id,period,channel,initiation,sessions,billable_sessions,quota_per_session,quota\n"
+        format!("{}\n", convbill::rating::LINE_COLUMNS.join(","))
     );
     assert!(!out.join("invoices").exists());
 }
