@@ -446,9 +446,7 @@ impl<'a> Calendars<'a> {
             }
         }
         let segment = self.work_out(ns);
-        self.accounts[self.current]
-            .segments
-            .insert(after, segment);
+        self.accounts[self.current].segments.insert(after, segment);
         segment
     }
 
@@ -504,7 +502,12 @@ pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| invalid(format!("not UTF-8 ({e})")))?;
     let file: CardFile = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().into()))?;
-    check(file, path.to_path_buf(), hex::encode(Sha256::digest(&bytes))).map_err(invalid)
+    check(
+        file,
+        path.to_path_buf(),
+        hex::encode(Sha256::digest(&bytes)),
+    )
+    .map_err(invalid)
 }
 
 fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
@@ -786,11 +789,17 @@ mod tests {
         assert_eq!(charge_lines(&small, 0, "USD")[0].amount, dec("49.00"));
         // 0.1 + 0.2 is exactly 0.3 in decimals.
         let tenths = [(1, dec("0.1")), (1, dec("0.2"))];
-        let sum: Decimal = charge_lines(&tenths, 0, "USD").iter().map(|l| l.amount).sum();
+        let sum: Decimal = charge_lines(&tenths, 0, "USD")
+            .iter()
+            .map(|l| l.amount)
+            .sum();
         assert_eq!(sum, dec("0.3"));
         // Yen have no minor unit; dinars have three.
         assert_eq!(charge_lines(&[(3, price)], 0, "JPY")[0].amount, dec("0"));
-        assert_eq!(charge_lines(&[(3, price)], 0, "KWD")[0].amount, dec("0.038"));
+        assert_eq!(
+            charge_lines(&[(3, price)], 0, "KWD")[0].amount,
+            dec("0.038")
+        );
     }
 
     fn card_with_jakarta_and_new_york() -> RateCard {
@@ -869,8 +878,14 @@ mod tests {
         assert_eq!(card.allowance(&other, day("2025-12-01")), 1000);
         // An account's own allowance and price win.
         let acme = card.terms_of("acme");
-        assert_eq!(card.unit_price(&acme, &card.plans["standard"].versions[1]), dec("0.04"));
-        assert_eq!(card.unit_price(&other, &card.plans["standard"].versions[1]), dec("0.0550"));
+        assert_eq!(
+            card.unit_price(&acme, &card.plans["standard"].versions[1]),
+            dec("0.04")
+        );
+        assert_eq!(
+            card.unit_price(&other, &card.plans["standard"].versions[1]),
+            dec("0.0550")
+        );
     }
 
     #[test]
@@ -882,7 +897,10 @@ mod tests {
         assert_eq!(plan.versions[0].quota, SessionQuota::default());
         assert_eq!(plan.versions[0].included_quota, 0);
         assert_eq!(card.source, PathBuf::from(BUILT_IN));
-        assert_eq!(card.sha256, hex::encode(Sha256::digest(BUILT_IN_TEXT.as_bytes())));
+        assert_eq!(
+            card.sha256,
+            hex::encode(Sha256::digest(BUILT_IN_TEXT.as_bytes()))
+        );
     }
 
     #[test]

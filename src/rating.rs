@@ -481,8 +481,7 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
         amount: Decimal::ZERO,
         ..Totals::default()
     };
-    for ((line, charge), (_, unit_price)) in invoice.lines.iter_mut().zip(charges).zip(quantities)
-    {
+    for ((line, charge), (_, unit_price)) in invoice.lines.iter_mut().zip(charges).zip(quantities) {
         line.allowance_quota = charge.allowance_quota;
         line.overage_quota = charge.overage_quota;
         line.unit_price = unit_price;
@@ -608,7 +607,10 @@ mod tests {
         let article = SessionQuota::default();
         assert_eq!(units(&article, "messenger", "standard", false), (0, 1));
         assert_eq!(units(&article, "instagram", "standard", true), (1, 1));
-        assert_eq!(units(&article, "whatsapp", "business_initiated", true), (1, 1));
+        assert_eq!(
+            units(&article, "whatsapp", "business_initiated", true),
+            (1, 1)
+        );
         let card = SessionQuota {
             whatsapp_business_initiated: 3,
             messenger: 2,

@@ -15,6 +15,7 @@ pub fn convbill() -> Command {
     command.env_remove("RUST_LOG");
     command.env_remove("CONVBILL_INPUT");
     command.env_remove("CONVBILL_OUT");
+    command.env_remove("CONVBILL_RATES");
     command
 }
 
@@ -141,7 +142,10 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
     run_ok(&input, &out);
 
     let sessions = read_parquet(&out.join("sessions.parquet"));
-    assert_eq!(column_names(&sessions), convbill::rating::RATED_SESSION_COLUMNS);
+    assert_eq!(
+        column_names(&sessions),
+        convbill::rating::RATED_SESSION_COLUMNS
+    );
     assert_eq!(sessions.height(), 4);
     assert_eq!(
         sessions.column("started_at").unwrap().dtype(),

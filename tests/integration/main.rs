@@ -7,6 +7,7 @@ mod interrupt;
 mod nightly;
 mod partition;
 mod property;
+mod rates;
 mod reference;
 mod rejects;
 mod rules;

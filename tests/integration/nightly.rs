@@ -397,3 +397,97 @@ fn recomputing_from_an_input_that_lacks_a_later_night_is_refused() {
         );
     assert!(snapshot(&out) == before, "nothing changed");
 }
+
+#[test]
+fn nights_rated_by_a_card_equal_one_whole_run_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("log.parquet");
+    // The sample card bills acct-0000 in Jakarta and acct-0001 in New York, and changes the
+    // growth plan's price on 15 October; the nights cross that day and the month end.
+    convbill()
+        .args([
+            "generate",
+            "--messages",
+            "6000",
+            "--seed",
+            "11",
+            "--accounts",
+            "4",
+        ])
+        .args(["--start", "2026-10-13", "--days", "3", "--out"])
+        .arg(&input)
+        .assert()
+        .success();
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let (whole_out, nightly_out) = (dir.path().join("whole"), dir.path().join("nightly"));
+    run_command(&input, &whole_out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success();
+    for d in 0..6 {
+        run_command(&input, &nightly_out)
+            .args(["--rates"])
+            .arg(&card)
+            .args(["--date", &(date("2026-10-13") + Days::new(d)).to_string()])
+            .assert()
+            .success();
+    }
+    assert_same_as_whole(&nightly_out, &whole_out);
+    let lines = std::fs::read_to_string(whole_out.join("invoice_lines.csv")).unwrap();
+    assert!(lines.contains(",2026-10-15,") && lines.contains(",2026-01-01,"));
+}
+
+#[test]
+fn a_history_is_not_continued_with_another_rate_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("log.parquet");
+    convbill()
+        .args([
+            "generate",
+            "--messages",
+            "2000",
+            "--seed",
+            "5",
+            "--accounts",
+            "3",
+        ])
+        .args(["--start", "2026-10-13", "--days", "2", "--out"])
+        .arg(&input)
+        .assert()
+        .success();
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let out = dir.path().join("nightly");
+    night(&input, &out, date("2026-10-13")).success();
+    let before = snapshot(&out);
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .args(["--date", "2026-10-14"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "cannot run 2026-10-14 with this rate card",
+        ))
+        .stderr(predicate::str::contains(
+            "night 2026-10-13 was rated by another",
+        ));
+    let mut after = snapshot(&out);
+    after.remove(Path::new(convbill::nightly::LOCK_FILE));
+    let mut before = before;
+    before.remove(Path::new(convbill::nightly::LOCK_FILE));
+    assert_eq!(before, after);
+    // Rerating the history from its first night with the new card is the way on.
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .args(["--date", "2026-10-13"])
+        .assert()
+        .success();
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .args(["--date", "2026-10-14"])
+        .assert()
+        .success();
+}

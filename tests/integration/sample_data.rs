@@ -211,7 +211,8 @@ fn the_generated_month_is_what_its_documented_command_makes() {
 #[test]
 fn the_sample_rate_card_is_valid() {
     let card = convbill::rates::load(&sample("rates.toml")).unwrap();
-    assert_eq!(card.default_plan, "article");
+    assert_eq!(card.default_plan, "standard");
+    assert_eq!(card.terms_of("acct-0003").plan, "standard");
     assert_eq!(
         card.terms_of("acct-0000").time_zone,
         chrono_tz::Asia::Jakarta
