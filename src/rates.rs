@@ -1,8 +1,9 @@
 //! Rate cards: a TOML file in, a checked [`RateCard`] out, before any message is read.
 //!
 //! A card has plans and accounts. A plan has a currency and price versions, each in force from
-//! its effective date (UTC) until the next one: the quota included per period, the price of
-//! each quota unit beyond it, and the quota units each kind of session costs. An account
+//! local midnight of its effective day, in the account's billing time zone, until the next
+//! one's: the quota included per period, the price of each quota unit beyond it, and the
+//! quota units each kind of session costs. An account
 //! names its plan and billing time zone and may override the included quota or the unit
 //! price; accounts not listed get the default plan and time zone. Money is decimal, never
 //! floating point: prices are written as strings (`"0.0125"`).
@@ -82,7 +83,7 @@ impl Default for SessionQuota {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceVersion {
-    /// First day (UTC) the version is in force.
+    /// First day the version is in force, from local midnight in the account's billing zone.
     pub effective: NaiveDate,
     /// Quota units included per period.
     pub included_quota: i64,
@@ -146,7 +147,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The version in force on `day`, if any has started by then.
+    /// The version in force on `day` (a day in the account's zone), if any has started by then.
     pub fn version_on(&self, day: NaiveDate) -> Option<&PriceVersion> {
         self.versions.iter().rev().find(|v| v.effective <= day)
     }

@@ -514,3 +514,30 @@ fn the_sample_card_invoices() {
         insta::assert_snapshot!(name, std::fs::read_to_string(&path).unwrap());
     }
 }
+
+/// The README's example invoice is the sample data's, under the sample card as it is now.
+#[test]
+fn the_readme_quotes_the_sample_invoice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "-q", "--rates", "sample-data/rates.toml", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = invoice(&out, "2026-10", "acct-0001");
+    let id = example["invoice_id"].as_str().unwrap();
+    assert!(
+        readme.contains(&format!("\"invoice_id\": \"{id}\"")),
+        "{id}"
+    );
+    let sha = example["rate_card_sha256"].as_str().unwrap();
+    assert!(readme.contains(&format!("\"rate_card_sha256\": \"{}…\"", &sha[..8])));
+    assert!(readme.contains(&format!(
+        "\"amount\": \"{}\"",
+        example["totals"]["amount"].as_str().unwrap()
+    )));
+}
