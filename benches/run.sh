@@ -7,14 +7,21 @@
 #   benches/run.sh                       # 1M, 10M and 100M messages, 3 runs each
 #   SIZES="1000000 10000000" RUNS=5 benches/run.sh
 #
-# Environment: SIZES (message counts), RUNS (repeats, default 3), BENCH_CACHE (generated logs,
-# default ~/.cache/convbill-bench), CARGO_TARGET_DIR (build folder). Needs GNU time
+# convbill rates the sessions by the sample rate card (time zones, price versions, money), as a
+# provider would; RATES= (empty) rates by the built-in card instead.
+#
+# Environment: SIZES (message counts), RUNS (repeats, default 3), RATES (rate card, default
+# sample-data/rates.toml), BENCH_CACHE (generated logs, default ~/.cache/convbill-bench),
+# CARGO_TARGET_DIR (build folder). Needs GNU time
 # (/usr/bin/time; Debian package `time`) for peak memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES="${SIZES:-1000000 10000000 100000000}"
 RUNS="${RUNS:-3}"
+RATES="${RATES-sample-data/rates.toml}"
+rates_args=()
+if [ -n "$RATES" ]; then rates_args=(--rates "$RATES"); fi
 CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/convbill-target}"
 mkdir -p "$CACHE"
@@ -57,7 +64,7 @@ for n in $SIZES; do
     mv "$log.partial" "$log"
   fi
   out_dir=$(mktemp -d)
-  run=$(measure "$convbill" run --input "$log" --out "$out_dir/out" -q)
+  run=$(measure "$convbill" run --input "$log" --out "$out_dir/out" "${rates_args[@]}" -q)
   rm -rf "$out_dir"
   base=$(measure "$floor" "$log")
   awk -v n="$n" -v run="$run" -v base="$base" 'BEGIN {
