@@ -4,9 +4,10 @@
 //! The pipeline runs one way, each stage a module with a function from named inputs to named
 //! outputs; I/O happens only at the two ends:
 //!
-//! [`load`] (Parquet → validated frames, chunk by chunk) → [`partition`] (groups of whole
-//! accounts) → per group [`sessions::derive`] ([`sessions::Sessions`]) → [`rating::lines_of`]
-//! → [`rating::invoices_from_lines`] ([`rating::Invoices`]) → [`write`] (the output folder;
+//! [`rates`] (the rate card, checked first) → [`load`] (Parquet → validated frames, chunk by
+//! chunk) → [`partition`] (groups of whole accounts) → per group [`sessions::derive`]
+//! ([`sessions::Sessions`]) → [`rating::rate_sessions`] → [`rating::lines_of`] →
+//! [`rating::invoices_from_lines`] ([`rating::Invoices`]) → [`write`] (the output folder;
 //! sessions and violations are streamed to it group by group).
 
 pub mod error;
@@ -121,6 +122,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             invoices: invoices.invoices.len() as u64,
             lines: invoices.lines.height() as u64,
             quota: invoices.invoices.iter().map(|i| i.totals.quota).sum(),
+            amounts: write::amounts_by_currency(&invoices.invoices),
         },
         outputs: Vec::new(),
     };

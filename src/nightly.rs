@@ -323,15 +323,17 @@ fn check_card(out: &Path, night: NaiveDate, card: &crate::rates::RateCard) -> Re
     let Some(dir) = previous_state(out, night)? else {
         return Ok(());
     };
-    let path = dir.join(CARD);
-    let previous = fs::read_to_string(&path).map_err(write::io_error(&path))?;
-    if previous.trim() == card.sha256 {
+    // A state written before rate cards existed records none: it cannot be continued either.
+    let previous = fs::read_to_string(dir.join(CARD))
+        .map(|text| text.trim().to_string())
+        .unwrap_or_else(|_| "none recorded".into());
+    if previous == card.sha256 {
         return Ok(());
     }
     Err(NightError::RateCardChanged {
         date: night,
         previous: night - Days::new(1),
-        previous_sha256: previous.trim().to_string(),
+        previous_sha256: previous,
         sha256: card.sha256.clone(),
     }
     .into())

@@ -24,29 +24,24 @@ use sha2::{Digest, Sha256};
 use crate::error::Result;
 use crate::rates::{self, Calendars, RateCard, RateCardError, SessionQuota};
 use crate::schema;
+use crate::sessions::SESSION_COLUMNS;
 
 /// The rule set this version implements.
 pub const RULE_SET: &str = "quota";
 
 /// Columns of `sessions.parquet`, in order: the derived sessions with their billing period
 /// and the price version that rated them.
-pub const RATED_SESSION_COLUMNS: [&str; 15] = [
-    "session_id",
-    "account_id",
-    "channel",
-    "business_id",
-    "user_id",
-    "initiation",
-    "started_at",
-    "ends_at",
-    "opened_by",
-    "inbound_messages",
-    "outbound_messages",
-    "billable",
-    "quota",
-    "period",
-    PRICE_VERSION,
-];
+pub const RATED_SESSION_COLUMNS: [&str; 15] = with_price_version(SESSION_COLUMNS);
+
+const fn with_price_version(columns: [&'static str; 14]) -> [&'static str; 15] {
+    let mut rated = [PRICE_VERSION; 15];
+    let mut i = 0;
+    while i < columns.len() {
+        rated[i] = columns[i];
+        i += 1;
+    }
+    rated
+}
 
 const PRICE_VERSION: &str = "price_version";
 const QUOTA_PER_SESSION: &str = "quota_per_session";
@@ -215,16 +210,8 @@ pub fn rate_sessions(sessions: DataFrame, card: &RateCard) -> Result<DataFrame> 
         quota.push(units);
         per.push(line_units);
     }
-    let names = calendars.periods();
     let mut rated = sessions;
-    rated.with_column(Column::new(
-        "period".into(),
-        StringChunked::from_iter_values(
-            "period".into(),
-            periods.iter().map(|&p| names[p as usize].as_str()),
-        )
-        .into_series(),
-    ))?;
+    rated.with_column(period_column(&calendars, &periods))?;
     rated.with_column(versions.column(PRICE_VERSION, &version_ids))?;
     let billable: BooleanChunked = quota.iter().map(|&q| q > 0).collect();
     rated.with_column(Column::new("billable".into(), billable.into_series()))?;
@@ -249,17 +236,20 @@ pub fn rate_violations(violations: DataFrame, card: &RateCard) -> Result<DataFra
             )
         })
         .collect();
-    let names = calendars.periods();
     let mut rated = violations;
-    rated.with_column(Column::new(
-        "period".into(),
-        StringChunked::from_iter_values(
-            "period".into(),
-            periods.iter().map(|&p| names[p as usize].as_str()),
-        )
-        .into_series(),
-    ))?;
+    rated.with_column(period_column(&calendars, &periods))?;
     Ok(rated)
+}
+
+/// The `period` column of period ids from `calendars`.
+fn period_column(calendars: &Calendars, ids: &[u32]) -> Column {
+    let names = calendars.periods();
+    StringChunked::from_iter_values(
+        "period".into(),
+        ids.iter().map(|&p| names[p as usize].as_str()),
+    )
+    .into_series()
+    .into()
 }
 
 /// The quota units a session costs, and what each billable session of its line costs.

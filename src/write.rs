@@ -69,6 +69,21 @@ pub struct InvoiceSummary {
     pub invoices: u64,
     pub lines: u64,
     pub quota: i64,
+    /// The invoices' amounts summed per currency (decimal text).
+    pub amounts: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+}
+
+/// The invoices' total amounts, per currency.
+pub fn amounts_by_currency(
+    invoices: &[Invoice],
+) -> std::collections::BTreeMap<String, rust_decimal::Decimal> {
+    let mut amounts = std::collections::BTreeMap::new();
+    for invoice in invoices {
+        *amounts
+            .entry(invoice.currency.clone())
+            .or_insert(rust_decimal::Decimal::ZERO) += invoice.totals.amount;
+    }
+    amounts
 }
 
 #[derive(Debug, Clone, Serialize)]

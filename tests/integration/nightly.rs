@@ -398,26 +398,29 @@ fn recomputing_from_an_input_that_lacks_a_later_night_is_refused() {
     assert!(snapshot(&out) == before, "nothing changed");
 }
 
+/// `convbill generate` into `out`.
+fn generate(out: &Path, messages: u64, seed: u64, accounts: u32, start: &str, days: u64) {
+    convbill()
+        .args(["generate", "--messages", &messages.to_string()])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--accounts",
+            &accounts.to_string(),
+        ])
+        .args(["--start", start, "--days", &days.to_string(), "--out"])
+        .arg(out)
+        .assert()
+        .success();
+}
+
 #[test]
 fn nights_rated_by_a_card_equal_one_whole_run_by_it() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("log.parquet");
     // The sample card bills acct-0000 in Jakarta and acct-0001 in New York, and changes the
     // growth plan's price on 15 October; the nights cross that day and the month end.
-    convbill()
-        .args([
-            "generate",
-            "--messages",
-            "6000",
-            "--seed",
-            "11",
-            "--accounts",
-            "4",
-        ])
-        .args(["--start", "2026-10-13", "--days", "3", "--out"])
-        .arg(&input)
-        .assert()
-        .success();
+    generate(&input, 6000, 11, 4, "2026-10-13", 3);
     let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
     let (whole_out, nightly_out) = (dir.path().join("whole"), dir.path().join("nightly"));
     run_command(&input, &whole_out)
@@ -442,20 +445,7 @@ fn nights_rated_by_a_card_equal_one_whole_run_by_it() {
 fn a_history_is_not_continued_with_another_rate_card() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("log.parquet");
-    convbill()
-        .args([
-            "generate",
-            "--messages",
-            "2000",
-            "--seed",
-            "5",
-            "--accounts",
-            "3",
-        ])
-        .args(["--start", "2026-10-13", "--days", "2", "--out"])
-        .arg(&input)
-        .assert()
-        .success();
+    generate(&input, 2000, 5, 3, "2026-10-13", 2);
     let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
     let out = dir.path().join("nightly");
     night(&input, &out, date("2026-10-13")).success();
@@ -490,4 +480,57 @@ fn a_history_is_not_continued_with_another_rate_card() {
         .args(["--date", "2026-10-14"])
         .assert()
         .success();
+}
+
+#[test]
+fn a_month_in_new_york_is_final_only_after_the_utc_night_its_last_hours_fall_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![
+        template("t1", "2024-01-30 10:00").account("east"),
+        template("t2", "2024-01-30 10:00").account("utc"),
+    ];
+    let input = write_log(dir.path(), &events);
+    let card = dir.path().join("rates.toml");
+    std::fs::write(
+        &card,
+        r#"
+default_plan = "basic"
+[plans.basic]
+currency = "USD"
+[[plans.basic.versions]]
+effective = "2020-01-01"
+included_quota = 0
+unit_price = "0.01"
+[accounts.east]
+time_zone = "America/New_York"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let status = |account: &str| -> String {
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("month-to-date/invoices/2024-01/{account}.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        json["status"].as_str().unwrap().into()
+    };
+    for day in ["2024-01-30", "2024-01-31"] {
+        run_command(&input, &out)
+            .arg("--rates")
+            .arg(&card)
+            .args(["--date", day])
+            .assert()
+            .success();
+    }
+    // January ends at 2024-02-01T00:00Z in UTC, and at 05:00Z in New York.
+    assert_eq!(status("utc"), "final");
+    assert_eq!(status("east"), "draft");
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .args(["--date", "2024-02-01"])
+        .assert()
+        .success();
+    assert_eq!(status("east"), "final");
 }

@@ -177,19 +177,7 @@ fn a_price_change_mid_month_splits_the_lines_and_the_allowance_goes_first_to_the
     assert_eq!(october["totals"]["amount"], "0.16");
 
     // Each session carries the version that rated it.
-    let rated = read_frame(&out.join("sessions.parquet"))
-        .lazy()
-        .sort(["started_at"], SortMultipleOptions::default())
-        .collect()
-        .unwrap();
-    let versions: Vec<&str> = rated
-        .column("price_version")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(Option::unwrap)
-        .collect();
+    let versions = session_texts(&out, "jkt", "price_version");
     assert_eq!(
         versions,
         [
@@ -247,20 +235,7 @@ fn periods_are_months_in_the_accounts_zone_across_a_month_end_and_a_clock_change
     assert_eq!(utc["period_end"], "2025-11-01T00:00:00Z");
 
     // sessions.parquet says the same, session by session.
-    let periods = read_frame(&out.join("sessions.parquet"))
-        .lazy()
-        .filter(col("account_id").eq(lit("nyc")))
-        .sort(["started_at"], SortMultipleOptions::default())
-        .collect()
-        .unwrap();
-    let periods: Vec<&str> = periods
-        .column("period")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(Option::unwrap)
-        .collect();
+    let periods = session_texts(&out, "nyc", "period");
     assert_eq!(periods, ["2025-10", "2025-11", "2025-11"]);
 }
 
@@ -336,7 +311,9 @@ fn every_priced_line_traces_to_its_sessions_and_adds_up() {
             "line {i}"
         );
     }
-    // Invoices: the allowance is used up to its size, and totals are exact sums of lines.
+    // Invoices: the allowance is used up to its size, and totals are exact sums of lines; the
+    // manifest sums the invoices per currency.
+    let mut per_currency = std::collections::BTreeMap::<String, rust_decimal::Decimal>::new();
     for entry in walk_json(&out.join("invoices")) {
         let invoice: Value = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
         let lines = invoice["lines"].as_array().unwrap();
@@ -362,7 +339,34 @@ fn every_priced_line_traces_to_its_sessions_and_adds_up() {
             amounts.to_string(),
             "{entry:?}"
         );
+        *per_currency
+            .entry(invoice["currency"].as_str().unwrap().to_string())
+            .or_default() += amounts;
     }
+    let manifest = manifest_of(&out);
+    let recorded = manifest["invoices"]["amounts"].as_object().unwrap();
+    assert_eq!(recorded.len(), per_currency.len());
+    for (currency, amount) in per_currency {
+        assert_eq!(recorded[&currency], amount.to_string(), "{currency}");
+    }
+}
+
+/// A text column of one account's sessions, in order of start.
+fn session_texts(out: &Path, account: &str, column: &str) -> Vec<String> {
+    let sessions = read_frame(&out.join("sessions.parquet"))
+        .lazy()
+        .filter(col("account_id").eq(lit(account)))
+        .sort(["started_at"], SortMultipleOptions::default())
+        .collect()
+        .unwrap();
+    sessions
+        .column(column)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect()
 }
 
 fn walk_json(dir: &Path) -> Vec<PathBuf> {
