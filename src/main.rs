@@ -10,14 +10,15 @@ use convbill::{exit, generate, nightly, RunConfig, RunReport};
 use tracing_subscriber::EnvFilter;
 
 /// Bills business messaging: derives Meta's 24-hour conversation sessions (WhatsApp,
-/// Messenger, Instagram) from Parquet message logs and writes per-account quota invoices.
+/// Messenger, Instagram) from Parquet message logs and writes per-account invoices, priced by
+/// a rate card (`--rates`).
 ///
 /// With no subcommand, `convbill` runs `convbill run` with its defaults: the bundled
 /// `sample-data/` in, `./out` out.
 ///
 /// Exit codes: 0 success; 1 internal error or output not writable; 2 usage error (including a
-/// night that does not fit the history); 3 input data refused (nothing is written); 4 nothing
-/// done: another run holds the output folder.
+/// bad rate card and a night that does not fit the history); 3 input data refused (nothing is
+/// written); 4 nothing done: another run holds the output folder; 130 interrupted.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
