@@ -162,9 +162,20 @@ pub struct Invoice {
     pub currency: String,
     /// Quota included in the period.
     pub allowance: i64,
+    /// The price versions the lines were rated by, in order, with the unit price each gave.
+    pub price_versions: Vec<PriceVersionUsed>,
     pub rate_card_sha256: String,
     pub lines: Vec<InvoiceLine>,
     pub totals: Totals,
+}
+
+/// A price version an invoice's lines were rated by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriceVersionUsed {
+    /// Its `effective` day, as the lines' `price_version` names it.
+    pub effective: String,
+    /// The price of a quota unit beyond the allowance (the account's own, where it has one).
+    pub unit_price: Decimal,
 }
 
 /// All invoices of a run, ordered by account then period; `lines` is the same lines as a frame
@@ -439,6 +450,7 @@ fn new_invoice(account_id: &str, period: &str, card: &RateCard) -> Result<Invoic
         plan: plan.name.clone(),
         currency: plan.currency.clone(),
         allowance: card.allowance(&terms, first),
+        price_versions: Vec::new(),
         rate_card_sha256: card.sha256.clone(),
         lines: Vec::new(),
         totals: Totals::default(),
@@ -464,7 +476,18 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
                     plan.name, line.price_version, line.account_id, line.period
                 ),
             })?;
-        quantities.push((line.quota, card.unit_price(&terms, version)));
+        let unit_price = card.unit_price(&terms, version);
+        if invoice
+            .price_versions
+            .last()
+            .is_none_or(|v| v.effective != line.price_version)
+        {
+            invoice.price_versions.push(PriceVersionUsed {
+                effective: line.price_version.clone(),
+                unit_price,
+            });
+        }
+        quantities.push((line.quota, unit_price));
     }
     let charges = rates::charge_lines(&quantities, invoice.allowance, &invoice.currency);
     let mut totals = Totals {

@@ -175,6 +175,13 @@ fn a_price_change_mid_month_splits_the_lines_and_the_allowance_goes_first_to_the
     assert_eq!(october["totals"]["allowance_quota"], 2);
     assert_eq!(october["totals"]["overage_quota"], 3);
     assert_eq!(october["totals"]["amount"], "0.16");
+    assert_eq!(
+        october["price_versions"],
+        serde_json::json!([
+            {"effective": "2025-01-01", "unit_price": "0.0500"},
+            {"effective": "2026-10-15", "unit_price": "0.0550"},
+        ])
+    );
 
     // Each session carries the version that rated it.
     let versions = session_texts(&out, "jkt", "price_version");
