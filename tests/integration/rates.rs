@@ -366,14 +366,7 @@ fn session_texts(out: &Path, account: &str, column: &str) -> Vec<String> {
         .sort(["started_at"], SortMultipleOptions::default())
         .collect()
         .unwrap();
-    sessions
-        .column(column)
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .map(|v| v.unwrap().to_string())
-        .collect()
+    strings(&sessions, column)
 }
 
 fn walk_json(dir: &Path) -> Vec<PathBuf> {

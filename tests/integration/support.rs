@@ -190,7 +190,8 @@ pub fn derive(events: &[Ev]) -> (Vec<S>, Vec<V>) {
     )
 }
 
-fn strings(frame: &DataFrame, name: &str) -> Vec<String> {
+/// A string column without nulls, as owned strings.
+pub fn strings(frame: &DataFrame, name: &str) -> Vec<String> {
     frame
         .column(name)
         .unwrap()
