@@ -63,6 +63,8 @@ pub struct RunReport {
     pub written: Vec<write::WrittenFile>,
     /// Account groups derived one after the other.
     pub partitions: usize,
+    /// Accounts the rate card names that have no invoice in this run.
+    pub card_accounts_without_invoices: Vec<String>,
 }
 
 /// Rows read from the input at a time (whole row groups).
@@ -108,10 +110,15 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             ..i.clone()
         })
         .collect();
+    let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
+    let card_accounts_without_invoices = rate_card
+        .accounts_without_invoices
+        .clone()
+        .unwrap_or_default();
     let manifest = write::Manifest {
         program: write::Program::current(),
         rule_set: rating::RULE_SET,
-        rate_card: rating::RateCardInfo::of(&card),
+        rate_card,
         input: write::InputSection {
             path: config.input.display().to_string(),
             files: source.files.clone(),
@@ -134,6 +141,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         invoices: heads,
         written,
         partitions,
+        card_accounts_without_invoices,
     })
 }
 

@@ -243,6 +243,12 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
             report.invoices.len() - SHOWN
         ));
     }
+    if let Some(first) = report.card_accounts_without_invoices.first() {
+        text.push_str(&format!(
+            "convbill: note: the rate card names {} account(s) with no invoice in this run (first: `{first}`); if one is misspelt, its sessions were billed by the default plan\n",
+            report.card_accounts_without_invoices.len()
+        ));
+    }
     text.push_str(&format!(
         "convbill: wrote {} files to {}\n",
         report.written.len() + 1,

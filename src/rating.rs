@@ -93,6 +93,10 @@ pub struct RateCardInfo {
     /// The `--rates` path as given, or `built-in`.
     pub source: String,
     pub sha256: String,
+    /// Whole runs: accounts the card names that have no invoice in the run (a misspelt
+    /// account id would be one, its sessions billed by the default plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts_without_invoices: Option<Vec<String>>,
 }
 
 impl RateCardInfo {
@@ -100,6 +104,23 @@ impl RateCardInfo {
         RateCardInfo {
             source: card.source.display().to_string(),
             sha256: card.sha256.clone(),
+            accounts_without_invoices: None,
+        }
+    }
+
+    /// Also lists the card's accounts that none of `invoices` is for.
+    pub fn with_invoices(card: &RateCard, invoices: &[Invoice]) -> Self {
+        let invoiced: std::collections::HashSet<&str> =
+            invoices.iter().map(|i| i.account_id.as_str()).collect();
+        RateCardInfo {
+            accounts_without_invoices: Some(
+                card.accounts
+                    .keys()
+                    .filter(|a| !invoiced.contains(a.as_str()))
+                    .cloned()
+                    .collect(),
+            ),
+            ..RateCardInfo::of(card)
         }
     }
 }

@@ -545,3 +545,42 @@ fn the_readme_quotes_the_sample_invoice() {
         example["totals"]["amount"].as_str().unwrap()
     )));
 }
+
+#[test]
+fn card_accounts_without_an_invoice_are_named_as_a_possible_misspelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = sessions("jkt", &["2026-10-10 03:00"]);
+    let input = write_log(dir.path(), &events);
+    // `jkt` misspelt: the account is billed by the default plan and zone.
+    let card = write_card(
+        dir.path(),
+        &CARD.replace("[accounts.jkt]", "[accounts.jtk]"),
+    );
+    let out = dir.path().join("out");
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "the rate card names 3 account(s) with no invoice in this run (first: `flat`)",
+        ));
+    assert_eq!(invoice(&out, "2026-10", "jkt")["time_zone"], "UTC");
+    assert_eq!(
+        manifest_of(&out)["rate_card"]["accounts_without_invoices"],
+        serde_json::json!(["flat", "jtk", "nyc"])
+    );
+    // The sample card's accounts all have invoices: no note.
+    let sample_out = dir.path().join("sample");
+    convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "--rates", "sample-data/rates.toml", "--out"])
+        .arg(&sample_out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no invoice in this run").not());
+    assert_eq!(
+        manifest_of(&sample_out)["rate_card"]["accounts_without_invoices"],
+        serde_json::json!([])
+    );
+}
