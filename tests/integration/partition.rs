@@ -53,6 +53,29 @@ fn outputs_are_the_same_bytes_whatever_the_grouping() {
 }
 
 #[test]
+fn rated_outputs_are_the_same_bytes_whatever_the_grouping() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 30_000, 4);
+    // The sample card: accounts in Jakarta, New York and Berlin, a mid-October price change.
+    let card = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let outputs: Vec<_> = [None, Some(1u64), Some(2_500)]
+        .into_iter()
+        .map(|rows| {
+            let out = dir.path().join(format!("groups-{rows:?}"));
+            let mut config = convbill::RunConfig::new(&log, &out);
+            config.rates = Some(card.clone());
+            if let Some(rows) = rows {
+                config.partition_rows = rows;
+            }
+            convbill::run(&config).unwrap();
+            snapshot(&out)
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
 fn the_command_line_takes_the_group_size() {
     let dir = tempfile::tempdir().unwrap();
     let log = generated(dir.path(), 5_000, 4);
