@@ -56,12 +56,11 @@ pub enum NightError {
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
 
-    #[error("cannot run {date} with this rate card (sha256 {sha256}): night {previous} was rated by another (sha256 {previous_sha256})")]
+    #[error("cannot run {date} with this rate card: it rates the days up to {until} otherwise than the card night {previous} was rated by (plans, accounts, time zones or price versions in force by then differ)")]
     RateCardChanged {
         date: chrono::NaiveDate,
         previous: chrono::NaiveDate,
-        previous_sha256: String,
-        sha256: String,
+        until: chrono::NaiveDate,
     },
 }
 
@@ -242,7 +241,7 @@ impl Error {
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),
             ),
             Error::Night(NightError::RateCardChanged { .. }) => Some(
-                "pass the card the history was rated by; to rate the history by a new card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
+                "pass the card the history was rated by (adding price versions that start later is fine); to rate the history by a changed card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
                     .into(),
             ),
             Error::Night(NightError::Locked { .. }) => Some(

@@ -47,8 +47,9 @@ const CARRIED: &str = "carried.parquet";
 const SEEN: &str = "seen.parquet";
 const LINES: &str = "lines.parquet";
 const OPEN: &str = "open_sessions.parquet";
-/// The SHA-256 of the rate card a night was rated by.
-const CARD: &str = "rate_card.sha256";
+/// What the rate card a night was rated by says of the days up to the day after it
+/// ([`crate::rates::RateCard::history_fingerprint`]).
+const CARD: &str = "rate_card.fingerprint";
 
 /// A validated `convbill run --date`.
 #[derive(Debug, Clone)]
@@ -317,24 +318,31 @@ fn check_input_covers(night: NaiveDate, messages: &Messages, out: &Path) -> Resu
     .into())
 }
 
-/// Refuses to continue a history rated by another card: its earlier nights' periods and price
-/// versions would not match this card's.
+/// The fingerprint a night records: what the card says of every day its sessions can fall on
+/// in any zone (up to the day after the UTC night).
+fn card_fingerprint(card: &crate::rates::RateCard, night: NaiveDate) -> String {
+    card.history_fingerprint(night + Days::new(1))
+}
+
+/// Refuses to continue a history with a card that rates its earlier nights otherwise (other
+/// zones, plans, accounts' terms, or price versions in force by then). A card that only adds
+/// versions starting later continues it.
 fn check_card(out: &Path, night: NaiveDate, card: &crate::rates::RateCard) -> Result<()> {
     let Some(dir) = previous_state(out, night)? else {
         return Ok(());
     };
+    let previous_night = night - Days::new(1);
     // A state written before rate cards existed records none: it cannot be continued either.
     let previous = fs::read_to_string(dir.join(CARD))
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|_| "none recorded".into());
-    if previous == card.sha256 {
+    if previous == card_fingerprint(card, previous_night) {
         return Ok(());
     }
     Err(NightError::RateCardChanged {
         date: night,
-        previous: night - Days::new(1),
-        previous_sha256: previous,
-        sha256: card.sha256.clone(),
+        previous: previous_night,
+        until: night,
     }
     .into())
 }
@@ -456,7 +464,8 @@ fn run_one(
                 write::write_parquet(dir, SEEN, &mut seen)?;
                 write::write_parquet(dir, LINES, &mut lines)?;
                 write::write_parquet(dir, OPEN, &mut open)?;
-                write::write_bytes(dir, CARD, format!("{}\n", card.sha256).as_bytes(), 0)?;
+                let fingerprint = card_fingerprint(card, night);
+                write::write_bytes(dir, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
                 Ok(())
             })?,
             target,

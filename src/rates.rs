@@ -196,13 +196,7 @@ unit_price = "0"
 impl RateCard {
     /// The article's card ([`BUILT_IN_TEXT`]).
     pub fn built_in() -> RateCard {
-        let file: CardFile = toml::from_str(BUILT_IN_TEXT).expect("the built-in card parses");
-        check(
-            file,
-            PathBuf::from(BUILT_IN),
-            hex::encode(Sha256::digest(BUILT_IN_TEXT.as_bytes())),
-        )
-        .expect("the built-in card is valid")
+        parse(BUILT_IN_TEXT, Path::new(BUILT_IN)).expect("the built-in card is valid")
     }
 
     /// The plan of `terms`.
@@ -226,6 +220,65 @@ impl RateCard {
         terms.unit_price.unwrap_or(version.unit_price)
     }
 
+    /// A SHA-256 of what rates `account_id`'s sessions in the period from `first` to `last`
+    /// (days in its zone): its plan, zone, own allowance and price, the plan's currency and
+    /// the price versions in force during the period. Edits elsewhere in the card (another
+    /// account, a version that starts after the period) leave it as it is.
+    pub fn terms_fingerprint(&self, account_id: &str, first: NaiveDate, last: NaiveDate) -> String {
+        let terms = self.terms_of(account_id);
+        let plan = self.plan(&terms);
+        let versions: Vec<&PriceVersion> = plan
+            .versions
+            .iter()
+            .enumerate()
+            .filter(|&(i, v)| {
+                v.effective <= last
+                    && plan
+                        .versions
+                        .get(i + 1)
+                        .is_none_or(|next| next.effective > first)
+            })
+            .map(|(_, v)| v)
+            .collect();
+        fingerprint(&serde_json::json!({
+            "terms": terms_json(&terms),
+            "currency": plan.currency,
+            "versions": versions,
+        }))
+    }
+
+    /// A SHA-256 of what rates sessions up to `last` (a day in any account's zone): the
+    /// defaults, every account's terms, and every plan's currency and versions effective by
+    /// then. Adding a version that starts later leaves it as it is.
+    pub fn history_fingerprint(&self, last: NaiveDate) -> String {
+        let plans: BTreeMap<&str, serde_json::Value> = self
+            .plans
+            .iter()
+            .map(|(name, plan)| {
+                let versions: Vec<&PriceVersion> = plan
+                    .versions
+                    .iter()
+                    .filter(|v| v.effective <= last)
+                    .collect();
+                (
+                    name.as_str(),
+                    serde_json::json!({ "currency": plan.currency, "versions": versions }),
+                )
+            })
+            .collect();
+        let accounts: BTreeMap<&str, serde_json::Value> = self
+            .accounts
+            .iter()
+            .map(|(name, terms)| (name.as_str(), terms_json(terms)))
+            .collect();
+        fingerprint(&serde_json::json!({
+            "default_plan": self.default_plan,
+            "default_time_zone": self.default_time_zone.name(),
+            "plans": plans,
+            "accounts": accounts,
+        }))
+    }
+
     /// The terms of `account_id`: its own, or the defaults.
     pub fn terms_of(&self, account_id: &str) -> AccountTerms {
         self.accounts
@@ -238,6 +291,20 @@ impl RateCard {
                 unit_price: None,
             })
     }
+}
+
+fn terms_json(terms: &AccountTerms) -> serde_json::Value {
+    serde_json::json!({
+        "plan": terms.plan,
+        "time_zone": terms.time_zone.name(),
+        "included_quota": terms.included_quota,
+        "unit_price": terms.unit_price.map(|p| p.to_string()),
+    })
+}
+
+/// SHA-256 of a JSON value's text (object keys sorted), in hex.
+fn fingerprint(value: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(value.to_string().as_bytes()))
 }
 
 /// The billing period that contains the instant `ns` (UTC nanoseconds) for an account in
@@ -497,16 +564,24 @@ pub fn load(path: &Path) -> Result<RateCard, RateCardError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let invalid = |reason: String| RateCardError::Invalid {
+    let text = std::str::from_utf8(&bytes).map_err(|e| RateCardError::Invalid {
         path: path.to_path_buf(),
+        reason: format!("not UTF-8 ({e})"),
+    })?;
+    parse(text, path)
+}
+
+/// Reads and checks a rate card's text; `source` names it in errors and the manifest.
+pub fn parse(text: &str, source: &Path) -> Result<RateCard, RateCardError> {
+    let invalid = |reason: String| RateCardError::Invalid {
+        path: source.to_path_buf(),
         reason,
     };
-    let text = std::str::from_utf8(&bytes).map_err(|e| invalid(format!("not UTF-8 ({e})")))?;
     let file: CardFile = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().into()))?;
     check(
         file,
-        path.to_path_buf(),
-        hex::encode(Sha256::digest(&bytes)),
+        source.to_path_buf(),
+        hex::encode(Sha256::digest(text.as_bytes())),
     )
     .map_err(invalid)
 }

@@ -164,8 +164,9 @@ pub struct Totals {
 /// One account's invoice for one billing period.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
-    /// Derived from the rule set, account, period and rate card checksum: a rerun with the
-    /// same card gives the same id.
+    /// Derived from the rule set, account, period and what the rate card says of this
+    /// account and period ([`RateCard::terms_fingerprint`]): a rerun gives the same id, and
+    /// so does a card edited elsewhere (another account, a price version starting later).
     pub invoice_id: String,
     pub account_id: String,
     pub period: String,
@@ -454,8 +455,13 @@ fn new_invoice(account_id: &str, period: &str, card: &RateCard) -> Result<Invoic
     let first = rates::first_day(period).expect("periods are formatted by convbill as YYYY-MM");
     let (start, end) =
         rates::period_bounds_rfc3339(period, terms.time_zone).expect("a valid period name");
+    let last = first
+        .checked_add_months(chrono::Months::new(1))
+        .and_then(|next| next.pred_opt())
+        .expect("within chrono's range");
+    let terms_fingerprint = card.terms_fingerprint(account_id, first, last);
     let mut hasher = Sha256::new();
-    for part in [RULE_SET, account_id, period, &card.sha256] {
+    for part in [RULE_SET, account_id, period, &terms_fingerprint] {
         hasher.update(part.as_bytes());
         hasher.update([0x1f]);
     }
@@ -565,6 +571,7 @@ fn lines_frame(invoices: &[Invoice]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rates;
 
     fn line(account: &str, period: &str, version: &str, quota: i64) -> InvoiceLine {
         InvoiceLine {
@@ -621,19 +628,44 @@ mod tests {
     }
 
     #[test]
-    fn invoice_ids_are_deterministic_and_follow_the_card() {
-        let card = RateCard::built_in();
-        let id = |account: &str, card: &RateCard| {
-            new_invoice(account, "2026-10", card).unwrap().invoice_id
+    fn invoice_ids_follow_what_the_card_says_of_their_account_and_period() {
+        const CARD: &str = r#"
+            default_plan = "p"
+            [plans.p]
+            currency = "USD"
+            [[plans.p.versions]]
+            effective = "2026-01-01"
+            included_quota = 10
+            unit_price = "0.05"
+            [accounts.b]
+            time_zone = "Asia/Jakarta"
+        "#;
+        let card = |text: &str| rates::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let id = |account: &str, text: &str| {
+            new_invoice(account, "2026-10", &card(text))
+                .unwrap()
+                .invoice_id
         };
-        assert_eq!(id("a", &card), id("a", &card));
-        assert_ne!(id("a", &card), id("b", &card));
-        assert!(id("a", &card).starts_with("2026-10-"));
-        let other = RateCard {
-            sha256: "another card".into(),
-            ..card.clone()
-        };
-        assert_ne!(id("a", &card), id("a", &other));
+        assert_eq!(id("a", CARD), id("a", CARD));
+        assert_ne!(id("a", CARD), id("b", CARD));
+        assert!(id("a", CARD).starts_with("2026-10-"));
+        // Edits elsewhere keep the id: another account's zone, a version from November,
+        // a comment.
+        let elsewhere = CARD.replace("Asia/Jakarta", "Europe/Berlin")
+            + "[[plans.p.versions]]\neffective = \"2026-11-01\"\nincluded_quota = 5\nunit_price = \"0.07\"\n# note\n";
+        assert_eq!(id("a", CARD), id("a", &elsewhere));
+        assert_ne!(id("b", CARD), id("b", &elsewhere));
+        // What rates October changes it: its price, its allowance, the account's terms, a
+        // version that starts within October.
+        for changed in [
+            CARD.replace("\"0.05\"", "\"0.06\""),
+            CARD.replace("included_quota = 10", "included_quota = 11"),
+            CARD.replace("[accounts.b]", "[accounts.a]\nunit_price = \"0.01\"\n[accounts.b]"),
+            CARD.to_string()
+                + "[[plans.p.versions]]\neffective = \"2026-10-31\"\nincluded_quota = 10\nunit_price = \"0.05\"\n",
+        ] {
+            assert_ne!(id("a", CARD), id("a", &changed), "{changed}");
+        }
     }
 
     #[test]

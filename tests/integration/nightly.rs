@@ -442,44 +442,79 @@ fn nights_rated_by_a_card_equal_one_whole_run_by_it() {
 }
 
 #[test]
-fn a_history_is_not_continued_with_another_rate_card() {
+fn a_history_is_continued_only_by_a_card_that_rates_its_past_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("log.parquet");
     generate(&input, 2000, 5, 3, "2026-10-13", 2);
-    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let sample_text = std::fs::read_to_string(&sample).unwrap();
+    let card = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
     let out = dir.path().join("nightly");
-    night(&input, &out, date("2026-10-13")).success();
-    let before = snapshot(&out);
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .args(["--date", "2026-10-14"])
-        .assert()
+    let run_night = |date: &str, card: Option<&Path>| {
+        let mut command = run_command(&input, &out);
+        if let Some(card) = card {
+            command.arg("--rates").arg(card);
+        }
+        command.args(["--date", date]).assert()
+    };
+    let without_lock = |out: &Path| {
+        let mut files = snapshot(out);
+        files.remove(Path::new(convbill::nightly::LOCK_FILE));
+        files
+    };
+
+    // Rated by the built-in card, the history is not continued by the sample card.
+    run_night("2026-10-13", None).success();
+    let before = without_lock(&out);
+    run_night("2026-10-14", Some(&sample))
         .code(2)
         .stderr(predicate::str::contains(
-            "cannot run 2026-10-14 with this rate card",
-        ))
-        .stderr(predicate::str::contains(
-            "night 2026-10-13 was rated by another",
+            "cannot run 2026-10-14 with this rate card: it rates the days up to 2026-10-14 otherwise than the card night 2026-10-13 was rated by",
         ));
-    let mut after = snapshot(&out);
-    after.remove(Path::new(convbill::nightly::LOCK_FILE));
-    let mut before = before;
-    before.remove(Path::new(convbill::nightly::LOCK_FILE));
-    assert_eq!(before, after);
+    assert_eq!(before, without_lock(&out));
     // Rerating the history from its first night with the new card is the way on.
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .args(["--date", "2026-10-13"])
-        .assert()
-        .success();
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .args(["--date", "2026-10-14"])
-        .assert()
-        .success();
+    run_night("2026-10-13", Some(&sample)).success();
+    run_night("2026-10-14", Some(&sample)).success();
+
+    // A card that only adds a price version from January continues it, and changes no
+    // invoice id.
+    let ids = |out: &Path| -> Vec<String> {
+        let mut ids: Vec<String> = snapshot(&out.join("month-to-date/invoices"))
+            .into_values()
+            .map(|bytes| {
+                let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                json["invoice_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let ids_before = ids(&out);
+    let later = card(
+        "later.toml",
+        &format!(
+            "{sample_text}\n[[plans.growth.versions]]\neffective = \"2027-01-01\"\nincluded_quota = 1000\nunit_price = \"0.0600\"\n"
+        ),
+    );
+    run_night("2026-10-15", Some(&later)).success();
+    assert_eq!(ids_before, ids(&out));
+    // A card that changes a price already in force does not.
+    let repriced = card(
+        "repriced.toml",
+        &sample_text.replace("\"0.0550\"", "\"0.0600\""),
+    );
+    run_night("2026-10-16", Some(&repriced)).code(2);
+    // Nor does one that moves an account to another zone.
+    let moved = card(
+        "moved.toml",
+        &sample_text.replace("\"America/New_York\"", "\"America/Chicago\""),
+    );
+    run_night("2026-10-16", Some(&moved)).code(2);
+    run_night("2026-10-16", Some(&later)).success();
 }
 
 #[test]
