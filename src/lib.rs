@@ -74,10 +74,7 @@ const CHUNK_ROWS: u64 = 2_000_000;
 /// rate them, streaming sessions and violations to the output; then invoices and manifest.
 pub fn run(config: &RunConfig) -> Result<RunReport> {
     // The rate card is checked before anything else is touched.
-    let card = match &config.rates {
-        Some(path) => rates::load(path)?,
-        None => rates::RateCard::built_in(),
-    };
+    let card = rates::load_or_built_in(config.rates.as_deref())?;
     let mut staging = write::Staging::create(&config.out)?;
     let mut source = load::open(&config.input)?;
     source.checks.keep_rejects = config.rejects;
@@ -102,14 +99,6 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         false => None,
     };
     let mut invoices = rating::invoices_from_lines(lines, &card)?;
-    let heads = invoices
-        .invoices
-        .iter()
-        .map(|i| rating::Invoice {
-            lines: Vec::new(),
-            ..i.clone()
-        })
-        .collect();
     let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
     let card_accounts_without_invoices = rate_card
         .accounts_without_invoices
@@ -134,6 +123,11 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         outputs: Vec::new(),
     };
     let written = staging.finish(&mut invoices, rejects.as_mut(), manifest)?;
+    // The report keeps the invoices' heads and totals; their lines are written.
+    let mut heads = invoices.invoices;
+    for invoice in &mut heads {
+        invoice.lines = Vec::new();
+    }
     Ok(RunReport {
         files: source.files.len(),
         input: stats,

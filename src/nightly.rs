@@ -59,8 +59,8 @@ pub struct NightConfig {
     pub date: NaiveDate,
     /// Rerunning an earlier night also recomputes every later night that has run.
     pub recompute_later: bool,
-    /// `--rates`: the rate card; `None` rates by the article. A history is rated by one card:
-    /// continuing it with another is refused ([`NightError::RateCardChanged`]).
+    /// `--rates`: the rate card; `None` rates by the article. A card that rates the nights
+    /// already run otherwise is refused ([`NightError::RateCardChanged`]).
     pub rates: Option<PathBuf>,
 }
 
@@ -191,10 +191,7 @@ fn check_folder(out: &Path) -> Result<()> {
 /// Runs the night `config.date` (and, when asked, every later night already run).
 pub fn run(config: &NightConfig) -> Result<NightReport> {
     // The rate card is checked before anything else is touched.
-    let card = match &config.rates {
-        Some(path) => crate::rates::load(path)?,
-        None => crate::rates::RateCard::built_in(),
-    };
+    let card = crate::rates::load_or_built_in(config.rates.as_deref())?;
     check_folder(&config.out)?;
     let _lock = lock(&config.out)?;
     let history = nights_run(&config.out)?;

@@ -149,7 +149,12 @@ pub struct Plan {
 impl Plan {
     /// The version in force on `day` (a day in the account's zone), if any has started by then.
     pub fn version_on(&self, day: NaiveDate) -> Option<&PriceVersion> {
-        self.versions.iter().rev().find(|v| v.effective <= day)
+        self.index_on(day).map(|i| &self.versions[i])
+    }
+
+    /// The index of [`Plan::version_on`]'s version.
+    fn index_on(&self, day: NaiveDate) -> Option<usize> {
+        self.versions.iter().rposition(|v| v.effective <= day)
     }
 }
 
@@ -381,7 +386,7 @@ pub struct LineCharge {
 }
 
 /// Spends `allowance` quota units on the lines in the order given, then prices the rest of
-/// each line at its own unit price. `lines` holds each line's (quota, unit price); invoice
+/// each line at its own unit price; amounts have exactly the currency's minor-unit digits. `lines` holds each line's (quota, unit price); invoice
 /// lines come sorted by price version first, so the allowance goes to the earlier prices.
 /// An invoice's total is the exact sum of its lines' amounts.
 pub fn charge_lines(lines: &[(i64, Decimal)], allowance: i64, currency: &str) -> Vec<LineCharge> {
@@ -396,13 +401,18 @@ pub fn charge_lines(lines: &[(i64, Decimal)], allowance: i64, currency: &str) ->
             LineCharge {
                 allowance_quota: covered,
                 overage_quota: overage,
-                amount: (Decimal::from(overage) * unit_price).round_dp_with_strategy(
-                    digits,
-                    rust_decimal::RoundingStrategy::MidpointNearestEven,
-                ),
+                amount: rounded(Decimal::from(overage) * unit_price, digits),
             }
         })
         .collect()
+}
+
+/// `amount` rounded half to even to `digits` decimal places, written with exactly that many.
+fn rounded(amount: Decimal, digits: u32) -> Decimal {
+    let mut amount =
+        amount.round_dp_with_strategy(digits, rust_decimal::RoundingStrategy::MidpointNearestEven);
+    amount.rescale(digits);
+    amount
 }
 
 /// A stretch of time with one billing period and one price version, for one account.
@@ -413,8 +423,8 @@ struct Segment {
     end: i64,
     /// Index into [`Calendars::periods`].
     period: u32,
-    /// Index into the plan's versions.
-    version: u32,
+    /// Index into the plan's versions; `None` before its first.
+    version: Option<u32>,
 }
 
 /// One account as [`Calendars`] knows it.
@@ -465,8 +475,8 @@ impl<'a> Calendars<'a> {
     ) -> Result<(u32, &'a PriceVersion), RateCardError> {
         let segment = self.segment(account_id, ns);
         let account = &self.accounts[self.current];
-        match account.plan.versions.get(segment.version as usize) {
-            Some(version) => Ok((segment.period, version)),
+        match segment.version {
+            Some(version) => Ok((segment.period, &account.plan.versions[version as usize])),
             None => Err(RateCardError::NoVersion {
                 path: self.card.source.clone(),
                 account_id: account.account_id.clone(),
@@ -518,28 +528,22 @@ impl<'a> Calendars<'a> {
         segment
     }
 
-    /// The stretch around `ns` for the current account. Before the plan's first version,
-    /// `version` is past the end of the plan's versions.
+    /// The stretch around `ns` for the current account.
     fn work_out(&mut self, ns: i64) -> Segment {
         let account = &self.accounts[self.current];
         let (tz, plan) = (account.time_zone, account.plan);
         let (name, period_start, period_end) = period_containing(ns, tz);
         let day = tz.timestamp_nanos(ns).date_naive();
-        let (version, version_start, version_end) =
-            match plan.versions.iter().rposition(|v| v.effective <= day) {
-                Some(v) => (
-                    v,
-                    local_midnight(plan.versions[v].effective, tz),
-                    plan.versions
-                        .get(v + 1)
-                        .map_or(i64::MAX, |next| local_midnight(next.effective, tz)),
-                ),
-                None => (
-                    plan.versions.len(),
-                    i64::MIN,
-                    local_midnight(plan.versions[0].effective, tz),
-                ),
-            };
+        let version = plan.index_on(day);
+        let (version_start, version_end) = match version {
+            Some(v) => (
+                local_midnight(plan.versions[v].effective, tz),
+                plan.versions
+                    .get(v + 1)
+                    .map_or(i64::MAX, |next| local_midnight(next.effective, tz)),
+            ),
+            None => (i64::MIN, local_midnight(plan.versions[0].effective, tz)),
+        };
         let period = match self.period_ids.get(&name) {
             Some(&id) => id,
             None => {
@@ -553,9 +557,14 @@ impl<'a> Calendars<'a> {
             start: period_start.max(version_start),
             end: period_end.min(version_end),
             period,
-            version: version as u32,
+            version: version.map(|v| v as u32),
         }
     }
+}
+
+/// The card of `--rates`: the file's, or without one the built-in card.
+pub fn load_or_built_in(path: Option<&Path>) -> Result<RateCard, RateCardError> {
+    path.map_or_else(|| Ok(RateCard::built_in()), load)
 }
 
 /// Reads and checks a rate card file.

@@ -489,13 +489,13 @@ fn new_invoice(account_id: &str, period: &str, card: &RateCard) -> Result<Invoic
 fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
     let terms = card.terms_of(&invoice.account_id);
     let plan = card.plan(&terms);
-    let digits = rates::minor_unit_digits(&invoice.currency);
     let mut quantities = Vec::with_capacity(invoice.lines.len());
     for line in &invoice.lines {
+        let effective = line.price_version.parse::<NaiveDate>().ok();
         let version = plan
             .versions
             .iter()
-            .find(|v| v.effective.format("%Y-%m-%d").to_string() == line.price_version)
+            .find(|v| Some(v.effective) == effective)
             .ok_or_else(|| RateCardError::Invalid {
                 path: card.source.clone(),
                 reason: format!(
@@ -517,16 +517,16 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
         quantities.push((line.quota, unit_price));
     }
     let charges = rates::charge_lines(&quantities, invoice.allowance, &invoice.currency);
-    let mut totals = Totals {
-        amount: Decimal::ZERO,
-        ..Totals::default()
-    };
+    // The amounts all have the currency's digits, and so has their sum.
+    let mut totals = Totals::default();
+    totals
+        .amount
+        .rescale(rates::minor_unit_digits(&invoice.currency));
     for ((line, charge), (_, unit_price)) in invoice.lines.iter_mut().zip(charges).zip(quantities) {
         line.allowance_quota = charge.allowance_quota;
         line.overage_quota = charge.overage_quota;
         line.unit_price = unit_price;
         line.amount = charge.amount;
-        line.amount.rescale(digits);
         line.currency = invoice.currency.clone();
         totals.sessions += line.sessions;
         totals.billable_sessions += line.billable_sessions;
@@ -535,7 +535,6 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
         totals.overage_quota += line.overage_quota;
         totals.amount += line.amount;
     }
-    totals.amount.rescale(digits);
     invoice.totals = totals;
     Ok(())
 }
