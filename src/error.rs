@@ -42,9 +42,6 @@ pub enum NightError {
         later: Vec<chrono::NaiveDate>,
     },
 
-    #[error("another convbill run is working on this output folder (lock `{}` is held)", path.display())]
-    Locked { path: PathBuf },
-
     #[error("the input lacks {missing} message(s) that night {date} read before (for example `{account_id}` / `{message_id}`); recomputing it would drop them")]
     InputLacksNight {
         date: chrono::NaiveDate,
@@ -55,6 +52,23 @@ pub enum NightError {
 
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
+
+    #[error("`{}` holds no nightly history", path.display())]
+    NoHistory { path: PathBuf, exists: bool },
+
+    #[error("`--init` starts a new history, but `{}` already holds one (nights {first} to {last})", path.display())]
+    AlreadyAHistory {
+        path: PathBuf,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+    },
+
+    #[error("cannot run {date} yet: the night ends at {ends}, after this run's clock ({now})")]
+    NotEnded {
+        date: chrono::NaiveDate,
+        ends: String,
+        now: String,
+    },
 
     #[error("cannot run {date} with this rate card: it rates the days up to {until} otherwise than the card night {previous} was rated by (plans, accounts, time zones or price versions in force by then differ)")]
     RateCardChanged {
@@ -123,6 +137,15 @@ pub enum InputError {
     #[error("message `{}` of account `{}` is logged twice with different `{}`: `{}` in {}, `{}` in {} (a duplicate must repeat the same event)", .0.message_id, .0.account_id, .0.column, .0.first_value, .0.first, .0.second_value, .0.second)]
     ConflictingDuplicate(Box<Conflict>),
 
+    #[error("the input `{}` has no messages on {date}: the night has nothing to bill", path.display())]
+    EmptyNight {
+        path: PathBuf,
+        date: chrono::NaiveDate,
+    },
+
+    #[error(transparent)]
+    Late(Box<LateInput>),
+
     #[error("column `timestamp` in `{}` has implausible value `{value}` at row {row} (accepted: {earliest} to {latest}, a day after the run started)", path.display())]
     ImplausibleTimestamp {
         path: PathBuf,
@@ -131,6 +154,16 @@ pub enum InputError {
         earliest: String,
         latest: String,
     },
+}
+
+/// Input files added or changed under nights already billed (see [`crate::nightly`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{} input file(s) hold messages of nights already billed that those nights did not read: {}", files.len(), files.join("; "))]
+pub struct LateInput {
+    /// One description per file: its path, what happened to it, and the days it holds.
+    pub files: Vec<String>,
+    /// The earliest night to recompute.
+    pub recompute_from: chrono::NaiveDate,
 }
 
 /// Two rows with the same (`account_id`, `message_id`) and different contents.
@@ -166,6 +199,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("another convbill run is working on this output folder (lock `{}` is held)", path.display())]
+    Busy { path: PathBuf },
+
+    #[error("`--out` `{}` is a file, not a folder", path.display())]
+    OutIsFile { path: PathBuf },
+
+    #[error("`--out` `{}` does not name a folder", path.display())]
+    OutUnnamed { path: PathBuf },
+
     #[error("refusing to replace `{}`: it exists and is not a convbill output folder (no manifest.json)", path.display())]
     OutputNotOurs { path: PathBuf },
 
@@ -200,9 +242,12 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => exit::DATA,
-            Error::Night(NightError::Locked { .. }) => exit::BUSY,
+            Error::Busy { .. } => exit::BUSY,
             Error::Night(_) | Error::RateCard(_) => exit::USAGE,
-            Error::OutputNotOurs { .. } | Error::NightlyHistory { .. } => exit::USAGE,
+            Error::OutputNotOurs { .. }
+            | Error::NightlyHistory { .. }
+            | Error::OutIsFile { .. }
+            | Error::OutUnnamed { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted => exit::INTERRUPTED,
         }
@@ -223,12 +268,31 @@ impl Error {
             Error::Input(InputError::MissingColumn { .. }) => Some(
                 "column names are exact and lower case; see the input schema in the README".into(),
             ),
-            Error::Night(NightError::MissingNight { missing, .. }) => Some(format!(
-                "run `--date {missing}` first, or use a new `--out` folder to start a new history"
+            Error::Input(InputError::EmptyNight { date, .. }) => Some(format!(
+                "if the logs of {date} have not landed yet, run again once they have; if the day truly had no traffic, add `--allow-empty`"
             )),
-            Error::Night(NightError::BeforeHistory { .. }) => {
-                Some("use a new `--out` folder to start a history on an earlier date".into())
-            }
+            Error::Input(InputError::Late(late)) => Some(format!(
+                "rerun `--date {} --recompute-later` to bill them, or leave out `--strict-late-input` to go on with a warning",
+                late.recompute_from
+            )),
+            Error::Night(NightError::MissingNight { missing, .. }) => Some(format!(
+                "run the missing nights in order, starting with `--date {missing}`"
+            )),
+            Error::Night(NightError::BeforeHistory { first, .. }) => Some(format!(
+                "a history cannot grow backwards; to bill from an earlier day, start a new history there in a new `--out` with `--init` and run every night up to {first} and on"
+            )),
+            Error::Night(NightError::NoHistory { exists: false, .. }) => Some(
+                "check the `--out` path; to start a new history there, add `--init` (once, on its first night)".into(),
+            ),
+            Error::Night(NightError::NoHistory { exists: true, .. }) => Some(
+                "to start a new history in this empty folder, add `--init` (once, on its first night)".into(),
+            ),
+            Error::Night(NightError::AlreadyAHistory { .. }) => Some(
+                "leave out `--init` to continue or rerun this history; a new history needs a new `--out`".into(),
+            ),
+            Error::Night(NightError::NotEnded { .. }) => Some(
+                "a night is billed once it is over: schedule the run after midnight UTC for the day before".into(),
+            ),
             Error::Night(NightError::StaleNights { .. }) => Some(
                 "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
                     .into(),
@@ -244,10 +308,13 @@ impl Error {
                 "pass the card the history was rated by (adding price versions that start later is fine); to rate the history by a changed card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
                     .into(),
             ),
-            Error::Night(NightError::Locked { .. }) => Some(
+            Error::Busy { .. } => Some(
                 "wait for the other run to finish; a run that died releases the lock by itself"
                     .into(),
             ),
+            Error::OutIsFile { .. } | Error::OutUnnamed { .. } => {
+                Some("`--out` names the output folder, which convbill creates if needed".into())
+            }
             Error::OutputNotOurs { .. } => {
                 Some("choose an empty or new folder with `--out`".into())
             }

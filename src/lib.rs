@@ -11,6 +11,7 @@
 //! sessions and violations are streamed to it group by group).
 
 pub mod error;
+pub mod folder;
 pub mod generate;
 pub mod load;
 pub mod nightly;
@@ -73,9 +74,15 @@ const CHUNK_ROWS: u64 = 2_000_000;
 /// Runs the whole pipeline: load, partition, and per group of accounts derive sessions and
 /// rate them, streaming sessions and violations to the output; then invoices and manifest.
 pub fn run(config: &RunConfig) -> Result<RunReport> {
-    // The rate card is checked before anything else is touched.
+    // The rate card is checked before anything else is touched; then the output folder's
+    // lock is taken before anything under or beside it is.
     let card = rates::load_or_built_in(config.rates.as_deref())?;
-    let mut staging = write::Staging::create(&config.out)?;
+    let folder = folder::OutFolder::new(&config.out)?;
+    let _lock = folder.lock()?;
+    if let Some(done) = folder.recover()? {
+        tracing::warn!("{done} (beside `{}`)", config.out.display());
+    }
+    let mut staging = write::Staging::create(&folder)?;
     let mut source = load::open(&config.input)?;
     source.checks.keep_rejects = config.rejects;
     let paths: Vec<PathBuf> = source.files.iter().map(|f| f.full_path.clone()).collect();
@@ -90,7 +97,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         let result = derive_in_groups(config, &card, &mut source, &mut staging);
         (hashes.join().expect("hashing does not panic"), result)
     });
-    let (mut stats, session_stats, lines, partitions) = result?;
+    let (mut stats, session_stats, lines, partitions, coverage) = result?;
     for (file, hash) in source.files.iter_mut().zip(hashes?) {
         file.sha256 = hash;
     }
@@ -98,7 +105,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         true => Some(rejects_frame(&source, &mut stats)?),
         false => None,
     };
-    let mut invoices = rating::invoices_from_lines(lines, &card)?;
+    let mut invoices = rating::invoices_from_lines(lines, &card, &coverage)?;
     let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
     let card_accounts_without_invoices = rate_card
         .accounts_without_invoices
@@ -114,15 +121,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             stats: stats.clone(),
         },
         sessions: session_stats.clone(),
-        invoices: write::InvoiceSummary {
-            invoices: invoices.invoices.len() as u64,
-            lines: invoices.lines.height() as u64,
-            quota: invoices.invoices.iter().map(|i| i.totals.quota).sum(),
-            amounts: write::amounts_by_currency(&invoices.invoices),
-        },
+        invoices: write::InvoiceSummary::of(&invoices),
         outputs: Vec::new(),
     };
-    let written = staging.finish(&mut invoices, rejects.as_mut(), manifest)?;
+    let written = staging.finish(&mut invoices, &card, rejects.as_mut(), manifest)?;
     // The report keeps the invoices' heads and totals; their lines are written.
     let mut heads = invoices.invoices;
     for invoice in &mut heads {
@@ -152,11 +154,16 @@ struct GroupResult {
     lines: polars::prelude::DataFrame,
     sessions: polars::prelude::DataFrame,
     violations: polars::prelude::DataFrame,
+    /// (account, period) of sessions still open at the end of the input's coverage that can
+    /// still change their quota.
+    unsettled: std::collections::BTreeSet<(String, String)>,
 }
 
 /// Reads the input into account groups, then derives and rates the groups ([`WORKERS`] at a
 /// time), appending their sessions and violations to `staging` in group order. Returns the
-/// input counts, the session counts, the invoice lines of all groups and the number of groups.
+/// input counts, the session counts, the invoice lines of all groups, the number of groups
+/// and what the input covers.
+#[allow(clippy::type_complexity)]
 fn derive_in_groups(
     config: &RunConfig,
     card: &rates::RateCard,
@@ -167,6 +174,7 @@ fn derive_in_groups(
     sessions::SessionStats,
     polars::prelude::DataFrame,
     usize,
+    rating::Coverage,
 )> {
     use polars::prelude::*;
     use sessions::timed;
@@ -174,9 +182,11 @@ fn derive_in_groups(
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);
     let mut parts = partition::Parts::new(&plan, &staging.spill_dir())?;
-    let rows_read = timed("read, checked and partitioned", || {
+    let (rows_read, days) = timed("read, checked and partitioned", || {
         read_into(source, &mut parts)
     })?;
+    // The input covers the UTC days it has messages on (logs land by day).
+    let mut coverage = rating::Coverage::of_days(days);
     let partitions = parts.groups();
     tracing::info!(rows = rows_read, partitions, "read and partitioned");
     let groups = std::sync::Mutex::new(parts.finish()?);
@@ -184,12 +194,13 @@ fn derive_in_groups(
     let keep_rejects = source.checks.keep_rejects;
 
     let mut rows_used = 0;
+    let mut unsettled = std::collections::BTreeSet::new();
     let mut stats = sessions::SessionStats::default();
     let mut lines = Vec::with_capacity(partitions);
     std::thread::scope(|scope| -> Result<()> {
         let (done, results) = std::sync::mpsc::channel::<(usize, Result<GroupResult>)>();
         for _ in 0..WORKERS {
-            let (done, groups, paths) = (done.clone(), &groups, &paths);
+            let (done, groups, paths, coverage) = (done.clone(), &groups, &paths, &coverage);
             scope.spawn(move || loop {
                 if let Err(e) = check_interrupt() {
                     let _ = done.send((usize::MAX, Err(e)));
@@ -202,7 +213,7 @@ fn derive_in_groups(
                 };
                 let result = match frame {
                     Ok(None) => return,
-                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects, card),
+                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects, card, coverage),
                     Err(e) => Err(e),
                 };
                 let failed = result.is_err();
@@ -220,6 +231,7 @@ fn derive_in_groups(
                 rows_used += group.rows_used;
                 source.rejected.extend(group.rejected);
                 stats.add(&group.stats);
+                unsettled.extend(group.unsettled);
                 lines.push(group.lines.lazy());
                 timed("appended sessions and violations", || {
                     staging.append(&group.sessions, &group.violations)
@@ -233,6 +245,7 @@ fn derive_in_groups(
         violations = stats.violations,
         "derived sessions"
     );
+    coverage.unsettled = unsettled;
     let rows_rejected: u64 = source.rejected.iter().map(|r| r.height() as u64).sum();
     let input = load::InputStats {
         rows_read,
@@ -246,6 +259,7 @@ fn derive_in_groups(
         stats,
         concat(lines, UnionArgs::default())?.collect()?,
         partitions,
+        coverage,
     ))
 }
 
@@ -293,7 +307,12 @@ fn rejects_frame(
 }
 
 /// Reads and checks the input's chunks on a second thread while this one partitions them.
-fn read_into(source: &mut load::Source, parts: &mut partition::Parts) -> Result<u64> {
+/// Returns the rows read and the UTC days (numbered from the epoch) the rows kept fall on.
+fn read_into(
+    source: &mut load::Source,
+    parts: &mut partition::Parts,
+) -> Result<(u64, std::collections::BTreeSet<i64>)> {
+    let mut days = std::collections::BTreeSet::new();
     std::thread::scope(|scope| {
         let (chunks, received) = std::sync::mpsc::sync_channel(1);
         let reader = scope.spawn(move || {
@@ -305,21 +324,42 @@ fn read_into(source: &mut load::Source, parts: &mut partition::Parts) -> Result<
                 })
             })
         });
-        let pushed = received.iter().try_for_each(|chunk| parts.push(chunk));
+        let pushed = received.iter().try_for_each(|chunk| {
+            add_days(&mut days, chunk.column(schema::TIMESTAMP)?.i64()?);
+            parts.push(chunk)
+        });
         // On a partitioning error the reader stops at its next chunk: report the first cause.
         drop(received);
         let read = reader.join().expect("the reader does not panic");
         pushed?;
-        read
+        Ok((read?, days))
     })
 }
 
-/// Drops duplicates, derives sessions and rates them, for one group of accounts.
+/// Adds the UTC days of `times` (UTC nanoseconds) to `days`. Logs come mostly in time order,
+/// so the set is touched only when the day changes.
+fn add_days(days: &mut std::collections::BTreeSet<i64>, times: &polars::prelude::Int64Chunked) {
+    let mut last = None;
+    // Rows kept have a time: the checks set aside or refuse the others.
+    for chunk in times.downcast_iter() {
+        for time in chunk.values().iter() {
+            let day = time.div_euclid(schema::DAY_NS);
+            if last != Some(day) {
+                days.insert(day);
+                last = Some(day);
+            }
+        }
+    }
+}
+
+/// Drops duplicates, derives sessions and rates them, for one group of accounts. `coverage`
+/// is what the input covers: sessions open at the end of it may still change.
 fn derive_group(
     frame: polars::prelude::DataFrame,
     paths: &[String],
     keep_rejects: bool,
     card: &rates::RateCard,
+    coverage: &rating::Coverage,
 ) -> Result<GroupResult> {
     let (frame, rejected) = sessions::timed("dropped duplicates", || {
         load::deduplicate_checked(frame, paths, keep_rejects)
@@ -330,6 +370,7 @@ fn derive_group(
         rows_used: frame.height() as u64,
         rejected,
         lines: rating::lines_of(&rated)?,
+        unsettled: rating::unsettled(&rated, coverage)?,
         stats: derived.stats,
         sessions: rated.select(rating::RATED_SESSION_COLUMNS)?,
         violations: rating::rate_violations(derived.violations, card)?,

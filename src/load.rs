@@ -27,6 +27,9 @@ use crate::schema::{self, Enumeration};
 /// Internal column names added by the loader.
 pub const FILE: &str = "file";
 pub const ROW: &str = "row";
+/// The `file` of an event a nightly run carried over from an earlier night: it came from that
+/// night's input files, which the `file` column of a later run does not list.
+pub const EARLIER_NIGHT: u32 = u32::MAX;
 
 /// One input file, as recorded in the manifest.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +39,9 @@ pub struct InputFile {
     pub bytes: u64,
     pub sha256: String,
     pub rows: u64,
+    /// Modification time, nanoseconds since the Unix epoch (0 where the OS has none).
+    #[serde(skip)]
+    pub modified_ns: i64,
     #[serde(skip)]
     pub full_path: PathBuf,
     /// `key=value` folder names between the input root and the file.
@@ -197,14 +203,149 @@ pub const REJECT_COLUMNS: [&str; 13] = [
 
 /// Finds the Parquet files at `input` and checks every footer.
 pub fn open(input: &Path) -> Result<Source> {
-    let files = discover(input)?;
-    let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
-    Ok(Source {
-        files,
-        layouts,
-        checks: Checks::strict_now(),
-        rejected: Vec::new(),
+    Source::of(discover(input)?)
+}
+
+/// The rows of `files` whose timestamp lies in `window` (UTC nanoseconds, half-open), checked
+/// strictly and not deduplicated, in the loader's schema (`file` indexes the returned files).
+pub fn read_window(
+    files: Vec<InputFile>,
+    window: (i64, i64),
+) -> Result<(DataFrame, Vec<InputFile>)> {
+    let mut source = Source::of(files)?;
+    let mut frames = vec![empty_rows()];
+    source.read(Some(window), u64::MAX, |frame| {
+        frames.push(frame);
+        Ok(())
+    })?;
+    Ok((concat_frames(frames)?, source.files))
+}
+
+/// A frame of no rows in the loader's schema (see the module comment).
+pub fn empty_rows() -> DataFrame {
+    let text = |name: &str| Column::new_empty(name.into(), &DataType::String);
+    let code = |name: &str| Column::new_empty(name.into(), &DataType::UInt32);
+    DataFrame::new(
+        0,
+        vec![
+            text(schema::MESSAGE_ID),
+            text(schema::ACCOUNT_ID),
+            text(schema::BUSINESS_ID),
+            text(schema::USER_ID),
+            code(schema::CHANNEL),
+            code(schema::DIRECTION),
+            code(schema::KIND),
+            code(schema::STATUS),
+            Column::new_empty(schema::TIMESTAMP.into(), &DataType::Int64),
+            code(FILE),
+            Column::new_empty(ROW.into(), &DataType::UInt64),
+        ],
+    )
+    .expect("columns of equal length")
+}
+
+/// How many rows a file has, and the first and last of their times (UTC nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub rows: u64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+/// A file's rows and the range of their times, reading only its `timestamp` column (after
+/// checking its footer like every file convbill reads).
+pub fn timestamp_range(file: &InputFile) -> Result<TimeRange> {
+    let layout = check_footer(file)?;
+    let range = times_in(file, None)?;
+    Ok(TimeRange {
+        rows: layout.rows,
+        ..range
     })
+}
+
+/// How many of a file's rows have a time in `window` (UTC nanoseconds, half-open, whole days),
+/// and the first and last of those times. Reads only the `timestamp` column.
+pub fn rows_between(file: &InputFile, window: (i64, i64)) -> Result<TimeRange> {
+    times_in(file, Some(window))
+}
+
+fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
+    let path = &file.full_path;
+    let unreadable = |e: PolarsError| InputError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let mut scan = scan(path)
+        .map_err(unreadable)?
+        .select([col(schema::TIMESTAMP)]);
+    let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
+    let factor = unit_factor(&dtype);
+    if let Some((start, end)) = window {
+        scan = scan.filter(in_window(&dtype, start, end));
+    }
+    let ts = || col(schema::TIMESTAMP).to_physical();
+    let frame = collect_input(
+        path,
+        scan.select([
+            len().cast(DataType::UInt64).alias("rows"),
+            ts().min().alias("first"),
+            ts().max().alias("last"),
+        ]),
+    )?;
+    let value = |name: &str| -> Result<Option<i64>> {
+        Ok(frame
+            .column(name)?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .get(0)
+            .map(|v| v.saturating_mul(factor)))
+    };
+    Ok(TimeRange {
+        rows: frame.column("rows")?.u64()?.get(0).unwrap_or(0),
+        first: value("first")?,
+        last: value("last")?,
+    })
+}
+
+/// The type polars reads a scan's `timestamp` column as.
+fn timestamp_dtype(scan: &mut LazyFrame) -> PolarsResult<DataType> {
+    Ok(scan
+        .collect_schema()?
+        .get(schema::TIMESTAMP)
+        .cloned()
+        .unwrap_or(DataType::Null))
+}
+
+/// Nanoseconds per unit of a timestamp type.
+fn unit_factor(dtype: &DataType) -> i64 {
+    match dtype {
+        DataType::Datetime(TimeUnit::Milliseconds, _) => 1_000_000,
+        DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
+        _ => 1,
+    }
+}
+
+/// `start <= timestamp < end` for a column of `dtype`; the bounds are whole days, so they
+/// divide exactly into any unit.
+fn in_window(dtype: &DataType, start: i64, end: i64) -> Expr {
+    let factor = unit_factor(dtype);
+    let bound = |ns: i64| lit(ns / factor).cast(dtype.clone());
+    col(schema::TIMESTAMP)
+        .gt_eq(bound(start))
+        .and(col(schema::TIMESTAMP).lt(bound(end)))
+}
+
+impl Source {
+    /// `files`, their footers checked against the input contract; no data read yet.
+    pub fn of(files: Vec<InputFile>) -> Result<Source> {
+        let layouts = files.iter().map(check_footer).collect::<Result<Vec<_>>>()?;
+        Ok(Source {
+            files,
+            layouts,
+            checks: Checks::strict_now(),
+            rejected: Vec::new(),
+        })
+    }
 }
 
 impl Source {
@@ -414,7 +555,8 @@ fn scan(path: &Path) -> PolarsResult<LazyFrame> {
 
 /// Lists the Parquet files at `input`, sorted by path so that runs are repeatable.
 /// Files and folders whose names start with `.` or `_` (`_SUCCESS`, `.tmp`) are skipped.
-fn discover(input: &Path) -> Result<Vec<InputFile>> {
+/// Nothing is read but the folders and the files' sizes and times.
+pub fn discover(input: &Path) -> Result<Vec<InputFile>> {
     let meta = std::fs::metadata(input).map_err(|_| InputError::NotFound {
         path: input.to_path_buf(),
     })?;
@@ -427,7 +569,7 @@ fn discover(input: &Path) -> Result<Vec<InputFile>> {
         found.push(input_file(
             input.to_path_buf(),
             name,
-            meta.len(),
+            &meta,
             BTreeMap::new(),
         ));
     } else {
@@ -445,14 +587,20 @@ fn discover(input: &Path) -> Result<Vec<InputFile>> {
 fn input_file(
     full_path: PathBuf,
     path: String,
-    bytes: u64,
+    meta: &std::fs::Metadata,
     hive: BTreeMap<String, String>,
 ) -> InputFile {
+    let modified_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
     InputFile {
         path,
-        bytes,
+        bytes: meta.len(),
         sha256: String::new(),
         rows: 0,
+        modified_ns,
         full_path,
         hive,
     }
@@ -491,7 +639,7 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<InputFile>) -> Result<()> {
                 .filter_map(|p| p.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            found.push(input_file(path.clone(), parts.join("/"), meta.len(), hive));
+            found.push(input_file(path.clone(), parts.join("/"), &meta, hive));
         }
     }
     Ok(())
@@ -649,24 +797,8 @@ fn read_file(
     }
     let mut scan = scan.select(columns);
     if let Some((start, end)) = window {
-        let dtype = scan
-            .collect_schema()
-            .map_err(unreadable)?
-            .get(schema::TIMESTAMP)
-            .cloned()
-            .unwrap_or(DataType::Null);
-        let factor = match dtype {
-            DataType::Datetime(TimeUnit::Milliseconds, _) => 1_000_000,
-            DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
-            _ => 1,
-        };
-        // Window bounds are whole days, so they divide exactly into any unit.
-        let bound = |ns: i64| lit(ns / factor).cast(dtype.clone());
-        scan = scan.filter(
-            col(schema::TIMESTAMP)
-                .gt_eq(bound(start))
-                .and(col(schema::TIMESTAMP).lt(bound(end))),
-        );
+        let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
+        scan = scan.filter(in_window(&dtype, start, end));
     }
     let raw = collect_input(path, scan)?;
     let height = raw.height();
@@ -1133,11 +1265,10 @@ fn conflict_error(
             .extract::<u32>()
             .unwrap_or(u32::MAX);
         let row = sorted.column(ROW)?.get(at)?.extract::<u64>().unwrap_or(0);
-        let name = files
-            .get(file as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("input file #{file}"));
-        Ok(format!("`{name}` row {row}"))
+        Ok(match files.get(file as usize) {
+            Some(name) => format!("`{name}` row {row}"),
+            None => "a night already billed".to_string(),
+        })
     };
     Ok(
         InputError::ConflictingDuplicate(Box::new(crate::error::Conflict {

@@ -57,9 +57,25 @@ struct RunArgs {
     #[arg(long, value_name = "YYYY-MM-DD")]
     date: Option<chrono::NaiveDate>,
 
-    /// With `--date` on a night that already has later nights: rerun it and every later night.
+    /// With `--date` on a night that already has later nights: rerun it and every later night,
+    /// all put in place at once.
     #[arg(long, requires = "date")]
     recompute_later: bool,
+
+    /// With `--date`: start a new history in `--out` with this night (the folder must be new
+    /// or empty). Without it, a nightly run only continues a history.
+    #[arg(long, requires = "date")]
+    init: bool,
+
+    /// With `--date`: run the night even if the input holds no messages on its day (without
+    /// it, such a night is refused with exit code 3: its logs have probably not landed yet).
+    #[arg(long, requires = "date")]
+    allow_empty: bool,
+
+    /// With `--date`: refuse to run (exit code 3) while input files hold messages of nights
+    /// already billed that those nights did not read, instead of warning.
+    #[arg(long, requires = "date")]
+    strict_late_input: bool,
 
     /// Set rows that fail a check aside in `rejects.parquet` (with their values, file, row and
     /// reason) and go on, instead of stopping at the first. Problems with a whole file still
@@ -120,11 +136,21 @@ fn main() -> ExitCode {
         }
         convbill::interrupt();
     });
+    // What a failed nightly run leaves: every run is put in place whole or not at all.
+    let mut unchanged = None;
     let result = match cli
         .command
         .unwrap_or(Command::Run(RunArgs::default_from_env()))
     {
-        Command::Run(args) => run(args, cli.quiet),
+        Command::Run(args) => {
+            if args.date.is_some() {
+                unchanged = Some(format!(
+                    "the history in `{}` is as it was before this run",
+                    args.out.display()
+                ));
+            }
+            run(args, cli.quiet)
+        }
         Command::Generate(args) => generate_log(args, cli.quiet),
     };
     match result {
@@ -140,6 +166,9 @@ fn main() -> ExitCode {
                 }
                 None => exit::INTERNAL,
             };
+            if let (exit::INTERNAL, Some(note)) = (code, &unchanged) {
+                eprintln!("note: {note}");
+            }
             ExitCode::from(code as u8)
         }
     }
@@ -180,6 +209,9 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 date,
                 recompute_later: args.recompute_later,
                 rates: args.rates,
+                init: args.init,
+                allow_empty: args.allow_empty,
+                strict_late_input: args.strict_late_input,
             },
             quiet,
         );
@@ -235,12 +267,28 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
                 totals.allowance_quota, totals.overage_quota, totals.amount, invoice.currency
             ));
         }
+        if invoice.status == convbill::rating::PARTIAL {
+            text.push_str(&format!(
+                "; partial: covers {} to {}",
+                invoice.coverage_start, invoice.coverage_end
+            ));
+        }
         text.push('\n');
     }
     if report.invoices.len() > SHOWN {
         text.push_str(&format!(
             "  ... and {} more invoice(s); see invoice_lines.csv\n",
             report.invoices.len() - SHOWN
+        ));
+    }
+    let partial = report
+        .invoices
+        .iter()
+        .filter(|i| i.status == convbill::rating::PARTIAL)
+        .count();
+    if partial > 0 {
+        text.push_str(&format!(
+            "convbill: note: {partial} invoice(s) are partial: the input does not cover every day of their period (it covers the UTC days it has messages on), or a session of it is still open and unanswered where the input ends\n"
         ));
     }
     if let Some(first) = report.card_accounts_without_invoices.first() {
@@ -259,52 +307,75 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
 
 fn run_night(config: nightly::NightConfig, quiet: bool) -> anyhow::Result<()> {
     let report = nightly::run(&config)?;
-    if quiet {
-        return Ok(());
+    if !quiet {
+        eprint!("{}", night_summary(&config, &report));
+    }
+    Ok(())
+}
+
+/// What a nightly run prints on stderr at the end.
+fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -> String {
+    let mut text = String::new();
+    if let Some(recovered) = report.recovered {
+        text.push_str(&format!("convbill: note: {recovered}\n"));
     }
     if report.new_history {
-        eprintln!(
-            "convbill: no state in {}: starting a new history on {}",
+        text.push_str(&format!(
+            "convbill: starting a new history in {} on {}\n",
             config.out.display(),
             config.date
-        );
+        ));
     }
-    for night in &report.nights {
-        tracing::info!(
-            date = %night.date,
-            rows = night.rows_of_the_day,
-            duplicates = night.duplicates_of_earlier_nights,
-            carried_in = night.carried_in,
-            carried_out = night.carried_out,
-            "night done"
-        );
+    for late in &report.late {
+        text.push_str(&format!("convbill: warning: {}\n", late.describe()));
+    }
+    if let Some(from) = nightly::inputs::recompute_from(&report.late) {
+        text.push_str(&format!(
+            "convbill: hint: rerun `--date {from} --recompute-later` to bill them\n"
+        ));
     }
     for change in &report.invoice_changes {
         let show = |q: Option<i64>| q.map_or("none".to_string(), |q| q.to_string());
-        eprintln!(
-            "convbill: invoice {} {} changed: quota {} -> {}",
+        text.push_str(&format!(
+            "convbill: invoice {} {} changed: quota {} -> {}\n",
             change.account_id,
             change.period,
             show(change.old_quota),
             show(change.new_quota)
-        );
+        ));
     }
-    let last = report.nights.last().expect("a night ran");
-    let nights = match report.nights.len() {
+    let nights = &report.nights;
+    let last = nights.last().expect("a night ran");
+    let which = match nights.len() {
         1 => format!("night {}", last.date),
-        n => format!("nights {} to {} ({n})", report.nights[0].date, last.date),
+        n => format!("nights {} to {} ({n})", nights[0].date, last.date),
     };
-    eprintln!(
-        "convbill: {nights}: {} messages, {} sessions closed, {} open, {} violations; {} invoices ({} draft) in {}",
-        report.nights.iter().map(|n| n.rows_of_the_day).sum::<u64>(),
-        report.nights.iter().map(|n| n.sessions_closed).sum::<u64>(),
+    let sum = |f: fn(&nightly::NightStats) -> u64| nights.iter().map(f).sum::<u64>();
+    let statuses: Vec<String> = report
+        .invoices
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect();
+    text.push_str(&format!(
+        "convbill: {which}: {} messages, {} duplicate(s) dropped ({} within the night, {} of earlier nights); {} sessions closed, {} open, {} violations; {} invoices ({}) in {}\n",
+        sum(|n| n.rows_read),
+        sum(|n| n.duplicates()),
+        sum(|n| n.duplicates_within_night),
+        sum(|n| n.duplicates_of_earlier_nights),
+        sum(|n| n.sessions_closed),
         last.sessions_open,
-        report.nights.iter().map(|n| n.violations).sum::<u64>(),
-        report.invoices,
-        report.drafts,
+        sum(|n| n.violations),
+        report.invoices.values().sum::<usize>(),
+        statuses.join(", "),
         config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
-    );
-    Ok(())
+    ));
+    if let Some(partial) = report.invoices.get(convbill::rating::PARTIAL) {
+        text.push_str(&format!(
+            "convbill: note: {partial} invoice(s) are partial: the history starts on {}, after their period began, and they stay partial (see their coverage_start)\n",
+            report.history.0
+        ));
+    }
+    text
 }
 
 fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {

@@ -284,6 +284,27 @@ impl RateCard {
         }))
     }
 
+    /// Decimal places of the `unit_price` columns in Parquet: enough for every price the card
+    /// holds, and at least 4.
+    pub fn price_scale(&self) -> u32 {
+        let versions = self.plans.values().flat_map(|p| &p.versions);
+        let own = self.accounts.values().filter_map(|a| a.unit_price);
+        versions
+            .map(|v| v.unit_price.scale())
+            .chain(own.map(|p| p.scale()))
+            .fold(4, u32::max)
+    }
+
+    /// Decimal places of the `amount` columns in Parquet: the largest minor unit among the
+    /// card's currencies (2 for USD, 3 if it also bills in KWD).
+    pub fn amount_scale(&self) -> u32 {
+        self.plans
+            .values()
+            .map(|p| minor_unit_digits(&p.currency))
+            .max()
+            .unwrap_or(2)
+    }
+
     /// The terms of `account_id`: its own, or the defaults.
     pub fn terms_of(&self, account_id: &str) -> AccountTerms {
         self.accounts
@@ -341,12 +362,20 @@ pub fn first_day(period: &str) -> Option<NaiveDate> {
 /// A period's first instant and the first instant after it, in `tz`, as RFC 3339 with the
 /// zone's offset at that instant (`Z` for UTC).
 pub fn period_bounds_rfc3339(period: &str, tz: Tz) -> Option<(String, String)> {
-    let (start, end) = month_bounds(first_day(period)?, tz);
-    let text = |ns: i64| {
-        tz.timestamp_nanos(ns)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
-    Some((text(start), text(end)))
+    let (start, end) = period_bounds_ns(period, tz)?;
+    Some((rfc3339_in(start, tz), rfc3339_in(end, tz)))
+}
+
+/// A period's first instant and the first instant after it, in `tz`, in UTC nanoseconds.
+pub fn period_bounds_ns(period: &str, tz: Tz) -> Option<(i64, i64)> {
+    Some(month_bounds(first_day(period)?, tz))
+}
+
+/// An instant (UTC nanoseconds) as RFC 3339 with `tz`'s offset at that instant (`Z` for UTC),
+/// to the second (or finer, when the instant has a fraction).
+pub fn rfc3339_in(ns: i64, tz: Tz) -> String {
+    tz.timestamp_nanos(ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// The first instant of `day` in `tz`, in UTC nanoseconds. Where a clock change skips
@@ -601,6 +630,23 @@ fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
     })
 }
 
+/// Decimal places a price may have: `DECIMAL(18, 10)` holds it with 8 digits before the point.
+pub const MAX_PRICE_DIGITS: u32 = 10;
+
+fn check_price_digits(price: Decimal, at: &str) -> Result<(), String> {
+    if price.scale() > MAX_PRICE_DIGITS {
+        return Err(format!(
+            "{at}: unit_price {price} has more than {MAX_PRICE_DIGITS} decimal places"
+        ));
+    }
+    if price >= Decimal::from(100_000_000) {
+        return Err(format!(
+            "{at}: unit_price {price} is too large (at most 8 digits before the decimal point)"
+        ));
+    }
+    Ok(())
+}
+
 fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, String> {
     let mut plans = BTreeMap::new();
     for (name, plan) in file.plans {
@@ -628,6 +674,7 @@ fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, St
             if v.unit_price.is_sign_negative() {
                 return Err(format!("{at}: negative unit_price {}", v.unit_price));
             }
+            check_price_digits(v.unit_price, &at)?;
             if v.included_quota < 0 {
                 return Err(format!(
                     "{at}: negative included_quota {}",
@@ -671,6 +718,9 @@ fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, St
         }
         if terms.unit_price.is_some_and(|p| p.is_sign_negative()) {
             return Err(format!("{whose}: negative unit_price"));
+        }
+        if let Some(price) = terms.unit_price {
+            check_price_digits(price, &whose)?;
         }
         if terms.included_quota.is_some_and(|q| q < 0) {
             return Err(format!("{whose}: negative included_quota"));

@@ -29,12 +29,13 @@ use crate::sessions::SESSION_COLUMNS;
 /// The rule set this version implements.
 pub const RULE_SET: &str = "quota";
 
-/// Columns of `sessions.parquet`, in order: the derived sessions with their billing period
-/// and the price version that rated them.
-pub const RATED_SESSION_COLUMNS: [&str; 15] = with_price_version(SESSION_COLUMNS);
+/// Columns of `sessions.parquet`, in order: the derived sessions with their billing period,
+/// the price version that rated them and the invoice they are on.
+pub const RATED_SESSION_COLUMNS: [&str; 16] = rated_columns(SESSION_COLUMNS);
 
-const fn with_price_version(columns: [&'static str; 14]) -> [&'static str; 15] {
-    let mut rated = [PRICE_VERSION; 15];
+const fn rated_columns(columns: [&'static str; 14]) -> [&'static str; 16] {
+    let mut rated = [INVOICE_ID; 16];
+    rated[14] = PRICE_VERSION;
     let mut i = 0;
     while i < columns.len() {
         rated[i] = columns[i];
@@ -44,6 +45,17 @@ const fn with_price_version(columns: [&'static str; 14]) -> [&'static str; 15] {
 }
 
 const PRICE_VERSION: &str = "price_version";
+const INVOICE_ID: &str = "invoice_id";
+
+/// Invoice statuses: the nights run (or the input) cover the whole period and nothing open
+/// can change it any more.
+pub const FINAL: &str = "final";
+/// Nightly runs: the period has not been covered to its end yet, or an open session may still
+/// change it; later nights make it `final`.
+pub const DRAFT: &str = "draft";
+/// The history or input does not cover the whole period (it starts after the period's first
+/// instant, or, in a whole run, ends before it is over): it never becomes `final`.
+pub const PARTIAL: &str = "partial";
 const QUOTA_PER_SESSION: &str = "quota_per_session";
 
 /// What makes an invoice line, besides its quota per session.
@@ -69,10 +81,14 @@ pub const COUNT_COLUMNS: [&str; 9] = [
 ];
 
 /// Output columns of the invoice lines (`invoice_lines.parquet` and `.csv`), in order.
-/// Money columns are decimal text.
-pub const LINE_COLUMNS: [&str; 14] = [
+/// Money is Parquet `DECIMAL` in `invoice_lines.parquet` and decimal text in the CSV.
+pub const LINE_COLUMNS: [&str; 18] = [
+    INVOICE_ID,
     "account_id",
     "period",
+    "status",
+    "coverage_start",
+    "coverage_end",
     "channel",
     "initiation",
     PRICE_VERSION,
@@ -161,6 +177,105 @@ pub struct Totals {
     pub amount: Decimal,
 }
 
+/// Output columns of `invoices.parquet`, one row per invoice, in order. `amount` is Parquet
+/// `DECIMAL`.
+pub const INVOICE_COLUMNS: [&str; 21] = [
+    INVOICE_ID,
+    "account_id",
+    "period",
+    "status",
+    "time_zone",
+    "period_start",
+    "period_end",
+    "coverage_start",
+    "coverage_end",
+    "rule_set",
+    "plan",
+    "currency",
+    "allowance",
+    "lines",
+    "sessions",
+    "billable_sessions",
+    "quota",
+    "allowance_quota",
+    "overage_quota",
+    "amount",
+    "rate_card_sha256",
+];
+
+/// What the input (a whole run) or the nights run so far (a nightly history) cover: invoices
+/// are `final`, `draft` or `partial` by it.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// The stretches of time covered, `[start, end)` in UTC nanoseconds, sorted and apart: a
+    /// nightly history is one stretch; a whole run's input one per run of consecutive UTC days
+    /// with messages.
+    pub stretches: Vec<(i64, i64)>,
+    /// Nightly histories: later nights extend the last stretch, so a period not covered to its
+    /// end yet is a `draft`. A whole run is not continued: such a period is `partial`.
+    pub continues: bool,
+    /// (account, period) of the invoices with a session still open at the end of its stretch
+    /// that can still change their quota (a Messenger or Instagram session nobody has answered
+    /// yet).
+    pub unsettled: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Coverage {
+    /// One stretch, `[start, end)`.
+    pub fn from_to(start: i64, end: i64) -> Self {
+        Coverage {
+            stretches: vec![(start, end)],
+            ..Coverage::default()
+        }
+    }
+
+    /// The stretches made of whole UTC days (day numbers since the epoch, sorted).
+    pub fn of_days(days: impl IntoIterator<Item = i64>) -> Self {
+        let mut stretches: Vec<(i64, i64)> = Vec::new();
+        for day in days {
+            let (start, end) = (day * schema::DAY_NS, (day + 1) * schema::DAY_NS);
+            match stretches.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => stretches.push((start, end)),
+            }
+        }
+        Coverage {
+            stretches,
+            ..Coverage::default()
+        }
+    }
+
+    /// The stretch that holds the instant `ns`.
+    pub fn stretch_at(&self, ns: i64) -> Option<(i64, i64)> {
+        let after = self.stretches.partition_point(|s| s.0 <= ns);
+        after
+            .checked_sub(1)
+            .map(|i| self.stretches[i])
+            .filter(|s| ns < s.1)
+    }
+
+    /// The part of `[start, end)` covered, from the first covered instant in it to the last.
+    fn within(&self, start: i64, end: i64) -> (i64, i64) {
+        let inside = self.stretches.iter().filter(|s| s.0 < end && s.1 > start);
+        let first = inside.clone().map(|s| s.0).min().unwrap_or(start);
+        let last = inside.map(|s| s.1).max().unwrap_or(start);
+        (first.max(start), last.min(end).max(start))
+    }
+
+    /// The status of a period `[start, end)` of `account_id`.
+    fn status(&self, account_id: &str, period: &str, start: i64, end: i64) -> &'static str {
+        let settled = !self
+            .unsettled
+            .contains(&(account_id.to_string(), period.to_string()));
+        match self.stretch_at(start) {
+            None => PARTIAL,
+            Some((_, to)) if to >= end && settled => FINAL,
+            Some(_) if self.continues => DRAFT,
+            Some(_) => PARTIAL,
+        }
+    }
+}
+
 /// One account's invoice for one billing period.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invoice {
@@ -176,10 +291,13 @@ pub struct Invoice {
     pub period_start: String,
     /// First instant after the period (exclusive), RFC 3339 with the zone's offset.
     pub period_end: String,
+    /// The part of the period the input or the nights run cover, RFC 3339 with the zone's
+    /// offset: `period_start` to `period_end` when the whole period is covered.
+    pub coverage_start: String,
+    pub coverage_end: String,
+    /// [`FINAL`], [`DRAFT`] or [`PARTIAL`].
+    pub status: &'static str,
     pub rule_set: &'static str,
-    /// Nightly runs only: `draft` until the period is complete, then `final`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<&'static str>,
     pub plan: String,
     pub currency: String,
     /// Quota included in the period.
@@ -223,6 +341,8 @@ pub fn rate_sessions(sessions: DataFrame, card: &RateCard) -> Result<DataFrame> 
     let answered = sessions.column("outbound_messages")?.i64()?;
     let mut calendars = Calendars::new(card);
     let mut versions = Names::default();
+    let mut invoices = InvoiceIds::default();
+    let mut invoice_ids = Vec::with_capacity(height);
     let (mut periods, mut version_ids) = (Vec::with_capacity(height), Vec::with_capacity(height));
     let (mut quota, mut per) = (Vec::with_capacity(height), Vec::with_capacity(height));
     let rows = accounts
@@ -238,6 +358,7 @@ pub fn rate_sessions(sessions: DataFrame, card: &RateCard) -> Result<DataFrame> 
         };
         let (period, version) = calendars.at(account, start)?;
         let (units, line_units) = units(&version.quota, channel, initiation, outbound > 0);
+        invoice_ids.push(invoices.id(card, account, &calendars.periods()[period as usize]));
         periods.push(period);
         version_ids.push(versions.id(version.effective));
         quota.push(units);
@@ -250,7 +371,66 @@ pub fn rate_sessions(sessions: DataFrame, card: &RateCard) -> Result<DataFrame> 
     rated.with_column(Column::new("billable".into(), billable.into_series()))?;
     rated.with_column(Column::new("quota".into(), quota))?;
     rated.with_column(Column::new(QUOTA_PER_SESSION.into(), per))?;
+    rated.with_column(invoices.column(&invoice_ids))?;
     Ok(rated)
+}
+
+/// The invoice id of (account, period): derived from the rule set, the account, the period
+/// and what the card says of them ([`RateCard::terms_fingerprint`]), so a rerun gives the same
+/// id, and so does a card edited elsewhere (another account, a version starting later).
+pub fn invoice_id(card: &RateCard, account_id: &str, period: &str) -> String {
+    let first = rates::first_day(period).expect("periods are formatted by convbill as YYYY-MM");
+    let last = first
+        .checked_add_months(chrono::Months::new(1))
+        .and_then(|next| next.pred_opt())
+        .expect("within chrono's range");
+    let terms_fingerprint = card.terms_fingerprint(account_id, first, last);
+    let mut hasher = Sha256::new();
+    for part in [RULE_SET, account_id, period, &terms_fingerprint] {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    format!("{period}-{}", hex::encode(&hasher.finalize()[..6]))
+}
+
+/// Interns invoice ids for a string column; sessions of one account come together, so the
+/// last one is remembered.
+#[derive(Default)]
+struct InvoiceIds {
+    last: Option<(String, String, u32)>,
+    ids: HashMap<(String, String), u32>,
+    names: Vec<String>,
+}
+
+impl InvoiceIds {
+    fn id(&mut self, card: &RateCard, account_id: &str, period: &str) -> u32 {
+        if let Some((a, p, id)) = &self.last {
+            if a == account_id && p == period {
+                return *id;
+            }
+        }
+        let key = (account_id.to_string(), period.to_string());
+        let id = match self.ids.get(&key) {
+            Some(&id) => id,
+            None => {
+                self.names.push(invoice_id(card, account_id, period));
+                let id = self.names.len() as u32 - 1;
+                self.ids.insert(key.clone(), id);
+                id
+            }
+        };
+        self.last = Some((key.0, key.1, id));
+        id
+    }
+
+    fn column(&self, ids: &[u32]) -> Column {
+        StringChunked::from_iter_values(
+            INVOICE_ID.into(),
+            ids.iter().map(|&i| self.names[i as usize].as_str()),
+        )
+        .into_series()
+        .into()
+    }
 }
 
 /// Violations ([`crate::sessions::VIOLATION_COLUMNS`]) with `period` read in each account's
@@ -329,7 +509,50 @@ impl Names {
     }
 }
 
-/// Rated sessions ([`rate_sessions`]) → counted lines ([`COUNT_COLUMNS`]).
+/// (account, period) of the rated sessions still open at the end of the stretch of
+/// `coverage` they started in: a Messenger or Instagram session nobody has answered yet may be
+/// answered after it and bill. (A WhatsApp session costs what it costs from the moment it
+/// opens.)
+pub fn unsettled(
+    sessions: &DataFrame,
+    coverage: &Coverage,
+) -> Result<std::collections::BTreeSet<(String, String)>> {
+    let unanswered = sessions
+        .clone()
+        .lazy()
+        .filter(
+            col(schema::CHANNEL)
+                .neq(lit("whatsapp"))
+                .and(col("outbound_messages").eq(lit(0i64))),
+        )
+        .select([
+            col(schema::ACCOUNT_ID),
+            col("period"),
+            col("started_at").to_physical().alias("start"),
+            col("ends_at").to_physical().alias("end"),
+        ])
+        .collect()?;
+    let accounts = unanswered.column(schema::ACCOUNT_ID)?.str()?;
+    let periods = unanswered.column("period")?.str()?;
+    let starts = unanswered.column("start")?.i64()?;
+    let ends = unanswered.column("end")?.i64()?;
+    let mut open = std::collections::BTreeSet::new();
+    for i in 0..unanswered.height() {
+        let (Some(start), Some(end)) = (starts.get(i), ends.get(i)) else {
+            continue;
+        };
+        if coverage.stretch_at(start).is_none_or(|s| end > s.1) {
+            open.insert((
+                accounts.get(i).unwrap_or_default().to_string(),
+                periods.get(i).unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    Ok(open)
+}
+
+/// Rated sessions ([`rate_sessions`]) → counted lines ([`COUNT_COLUMNS`]), in their fixed
+/// order.
 pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
     Ok(sessions
         .clone()
@@ -344,6 +567,7 @@ pub fn lines_of(sessions: &DataFrame) -> Result<DataFrame> {
             col("quota").sum().cast(DataType::Int64).alias("quota"),
         ])
         .select(COUNT_COLUMNS.map(col))
+        .sort(count_key_names(), SortMultipleOptions::default())
         .collect()?)
 }
 
@@ -355,9 +579,22 @@ fn count_key() -> Vec<Expr> {
         .collect()
 }
 
+fn count_key_names() -> Vec<&'static str> {
+    LINE_KEY
+        .iter()
+        .chain(&[QUOTA_PER_SESSION])
+        .copied()
+        .collect()
+}
+
 /// Counted lines ([`COUNT_COLUMNS`]), possibly several per line (one per group of accounts, or
-/// per night) → summed, sorted, priced lines and the invoices they make.
-pub fn invoices_from_lines(lines: DataFrame, card: &RateCard) -> Result<Invoices> {
+/// per night) → summed, sorted, priced lines and the invoices they make, each with its status
+/// by `coverage`.
+pub fn invoices_from_lines(
+    lines: DataFrame,
+    card: &RateCard,
+    coverage: &Coverage,
+) -> Result<Invoices> {
     let counted = lines
         .lazy()
         .group_by(count_key())
@@ -366,20 +603,13 @@ pub fn invoices_from_lines(lines: DataFrame, card: &RateCard) -> Result<Invoices
             col("billable_sessions").sum(),
             col("quota").sum(),
         ])
-        .sort(
-            LINE_KEY
-                .iter()
-                .chain(&[QUOTA_PER_SESSION])
-                .copied()
-                .collect::<Vec<_>>(),
-            SortMultipleOptions::default(),
-        )
+        .sort(count_key_names(), SortMultipleOptions::default())
         .collect()?;
-    let mut invoices = group_lines(line_records(&counted)?, card)?;
+    let mut invoices = group_lines(line_records(&counted)?, card, coverage)?;
     for invoice in &mut invoices {
         price(invoice, card)?;
     }
-    let lines = lines_frame(&invoices)?;
+    let lines = lines_frame(&invoices, card)?;
     Ok(Invoices { invoices, lines })
 }
 
@@ -435,45 +665,46 @@ fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
 }
 
 /// Sorted lines → one invoice per (account, period).
-fn group_lines(lines: Vec<InvoiceLine>, card: &RateCard) -> Result<Vec<Invoice>> {
+fn group_lines(
+    lines: Vec<InvoiceLine>,
+    card: &RateCard,
+    coverage: &Coverage,
+) -> Result<Vec<Invoice>> {
     let mut invoices: Vec<Invoice> = Vec::new();
     for line in lines {
         let same = invoices
             .last()
             .is_some_and(|i| i.account_id == line.account_id && i.period == line.period);
         if !same {
-            invoices.push(new_invoice(&line.account_id, &line.period, card)?);
+            invoices.push(new_invoice(&line.account_id, &line.period, card, coverage)?);
         }
         invoices.last_mut().expect("pushed above").lines.push(line);
     }
     Ok(invoices)
 }
 
-fn new_invoice(account_id: &str, period: &str, card: &RateCard) -> Result<Invoice> {
+fn new_invoice(
+    account_id: &str,
+    period: &str,
+    card: &RateCard,
+    coverage: &Coverage,
+) -> Result<Invoice> {
     let terms = card.terms_of(account_id);
     let plan = card.plan(&terms);
+    let tz = terms.time_zone;
     let first = rates::first_day(period).expect("periods are formatted by convbill as YYYY-MM");
-    let (start, end) =
-        rates::period_bounds_rfc3339(period, terms.time_zone).expect("a valid period name");
-    let last = first
-        .checked_add_months(chrono::Months::new(1))
-        .and_then(|next| next.pred_opt())
-        .expect("within chrono's range");
-    let terms_fingerprint = card.terms_fingerprint(account_id, first, last);
-    let mut hasher = Sha256::new();
-    for part in [RULE_SET, account_id, period, &terms_fingerprint] {
-        hasher.update(part.as_bytes());
-        hasher.update([0x1f]);
-    }
+    let (start, end) = rates::period_bounds_ns(period, tz).expect("a valid period name");
     Ok(Invoice {
-        invoice_id: format!("{period}-{}", hex::encode(&hasher.finalize()[..6])),
+        invoice_id: invoice_id(card, account_id, period),
         account_id: account_id.to_string(),
         period: period.to_string(),
-        time_zone: terms.time_zone.name().to_string(),
-        period_start: start,
-        period_end: end,
+        time_zone: tz.name().to_string(),
+        period_start: rates::rfc3339_in(start, tz),
+        period_end: rates::rfc3339_in(end, tz),
+        coverage_start: rates::rfc3339_in(coverage.within(start, end).0, tz),
+        coverage_end: rates::rfc3339_in(coverage.within(start, end).1, tz),
+        status: coverage.status(account_id, period, start, end),
         rule_set: RULE_SET,
-        status: None,
         plan: plan.name.clone(),
         currency: plan.currency.clone(),
         allowance: card.allowance(&terms, first),
@@ -539,32 +770,107 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
     Ok(())
 }
 
-/// The lines of all invoices as a frame ([`LINE_COLUMNS`]).
-fn lines_frame(invoices: &[Invoice]) -> Result<DataFrame> {
-    let lines: Vec<&InvoiceLine> = invoices.iter().flat_map(|i| &i.lines).collect();
-    let text = |name: &str, f: &dyn Fn(&InvoiceLine) -> String| {
-        Column::new(name.into(), lines.iter().map(|l| f(l)).collect::<Vec<_>>())
+/// The lines of all invoices as a frame ([`LINE_COLUMNS`]), money as `DECIMAL(18, s)` with
+/// the card's scales ([`RateCard::price_scale`], [`RateCard::amount_scale`]).
+fn lines_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame> {
+    let lines: Vec<(&Invoice, &InvoiceLine)> = invoices
+        .iter()
+        .flat_map(|i| i.lines.iter().map(move |l| (i, l)))
+        .collect();
+    type Row<'a> = (&'a Invoice, &'a InvoiceLine);
+    let text = |name: &str, f: &dyn Fn(Row) -> String| {
+        Column::new(name.into(), lines.iter().map(|&r| f(r)).collect::<Vec<_>>())
     };
     let number = |name: &str, f: &dyn Fn(&InvoiceLine) -> i64| {
-        Column::new(name.into(), lines.iter().map(|l| f(l)).collect::<Vec<_>>())
+        Column::new(
+            name.into(),
+            lines.iter().map(|(_, l)| f(l)).collect::<Vec<_>>(),
+        )
     };
     let columns = vec![
-        text("account_id", &|l| l.account_id.clone()),
-        text("period", &|l| l.period.clone()),
-        text("channel", &|l| l.channel.clone()),
-        text("initiation", &|l| l.initiation.clone()),
-        text(PRICE_VERSION, &|l| l.price_version.clone()),
+        text(INVOICE_ID, &|(i, _)| i.invoice_id.clone()),
+        text("account_id", &|(_, l)| l.account_id.clone()),
+        text("period", &|(_, l)| l.period.clone()),
+        text("status", &|(i, _)| i.status.to_string()),
+        text("coverage_start", &|(i, _)| i.coverage_start.clone()),
+        text("coverage_end", &|(i, _)| i.coverage_end.clone()),
+        text("channel", &|(_, l)| l.channel.clone()),
+        text("initiation", &|(_, l)| l.initiation.clone()),
+        text(PRICE_VERSION, &|(_, l)| l.price_version.clone()),
         number("sessions", &|l| l.sessions),
         number("billable_sessions", &|l| l.billable_sessions),
         number(QUOTA_PER_SESSION, &|l| l.quota_per_session),
         number("quota", &|l| l.quota),
         number("allowance_quota", &|l| l.allowance_quota),
         number("overage_quota", &|l| l.overage_quota),
-        text("unit_price", &|l| l.unit_price.to_string()),
-        text("amount", &|l| l.amount.to_string()),
-        text("currency", &|l| l.currency.clone()),
+        decimal_column(
+            "unit_price",
+            lines.iter().map(|(_, l)| l.unit_price),
+            card.price_scale(),
+        )?,
+        decimal_column(
+            "amount",
+            lines.iter().map(|(_, l)| l.amount),
+            card.amount_scale(),
+        )?,
+        text("currency", &|(_, l)| l.currency.clone()),
     ];
     Ok(DataFrame::new(lines.len(), columns)?)
+}
+
+/// One row per invoice ([`INVOICE_COLUMNS`]), `amount` as `DECIMAL(18, s)`.
+pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame> {
+    let text = |name: &str, f: &dyn Fn(&Invoice) -> String| {
+        Column::new(name.into(), invoices.iter().map(f).collect::<Vec<_>>())
+    };
+    let number = |name: &str, f: &dyn Fn(&Invoice) -> i64| {
+        Column::new(name.into(), invoices.iter().map(f).collect::<Vec<_>>())
+    };
+    let columns = vec![
+        text(INVOICE_ID, &|i| i.invoice_id.clone()),
+        text("account_id", &|i| i.account_id.clone()),
+        text("period", &|i| i.period.clone()),
+        text("status", &|i| i.status.to_string()),
+        text("time_zone", &|i| i.time_zone.clone()),
+        text("period_start", &|i| i.period_start.clone()),
+        text("period_end", &|i| i.period_end.clone()),
+        text("coverage_start", &|i| i.coverage_start.clone()),
+        text("coverage_end", &|i| i.coverage_end.clone()),
+        text("rule_set", &|i| i.rule_set.to_string()),
+        text("plan", &|i| i.plan.clone()),
+        text("currency", &|i| i.currency.clone()),
+        number("allowance", &|i| i.allowance),
+        number("lines", &|i| i.lines.len() as i64),
+        number("sessions", &|i| i.totals.sessions),
+        number("billable_sessions", &|i| i.totals.billable_sessions),
+        number("quota", &|i| i.totals.quota),
+        number("allowance_quota", &|i| i.totals.allowance_quota),
+        number("overage_quota", &|i| i.totals.overage_quota),
+        decimal_column(
+            "amount",
+            invoices.iter().map(|i| i.totals.amount),
+            card.amount_scale(),
+        )?,
+        text("rate_card_sha256", &|i| i.rate_card_sha256.clone()),
+    ];
+    Ok(DataFrame::new(invoices.len(), columns)?)
+}
+
+/// Total digits of the money columns: `DECIMAL(18, s)` is stored as a Parquet INT64.
+pub const MONEY_PRECISION: usize = 18;
+
+/// Decimals → a `DECIMAL(18, scale)` column. The values have at most `scale` places (the card's
+/// scales are chosen so); one too large for 18 digits is an error, not a rounding.
+fn decimal_column(name: &str, values: impl Iterator<Item = Decimal>, scale: u32) -> Result<Column> {
+    let units: Vec<i128> = values
+        .map(|mut value| {
+            value.rescale(scale);
+            value.mantissa()
+        })
+        .collect();
+    let decimals = Int128Chunked::from_vec(name.into(), units)
+        .into_decimal(MONEY_PRECISION, scale as usize)?;
+    Ok(decimals.into_series().into())
 }
 
 #[cfg(test)]
@@ -594,6 +900,7 @@ mod tests {
     #[test]
     fn invoices_group_lines_and_sum_them() {
         let card = RateCard::built_in();
+        let covered = Coverage::from_to(0, i64::MAX);
         let mut invoices = group_lines(
             vec![
                 line("a", "2026-10", "1970-01-01", 2),
@@ -602,6 +909,7 @@ mod tests {
                 line("b", "2026-10", "1970-01-01", 4),
             ],
             &card,
+            &covered,
         )
         .unwrap();
         for invoice in &mut invoices {
@@ -640,11 +948,7 @@ mod tests {
             time_zone = "Asia/Jakarta"
         "#;
         let card = |text: &str| rates::parse(text, std::path::Path::new("t.toml")).unwrap();
-        let id = |account: &str, text: &str| {
-            new_invoice(account, "2026-10", &card(text))
-                .unwrap()
-                .invoice_id
-        };
+        let id = |account: &str, text: &str| invoice_id(&card(text), account, "2026-10");
         assert_eq!(id("a", CARD), id("a", CARD));
         assert_ne!(id("a", CARD), id("b", CARD));
         assert!(id("a", CARD).starts_with("2026-10-"));
@@ -665,6 +969,43 @@ mod tests {
         ] {
             assert_ne!(id("a", CARD), id("a", &changed), "{changed}");
         }
+    }
+
+    #[test]
+    fn a_period_is_final_only_when_one_stretch_covers_it_and_nothing_open_can_change_it() {
+        let day = schema::DAY_NS;
+        // Days 0 to 2 and 4 to 9 have messages; day 3 has none.
+        let whole = Coverage::of_days([0, 1, 2, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(whole.stretches, vec![(0, 3 * day), (4 * day, 10 * day)]);
+        assert_eq!(whole.status("a", "p", 0, 2 * day), FINAL);
+        assert_eq!(whole.status("a", "p", 0, 5 * day), PARTIAL, "a gap inside");
+        assert_eq!(whole.within(0, 5 * day), (0, 5 * day));
+        assert_eq!(whole.status("a", "p", 5 * day, 10 * day), FINAL);
+        assert_eq!(
+            whole.status("a", "p", 5 * day, 11 * day),
+            PARTIAL,
+            "ends too soon"
+        );
+        assert_eq!(whole.within(5 * day, 11 * day), (5 * day, 10 * day));
+        assert_eq!(
+            whole.status("a", "p", -day, day),
+            PARTIAL,
+            "starts too late"
+        );
+        let unsettled = Coverage {
+            unsettled: [("a".to_string(), "p".to_string())].into(),
+            ..whole.clone()
+        };
+        assert_eq!(unsettled.status("a", "p", 0, 2 * day), PARTIAL);
+        assert_eq!(unsettled.status("b", "p", 0, 2 * day), FINAL);
+        // A history goes on: what it has not reached yet is a draft.
+        let history = Coverage {
+            continues: true,
+            ..Coverage::from_to(day, 5 * day)
+        };
+        assert_eq!(history.status("a", "p", 0, 2 * day), PARTIAL);
+        assert_eq!(history.status("a", "p", day, 9 * day), DRAFT);
+        assert_eq!(history.status("a", "p", 2 * day, 4 * day), FINAL);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Write: the run's results in, one output folder on disk out, all or nothing.
 //!
 //! Every file is written into a staging folder beside the output folder, flushed to disk,
-//! and only then swapped into place by renames. A run that fails or is killed part way leaves
-//! the previous outputs as they were, and at most a hidden staging folder that the next run
-//! removes. Outputs hold no wall-clock times, so a rerun on the same input gives the same bytes.
+//! and only then put in place of the old folder in one atomic step ([`crate::folder`]). A run
+//! that fails or is killed part way leaves the previous outputs as they were, and at most a
+//! hidden staging folder that the next run removes. Outputs hold no wall-clock times, so a
+//! rerun on the same input gives the same bytes.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -14,6 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+pub(crate) use crate::folder::io_error;
+use crate::folder::OutFolder;
 use crate::load::{InputFile, InputStats};
 use crate::rating::{Invoice, Invoices, RateCardInfo};
 use crate::sessions::SessionStats;
@@ -23,6 +26,11 @@ pub const VIOLATIONS_FILE: &str = "violations.parquet";
 pub const LINES_PARQUET_FILE: &str = "invoice_lines.parquet";
 pub const LINES_CSV_FILE: &str = "invoice_lines.csv";
 pub const INVOICES_DIR: &str = "invoices";
+/// One row per invoice, with its totals.
+pub const INVOICES_PARQUET_FILE: &str = "invoices.parquet";
+/// The folder of a nightly history that holds what each night carried forward; a whole run
+/// never replaces a folder that has one.
+pub const STATE_DIR: &str = "state";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// `--rejects` only: the rows set aside, with their reasons.
 pub const REJECTS_FILE: &str = "rejects.parquet";
@@ -67,10 +75,28 @@ pub struct InputSection {
 #[derive(Debug, Serialize)]
 pub struct InvoiceSummary {
     pub invoices: u64,
+    /// Invoices by status (`final`, `draft`, `partial`).
+    pub by_status: std::collections::BTreeMap<&'static str, u64>,
     pub lines: u64,
     pub quota: i64,
     /// The invoices' amounts summed per currency (decimal text).
     pub amounts: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+}
+
+impl InvoiceSummary {
+    pub fn of(invoices: &Invoices) -> Self {
+        let mut by_status = std::collections::BTreeMap::new();
+        for invoice in &invoices.invoices {
+            *by_status.entry(invoice.status).or_default() += 1;
+        }
+        InvoiceSummary {
+            invoices: invoices.invoices.len() as u64,
+            by_status,
+            lines: invoices.lines.height() as u64,
+            quota: invoices.invoices.iter().map(|i| i.totals.quota).sum(),
+            amounts: amounts_by_currency(&invoices.invoices),
+        }
+    }
 }
 
 /// The invoices' total amounts, per currency.
@@ -100,7 +126,7 @@ pub fn check_output_folder(out: &Path) -> Result<()> {
     if !out.exists() {
         return Ok(());
     }
-    if out.join(crate::nightly::STATE_DIR).is_dir() {
+    if out.join(STATE_DIR).is_dir() {
         return Err(Error::NightlyHistory {
             path: out.to_path_buf(),
         });
@@ -128,12 +154,10 @@ pub fn check_output_folder(out: &Path) -> Result<()> {
 pub const ROW_GROUP_ROWS: usize = 512 * 512;
 
 /// An output folder being written: a hidden staging folder beside `out` until
-/// [`Staging::finish`] swaps it into place. Dropped unfinished (an error, a panic), it removes
+/// [`Staging::finish`] puts it in place. Dropped unfinished (an error, a panic), it removes
 /// the staging folder and leaves `out` as it was.
 pub struct Staging {
-    out: PathBuf,
-    parent: PathBuf,
-    name: String,
+    folder: OutFolder,
     dir: PathBuf,
     sessions: TableWriter,
     violations: TableWriter,
@@ -141,27 +165,13 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Checks `out` and creates the staging folder beside it (replacing a stale one).
-    pub fn create(out: &Path) -> Result<Self> {
-        check_output_folder(out)?;
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-        let dir = parent.join(format!(".{name}.convbill-staging"));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
-        }
-        fs::create_dir(&dir).map_err(io_error(&dir))?;
+    /// Checks `out` and creates the staging folder beside it. Call with the folder's lock
+    /// held.
+    pub fn create(folder: &OutFolder) -> Result<Self> {
+        check_output_folder(&folder.out)?;
+        let dir = folder.create_staging()?;
         let mut staging = Staging {
-            out: out.to_path_buf(),
-            parent,
-            name,
+            folder: folder.clone(),
             sessions: TableWriter::new(&dir, SESSIONS_FILE),
             violations: TableWriter::new(&dir, VIOLATIONS_FILE),
             dir,
@@ -174,7 +184,7 @@ impl Staging {
 
     /// A hidden folder beside the output for the run's spill files: `.NAME.convbill-spill`.
     pub fn spill_dir(&self) -> PathBuf {
-        self.parent.join(format!(".{}.convbill-spill", self.name))
+        self.folder.spill_path()
     }
 
     /// Appends sessions and violations, in output order.
@@ -183,33 +193,25 @@ impl Staging {
         self.violations.append(violations)
     }
 
-    /// Writes the invoices and the manifest, then swaps the folder into place.
+    /// Writes the invoices and the manifest, then puts the folder in place.
     pub fn finish(
         mut self,
         invoices: &mut Invoices,
+        card: &crate::rates::RateCard,
         rejects: Option<&mut DataFrame>,
         manifest: Manifest,
     ) -> Result<Vec<WrittenFile>> {
         let dir = self.dir.clone();
         let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
-        written.push(write_parquet(
-            &dir,
-            LINES_PARQUET_FILE,
-            &mut invoices.lines,
-        )?);
-        written.push(write_lines_csv(&dir, &invoices.invoices)?);
+        written.extend(write_invoices(&dir, invoices, card)?);
         if let Some(rejects) = rejects {
             written.push(write_parquet(&dir, REJECTS_FILE, rejects)?);
         }
-        for invoice in &invoices.invoices {
-            written.push(write_invoice(&dir, invoice)?);
-        }
         let mut manifest = manifest;
         manifest.outputs = written.clone();
-        let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
-        write_bytes(&dir, MANIFEST_FILE, &[json.as_slice(), b"\n"].concat(), 0)?;
+        write_json(&dir, MANIFEST_FILE, &manifest)?;
         crate::error::check_interrupt()?;
-        swap_into_place(&dir, &self.out, &self.parent, &self.name)?;
+        self.folder.switch(&dir)?;
         self.finished = true;
         Ok(written)
     }
@@ -322,27 +324,36 @@ impl Write for SharedFile {
     }
 }
 
-pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
+/// Writes the invoices of a run into `dir`: `invoice_lines.parquet` and `.csv`,
+/// `invoices.parquet`, and one JSON document per invoice.
+pub(crate) fn write_invoices(
+    dir: &Path,
+    invoices: &mut Invoices,
+    card: &crate::rates::RateCard,
+) -> Result<Vec<WrittenFile>> {
+    let mut written = vec![
+        write_parquet(dir, LINES_PARQUET_FILE, &mut invoices.lines)?,
+        write_lines_csv(dir, &invoices.invoices)?,
+        write_parquet(
+            dir,
+            INVOICES_PARQUET_FILE,
+            &mut crate::rating::invoices_frame(&invoices.invoices, card)?,
+        )?,
+    ];
+    for invoice in &invoices.invoices {
+        written.push(write_invoice(dir, invoice)?);
     }
+    Ok(written)
 }
 
-/// Replaces `out` by `staging`: two renames, with the old folder removed last.
-pub(crate) fn swap_into_place(staging: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
-    if out.exists() {
-        let old = parent.join(format!(".{name}.convbill-previous"));
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(io_error(&old))?;
-        }
-        fs::rename(out, &old).map_err(io_error(out))?;
-        fs::rename(staging, out).map_err(io_error(out))?;
-        fs::remove_dir_all(&old).map_err(io_error(&old))?;
-    } else {
-        fs::rename(staging, out).map_err(io_error(out))?;
-    }
-    Ok(())
+/// Writes a value as pretty JSON with a final newline.
+pub(crate) fn write_json(
+    dir: &Path,
+    relative: &str,
+    value: &impl Serialize,
+) -> Result<WrittenFile> {
+    let json = serde_json::to_vec_pretty(value).expect("convbill's documents serialize");
+    write_bytes(dir, relative, &[json.as_slice(), b"\n"].concat(), 0)
 }
 
 /// A writer that hashes and counts what passes through it, so no output is read back.
@@ -365,26 +376,9 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Testing hook: with `CONVBILL_FAIL_AFTER_FILES=N`, writing fails after N files, as a full
-/// disk or a kill would, so tests can check that nothing half-written is left behind.
-fn injected_failure(path: &Path) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static WRITTEN: AtomicU64 = AtomicU64::new(0);
-    let limit = std::env::var("CONVBILL_FAIL_AFTER_FILES")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok());
-    match limit {
-        Some(limit) if WRITTEN.fetch_add(1, Ordering::SeqCst) >= limit => Err(Error::Output {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("injected failure (CONVBILL_FAIL_AFTER_FILES)"),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Creates `path` (and its folder) behind a hashing writer.
 fn create_file(path: &Path) -> Result<Hashing<BufWriter<File>>> {
-    injected_failure(path)?;
+    crate::folder::injected_failure(path)?;
     if let Some(folder) = path.parent() {
         fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
@@ -452,23 +446,43 @@ pub(crate) fn write_parquet(
     })
 }
 
+/// `invoice_lines.csv`: the columns of `invoice_lines.parquet`, money as decimal text.
 pub(crate) fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {
+    let failed = |e: csv::Error| Error::Output {
+        path: dir.join(LINES_CSV_FILE),
+        source: e.into(),
+    };
     let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(crate::rating::LINE_COLUMNS)
+        .map_err(failed)?;
     let mut rows = 0;
-    for line in invoices.iter().flat_map(|i| &i.lines) {
-        writer.serialize(line).map_err(|e| Error::Output {
-            path: dir.join(LINES_CSV_FILE),
-            source: e.into(),
-        })?;
-        rows += 1;
-    }
-    if rows == 0 {
-        writer
-            .write_record(crate::rating::LINE_COLUMNS)
-            .map_err(|e| Error::Output {
-                path: dir.join(LINES_CSV_FILE),
-                source: e.into(),
-            })?;
+    for invoice in invoices {
+        for line in &invoice.lines {
+            writer
+                .write_record([
+                    invoice.invoice_id.as_str(),
+                    &line.account_id,
+                    &line.period,
+                    invoice.status,
+                    &invoice.coverage_start,
+                    &invoice.coverage_end,
+                    &line.channel,
+                    &line.initiation,
+                    &line.price_version,
+                    &line.sessions.to_string(),
+                    &line.billable_sessions.to_string(),
+                    &line.quota_per_session.to_string(),
+                    &line.quota.to_string(),
+                    &line.allowance_quota.to_string(),
+                    &line.overage_quota.to_string(),
+                    &line.unit_price.to_string(),
+                    &line.amount.to_string(),
+                    &line.currency,
+                ])
+                .map_err(failed)?;
+            rows += 1;
+        }
     }
     let bytes = writer.into_inner().expect("writing to memory cannot fail");
     write_bytes(dir, LINES_CSV_FILE, &bytes, rows)

@@ -19,7 +19,7 @@ pub fn convbill() -> Command {
     command
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -160,17 +160,25 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
     let lines = read_parquet(&out.join("invoice_lines.parquet"));
     assert_eq!(column_names(&lines), convbill::rating::LINE_COLUMNS);
 
-    let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
-    assert_eq!(
-        csv,
-        "account_id,period,channel,initiation,price_version,sessions,billable_sessions,quota_per_session,quota,allowance_quota,overage_quota,unit_price,amount,currency\n\
-         acme,2024-01,messenger,standard,1970-01-01,2,1,1,1,0,1,0,0.00,XXX\n\
-         acme,2024-01,whatsapp,business_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n\
-         acme,2024-01,whatsapp,user_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n"
-    );
     let invoice: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("invoices/2024-01/acme.json")).unwrap())
             .unwrap();
+    // The log covers 1 to 4 January: the invoice is partial, and each line says so.
+    let id = invoice["invoice_id"].as_str().unwrap();
+    let head = format!("{id},acme,2024-01,partial,2024-01-01T00:00:00Z,2024-01-05T00:00:00Z");
+    let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
+    assert_eq!(
+        csv,
+        format!(
+            "invoice_id,account_id,period,status,coverage_start,coverage_end,channel,initiation,price_version,sessions,billable_sessions,quota_per_session,quota,allowance_quota,overage_quota,unit_price,amount,currency\n\
+             {head},messenger,standard,1970-01-01,2,1,1,1,0,1,0,0.00,XXX\n\
+             {head},whatsapp,business_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n\
+             {head},whatsapp,user_initiated,1970-01-01,1,1,1,1,0,1,0,0.00,XXX\n"
+        )
+    );
+    assert_eq!(invoice["status"], "partial");
+    assert_eq!(invoice["coverage_start"], "2024-01-01T00:00:00Z");
+    assert_eq!(invoice["coverage_end"], "2024-01-05T00:00:00Z");
     assert_eq!(invoice["period_start"], "2024-01-01T00:00:00Z");
     assert_eq!(invoice["period_end"], "2024-02-01T00:00:00Z");
     assert_eq!(invoice["totals"]["sessions"], 4);
@@ -205,6 +213,7 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
             "violations.parquet",
             "invoice_lines.parquet",
             "invoice_lines.csv",
+            "invoices.parquet",
             "invoices/2024-01/acme.json"
         ]
     );

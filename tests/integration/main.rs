@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod fuzz;
+mod history;
 mod interrupt;
 mod nightly;
 mod partition;

@@ -50,31 +50,52 @@ fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
         .unwrap()
 }
 
-fn night(input: &Path, out: &Path, date: NaiveDate) -> assert_cmd::assert::Assert {
-    run_command(input, out)
-        .arg("--date")
-        .arg(date.to_string())
-        .assert()
+/// A night as a schedule runs it that knows quiet days happen (`--allow-empty`), starting the
+/// history (`--init`) when `out` holds none yet.
+pub fn night(input: &Path, out: &Path, date: NaiveDate) -> assert_cmd::assert::Assert {
+    night_command(input, out, date).assert()
 }
 
-fn whole(input: &Path, out: &Path) {
+pub fn night_command(input: &Path, out: &Path, date: NaiveDate) -> assert_cmd::Command {
+    let mut command = run_command(input, out);
+    command
+        .arg("--date")
+        .arg(date.to_string())
+        .arg("--allow-empty");
+    if convbill::nightly::nights_run(out)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        command.arg("--init");
+    }
+    command
+}
+
+pub fn whole(input: &Path, out: &Path) {
     run_command(input, out).assert().success();
 }
 
-fn date(s: &str) -> NaiveDate {
+pub fn date(s: &str) -> NaiveDate {
     s.parse().unwrap()
 }
 
 /// Runs every night from `first` for `count` nights.
-fn nights(input: &Path, out: &Path, first: NaiveDate, count: u64) {
+pub fn nights(input: &Path, out: &Path, first: NaiveDate, count: u64) {
     for d in 0..count {
         night(input, out, first + Days::new(d)).success();
     }
 }
 
+/// Invoice lines without what depends on the coverage (status, coverage): a night-by-night
+/// history and a whole run give the same lines, and the same statuses only where they cover
+/// the same days and the history is complete.
+fn lines_without_status(path: &Path) -> DataFrame {
+    read(path).drop_many(["status", "coverage_start", "coverage_end"])
+}
+
 /// Night-by-night outputs equal the whole run's: sessions (closed partitions plus the ones
 /// still open), violations, and invoice lines.
-fn assert_same_as_whole(nightly: &Path, whole: &Path) {
+pub fn assert_same_as_whole(nightly: &Path, whole: &Path) {
     let by = ["session_id"];
     let mut closed = partitions(nightly, "sessions", &by);
     let open = read(&nightly.join("month-to-date/open_sessions.parquet"));
@@ -102,9 +123,11 @@ fn assert_same_as_whole(nightly: &Path, whole: &Path) {
         "violations differ"
     );
 
-    assert_eq!(
-        std::fs::read_to_string(nightly.join("month-to-date/invoice_lines.csv")).unwrap(),
-        std::fs::read_to_string(whole.join("invoice_lines.csv")).unwrap()
+    let nightly_lines = lines_without_status(&nightly.join("month-to-date/invoice_lines.parquet"));
+    let whole_lines = lines_without_status(&whole.join("invoice_lines.parquet"));
+    assert!(
+        nightly_lines.equals_missing(&whole_lines),
+        "invoice lines differ:\n{nightly_lines}\n{whole_lines}"
     );
 }
 
@@ -168,7 +191,10 @@ fn sessions_crossing_midnight_and_the_month_end_are_exact() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(invoice["status"], "final");
+    // The history starts on 30 January: January is billed from then on, and says so.
+    assert_eq!(invoice["status"], "partial");
+    assert_eq!(invoice["coverage_start"], "2024-01-30T00:00:00Z");
+    assert_eq!(invoice["coverage_end"], "2024-02-01T00:00:00Z");
     assert_eq!(invoice["totals"]["quota"], 3);
 }
 
@@ -183,6 +209,8 @@ fn an_invoice_is_draft_until_its_month_has_run_and_settled() {
     ];
     let input = write_log(dir.path(), &events);
     let out = dir.path().join("out");
+    // The history covers January from its first instant.
+    nights(&input, &out, date("2024-01-01"), 29);
     let status = |out: &Path| -> (String, i64) {
         let json: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.join("month-to-date/invoices/2024-01/acme.json")).unwrap(),
@@ -209,11 +237,15 @@ fn an_invoice_is_draft_until_its_month_has_run_and_settled() {
 fn the_first_night_says_it_starts_a_new_history() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
-    night(&input, &dir.path().join("out"), date("2024-01-01"))
+    let out = dir.path().join("out");
+    run_command(&input, &out)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
         .success()
-        .stderr(predicate::str::contains(
-            "starting a new history on 2024-01-01",
-        ));
+        .stderr(predicate::str::contains(format!(
+            "starting a new history in {} on 2024-01-01",
+            out.display()
+        )));
 }
 
 #[test]
@@ -229,7 +261,7 @@ fn a_night_whose_previous_night_has_not_run_is_refused() {
             predicate::str::contains("cannot run 2024-01-04")
                 .and(predicate::str::contains("before 2024-01-02"))
                 .and(predicate::str::contains(
-                    "hint: run `--date 2024-01-02` first",
+                    "hint: run the missing nights in order, starting with `--date 2024-01-02`",
                 )),
         );
     assert!(snapshot(&out) == before, "a refused run changes nothing");
@@ -298,14 +330,15 @@ fn a_second_run_on_the_same_folder_is_refused_while_the_first_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
     let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let held = std::fs::File::create(out.join(convbill::nightly::LOCK_FILE)).unwrap();
+    let lock_path = convbill::folder::OutFolder::new(&out).unwrap().lock_path();
+    let held = std::fs::File::create(&lock_path).unwrap();
     held.try_lock().unwrap();
     night(&input, &out, date("2024-01-01"))
         .code(convbill::exit::BUSY)
         .stderr(predicate::str::contains(
             "another convbill run is working on this output folder",
         ));
+    assert!(!out.exists(), "nothing was touched");
     drop(held);
     // A lock left by a run that died is no obstacle: the OS released it.
     night(&input, &out, date("2024-01-01")).success();
@@ -399,7 +432,7 @@ fn recomputing_from_an_input_that_lacks_a_later_night_is_refused() {
 }
 
 /// `convbill generate` into `out`.
-fn generate(out: &Path, messages: u64, seed: u64, accounts: u32, start: &str, days: u64) {
+pub fn generate(out: &Path, messages: u64, seed: u64, accounts: u32, start: &str, days: u64) {
     convbill()
         .args(["generate", "--messages", &messages.to_string()])
         .args([
@@ -429,10 +462,9 @@ fn nights_rated_by_a_card_equal_one_whole_run_by_it() {
         .assert()
         .success();
     for d in 0..6 {
-        run_command(&input, &nightly_out)
+        night_command(&input, &nightly_out, date("2026-10-13") + Days::new(d))
             .args(["--rates"])
             .arg(&card)
-            .args(["--date", &(date("2026-10-13") + Days::new(d)).to_string()])
             .assert()
             .success();
     }
@@ -454,28 +486,23 @@ fn a_history_is_continued_only_by_a_card_that_rates_its_past_the_same() {
         path
     };
     let out = dir.path().join("nightly");
-    let run_night = |date: &str, card: Option<&Path>| {
-        let mut command = run_command(&input, &out);
+    let run_night = |day: &str, card: Option<&Path>| {
+        let mut command = night_command(&input, &out, date(day));
         if let Some(card) = card {
             command.arg("--rates").arg(card);
         }
-        command.args(["--date", date]).assert()
-    };
-    let without_lock = |out: &Path| {
-        let mut files = snapshot(out);
-        files.remove(Path::new(convbill::nightly::LOCK_FILE));
-        files
+        command.assert()
     };
 
     // Rated by the built-in card, the history is not continued by the sample card.
     run_night("2026-10-13", None).success();
-    let before = without_lock(&out);
+    let before = snapshot(&out);
     run_night("2026-10-14", Some(&sample))
         .code(2)
         .stderr(predicate::str::contains(
             "cannot run 2026-10-14 with this rate card: it rates the days up to 2026-10-14 otherwise than the card night 2026-10-13 was rated by",
         ));
-    assert_eq!(before, without_lock(&out));
+    assert_eq!(before, snapshot(&out));
     // Rerating the history from its first night with the new card is the way on.
     run_night("2026-10-13", Some(&sample)).success();
     run_night("2026-10-14", Some(&sample)).success();
@@ -550,21 +577,20 @@ time_zone = "America/New_York"
         .unwrap();
         json["status"].as_str().unwrap().into()
     };
-    for day in ["2024-01-30", "2024-01-31"] {
-        run_command(&input, &out)
+    // The history starts on 1 January (UTC), before January starts in New York (05:00Z).
+    for day in 0..31 {
+        night_command(&input, &out, date("2024-01-01") + Days::new(day))
             .arg("--rates")
             .arg(&card)
-            .args(["--date", day])
             .assert()
             .success();
     }
     // January ends at 2024-02-01T00:00Z in UTC, and at 05:00Z in New York.
     assert_eq!(status("utc"), "final");
     assert_eq!(status("east"), "draft");
-    run_command(&input, &out)
+    night_command(&input, &out, date("2024-02-01"))
         .arg("--rates")
         .arg(&card)
-        .args(["--date", "2024-02-01"])
         .assert()
         .success();
     assert_eq!(status("east"), "final");

@@ -258,14 +258,14 @@ fn every_priced_line_traces_to_its_sessions_and_adds_up() {
         .success();
     let sessions = read_frame(&out.join("sessions.parquet"));
     let lines = read_frame(&out.join("invoice_lines.parquet"));
+    // Text columns, and the money columns (`DECIMAL`) as decimal text.
     let text = |name: &str, i: usize| {
         lines
             .column(name)
             .unwrap()
-            .str()
-            .unwrap()
             .get(i)
             .unwrap()
+            .str_value()
             .to_string()
     };
     let number = |name: &str, i: usize| lines.column(name).unwrap().i64().unwrap().get(i).unwrap();
@@ -274,9 +274,8 @@ fn every_priced_line_traces_to_its_sessions_and_adds_up() {
             .clone()
             .lazy()
             .filter(
-                col("account_id")
-                    .eq(lit(text("account_id", i)))
-                    .and(col("period").eq(lit(text("period", i))))
+                col("invoice_id")
+                    .eq(lit(text("invoice_id", i)))
                     .and(col("channel").eq(lit(text("channel", i))))
                     .and(col("initiation").eq(lit(text("initiation", i))))
                     .and(col("price_version").eq(lit(text("price_version", i)))),

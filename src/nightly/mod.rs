@@ -1,0 +1,506 @@
+//! Nightly runs: one UTC day of the message log in; that day's closed sessions and violations,
+//! refreshed month-to-date invoices and the state for the next night out.
+//!
+//! The state carries raw events, not derived facts: for every conversation key with a session
+//! or window still open at midnight it keeps the events the next night needs to derive the
+//! same sessions again through [`crate::sessions::derive`] (see [`night`]). A night D writes
+//! the sessions that closed during its day (`D < ends_at <= D+1`) and the violations
+//! timestamped that day; sessions still open are listed in the month-to-date folder and
+//! written by the night they close. So the nights of a month, one after another, give the same
+//! sessions and violations as one run over the month.
+//!
+//! Layout under the output folder:
+//! - `sessions/date=D/part-0.parquet`, `violations/date=D/part-0.parquet`: per night;
+//! - `month-to-date/`: invoices (`final`, `draft` or `partial`), invoice lines, open
+//!   sessions, manifest ([`month_to_date`]);
+//! - `state/date=D/`: what night D carried forward; a night has run when its folder exists;
+//! - `state/inputs.json`: the input files the history has read ([`inputs`]).
+//!
+//! Every run builds the whole new folder beside the old one (linking the files it keeps) and
+//! exchanges the two in one atomic step ([`crate::folder`]): a run of several nights (a
+//! recompute) is in place entirely or not at all.
+
+pub mod inputs;
+pub mod month_to_date;
+pub mod night;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{Days, NaiveDate};
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::error::{InputError, NightError, Result};
+use crate::folder::{self, OutFolder};
+use crate::load;
+use crate::rates::RateCard;
+use crate::schema::{self, DAY_NS};
+use crate::write::{self, STATE_DIR};
+
+pub use night::NightStats;
+
+pub const MONTH_TO_DATE_DIR: &str = "month-to-date";
+/// Duplicates are recognised against the message ids of this many previous nights.
+pub const DEDUP_NIGHTS: u64 = 7;
+const SESSIONS_DIR: &str = "sessions";
+const VIOLATIONS_DIR: &str = "violations";
+
+/// A validated `convbill run --date`.
+#[derive(Debug, Clone)]
+pub struct NightConfig {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub date: NaiveDate,
+    /// Rerunning an earlier night also recomputes every later night that has run.
+    pub recompute_later: bool,
+    /// `--rates`: the rate card; `None` rates by the article. A card that rates the nights
+    /// already run otherwise is refused ([`NightError::RateCardChanged`]).
+    pub rates: Option<PathBuf>,
+    /// `--init`: start a new history (the output folder must not hold one).
+    pub init: bool,
+    /// `--allow-empty`: run the night even if the input has no messages on its day.
+    pub allow_empty: bool,
+    /// `--strict-late-input`: refuse to run while input files hold messages of nights already
+    /// billed that those nights did not read, instead of warning.
+    pub strict_late_input: bool,
+}
+
+impl NightConfig {
+    pub fn new(input: impl Into<PathBuf>, out: impl Into<PathBuf>, date: NaiveDate) -> Self {
+        NightConfig {
+            input: input.into(),
+            out: out.into(),
+            date,
+            recompute_later: false,
+            rates: None,
+            init: false,
+            allow_empty: false,
+            strict_late_input: false,
+        }
+    }
+}
+
+/// An invoice whose quota a run changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvoiceChange {
+    pub account_id: String,
+    pub period: String,
+    pub old_quota: Option<i64>,
+    pub new_quota: Option<i64>,
+}
+
+/// What a nightly run did.
+#[derive(Debug, Clone)]
+pub struct NightReport {
+    pub new_history: bool,
+    /// What the run cleaned up after a run that crashed, if anything.
+    pub recovered: Option<&'static str>,
+    pub nights: Vec<NightStats>,
+    pub invoice_changes: Vec<InvoiceChange>,
+    /// The month-to-date invoices by status.
+    pub invoices: BTreeMap<&'static str, usize>,
+    /// The history's first and last night, after this run.
+    pub history: (NaiveDate, NaiveDate),
+    /// Input files that hold messages of nights already billed that those nights did not read.
+    pub late: Vec<inputs::LateFile>,
+}
+
+fn night_dir(date: NaiveDate) -> String {
+    format!("date={date}")
+}
+
+/// Midnight UTC at the start of `date`, in nanoseconds.
+pub fn start_ns(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_nanos_opt()
+        .expect("dates within the nanosecond range")
+}
+
+/// The nights whose state exists under `out`, in order.
+pub fn nights_run(out: &Path) -> Result<Vec<NaiveDate>> {
+    let dir = out.join(STATE_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut nights = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(write::io_error(&dir))? {
+        let entry = entry.map_err(write::io_error(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(date) = name.strip_prefix("date=") {
+            if let Ok(date) = date.parse::<NaiveDate>() {
+                if entry.path().is_dir() {
+                    nights.push(date);
+                }
+            }
+        }
+    }
+    nights.sort();
+    Ok(nights)
+}
+
+/// Which nights a run of `config.date` computes, given the nights already run.
+fn plan(config: &NightConfig, history: &[NaiveDate]) -> Result<Vec<NaiveDate>> {
+    let date = config.date;
+    let (Some(&first), Some(&last)) = (history.first(), history.last()) else {
+        return Ok(vec![date]);
+    };
+    let next = last + Days::new(1);
+    if date > next {
+        return Err(NightError::MissingNight {
+            date,
+            missing: next,
+        }
+        .into());
+    }
+    if date < first {
+        return Err(NightError::BeforeHistory { date, first }.into());
+    }
+    let later: Vec<NaiveDate> = history.iter().copied().filter(|d| *d > date).collect();
+    if !later.is_empty() && !config.recompute_later {
+        return Err(NightError::StaleNights { date, later }.into());
+    }
+    Ok(std::iter::once(date).chain(later).collect())
+}
+
+/// Checks the output folder against `--init`: a new history only with it, an existing one only
+/// without it, and never in a folder that holds something else.
+fn check_folder(config: &NightConfig, history: &[NaiveDate]) -> Result<()> {
+    let out = &config.out;
+    if let (Some(&first), Some(&last)) = (history.first(), history.last()) {
+        if config.init {
+            return Err(NightError::AlreadyAHistory {
+                path: out.clone(),
+                first,
+                last,
+            }
+            .into());
+        }
+        return Ok(());
+    }
+    if !out.exists() {
+        return match config.init {
+            true => Ok(()),
+            false => Err(NightError::NoHistory {
+                path: out.clone(),
+                exists: false,
+            }
+            .into()),
+        };
+    }
+    let mut entries = fs::read_dir(out).map_err(write::io_error(out))?;
+    // An empty folder, or one whose only entry is an empty `state/`.
+    let empty = entries.all(|e| {
+        e.is_ok_and(|e| {
+            e.file_name() == STATE_DIR
+                && fs::read_dir(e.path()).is_ok_and(|mut inner| inner.next().is_none())
+        })
+    });
+    match (empty, config.init) {
+        (true, true) => Ok(()),
+        (true, false) => Err(NightError::NoHistory {
+            path: out.clone(),
+            exists: true,
+        }
+        .into()),
+        (false, _) => Err(NightError::NotAHistory { path: out.clone() }.into()),
+    }
+}
+
+/// Refuses a night that has not ended yet by the run's clock.
+fn check_ended(date: NaiveDate) -> Result<()> {
+    let ends = start_ns(date) + DAY_NS;
+    let now = chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .expect("the clock is within the nanosecond range");
+    if ends <= now {
+        return Ok(());
+    }
+    Err(NightError::NotEnded {
+        date,
+        ends: load::format_ns(ends),
+        now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+    .into())
+}
+
+/// Where a run reads the history: what it has written so far in its staging folder, else the
+/// output folder as it was.
+pub(crate) struct Tree<'a> {
+    pub out: &'a Path,
+    pub staging: &'a Path,
+}
+
+impl Tree<'_> {
+    /// The state folder of `night`, if that night has run (or was just computed).
+    pub fn state(&self, night: NaiveDate) -> Option<PathBuf> {
+        let relative = Path::new(STATE_DIR).join(night_dir(night));
+        [self.staging, self.out]
+            .iter()
+            .map(|root| root.join(&relative))
+            .find(|dir| dir.is_dir())
+    }
+}
+
+/// Removes the staging folder unless the run put it in place.
+struct Build<'a> {
+    folder: &'a OutFolder,
+    staging: PathBuf,
+    switched: bool,
+}
+
+impl Drop for Build<'_> {
+    fn drop(&mut self) {
+        if !self.switched {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+impl Build<'_> {
+    /// Links what the run did not rewrite from the old folder and puts the new one in place.
+    fn switch(mut self, rewritten: &BTreeSet<PathBuf>) -> Result<()> {
+        folder::link_tree(&self.folder.out, &self.staging, rewritten)?;
+        crate::error::check_interrupt()?;
+        self.folder.switch(&self.staging)?;
+        self.switched = true;
+        Ok(())
+    }
+}
+
+/// Runs the night `config.date` (and, when asked, every later night already run).
+pub fn run(config: &NightConfig) -> Result<NightReport> {
+    // The rate card is checked before anything else is touched; then the output folder's
+    // lock is taken before anything under or beside it is.
+    let card = crate::rates::load_or_built_in(config.rates.as_deref())?;
+    let folder = OutFolder::new(&config.out)?;
+    let _lock = folder.lock()?;
+    let recovered = folder.recover()?;
+    let history = nights_run(&config.out)?;
+    check_folder(config, &history)?;
+    let nights = plan(config, &history)?;
+    check_ended(config.date)?;
+    check_card(&config.out, nights[0], &card)?;
+    let new_history = history.is_empty();
+    let history_start = history.first().copied().unwrap_or(config.date);
+    let first = *nights.first().expect("a plan has a night");
+    let last = *nights.last().expect("a plan has a night");
+
+    // The input files: only new or changed ones are hashed, only those that can hold the
+    // nights' days are read.
+    let catalog = inputs::Catalog::update(
+        &inputs::Catalog::read(&config.out)?,
+        load::discover(&config.input)?,
+        first,
+    )?;
+    let late = catalog.late_files(history_start)?;
+    if config.strict_late_input && !late.is_empty() {
+        return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());
+    }
+    let window = (start_ns(first), start_ns(last) + DAY_NS);
+    let (mut rows, files) = load::read_window(catalog.files_overlapping(window), window)?;
+    rows.rechunk_mut();
+    for night in nights.iter().filter(|n| history.contains(n)) {
+        check_input_covers(*night, &rows, &config.out)?;
+    }
+    if !config.allow_empty && night::rows_on(&rows, config.date)? == 0 {
+        return Err(InputError::EmptyNight {
+            path: config.input.clone(),
+            date: config.date,
+        }
+        .into());
+    }
+    // Only a rerun of a night that had run can change an invoice behind finance's back.
+    let rerun = nights.iter().any(|n| history.contains(n));
+    let old_quota = quota_by_invoice(&config.out)?;
+
+    let build = Build {
+        folder: &folder,
+        staging: folder.create_staging()?,
+        switched: false,
+    };
+    let tree = Tree {
+        out: &config.out,
+        staging: &build.staging,
+    };
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let mut rewritten = BTreeSet::new();
+    let mut stats = Vec::with_capacity(nights.len());
+    for &date in &nights {
+        crate::error::check_interrupt()?;
+        stats.push(night::compute(date, &rows, &paths, &tree, &card)?);
+        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR] {
+            rewritten.insert(Path::new(kind).join(night_dir(date)));
+        }
+    }
+    drop(rows);
+    let all_nights: Vec<NaiveDate> = history
+        .iter()
+        .copied()
+        .chain(nights.iter().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let history_span = (history_start, *all_nights.last().expect("a night has run"));
+    let invoices = month_to_date::write(
+        &tree,
+        &month_to_date::Run {
+            nights: &all_nights,
+            input: &config.input,
+            files: &files,
+            stats: &stats,
+            late: &late,
+            card: &card,
+        },
+    )?;
+    rewritten.insert(PathBuf::from(MONTH_TO_DATE_DIR));
+    catalog.write(&build.staging)?;
+    rewritten.insert(inputs::Catalog::relative_path());
+    build.switch(&rewritten)?;
+
+    let new_quota = quota_of(&invoices.invoices);
+    let mut by_status = BTreeMap::new();
+    for invoice in &invoices.invoices {
+        *by_status.entry(invoice.status).or_default() += 1;
+    }
+    Ok(NightReport {
+        new_history,
+        recovered,
+        nights: stats,
+        invoice_changes: if rerun {
+            changes(&old_quota, &new_quota)
+        } else {
+            Vec::new()
+        },
+        invoices: by_status,
+        history: history_span,
+        late,
+    })
+}
+
+/// (account, period) → quota of the month-to-date invoices under `out`.
+fn quota_by_invoice(out: &Path) -> Result<BTreeMap<(String, String), i64>> {
+    let path = out.join(MONTH_TO_DATE_DIR).join(write::LINES_PARQUET_FILE);
+    let mut totals = BTreeMap::new();
+    if !path.is_file() {
+        return Ok(totals);
+    }
+    let lines = read_parquet(&path)?;
+    let accounts = lines.column("account_id")?.str()?;
+    let periods = lines.column("period")?.str()?;
+    let quota = lines.column("quota")?.i64()?;
+    for i in 0..lines.height() {
+        let key = (
+            accounts.get(i).unwrap_or_default().to_string(),
+            periods.get(i).unwrap_or_default().to_string(),
+        );
+        *totals.entry(key).or_insert(0) += quota.get(i).unwrap_or(0);
+    }
+    Ok(totals)
+}
+
+fn quota_of(invoices: &[crate::rating::Invoice]) -> BTreeMap<(String, String), i64> {
+    invoices
+        .iter()
+        .map(|i| ((i.account_id.clone(), i.period.clone()), i.totals.quota))
+        .collect()
+}
+
+fn changes(
+    old: &BTreeMap<(String, String), i64>,
+    new: &BTreeMap<(String, String), i64>,
+) -> Vec<InvoiceChange> {
+    let keys: BTreeSet<_> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|key| InvoiceChange {
+            account_id: key.0.clone(),
+            period: key.1.clone(),
+            old_quota: old.get(key).copied(),
+            new_quota: new.get(key).copied(),
+        })
+        .collect()
+}
+
+pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = fs::File::open(path).map_err(write::io_error(path))?;
+    Ok(ParquetReader::new(file).finish()?)
+}
+
+/// Refuses to recompute `night` from an input that lacks messages the night read before.
+fn check_input_covers(night: NaiveDate, rows: &DataFrame, out: &Path) -> Result<()> {
+    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
+    let ids = [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let present = rows
+        .clone()
+        .lazy()
+        .filter(
+            col(schema::TIMESTAMP)
+                .gt_eq(lit(start))
+                .and(col(schema::TIMESTAMP).lt(lit(end))),
+        )
+        .select(ids.clone())
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_column(lit(true).alias("present"));
+    let seen = out.join(STATE_DIR).join(night_dir(night)).join(night::SEEN);
+    let missing = read_parquet(&seen)?
+        .lazy()
+        .join(present, ids.clone(), ids, JoinArgs::new(JoinType::Left))
+        .filter(col("present").is_null())
+        .sort(
+            [schema::ACCOUNT_ID, schema::MESSAGE_ID],
+            SortMultipleOptions::default(),
+        )
+        .collect()?;
+    if missing.height() == 0 {
+        return Ok(());
+    }
+    let first = |name: &str| -> Result<String> {
+        Ok(missing
+            .column(name)?
+            .str()?
+            .get(0)
+            .unwrap_or_default()
+            .to_string())
+    };
+    Err(NightError::InputLacksNight {
+        date: night,
+        missing: missing.height() as u64,
+        account_id: first(schema::ACCOUNT_ID)?,
+        message_id: first(schema::MESSAGE_ID)?,
+    }
+    .into())
+}
+
+/// The fingerprint a night records: what the card says of every day its sessions can fall on
+/// in any zone (up to the day after the UTC night).
+fn card_fingerprint(card: &RateCard, night: NaiveDate) -> String {
+    card.history_fingerprint(night + Days::new(1))
+}
+
+/// Refuses to continue a history with a card that rates its earlier nights otherwise (other
+/// zones, plans, accounts' terms, or price versions in force by then). A card that only adds
+/// versions starting later continues it.
+fn check_card(out: &Path, night: NaiveDate, card: &RateCard) -> Result<()> {
+    let previous_night = night - Days::new(1);
+    let dir = out.join(STATE_DIR).join(night_dir(previous_night));
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    // A state written before rate cards existed records none: it cannot be continued either.
+    let previous = fs::read_to_string(dir.join(night::CARD))
+        .map(|text| text.trim().to_string())
+        .unwrap_or_else(|_| "none recorded".into());
+    if previous == card_fingerprint(card, previous_night) {
+        return Ok(());
+    }
+    Err(NightError::RateCardChanged {
+        date: night,
+        previous: previous_night,
+        until: night,
+    }
+    .into())
+}

@@ -1,0 +1,115 @@
+//! Month-to-date: every night's counted lines and the latest night's open sessions in; the
+//! history's invoices (`final`, `draft` or `partial`), their lines, the open sessions and a
+//! manifest out, in `month-to-date/` of the run's staging folder.
+
+use std::path::Path;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::inputs::LateFile;
+use super::night::{self, NightStats};
+use super::{start_ns, Tree, MONTH_TO_DATE_DIR};
+use crate::error::Result;
+use crate::load::{InputFile, InputStats};
+use crate::rates::RateCard;
+use crate::rating::{self, Invoices};
+use crate::schema::DAY_NS;
+use crate::write;
+
+/// What the month-to-date folder is made from.
+pub(crate) struct Run<'a> {
+    /// Every night of the history, in order, after this run.
+    pub nights: &'a [NaiveDate],
+    pub input: &'a Path,
+    /// The input files this run read.
+    pub files: &'a [InputFile],
+    /// The nights this run computed.
+    pub stats: &'a [NightStats],
+    pub late: &'a [LateFile],
+    pub card: &'a RateCard,
+}
+
+/// The history a month-to-date folder sums up.
+#[derive(Debug, Serialize)]
+struct HistorySection {
+    first_night: NaiveDate,
+    last_night: NaiveDate,
+}
+
+/// `month-to-date/manifest.json`.
+#[derive(Debug, Serialize)]
+struct MonthToDateManifest<'a> {
+    program: write::Program,
+    rule_set: &'static str,
+    rate_card: rating::RateCardInfo,
+    history: HistorySection,
+    nights_in_this_run: &'a [NightStats],
+    input: write::InputSection,
+    /// Input files that hold messages of nights already billed that those nights did not read.
+    late_input: &'a [LateFile],
+    invoices: write::InvoiceSummary,
+    outputs: Vec<write::WrittenFile>,
+}
+
+/// Rewrites `month-to-date/` in the staging folder from every night's lines and the latest
+/// night's open sessions; returns the invoices.
+pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
+    let card = run.card;
+    let (first, latest) = (
+        *run.nights.first().expect("a night has run"),
+        *run.nights.last().expect("a night has run"),
+    );
+    let mut lines = Vec::with_capacity(run.nights.len() + 1);
+    for &night in run.nights {
+        let dir = tree
+            .state(night)
+            .expect("every night of the history has a state");
+        lines.push(super::read_parquet(&dir.join(night::LINES))?.lazy());
+    }
+    let latest_state = tree.state(latest).expect("the latest night has a state");
+    let mut open = super::read_parquet(&latest_state.join(night::OPEN))?;
+    let open_rated = rating::rate_sessions(open.clone(), card)?;
+    lines.push(rating::lines_of(&open_rated)?.lazy());
+    let mut coverage = rating::Coverage {
+        continues: true,
+        ..rating::Coverage::from_to(start_ns(first), start_ns(latest) + DAY_NS)
+    };
+    coverage.unsettled = rating::unsettled(&open_rated, &coverage)?;
+    let mut invoices = rating::invoices_from_lines(
+        concat(lines, UnionArgs::default())?.collect()?,
+        card,
+        &coverage,
+    )?;
+
+    let dir = tree.staging.join(MONTH_TO_DATE_DIR);
+    let mut written = write::write_invoices(&dir, &mut invoices, card)?;
+    written.push(write::write_parquet(&dir, night::OPEN, &mut open)?);
+    let mut stats = InputStats::default();
+    for night in run.stats {
+        stats.rows_read += night.rows_read;
+        stats.duplicates_dropped += night.duplicates();
+        stats.rows_used += night.rows_used;
+    }
+    let manifest = MonthToDateManifest {
+        program: write::Program::current(),
+        rule_set: rating::RULE_SET,
+        rate_card: rating::RateCardInfo::of(card),
+        history: HistorySection {
+            first_night: first,
+            last_night: latest,
+        },
+        nights_in_this_run: run.stats,
+        input: write::InputSection {
+            path: run.input.display().to_string(),
+            files: run.files.to_vec(),
+            stats,
+        },
+        late_input: run.late,
+        invoices: write::InvoiceSummary::of(&invoices),
+        outputs: written,
+    };
+    write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
+    Ok(invoices)
+}

@@ -1,0 +1,305 @@
+//! One night: the validated rows of the run's days and the previous night's state in; the
+//! night's closed sessions, violations and state out, written into the run's staging folder.
+//!
+//! The state of night D (`state/date=D/`) carries raw events, not derived facts: for every
+//! conversation key with a session or window still open at midnight, the events the next night
+//! needs to derive the same sessions again:
+//! - a WhatsApp key with an open session: its events from the session's start, plus the last
+//!   customer message at or before that start (it decides the initiation);
+//! - a WhatsApp key whose service window alone is open: its last customer message;
+//! - a Messenger or Instagram key with an open session: the session's events.
+//!
+//! Beside them: the message ids the night used (duplicates of the next
+//! [`super::DEDUP_NIGHTS`] nights are recognised by them), the invoice-line counts of the
+//! sessions it closed, the sessions still open, the rate card's fingerprint, and the night's
+//! counts (`night.json`). Every file is sorted, so a rerun writes the same bytes.
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{night_dir, read_parquet, start_ns, Tree, SESSIONS_DIR, VIOLATIONS_DIR};
+use crate::error::Result;
+use crate::load;
+use crate::rates::RateCard;
+use crate::rating;
+use crate::schema::{self, DAY_NS};
+use crate::sessions;
+use crate::write::{self, STATE_DIR};
+
+pub(crate) const CARRIED: &str = "carried.parquet";
+pub(crate) const SEEN: &str = "seen.parquet";
+pub(crate) const LINES: &str = "lines.parquet";
+pub(crate) const OPEN: &str = "open_sessions.parquet";
+pub(crate) const STATS: &str = "night.json";
+/// What the rate card a night was rated by says of the days up to the day after it
+/// ([`crate::rates::RateCard::history_fingerprint`]).
+pub(crate) const CARD: &str = "rate_card.fingerprint";
+const PART: &str = "part-0.parquet";
+
+/// What one night did. Every row of the night's day is counted once:
+/// `rows_read = duplicates_within_night + duplicates_of_earlier_nights + rows_used`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NightStats {
+    pub date: NaiveDate,
+    /// Rows of the input whose timestamp falls on the night's day.
+    pub rows_read: u64,
+    /// Rows dropped as copies of a message logged earlier the same night.
+    pub duplicates_within_night: u64,
+    /// Rows dropped as copies of a message an earlier night used.
+    pub duplicates_of_earlier_nights: u64,
+    pub rows_used: u64,
+    /// Events carried in from the night before, and out to the next.
+    pub carried_in: u64,
+    pub carried_out: u64,
+    pub sessions_closed: u64,
+    pub sessions_open: u64,
+    pub violations: u64,
+}
+
+impl NightStats {
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates_within_night + self.duplicates_of_earlier_nights
+    }
+}
+
+/// The rows of `date`'s UTC day among `rows` (the loader's schema).
+fn day_of(rows: &DataFrame, date: NaiveDate) -> Result<DataFrame> {
+    let (start, end) = (start_ns(date), start_ns(date) + DAY_NS);
+    let ts = || col(schema::TIMESTAMP);
+    Ok(rows
+        .clone()
+        .lazy()
+        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))))
+        .collect()?)
+}
+
+/// How many of `rows` fall on `date`'s UTC day.
+pub(crate) fn rows_on(rows: &DataFrame, date: NaiveDate) -> Result<u64> {
+    let (start, end) = (start_ns(date), start_ns(date) + DAY_NS);
+    let times = rows.column(schema::TIMESTAMP)?.i64()?;
+    Ok(times
+        .iter()
+        .flatten()
+        .filter(|t| *t >= start && *t < end)
+        .count() as u64)
+}
+
+/// Message ids of the nights before `night` that duplicates are checked against.
+fn seen_before(tree: &Tree, night: NaiveDate) -> Result<Option<DataFrame>> {
+    let mut frames = Vec::new();
+    for back in 1..=super::DEDUP_NIGHTS {
+        if let Some(dir) = tree.state(night - chrono::Days::new(back)) {
+            frames.push(read_parquet(&dir.join(SEEN))?.lazy());
+        }
+    }
+    if frames.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(concat(frames, UnionArgs::default())?.collect()?))
+}
+
+/// Computes `night` from `rows` (validated, not deduplicated; `paths` names their `file`
+/// column) and the state of the night before it, and writes its folders into the staging
+/// folder of `tree`.
+pub(crate) fn compute(
+    night: NaiveDate,
+    rows: &DataFrame,
+    paths: &[String],
+    tree: &Tree,
+    card: &RateCard,
+) -> Result<NightStats> {
+    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
+    let day = day_of(rows, night)?;
+    let rows_read = day.height() as u64;
+    // A conflicting duplicate within the night stops the run, naming both rows.
+    let day = load::deduplicate(day, paths)?;
+    let duplicates_within_night = rows_read - day.height() as u64;
+    let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let day = match seen_before(tree, night)? {
+        None => day,
+        Some(seen) => day
+            .lazy()
+            .join(
+                seen.lazy().with_column(lit(true).alias("seen")),
+                ids(),
+                ids(),
+                JoinArgs::new(JoinType::Left),
+            )
+            .filter(col("seen").is_null())
+            .drop(by_name(["seen"], true, false))
+            .collect()?,
+    };
+
+    let carried = match tree.state(night - chrono::Days::new(1)) {
+        Some(dir) => Some(read_parquet(&dir.join(CARRIED))?),
+        None => None,
+    };
+    let carried_in = carried.as_ref().map_or(0, |c| c.height() as u64);
+    // A copy of a carried event (older than the nights whose ids are kept) is dropped here.
+    let events = match carried {
+        Some(carried) => load::deduplicate(
+            concat([carried.lazy(), day.clone().lazy()], UnionArgs::default())?.collect()?,
+            paths,
+        )?,
+        None => day,
+    };
+    let rows_used = events.height() as u64 - carried_in;
+    let duplicates_of_earlier_nights = rows_read - duplicates_within_night - rows_used;
+    let derived = sessions::derive(&events)?;
+    let rated = rating::rate_sessions(derived.sessions, card)?;
+
+    let ends = || col("ends_at").to_physical();
+    let session_order = || {
+        [
+            schema::ACCOUNT_ID,
+            schema::CHANNEL,
+            schema::BUSINESS_ID,
+            schema::USER_ID,
+            "started_at",
+        ]
+    };
+    let closed = rated
+        .clone()
+        .lazy()
+        .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
+        .sort(session_order(), SortMultipleOptions::default())
+        .collect()?;
+    let mut lines = rating::lines_of(&closed)?;
+    let mut closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
+    let mut open = rated
+        .lazy()
+        .filter(ends().gt(lit(end)))
+        .sort(session_order(), SortMultipleOptions::default())
+        .select(rating::RATED_SESSION_COLUMNS.map(col))
+        .collect()?;
+    let mut violations = rating::rate_violations(derived.violations, card)?
+        .lazy()
+        .filter(col("timestamp").to_physical().gt_eq(lit(start)))
+        .sort(
+            [
+                schema::ACCOUNT_ID,
+                schema::CHANNEL,
+                schema::BUSINESS_ID,
+                schema::USER_ID,
+                schema::TIMESTAMP,
+                schema::MESSAGE_ID,
+            ],
+            SortMultipleOptions::default(),
+        )
+        .collect()?;
+    let mut carried_out = carry(&events, &open, end)?;
+    let mut seen = events
+        .clone()
+        .lazy()
+        .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
+        .select(ids())
+        .sort(
+            [schema::ACCOUNT_ID, schema::MESSAGE_ID],
+            SortMultipleOptions::default(),
+        )
+        .collect()?;
+
+    let stats = NightStats {
+        date: night,
+        rows_read,
+        duplicates_within_night,
+        duplicates_of_earlier_nights,
+        rows_used,
+        carried_in,
+        carried_out: carried_out.height() as u64,
+        sessions_closed: closed.height() as u64,
+        sessions_open: open.height() as u64,
+        violations: violations.height() as u64,
+    };
+    tracing::info!(
+        date = %night,
+        rows = stats.rows_read,
+        duplicates_within_night = stats.duplicates_within_night,
+        duplicates_of_earlier_nights = stats.duplicates_of_earlier_nights,
+        used = stats.rows_used,
+        carried_in = stats.carried_in,
+        carried_out = stats.carried_out,
+        "night computed"
+    );
+
+    let name = night_dir(night);
+    let staging = tree.staging;
+    write::write_parquet(&staging.join(SESSIONS_DIR).join(&name), PART, &mut closed)?;
+    write::write_parquet(
+        &staging.join(VIOLATIONS_DIR).join(&name),
+        PART,
+        &mut violations,
+    )?;
+    let state = staging.join(STATE_DIR).join(&name);
+    write::write_parquet(&state, CARRIED, &mut carried_out)?;
+    write::write_parquet(&state, SEEN, &mut seen)?;
+    write::write_parquet(&state, LINES, &mut lines)?;
+    write::write_parquet(&state, OPEN, &mut open)?;
+    let fingerprint = super::card_fingerprint(card, night);
+    write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
+    write::write_json(&state, STATS, &stats)?;
+    Ok(stats)
+}
+
+/// The events the next night needs (see the module comment), from the night's events and the
+/// sessions still open at `end`. Same schema as the loader's rows, sorted in event order;
+/// `file` is [`load::EARLIER_NIGHT`], since the files of a later run are others.
+fn carry(events: &DataFrame, open: &DataFrame, end: i64) -> Result<DataFrame> {
+    let key = schema::KEY_COLUMNS;
+    let key_cols = || key.map(col);
+    let open_keys = open.clone().lazy().select([
+        col(schema::ACCOUNT_ID),
+        load::encode_channel().alias(schema::CHANNEL),
+        col(schema::BUSINESS_ID),
+        col(schema::USER_ID),
+        col("started_at").to_physical().alias("carry_from"),
+    ]);
+    let with_open = events.clone().lazy().join(
+        open_keys,
+        key_cols(),
+        key_cols(),
+        JoinArgs::new(JoinType::Left),
+    );
+    let ts = || col(schema::TIMESTAMP);
+    let inbound = || col(schema::DIRECTION).eq(lit(schema::INBOUND));
+    let whatsapp = || col(schema::CHANNEL).eq(lit(schema::WHATSAPP));
+    // Events of open sessions, from their start.
+    let in_open = with_open.clone().filter(
+        col("carry_from")
+            .is_not_null()
+            .and(ts().gt_eq(col("carry_from"))),
+    );
+    // The last customer message before an open WhatsApp session, or of a WhatsApp key whose
+    // service window is still open without a session.
+    let context = with_open
+        .filter(
+            whatsapp().and(inbound()).and(
+                col("carry_from")
+                    .is_not_null()
+                    .and(ts().lt(col("carry_from")))
+                    .or(col("carry_from").is_null().and(ts().gt(lit(end - DAY_NS)))),
+            ),
+        )
+        .sort(
+            [schema::TIMESTAMP, schema::MESSAGE_ID],
+            SortMultipleOptions::default(),
+        )
+        .unique_stable(Some(by_name(key, true, false)), UniqueKeepStrategy::Last);
+    let columns: Vec<Expr> = events
+        .get_column_names()
+        .iter()
+        .map(|c| match c.as_str() {
+            load::FILE => lit(load::EARLIER_NIGHT)
+                .cast(DataType::UInt32)
+                .alias(load::FILE),
+            name => col(name),
+        })
+        .collect();
+    Ok(concat(
+        [in_open.select(&columns), context.select(&columns)],
+        UnionArgs::default(),
+    )?
+    .sort(schema::EVENT_ORDER, SortMultipleOptions::default())
+    .collect()?)
+}

@@ -1,0 +1,1002 @@
+//! Money-safe histories, as schedules abuse them: recomputes that are in place entirely or not
+//! at all (failed at every step, killed at any moment), `final` only for complete periods, one
+//! lock for every mode, the same bytes on every rerun, nights that must have input and must be
+//! over, late input noticed, every dropped row counted, and money as numbers in Parquet.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate};
+use convbill::schema::DAY_NS;
+use polars::prelude::*;
+use predicates::prelude::*;
+use serde_json::Value;
+
+use crate::cli::{copy_dir, run_command, snapshot};
+use crate::nightly::{date, generate, night_command, nights};
+use crate::support::*;
+
+const SAMPLE_CARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/rates.toml");
+
+/// Writes `frame`'s rows under `root/date=D/name`, one file per UTC day, with zoned
+/// timestamps in microseconds (as many landing zones have them).
+fn split_by_day(frame: &DataFrame, root: &Path, name: &str) {
+    let ns: Vec<i64> = frame
+        .column("timestamp")
+        .unwrap()
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let days: BTreeSet<i64> = ns.iter().map(|t| t.div_euclid(DAY_NS)).collect();
+    for day in days {
+        let mask: BooleanChunked = ns.iter().map(|t| t.div_euclid(DAY_NS) == day).collect();
+        let mut part = frame.filter(&mask).unwrap();
+        let zoned = part
+            .column("timestamp")
+            .unwrap()
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))
+            .unwrap();
+        part.with_column(zoned).unwrap();
+        let date = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + Days::new(day as u64);
+        write_parquet(&root.join(format!("date={date}")).join(name), &mut part);
+    }
+}
+
+/// A generated log split into a landing zone of one folder per UTC day under `dir/logs`.
+fn landing_zone(
+    dir: &Path,
+    seed: u64,
+    start: &str,
+    days: u64,
+    accounts: u32,
+    messages: u64,
+) -> PathBuf {
+    let log = dir.join(format!("generated-{seed}.parquet"));
+    generate(&log, messages, seed, accounts, start, days);
+    let logs = dir.join("logs");
+    split_by_day(&read_frame(&log), &logs, &format!("part-{seed}.parquet"));
+    std::fs::remove_file(&log).unwrap();
+    logs
+}
+
+/// The nights of a landing zone: one per `date=` folder, in order.
+fn days_of(logs: &Path) -> Vec<NaiveDate> {
+    let mut days: Vec<NaiveDate> = std::fs::read_dir(logs)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("date=").map(|d| d.parse().unwrap())
+        })
+        .collect();
+    days.sort();
+    days
+}
+
+/// Runs every night of the landing zone, rated by the sample card.
+fn bill_every_night(logs: &Path, out: &Path) {
+    for day in days_of(logs) {
+        night_command(logs, out, day)
+            .arg("--rates")
+            .arg(SAMPLE_CARD)
+            .assert()
+            .success();
+    }
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Every month-to-date invoice of a history: (account, period) → invoice.
+fn invoices(out: &Path) -> std::collections::BTreeMap<(String, String), Value> {
+    snapshot(&out.join("month-to-date/invoices"))
+        .into_values()
+        .map(|bytes| {
+            let invoice: Value = serde_json::from_slice(&bytes).unwrap();
+            (
+                (
+                    invoice["account_id"].as_str().unwrap().to_string(),
+                    invoice["period"].as_str().unwrap().to_string(),
+                ),
+                invoice,
+            )
+        })
+        .collect()
+}
+
+/// A September history (four accounts, sample card) and a late file for 5 September that
+/// arrived after the 11th had been billed. Returns (logs, history).
+fn history_with_a_late_file(dir: &Path) -> (PathBuf, PathBuf) {
+    let logs = landing_zone(dir, 21, "2026-09-03", 6, 4, 3_000);
+    let out = dir.join("billing");
+    bill_every_night(&logs, &out);
+    let late = dir.join("late.parquet");
+    generate(&late, 600, 99, 4, "2026-09-05", 1);
+    let frame = read_frame(&late);
+    let last = *days_of(&logs).last().unwrap();
+    // Only the days already billed: the late file of a landing zone.
+    let ts = frame
+        .column("timestamp")
+        .unwrap()
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap()
+        .to_physical_repr();
+    let mask: BooleanChunked = ts
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|t| t.unwrap() < convbill::nightly::start_ns(last + Days::new(1)))
+        .collect();
+    split_by_day(&frame.filter(&mask).unwrap(), &logs, "late.parquet");
+    (logs, out)
+}
+
+const RECOMPUTE: [&str; 6] = [
+    "--date",
+    "2026-09-05",
+    "--recompute-later",
+    "--allow-empty",
+    "--rates",
+    SAMPLE_CARD,
+];
+
+fn recompute(logs: &Path, out: &Path) -> assert_cmd::Command {
+    let mut command = run_command(logs, out);
+    command.args(RECOMPUTE);
+    command
+}
+
+/// `convbill run --input INPUT --out OUT ARGS` as a process to start and stop.
+fn process(input: &Path, out: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
+    command
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .env_remove("CONVBILL_INPUT")
+        .env_remove("CONVBILL_OUT")
+        .env_remove("CONVBILL_RATES");
+    command
+}
+
+#[test]
+fn a_recompute_that_fails_at_any_step_leaves_the_old_history_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, out) = history_with_a_late_file(dir.path());
+    let before = snapshot(&out);
+
+    // What the complete recompute gives, in a copy of the history.
+    let copy = dir.path().join("copy");
+    copy_dir(&out, &copy);
+    recompute(&logs, &copy)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("changed: quota"));
+    let after = snapshot(&copy);
+    assert!(before != after, "the late file changes the history");
+
+    let mut failures = 0;
+    for steps in 0.. {
+        let output = recompute(&logs, &out)
+            .env("CONVBILL_FAIL_AFTER_FILES", steps.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            assert!(snapshot(&out) == after, "the recompute is complete");
+            break;
+        }
+        assert_eq!(
+            output.status.code(),
+            Some(convbill::exit::INTERNAL),
+            "{stderr}"
+        );
+        assert!(stderr.contains("injected failure"), "{stderr}");
+        assert!(
+            stderr.contains("the history in") && stderr.contains("is as it was before this run"),
+            "{stderr}"
+        );
+        assert!(
+            snapshot(&out) == before,
+            "a failure after {steps} steps changed the history"
+        );
+        assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+        failures += 1;
+        assert!(failures < 500, "the recompute never succeeds");
+    }
+    // Seven nights of eight files each, the month-to-date folder, the catalog, the switch.
+    assert!(failures > 50, "only {failures} steps were tried");
+}
+
+#[test]
+fn a_recompute_killed_at_any_moment_leaves_the_old_history_or_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, out) = history_with_a_late_file(dir.path());
+    let before = snapshot(&out);
+    let copy = dir.path().join("complete");
+    copy_dir(&out, &copy);
+    let started = Instant::now();
+    recompute(&logs, &copy).assert().success();
+    let takes = started.elapsed();
+    let after = snapshot(&copy);
+
+    let (mut old, mut new) = (0, 0);
+    for attempt in 0..10u32 {
+        let work = dir.path().join(format!("work-{attempt}"));
+        copy_dir(&out, &work);
+        let mut child = process(&logs, &work, &RECOMPUTE)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(takes * attempt / 8);
+        let _ = child.kill();
+        child.wait().unwrap();
+        let left = snapshot(&work);
+        if left == before {
+            old += 1;
+        } else {
+            assert!(left == after, "attempt {attempt}: a mix of old and new");
+            new += 1;
+        }
+        // The next run cleans up and completes the recompute.
+        recompute(&logs, &work).assert().success();
+        assert!(snapshot(&work) == after);
+    }
+    assert!(
+        old > 0 && new > 0,
+        "kills hit only one side: {old} old, {new} new"
+    );
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn switching_without_an_atomic_exchange_gives_the_same_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = landing_zone(dir.path(), 4, "2026-10-01", 3, 3, 1_500);
+    let (plain, fallback) = (dir.path().join("plain"), dir.path().join("fallback"));
+    bill_every_night(&logs, &plain);
+    for day in days_of(&logs) {
+        night_command(&logs, &fallback, day)
+            .arg("--rates")
+            .arg(SAMPLE_CARD)
+            .env("CONVBILL_NO_EXCHANGE", "1")
+            .assert()
+            .success();
+    }
+    assert!(snapshot(&plain) == snapshot(&fallback));
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_history_started_mid_month_bills_that_month_as_partial_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = landing_zone(dir.path(), 8, "2026-09-28", 5, 4, 3_000);
+    let out = dir.path().join("billing");
+    let days = days_of(&logs);
+    assert!(days.len() >= 6 && days[0] == date("2026-09-28"));
+    // A missed night's old hint led here: a new history from the 28th. It says what it is.
+    night_command(&logs, &out, days[0])
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("partial").and(predicate::str::contains(
+                "the history starts on 2026-09-28, after their period began",
+            )),
+        );
+    for day in &days[1..] {
+        night_command(&logs, &out, *day)
+            .arg("--rates")
+            .arg(SAMPLE_CARD)
+            .assert()
+            .success();
+    }
+    let all = invoices(&out);
+    let september: Vec<&Value> = all
+        .iter()
+        .filter(|((_, period), _)| period == "2026-09")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(september.len() >= 3);
+    for invoice in &september {
+        assert_eq!(invoice["status"], "partial", "{invoice}");
+        assert_ne!(invoice["coverage_start"], invoice["period_start"]);
+        assert_eq!(invoice["coverage_end"], invoice["period_end"]);
+    }
+    // A UTC account: billed from the 28th; New York: from 20:00 on the 27th, local time.
+    let utc = &all[&("acct-0003".to_string(), "2026-09".to_string())];
+    assert_eq!(utc["coverage_start"], "2026-09-28T00:00:00Z");
+    let nyc = &all[&("acct-0001".to_string(), "2026-09".to_string())];
+    assert_eq!(nyc["coverage_start"], "2026-09-27T20:00:00-04:00");
+    // October started after the history did: a draft, complete once its month has run.
+    for ((_, period), invoice) in &all {
+        if period == "2026-10" {
+            assert_eq!(invoice["status"], "draft", "{invoice}");
+            assert_eq!(invoice["coverage_start"], invoice["period_start"]);
+        }
+    }
+    // The lines say it too, and finance can filter on it.
+    let lines = read_frame(&out.join("month-to-date/invoice_lines.parquet"));
+    let statuses = strings(&lines, "status");
+    let periods = strings(&lines, "period");
+    assert!(statuses
+        .iter()
+        .zip(&periods)
+        .all(|(s, p)| (p == "2026-09") == (s == "partial")));
+}
+
+#[test]
+fn a_whole_run_marks_the_periods_its_input_does_not_cover_as_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    // From 31 August (UTC) to the end of September, and late replies into October.
+    generate(&log, 20_000, 12, 4, "2026-08-31", 31);
+    let out = dir.path().join("whole");
+    run_command(&log, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("partial: covers"));
+    let invoice = |account: &str, period: &str| -> Value {
+        json(&out.join(format!("invoices/{period}/{account}.json")))
+    };
+    // August: one evening of it in New York, one day in UTC, none of Jakarta's start.
+    let nyc = invoice("acct-0001", "2026-08");
+    assert_eq!(nyc["status"], "partial");
+    assert_eq!(nyc["coverage_start"], "2026-08-30T20:00:00-04:00");
+    assert_eq!(nyc["coverage_end"], "2026-09-01T00:00:00-04:00");
+    assert_eq!(invoice("acct-0003", "2026-08")["status"], "partial");
+    // September is covered whole in UTC, and from its first instant in Jakarta.
+    let utc = invoice("acct-0003", "2026-09");
+    assert_eq!(utc["status"], "final");
+    assert_eq!(utc["coverage_start"], utc["period_start"]);
+    assert_eq!(
+        invoice("acct-0000", "2026-09")["coverage_start"],
+        "2026-09-01T00:00:00+07:00"
+    );
+    // October has only the late replies.
+    assert_eq!(invoice("acct-0000", "2026-10")["status"], "partial");
+    let manifest = manifest_of(&out);
+    assert!(
+        manifest["invoices"]["by_status"]["partial"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+}
+
+#[test]
+fn a_whole_run_waits_for_no_one_it_exits_4_while_another_holds_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &[template("t1", "Mon 13:00")]);
+    let out = dir.path().join("out");
+    let folder = convbill::folder::OutFolder::new(&out).unwrap();
+    let held = folder.lock().unwrap();
+    run_command(&log, &out)
+        .assert()
+        .code(convbill::exit::BUSY)
+        .stderr(predicate::str::contains(
+            "another convbill run is working on this output folder",
+        ));
+    // Nothing under or beside the folder was touched: no output, staging or spill.
+    assert!(!out.exists());
+    assert_eq!(
+        hidden_entries(dir.path()),
+        vec![".out.convbill.lock".to_string()]
+    );
+    drop(held);
+    run_command(&log, &out).assert().success();
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn two_whole_runs_started_together_one_works_and_the_other_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    generate(&log, 400_000, 3, 20, "2026-10-01", 10);
+    let out = dir.path().join("whole");
+    let start = || {
+        process(&log, &out, &["-q", "--partition-rows", "20000"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start();
+    let lock = convbill::folder::OutFolder::new(&out).unwrap().lock_path();
+    let started = Instant::now();
+    while !lock.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = start().wait_with_output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(convbill::exit::BUSY),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // The outputs are the first run's, whole.
+    let clean = dir.path().join("clean");
+    run_command(&log, &clean).assert().success();
+    assert!(snapshot(&out) == snapshot(&clean));
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn rerunning_the_last_night_gives_the_same_bytes_state_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = landing_zone(dir.path(), 31, "2026-10-12", 4, 12, 40_000);
+    let out = dir.path().join("billing");
+    bill_every_night(&logs, &out);
+    let first = snapshot(&out);
+    let last = *days_of(&logs).last().unwrap();
+    for _ in 0..4 {
+        night_command(&logs, &out, last)
+            .arg("--rates")
+            .arg(SAMPLE_CARD)
+            .assert()
+            .success();
+        let again = snapshot(&out);
+        for (path, bytes) in &first {
+            assert!(again.get(path) == Some(bytes), "{} changed", path.display());
+        }
+        assert_eq!(first.len(), again.len());
+    }
+}
+
+/// A landing zone with the messages of the given days, one file per day.
+fn days_with(dir: &Path, days: &[(&str, Vec<Ev>)]) -> PathBuf {
+    let logs = dir.join("logs");
+    for (day, events) in days {
+        write_parquet(
+            &logs.join(format!("date={day}")).join("part-0.parquet"),
+            &mut frame(events),
+        );
+    }
+    logs
+}
+
+#[test]
+fn a_night_without_messages_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
+            ("2024-01-03", vec![template("t2", "Wed 13:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success();
+    let before = snapshot(&out);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains("has no messages on 2024-01-02")
+                .and(predicate::str::contains("have not landed yet"))
+                .and(predicate::str::contains("--allow-empty")),
+        );
+    assert!(snapshot(&out) == before, "a refused night changes nothing");
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--allow-empty"])
+        .assert()
+        .success();
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-03"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_night_that_has_not_ended_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let logs = days_with(dir.path(), &[]);
+    std::fs::create_dir_all(&logs).unwrap();
+    let out = dir.path().join("billing");
+    for day in [today, today + Days::new(1), today + Days::new(2)] {
+        run_command(&logs, &out)
+            .args(["--date", &day.to_string(), "--init", "--allow-empty"])
+            .assert()
+            .code(convbill::exit::USAGE)
+            .stderr(
+                predicate::str::contains(format!("cannot run {day} yet"))
+                    .and(predicate::str::contains("after this run's clock")),
+            );
+        assert!(!out.exists());
+    }
+    let yesterday = today - Days::new(1);
+    write_parquet(
+        &logs.join("today.parquet"),
+        &mut frame(&[template("t1", "Mon 13:00")]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", &yesterday.to_string(), "--init", "--allow-empty"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_new_history_is_started_only_with_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
+    );
+    // A typo in `--out` under `-q`: refused, loudly, and nothing is made.
+    let typo = dir.path().join("biling");
+    run_command(&logs, &typo)
+        .args(["-q", "--date", "2024-01-01"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("holds no nightly history")
+                .and(predicate::str::contains("hint: check the `--out` path"))
+                .and(predicate::str::contains("--init")),
+        );
+    assert!(!typo.exists());
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+    // An empty folder needs `--init` too.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    run_command(&logs, &empty)
+        .args(["--date", "2024-01-01"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains("add `--init`"));
+    run_command(&logs, &empty)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("starting a new history"));
+    // `--init` never restarts a history.
+    let before = snapshot(&empty);
+    run_command(&logs, &empty)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains(
+            "already holds one (nights 2024-01-01 to 2024-01-01)",
+        ));
+    assert!(snapshot(&empty) == before);
+    // A rerun of the first night is a rerun.
+    run_command(&logs, &empty)
+        .args(["--date", "2024-01-01"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_out_that_is_a_file_is_a_usage_error_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
+    );
+    let file = dir.path().join("billing");
+    std::fs::write(&file, "notes").unwrap();
+    for extra in [&[][..], &["--date", "2024-01-01", "--init"][..]] {
+        run_command(&logs, &file)
+            .args(extra)
+            .assert()
+            .code(convbill::exit::USAGE)
+            .stderr(predicate::str::contains("is a file, not a folder"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "notes");
+    }
+}
+
+#[test]
+fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
+            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
+            ("2024-01-03", vec![template("t3", "Wed 13:00")]),
+            ("2024-01-04", vec![template("t4", "Thu 13:00")]),
+            ("2024-01-05", vec![template("t5", "Fri 13:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 3);
+    // Two messages of Monday land on Wednesday night, after Monday was billed.
+    write_parquet(
+        &logs.join("date=2024-01-01/late.parquet"),
+        &mut frame(&[
+            template("late-1", "Mon 15:00").user("user-2"),
+            template("late-2", "Mon 16:00").user("user-3"),
+        ]),
+    );
+    let before = snapshot(&out);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04", "--strict-late-input"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains("`date=2024-01-01/late.parquet` was added after night 2024-01-01 had run: 2 of its messages fall on 2024-01-01 and were not billed")
+                .and(predicate::str::contains("rerun `--date 2024-01-01 --recompute-later`")),
+        );
+    assert!(snapshot(&out) == before);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("warning: `date=2024-01-01/late.parquet` was added").and(
+                predicate::str::contains(
+                    "hint: rerun `--date 2024-01-01 --recompute-later` to bill them",
+                ),
+            ),
+        );
+    let manifest = json(&out.join("month-to-date/manifest.json"));
+    assert_eq!(
+        manifest["late_input"][0]["path"],
+        "date=2024-01-01/late.parquet"
+    );
+    assert_eq!(manifest["late_input"][0]["messages"], 2);
+    // Until they are billed, every night says so again.
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("late.parquet` was added"));
+    // The recompute takes them in, and the warning is gone.
+    run_command(&logs, &out)
+        .args([
+            "--date",
+            "2024-01-01",
+            "--recompute-later",
+            "--strict-late-input",
+        ])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("invoice acme 2024-01 changed: quota 4 -> 6")
+                .and(predicate::str::contains("warning").not()),
+        );
+    // A file of Tuesday rewritten with one more message is a changed file.
+    write_parquet(
+        &logs.join("date=2024-01-02/part-0.parquet"),
+        &mut frame(&[
+            template("t2", "Tue 13:00"),
+            template("t2b", "Tue 14:00").user("user-4"),
+        ]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-05"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 2 of its messages fall on 2024-01-02",
+        ));
+}
+
+#[test]
+fn unchanged_input_files_are_not_read_or_hashed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
+            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
+            ("2024-01-03", vec![template("t3", "Wed 13:00")]),
+            ("2024-01-04", vec![template("t4", "Thu 13:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 2);
+    // Monday's file is overwritten with junk of the same size, its time put back: a night
+    // that hashed or read it would notice.
+    let monday = logs.join("date=2024-01-01/part-0.parquet");
+    let modified = std::fs::metadata(&monday).unwrap().modified().unwrap();
+    let size = std::fs::metadata(&monday).unwrap().len();
+    std::fs::write(&monday, vec![b'x'; size as usize]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&monday)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let catalog = |out: &Path| json(&out.join("state/inputs.json"));
+    let sha_before = catalog(&out)["files"][0]["sha256"].clone();
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-03"])
+        .assert()
+        .success();
+    assert_eq!(catalog(&out)["files"][0]["sha256"], sha_before);
+    // Once its time changes, it is hashed and read again, and the junk is named.
+    std::fs::File::options()
+        .write(true)
+        .open(&monday)
+        .unwrap()
+        .set_modified(modified + Duration::from_secs(60))
+        .unwrap();
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains("date=2024-01-01/part-0.parquet"));
+}
+
+#[test]
+fn every_dropped_row_is_counted_in_the_summary_the_log_and_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            (
+                "2024-01-01",
+                vec![
+                    template("m1", "Mon 13:00"),
+                    template("m2", "Mon 14:00").user("user-2"),
+                    template("m2", "Mon 14:01").user("user-2"),
+                ],
+            ),
+            (
+                "2024-01-02",
+                vec![
+                    // A copy of Monday's m1, logged again on Tuesday.
+                    template("m1", "Tue 00:10"),
+                    template("m3", "Tue 10:00").user("user-3"),
+                    template("m3", "Tue 10:00").user("user-3"),
+                    template("m4", "Tue 11:00").user("user-4"),
+                ],
+            ),
+        ],
+    );
+    let out = dir.path().join("billing");
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "3 messages, 1 duplicate(s) dropped (1 within the night, 0 of earlier nights)",
+        ));
+    run_command(&logs, &out)
+        .args(["-v", "--date", "2024-01-02"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains(
+                "4 messages, 2 duplicate(s) dropped (1 within the night, 1 of earlier nights)",
+            )
+            .and(predicate::str::contains("duplicates_within_night=1"))
+            .and(predicate::str::contains("duplicates_of_earlier_nights=1")),
+        );
+    let manifest = json(&out.join("month-to-date/manifest.json"));
+    let night = &manifest["nights_in_this_run"][0];
+    assert_eq!(night["rows_read"], 4);
+    assert_eq!(night["duplicates_within_night"], 1);
+    assert_eq!(night["duplicates_of_earlier_nights"], 1);
+    assert_eq!(night["rows_used"], 2);
+    assert_eq!(manifest["input"]["duplicates_dropped"], 2);
+    let stats = json(&out.join("state/date=2024-01-01/night.json"));
+    assert_eq!(stats["duplicates_within_night"], 1);
+    assert_eq!(stats["rows_used"], 2);
+}
+
+/// The Parquet logical type of `column` in `path`, as the `parquet` crate reads the footer.
+fn logical_type(path: &Path, column: &str) -> String {
+    let file = std::fs::File::open(path).unwrap();
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .unwrap();
+    let schema = metadata.file_metadata().schema_descr();
+    let field = schema
+        .columns()
+        .iter()
+        .find(|c| c.name() == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    format!(
+        "{:?} {:?}",
+        field.physical_type(),
+        field.logical_type_ref().cloned()
+    )
+}
+
+#[test]
+fn money_is_a_decimal_number_in_parquet_and_every_row_names_its_invoice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+    run_command(&sample, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success();
+    let lines_path = out.join("invoice_lines.parquet");
+    assert_eq!(
+        logical_type(&lines_path, "unit_price"),
+        "INT64 Some(Decimal(DecimalType { scale: 4, precision: 18 }))"
+    );
+    assert_eq!(
+        logical_type(&lines_path, "amount"),
+        "INT64 Some(Decimal(DecimalType { scale: 2, precision: 18 }))"
+    );
+    assert_eq!(
+        logical_type(&out.join("invoices.parquet"), "amount"),
+        "INT64 Some(Decimal(DecimalType { scale: 2, precision: 18 }))"
+    );
+    // `sum(amount)` is a sum of decimals, and it is the manifest's total.
+    let lines = read_frame(&lines_path);
+    assert_eq!(
+        lines.column("amount").unwrap().dtype(),
+        &DataType::Decimal(18, 2)
+    );
+    let usd = lines
+        .clone()
+        .lazy()
+        .filter(col("currency").eq(lit("USD")))
+        .select([col("amount").sum()])
+        .collect()
+        .unwrap();
+    let total = usd
+        .column("amount")
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .str_value()
+        .to_string();
+    assert_eq!(
+        Value::String(total),
+        manifest_of(&out)["invoices"]["amounts"]["USD"]
+    );
+    // The CSV keeps decimal text.
+    let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("invoice_id,account_id,period,status"));
+    assert!(csv.contains(",0.0500,") && csv.contains(",24.25,"), "{csv}");
+
+    // One join from a session to its invoice, and the lines of an invoice count its sessions.
+    let sessions = read_frame(&out.join("sessions.parquet"));
+    let invoices = read_frame(&out.join("invoices.parquet"));
+    let per_invoice = |frame: DataFrame, sum: Expr| {
+        frame
+            .lazy()
+            .group_by([col("invoice_id")])
+            .agg([sum.alias("n")])
+            .sort(["invoice_id"], Default::default())
+            .collect()
+            .unwrap()
+    };
+    let from_sessions = per_invoice(sessions, len().cast(DataType::Int64));
+    let from_lines = per_invoice(lines, col("sessions").sum());
+    let from_invoices = invoices
+        .lazy()
+        .select([col("invoice_id"), col("sessions").alias("n")])
+        .sort(["invoice_id"], Default::default())
+        .collect()
+        .unwrap();
+    assert!(from_sessions.equals(&from_lines));
+    assert!(from_sessions.equals(&from_invoices));
+}
+
+/// The README's schedule: the first night with `--init`, then the cron line and the CI job's
+/// step, run as written by `sh` with only the paths replaced, for yesterday's logs.
+#[test]
+fn the_readme_schedule_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("### On a schedule").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    let init = section
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("convbill run") && l.contains("--init"))
+        .expect("the README starts a history");
+    let cron = section
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("30 2 * * *"))
+        .expect("the README has a cron line");
+    let step = section[section.find("- run: |").expect("the CI job runs a step")..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let (yesterday, first) = (today - Days::new(1), today - Days::new(2));
+    let log = dir.path().join("generated.parquet");
+    generate(&log, 3_000, 17, 4, &first.to_string(), 2);
+    let frame = read_frame(&log);
+    let ts = frame
+        .column("timestamp")
+        .unwrap()
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap()
+        .to_physical_repr();
+    let before_today: BooleanChunked = ts
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|t| t.unwrap() < convbill::nightly::start_ns(today))
+        .collect();
+    let logs = dir.path().join("data/logs");
+    split_by_day(
+        &frame.filter(&before_today).unwrap(),
+        &logs,
+        "part-0.parquet",
+    );
+    let out = dir.path().join("data/billing");
+    let mail = dir.path().join("mail.txt");
+    let paths = |command: &str| {
+        command
+            .replace("/data/logs", &logs.display().to_string())
+            .replace("/data/billing", &out.display().to_string())
+            .replace("/etc/convbill/rates.toml", SAMPLE_CARD)
+            .replace(
+                "mail -s convbill finance-oncall",
+                &format!("cat > {}", mail.display()),
+            )
+    };
+    let bin = Path::new(env!("CARGO_BIN_EXE_convbill")).parent().unwrap();
+    let sh = |script: &str| {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env_remove("CONVBILL_INPUT")
+            .env_remove("CONVBILL_OUT")
+            .env_remove("CONVBILL_RATES")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let init_date = init
+        .split_whitespace()
+        .skip_while(|w| *w != "--date")
+        .nth(1)
+        .unwrap();
+    sh(&paths(init).replace(init_date, &first.to_string()));
+    // The cron line without its schedule; cron itself turns `\%` into `%`.
+    let command = cron.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
+    sh(&paths(&command));
+    assert!(!mail.exists(), "the cron line reported a failure");
+    assert_eq!(
+        convbill::nightly::nights_run(&out).unwrap(),
+        vec![first, yesterday]
+    );
+    let billed = snapshot(&out);
+    // The CI job's step bills yesterday again: the same bytes.
+    sh(&paths(&step));
+    assert!(snapshot(&out) == billed);
+}
