@@ -253,14 +253,93 @@ pub struct TimeRange {
 }
 
 /// A file's rows and the range of their times, reading only its `timestamp` column (after
-/// checking its footer like every file convbill reads).
+/// checking its footer like every file convbill reads). Every time must be there and be
+/// plausible ([`Checks::strict_now`]): a row no day would ever read is refused here, naming
+/// its file and row, rather than never billed.
 pub fn timestamp_range(file: &InputFile) -> Result<TimeRange> {
     let layout = check_footer(file)?;
     let range = times_in(file, None)?;
+    if range.rows < layout.rows {
+        let row = first_row_where(file, |_| col(schema::TIMESTAMP).is_null())?;
+        return Err(InputError::NullValue {
+            path: file.full_path.clone(),
+            column: schema::TIMESTAMP.into(),
+            row,
+        }
+        .into());
+    }
+    let checks = Checks::strict_now();
+    let outside = |t: Option<i64>| t.is_some_and(|t| t < checks.not_before || t > checks.not_after);
+    if outside(range.first) || outside(range.last) {
+        let row = first_row_where(file, |dtype| {
+            let factor = unit_factor(dtype);
+            let ts = || col(schema::TIMESTAMP).to_physical();
+            ts().lt(lit(checks.not_before.div_euclid(factor)))
+                .or(ts().gt(lit(checks.not_after.div_euclid(factor))))
+        })?;
+        let value = times_at(file, row)?;
+        return Err(InputError::ImplausibleTimestamp {
+            path: file.full_path.clone(),
+            row,
+            value: format_ns(value),
+            earliest: format_ns(checks.not_before),
+            latest: format_ns(checks.not_after),
+        }
+        .into());
+    }
     Ok(TimeRange {
         rows: layout.rows,
         ..range
     })
+}
+
+/// The first row of a file (from 0) where `condition` (given the `timestamp` column's type)
+/// holds; reads only that column.
+fn first_row_where(file: &InputFile, condition: impl Fn(&DataType) -> Expr) -> Result<u64> {
+    let path = &file.full_path;
+    let unreadable = |e: PolarsError| InputError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let mut scan = scan(path)
+        .map_err(unreadable)?
+        .select([col(schema::TIMESTAMP), col(ROW)]);
+    let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
+    let found = collect_input(
+        path,
+        scan.filter(condition(&dtype)).select([col(ROW)]).limit(1),
+    )?;
+    Ok(found
+        .column(ROW)?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .get(0)
+        .unwrap_or(0))
+}
+
+/// The time (UTC nanoseconds, saturated) of a file's row `row`.
+fn times_at(file: &InputFile, row: u64) -> Result<i64> {
+    let path = &file.full_path;
+    let unreadable = |e: PolarsError| InputError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let mut scan = scan(path)
+        .map_err(unreadable)?
+        .select([col(schema::TIMESTAMP)]);
+    let factor = unit_factor(&timestamp_dtype(&mut scan).map_err(unreadable)?);
+    let value = collect_input(
+        path,
+        scan.slice(row as i64, 1)
+            .select([col(schema::TIMESTAMP).to_physical()]),
+    )?;
+    Ok(value
+        .column(schema::TIMESTAMP)?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .get(0)
+        .unwrap_or(0)
+        .saturating_mul(factor))
 }
 
 /// How many of a file's rows have a time in `window` (UTC nanoseconds, half-open, whole days),
@@ -287,7 +366,11 @@ fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
     let frame = collect_input(
         path,
         scan.select([
-            len().cast(DataType::UInt64).alias("rows"),
+            // Rows with a time: nulls are not counted.
+            col(schema::TIMESTAMP)
+                .count()
+                .cast(DataType::UInt64)
+                .alias("rows"),
             ts().min().alias("first"),
             ts().max().alias("last"),
         ]),

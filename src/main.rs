@@ -132,6 +132,9 @@ fn main() -> ExitCode {
     let _ = ctrlc::set_handler(|| {
         static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if SEEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!(
+                "convbill: interrupted again: stopping at once; the output folder is the old one or the new one, whole, and the next run removes what this one left beside it"
+            );
             std::process::exit(exit::INTERRUPTED);
         }
         convbill::interrupt();

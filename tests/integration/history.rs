@@ -233,22 +233,40 @@ fn a_recompute_killed_at_any_moment_leaves_the_old_history_or_the_new_one() {
     let after = snapshot(&copy);
 
     let (mut old, mut new) = (0, 0);
-    for attempt in 0..10u32 {
+    for attempt in 0..12u32 {
         let work = dir.path().join(format!("work-{attempt}"));
         copy_dir(&out, &work);
-        let mut child = process(&logs, &work, &RECOMPUTE)
-            .stderr(std::process::Stdio::null())
+        let child = process(&logs, &work, &RECOMPUTE)
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(takes * attempt / 8);
-        let _ = child.kill();
-        child.wait().unwrap();
+        std::thread::sleep(takes * (attempt / 2) * 2 / 5);
+        // Every other attempt is a Ctrl-C, which the run handles; the others a kill.
+        let signal = if attempt % 2 == 0 { "-KILL" } else { "-INT" };
+        let _ = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
         let left = snapshot(&work);
         if left == before {
             old += 1;
         } else {
             assert!(left == after, "attempt {attempt}: a mix of old and new");
             new += 1;
+        }
+        if signal == "-INT" {
+            match output.status.code() {
+                Some(convbill::exit::INTERRUPTED) => {
+                    assert!(stderr.contains("interrupted"), "{stderr}");
+                    assert!(left == before, "an interrupted run put its work in place");
+                    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+                }
+                Some(0) => assert!(left == after),
+                // A Ctrl-C before the run installed its handler ends it like a kill.
+                None => {}
+                other => panic!("exit {other:?}: {stderr}"),
+            }
         }
         // The next run cleans up and completes the recompute.
         recompute(&logs, &work).assert().success();
@@ -999,4 +1017,77 @@ fn the_readme_schedule_runs_as_written() {
     // The CI job's step bills yesterday again: the same bytes.
     sh(&paths(&step));
     assert!(snapshot(&out) == billed);
+}
+
+/// The README's example of a nightly summary is what the sample data gives.
+#[test]
+fn the_readme_nightly_summary_is_the_sample_datas() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("convbill: night 2026-10-06:"))
+        .expect("the README shows a nightly summary");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nightly");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+    run_command(&sample, &out)
+        .args(["-q", "--date", "2026-10-01", "--init"])
+        .assert()
+        .success();
+    for day in 2..6 {
+        run_command(&sample, &out)
+            .args(["-q", "--date", &format!("2026-10-0{day}")])
+            .assert()
+            .success();
+    }
+    let output = run_command(&sample, &out)
+        .args(["--date", "2026-10-06"])
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&format!("{}/", out.display()), "nightly/");
+    assert!(stderr.contains(example), "{stderr}");
+}
+
+/// A row no night would ever read (no time, or a time no night can have) is not left unbilled
+/// in silence: the first night that sees its file refuses, naming the file and row.
+#[test]
+fn a_new_input_file_with_a_row_no_night_would_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 1);
+    let bad = logs.join("date=2024-01-02/part-0.parquet");
+    let mut events = frame(&[
+        template("t2", "Tue 13:00"),
+        template("t3", "Tue 14:00").at_ns(at("2103-12-05 00:00")),
+    ]);
+    write_parquet(&bad, &mut events);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains("date=2024-01-02/part-0.parquet").and(
+                predicate::str::contains("implausible value `2103-12-05T00:00:00Z` at row 1"),
+            ),
+        );
+    let ts = Column::new("timestamp".into(), [None, Some(at("Tue 14:00"))])
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap();
+    events.with_column(ts).unwrap();
+    write_parquet(&bad, &mut events);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains("column `timestamp` in")
+                .and(predicate::str::contains("is null at row 0")),
+        );
 }
