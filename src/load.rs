@@ -296,17 +296,9 @@ pub fn timestamp_range(file: &InputFile) -> Result<TimeRange> {
 /// The first row of a file (from 0) where `condition` (given the `timestamp` column's type)
 /// holds; reads only that column.
 fn first_row_where(file: &InputFile, condition: impl Fn(&DataType) -> Expr) -> Result<u64> {
-    let path = &file.full_path;
-    let unreadable = |e: PolarsError| InputError::Unreadable {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    let mut scan = scan(path)
-        .map_err(unreadable)?
-        .select([col(schema::TIMESTAMP), col(ROW)]);
-    let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
+    let (scan, dtype) = timestamp_scan(file)?;
     let found = collect_input(
-        path,
+        &file.full_path,
         scan.filter(condition(&dtype)).select([col(ROW)]).limit(1),
     )?;
     Ok(found
@@ -319,17 +311,10 @@ fn first_row_where(file: &InputFile, condition: impl Fn(&DataType) -> Expr) -> R
 
 /// The time (UTC nanoseconds, saturated) of a file's row `row`.
 fn times_at(file: &InputFile, row: u64) -> Result<i64> {
-    let path = &file.full_path;
-    let unreadable = |e: PolarsError| InputError::Unreadable {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    let mut scan = scan(path)
-        .map_err(unreadable)?
-        .select([col(schema::TIMESTAMP)]);
-    let factor = unit_factor(&timestamp_dtype(&mut scan).map_err(unreadable)?);
+    let (scan, dtype) = timestamp_scan(file)?;
+    let factor = unit_factor(&dtype);
     let value = collect_input(
-        path,
+        &file.full_path,
         scan.slice(row as i64, 1)
             .select([col(schema::TIMESTAMP).to_physical()]),
     )?;
@@ -348,7 +333,8 @@ pub fn rows_between(file: &InputFile, window: (i64, i64)) -> Result<TimeRange> {
     times_in(file, Some(window))
 }
 
-fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
+/// A scan of `file`'s `timestamp` column and row numbers ([`ROW`]), and the column's type.
+fn timestamp_scan(file: &InputFile) -> Result<(LazyFrame, DataType)> {
     let path = &file.full_path;
     let unreadable = |e: PolarsError| InputError::Unreadable {
         path: path.clone(),
@@ -356,8 +342,14 @@ fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
     };
     let mut scan = scan(path)
         .map_err(unreadable)?
-        .select([col(schema::TIMESTAMP)]);
+        .select([col(schema::TIMESTAMP), col(ROW)]);
     let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
+    Ok((scan, dtype))
+}
+
+fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
+    let path = &file.full_path;
+    let (mut scan, dtype) = timestamp_scan(file)?;
     let factor = unit_factor(&dtype);
     if let Some((start, end)) = window {
         scan = scan.filter(in_window(&dtype, start, end));

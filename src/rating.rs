@@ -694,6 +694,7 @@ fn new_invoice(
     let tz = terms.time_zone;
     let first = rates::first_day(period).expect("periods are formatted by convbill as YYYY-MM");
     let (start, end) = rates::period_bounds_ns(period, tz).expect("a valid period name");
+    let (covered_from, covered_to) = coverage.within(start, end);
     Ok(Invoice {
         invoice_id: invoice_id(card, account_id, period),
         account_id: account_id.to_string(),
@@ -701,8 +702,8 @@ fn new_invoice(
         time_zone: tz.name().to_string(),
         period_start: rates::rfc3339_in(start, tz),
         period_end: rates::rfc3339_in(end, tz),
-        coverage_start: rates::rfc3339_in(coverage.within(start, end).0, tz),
-        coverage_end: rates::rfc3339_in(coverage.within(start, end).1, tz),
+        coverage_start: rates::rfc3339_in(covered_from, tz),
+        coverage_end: rates::rfc3339_in(covered_to, tz),
         status: coverage.status(account_id, period, start, end),
         rule_set: RULE_SET,
         plan: plan.name.clone(),
