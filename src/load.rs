@@ -213,11 +213,14 @@ pub fn read_window(
     window: (i64, i64),
 ) -> Result<(DataFrame, Vec<InputFile>)> {
     let mut source = Source::of(files)?;
-    let mut frames = vec![empty_rows()];
+    let mut frames = Vec::new();
     source.read(Some(window), u64::MAX, |frame| {
         frames.push(frame);
         Ok(())
     })?;
+    if frames.is_empty() {
+        frames.push(empty_rows());
+    }
     Ok((concat_frames(frames)?, source.files))
 }
 

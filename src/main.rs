@@ -16,9 +16,17 @@ use tracing_subscriber::EnvFilter;
 /// With no subcommand, `convbill` runs `convbill run` with its defaults: the bundled
 /// `sample-data/` in, `./out` out.
 ///
-/// Exit codes: 0 success; 1 internal error or output not writable; 2 usage error (including a
-/// bad rate card and a night that does not fit the history); 3 input data refused (nothing is
-/// written); 4 nothing done: another run holds the output folder; 130 interrupted.
+/// Exit codes:
+///
+/// 0 success. 1 internal error, or the output could not be written.
+///
+/// 2 usage error: a bad flag or rate card, an `--out` that is a file, a night that does not fit
+/// the history or has not ended.
+///
+/// 3 input data refused, nothing written: bad files or values, a night without messages, late
+/// input with `--strict-late-input`.
+///
+/// 4 nothing done: another run holds the output folder. 130 interrupted.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {

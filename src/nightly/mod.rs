@@ -37,6 +37,7 @@ use crate::folder::{self, OutFolder};
 use crate::load;
 use crate::rates::RateCard;
 use crate::schema::{self, DAY_NS};
+use crate::sessions::timed;
 use crate::write::{self, STATE_DIR};
 
 pub use night::NightStats;
@@ -291,17 +292,23 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
 
     // The input files: only new or changed ones are hashed, only those that can hold the
     // nights' days are read.
-    let catalog = inputs::Catalog::update(
-        &inputs::Catalog::read(&config.out)?,
-        load::discover(&config.input)?,
-        first,
-    )?;
-    let late = catalog.late_files(history_start)?;
+    let catalog = timed("listed, hashed and catalogued the input files", || {
+        inputs::Catalog::update(
+            &inputs::Catalog::read(&config.out)?,
+            load::discover(&config.input)?,
+            first,
+        )
+    })?;
+    let late = timed("looked for late files", || {
+        catalog.late_files(history_start)
+    })?;
     if config.strict_late_input && !late.is_empty() {
         return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());
     }
     let window = (start_ns(first), start_ns(last) + DAY_NS);
-    let (mut rows, files) = load::read_window(catalog.files_overlapping(window), window)?;
+    let (mut rows, files) = timed("read and checked the nights' rows", || {
+        load::read_window(catalog.files_overlapping(window), window)
+    })?;
     rows.rechunk_mut();
     for night in nights.iter().filter(|n| history.contains(n)) {
         check_input_covers(*night, &rows, &config.out)?;
@@ -329,14 +336,23 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut rewritten = BTreeSet::new();
     let mut stats = Vec::with_capacity(nights.len());
-    for &date in &nights {
+    let mut rows = Some(rows);
+    for (i, &date) in nights.iter().enumerate() {
         crate::error::check_interrupt()?;
-        stats.push(night::compute(date, &rows, &paths, &tree, &card)?);
+        // The last night takes the rows themselves, and frees them once it has its own.
+        let rows = match i + 1 == nights.len() {
+            true => rows
+                .take()
+                .expect("the rows are there until the last night"),
+            false => rows
+                .clone()
+                .expect("the rows are there until the last night"),
+        };
+        stats.push(night::compute(date, rows, &paths, &tree, &card)?);
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
         }
     }
-    drop(rows);
     let all_nights: Vec<NaiveDate> = history
         .iter()
         .copied()
@@ -345,21 +361,23 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         .into_iter()
         .collect();
     let history_span = (history_start, *all_nights.last().expect("a night has run"));
-    let invoices = month_to_date::write(
-        &tree,
-        &month_to_date::Run {
-            nights: &all_nights,
-            input: &config.input,
-            files: &files,
-            stats: &stats,
-            late: &late,
-            card: &card,
-        },
-    )?;
+    let invoices = timed("wrote month-to-date", || {
+        month_to_date::write(
+            &tree,
+            &month_to_date::Run {
+                nights: &all_nights,
+                input: &config.input,
+                files: &files,
+                stats: &stats,
+                late: &late,
+                card: &card,
+            },
+        )
+    })?;
     rewritten.insert(PathBuf::from(MONTH_TO_DATE_DIR));
     catalog.write(&build.staging)?;
     rewritten.insert(inputs::Catalog::relative_path());
-    build.switch(&rewritten)?;
+    timed("linked the rest and switched", || build.switch(&rewritten))?;
 
     let new_quota = quota_of(&invoices.invoices);
     let mut by_status = BTreeMap::new();

@@ -12,7 +12,8 @@
 //! Beside them: the message ids the night used (duplicates of the next
 //! [`super::DEDUP_NIGHTS`] nights are recognised by them), the invoice-line counts of the
 //! sessions it closed, the sessions still open, the rate card's fingerprint, and the night's
-//! counts (`night.json`). Every file is sorted, so a rerun writes the same bytes.
+//! counts (`night.json`). Every file's rows come in a fixed order, so a rerun writes the same
+//! bytes.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -24,7 +25,7 @@ use crate::load;
 use crate::rates::RateCard;
 use crate::rating;
 use crate::schema::{self, DAY_NS};
-use crate::sessions;
+use crate::sessions::{self, timed};
 use crate::write::{self, STATE_DIR};
 
 pub(crate) const CARRIED: &str = "carried.parquet";
@@ -63,9 +64,16 @@ impl NightStats {
     }
 }
 
-/// The rows of `date`'s UTC day among `rows` (the loader's schema).
+/// The rows of `date`'s UTC day among `rows` (the loader's schema). When all of them fall on
+/// it (a run of one night), they are shared, not copied.
 fn day_of(rows: &DataFrame, date: NaiveDate) -> Result<DataFrame> {
     let (start, end) = (start_ns(date), start_ns(date) + DAY_NS);
+    let times = rows.column(schema::TIMESTAMP)?.i64()?;
+    if let (Some(first), Some(last)) = (times.min(), times.max()) {
+        if first >= start && last < end && times.null_count() == 0 {
+            return Ok(rows.clone());
+        }
+    }
     let ts = || col(schema::TIMESTAMP);
     Ok(rows
         .clone()
@@ -101,22 +109,26 @@ fn seen_before(tree: &Tree, night: NaiveDate) -> Result<Option<DataFrame>> {
 
 /// Computes `night` from `rows` (validated, not deduplicated; `paths` names their `file`
 /// column) and the state of the night before it, and writes its folders into the staging
-/// folder of `tree`.
+/// folder of `tree`. `rows` is taken so that the last night of a run frees them early (a
+/// frame's clone shares its columns).
 pub(crate) fn compute(
     night: NaiveDate,
-    rows: &DataFrame,
+    rows: DataFrame,
     paths: &[String],
     tree: &Tree,
     card: &RateCard,
 ) -> Result<NightStats> {
     let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
-    let day = day_of(rows, night)?;
+    let day = timed("took the night's rows", || day_of(&rows, night))?;
+    drop(rows);
     let rows_read = day.height() as u64;
     // A conflicting duplicate within the night stops the run, naming both rows.
-    let day = load::deduplicate(day, paths)?;
+    let day = timed("dropped the night's duplicates", || {
+        load::deduplicate(day, paths)
+    })?;
     let duplicates_within_night = rows_read - day.height() as u64;
     let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
-    let day = match seen_before(tree, night)? {
+    let day = match timed("read earlier nights' ids", || seen_before(tree, night))? {
         None => day,
         Some(seen) => day
             .lazy()
@@ -147,57 +159,36 @@ pub(crate) fn compute(
     let rows_used = events.height() as u64 - carried_in;
     let duplicates_of_earlier_nights = rows_read - duplicates_within_night - rows_used;
     let derived = sessions::derive(&events)?;
-    let rated = rating::rate_sessions(derived.sessions, card)?;
+    let rated = timed("rated sessions", || {
+        rating::rate_sessions(derived.sessions, card)
+    })?;
 
+    // Sessions and violations come in their fixed order (key, then time) and keep it; the
+    // counted lines are sorted by `lines_of`; the message ids keep the order of the input's
+    // files and rows: every file is the same bytes on a rerun.
     let ends = || col("ends_at").to_physical();
-    let session_order = || {
-        [
-            schema::ACCOUNT_ID,
-            schema::CHANNEL,
-            schema::BUSINESS_ID,
-            schema::USER_ID,
-            "started_at",
-        ]
-    };
     let closed = rated
         .clone()
         .lazy()
         .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
-        .sort(session_order(), SortMultipleOptions::default())
         .collect()?;
     let mut lines = rating::lines_of(&closed)?;
     let mut closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
     let mut open = rated
         .lazy()
         .filter(ends().gt(lit(end)))
-        .sort(session_order(), SortMultipleOptions::default())
         .select(rating::RATED_SESSION_COLUMNS.map(col))
         .collect()?;
     let mut violations = rating::rate_violations(derived.violations, card)?
         .lazy()
         .filter(col("timestamp").to_physical().gt_eq(lit(start)))
-        .sort(
-            [
-                schema::ACCOUNT_ID,
-                schema::CHANNEL,
-                schema::BUSINESS_ID,
-                schema::USER_ID,
-                schema::TIMESTAMP,
-                schema::MESSAGE_ID,
-            ],
-            SortMultipleOptions::default(),
-        )
         .collect()?;
-    let mut carried_out = carry(&events, &open, end)?;
+    let mut carried_out = timed("took what to carry", || carry(&events, &open, end))?;
     let mut seen = events
         .clone()
         .lazy()
         .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
         .select(ids())
-        .sort(
-            [schema::ACCOUNT_ID, schema::MESSAGE_ID],
-            SortMultipleOptions::default(),
-        )
         .collect()?;
 
     let stats = NightStats {
@@ -223,23 +214,60 @@ pub(crate) fn compute(
         "night computed"
     );
 
+    timed("wrote the night", || {
+        write_night(
+            night,
+            tree,
+            card,
+            &stats,
+            NightFiles {
+                closed: &mut closed,
+                violations: &mut violations,
+                carried: &mut carried_out,
+                seen: &mut seen,
+                lines: &mut lines,
+                open: &mut open,
+            },
+        )
+    })?;
+    Ok(stats)
+}
+
+/// The frames a night writes.
+struct NightFiles<'a> {
+    closed: &'a mut DataFrame,
+    violations: &'a mut DataFrame,
+    carried: &'a mut DataFrame,
+    seen: &'a mut DataFrame,
+    lines: &'a mut DataFrame,
+    open: &'a mut DataFrame,
+}
+
+/// Writes a night's partitions and state into the staging folder of `tree`.
+fn write_night(
+    night: NaiveDate,
+    tree: &Tree,
+    card: &RateCard,
+    stats: &NightStats,
+    files: NightFiles,
+) -> Result<()> {
     let name = night_dir(night);
     let staging = tree.staging;
-    write::write_parquet(&staging.join(SESSIONS_DIR).join(&name), PART, &mut closed)?;
+    write::write_parquet(&staging.join(SESSIONS_DIR).join(&name), PART, files.closed)?;
     write::write_parquet(
         &staging.join(VIOLATIONS_DIR).join(&name),
         PART,
-        &mut violations,
+        files.violations,
     )?;
     let state = staging.join(STATE_DIR).join(&name);
-    write::write_parquet(&state, CARRIED, &mut carried_out)?;
-    write::write_parquet(&state, SEEN, &mut seen)?;
-    write::write_parquet(&state, LINES, &mut lines)?;
-    write::write_parquet(&state, OPEN, &mut open)?;
+    write::write_parquet(&state, CARRIED, files.carried)?;
+    write::write_parquet(&state, SEEN, files.seen)?;
+    write::write_parquet(&state, LINES, files.lines)?;
+    write::write_parquet(&state, OPEN, files.open)?;
     let fingerprint = super::card_fingerprint(card, night);
     write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
-    write::write_json(&state, STATS, &stats)?;
-    Ok(stats)
+    write::write_json(&state, STATS, stats)?;
+    Ok(())
 }
 
 /// The events the next night needs (see the module comment), from the night's events and the
