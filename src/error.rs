@@ -208,6 +208,9 @@ pub enum Error {
     #[error("`--out` `{}` does not name a folder", path.display())]
     OutUnnamed { path: PathBuf },
 
+    #[error("`--out` `{}` is a mount point, which cannot be replaced as a whole", path.display())]
+    OutIsMountPoint { path: PathBuf },
+
     #[error("refusing to replace `{}`: it exists and is not a convbill output folder (no manifest.json)", path.display())]
     OutputNotOurs { path: PathBuf },
 
@@ -247,6 +250,7 @@ impl Error {
             Error::OutputNotOurs { .. }
             | Error::NightlyHistory { .. }
             | Error::OutIsFile { .. }
+            | Error::OutIsMountPoint { .. }
             | Error::OutUnnamed { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted => exit::INTERRUPTED,
@@ -315,6 +319,10 @@ impl Error {
             Error::OutIsFile { .. } | Error::OutUnnamed { .. } => {
                 Some("`--out` names the output folder, which convbill creates if needed".into())
             }
+            Error::OutIsMountPoint { path } => Some(format!(
+                "use a folder inside the mounted volume, such as `{}/billing`",
+                path.display()
+            )),
             Error::OutputNotOurs { .. } => {
                 Some("choose an empty or new folder with `--out`".into())
             }

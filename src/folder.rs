@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// `--out`, with the names of the hidden files and folders convbill keeps beside it.
 #[derive(Debug, Clone)]
 pub struct OutFolder {
-    /// The folder as given.
+    /// The folder: as given, or where it leads if that is a symbolic link.
     pub out: PathBuf,
     /// The folder that holds it (`.` for a bare name).
     pub parent: PathBuf,
@@ -34,31 +34,42 @@ pub struct OutFolder {
 }
 
 impl OutFolder {
-    /// Checks that `out` can be an output folder: it names a folder (not `.` or `/`), and is
-    /// not a file.
-    pub fn new(out: &Path) -> Result<Self> {
+    /// Checks that `out` can be an output folder: it names a folder (not `.` or `/`), is not
+    /// a file, and is not a mount point (a mount point cannot be replaced). A symbolic link is
+    /// followed: the folder it leads to is replaced, and its lock is the one beside that
+    /// folder, whichever name a run uses.
+    pub fn new(given: &Path) -> Result<Self> {
+        let is_link = fs::symlink_metadata(given).is_ok_and(|m| m.file_type().is_symlink());
+        let out = match is_link {
+            true => fs::canonicalize(given).map_err(|source| Error::Output {
+                path: given.to_path_buf(),
+                source,
+            })?,
+            false => given.to_path_buf(),
+        };
         let name = match out.file_name() {
             Some(name) => name.to_string_lossy().into_owned(),
             None => {
                 return Err(Error::OutUnnamed {
-                    path: out.to_path_buf(),
+                    path: given.to_path_buf(),
                 })
             }
         };
         if out.exists() && !out.is_dir() {
             return Err(Error::OutIsFile {
-                path: out.to_path_buf(),
+                path: given.to_path_buf(),
             });
         }
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        Ok(OutFolder {
-            out: out.to_path_buf(),
-            parent,
-            name,
-        })
+        if is_mount_point(&out, &parent) {
+            return Err(Error::OutIsMountPoint {
+                path: given.to_path_buf(),
+            });
+        }
+        Ok(OutFolder { out, parent, name })
     }
 
     fn beside(&self, suffix: &str) -> PathBuf {
@@ -200,6 +211,21 @@ impl Drop for Lock {
     }
 }
 
+/// Whether `dir` exists and is on another file system than `parent`.
+#[cfg(unix)]
+fn is_mount_point(dir: &Path, parent: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(dir), fs::metadata(parent)) {
+        (Ok(a), Ok(b)) => a.is_dir() && a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn is_mount_point(_dir: &Path, _parent: &Path) -> bool {
+    false
+}
+
 #[cfg(unix)]
 fn same_file(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -218,6 +244,22 @@ pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Output {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A Parquet writer's error (a full disk, say) as a failure to write `path`.
+pub(crate) fn write_error(path: &Path) -> impl Fn(polars::prelude::PolarsError) -> Error + '_ {
+    move |e| {
+        let source = match e {
+            polars::prelude::PolarsError::IO { error, .. } => {
+                std::io::Error::new(error.kind(), error.to_string())
+            }
+            e => std::io::Error::other(e.to_string()),
+        };
+        Error::Output {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -344,6 +386,57 @@ mod tests {
             OutFolder::new(Path::new(".")),
             Err(Error::OutUnnamed { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_the_folder_is_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let through_link = OutFolder::new(&link).unwrap();
+        let direct = OutFolder::new(&real).unwrap();
+        assert_eq!(through_link.name, "real");
+        let lock = direct.lock().unwrap();
+        assert!(matches!(through_link.lock(), Err(Error::Busy { .. })));
+        drop(lock);
+        let staging = through_link.create_staging().unwrap();
+        fs::write(staging.join("file"), "new").unwrap();
+        through_link.switch(&staging).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(link.join("file")).unwrap(), "new");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mount_point_is_refused() {
+        // `/proc` is a file system of its own on every Linux machine.
+        assert!(matches!(
+            OutFolder::new(Path::new("/proc")),
+            Err(Error::OutIsMountPoint { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(OutFolder::new(&dir.path().join("out")).is_ok());
+    }
+
+    #[test]
+    fn a_write_error_names_the_file() {
+        let error =
+            write_error(Path::new("out/sessions.parquet"))(polars::prelude::PolarsError::IO {
+                error: std::sync::Arc::new(std::io::Error::from_raw_os_error(28)),
+                msg: None,
+            });
+        let text = format!("{:#}", anyhow::Error::from(error));
+        assert!(
+            text.starts_with("failed to write `out/sessions.parquet`"),
+            "{text}"
+        );
+        assert!(text.contains("No space left on device"), "{text}");
     }
 
     #[test]

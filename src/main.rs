@@ -147,19 +147,23 @@ fn main() -> ExitCode {
         }
         convbill::interrupt();
     });
-    // What a failed nightly run leaves: every run is put in place whole or not at all.
+    // What a failed run leaves: every run is put in place whole or not at all.
     let mut unchanged = None;
     let result = match cli
         .command
         .unwrap_or(Command::Run(RunArgs::default_from_env()))
     {
         Command::Run(args) => {
-            if args.date.is_some() {
-                unchanged = Some(format!(
+            unchanged = Some(match args.date {
+                Some(_) => format!(
                     "the history in `{}` is as it was before this run",
                     args.out.display()
-                ));
-            }
+                ),
+                None => format!(
+                    "the output folder `{}` is as it was before this run",
+                    args.out.display()
+                ),
+            });
             run(args, cli.quiet)
         }
         Command::Generate(args) => generate_log(args, cli.quiet),

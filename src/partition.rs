@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::folder::{io_error, write_error};
 use crate::load;
 use crate::schema;
 
@@ -194,10 +195,11 @@ impl Parts {
             Storage::Memory(chunks) => GroupStorage::Memory(Some(load::concat_frames(chunks)?)),
             Storage::Spill { dir, writers, .. } => {
                 let mut present = Vec::with_capacity(writers.len());
-                for writer in writers {
+                for (group, writer) in writers.into_iter().enumerate() {
                     present.push(match writer {
                         Some(writer) => {
-                            writer.finish()?;
+                            let path = spill_path(dir.path(), group);
+                            writer.finish().map_err(write_error(&path))?;
                             true
                         }
                         None => false,
@@ -227,19 +229,20 @@ fn write_pieces(
 ) -> Result<Vec<(usize, SpillWriter)>> {
     let mut writers = Vec::with_capacity(pieces.len());
     for (group, piece, writer) in pieces {
+        let path = spill_path(dir, group);
         let mut writer = match writer {
             Some(writer) => writer,
             None => {
-                let path = spill_path(dir, group);
                 let file = File::create(&path).map_err(io_error(&path))?;
                 ParquetWriter::new(BufWriter::new(file))
                     .with_compression(ParquetCompression::Lz4Raw)
                     .with_statistics(StatisticsOptions::empty())
                     .set_parallel(false)
-                    .batched(piece.schema())?
+                    .batched(piece.schema())
+                    .map_err(write_error(&path))?
             }
         };
-        writer.write_batch(&piece)?;
+        writer.write_batch(&piece).map_err(write_error(&path))?;
         writers.push((group, writer));
     }
     Ok(writers)
@@ -321,13 +324,6 @@ impl Drop for SpillDir {
 
 fn spill_path(dir: &Path, group: usize) -> PathBuf {
     dir.join(format!("group-{group:05}.parquet"))
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 #[cfg(test)]

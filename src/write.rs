@@ -15,8 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-pub(crate) use crate::folder::io_error;
 use crate::folder::OutFolder;
+pub(crate) use crate::folder::{io_error, write_error};
 use crate::load::{InputFile, InputStats};
 use crate::rating::{Invoice, Invoices, RateCardInfo};
 use crate::sessions::SessionStats;
@@ -261,7 +261,11 @@ impl TableWriter {
     fn append(&mut self, frame: &DataFrame) -> Result<()> {
         if self.writer.is_none() {
             let file = self.file.clone().expect("opened by Staging::create");
-            self.writer = Some(ParquetWriter::new(file).batched(frame.schema())?);
+            self.writer = Some(
+                ParquetWriter::new(file)
+                    .batched(frame.schema())
+                    .map_err(write_error(&self.path))?,
+            );
         }
         self.rows += frame.height() as u64;
         self.pending_rows += frame.height();
@@ -281,7 +285,7 @@ impl TableWriter {
 
     fn write_group(&mut self, group: &DataFrame) -> Result<()> {
         let writer = self.writer.as_mut().expect("created by append");
-        writer.write_batch(group)?;
+        writer.write_batch(group).map_err(write_error(&self.path))?;
         Ok(())
     }
 
@@ -298,7 +302,7 @@ impl TableWriter {
             .writer
             .take()
             .expect("at least one append before finish");
-        writer.finish()?;
+        writer.finish().map_err(write_error(&self.path))?;
         drop(writer);
         let shared = self.file.take().expect("opened by Staging::create");
         let file = std::sync::Arc::try_unwrap(shared.0)
@@ -419,7 +423,10 @@ fn write_file(
 ) -> Result<WrittenFile> {
     let path = dir.join(relative);
     let mut writer = create_file(&path)?;
-    fill(&mut writer)?;
+    fill(&mut writer).map_err(|e| match e {
+        Error::Polars(e) => write_error(&path)(e),
+        e => e,
+    })?;
     complete_file(&path, relative, rows, writer)
 }
 

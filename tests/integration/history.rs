@@ -1091,3 +1091,38 @@ fn a_new_input_file_with_a_row_no_night_would_read_is_refused() {
                 .and(predicate::str::contains("is null at row 0")),
         );
 }
+
+/// An `--out` that is a symbolic link (to a folder on a big volume, say) stays a link: the
+/// folder it leads to holds the history, whichever name a night uses.
+#[cfg(unix)]
+#[test]
+fn an_out_that_is_a_link_keeps_leading_to_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
+            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
+        ],
+    );
+    let real = dir.path().join("volume-billing");
+    let link = dir.path().join("billing");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    run_command(&logs, &link)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success();
+    run_command(&logs, &real)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .success();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        convbill::nightly::nights_run(&real).unwrap(),
+        vec![date("2024-01-01"), date("2024-01-02")]
+    );
+}
