@@ -32,7 +32,7 @@ pub const ROW: &str = "row";
 pub const EARLIER_NIGHT: u32 = u32::MAX;
 
 /// One input file, as recorded in the manifest.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct InputFile {
     /// Path relative to the input root (`/`-separated), or the file name for a single file.
     pub path: String,

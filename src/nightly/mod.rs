@@ -348,7 +348,20 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
                 .clone()
                 .expect("the rows are there until the last night"),
         };
-        stats.push(night::compute(date, rows, &paths, &tree, &card)?);
+        let day = (start_ns(date), start_ns(date) + DAY_NS);
+        let input_files = catalog
+            .files_overlapping(day)
+            .iter()
+            .map(night::InputFileRecord::of)
+            .collect();
+        stats.push(night::compute(
+            date,
+            rows,
+            &paths,
+            input_files,
+            &tree,
+            &card,
+        )?);
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
         }
@@ -367,8 +380,6 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
             &month_to_date::Run {
                 nights: &all_nights,
                 input: &config.input,
-                files: &files,
-                stats: &stats,
                 late: &late,
                 card: &card,
             },

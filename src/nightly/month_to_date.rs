@@ -1,6 +1,10 @@
 //! Month-to-date: every night's counted lines and the latest night's open sessions in; the
 //! history's invoices (`final`, `draft` or `partial`), their lines, the open sessions and a
 //! manifest out, in `month-to-date/` of the run's staging folder.
+//!
+//! Everything in it follows from the history's state alone, not from which run brought the
+//! history there: the same history gives the same bytes, whether its last night was run
+//! alone, rerun, or recomputed with earlier nights.
 
 use std::path::Path;
 
@@ -23,10 +27,6 @@ pub(crate) struct Run<'a> {
     /// Every night of the history, in order, after this run.
     pub nights: &'a [NaiveDate],
     pub input: &'a Path,
-    /// The input files this run read.
-    pub files: &'a [InputFile],
-    /// The nights this run computed.
-    pub stats: &'a [NightStats],
     pub late: &'a [LateFile],
     pub card: &'a RateCard,
 }
@@ -45,8 +45,9 @@ struct MonthToDateManifest<'a> {
     rule_set: &'static str,
     rate_card: rating::RateCardInfo,
     history: HistorySection,
-    nights_in_this_run: &'a [NightStats],
     input: write::InputSection,
+    /// What the last night read and did (every night's own is in its `state/date=D/night.json`).
+    last_night: NightStats,
     /// Input files that hold messages of nights already billed that those nights did not read.
     late_input: &'a [LateFile],
     invoices: write::InvoiceSummary,
@@ -86,12 +87,23 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
     written.push(write::write_parquet(&dir, night::OPEN, &mut open)?);
-    let mut stats = InputStats::default();
-    for night in run.stats {
-        stats.rows_read += night.rows_read;
-        stats.duplicates_dropped += night.duplicates();
-        stats.rows_used += night.rows_used;
-    }
+    let last_night = NightStats::read(&latest_state)?;
+    let stats = InputStats {
+        rows_read: last_night.rows_read,
+        duplicates_dropped: last_night.duplicates(),
+        rows_used: last_night.rows_used,
+        ..InputStats::default()
+    };
+    let files = last_night
+        .input_files
+        .iter()
+        .map(|f| InputFile {
+            path: f.path.clone(),
+            bytes: f.bytes,
+            sha256: f.sha256.clone(),
+            ..InputFile::default()
+        })
+        .collect();
     let manifest = MonthToDateManifest {
         program: write::Program::current(),
         rule_set: rating::RULE_SET,
@@ -100,12 +112,12 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
             first_night: first,
             last_night: latest,
         },
-        nights_in_this_run: run.stats,
         input: write::InputSection {
             path: run.input.display().to_string(),
-            files: run.files.to_vec(),
+            files,
             stats,
         },
+        last_night,
         late_input: run.late,
         invoices: write::InvoiceSummary::of(&invoices),
         outputs: written,

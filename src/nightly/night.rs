@@ -17,7 +17,7 @@
 
 use chrono::NaiveDate;
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{night_dir, read_parquet, start_ns, Tree, SESSIONS_DIR, VIOLATIONS_DIR};
 use crate::error::Result;
@@ -40,9 +40,11 @@ const PART: &str = "part-0.parquet";
 
 /// What one night did. Every row of the night's day is counted once:
 /// `rows_read = duplicates_within_night + duplicates_of_earlier_nights + rows_used`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NightStats {
     pub date: NaiveDate,
+    /// The input files that hold messages of the night's day, with their checksums.
+    pub input_files: Vec<InputFileRecord>,
     /// Rows of the input whose timestamp falls on the night's day.
     pub rows_read: u64,
     /// Rows dropped as copies of a message logged earlier the same night.
@@ -58,7 +60,34 @@ pub struct NightStats {
     pub violations: u64,
 }
 
+/// An input file as a night records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputFileRecord {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl InputFileRecord {
+    pub fn of(file: &load::InputFile) -> Self {
+        InputFileRecord {
+            path: file.path.clone(),
+            bytes: file.bytes,
+            sha256: file.sha256.clone(),
+        }
+    }
+}
+
 impl NightStats {
+    /// What night `date` recorded, from its state folder.
+    pub fn read(dir: &std::path::Path) -> Result<NightStats> {
+        let path = dir.join(STATS);
+        let bytes = std::fs::read(&path).map_err(write::io_error(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            write::io_error(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+    }
+
     pub fn duplicates(&self) -> u64 {
         self.duplicates_within_night + self.duplicates_of_earlier_nights
     }
@@ -110,11 +139,12 @@ fn seen_before(tree: &Tree, night: NaiveDate) -> Result<Option<DataFrame>> {
 /// Computes `night` from `rows` (validated, not deduplicated; `paths` names their `file`
 /// column) and the state of the night before it, and writes its folders into the staging
 /// folder of `tree`. `rows` is taken so that the last night of a run frees them early (a
-/// frame's clone shares its columns).
+/// frame's clone shares its columns). `input_files` are the files that hold the night's day.
 pub(crate) fn compute(
     night: NaiveDate,
     rows: DataFrame,
     paths: &[String],
+    input_files: Vec<InputFileRecord>,
     tree: &Tree,
     card: &RateCard,
 ) -> Result<NightStats> {
@@ -193,6 +223,7 @@ pub(crate) fn compute(
 
     let stats = NightStats {
         date: night,
+        input_files,
         rows_read,
         duplicates_within_night,
         duplicates_of_earlier_nights,
