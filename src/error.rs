@@ -134,6 +134,14 @@ pub enum InputError {
     #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]
     TimestampOutOfRange { path: PathBuf, row: u64 },
 
+    #[error("message `{message_id}` of account `{account_id}` was billed on night {night}, and is logged again with different contents (channel, business, user, direction or kind) in {place} (a duplicate must repeat the same event)")]
+    ConflictsWithEarlierNight {
+        account_id: String,
+        message_id: String,
+        night: String,
+        place: String,
+    },
+
     #[error("message `{}` of account `{}` is logged twice with different `{}`: `{}` in {}, `{}` in {} (a duplicate must repeat the same event)", .0.message_id, .0.account_id, .0.column, .0.first_value, .0.first, .0.second_value, .0.second)]
     ConflictingDuplicate(Box<Conflict>),
 

@@ -261,7 +261,7 @@ pub struct TimeRange {
 /// its file and row, rather than never billed.
 pub fn timestamp_range(file: &InputFile) -> Result<TimeRange> {
     let layout = check_footer(file)?;
-    let range = times_in(file, None)?;
+    let range = times_in(file)?;
     if range.rows < layout.rows {
         let row = first_row_where(file, |_| col(schema::TIMESTAMP).is_null())?;
         return Err(InputError::NullValue {
@@ -330,12 +330,6 @@ fn times_at(file: &InputFile, row: u64) -> Result<i64> {
         .saturating_mul(factor))
 }
 
-/// How many of a file's rows have a time in `window` (UTC nanoseconds, half-open, whole days),
-/// and the first and last of those times. Reads only the `timestamp` column.
-pub fn rows_between(file: &InputFile, window: (i64, i64)) -> Result<TimeRange> {
-    times_in(file, Some(window))
-}
-
 /// A scan of `file`'s `timestamp` column and row numbers ([`ROW`]), and the column's type.
 fn timestamp_scan(file: &InputFile) -> Result<(LazyFrame, DataType)> {
     let path = &file.full_path;
@@ -350,13 +344,11 @@ fn timestamp_scan(file: &InputFile) -> Result<(LazyFrame, DataType)> {
     Ok((scan, dtype))
 }
 
-fn times_in(file: &InputFile, window: Option<(i64, i64)>) -> Result<TimeRange> {
+/// How many rows of a file have a time, and the first and last of them.
+fn times_in(file: &InputFile) -> Result<TimeRange> {
     let path = &file.full_path;
-    let (mut scan, dtype) = timestamp_scan(file)?;
+    let (scan, dtype) = timestamp_scan(file)?;
     let factor = unit_factor(&dtype);
-    if let Some((start, end)) = window {
-        scan = scan.filter(in_window(&dtype, start, end));
-    }
     let ts = || col(schema::TIMESTAMP).to_physical();
     let frame = collect_input(
         path,
@@ -1381,6 +1373,56 @@ fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
         ])
         .select(REJECT_COLUMNS.map(col))
         .collect()?)
+}
+
+/// The column [`content_hash`] adds.
+pub const CONTENT: &str = "content";
+
+/// A 64-bit fingerprint (FNV-1a) of what a duplicate must repeat ([`DUPLICATE_MUST_MATCH`]),
+/// per row of a frame in the loader's schema, as the column [`CONTENT`]: two copies of one
+/// event have the same, a conflicting duplicate another. Nightly runs keep it with the message
+/// ids of each night, so that a copy logged on a later night is checked too. The function is
+/// part of the state's format: it must not change.
+pub fn content_hash(frame: &DataFrame) -> Result<Column> {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    fn feed(hash: &mut u64, bytes: &[u8]) {
+        for byte in bytes {
+            *hash ^= u64::from(*byte);
+            *hash = hash.wrapping_mul(PRIME);
+        }
+        // A separator, so that ("ab", "c") and ("a", "bc") differ.
+        *hash ^= 0x1f;
+        *hash = hash.wrapping_mul(PRIME);
+    }
+    let code = |name: &str| -> Result<Vec<u32>> {
+        Ok(frame
+            .column(name)?
+            .u32()?
+            .iter()
+            .map(|v| v.unwrap_or(u32::MAX))
+            .collect())
+    };
+    let (channel, direction, kind) = (
+        code(schema::CHANNEL)?,
+        code(schema::DIRECTION)?,
+        code(schema::KIND)?,
+    );
+    let business = frame.column(schema::BUSINESS_ID)?.str()?;
+    let user = frame.column(schema::USER_ID)?.str()?;
+    let hashes: Vec<u64> = (0..frame.height())
+        .zip(business.iter().zip(user.iter()))
+        .map(|(i, (business, user))| {
+            let mut hash = OFFSET;
+            feed(&mut hash, &channel[i].to_le_bytes());
+            feed(&mut hash, business.unwrap_or_default().as_bytes());
+            feed(&mut hash, user.unwrap_or_default().as_bytes());
+            feed(&mut hash, &direction[i].to_le_bytes());
+            feed(&mut hash, &kind[i].to_le_bytes());
+            hash
+        })
+        .collect();
+    Ok(Column::new(CONTENT.into(), hashes))
 }
 
 /// `true` for each row whose `message_id` occurs more than once in `frame`. One pass: the

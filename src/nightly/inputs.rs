@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use polars::prelude::*;
+
 use super::start_ns;
 use crate::error::{LateInput, Result};
 use crate::load::{self, InputFile};
+use crate::schema;
 use crate::write::{self, STATE_DIR};
 
 const FILE_NAME: &str = "inputs.json";
@@ -212,9 +215,13 @@ impl Catalog {
             .collect()
     }
 
-    /// The late files of a history that starts on `history_start` (see the module comment):
-    /// only files whose time range reaches before the night that first read them are opened.
-    pub fn late_files(&self, history_start: NaiveDate) -> Result<Vec<LateFile>> {
+    /// The late files of the history in `out` that starts on `history_start` (see the module
+    /// comment): the files with messages of nights that ran before the file was first read,
+    /// which none of those nights (nor the nights before, whose ids duplicates are checked
+    /// against) used. Only files whose time range reaches before the night that first read
+    /// them are opened, and only those rows are read.
+    pub fn late_files(&self, history_start: NaiveDate, out: &Path) -> Result<Vec<LateFile>> {
+        let history = super::Tree { out, staging: out };
         let mut late = Vec::new();
         for entry in &self.files {
             let (Some(first), Some(last), Some(file)) =
@@ -226,13 +233,44 @@ impl Catalog {
             if from >= until || first >= until || last < from {
                 continue;
             }
-            let range = load::rows_between(file, (from, until))?;
-            if let (Some(a), Some(b)) = (range.first, range.last) {
+            let (rows, _) = load::read_window(vec![file.clone()], (from, until))?;
+            let Some(earliest) = rows.column(schema::TIMESTAMP)?.i64()?.min() else {
+                continue;
+            };
+            let since = day_of(earliest) - chrono::Days::new(super::DEDUP_NIGHTS);
+            let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+            let mut unbilled = rows.lazy();
+            if let Some(billed) = super::night::billed_ids(&history, since, entry.read_from)? {
+                unbilled = unbilled
+                    .join(
+                        billed
+                            .lazy()
+                            .select(ids())
+                            .with_column(lit(true).alias("billed")),
+                        ids(),
+                        ids(),
+                        JoinArgs::new(JoinType::Left),
+                    )
+                    .filter(col("billed").is_null());
+            }
+            let unbilled = unbilled
+                .group_by(ids())
+                .agg([col(schema::TIMESTAMP).min()])
+                .select([
+                    len().cast(DataType::UInt64).alias("messages"),
+                    col(schema::TIMESTAMP).min().alias("first"),
+                    col(schema::TIMESTAMP).max().alias("last"),
+                ])
+                .collect()?;
+            let messages = unbilled.column("messages")?.u64()?.get(0).unwrap_or(0);
+            let first = unbilled.column("first")?.i64()?.get(0);
+            let last = unbilled.column("last")?.i64()?.get(0);
+            if let (true, Some(a), Some(b)) = (messages > 0, first, last) {
                 late.push(LateFile {
                     path: entry.path.clone(),
                     change: if entry.changed { "changed" } else { "added" },
                     read_from: entry.read_from,
-                    messages: range.rows,
+                    messages,
                     first_day: day_of(a),
                     last_day: day_of(b),
                 });

@@ -300,7 +300,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         )
     })?;
     let late = timed("looked for late files", || {
-        catalog.late_files(history_start)
+        catalog.late_files(history_start, &config.out)
     })?;
     if config.strict_late_input && !late.is_empty() {
         return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());

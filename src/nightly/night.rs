@@ -20,7 +20,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{night_dir, read_parquet, start_ns, Tree, SESSIONS_DIR, VIOLATIONS_DIR};
-use crate::error::Result;
+use crate::error::{InputError, Result};
 use crate::load;
 use crate::rates::RateCard;
 use crate::rating;
@@ -122,18 +122,100 @@ pub(crate) fn rows_on(rows: &DataFrame, date: NaiveDate) -> Result<u64> {
         .count() as u64)
 }
 
-/// Message ids of the nights before `night` that duplicates are checked against.
-fn seen_before(tree: &Tree, night: NaiveDate) -> Result<Option<DataFrame>> {
+/// The message ids the nights from `first` up to (not including) `until` used, with their
+/// content fingerprints ([`load::CONTENT`]) and the night as `night` (text); `None` when none
+/// of those nights has run.
+pub(crate) fn billed_ids(
+    tree: &Tree,
+    first: NaiveDate,
+    until: NaiveDate,
+) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
-    for back in 1..=super::DEDUP_NIGHTS {
-        if let Some(dir) = tree.state(night - chrono::Days::new(back)) {
-            frames.push(read_parquet(&dir.join(SEEN))?.lazy());
+    for night in first.iter_days().take_while(|d| *d < until) {
+        if let Some(dir) = tree.state(night) {
+            let mut seen = read_parquet(&dir.join(SEEN))?;
+            // Nights run before fingerprints were kept have none: nothing to compare.
+            if seen.column(load::CONTENT).is_err() {
+                seen.with_column(Column::full_null(
+                    load::CONTENT.into(),
+                    seen.height(),
+                    &DataType::UInt64,
+                ))?;
+            }
+            frames.push(
+                seen.lazy()
+                    .select([
+                        col(schema::ACCOUNT_ID),
+                        col(schema::MESSAGE_ID),
+                        col(load::CONTENT),
+                    ])
+                    .with_column(lit(night.to_string()).alias(NIGHT)),
+            );
         }
     }
     if frames.is_empty() {
         return Ok(None);
     }
     Ok(Some(concat(frames, UnionArgs::default())?.collect()?))
+}
+
+const NIGHT: &str = "night";
+
+/// Drops the rows of `day` (the night's rows, without duplicates among them) whose message an
+/// earlier night used (`billed`, from [`billed_ids`]). A copy that does not repeat the same
+/// event stops the run, naming the night and the file and row.
+fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<DataFrame> {
+    let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let mut day = day;
+    day.with_column(load::content_hash(&day)?)?;
+    let joined = day
+        .lazy()
+        .join(
+            billed.lazy().select([
+                col(schema::ACCOUNT_ID),
+                col(schema::MESSAGE_ID),
+                col(load::CONTENT).alias("billed_content"),
+                col(NIGHT),
+            ]),
+            ids(),
+            ids(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .collect()?;
+    let conflicts = joined
+        .clone()
+        .lazy()
+        .filter(
+            col("billed_content")
+                .is_not_null()
+                .and(col("billed_content").neq(col(load::CONTENT))),
+        )
+        .sort([load::FILE, load::ROW], SortMultipleOptions::default())
+        .collect()?;
+    if conflicts.height() > 0 {
+        let text = |name: &str| -> Result<String> {
+            Ok(conflicts.column(name)?.get(0)?.str_value().to_string())
+        };
+        let file = conflicts.column(load::FILE)?.u32()?.get(0).unwrap_or(0);
+        let row = conflicts.column(load::ROW)?.u64()?.get(0).unwrap_or(0);
+        let file = paths.get(file as usize).cloned().unwrap_or_default();
+        return Err(InputError::ConflictsWithEarlierNight {
+            account_id: text(schema::ACCOUNT_ID)?,
+            message_id: text(schema::MESSAGE_ID)?,
+            night: text(NIGHT)?,
+            place: format!("`{file}` row {row}"),
+        }
+        .into());
+    }
+    Ok(joined
+        .lazy()
+        .filter(col(NIGHT).is_null())
+        .drop(by_name(
+            ["billed_content", NIGHT, load::CONTENT],
+            true,
+            false,
+        ))
+        .collect()?)
 }
 
 /// Computes `night` from `rows` (validated, not deduplicated; `paths` names their `file`
@@ -157,20 +239,14 @@ pub(crate) fn compute(
         load::deduplicate(day, paths)
     })?;
     let duplicates_within_night = rows_read - day.height() as u64;
-    let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
-    let day = match timed("read earlier nights' ids", || seen_before(tree, night))? {
+    let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
+    let day = match timed("read earlier nights' ids", || {
+        billed_ids(tree, earlier, night)
+    })? {
         None => day,
-        Some(seen) => day
-            .lazy()
-            .join(
-                seen.lazy().with_column(lit(true).alias("seen")),
-                ids(),
-                ids(),
-                JoinArgs::new(JoinType::Left),
-            )
-            .filter(col("seen").is_null())
-            .drop(by_name(["seen"], true, false))
-            .collect()?,
+        Some(billed) => timed("dropped copies of earlier nights' messages", || {
+            drop_billed(day, billed, paths)
+        })?,
     };
 
     let carried = match tree.state(night - chrono::Days::new(1)) {
@@ -218,8 +294,9 @@ pub(crate) fn compute(
         .clone()
         .lazy()
         .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
-        .select(ids())
         .collect()?;
+    seen.with_column(load::content_hash(&seen)?)?;
+    let mut seen = seen.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, load::CONTENT])?;
 
     let stats = NightStats {
         date: night,

@@ -710,9 +710,11 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
             predicate::str::contains("invoice acme 2024-01 changed: quota 4 -> 6")
                 .and(predicate::str::contains("warning").not()),
         );
-    // A file of Tuesday rewritten with one more message is a changed file.
+    // A file of Tuesday rewritten with one more message is a changed file, with one message
+    // no night billed.
+    let tuesday = logs.join("date=2024-01-02/part-0.parquet");
     write_parquet(
-        &logs.join("date=2024-01-02/part-0.parquet"),
+        &tuesday,
         &mut frame(&[
             template("t2", "Tue 13:00"),
             template("t2b", "Tue 14:00").user("user-4"),
@@ -723,7 +725,67 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 2 of its messages fall on 2024-01-02",
+            "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 1 of its messages fall on 2024-01-02 and were not billed",
+        ));
+    // Written again with the messages in another order, or without the extra one, it holds
+    // nothing unbilled: no warning, and a strict run goes on.
+    write_parquet(
+        &tuesday,
+        &mut frame(&[
+            template("t2b", "Tue 14:00").user("user-4"),
+            template("t2", "Tue 13:00"),
+        ]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--recompute-later"])
+        .assert()
+        .success();
+    write_parquet(
+        &tuesday,
+        &mut frame(&[template("t2", "Tue 13:00"), template("t2", "Tue 13:00")]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-05", "--strict-late-input"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+}
+
+/// A copy of a message billed on an earlier night that does not repeat the same event is bad
+/// input, as it is in a whole run.
+#[test]
+fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("m1", "Mon 13:00")]),
+            (
+                "2024-01-02",
+                vec![
+                    template("m2", "Tue 09:00"),
+                    template("m1", "Tue 10:00").user("someone-else"),
+                ],
+            ),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 1);
+    let before = snapshot(&out);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains(
+            "message `m1` of account `acme` was billed on night 2024-01-01, and is logged again with different contents (channel, business, user, direction or kind) in `date=2024-01-02/part-0.parquet` row 1",
+        ));
+    assert!(snapshot(&out) == before);
+    // The whole run says the same of the same log.
+    run_command(&logs, &dir.path().join("whole"))
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains(
+            "is logged twice with different `user_id`",
         ));
 }
 
