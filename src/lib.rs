@@ -66,6 +66,8 @@ pub struct RunReport {
     pub partitions: usize,
     /// Accounts the rate card names that have no invoice in this run.
     pub card_accounts_without_invoices: Vec<String>,
+    /// Invoices that were final in the folder this run replaced and changed.
+    pub reissued: Vec<rating::revision::Change>,
 }
 
 /// Rows read from the input at a time (whole row groups).
@@ -106,6 +108,15 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         false => None,
     };
     let mut invoices = rating::invoices_from_lines(lines, &card, &coverage)?;
+    // The folder being replaced holds what was issued before: a final invoice that changed is
+    // a new revision.
+    let issued = rating::revision::Issued::read(&folder.out.join(write::INVOICES_PARQUET_FILE))?;
+    rating::revision::revise(&mut invoices.invoices, &issued);
+    let reissued: Vec<rating::revision::Change> =
+        rating::revision::changes(&issued, &invoices.invoices)
+            .into_iter()
+            .filter(|c| c.reissues_a_final_invoice())
+            .collect();
     let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
     let card_accounts_without_invoices = rate_card
         .accounts_without_invoices
@@ -138,6 +149,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         written,
         partitions,
         card_accounts_without_invoices,
+        reissued,
     })
 }
 

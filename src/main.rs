@@ -306,6 +306,9 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
             "convbill: note: {partial} invoice(s) are partial: the input does not cover every day of their period (it covers the UTC days it has messages on), or a session of it is still open and unanswered where the input ends\n"
         ));
     }
+    for change in &report.reissued {
+        text.push_str(&format!("convbill: {}\n", change.describe()));
+    }
     if let Some(first) = report.card_accounts_without_invoices.first() {
         text.push_str(&format!(
             "convbill: note: the rate card names {} account(s) with no invoice in this run (first: `{first}`); if one is misspelt, its sessions were billed by the default plan\n",
@@ -350,14 +353,7 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         ));
     }
     for change in &report.invoice_changes {
-        let show = |q: Option<i64>| q.map_or("none".to_string(), |q| q.to_string());
-        text.push_str(&format!(
-            "convbill: invoice {} {} changed: quota {} -> {}\n",
-            change.account_id,
-            change.period,
-            show(change.old_quota),
-            show(change.new_quota)
-        ));
+        text.push_str(&format!("convbill: {}\n", change.describe()));
     }
     let nights = &report.nights;
     let last = nights.last().expect("a night ran");

@@ -11,7 +11,7 @@
 //! billed: it is *late* until a recompute from its first such night takes it in. Runs warn
 //! about late files (or refuse, with `--strict-late-input`) and name the night to recompute.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
@@ -22,6 +22,7 @@ use polars::prelude::*;
 use super::start_ns;
 use crate::error::{LateInput, Result};
 use crate::load::{self, InputFile};
+use crate::rates::{Calendars, RateCard};
 use crate::schema;
 use crate::write::{self, STATE_DIR};
 
@@ -78,10 +79,21 @@ pub struct LateFile {
     pub change: &'static str,
     /// The first night that read this version of the file.
     pub read_from: NaiveDate,
-    /// Its messages on nights before that one (within the history), and their days.
+    /// Its messages on nights before that one (within the history) that no night billed, and
+    /// their days.
     pub messages: u64,
     pub first_day: NaiveDate,
     pub last_day: NaiveDate,
+    /// The invoices those messages can change: of their accounts, for the periods they fall in
+    /// and of the sessions open when they begin. They stay `draft` until the file is billed.
+    pub invoices: Vec<InvoiceKey>,
+}
+
+/// An invoice, by account and period.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InvoiceKey {
+    pub account_id: String,
+    pub period: String,
 }
 
 impl LateFile {
@@ -119,6 +131,47 @@ pub fn recompute_from(late: &[LateFile]) -> Option<NaiveDate> {
 
 fn day_of(ns: i64) -> NaiveDate {
     chrono::DateTime::from_timestamp_nanos(ns).date_naive()
+}
+
+/// The invoices late messages (`account_id`, `message_id`, `timestamp`) can change: of their
+/// accounts, for the periods they fall in and those of the sessions open at the start of
+/// `first_day`, the day of the earliest.
+fn concerned(
+    messages: &DataFrame,
+    history: &super::Tree,
+    first_day: NaiveDate,
+    card: &RateCard,
+) -> Result<Vec<InvoiceKey>> {
+    let accounts = messages.column(schema::ACCOUNT_ID)?.str()?;
+    let times = messages.column(schema::TIMESTAMP)?.i64()?;
+    let mut calendars = Calendars::new(card);
+    let mut keys = BTreeSet::new();
+    for (account, time) in accounts.iter().zip(times.iter()) {
+        if let (Some(account), Some(time)) = (account, time) {
+            let period = calendars.period_at(account, time);
+            keys.insert(InvoiceKey {
+                account_id: account.to_string(),
+                period: calendars.periods()[period as usize].clone(),
+            });
+        }
+    }
+    let late_accounts: BTreeSet<&str> = accounts.iter().flatten().collect();
+    if let Some(dir) = history.state(first_day - chrono::Days::new(1)) {
+        let open = super::read_parquet(&dir.join(super::night::OPEN))?;
+        let open_accounts = open.column(schema::ACCOUNT_ID)?.str()?;
+        let open_periods = open.column("period")?.str()?;
+        for (account, period) in open_accounts.iter().zip(open_periods.iter()) {
+            if let (Some(account), Some(period)) = (account, period) {
+                if late_accounts.contains(account) {
+                    keys.insert(InvoiceKey {
+                        account_id: account.to_string(),
+                        period: period.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(keys.into_iter().collect())
 }
 
 impl Catalog {
@@ -220,7 +273,12 @@ impl Catalog {
     /// which none of those nights (nor the nights before, whose ids duplicates are checked
     /// against) used. Only files whose time range reaches before the night that first read
     /// them are opened, and only those rows are read.
-    pub fn late_files(&self, history_start: NaiveDate, out: &Path) -> Result<Vec<LateFile>> {
+    pub fn late_files(
+        &self,
+        history_start: NaiveDate,
+        out: &Path,
+        card: &RateCard,
+    ) -> Result<Vec<LateFile>> {
         let history = super::Tree { out, staging: out };
         let mut late = Vec::new();
         for entry in &self.files {
@@ -256,25 +314,20 @@ impl Catalog {
             let unbilled = unbilled
                 .group_by(ids())
                 .agg([col(schema::TIMESTAMP).min()])
-                .select([
-                    len().cast(DataType::UInt64).alias("messages"),
-                    col(schema::TIMESTAMP).min().alias("first"),
-                    col(schema::TIMESTAMP).max().alias("last"),
-                ])
                 .collect()?;
-            let messages = unbilled.column("messages")?.u64()?.get(0).unwrap_or(0);
-            let first = unbilled.column("first")?.i64()?.get(0);
-            let last = unbilled.column("last")?.i64()?.get(0);
-            if let (true, Some(a), Some(b)) = (messages > 0, first, last) {
-                late.push(LateFile {
-                    path: entry.path.clone(),
-                    change: if entry.changed { "changed" } else { "added" },
-                    read_from: entry.read_from,
-                    messages,
-                    first_day: day_of(a),
-                    last_day: day_of(b),
-                });
-            }
+            let times = unbilled.column(schema::TIMESTAMP)?.i64()?;
+            let (Some(first), Some(last)) = (times.min(), times.max()) else {
+                continue;
+            };
+            late.push(LateFile {
+                path: entry.path.clone(),
+                change: if entry.changed { "changed" } else { "added" },
+                read_from: entry.read_from,
+                messages: unbilled.height() as u64,
+                first_day: day_of(first),
+                last_day: day_of(last),
+                invoices: concerned(&unbilled, &history, day_of(first), card)?,
+            });
         }
         Ok(late)
     }

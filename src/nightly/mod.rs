@@ -30,12 +30,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Days, NaiveDate};
 use polars::prelude::*;
-use serde::Serialize;
 
 use crate::error::{InputError, NightError, Result};
 use crate::folder::{self, OutFolder};
 use crate::load;
 use crate::rates::RateCard;
+use crate::rating::revision;
 use crate::schema::{self, DAY_NS};
 use crate::sessions::timed;
 use crate::write::{self, STATE_DIR};
@@ -83,15 +83,6 @@ impl NightConfig {
     }
 }
 
-/// An invoice whose quota a run changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InvoiceChange {
-    pub account_id: String,
-    pub period: String,
-    pub old_quota: Option<i64>,
-    pub new_quota: Option<i64>,
-}
-
 /// What a nightly run did.
 #[derive(Debug, Clone)]
 pub struct NightReport {
@@ -99,7 +90,9 @@ pub struct NightReport {
     /// What the run cleaned up after a run that crashed, if anything.
     pub recovered: Option<&'static str>,
     pub nights: Vec<NightStats>,
-    pub invoice_changes: Vec<InvoiceChange>,
+    /// Invoices whose quota or amount the run changed: all of them when it reran a night,
+    /// else the final ones that changed (which only a rerun can do).
+    pub invoice_changes: Vec<revision::Change>,
     /// The month-to-date invoices by status.
     pub invoices: BTreeMap<&'static str, usize>,
     /// The history's first and last night, after this run.
@@ -300,7 +293,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         )
     })?;
     let late = timed("looked for late files", || {
-        catalog.late_files(history_start, &config.out)
+        catalog.late_files(history_start, &config.out, &card)
     })?;
     if config.strict_late_input && !late.is_empty() {
         return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());
@@ -322,7 +315,6 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     }
     // Only a rerun of a night that had run can change an invoice behind finance's back.
     let rerun = nights.iter().any(|n| history.contains(n));
-    let old_quota = quota_by_invoice(&config.out)?;
 
     let build = Build {
         folder: &folder,
@@ -374,7 +366,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         .into_iter()
         .collect();
     let history_span = (history_start, *all_nights.last().expect("a night has run"));
-    let invoices = timed("wrote month-to-date", || {
+    let (invoices, changes) = timed("wrote month-to-date", || {
         month_to_date::write(
             &tree,
             &month_to_date::Run {
@@ -390,7 +382,6 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     rewritten.insert(inputs::Catalog::relative_path());
     timed("linked the rest and switched", || build.switch(&rewritten))?;
 
-    let new_quota = quota_of(&invoices.invoices);
     let mut by_status = BTreeMap::new();
     for invoice in &invoices.invoices {
         *by_status.entry(invoice.status).or_default() += 1;
@@ -399,59 +390,14 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         new_history,
         recovered,
         nights: stats,
-        invoice_changes: if rerun {
-            changes(&old_quota, &new_quota)
-        } else {
-            Vec::new()
-        },
+        invoice_changes: changes
+            .into_iter()
+            .filter(|c| rerun || c.reissues_a_final_invoice())
+            .collect(),
         invoices: by_status,
         history: history_span,
         late,
     })
-}
-
-/// (account, period) → quota of the month-to-date invoices under `out`.
-fn quota_by_invoice(out: &Path) -> Result<BTreeMap<(String, String), i64>> {
-    let path = out.join(MONTH_TO_DATE_DIR).join(write::LINES_PARQUET_FILE);
-    let mut totals = BTreeMap::new();
-    if !path.is_file() {
-        return Ok(totals);
-    }
-    let lines = read_parquet(&path)?;
-    let accounts = lines.column("account_id")?.str()?;
-    let periods = lines.column("period")?.str()?;
-    let quota = lines.column("quota")?.i64()?;
-    for i in 0..lines.height() {
-        let key = (
-            accounts.get(i).unwrap_or_default().to_string(),
-            periods.get(i).unwrap_or_default().to_string(),
-        );
-        *totals.entry(key).or_insert(0) += quota.get(i).unwrap_or(0);
-    }
-    Ok(totals)
-}
-
-fn quota_of(invoices: &[crate::rating::Invoice]) -> BTreeMap<(String, String), i64> {
-    invoices
-        .iter()
-        .map(|i| ((i.account_id.clone(), i.period.clone()), i.totals.quota))
-        .collect()
-}
-
-fn changes(
-    old: &BTreeMap<(String, String), i64>,
-    new: &BTreeMap<(String, String), i64>,
-) -> Vec<InvoiceChange> {
-    let keys: BTreeSet<_> = old.keys().chain(new.keys()).collect();
-    keys.into_iter()
-        .filter(|k| old.get(*k) != new.get(*k))
-        .map(|key| InvoiceChange {
-            account_id: key.0.clone(),
-            period: key.1.clone(),
-            old_quota: old.get(key).copied(),
-            new_quota: new.get(key).copied(),
-        })
-        .collect()
 }
 
 pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {

@@ -18,7 +18,7 @@ use super::{start_ns, Tree, MONTH_TO_DATE_DIR};
 use crate::error::Result;
 use crate::load::{InputFile, InputStats};
 use crate::rates::RateCard;
-use crate::rating::{self, Invoices};
+use crate::rating::{self, revision, Invoices};
 use crate::schema::DAY_NS;
 use crate::write;
 
@@ -55,8 +55,9 @@ struct MonthToDateManifest<'a> {
 }
 
 /// Rewrites `month-to-date/` in the staging folder from every night's lines and the latest
-/// night's open sessions; returns the invoices.
-pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
+/// night's open sessions; returns the invoices, and how they differ from the ones the
+/// history held before this run.
+pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::Change>)> {
     let card = run.card;
     let (first, latest) = (
         *run.nights.first().expect("a night has run"),
@@ -78,11 +79,27 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
         ..rating::Coverage::from_to(start_ns(first), start_ns(latest) + DAY_NS)
     };
     coverage.unsettled = rating::unsettled(&open_rated, &coverage)?;
+    // Late input not billed yet can change the invoices it concerns.
+    for late in run.late {
+        for key in &late.invoices {
+            coverage
+                .unsettled
+                .insert((key.account_id.clone(), key.period.clone()));
+        }
+    }
     let mut invoices = rating::invoices_from_lines(
         concat(lines, UnionArgs::default())?.collect()?,
         card,
         &coverage,
     )?;
+    let issued = revision::Issued::read(
+        &tree
+            .out
+            .join(MONTH_TO_DATE_DIR)
+            .join(write::INVOICES_PARQUET_FILE),
+    )?;
+    revision::revise(&mut invoices.invoices, &issued);
+    let changes = revision::changes(&issued, &invoices.invoices);
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
@@ -123,5 +140,5 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Invoices> {
         outputs: written,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
-    Ok(invoices)
+    Ok((invoices, changes))
 }

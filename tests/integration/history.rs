@@ -1200,3 +1200,116 @@ fn an_out_that_is_a_link_keeps_leading_to_the_history() {
         vec![date("2024-01-01"), date("2024-01-02")]
     );
 }
+
+/// A final invoice that a recompute changes keeps its id and gets the next revision, and the
+/// run says so; while the late file is pending, the invoice it concerns is not final.
+#[test]
+fn a_final_invoice_changed_by_a_recompute_is_a_new_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-10", vec![template("t1", "2024-01-10 13:00")]),
+            (
+                "2024-01-20",
+                vec![template("t2", "2024-01-20 13:00").account("other")],
+            ),
+        ],
+    );
+    let card = dir.path().join("rates.toml");
+    std::fs::write(
+        &card,
+        "default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"0.05\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("billing");
+    for day in 0..32 {
+        night_command(&logs, &out, date("2024-01-01") + Days::new(day))
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .success();
+    }
+    let invoice =
+        |account: &str| json(&out.join(format!("month-to-date/invoices/2024-01/{account}.json")));
+    let before = invoice("acme");
+    assert_eq!(before["status"], "final");
+    assert_eq!(before["revision"], 1);
+    // A message of 10 January lands late.
+    write_parquet(
+        &logs.join("date=2024-01-10/late.parquet"),
+        &mut frame(&[template("late", "2024-01-10 15:00").user("user-2")]),
+    );
+    night_command(&logs, &out, date("2024-02-01"))
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 draft"));
+    assert_eq!(invoice("acme")["status"], "draft", "pending late input");
+    assert_eq!(invoice("other")["status"], "final", "not concerned");
+    let manifest = json(&out.join("month-to-date/manifest.json"));
+    assert_eq!(
+        manifest["late_input"][0]["invoices"][0],
+        serde_json::json!({"account_id": "acme", "period": "2024-01"})
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-10", "--recompute-later", "--allow-empty"])
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "invoice acme 2024-01 changed: quota 1 -> 2, amount 0.05 -> 0.10 USD; it had been final: revision 2 replaces it",
+        ));
+    let after = invoice("acme");
+    assert_eq!(after["status"], "final");
+    assert_eq!(after["revision"], 2);
+    assert_eq!(after["invoice_id"], before["invoice_id"]);
+    assert_ne!(after["content_sha256"], before["content_sha256"]);
+    assert_eq!(invoice("other")["revision"], 1);
+    let table = read_frame(&out.join("month-to-date/invoices.parquet"));
+    assert!(strings(&table, "content_sha256")
+        .contains(&after["content_sha256"].as_str().unwrap().to_string()));
+}
+
+/// A whole run that replaces a folder whose final invoice it changes says so and gives it the
+/// next revision; a rerun on the same input keeps it.
+#[test]
+fn a_whole_run_that_changes_a_final_invoice_reissues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    generate(&logs.join("a.parquet"), 6_000, 2, 2, "2026-10-01", 31);
+    let out = dir.path().join("whole");
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success();
+    let invoice = || json(&out.join("invoices/2026-10/acct-0001.json"));
+    assert_eq!(invoice()["status"], "final");
+    assert_eq!(invoice()["revision"], 1);
+    write_parquet(
+        &logs.join("b.parquet"),
+        &mut frame(&[template("more", "2026-10-12 10:00").account("acct-0001")]),
+    );
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("invoice acct-0001 2026-10 changed: quota").and(
+                predicate::str::contains("it had been final: revision 2 replaces it"),
+            ),
+        );
+    assert_eq!(invoice()["revision"], 2);
+    let reissued = snapshot(&out);
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("replaces it").not());
+    assert!(snapshot(&out) == reissued);
+}

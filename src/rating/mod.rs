@@ -22,9 +22,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+
+mod coverage;
+mod frames;
+pub mod revision;
+
 use crate::rates::{self, Calendars, RateCard, RateCardError, SessionQuota};
 use crate::schema;
 use crate::sessions::SESSION_COLUMNS;
+pub use coverage::Coverage;
+use frames::lines_frame;
+pub use frames::{invoices_frame, MONEY_PRECISION};
 
 /// The rule set this version implements.
 pub const RULE_SET: &str = "quota";
@@ -179,11 +187,12 @@ pub struct Totals {
 
 /// Output columns of `invoices.parquet`, one row per invoice, in order. `amount` is Parquet
 /// `DECIMAL`.
-pub const INVOICE_COLUMNS: [&str; 21] = [
+pub const INVOICE_COLUMNS: [&str; 24] = [
     INVOICE_ID,
     "account_id",
     "period",
     "status",
+    "revision",
     "time_zone",
     "period_start",
     "period_end",
@@ -201,80 +210,9 @@ pub const INVOICE_COLUMNS: [&str; 21] = [
     "overage_quota",
     "amount",
     "rate_card_sha256",
+    "content_sha256",
+    "final_content_sha256",
 ];
-
-/// What the input (a whole run) or the nights run so far (a nightly history) cover: invoices
-/// are `final`, `draft` or `partial` by it.
-#[derive(Debug, Clone, Default)]
-pub struct Coverage {
-    /// The stretches of time covered, `[start, end)` in UTC nanoseconds, sorted and apart: a
-    /// nightly history is one stretch; a whole run's input one per run of consecutive UTC days
-    /// with messages.
-    pub stretches: Vec<(i64, i64)>,
-    /// Nightly histories: later nights extend the last stretch, so a period not covered to its
-    /// end yet is a `draft`. A whole run is not continued: such a period is `partial`.
-    pub continues: bool,
-    /// (account, period) of the invoices with a session still open at the end of its stretch
-    /// that can still change their quota (a Messenger or Instagram session nobody has answered
-    /// yet).
-    pub unsettled: std::collections::BTreeSet<(String, String)>,
-}
-
-impl Coverage {
-    /// One stretch, `[start, end)`.
-    pub fn from_to(start: i64, end: i64) -> Self {
-        Coverage {
-            stretches: vec![(start, end)],
-            ..Coverage::default()
-        }
-    }
-
-    /// The stretches made of whole UTC days (day numbers since the epoch, sorted).
-    pub fn of_days(days: impl IntoIterator<Item = i64>) -> Self {
-        let mut stretches: Vec<(i64, i64)> = Vec::new();
-        for day in days {
-            let (start, end) = (day * schema::DAY_NS, (day + 1) * schema::DAY_NS);
-            match stretches.last_mut() {
-                Some(last) if last.1 == start => last.1 = end,
-                _ => stretches.push((start, end)),
-            }
-        }
-        Coverage {
-            stretches,
-            ..Coverage::default()
-        }
-    }
-
-    /// The stretch that holds the instant `ns`.
-    pub fn stretch_at(&self, ns: i64) -> Option<(i64, i64)> {
-        let after = self.stretches.partition_point(|s| s.0 <= ns);
-        after
-            .checked_sub(1)
-            .map(|i| self.stretches[i])
-            .filter(|s| ns < s.1)
-    }
-
-    /// The part of `[start, end)` covered, from the first covered instant in it to the last.
-    fn within(&self, start: i64, end: i64) -> (i64, i64) {
-        let inside = self.stretches.iter().filter(|s| s.0 < end && s.1 > start);
-        let first = inside.clone().map(|s| s.0).min().unwrap_or(start);
-        let last = inside.map(|s| s.1).max().unwrap_or(start);
-        (first.max(start), last.min(end).max(start))
-    }
-
-    /// The status of a period `[start, end)` of `account_id`.
-    fn status(&self, account_id: &str, period: &str, start: i64, end: i64) -> &'static str {
-        let settled = !self
-            .unsettled
-            .contains(&(account_id.to_string(), period.to_string()));
-        match self.stretch_at(start) {
-            None => PARTIAL,
-            Some((_, to)) if to >= end && settled => FINAL,
-            Some(_) if self.continues => DRAFT,
-            Some(_) => PARTIAL,
-        }
-    }
-}
 
 /// One account's invoice for one billing period.
 #[derive(Debug, Clone, Serialize)]
@@ -297,6 +235,16 @@ pub struct Invoice {
     pub coverage_end: String,
     /// [`FINAL`], [`DRAFT`] or [`PARTIAL`].
     pub status: &'static str,
+    /// 1, and one more each time a run changed the invoice after it was final
+    /// ([`revision`]).
+    pub revision: u32,
+    /// What it bills, as a SHA-256 ([`revision::content_sha256`]): a changed invoice has
+    /// another.
+    pub content_sha256: String,
+    /// `content_sha256` when its revision was last final (kept in `invoices.parquet` so that
+    /// the next run can tell a reissue).
+    #[serde(skip)]
+    pub final_content_sha256: Option<String>,
     pub rule_set: &'static str,
     pub plan: String,
     pub currency: String,
@@ -608,6 +556,7 @@ pub fn invoices_from_lines(
     let mut invoices = group_lines(line_records(&counted)?, card, coverage)?;
     for invoice in &mut invoices {
         price(invoice, card)?;
+        invoice.content_sha256 = revision::content_sha256(invoice);
     }
     let lines = lines_frame(&invoices, card)?;
     Ok(Invoices { invoices, lines })
@@ -705,6 +654,9 @@ fn new_invoice(
         coverage_start: rates::rfc3339_in(covered_from, tz),
         coverage_end: rates::rfc3339_in(covered_to, tz),
         status: coverage.status(account_id, period, start, end),
+        revision: 1,
+        content_sha256: String::new(),
+        final_content_sha256: None,
         rule_set: RULE_SET,
         plan: plan.name.clone(),
         currency: plan.currency.clone(),
@@ -769,109 +721,6 @@ fn price(invoice: &mut Invoice, card: &RateCard) -> Result<()> {
     }
     invoice.totals = totals;
     Ok(())
-}
-
-/// The lines of all invoices as a frame ([`LINE_COLUMNS`]), money as `DECIMAL(18, s)` with
-/// the card's scales ([`RateCard::price_scale`], [`RateCard::amount_scale`]).
-fn lines_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame> {
-    let lines: Vec<(&Invoice, &InvoiceLine)> = invoices
-        .iter()
-        .flat_map(|i| i.lines.iter().map(move |l| (i, l)))
-        .collect();
-    type Row<'a> = (&'a Invoice, &'a InvoiceLine);
-    let text = |name: &str, f: &dyn Fn(Row) -> String| {
-        Column::new(name.into(), lines.iter().map(|&r| f(r)).collect::<Vec<_>>())
-    };
-    let number = |name: &str, f: &dyn Fn(&InvoiceLine) -> i64| {
-        Column::new(
-            name.into(),
-            lines.iter().map(|(_, l)| f(l)).collect::<Vec<_>>(),
-        )
-    };
-    let columns = vec![
-        text(INVOICE_ID, &|(i, _)| i.invoice_id.clone()),
-        text("account_id", &|(_, l)| l.account_id.clone()),
-        text("period", &|(_, l)| l.period.clone()),
-        text("status", &|(i, _)| i.status.to_string()),
-        text("coverage_start", &|(i, _)| i.coverage_start.clone()),
-        text("coverage_end", &|(i, _)| i.coverage_end.clone()),
-        text("channel", &|(_, l)| l.channel.clone()),
-        text("initiation", &|(_, l)| l.initiation.clone()),
-        text(PRICE_VERSION, &|(_, l)| l.price_version.clone()),
-        number("sessions", &|l| l.sessions),
-        number("billable_sessions", &|l| l.billable_sessions),
-        number(QUOTA_PER_SESSION, &|l| l.quota_per_session),
-        number("quota", &|l| l.quota),
-        number("allowance_quota", &|l| l.allowance_quota),
-        number("overage_quota", &|l| l.overage_quota),
-        decimal_column(
-            "unit_price",
-            lines.iter().map(|(_, l)| l.unit_price),
-            card.price_scale(),
-        )?,
-        decimal_column(
-            "amount",
-            lines.iter().map(|(_, l)| l.amount),
-            card.amount_scale(),
-        )?,
-        text("currency", &|(_, l)| l.currency.clone()),
-    ];
-    Ok(DataFrame::new(lines.len(), columns)?)
-}
-
-/// One row per invoice ([`INVOICE_COLUMNS`]), `amount` as `DECIMAL(18, s)`.
-pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame> {
-    let text = |name: &str, f: &dyn Fn(&Invoice) -> String| {
-        Column::new(name.into(), invoices.iter().map(f).collect::<Vec<_>>())
-    };
-    let number = |name: &str, f: &dyn Fn(&Invoice) -> i64| {
-        Column::new(name.into(), invoices.iter().map(f).collect::<Vec<_>>())
-    };
-    let columns = vec![
-        text(INVOICE_ID, &|i| i.invoice_id.clone()),
-        text("account_id", &|i| i.account_id.clone()),
-        text("period", &|i| i.period.clone()),
-        text("status", &|i| i.status.to_string()),
-        text("time_zone", &|i| i.time_zone.clone()),
-        text("period_start", &|i| i.period_start.clone()),
-        text("period_end", &|i| i.period_end.clone()),
-        text("coverage_start", &|i| i.coverage_start.clone()),
-        text("coverage_end", &|i| i.coverage_end.clone()),
-        text("rule_set", &|i| i.rule_set.to_string()),
-        text("plan", &|i| i.plan.clone()),
-        text("currency", &|i| i.currency.clone()),
-        number("allowance", &|i| i.allowance),
-        number("lines", &|i| i.lines.len() as i64),
-        number("sessions", &|i| i.totals.sessions),
-        number("billable_sessions", &|i| i.totals.billable_sessions),
-        number("quota", &|i| i.totals.quota),
-        number("allowance_quota", &|i| i.totals.allowance_quota),
-        number("overage_quota", &|i| i.totals.overage_quota),
-        decimal_column(
-            "amount",
-            invoices.iter().map(|i| i.totals.amount),
-            card.amount_scale(),
-        )?,
-        text("rate_card_sha256", &|i| i.rate_card_sha256.clone()),
-    ];
-    Ok(DataFrame::new(invoices.len(), columns)?)
-}
-
-/// Total digits of the money columns: `DECIMAL(18, s)` is stored as a Parquet INT64.
-pub const MONEY_PRECISION: usize = 18;
-
-/// Decimals → a `DECIMAL(18, scale)` column. The values have at most `scale` places (the card's
-/// scales are chosen so); one too large for 18 digits is an error, not a rounding.
-fn decimal_column(name: &str, values: impl Iterator<Item = Decimal>, scale: u32) -> Result<Column> {
-    let units: Vec<i128> = values
-        .map(|mut value| {
-            value.rescale(scale);
-            value.mantissa()
-        })
-        .collect();
-    let decimals = Int128Chunked::from_vec(name.into(), units)
-        .into_decimal(MONEY_PRECISION, scale as usize)?;
-    Ok(decimals.into_series().into())
 }
 
 #[cfg(test)]
@@ -970,43 +819,6 @@ mod tests {
         ] {
             assert_ne!(id("a", CARD), id("a", &changed), "{changed}");
         }
-    }
-
-    #[test]
-    fn a_period_is_final_only_when_one_stretch_covers_it_and_nothing_open_can_change_it() {
-        let day = schema::DAY_NS;
-        // Days 0 to 2 and 4 to 9 have messages; day 3 has none.
-        let whole = Coverage::of_days([0, 1, 2, 4, 5, 6, 7, 8, 9]);
-        assert_eq!(whole.stretches, vec![(0, 3 * day), (4 * day, 10 * day)]);
-        assert_eq!(whole.status("a", "p", 0, 2 * day), FINAL);
-        assert_eq!(whole.status("a", "p", 0, 5 * day), PARTIAL, "a gap inside");
-        assert_eq!(whole.within(0, 5 * day), (0, 5 * day));
-        assert_eq!(whole.status("a", "p", 5 * day, 10 * day), FINAL);
-        assert_eq!(
-            whole.status("a", "p", 5 * day, 11 * day),
-            PARTIAL,
-            "ends too soon"
-        );
-        assert_eq!(whole.within(5 * day, 11 * day), (5 * day, 10 * day));
-        assert_eq!(
-            whole.status("a", "p", -day, day),
-            PARTIAL,
-            "starts too late"
-        );
-        let unsettled = Coverage {
-            unsettled: [("a".to_string(), "p".to_string())].into(),
-            ..whole.clone()
-        };
-        assert_eq!(unsettled.status("a", "p", 0, 2 * day), PARTIAL);
-        assert_eq!(unsettled.status("b", "p", 0, 2 * day), FINAL);
-        // A history goes on: what it has not reached yet is a draft.
-        let history = Coverage {
-            continues: true,
-            ..Coverage::from_to(day, 5 * day)
-        };
-        assert_eq!(history.status("a", "p", 0, 2 * day), PARTIAL);
-        assert_eq!(history.status("a", "p", day, 9 * day), DRAFT);
-        assert_eq!(history.status("a", "p", 2 * day, 4 * day), FINAL);
     }
 
     #[test]
