@@ -230,6 +230,15 @@ pub enum Error {
 
     #[error("interrupted: stopped before writing anything; the output folder is as it was")]
     Interrupted,
+
+    #[error("caught up nights {first} to {last}; night {failed} did not run")]
+    CatchUpStopped {
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+        failed: chrono::NaiveDate,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -262,12 +271,14 @@ impl Error {
             | Error::OutUnnamed { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::CatchUpStopped { source, .. } => source.exit_code(),
         }
     }
 
     /// A one-line suggestion printed after the error, where there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::CatchUpStopped { source, .. } => source.hint(),
             Error::Input(InputError::NotFound { .. }) => Some(
                 "pass `--input PATH`; the default, `sample-data`, is the folder in convbill's \
                  source tree, so a bare `convbill` works from there"
@@ -288,7 +299,7 @@ impl Error {
                 late.recompute_from
             )),
             Error::Night(NightError::MissingNight { missing, .. }) => Some(format!(
-                "run the missing nights in order, starting with `--date {missing}`"
+                "run the missing nights in order, starting with `--date {missing}`, or add `--catch-up` to run them all first"
             )),
             Error::Night(NightError::BeforeHistory { first, .. }) => Some(format!(
                 "a history cannot grow backwards; to bill from an earlier day, start a new history there in a new `--out` with `--init` and run every night up to {first} and on"

@@ -85,6 +85,11 @@ struct RunArgs {
     #[arg(long, requires = "date")]
     strict_late_input: bool,
 
+    /// With `--date`: first run every night missing between the history's last night and
+    /// this one, in order, each put in place on its own (a schedule that missed nights).
+    #[arg(long, requires = "date")]
+    catch_up: bool,
+
     /// Set rows that fail a check aside in `rejects.parquet` (with their values, file, row and
     /// reason) and go on, instead of stopping at the first. Problems with a whole file still
     /// stop the run. Not with `--date`.
@@ -181,8 +186,15 @@ fn main() -> ExitCode {
                 }
                 None => exit::INTERNAL,
             };
-            if let (exit::INTERNAL, Some(note)) = (code, &unchanged) {
-                eprintln!("note: {note}");
+            match error.downcast_ref::<convbill::Error>() {
+                Some(convbill::Error::CatchUpStopped { last, failed, .. }) => eprintln!(
+                    "note: the history ends with night {last}; the nights from {failed} on have not run"
+                ),
+                _ => {
+                    if let (exit::INTERNAL, Some(note)) = (code, &unchanged) {
+                        eprintln!("note: {note}");
+                    }
+                }
             }
             ExitCode::from(code as u8)
         }
@@ -227,6 +239,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 init: args.init,
                 allow_empty: args.allow_empty,
                 strict_late_input: args.strict_late_input,
+                catch_up: args.catch_up,
             },
             quiet,
         );

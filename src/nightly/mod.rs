@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 
-use crate::error::{InputError, NightError, Result};
+use crate::error::{Error, InputError, NightError, Result};
 use crate::folder::{self, OutFolder};
 use crate::load;
 use crate::rates::RateCard;
@@ -66,6 +66,9 @@ pub struct NightConfig {
     /// `--strict-late-input`: refuse to run while input files hold messages of nights already
     /// billed that those nights did not read, instead of warning.
     pub strict_late_input: bool,
+    /// `--catch-up`: run every night missing before `date` first, in order, each one put in
+    /// place on its own.
+    pub catch_up: bool,
 }
 
 impl NightConfig {
@@ -79,6 +82,7 @@ impl NightConfig {
             init: false,
             allow_empty: false,
             strict_late_input: false,
+            catch_up: false,
         }
     }
 }
@@ -275,9 +279,67 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     let recovered = folder.recover()?;
     let history = nights_run(&config.out)?;
     check_folder(config, &history)?;
-    let nights = plan(config, &history)?;
     check_ended(config.date)?;
-    check_card(&config.out, nights[0], &card)?;
+    // `--catch-up`: the missing nights up to `date`, one after another.
+    let dates: Vec<NaiveDate> = match (config.catch_up, history.last()) {
+        (true, Some(&last)) if config.date > last + Days::new(1) => (last + Days::new(1))
+            .iter_days()
+            .take_while(|d| *d <= config.date)
+            .collect(),
+        _ => vec![config.date],
+    };
+    let mut report: Option<NightReport> = None;
+    for (i, &date) in dates.iter().enumerate() {
+        crate::error::check_interrupt()?;
+        let step = NightConfig {
+            date,
+            ..config.clone()
+        };
+        let history = match i {
+            0 => history.clone(),
+            _ => nights_run(&config.out)?,
+        };
+        let done = match run_nights(&step, &card, &folder, &history) {
+            Ok(done) => done,
+            Err(e) if i > 0 => {
+                return Err(Error::CatchUpStopped {
+                    first: dates[0],
+                    last: dates[i - 1],
+                    failed: date,
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        report = Some(match report {
+            None => done,
+            Some(mut so_far) => {
+                so_far.nights.extend(done.nights);
+                so_far.invoice_changes.extend(done.invoice_changes);
+                NightReport {
+                    nights: so_far.nights,
+                    invoice_changes: so_far.invoice_changes,
+                    ..done
+                }
+            }
+        });
+    }
+    let mut report = report.expect("at least one night ran");
+    report.recovered = recovered;
+    report.new_history = history.is_empty();
+    Ok(report)
+}
+
+/// Runs the night `config.date` (and, when asked, every later night already run) on the
+/// history `history` of the locked `folder`, and puts the result in place.
+fn run_nights(
+    config: &NightConfig,
+    card: &RateCard,
+    folder: &OutFolder,
+    history: &[NaiveDate],
+) -> Result<NightReport> {
+    let nights = plan(config, history)?;
+    check_card(&config.out, nights[0], card)?;
     let new_history = history.is_empty();
     let history_start = history.first().copied().unwrap_or(config.date);
     let first = *nights.first().expect("a plan has a night");
@@ -293,7 +355,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
         )
     })?;
     let late = timed("looked for late files", || {
-        catalog.late_files(history_start, &config.out, &card)
+        catalog.late_files(history_start, &config.out, card)
     })?;
     if config.strict_late_input && !late.is_empty() {
         return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());
@@ -317,7 +379,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     let rerun = nights.iter().any(|n| history.contains(n));
 
     let build = Build {
-        folder: &folder,
+        folder,
         staging: folder.create_staging()?,
         switched: false,
     };
@@ -352,7 +414,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
             &paths,
             input_files,
             &tree,
-            &card,
+            card,
         )?);
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
@@ -373,7 +435,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
                 nights: &all_nights,
                 input: &config.input,
                 late: &late,
-                card: &card,
+                card,
             },
         )
     })?;
@@ -388,7 +450,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     }
     Ok(NightReport {
         new_history,
-        recovered,
+        recovered: None,
         nights: stats,
         invoice_changes: changes
             .into_iter()

@@ -993,7 +993,8 @@ fn money_is_a_decimal_number_in_parquet_and_every_row_names_its_invoice() {
 }
 
 /// The README's schedule: the first night with `--init`, then the cron line and the CI job's
-/// step, run as written by `sh` with only the paths replaced, for yesterday's logs.
+/// step, run as cron would (its `PATH`, `sh`) with only the paths replaced, after a night the
+/// schedule missed.
 #[test]
 fn the_readme_schedule_runs_as_written() {
     let readme =
@@ -1003,13 +1004,14 @@ fn the_readme_schedule_runs_as_written() {
     let init = section
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("convbill run") && l.contains("--init"))
+        .find(|l| l.contains("convbill run") && l.contains("--init"))
         .expect("the README starts a history");
     let cron = section
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("30 2 * * *"))
         .expect("the README has a cron line");
+    assert!(section.contains("CRON_TZ=UTC"), "cron's times are UTC");
     let step = section[section.find("- run: |").expect("the CI job runs a step")..]
         .lines()
         .skip(1)
@@ -1019,9 +1021,9 @@ fn the_readme_schedule_runs_as_written() {
 
     let dir = tempfile::tempdir().unwrap();
     let today = chrono::Utc::now().date_naive();
-    let (yesterday, first) = (today - Days::new(1), today - Days::new(2));
+    let first = today - Days::new(3);
     let log = dir.path().join("generated.parquet");
-    generate(&log, 3_000, 17, 4, &first.to_string(), 2);
+    generate(&log, 3_000, 17, 4, &first.to_string(), 3);
     let frame = read_frame(&log);
     let ts = frame
         .column("timestamp")
@@ -1042,29 +1044,22 @@ fn the_readme_schedule_runs_as_written() {
         "part-0.parquet",
     );
     let out = dir.path().join("data/billing");
-    let mail = dir.path().join("mail.txt");
     let paths = |command: &str| {
         command
+            .replace("/usr/local/bin/convbill", env!("CARGO_BIN_EXE_convbill"))
             .replace("/data/logs", &logs.display().to_string())
             .replace("/data/billing", &out.display().to_string())
             .replace("/etc/convbill/rates.toml", SAMPLE_CARD)
-            .replace(
-                "mail -s convbill finance-oncall",
-                &format!("cat > {}", mail.display()),
-            )
     };
-    let bin = Path::new(env!("CARGO_BIN_EXE_convbill")).parent().unwrap();
+    // As cron runs a command: `sh -c`, `PATH=/usr/bin:/bin`, little else; what it prints is
+    // mailed, so a good night prints nothing.
     let sh = |script: &str| {
-        let output = std::process::Command::new("sh")
+        let output = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(script)
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-            )
-            .env_remove("CONVBILL_INPUT")
-            .env_remove("CONVBILL_OUT")
-            .env_remove("CONVBILL_RATES")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", dir.path())
             .output()
             .unwrap();
         assert!(
@@ -1072,6 +1067,7 @@ fn the_readme_schedule_runs_as_written() {
             "{script}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        String::from_utf8_lossy(&output.stderr).into_owned()
     };
     let init_date = init
         .split_whitespace()
@@ -1079,13 +1075,16 @@ fn the_readme_schedule_runs_as_written() {
         .nth(1)
         .unwrap();
     sh(&paths(init).replace(init_date, &first.to_string()));
-    // The cron line without its schedule; cron itself turns `\%` into `%`.
+    // The night after `first` is missed; the cron line catches up. Cron turns `\%` into `%`.
     let command = cron.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
-    sh(&paths(&command));
-    assert!(!mail.exists(), "the cron line reported a failure");
+    assert_eq!(
+        sh(&paths(&command)),
+        "",
+        "a good night prints nothing to mail"
+    );
     assert_eq!(
         convbill::nightly::nights_run(&out).unwrap(),
-        vec![first, yesterday]
+        vec![first, first + Days::new(1), first + Days::new(2)]
     );
     let billed = snapshot(&out);
     // The CI job's step bills yesterday again: the same bytes.
@@ -1312,4 +1311,75 @@ fn a_whole_run_that_changes_a_final_invoice_reissues_it() {
         .success()
         .stderr(predicate::str::contains("replaces it").not());
     assert!(snapshot(&out) == reissued);
+}
+
+/// A schedule that missed nights catches up with `--catch-up`: every missing night runs, in
+/// order, each put in place on its own, and a night that cannot run stops it there.
+#[test]
+fn catch_up_runs_the_missing_nights_in_order_and_stops_at_one_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
+            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
+            ("2024-01-03", vec![template("t3", "Wed 13:00")]),
+            ("2024-01-05", vec![template("t5", "Fri 13:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 1);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-03", "--catch-up"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "nights 2024-01-02 to 2024-01-03 (2): 2 messages",
+        ));
+    // Thursday's logs have not landed: Friday's catch-up stops at Thursday, and the history
+    // keeps the nights it ran.
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-05", "--catch-up"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains("has no messages on 2024-01-04").and(
+                predicate::str::contains("hint: if the logs of 2024-01-04 have not landed yet"),
+            ),
+        );
+    assert_eq!(
+        convbill::nightly::nights_run(&out).unwrap().last(),
+        Some(&date("2024-01-03"))
+    );
+    write_parquet(
+        &logs.join("date=2024-01-04/part-0.parquet"),
+        &mut frame(&[template("t4", "Thu 13:00")]),
+    );
+    write_parquet(
+        &logs.join("date=2024-01-06/part-0.parquet"),
+        &mut frame(&[template("t6", "Sat 13:00")]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-05", "--catch-up"])
+        .assert()
+        .success();
+    // A stop after some nights ran says which.
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-08", "--catch-up"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains(
+                "caught up nights 2024-01-06 to 2024-01-06; night 2024-01-07 did not run",
+            )
+            .and(predicate::str::contains(
+                "note: the history ends with night 2024-01-06; the nights from 2024-01-07 on have not run",
+            )),
+        );
+    // Every message of the nights run is billed once.
+    let nightly = read_frame(&out.join("month-to-date/invoices.parquet"));
+    assert_eq!(
+        nightly.column("sessions").unwrap().i64().unwrap().get(0),
+        Some(6)
+    );
 }

@@ -261,7 +261,7 @@ fn a_night_whose_previous_night_has_not_run_is_refused() {
             predicate::str::contains("cannot run 2024-01-04")
                 .and(predicate::str::contains("before 2024-01-02"))
                 .and(predicate::str::contains(
-                    "hint: run the missing nights in order, starting with `--date 2024-01-02`",
+                    "hint: run the missing nights in order, starting with `--date 2024-01-02`, or add `--catch-up`",
                 )),
         );
     assert!(snapshot(&out) == before, "a refused run changes nothing");
