@@ -329,7 +329,8 @@ pub(crate) fn injected_failure(path: &Path) -> Result<()> {
 
 /// Copies the tree `from` into `to` as hard links (copies where a link cannot be made),
 /// skipping every relative path in `skip` (and what lies under it) and every file that `to`
-/// already has. This is how a nightly run keeps the files it does not rewrite.
+/// already has. This is how a nightly run keeps the files it does not rewrite: a few system
+/// calls per file, no data copied.
 pub fn link_tree(from: &Path, to: &Path, skip: &std::collections::BTreeSet<PathBuf>) -> Result<()> {
     fn walk(
         root: &Path,
@@ -347,16 +348,22 @@ pub fn link_tree(from: &Path, to: &Path, skip: &std::collections::BTreeSet<PathB
             let target = to.join(relative);
             let kind = entry.file_type().map_err(io_error(&path))?;
             if kind.is_dir() {
-                if !target.exists() {
-                    fs::create_dir_all(&target).map_err(io_error(&target))?;
+                // Its parent exists: it was made before this folder was walked.
+                match fs::create_dir(&target) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(io_error(&target)(e))
+                    }
+                    _ => {}
                 }
                 walk(root, &path, to, skip)?;
-            } else if !target.exists() {
-                if let Some(folder) = target.parent() {
-                    fs::create_dir_all(folder).map_err(io_error(folder))?;
-                }
-                if fs::hard_link(&path, &target).is_err() {
-                    fs::copy(&path, &target).map_err(io_error(&target))?;
+            } else {
+                match fs::hard_link(&path, &target) {
+                    Ok(()) => {}
+                    // Written by this run.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(_) => {
+                        fs::copy(&path, &target).map_err(io_error(&target))?;
+                    }
                 }
             }
         }
