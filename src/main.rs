@@ -300,6 +300,9 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
                 "; partial: covers {} to {}",
                 invoice.coverage_start, invoice.coverage_end
             ));
+            for hole in &invoice.uncovered {
+                text.push_str(&format!(" but not {} to {}", hole.from, hole.to));
+            }
         }
         text.push('\n');
     }

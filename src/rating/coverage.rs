@@ -63,6 +63,18 @@ impl Coverage {
         (first.max(start), last.min(end).max(start))
     }
 
+    /// The stretches inside `[start, end)` between its first and last covered instant that are
+    /// not covered: days without a message in the middle of a whole run's input.
+    pub(super) fn holes(&self, start: i64, end: i64) -> Vec<(i64, i64)> {
+        let inside: Vec<(i64, i64)> = self
+            .stretches
+            .iter()
+            .filter(|s| s.0 < end && s.1 > start)
+            .map(|s| (s.0.max(start), s.1.min(end)))
+            .collect();
+        inside.windows(2).map(|w| (w[0].1, w[1].0)).collect()
+    }
+
     /// The status of a period `[start, end)` of `account_id`.
     pub(super) fn status(
         &self,
@@ -103,6 +115,8 @@ mod tests {
             "ends too soon"
         );
         assert_eq!(whole.within(5 * day, 11 * day), (5 * day, 10 * day));
+        assert_eq!(whole.holes(0, 5 * day), vec![(3 * day, 4 * day)]);
+        assert_eq!(whole.holes(5 * day, 11 * day), vec![]);
         assert_eq!(
             whole.status("a", "p", -day, day),
             PARTIAL,

@@ -74,6 +74,13 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
         text("period_end", &|i| i.period_end.clone()),
         text("coverage_start", &|i| i.coverage_start.clone()),
         text("coverage_end", &|i| i.coverage_end.clone()),
+        text("uncovered", &|i| {
+            i.uncovered
+                .iter()
+                .map(|s| format!("{}/{}", s.from, s.to))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
         text("rule_set", &|i| i.rule_set.to_string()),
         text("plan", &|i| i.plan.clone()),
         text("currency", &|i| i.currency.clone()),

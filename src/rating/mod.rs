@@ -187,7 +187,7 @@ pub struct Totals {
 
 /// Output columns of `invoices.parquet`, one row per invoice, in order. `amount` is Parquet
 /// `DECIMAL`.
-pub const INVOICE_COLUMNS: [&str; 24] = [
+pub const INVOICE_COLUMNS: [&str; 25] = [
     INVOICE_ID,
     "account_id",
     "period",
@@ -198,6 +198,7 @@ pub const INVOICE_COLUMNS: [&str; 24] = [
     "period_end",
     "coverage_start",
     "coverage_end",
+    "uncovered",
     "rule_set",
     "plan",
     "currency",
@@ -233,6 +234,10 @@ pub struct Invoice {
     /// offset: `period_start` to `period_end` when the whole period is covered.
     pub coverage_start: String,
     pub coverage_end: String,
+    /// Stretches between `coverage_start` and `coverage_end` that are not covered (a whole
+    /// run's input without a message on some day); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uncovered: Vec<Stretch>,
     /// [`FINAL`], [`DRAFT`] or [`PARTIAL`].
     pub status: &'static str,
     /// 1, and one more each time a run changed the invoice after it was final
@@ -255,6 +260,13 @@ pub struct Invoice {
     pub rate_card_sha256: String,
     pub lines: Vec<InvoiceLine>,
     pub totals: Totals,
+}
+
+/// A stretch of time, RFC 3339 in the account's zone, half-open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stretch {
+    pub from: String,
+    pub to: String,
 }
 
 /// A price version an invoice's lines were rated by.
@@ -653,6 +665,14 @@ fn new_invoice(
         period_end: rates::rfc3339_in(end, tz),
         coverage_start: rates::rfc3339_in(covered_from, tz),
         coverage_end: rates::rfc3339_in(covered_to, tz),
+        uncovered: coverage
+            .holes(start, end)
+            .into_iter()
+            .map(|(from, to)| Stretch {
+                from: rates::rfc3339_in(from, tz),
+                to: rates::rfc3339_in(to, tz),
+            })
+            .collect(),
         status: coverage.status(account_id, period, start, end),
         revision: 1,
         content_sha256: String::new(),

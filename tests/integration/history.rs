@@ -1383,3 +1383,33 @@ fn catch_up_runs_the_missing_nights_in_order_and_stops_at_one_that_cannot_run() 
         Some(6)
     );
 }
+
+/// A whole run over a landing zone with a day missing bills the month as partial and names
+/// the hole, in the account's zone.
+#[test]
+fn a_whole_run_names_the_days_its_input_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = landing_zone(dir.path(), 6, "2026-10-01", 31, 4, 20_000);
+    std::fs::remove_dir_all(logs.join("date=2026-10-15")).unwrap();
+    let out = dir.path().join("whole");
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "but not 2026-10-15T00:00:00Z to 2026-10-16T00:00:00Z",
+        ));
+    let utc = json(&out.join("invoices/2026-10/acct-0003.json"));
+    assert_eq!(utc["status"], "partial");
+    assert_eq!(utc["coverage_start"], "2026-10-01T00:00:00Z");
+    assert_eq!(
+        utc["uncovered"],
+        serde_json::json!([{"from": "2026-10-15T00:00:00Z", "to": "2026-10-16T00:00:00Z"}])
+    );
+    let jakarta = json(&out.join("invoices/2026-10/acct-0000.json"));
+    assert_eq!(jakarta["uncovered"][0]["from"], "2026-10-15T07:00:00+07:00");
+    let table = read_frame(&out.join("invoices.parquet"));
+    assert!(strings(&table, "uncovered")
+        .contains(&"2026-10-15T00:00:00Z/2026-10-16T00:00:00Z".to_string()));
+}
