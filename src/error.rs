@@ -320,10 +320,9 @@ impl Error {
                 "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
                     .into(),
             ),
-            Error::Night(NightError::InputLacksNight { .. }) => Some(
-                "pass an `--input` that holds every night being recomputed (for example the folder of all days)"
-                    .into(),
-            ),
+            Error::Night(NightError::InputLacksNight { date, .. }) => Some(format!(
+                "pass an `--input` that holds every night being recomputed (for example the folder of all days), or put back what the nights read: `state/date={date}/night.json` lists its input files with their checksums"
+            )),
             Error::Night(NightError::NotAHistory { .. }) => Some(
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),
             ),
