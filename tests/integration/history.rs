@@ -51,6 +51,23 @@ fn split_by_day(frame: &DataFrame, root: &Path, name: &str) {
     }
 }
 
+/// The rows of a log frame before the instant `until` (UTC nanoseconds).
+fn rows_before(frame: &DataFrame, until: i64) -> DataFrame {
+    let ts = frame
+        .column("timestamp")
+        .unwrap()
+        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
+        .unwrap()
+        .to_physical_repr();
+    let mask: BooleanChunked = ts
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|t| t.unwrap() < until)
+        .collect();
+    frame.filter(&mask).unwrap()
+}
+
 /// A generated log split into a landing zone of one folder per UTC day under `dir/logs`.
 fn landing_zone(
     dir: &Path,
@@ -121,22 +138,14 @@ fn history_with_a_late_file(dir: &Path) -> (PathBuf, PathBuf) {
     bill_every_night(&logs, &out);
     let late = dir.join("late.parquet");
     generate(&late, 600, 99, 4, "2026-09-05", 1);
-    let frame = read_frame(&late);
     let last = *days_of(&logs).last().unwrap();
     // Only the days already billed: the late file of a landing zone.
-    let ts = frame
-        .column("timestamp")
-        .unwrap()
-        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
-        .unwrap()
-        .to_physical_repr();
-    let mask: BooleanChunked = ts
-        .i64()
-        .unwrap()
-        .iter()
-        .map(|t| t.unwrap() < convbill::nightly::start_ns(last + Days::new(1)))
-        .collect();
-    split_by_day(&frame.filter(&mask).unwrap(), &logs, "late.parquet");
+    let until = convbill::nightly::start_ns(last + Days::new(1));
+    split_by_day(
+        &rows_before(&read_frame(&late), until),
+        &logs,
+        "late.parquet",
+    );
     (logs, out)
 }
 
@@ -494,6 +503,20 @@ fn rerunning_the_last_night_gives_the_same_bytes_state_included() {
     }
 }
 
+/// A landing zone with one template a day (`t1` on the first day, at 13:00, and so on), one
+/// file per day.
+fn a_template_a_day(dir: &Path, days: &[&str]) -> PathBuf {
+    let days: Vec<(&str, Vec<Ev>)> = days
+        .iter()
+        .enumerate()
+        .map(|(n, day)| {
+            let id = format!("t{}", n + 1);
+            (*day, vec![template(&id, &format!("{day} 13:00"))])
+        })
+        .collect();
+    days_with(dir, &days)
+}
+
 /// A landing zone with the messages of the given days, one file per day.
 fn days_with(dir: &Path, days: &[(&str, Vec<Ev>)]) -> PathBuf {
     let logs = dir.join("logs");
@@ -509,13 +532,7 @@ fn days_with(dir: &Path, days: &[(&str, Vec<Ev>)]) -> PathBuf {
 #[test]
 fn a_night_without_messages_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[
-            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
-            ("2024-01-03", vec![template("t2", "Wed 13:00")]),
-        ],
-    );
+    let logs = a_template_a_day(dir.path(), &["2024-01-01", "2024-01-03"]);
     let out = dir.path().join("billing");
     run_command(&logs, &out)
         .args(["--date", "2024-01-01", "--init"])
@@ -643,14 +660,14 @@ fn an_out_that_is_a_file_is_a_usage_error_in_both_modes() {
 #[test]
 fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
+    let logs = a_template_a_day(
         dir.path(),
         &[
-            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
-            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
-            ("2024-01-03", vec![template("t3", "Wed 13:00")]),
-            ("2024-01-04", vec![template("t4", "Thu 13:00")]),
-            ("2024-01-05", vec![template("t5", "Fri 13:00")]),
+            "2024-01-01",
+            "2024-01-02",
+            "2024-01-03",
+            "2024-01-04",
+            "2024-01-05",
         ],
     );
     let out = dir.path().join("billing");
@@ -792,14 +809,9 @@ fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
 #[test]
 fn unchanged_input_files_are_not_read_or_hashed_again() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
+    let logs = a_template_a_day(
         dir.path(),
-        &[
-            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
-            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
-            ("2024-01-03", vec![template("t3", "Wed 13:00")]),
-            ("2024-01-04", vec![template("t4", "Thu 13:00")]),
-        ],
+        &["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
     );
     let out = dir.path().join("billing");
     nights(&logs, &out, date("2024-01-01"), 2);
@@ -1024,22 +1036,10 @@ fn the_readme_schedule_runs_as_written() {
     let first = today - Days::new(3);
     let log = dir.path().join("generated.parquet");
     generate(&log, 3_000, 17, 4, &first.to_string(), 3);
-    let frame = read_frame(&log);
-    let ts = frame
-        .column("timestamp")
-        .unwrap()
-        .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
-        .unwrap()
-        .to_physical_repr();
-    let before_today: BooleanChunked = ts
-        .i64()
-        .unwrap()
-        .iter()
-        .map(|t| t.unwrap() < convbill::nightly::start_ns(today))
-        .collect();
     let logs = dir.path().join("data/logs");
+    let until = convbill::nightly::start_ns(today);
     split_by_day(
-        &frame.filter(&before_today).unwrap(),
+        &rows_before(&read_frame(&log), until),
         &logs,
         "part-0.parquet",
     );
@@ -1171,13 +1171,7 @@ fn a_new_input_file_with_a_row_no_night_would_read_is_refused() {
 #[test]
 fn an_out_that_is_a_link_keeps_leading_to_the_history() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[
-            ("2024-01-01", vec![template("t1", "Mon 13:00")]),
-            ("2024-01-02", vec![template("t2", "Tue 13:00")]),
-        ],
-    );
+    let logs = a_template_a_day(dir.path(), &["2024-01-01", "2024-01-02"]);
     let real = dir.path().join("volume-billing");
     let link = dir.path().join("billing");
     std::fs::create_dir(&real).unwrap();
