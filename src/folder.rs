@@ -39,13 +39,9 @@ impl OutFolder {
     /// followed: the folder it leads to is replaced, and its lock is the one beside that
     /// folder, whichever name a run uses.
     pub fn new(given: &Path) -> Result<Self> {
-        let is_link = fs::symlink_metadata(given).is_ok_and(|m| m.file_type().is_symlink());
-        let out = match is_link {
-            true => fs::canonicalize(given).map_err(|source| Error::Output {
-                path: given.to_path_buf(),
-                source,
-            })?,
-            false => given.to_path_buf(),
+        let out = match fs::symlink_metadata(given) {
+            Ok(m) if m.file_type().is_symlink() => link_target(given)?,
+            _ => given.to_path_buf(),
         };
         let name = match out.file_name() {
             Some(name) => name.to_string_lossy().into_owned(),
@@ -211,14 +207,78 @@ impl Drop for Lock {
     }
 }
 
-/// Whether `dir` exists and is on another file system than `parent`.
+/// Where the symbolic link `link` leads, as a canonical path, whether or not the folder there
+/// exists yet.
+fn link_target(link: &Path) -> Result<PathBuf> {
+    let failed = |source| Error::Output {
+        path: link.to_path_buf(),
+        source,
+    };
+    if let Ok(target) = fs::canonicalize(link) {
+        return Ok(target);
+    }
+    // The link leads to a folder that does not exist (yet): resolve what does.
+    let target = fs::read_link(link).map_err(failed)?;
+    let target = match target.is_relative() {
+        true => link.parent().unwrap_or(Path::new(".")).join(target),
+        false => target,
+    };
+    match (target.parent(), target.file_name()) {
+        (Some(parent), Some(name)) if parent.exists() => {
+            Ok(fs::canonicalize(parent).map_err(failed)?.join(name))
+        }
+        _ => Ok(target),
+    }
+}
+
+/// Whether `dir` exists and is a mount point: on another file system than `parent`, or (a bind
+/// mount of the same file system) listed as one by the kernel.
 #[cfg(unix)]
 fn is_mount_point(dir: &Path, parent: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (fs::metadata(dir), fs::metadata(parent)) {
-        (Ok(a), Ok(b)) => a.is_dir() && a.dev() != b.dev(),
+        (Ok(a), Ok(b)) if a.is_dir() => a.dev() != b.dev() || listed_as_mount_point(dir),
         _ => false,
     }
+}
+
+/// Whether `/proc/self/mountinfo` lists `dir` as a mount point (Linux; elsewhere, never).
+#[cfg(unix)]
+fn listed_as_mount_point(dir: &Path) -> bool {
+    let (Ok(dir), Ok(table)) = (
+        fs::canonicalize(dir),
+        fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return false;
+    };
+    // The fifth field is the mount point, with spaces and the like as octal escapes (`\040`).
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|point| {
+            let mut unescaped = Vec::new();
+            let bytes = point.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+                    std::str::from_utf8(d)
+                        .ok()
+                        .and_then(|d| u8::from_str_radix(d, 8).ok())
+                });
+                match (bytes[i], octal) {
+                    (b'\\', Some(byte)) => {
+                        unescaped.push(byte);
+                        i += 4;
+                    }
+                    (byte, _) => {
+                        unescaped.push(byte);
+                        i += 1;
+                    }
+                }
+            }
+            use std::os::unix::ffi::OsStrExt;
+            Path::new(std::ffi::OsStr::from_bytes(&unescaped)) == dir
+        })
 }
 
 #[cfg(not(unix))]
@@ -429,6 +489,9 @@ mod tests {
         ));
         let dir = tempfile::tempdir().unwrap();
         assert!(OutFolder::new(&dir.path().join("out")).is_ok());
+        // A bind mount keeps the file system: the kernel's list of mount points tells it.
+        assert!(listed_as_mount_point(Path::new("/proc")));
+        assert!(!listed_as_mount_point(dir.path()));
     }
 
     #[test]

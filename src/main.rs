@@ -141,10 +141,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     convbill::load::quiet_reader_panics();
-    // Ctrl-C or SIGTERM: stop at the next step and clean up; a second one stops at once.
+    // Ctrl-C or SIGTERM: stop at the next step and clean up; a second one stops at once. A
+    // signal within a second of the first is the same one delivered twice (`timeout` signals
+    // the process and its group), not an impatient second Ctrl-C.
     let _ = ctrlc::set_handler(|| {
-        static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if SEEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let first = *FIRST.get_or_init(std::time::Instant::now);
+        if first.elapsed() >= std::time::Duration::from_secs(1) {
             eprintln!(
                 "convbill: interrupted again: stopping at once; the output folder is the old one or the new one, whole, and the next run removes what this one left beside it"
             );

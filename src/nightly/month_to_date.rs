@@ -118,6 +118,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
             path: f.path.clone(),
             bytes: f.bytes,
             sha256: f.sha256.clone(),
+            rows: f.rows,
             ..InputFile::default()
         })
         .collect();

@@ -66,6 +66,8 @@ pub struct InputFileRecord {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+    /// All its rows, of every day.
+    pub rows: u64,
 }
 
 impl InputFileRecord {
@@ -74,6 +76,7 @@ impl InputFileRecord {
             path: file.path.clone(),
             bytes: file.bytes,
             sha256: file.sha256.clone(),
+            rows: file.rows,
         }
     }
 }

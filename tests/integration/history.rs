@@ -900,6 +900,11 @@ fn every_dropped_row_is_counted_in_the_summary_the_log_and_the_manifest() {
     assert_eq!(night["duplicates_of_earlier_nights"], 1);
     assert_eq!(night["rows_used"], 2);
     assert_eq!(manifest["input"]["duplicates_dropped"], 2);
+    assert_eq!(
+        manifest["input"]["files"][0]["path"],
+        "date=2024-01-02/part-0.parquet"
+    );
+    assert_eq!(manifest["input"]["files"][0]["rows"], 4);
     let stats = json(&out.join("state/date=2024-01-01/night.json"));
     assert_eq!(stats["duplicates_within_night"], 1);
     assert_eq!(stats["rows_used"], 2);
@@ -1192,6 +1197,25 @@ fn an_out_that_is_a_link_keeps_leading_to_the_history() {
         convbill::nightly::nights_run(&real).unwrap(),
         vec![date("2024-01-01"), date("2024-01-02")]
     );
+    // A link to a folder that does not exist yet: no history there without `--init`; with
+    // it, the folder is made where the link leads.
+    let later = dir.path().join("later-billing");
+    std::os::unix::fs::symlink(dir.path().join("volume-2/billing"), &later).unwrap();
+    std::fs::create_dir(dir.path().join("volume-2")).unwrap();
+    run_command(&logs, &later)
+        .args(["--date", "2024-01-01"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains("holds no nightly history"));
+    run_command(&logs, &later)
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success();
+    assert!(dir.path().join("volume-2/billing/state").is_dir());
+    assert!(std::fs::symlink_metadata(&later)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 /// A final invoice that a recompute changes keeps its id and gets the next revision, and the

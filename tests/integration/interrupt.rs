@@ -8,6 +8,11 @@ use crate::cli::{convbill, snapshot};
 use crate::support::hidden_entries;
 
 fn interrupted_mid_run(signal: &str) {
+    interrupted_mid_run_by(&[signal]);
+}
+
+/// Sends each of `signals` in turn, a few milliseconds apart, once the run is spilling.
+fn interrupted_mid_run_by(signals: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log.parquet");
     convbill()
@@ -42,11 +47,14 @@ fn interrupted_mid_run(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let killed = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    for signal in signals {
+        let killed = std::process::Command::new("kill")
+            .args([*signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -54,7 +62,10 @@ fn interrupted_mid_run(signal: &str) {
         Some(convbill::exit::INTERRUPTED),
         "{stderr}"
     );
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: stopped before writing anything"),
+        "{stderr}"
+    );
     assert_eq!(snapshot(&out), before, "the previous outputs are untouched");
     assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
 }
@@ -67,4 +78,11 @@ fn ctrl_c_mid_run_leaves_the_previous_outputs_and_no_leftovers() {
 #[test]
 fn sigterm_mid_run_is_handled_the_same_way() {
     interrupted_mid_run("-TERM");
+}
+
+/// `timeout -s INT` signals the run and its process group: the same Ctrl-C arrives twice at
+/// once, and is handled as one (a second Ctrl-C a second or more later stops at once).
+#[test]
+fn the_same_signal_delivered_twice_is_handled_as_one() {
+    interrupted_mid_run_by(&["-INT", "-INT"]);
 }
