@@ -172,6 +172,8 @@ pub struct LateInput {
     pub files: Vec<String>,
     /// The earliest night to recompute.
     pub recompute_from: chrono::NaiveDate,
+    /// Some of the files also lack messages the nights billed: the recompute must accept that.
+    pub accept_removed: bool,
 }
 
 /// Two rows with the same (`account_id`, `message_id`) and different contents.
@@ -295,8 +297,9 @@ impl Error {
                 "if the logs of {date} have not landed yet, run again once they have; if the day truly had no traffic, add `--allow-empty`"
             )),
             Error::Input(InputError::Late(late)) => Some(format!(
-                "rerun `--date {} --recompute-later` to bill them, or leave out `--strict-late-input` to go on with a warning",
-                late.recompute_from
+                "rerun `--date {} --recompute-later{}` to bill them, or leave out `--strict-late-input` to go on with a warning",
+                late.recompute_from,
+                if late.accept_removed { " --accept-removed" } else { "" }
             )),
             Error::Night(NightError::MissingNight { missing, .. }) => Some(format!(
                 "run the missing nights in order, starting with `--date {missing}`, or add `--catch-up` to run them all first"
@@ -321,7 +324,7 @@ impl Error {
                     .into(),
             ),
             Error::Night(NightError::InputLacksNight { date, .. }) => Some(format!(
-                "pass an `--input` that holds every night being recomputed (for example the folder of all days), or put back what the nights read: `state/date={date}/night.json` lists its input files with their checksums"
+                "pass an `--input` that holds every night being recomputed (for example the folder of all days), or put back what the nights read (`state/date={date}/night.json` lists its input files with their checksums); if the messages are gone for good, add `--accept-removed` to drop them from the history"
             )),
             Error::Night(NightError::NotAHistory { .. }) => Some(
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),

@@ -66,7 +66,7 @@ pub struct RunReport {
     pub partitions: usize,
     /// Accounts the rate card names that have no invoice in this run.
     pub card_accounts_without_invoices: Vec<String>,
-    /// Invoices that were final in the folder this run replaced and changed.
+    /// Changes to invoices that had been final in the folder this run replaced.
     pub reissued: Vec<rating::revision::Change>,
 }
 
@@ -115,7 +115,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     let reissued: Vec<rating::revision::Change> =
         rating::revision::changes(&issued, &invoices.invoices)
             .into_iter()
-            .filter(|c| c.reissues_a_final_invoice())
+            .filter(|c| c.touches_a_final_invoice())
             .collect();
     let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
     let card_accounts_without_invoices = rate_card

@@ -90,6 +90,11 @@ struct RunArgs {
     #[arg(long, requires = "date")]
     catch_up: bool,
 
+    /// With `--recompute-later`: drop from the history the messages the recomputed nights
+    /// billed that the input no longer holds (say so), instead of refusing.
+    #[arg(long, requires = "recompute_later")]
+    accept_removed: bool,
+
     /// Set rows that fail a check aside in `rejects.parquet` (with their values, file, row and
     /// reason) and go on, instead of stopping at the first. Problems with a whole file still
     /// stop the run. Not with `--date`.
@@ -243,6 +248,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 allow_empty: args.allow_empty,
                 strict_late_input: args.strict_late_input,
                 catch_up: args.catch_up,
+                accept_removed: args.accept_removed,
             },
             quiet,
         );
@@ -367,8 +373,21 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         text.push_str(&format!("convbill: warning: {}\n", late.describe()));
     }
     if let Some(from) = nightly::inputs::recompute_from(&report.late) {
+        let removed = report.late.iter().any(|l| l.missing > 0);
+        let unbilled = report.late.iter().any(|l| l.messages > 0);
         text.push_str(&format!(
-            "convbill: hint: rerun `--date {from} --recompute-later` to bill them\n"
+            "convbill: hint: rerun `--date {from} --recompute-later{}` to {}\n",
+            if removed { " --accept-removed" } else { "" },
+            if unbilled {
+                "bill them"
+            } else {
+                "bring the history in line with its input"
+            }
+        ));
+    }
+    for (night, missing) in &report.dropped {
+        text.push_str(&format!(
+            "convbill: warning: dropped {missing} message(s) night {night} had billed, which the input no longer holds (`--accept-removed`)\n"
         ));
     }
     for change in &report.invoice_changes {

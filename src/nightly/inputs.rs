@@ -22,8 +22,9 @@ use polars::prelude::*;
 use super::start_ns;
 use crate::error::{LateInput, Result};
 use crate::load::{self, InputFile};
-use crate::rates::{Calendars, RateCard};
+use crate::rates::{self, RateCard};
 use crate::schema;
+use crate::schema::DAY_NS;
 use crate::write::{self, STATE_DIR};
 
 const FILE_NAME: &str = "inputs.json";
@@ -79,9 +80,11 @@ pub struct LateFile {
     pub change: &'static str,
     /// The first night that read this version of the file.
     pub read_from: NaiveDate,
-    /// Its messages on nights before that one (within the history) that no night billed, and
-    /// their days.
+    /// Its messages on nights before that one (within the history) that no night billed.
     pub messages: u64,
+    /// A changed file: messages those nights billed that the input no longer holds.
+    pub missing: u64,
+    /// The nights concerned: the days of those messages.
     pub first_day: NaiveDate,
     pub last_day: NaiveDate,
     /// The invoices those messages can change: of their accounts, for the periods they fall in
@@ -102,26 +105,34 @@ impl LateFile {
             true => self.first_day.to_string(),
             false => format!("{} to {}", self.first_day, self.last_day),
         };
+        let unbilled = format!(
+            "{} of its messages fall on {days} and were not billed",
+            self.messages
+        );
+        let missing = format!(
+            "{} message(s) those nights billed are no longer in the input",
+            self.missing
+        );
+        let what = match (self.messages > 0, self.missing > 0) {
+            (true, true) => format!("{unbilled}, and {missing}"),
+            (false, true) => format!("{missing} ({days})"),
+            _ => unbilled,
+        };
         format!(
-            "`{}` was {} after night {} had run: {} of its messages fall on {days} and were not billed",
-            self.path,
-            self.change,
-            self.first_day,
-            self.messages,
+            "`{}` was {} after night {} had run: {what}",
+            self.path, self.change, self.first_day
         )
     }
 }
 
-/// The error `--strict-late-input` gives for `late` (not empty).
-pub fn refusal(late: &[LateFile]) -> LateInput {
-    LateInput {
-        files: late.iter().map(LateFile::describe).collect(),
-        recompute_from: late
-            .iter()
-            .map(|l| l.first_day)
-            .min()
-            .expect("some file is late"),
-    }
+/// The error `--strict-late-input` gives, if some of `late` hold messages no night billed.
+pub fn refusal(late: &[LateFile]) -> Option<LateInput> {
+    let unbilled: Vec<&LateFile> = late.iter().filter(|l| l.messages > 0).collect();
+    Some(LateInput {
+        files: unbilled.iter().map(|l| l.describe()).collect(),
+        recompute_from: unbilled.iter().map(|l| l.first_day).min()?,
+        accept_removed: unbilled.iter().any(|l| l.missing > 0),
+    })
 }
 
 /// The night to recompute from so that every late file is billed.
@@ -134,8 +145,10 @@ fn day_of(ns: i64) -> NaiveDate {
 }
 
 /// The invoices late messages (`account_id`, `message_id`, `timestamp`) can change: of their
-/// accounts, for the periods they fall in and those of the sessions open at the start of
-/// `first_day`, the day of the earliest.
+/// accounts, for every period from the start of `first_day` (the day of the earliest) to a day
+/// after the account's last late message (a customer message opens a 24-hour window that
+/// decides the initiation of sessions opening in it), and for the periods of the sessions
+/// open at the start of `first_day`.
 fn concerned(
     messages: &DataFrame,
     history: &super::Tree,
@@ -144,15 +157,24 @@ fn concerned(
 ) -> Result<Vec<InvoiceKey>> {
     let accounts = messages.column(schema::ACCOUNT_ID)?.str()?;
     let times = messages.column(schema::TIMESTAMP)?.i64()?;
-    let mut calendars = Calendars::new(card);
-    let mut keys = BTreeSet::new();
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
     for (account, time) in accounts.iter().zip(times.iter()) {
         if let (Some(account), Some(time)) = (account, time) {
-            let period = calendars.period_at(account, time);
+            let latest = last.entry(account).or_insert(time);
+            *latest = (*latest).max(time);
+        }
+    }
+    let mut keys = BTreeSet::new();
+    for (account, latest) in &last {
+        let zone = card.terms_of(account).time_zone;
+        let mut at = start_ns(first_day);
+        while at <= latest + DAY_NS {
+            let (period, _, end) = rates::period_containing(at, zone);
             keys.insert(InvoiceKey {
                 account_id: account.to_string(),
-                period: calendars.periods()[period as usize].clone(),
+                period,
             });
+            at = end;
         }
     }
     let late_accounts: BTreeSet<&str> = accounts.iter().flatten().collect();
@@ -172,6 +194,29 @@ fn concerned(
         }
     }
     Ok(keys.into_iter().collect())
+}
+
+/// The rows of `rows` whose (`account_id`, `message_id`) is not among `billed`.
+fn not_in(rows: DataFrame, billed: Option<DataFrame>) -> Result<DataFrame> {
+    let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let Some(billed) = billed else {
+        return Ok(rows);
+    };
+    Ok(rows
+        .lazy()
+        .join(
+            billed
+                .lazy()
+                .select(ids())
+                .unique(None, UniqueKeepStrategy::Any)
+                .with_column(lit(true).alias("billed")),
+            ids(),
+            ids(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .filter(col("billed").is_null())
+        .drop(by_name(["billed"], true, false))
+        .collect()?)
 }
 
 impl Catalog {
@@ -234,14 +279,21 @@ impl Catalog {
                 None => {
                     tracing::debug!(path = %file.path, "new or changed input file");
                     let range = load::timestamp_range(&file)?;
+                    // A changed file spans the days of both versions: the nights the old one
+                    // was read for are the ones its removed messages were billed by.
+                    let (mut first, mut last) = (range.first, range.last);
+                    if let Some(p) = prior {
+                        first = [first, p.first_ns()].into_iter().flatten().min();
+                        last = [last, p.last_ns()].into_iter().flatten().max();
+                    }
                     Entry {
                         path: file.path.clone(),
                         bytes: file.bytes,
                         modified_ns: file.modified_ns,
                         sha256,
                         rows: range.rows,
-                        first_event: range.first.map(load::format_ns),
-                        last_event: range.last.map(load::format_ns),
+                        first_event: first.map(load::format_ns),
+                        last_event: last.map(load::format_ns),
                         read_from: first_night,
                         changed: prior.is_some(),
                         file: None,
@@ -255,6 +307,33 @@ impl Catalog {
             });
         }
         Ok(Catalog { files })
+    }
+
+    /// The messages night `night` used that the input's files no longer hold on its day, as
+    /// (`account_id`, `message_id`, `timestamp`), the time being the end of the night.
+    fn missing_on(&self, night: NaiveDate, history: &super::Tree) -> Result<DataFrame> {
+        let empty = || -> Result<DataFrame> {
+            Ok(load::empty_rows().select([
+                schema::ACCOUNT_ID,
+                schema::MESSAGE_ID,
+                schema::TIMESTAMP,
+            ])?)
+        };
+        let Some(used) = super::night::billed_ids(history, night, night + chrono::Days::new(1))?
+        else {
+            return empty();
+        };
+        let day = (start_ns(night), start_ns(night) + DAY_NS);
+        let (present, _) = load::read_window(self.files_overlapping(day), day)?;
+        let ids = [schema::ACCOUNT_ID, schema::MESSAGE_ID];
+        let gone = not_in(used.select(ids)?, Some(present.select(ids)?))?;
+        let height = gone.height();
+        let mut gone = gone;
+        gone.with_column(Column::new(
+            schema::TIMESTAMP.into(),
+            vec![day.1 - 1; height],
+        ))?;
+        Ok(gone)
     }
 
     /// The files that can hold messages in `window` (UTC nanoseconds, half-open).
@@ -292,41 +371,50 @@ impl Catalog {
                 continue;
             }
             let (rows, _) = load::read_window(vec![file.clone()], (from, until))?;
-            let Some(earliest) = rows.column(schema::TIMESTAMP)?.i64()?.min() else {
-                continue;
+            let unbilled = match rows.column(schema::TIMESTAMP)?.i64()?.min() {
+                None => rows.clear(),
+                Some(earliest) => {
+                    let since = day_of(earliest) - chrono::Days::new(super::DEDUP_NIGHTS);
+                    let billed = super::night::billed_ids(&history, since, entry.read_from)?;
+                    not_in(rows, billed)?
+                        .lazy()
+                        .group_by([col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)])
+                        .agg([col(schema::TIMESTAMP).min()])
+                        .collect()?
+                }
             };
-            let since = day_of(earliest) - chrono::Days::new(super::DEDUP_NIGHTS);
-            let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
-            let mut unbilled = rows.lazy();
-            if let Some(billed) = super::night::billed_ids(&history, since, entry.read_from)? {
-                unbilled = unbilled
-                    .join(
-                        billed
-                            .lazy()
-                            .select(ids())
-                            .with_column(lit(true).alias("billed")),
-                        ids(),
-                        ids(),
-                        JoinArgs::new(JoinType::Left),
-                    )
-                    .filter(col("billed").is_null());
+            // What the nights this version was not read by billed that the input lacks now.
+            let mut missing = load::empty_rows().select([
+                schema::ACCOUNT_ID,
+                schema::MESSAGE_ID,
+                schema::TIMESTAMP,
+            ])?;
+            if entry.changed {
+                let nights = day_of(first.max(from))
+                    .iter_days()
+                    .take_while(|d| *d < entry.read_from && start_ns(*d) <= last);
+                for night in nights {
+                    missing.vstack_mut(&self.missing_on(night, &history)?)?;
+                }
             }
-            let unbilled = unbilled
-                .group_by(ids())
-                .agg([col(schema::TIMESTAMP).min()])
-                .collect()?;
             let times = unbilled.column(schema::TIMESTAMP)?.i64()?;
-            let (Some(first), Some(last)) = (times.min(), times.max()) else {
+            let lost = missing.column(schema::TIMESTAMP)?.i64()?;
+            let (Some(first_at), Some(last_at)) = (
+                times.min().into_iter().chain(lost.min()).min(),
+                times.max().into_iter().chain(lost.max()).max(),
+            ) else {
                 continue;
             };
+            let both = unbilled.vstack(&missing)?;
             late.push(LateFile {
                 path: entry.path.clone(),
                 change: if entry.changed { "changed" } else { "added" },
                 read_from: entry.read_from,
                 messages: unbilled.height() as u64,
-                first_day: day_of(first),
-                last_day: day_of(last),
-                invoices: concerned(&unbilled, &history, day_of(first), card)?,
+                missing: missing.height() as u64,
+                first_day: day_of(first_at),
+                last_day: day_of(last_at),
+                invoices: concerned(&both, &history, day_of(first_at), card)?,
             });
         }
         Ok(late)

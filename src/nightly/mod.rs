@@ -69,6 +69,9 @@ pub struct NightConfig {
     /// `--catch-up`: run every night missing before `date` first, in order, each one put in
     /// place on its own.
     pub catch_up: bool,
+    /// `--accept-removed`: a recompute drops the messages the nights billed that the input no
+    /// longer holds, instead of refusing.
+    pub accept_removed: bool,
 }
 
 impl NightConfig {
@@ -83,6 +86,7 @@ impl NightConfig {
             allow_empty: false,
             strict_late_input: false,
             catch_up: false,
+            accept_removed: false,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct NightReport {
     pub history: (NaiveDate, NaiveDate),
     /// Input files that hold messages of nights already billed that those nights did not read.
     pub late: Vec<inputs::LateFile>,
+    /// `--accept-removed`: the recomputed nights and how many of the messages each had billed
+    /// the input no longer held (dropped from the history).
+    pub dropped: Vec<(NaiveDate, u64)>,
 }
 
 fn night_dir(date: NaiveDate) -> String {
@@ -316,9 +323,11 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
             Some(mut so_far) => {
                 so_far.nights.extend(done.nights);
                 so_far.invoice_changes.extend(done.invoice_changes);
+                so_far.dropped.extend(done.dropped);
                 NightReport {
                     nights: so_far.nights,
                     invoice_changes: so_far.invoice_changes,
+                    dropped: so_far.dropped,
                     ..done
                 }
             }
@@ -357,16 +366,26 @@ fn run_nights(
     let late = timed("looked for late files", || {
         catalog.late_files(history_start, &config.out, card)
     })?;
-    if config.strict_late_input && !late.is_empty() {
-        return Err(InputError::Late(Box::new(inputs::refusal(&late))).into());
+    if config.strict_late_input {
+        if let Some(refusal) = inputs::refusal(&late) {
+            return Err(InputError::Late(Box::new(refusal)).into());
+        }
     }
     let window = (start_ns(first), start_ns(last) + DAY_NS);
     let (mut rows, files) = timed("read and checked the nights' rows", || {
         load::read_window(catalog.files_overlapping(window), window)
     })?;
     rows.rechunk_mut();
+    let mut dropped = Vec::new();
     for night in nights.iter().filter(|n| history.contains(n)) {
-        check_input_covers(*night, &rows, &config.out)?;
+        match check_input_covers(*night, &rows, &config.out) {
+            Err(Error::Night(NightError::InputLacksNight { missing, .. }))
+                if config.accept_removed =>
+            {
+                dropped.push((*night, missing))
+            }
+            other => other?,
+        }
     }
     if !config.allow_empty && night::rows_on(&rows, config.date)? == 0 {
         return Err(InputError::EmptyNight {
@@ -454,11 +473,12 @@ fn run_nights(
         nights: stats,
         invoice_changes: changes
             .into_iter()
-            .filter(|c| rerun || c.reissues_a_final_invoice())
+            .filter(|c| rerun || c.touches_a_final_invoice())
             .collect(),
         invoices: by_status,
         history: history_span,
         late,
+        dropped,
     })
 }
 

@@ -105,6 +105,13 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
                 .map(|i| i.final_content_sha256.clone())
                 .collect::<Vec<_>>(),
         ),
+        Column::new(
+            "replaces".into(),
+            invoices
+                .iter()
+                .map(|i| i.replaces.clone())
+                .collect::<Vec<_>>(),
+        ),
     ];
     Ok(DataFrame::new(invoices.len(), columns)?)
 }

@@ -187,7 +187,7 @@ pub struct Totals {
 
 /// Output columns of `invoices.parquet`, one row per invoice, in order. `amount` is Parquet
 /// `DECIMAL`.
-pub const INVOICE_COLUMNS: [&str; 25] = [
+pub const INVOICE_COLUMNS: [&str; 26] = [
     INVOICE_ID,
     "account_id",
     "period",
@@ -213,6 +213,7 @@ pub const INVOICE_COLUMNS: [&str; 25] = [
     "rate_card_sha256",
     "content_sha256",
     "final_content_sha256",
+    "replaces",
 ];
 
 /// One account's invoice for one billing period.
@@ -250,6 +251,10 @@ pub struct Invoice {
     /// the next run can tell a reissue).
     #[serde(skip)]
     pub final_content_sha256: Option<String>,
+    /// The id of the invoice an earlier run issued for this account and period, when it had
+    /// another (the rate card says otherwise of them now); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
     pub rule_set: &'static str,
     pub plan: String,
     pub currency: String,
@@ -677,6 +682,7 @@ fn new_invoice(
         revision: 1,
         content_sha256: String::new(),
         final_content_sha256: None,
+        replaces: None,
         rule_set: RULE_SET,
         plan: plan.name.clone(),
         currency: plan.currency.clone(),

@@ -28,6 +28,9 @@ pub struct Issue {
     pub quota: i64,
     pub amount: Decimal,
     pub currency: String,
+    /// [`content_sha256`] of the invoice.
+    #[serde(skip)]
+    pub content: Option<String>,
     /// [`content_sha256`] of the invoice when its revision was final; `None` if it has not
     /// been final yet.
     #[serde(skip)]
@@ -43,6 +46,7 @@ impl Issue {
             quota: invoice.totals.quota,
             amount: invoice.totals.amount,
             currency: invoice.currency.clone(),
+            content: Some(invoice.content_sha256.clone()),
             final_content: invoice.final_content_sha256.clone(),
         }
     }
@@ -81,6 +85,7 @@ impl Issued {
         );
         let (quota, amount, currency) = (text("quota")?, text("amount")?, text("currency")?);
         let (revision, final_content) = (text("revision")?, text("final_content_sha256")?);
+        let content = text("content_sha256")?;
         let mut by_key = BTreeMap::new();
         for i in 0..frame.height() {
             let (Some(account), Some(period)) = (accounts[i].clone(), periods[i].clone()) else {
@@ -104,6 +109,7 @@ impl Issued {
                         .and_then(|a| a.parse().ok())
                         .unwrap_or_default(),
                     currency: currency[i].clone().unwrap_or_default(),
+                    content: content[i].clone(),
                     final_content: final_content[i].clone(),
                 },
             );
@@ -127,15 +133,21 @@ pub fn content_sha256(invoice: &Invoice) -> String {
 
 /// Gives each invoice its revision, from what was issued before: a `final` invoice whose
 /// content differs from the last time it was final is the next revision; every other keeps its
-/// revision (1 for a new one).
+/// revision (1 for a new one). An invoice whose account and period had an invoice with another
+/// id (the rate card says otherwise of them now) `replaces` it.
 pub fn revise(invoices: &mut [Invoice], issued: &Issued) {
     for invoice in invoices {
         let key = (invoice.account_id.clone(), invoice.period.clone());
         let (mut revision, mut final_content) = match issued.by_key.get(&key) {
             Some(before) if before.invoice_id == invoice.invoice_id => {
+                invoice.replaces = None;
                 (before.revision, before.final_content.clone())
             }
-            _ => (1, None),
+            Some(before) => {
+                invoice.replaces = Some(before.invoice_id.clone());
+                (1, None)
+            }
+            None => (1, None),
         };
         if invoice.status == FINAL {
             if final_content
@@ -151,7 +163,7 @@ pub fn revise(invoices: &mut [Invoice], issued: &Issued) {
     }
 }
 
-/// An invoice whose quota or amount a run changed, or that appeared or went.
+/// An invoice whose content a run changed, or that appeared or went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub account_id: String,
@@ -166,9 +178,61 @@ impl Change {
         matches!((&self.before, &self.after), (Some(b), Some(a)) if a.revision > b.revision)
     }
 
+    /// The change touches an invoice that had been final: it is reissued, replaced by another
+    /// id, no longer final, or gone. Finance must hear of it.
+    pub fn touches_a_final_invoice(&self) -> bool {
+        let Some(before) = &self.before else {
+            return false;
+        };
+        before.final_content.is_some()
+            && match &self.after {
+                None => true,
+                Some(after) => {
+                    after.invoice_id != before.invoice_id
+                        || after.status != FINAL
+                        || self.reissues_a_final_invoice()
+                }
+            }
+    }
+
     /// One line for the summary:
-    /// `invoice acme 2024-01 changed: quota 2 -> 3, amount 0.05 -> 0.10 USD`.
+    /// `invoice acme 2024-01 changed: quota 2 -> 3, amount 0.05 -> 0.10 USD`, or, when only its
+    /// status changed, `invoice acme 2024-01 is final now (was draft)`.
     pub fn describe(&self) -> String {
+        let same_content = matches!((&self.before, &self.after),
+            (Some(b), Some(a)) if b.invoice_id == a.invoice_id && b.content.is_some() && b.content == a.content);
+        let mut text = match (&self.before, &self.after, same_content) {
+            (Some(before), Some(after), true) => format!(
+                "invoice {} {} is {} now (was {})",
+                self.account_id, self.period, after.status, before.status
+            ),
+            _ => self.describe_totals(),
+        };
+        if let (Some(before), true) = (&self.before, self.touches_a_final_invoice()) {
+            text.push_str(&match &self.after {
+                None => format!(
+                    "; it had been final (`{}` revision {}), and is gone",
+                    before.invoice_id, before.revision
+                ),
+                Some(after) if after.invoice_id != before.invoice_id => format!(
+                    "; it had been final as `{}` revision {}: `{}` replaces it",
+                    before.invoice_id, before.revision, after.invoice_id
+                ),
+                Some(after) if after.status != FINAL => format!(
+                    "; it had been final (revision {}), and is {} now",
+                    before.revision, after.status
+                ),
+                Some(after) => format!(
+                    "; it had been final: revision {} replaces it",
+                    after.revision
+                ),
+            });
+        }
+        text
+    }
+
+    /// `invoice acme 2024-01 changed: quota 2 -> 3, amount 0.05 -> 0.10 USD`.
+    fn describe_totals(&self) -> String {
         let quota = |i: &Option<Issue>| i.as_ref().map_or("none".into(), |i| i.quota.to_string());
         let mut text = format!(
             "invoice {} {} changed: quota {} -> {}",
@@ -191,18 +255,17 @@ impl Change {
                 amount(&self.after)
             ));
         }
-        if let (true, Some(after)) = (self.reissues_a_final_invoice(), &self.after) {
-            text.push_str(&format!(
-                "; it had been final: revision {} replaces it",
-                after.revision
-            ));
+        let same_totals = matches!((&self.before, &self.after),
+            (Some(b), Some(a)) if b.quota == a.quota && b.amount == a.amount);
+        if same_totals {
+            text.push_str(" (its lines changed, not its totals)");
         }
         text
     }
 }
 
-/// The invoices whose quota or amount differ between `issued` and `invoices`, or that are in
-/// only one of them, by (account, period).
+/// The invoices that differ between `issued` and `invoices` (id, content, quota, amount or
+/// status), or that are in only one of them, by (account, period).
 pub fn changes(issued: &Issued, invoices: &[Invoice]) -> Vec<Change> {
     let after: HashMap<(String, String), Issue> = invoices
         .iter()
@@ -213,7 +276,13 @@ pub fn changes(issued: &Issued, invoices: &[Invoice]) -> Vec<Change> {
         .filter_map(|key| {
             let (before, now) = (issued.by_key.get(key), after.get(key));
             let same = match (before, now) {
-                (Some(b), Some(a)) => b.quota == a.quota && b.amount == a.amount,
+                (Some(b), Some(a)) => {
+                    b.invoice_id == a.invoice_id
+                        && b.quota == a.quota
+                        && b.amount == a.amount
+                        && b.status == a.status
+                        && (b.content.is_none() || b.content == a.content)
+                }
                 _ => false,
             };
             (!same).then(|| Change {

@@ -744,8 +744,13 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         .stderr(predicate::str::contains(
             "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 1 of its messages fall on 2024-01-02 and were not billed",
         ));
-    // Written again with the messages in another order, or without the extra one, it holds
-    // nothing unbilled: no warning, and a strict run goes on.
+    // Billed by a recompute, then written again with its messages in another order, it holds
+    // nothing unbilled: no warning. Without `t2b`, it lacks a billed message: named, and a
+    // strict run goes on.
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--recompute-later"])
+        .assert()
+        .success();
     write_parquet(
         &tuesday,
         &mut frame(&[
@@ -754,9 +759,10 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         ]),
     );
     run_command(&logs, &out)
-        .args(["--date", "2024-01-02", "--recompute-later"])
+        .args(["--date", "2024-01-05", "--strict-late-input"])
         .assert()
-        .success();
+        .success()
+        .stderr(predicate::str::contains("warning").not());
     write_parquet(
         &tuesday,
         &mut frame(&[template("t2", "Tue 13:00"), template("t2", "Tue 13:00")]),
@@ -765,7 +771,9 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         .args(["--date", "2024-01-05", "--strict-late-input"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("warning").not());
+        .stderr(predicate::str::contains(
+            "1 message(s) those nights billed are no longer in the input",
+        ));
 }
 
 /// A copy of a message billed on an earlier night that does not repeat the same event is bad
@@ -1430,4 +1438,186 @@ fn a_whole_run_names_the_days_its_input_lacks() {
     let table = read_frame(&out.join("invoices.parquet"));
     assert!(strings(&table, "uncovered")
         .contains(&"2026-10-15T00:00:00Z/2026-10-16T00:00:00Z".to_string()));
+}
+
+/// A file rewritten without some messages the nights billed, and with new ones: both are
+/// named, a strict run refuses, and a recompute drops the gone ones only when told to.
+#[test]
+fn a_rewritten_file_that_lost_billed_messages_is_named_and_a_recompute_can_accept_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(
+        dir.path(),
+        &["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+    );
+    let tuesday = logs.join("date=2024-01-02/part-0.parquet");
+    write_parquet(
+        &tuesday,
+        &mut frame(&[
+            template("t2", "Tue 13:00"),
+            template("gone", "Tue 14:00").user("user-5"),
+        ]),
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 3);
+    // The provider rewrites Tuesday: `gone` is gone, `new` is new.
+    write_parquet(
+        &tuesday,
+        &mut frame(&[
+            template("t2", "Tue 13:00"),
+            template("new", "Tue 15:00").user("user-6"),
+        ]),
+    );
+    let described = "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 1 of its messages fall on 2024-01-02 and were not billed, and 1 message(s) those nights billed are no longer in the input";
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04", "--strict-late-input"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(
+            predicate::str::contains(described).and(predicate::str::contains(
+                "rerun `--date 2024-01-02 --recompute-later --accept-removed`",
+            )),
+        );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--recompute-later"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(
+            predicate::str::contains("lacks 1 message(s) that night 2024-01-02 read before")
+                .and(predicate::str::contains("add `--accept-removed`")),
+        );
+    run_command(&logs, &out)
+        .args([
+            "--date",
+            "2024-01-02",
+            "--recompute-later",
+            "--accept-removed",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "dropped 1 message(s) night 2024-01-02 had billed, which the input no longer holds",
+        ));
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04", "--strict-late-input"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+    // t1 to t4 and `new`; `gone` is no longer billed.
+    let sessions = read_frame(&out.join("month-to-date/invoices.parquet"));
+    assert_eq!(
+        sessions.column("sessions").unwrap().i64().unwrap().get(0),
+        Some(5)
+    );
+    // A rewrite that only loses messages is named too, but does not stop a strict run.
+    write_parquet(&tuesday, &mut frame(&[template("t2", "Tue 13:00")]));
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-04", "--strict-late-input"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "was changed after night 2024-01-02 had run: 1 message(s) those nights billed are no longer in the input (2024-01-02)",
+        ).and(predicate::str::contains("to bring the history in line with its input")));
+}
+
+/// A late customer message on the last evening of a month decides the initiation of a
+/// session the next morning, in the next month: both months' invoices are concerned, and the
+/// recompute says that the next month's lines changed though its totals did not.
+#[test]
+fn late_input_concerns_the_invoices_of_the_sessions_it_can_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-30", vec![template("t1", "2024-01-30 10:00")]),
+            ("2024-02-01", vec![template("t2", "2024-02-01 10:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    for day in 0..4 {
+        night_command(&logs, &out, date("2024-01-30") + Days::new(day))
+            .assert()
+            .success();
+    }
+    write_parquet(
+        &logs.join("date=2024-01-31/late.parquet"),
+        &mut frame(&[inbound("hello", "2024-01-31 23:00")]),
+    );
+    night_command(&logs, &out, date("2024-02-03"))
+        .assert()
+        .success();
+    let manifest = json(&out.join("month-to-date/manifest.json"));
+    assert_eq!(
+        manifest["late_input"][0]["invoices"],
+        serde_json::json!([
+            {"account_id": "acme", "period": "2024-01"},
+            {"account_id": "acme", "period": "2024-02"},
+        ])
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-31", "--recompute-later", "--allow-empty"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "invoice acme 2024-02 changed: quota 1 -> 1 (its lines changed, not its totals)",
+        ));
+}
+
+/// A whole run that replaces a folder says what became of its final invoices: one the input
+/// no longer covers whole is partial now; one the card rates otherwise is replaced by another
+/// id, which names the one it replaces.
+#[test]
+fn a_whole_run_says_what_became_of_the_final_invoices_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = landing_zone(dir.path(), 6, "2026-10-01", 31, 4, 20_000);
+    let out = dir.path().join("whole");
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(SAMPLE_CARD)
+        .assert()
+        .success();
+    assert_eq!(
+        json(&out.join("invoices/2026-10/acct-0003.json"))["status"],
+        "final"
+    );
+    // The card rates acct-0001 otherwise: its October is another invoice.
+    let card = dir.path().join("rates.toml");
+    std::fs::write(
+        &card,
+        std::fs::read_to_string(SAMPLE_CARD).unwrap().replace(
+            "[accounts.acct-0001]",
+            "[accounts.acct-0001]\nunit_price = \"0.0600\"",
+        ),
+    )
+    .unwrap();
+    let old = json(&out.join("invoices/2026-10/acct-0001.json"));
+    assert_eq!(old["status"], "final");
+    let output = run_command(&logs, &out)
+        .arg("--rates")
+        .arg(&card)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let new = json(&out.join("invoices/2026-10/acct-0001.json"));
+    assert_ne!(new["invoice_id"], old["invoice_id"]);
+    assert_eq!(new["replaces"], old["invoice_id"]);
+    assert!(
+        stderr.contains(&format!(
+            "it had been final as `{}` revision 1: `{}` replaces it",
+            old["invoice_id"].as_str().unwrap(),
+            new["invoice_id"].as_str().unwrap()
+        )),
+        "{stderr}"
+    );
+    // A day of the input goes missing: October is partial now, and the run says so.
+    std::fs::remove_dir_all(logs.join("date=2026-10-15")).unwrap();
+    run_command(&logs, &out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("invoice acct-0003 2026-10 changed: quota").and(
+                predicate::str::contains("; it had been final (revision 1), and is partial now"),
+            ),
+        );
 }
