@@ -1377,6 +1377,8 @@ fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
 
 /// The column [`content_hash`] adds.
 pub const CONTENT: &str = "content";
+/// The column [`event_hash`] adds.
+pub const EVENT: &str = "event";
 
 /// A 64-bit fingerprint (FNV-1a) of what a duplicate must repeat ([`DUPLICATE_MUST_MATCH`]),
 /// per row of a frame in the loader's schema, as the column [`CONTENT`]: two copies of one
@@ -1384,6 +1386,18 @@ pub const CONTENT: &str = "content";
 /// ids of each night, so that a copy logged on a later night is checked too. The function is
 /// part of the state's format: it must not change.
 pub fn content_hash(frame: &DataFrame) -> Result<Column> {
+    Ok(Column::new(CONTENT.into(), row_hashes(frame, false)?))
+}
+
+/// [`content_hash`] and the row's `status` and `timestamp` too, as the column [`EVENT`]: all
+/// that bills. Nightly runs keep it with the message ids of each night, so that a file
+/// rewritten with a billed message changed (a delivery now `failed`, say) is noticed. Part of
+/// the state's format too.
+pub fn event_hash(frame: &DataFrame) -> Result<Column> {
+    Ok(Column::new(EVENT.into(), row_hashes(frame, true)?))
+}
+
+fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<Vec<u64>> {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     fn feed(hash: &mut u64, bytes: &[u8]) {
@@ -1408,9 +1422,21 @@ pub fn content_hash(frame: &DataFrame) -> Result<Column> {
         code(schema::DIRECTION)?,
         code(schema::KIND)?,
     );
+    let (status, times) = match whole_event {
+        true => (
+            code(schema::STATUS)?,
+            frame
+                .column(schema::TIMESTAMP)?
+                .i64()?
+                .iter()
+                .map(|t| t.unwrap_or(i64::MIN))
+                .collect(),
+        ),
+        false => (Vec::new(), Vec::new()),
+    };
     let business = frame.column(schema::BUSINESS_ID)?.str()?;
     let user = frame.column(schema::USER_ID)?.str()?;
-    let hashes: Vec<u64> = (0..frame.height())
+    Ok((0..frame.height())
         .zip(business.iter().zip(user.iter()))
         .map(|(i, (business, user))| {
             let mut hash = OFFSET;
@@ -1419,10 +1445,13 @@ pub fn content_hash(frame: &DataFrame) -> Result<Column> {
             feed(&mut hash, user.unwrap_or_default().as_bytes());
             feed(&mut hash, &direction[i].to_le_bytes());
             feed(&mut hash, &kind[i].to_le_bytes());
+            if whole_event {
+                feed(&mut hash, &status[i].to_le_bytes());
+                feed(&mut hash, &times[i].to_le_bytes());
+            }
             hash
         })
-        .collect();
-    Ok(Column::new(CONTENT.into(), hashes))
+        .collect())
 }
 
 /// `true` for each row whose `message_id` occurs more than once in `frame`. One pass: the

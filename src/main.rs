@@ -374,7 +374,7 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
     }
     if let Some(from) = nightly::inputs::recompute_from(&report.late) {
         let removed = report.late.iter().any(|l| l.missing > 0);
-        let unbilled = report.late.iter().any(|l| l.messages > 0);
+        let unbilled = report.late.iter().any(|l| l.messages > 0 || l.altered > 0);
         text.push_str(&format!(
             "convbill: hint: rerun `--date {from} --recompute-later{}` to {}\n",
             if removed { " --accept-removed" } else { "" },

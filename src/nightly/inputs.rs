@@ -82,6 +82,9 @@ pub struct LateFile {
     pub read_from: NaiveDate,
     /// Its messages on nights before that one (within the history) that no night billed.
     pub messages: u64,
+    /// A changed file: messages those nights billed that the input holds otherwise now (another
+    /// status, time, kind...).
+    pub altered: u64,
     /// A changed file: messages those nights billed that the input no longer holds.
     pub missing: u64,
     /// The nights concerned: the days of those messages.
@@ -109,15 +112,26 @@ impl LateFile {
             "{} of its messages fall on {days} and were not billed",
             self.messages
         );
-        let missing = format!(
-            "{} message(s) those nights billed are no longer in the input",
-            self.missing
-        );
-        let what = match (self.messages > 0, self.missing > 0) {
-            (true, true) => format!("{unbilled}, and {missing}"),
-            (false, true) => format!("{missing} ({days})"),
-            _ => unbilled,
-        };
+        let mut parts = Vec::new();
+        if self.messages > 0 {
+            parts.push(unbilled);
+        }
+        if self.altered > 0 {
+            parts.push(format!(
+                "{} message(s) those nights billed are different now (status, time or kind)",
+                self.altered
+            ));
+        }
+        if self.missing > 0 {
+            parts.push(format!(
+                "{} message(s) those nights billed are no longer in the input",
+                self.missing
+            ));
+        }
+        let mut what = parts.join(", and ");
+        if self.messages == 0 {
+            what.push_str(&format!(" ({days})"));
+        }
         format!(
             "`{}` was {} after night {} had run: {what}",
             self.path, self.change, self.first_day
@@ -125,9 +139,13 @@ impl LateFile {
     }
 }
 
-/// The error `--strict-late-input` gives, if some of `late` hold messages no night billed.
+/// The error `--strict-late-input` gives, if some of `late` hold messages no night billed, or
+/// billed messages changed.
 pub fn refusal(late: &[LateFile]) -> Option<LateInput> {
-    let unbilled: Vec<&LateFile> = late.iter().filter(|l| l.messages > 0).collect();
+    let unbilled: Vec<&LateFile> = late
+        .iter()
+        .filter(|l| l.messages > 0 || l.altered > 0)
+        .collect();
     Some(LateInput {
         files: unbilled.iter().map(|l| l.describe()).collect(),
         recompute_from: unbilled.iter().map(|l| l.first_day).min()?,
@@ -194,6 +212,11 @@ fn concerned(
         }
     }
     Ok(keys.into_iter().collect())
+}
+
+/// No messages, as (`account_id`, `message_id`, `timestamp`).
+fn no_messages() -> Result<DataFrame> {
+    Ok(load::empty_rows().select([schema::ACCOUNT_ID, schema::MESSAGE_ID, schema::TIMESTAMP])?)
 }
 
 /// The rows of `rows` whose (`account_id`, `message_id`) is not among `billed`.
@@ -309,31 +332,60 @@ impl Catalog {
         Ok(Catalog { files })
     }
 
-    /// The messages night `night` used that the input's files no longer hold on its day, as
-    /// (`account_id`, `message_id`, `timestamp`), the time being the end of the night.
-    fn missing_on(&self, night: NaiveDate, history: &super::Tree) -> Result<DataFrame> {
-        let empty = || -> Result<DataFrame> {
-            Ok(load::empty_rows().select([
-                schema::ACCOUNT_ID,
-                schema::MESSAGE_ID,
-                schema::TIMESTAMP,
-            ])?)
-        };
+    /// The messages night `night` used that the input's files no longer hold on its day, and
+    /// those they hold otherwise now (another status, time, kind...), as (`account_id`,
+    /// `message_id`, `timestamp`), the time being the end of the night.
+    fn changed_on(
+        &self,
+        night: NaiveDate,
+        history: &super::Tree,
+    ) -> Result<(DataFrame, DataFrame)> {
         let Some(used) = super::night::billed_ids(history, night, night + chrono::Days::new(1))?
         else {
-            return empty();
+            return Ok((no_messages()?, no_messages()?));
         };
         let day = (start_ns(night), start_ns(night) + DAY_NS);
-        let (present, _) = load::read_window(self.files_overlapping(day), day)?;
-        let ids = [schema::ACCOUNT_ID, schema::MESSAGE_ID];
-        let gone = not_in(used.select(ids)?, Some(present.select(ids)?))?;
-        let height = gone.height();
-        let mut gone = gone;
-        gone.with_column(Column::new(
-            schema::TIMESTAMP.into(),
-            vec![day.1 - 1; height],
-        ))?;
-        Ok(gone)
+        let (present, files) = load::read_window(self.files_overlapping(day), day)?;
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let mut present = load::deduplicate(present, &paths)?;
+        present.with_column(load::event_hash(&present)?)?;
+        let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+        let compared = used
+            .lazy()
+            .join(
+                present
+                    .lazy()
+                    .select([
+                        col(schema::ACCOUNT_ID),
+                        col(schema::MESSAGE_ID),
+                        col(load::EVENT).alias("now"),
+                    ])
+                    .unique(None, UniqueKeepStrategy::Any),
+                ids(),
+                ids(),
+                JoinArgs::new(JoinType::Left),
+            )
+            .with_column(lit(day.1 - 1).alias(schema::TIMESTAMP));
+        let pick = |condition: Expr| -> Result<DataFrame> {
+            Ok(compared
+                .clone()
+                .filter(condition)
+                .select([
+                    col(schema::ACCOUNT_ID),
+                    col(schema::MESSAGE_ID),
+                    col(schema::TIMESTAMP),
+                ])
+                .collect()?)
+        };
+        let gone = pick(col("now").is_null())?;
+        // Nights run before the fingerprint was kept have none: nothing to compare.
+        let other = pick(
+            col("now")
+                .is_not_null()
+                .and(col(load::EVENT).is_not_null())
+                .and(col("now").neq(col(load::EVENT))),
+        )?;
+        Ok((gone, other))
     }
 
     /// The files that can hold messages in `window` (UTC nanoseconds, half-open).
@@ -383,38 +435,34 @@ impl Catalog {
                         .collect()?
                 }
             };
-            // What the nights this version was not read by billed that the input lacks now.
-            let mut missing = load::empty_rows().select([
-                schema::ACCOUNT_ID,
-                schema::MESSAGE_ID,
-                schema::TIMESTAMP,
-            ])?;
+            // What the nights this version was not read by billed that the input lacks now, or
+            // holds otherwise.
+            let (mut missing, mut altered) = (no_messages()?, no_messages()?);
             if entry.changed {
                 let nights = day_of(first.max(from))
                     .iter_days()
                     .take_while(|d| *d < entry.read_from && start_ns(*d) <= last);
                 for night in nights {
-                    missing.vstack_mut(&self.missing_on(night, &history)?)?;
+                    let (gone, other) = self.changed_on(night, &history)?;
+                    missing.vstack_mut(&gone)?;
+                    altered.vstack_mut(&other)?;
                 }
             }
-            let times = unbilled.column(schema::TIMESTAMP)?.i64()?;
-            let lost = missing.column(schema::TIMESTAMP)?.i64()?;
-            let (Some(first_at), Some(last_at)) = (
-                times.min().into_iter().chain(lost.min()).min(),
-                times.max().into_iter().chain(lost.max()).max(),
-            ) else {
+            let all = unbilled.vstack(&missing)?.vstack(&altered)?;
+            let times = all.column(schema::TIMESTAMP)?.i64()?;
+            let (Some(first_at), Some(last_at)) = (times.min(), times.max()) else {
                 continue;
             };
-            let both = unbilled.vstack(&missing)?;
             late.push(LateFile {
                 path: entry.path.clone(),
                 change: if entry.changed { "changed" } else { "added" },
                 read_from: entry.read_from,
                 messages: unbilled.height() as u64,
+                altered: altered.height() as u64,
                 missing: missing.height() as u64,
                 first_day: day_of(first_at),
                 last_day: day_of(last_at),
-                invoices: concerned(&both, &history, day_of(first_at), card)?,
+                invoices: concerned(&all, &history, day_of(first_at), card)?,
             });
         }
         Ok(late)

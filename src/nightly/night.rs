@@ -126,8 +126,8 @@ pub(crate) fn rows_on(rows: &DataFrame, date: NaiveDate) -> Result<u64> {
 }
 
 /// The message ids the nights from `first` up to (not including) `until` used, with their
-/// content fingerprints ([`load::CONTENT`]) and the night as `night` (text); `None` when none
-/// of those nights has run.
+/// fingerprints ([`load::CONTENT`], [`load::EVENT`]) and the night as `night` (text); `None`
+/// when none of those nights has run.
 pub(crate) fn billed_ids(
     tree: &Tree,
     first: NaiveDate,
@@ -138,12 +138,14 @@ pub(crate) fn billed_ids(
         if let Some(dir) = tree.state(night) {
             let mut seen = read_parquet(&dir.join(SEEN))?;
             // Nights run before fingerprints were kept have none: nothing to compare.
-            if seen.column(load::CONTENT).is_err() {
-                seen.with_column(Column::full_null(
-                    load::CONTENT.into(),
-                    seen.height(),
-                    &DataType::UInt64,
-                ))?;
+            for name in [load::CONTENT, load::EVENT] {
+                if seen.column(name).is_err() {
+                    seen.with_column(Column::full_null(
+                        name.into(),
+                        seen.height(),
+                        &DataType::UInt64,
+                    ))?;
+                }
             }
             frames.push(
                 seen.lazy()
@@ -151,6 +153,7 @@ pub(crate) fn billed_ids(
                         col(schema::ACCOUNT_ID),
                         col(schema::MESSAGE_ID),
                         col(load::CONTENT),
+                        col(load::EVENT),
                     ])
                     .with_column(lit(night.to_string()).alias(NIGHT)),
             );
@@ -299,7 +302,13 @@ pub(crate) fn compute(
         .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
         .collect()?;
     seen.with_column(load::content_hash(&seen)?)?;
-    let mut seen = seen.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, load::CONTENT])?;
+    seen.with_column(load::event_hash(&seen)?)?;
+    let mut seen = seen.select([
+        schema::ACCOUNT_ID,
+        schema::MESSAGE_ID,
+        load::CONTENT,
+        load::EVENT,
+    ])?;
 
     let stats = NightStats {
         date: night,

@@ -1621,3 +1621,34 @@ fn a_whole_run_says_what_became_of_the_final_invoices_it_replaces() {
             ),
         );
 }
+
+/// A file rewritten with a billed message changed (a delivery now `failed`, another time) is
+/// named: a strict run refuses, and the recompute bills the message as it is now.
+#[test]
+fn a_billed_message_rewritten_otherwise_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(dir.path(), &["2024-01-01", "2024-01-02", "2024-01-03"]);
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 2);
+    write_parquet(
+        &logs.join("date=2024-01-02/part-0.parquet"),
+        &mut frame(&[template("t2", "Tue 13:00").status("failed")]),
+    );
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-03", "--strict-late-input"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains(
+            "`date=2024-01-02/part-0.parquet` was changed after night 2024-01-02 had run: 1 message(s) those nights billed are different now (status, time or kind) (2024-01-02)",
+        ).and(predicate::str::contains("rerun `--date 2024-01-02 --recompute-later`")));
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--recompute-later"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("invoice acme 2024-01 changed: quota 2 -> 1"));
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-03", "--strict-late-input"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+}
