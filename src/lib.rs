@@ -110,10 +110,13 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     let mut invoices = rating::invoices_from_lines(lines, &card, &coverage)?;
     // The folder being replaced holds what was issued before: a final invoice that changed is
     // a new revision.
-    let issued = rating::revision::Issued::read(&folder.out.join(write::INVOICES_PARQUET_FILE))?;
-    rating::revision::revise(&mut invoices.invoices, &issued);
-    let reissued: Vec<rating::revision::Change> =
-        rating::revision::changes(&issued, &invoices.invoices)
+    use rating::revision::{self, Issued, Register};
+    let issued = Issued::read(&folder.out.join(write::INVOICES_PARQUET_FILE))?;
+    let mut register = Register::read(&folder.out.join(revision::REGISTER_FILE))?;
+    let register_before = register.clone();
+    revision::revise(&mut invoices.invoices, &issued, &mut register);
+    let reissued: Vec<revision::Change> =
+        revision::changes(&issued, &invoices.invoices, &register_before)
             .into_iter()
             .filter(|c| c.touches_a_final_invoice())
             .collect();
@@ -135,7 +138,13 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         invoices: write::InvoiceSummary::of(&invoices),
         outputs: Vec::new(),
     };
-    let written = staging.finish(&mut invoices, &card, rejects.as_mut(), manifest)?;
+    let written = staging.finish(
+        &mut invoices,
+        &card,
+        &mut register.frame()?,
+        rejects.as_mut(),
+        manifest,
+    )?;
     // The report keeps the invoices' heads and totals; their lines are written.
     let mut heads = invoices.invoices;
     for invoice in &mut heads {

@@ -193,17 +193,24 @@ impl Staging {
         self.violations.append(violations)
     }
 
-    /// Writes the invoices and the manifest, then puts the folder in place.
+    /// Writes the invoices, the register of issued invoices
+    /// ([`crate::rating::revision::Register`]) and the manifest, then puts the folder in place.
     pub fn finish(
         mut self,
         invoices: &mut Invoices,
         card: &crate::rates::RateCard,
+        register: &mut DataFrame,
         rejects: Option<&mut DataFrame>,
         manifest: Manifest,
     ) -> Result<Vec<WrittenFile>> {
         let dir = self.dir.clone();
         let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
         written.extend(write_invoices(&dir, invoices, card)?);
+        written.push(write_parquet(
+            &dir,
+            crate::rating::revision::REGISTER_FILE,
+            register,
+        )?);
         if let Some(rejects) = rejects {
             written.push(write_parquet(&dir, REJECTS_FILE, rejects)?);
         }

@@ -459,6 +459,7 @@ fn run_nights(
         )
     })?;
     rewritten.insert(PathBuf::from(MONTH_TO_DATE_DIR));
+    rewritten.insert(Path::new(STATE_DIR).join(revision::REGISTER_FILE));
     catalog.write(&build.staging)?;
     rewritten.insert(inputs::Catalog::relative_path());
     timed("linked the rest and switched", || build.switch(&rewritten))?;

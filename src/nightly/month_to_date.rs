@@ -20,7 +20,7 @@ use crate::load::{InputFile, InputStats};
 use crate::rates::RateCard;
 use crate::rating::{self, revision, Invoices};
 use crate::schema::DAY_NS;
-use crate::write;
+use crate::write::{self, STATE_DIR};
 
 /// What the month-to-date folder is made from.
 pub(crate) struct Run<'a> {
@@ -98,8 +98,16 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
             .join(MONTH_TO_DATE_DIR)
             .join(write::INVOICES_PARQUET_FILE),
     )?;
-    revision::revise(&mut invoices.invoices, &issued);
-    let changes = revision::changes(&issued, &invoices.invoices);
+    let register_path = Path::new(STATE_DIR).join(revision::REGISTER_FILE);
+    let mut register = revision::Register::read(&tree.out.join(&register_path))?;
+    let register_before = register.clone();
+    revision::revise(&mut invoices.invoices, &issued, &mut register);
+    let changes = revision::changes(&issued, &invoices.invoices, &register_before);
+    write::write_parquet(
+        &tree.staging.join(STATE_DIR),
+        revision::REGISTER_FILE,
+        &mut register.frame()?,
+    )?;
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;

@@ -99,13 +99,6 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
         text("rate_card_sha256", &|i| i.rate_card_sha256.clone()),
         text("content_sha256", &|i| i.content_sha256.clone()),
         Column::new(
-            "final_content_sha256".into(),
-            invoices
-                .iter()
-                .map(|i| i.final_content_sha256.clone())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
             "replaces".into(),
             invoices
                 .iter()
@@ -121,7 +114,11 @@ pub const MONEY_PRECISION: usize = 18;
 
 /// Decimals → a `DECIMAL(18, scale)` column. The values have at most `scale` places (the card's
 /// scales are chosen so); one too large for 18 digits is an error, not a rounding.
-fn decimal_column(name: &str, values: impl Iterator<Item = Decimal>, scale: u32) -> Result<Column> {
+pub(super) fn decimal_column(
+    name: &str,
+    values: impl Iterator<Item = Decimal>,
+    scale: u32,
+) -> Result<Column> {
     let units: Vec<i128> = values
         .map(|mut value| {
             value.rescale(scale);

@@ -187,7 +187,7 @@ pub struct Totals {
 
 /// Output columns of `invoices.parquet`, one row per invoice, in order. `amount` is Parquet
 /// `DECIMAL`.
-pub const INVOICE_COLUMNS: [&str; 26] = [
+pub const INVOICE_COLUMNS: [&str; 25] = [
     INVOICE_ID,
     "account_id",
     "period",
@@ -212,7 +212,6 @@ pub const INVOICE_COLUMNS: [&str; 26] = [
     "amount",
     "rate_card_sha256",
     "content_sha256",
-    "final_content_sha256",
     "replaces",
 ];
 
@@ -247,10 +246,6 @@ pub struct Invoice {
     /// What it bills, as a SHA-256 ([`revision::content_sha256`]): a changed invoice has
     /// another.
     pub content_sha256: String,
-    /// `content_sha256` when its revision was last final (kept in `invoices.parquet` so that
-    /// the next run can tell a reissue).
-    #[serde(skip)]
-    pub final_content_sha256: Option<String>,
     /// The id of the invoice an earlier run issued for this account and period, when it had
     /// another (the rate card says otherwise of them now); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -681,7 +676,6 @@ fn new_invoice(
         status: coverage.status(account_id, period, start, end),
         revision: 1,
         content_sha256: String::new(),
-        final_content_sha256: None,
         replaces: None,
         rule_set: RULE_SET,
         plan: plan.name.clone(),

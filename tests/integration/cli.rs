@@ -214,7 +214,8 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
             "invoice_lines.parquet",
             "invoice_lines.csv",
             "invoices.parquet",
-            "invoices/2024-01/acme.json"
+            "invoices/2024-01/acme.json",
+            "invoices_issued.parquet"
         ]
     );
     assert_eq!(manifest["outputs"][0]["rows"], 4);

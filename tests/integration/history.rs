@@ -1645,10 +1645,170 @@ fn a_billed_message_rewritten_otherwise_is_noticed() {
         .args(["--date", "2024-01-02", "--recompute-later"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("invoice acme 2024-01 changed: quota 2 -> 1"));
+        .stderr(predicate::str::contains(
+            "invoice acme 2024-01 changed: quota 2 -> 1",
+        ));
     run_command(&logs, &out)
         .args(["--date", "2024-01-03", "--strict-late-input"])
         .assert()
         .success()
         .stderr(predicate::str::contains("warning").not());
+}
+
+/// A template for acme every day from `first` for `days` days, at 13:00, in one file.
+fn a_template_every_day(path: &Path, first: &str, days: u64, extra: Option<Ev>) {
+    let first = date(first);
+    let mut events: Vec<Ev> = (0..days)
+        .map(|n| {
+            let day = first + Days::new(n);
+            template(&format!("t-{day}"), &format!("{day} 13:00"))
+        })
+        .collect();
+    events.extend(extra);
+    write_parquet(path, &mut frame(&events));
+}
+
+/// A revision number never names two different invoices: an invoice a whole run drops and a
+/// later one brings back goes on from its last revision, and a change line compares with the
+/// last final issue, not with a partial one in between.
+#[test]
+fn an_invoice_that_goes_and_comes_back_keeps_its_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let aside = dir.path().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    a_template_every_day(&logs.join("jan.parquet"), "2024-01-01", 31, None);
+    a_template_every_day(&logs.join("feb.parquet"), "2024-02-01", 29, None);
+    let out = dir.path().join("whole");
+    let february = || json(&out.join("invoices/2024-02/acme.json"));
+    let whole_run = || run_command(&logs, &out).assert().success();
+    whole_run();
+    let first = february();
+    assert_eq!(
+        (first["status"].as_str(), first["revision"].as_i64()),
+        (Some("final"), Some(1))
+    );
+    let register = read_frame(&out.join("invoices_issued.parquet"));
+    assert_eq!(strings(&register, "period"), ["2024-01", "2024-02"]);
+
+    // February's file is moved away: its invoice is gone, and the register keeps it.
+    std::fs::rename(logs.join("feb.parquet"), aside.join("feb.parquet")).unwrap();
+    whole_run().stderr(predicate::str::contains(format!(
+        "invoice acme 2024-02 changed: quota 29 -> none; it had been final (`{}` revision 1), and is gone",
+        first["invoice_id"].as_str().unwrap()
+    )));
+    assert!(!out.join("invoices/2024-02").exists());
+    assert_eq!(
+        strings(&read_frame(&out.join("invoices_issued.parquet")), "period"),
+        ["2024-01", "2024-02"]
+    );
+
+    // Back as it was: revision 1 again, and said so.
+    std::fs::rename(aside.join("feb.parquet"), logs.join("feb.parquet")).unwrap();
+    whole_run().stderr(predicate::str::contains(
+        "invoice acme 2024-02 is final again, as its revision 1",
+    ));
+    assert_eq!(february(), first);
+
+    // A day goes missing (partial, 28), then comes back with a message more: the change is
+    // told from the final 29, and it is revision 2.
+    a_template_every_day(&logs.join("feb.parquet"), "2024-02-01", 28, None);
+    whole_run().stderr(predicate::str::contains(
+        "invoice acme 2024-02 changed: quota 29 -> 28; it had been final (revision 1), and is partial now",
+    ));
+    let extra = template("extra", "2024-02-10 14:00").user("user-2");
+    a_template_every_day(
+        &logs.join("feb.parquet"),
+        "2024-02-01",
+        29,
+        Some(extra.clone()),
+    );
+    whole_run().stderr(predicate::str::contains(
+        "invoice acme 2024-02 changed: quota 29 -> 30; it had been final: revision 2 replaces it",
+    ));
+    let second = february();
+    assert_eq!(second["revision"], 2);
+
+    // Gone and back with revision 1's content: that is revision 3, not a second revision 1.
+    std::fs::rename(logs.join("feb.parquet"), aside.join("feb.parquet")).unwrap();
+    whole_run();
+    a_template_every_day(&logs.join("feb.parquet"), "2024-02-01", 29, None);
+    whole_run().stderr(predicate::str::contains(
+        "invoice acme 2024-02 changed: quota 30 -> 29; it had been final: revision 3 replaces it",
+    ));
+    assert_eq!(february()["revision"], 3);
+    assert_eq!(february()["content_sha256"], first["content_sha256"]);
+    // And a rerun changes nothing.
+    let settled = snapshot(&out);
+    whole_run().stderr(predicate::str::contains("invoice acme").not());
+    assert!(snapshot(&out) == settled);
+}
+
+/// A history rerated by another card and then by the first again: each invoice id keeps its
+/// revisions, and the one back says it is final again as the revision it was.
+#[test]
+fn a_card_change_undone_gives_back_the_invoice_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(dir.path(), &["2024-01-10", "2024-02-01"]);
+    let card = |name: &str, price: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"{price}\"\n"),
+        )
+        .unwrap();
+        path
+    };
+    let (first, second) = (card("a.toml", "0.05"), card("b.toml", "0.06"));
+    let out = dir.path().join("billing");
+    for day in 0..32 {
+        let night = date("2024-01-01") + Days::new(day);
+        night_command(&logs, &out, night)
+            .arg("--rates")
+            .arg(&first)
+            .assert()
+            .success();
+    }
+    let january = || json(&out.join("month-to-date/invoices/2024-01/acme.json"));
+    let rated_first = january();
+    assert_eq!(rated_first["status"], "final");
+    let rerate = |card: &Path| {
+        run_command(&logs, &out)
+            .args(["--date", "2024-01-01", "--recompute-later", "--allow-empty"])
+            .arg("--rates")
+            .arg(card)
+            .assert()
+            .success()
+    };
+    let id = |invoice: &Value| invoice["invoice_id"].as_str().unwrap().to_string();
+    rerate(&second).stderr(predicate::str::contains(format!(
+        "invoice acme 2024-01 changed: quota 1 -> 1, amount 0.05 -> 0.06 USD; it had been final as `{}` revision 1:",
+        id(&rated_first)
+    )));
+    let rated_second = january();
+    assert_ne!(id(&rated_second), id(&rated_first));
+    assert_eq!(rated_second["revision"], 1);
+    rerate(&first).stderr(predicate::str::contains(format!(
+        "invoice acme 2024-01 changed: quota 1 -> 1, amount 0.06 -> 0.05 USD; it had been final as `{}` revision 1: `{}` replaces it, final again as its revision 1",
+        id(&rated_second),
+        id(&rated_first)
+    )));
+    let back = january();
+    assert_eq!(back["replaces"].as_str(), Some(id(&rated_second).as_str()));
+    let without_replaces = |mut invoice: Value| {
+        invoice.as_object_mut().unwrap().remove("replaces");
+        invoice
+    };
+    assert_eq!(without_replaces(back), rated_first);
+    let register = read_frame(&out.join("state/invoices_issued.parquet"));
+    let mut ids = strings(&register, "invoice_id");
+    ids.sort();
+    let mut expected = vec![id(&rated_first), id(&rated_second)];
+    expected.sort();
+    assert_eq!(ids, expected);
+    rerate(&second).stderr(predicate::str::contains(format!(
+        "`{}` replaces it, final again as its revision 1",
+        id(&rated_second)
+    )));
+    assert_eq!(without_replaces(january()), without_replaces(rated_second));
 }
