@@ -48,6 +48,8 @@ pub enum NightError {
         missing: u64,
         account_id: String,
         message_id: String,
+        /// The input files the night read that the input no longer holds (by path).
+        absent_files: Vec<String>,
     },
 
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
@@ -323,8 +325,14 @@ impl Error {
                 "add `--recompute-later` to rerun this night and then every later night, in order, from the same `--input`"
                     .into(),
             ),
+            Error::Night(NightError::InputLacksNight {
+                date, absent_files, ..
+            }) if !absent_files.is_empty() => Some(format!(
+                "the input no longer holds {} that night {date} read: pass an `--input` that holds every night being recomputed (for example the archive of all days), or put the files back (`state/date={date}/night.json` lists them with their checksums); `--accept-removed` is for messages withdrawn from the logs, not for files that expired",
+                quote_list(absent_files)
+            )),
             Error::Night(NightError::InputLacksNight { date, .. }) => Some(format!(
-                "pass an `--input` that holds every night being recomputed (for example the folder of all days), or put back what the nights read (`state/date={date}/night.json` lists its input files with their checksums); if the messages are gone for good, add `--accept-removed` to drop them from the history"
+                "the files night {date} read were rewritten without these messages: if they were withdrawn for good, add `--accept-removed` to drop them from the history; otherwise put back what the night read (`state/date={date}/night.json` lists its input files with their checksums)"
             )),
             Error::Night(NightError::NotAHistory { .. }) => Some(
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),
@@ -357,3 +365,13 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `` `a` ``, `` `a` and `b` `` or `` `a`, `b` and 3 more file(s) ``.
+fn quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().take(2).map(|i| format!("`{i}`")).collect();
+    match items.len() {
+        0 | 1 => quoted.concat(),
+        2 => quoted.join(" and "),
+        n => format!("{} and {} more file(s)", quoted.join(", "), n - 2),
+    }
+}

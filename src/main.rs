@@ -161,22 +161,13 @@ fn main() -> ExitCode {
         convbill::interrupt();
     });
     // What a failed run leaves: every run is put in place whole or not at all.
-    let mut unchanged = None;
+    let mut out = None;
     let result = match cli
         .command
         .unwrap_or(Command::Run(RunArgs::default_from_env()))
     {
         Command::Run(args) => {
-            unchanged = Some(match args.date {
-                Some(_) => format!(
-                    "the history in `{}` is as it was before this run",
-                    args.out.display()
-                ),
-                None => format!(
-                    "the output folder `{}` is as it was before this run",
-                    args.out.display()
-                ),
-            });
+            out = Some((args.out.clone(), args.date.is_some()));
             run(args, cli.quiet)
         }
         Command::Generate(args) => generate_log(args, cli.quiet),
@@ -199,13 +190,26 @@ fn main() -> ExitCode {
                     "note: the history ends with night {last}; the nights from {failed} on have not run"
                 ),
                 _ => {
-                    if let (exit::INTERNAL, Some(note)) = (code, &unchanged) {
-                        eprintln!("note: {note}");
+                    let failed = [exit::INTERNAL, exit::USAGE, exit::DATA].contains(&code);
+                    if let (true, Some((out, nightly))) = (failed, &out) {
+                        eprintln!("note: {}", unchanged(out, *nightly));
                     }
                 }
             }
             ExitCode::from(code as u8)
         }
+    }
+}
+
+/// What a run that failed left of `out`: every run is put in place whole or not at all.
+fn unchanged(out: &std::path::Path, nightly: bool) -> String {
+    let shown = out.display();
+    if nightly && out.join(convbill::write::STATE_DIR).is_dir() {
+        format!("the history in `{shown}` is as it was before this run")
+    } else if out.is_dir() {
+        format!("the output folder `{shown}` is as it was before this run")
+    } else {
+        format!("nothing was written to `{shown}`")
     }
 }
 

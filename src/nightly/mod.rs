@@ -378,7 +378,7 @@ fn run_nights(
     rows.rechunk_mut();
     let mut dropped = Vec::new();
     for night in nights.iter().filter(|n| history.contains(n)) {
-        match check_input_covers(*night, &rows, &config.out) {
+        match check_input_covers(*night, &rows, &catalog, &config.out) {
             Err(Error::Night(NightError::InputLacksNight { missing, .. }))
                 if config.accept_removed =>
             {
@@ -489,7 +489,12 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
 }
 
 /// Refuses to recompute `night` from an input that lacks messages the night read before.
-fn check_input_covers(night: NaiveDate, rows: &DataFrame, out: &Path) -> Result<()> {
+fn check_input_covers(
+    night: NaiveDate,
+    rows: &DataFrame,
+    catalog: &inputs::Catalog,
+    out: &Path,
+) -> Result<()> {
     let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
     let ids = [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
     let present = rows
@@ -503,7 +508,8 @@ fn check_input_covers(night: NaiveDate, rows: &DataFrame, out: &Path) -> Result<
         .select(ids.clone())
         .unique(None, UniqueKeepStrategy::Any)
         .with_column(lit(true).alias("present"));
-    let seen = out.join(STATE_DIR).join(night_dir(night)).join(night::SEEN);
+    let state = out.join(STATE_DIR).join(night_dir(night));
+    let seen = state.join(night::SEEN);
     let missing = read_parquet(&seen)?
         .lazy()
         .join(present, ids.clone(), ids, JoinArgs::new(JoinType::Left))
@@ -524,11 +530,19 @@ fn check_input_covers(night: NaiveDate, rows: &DataFrame, out: &Path) -> Result<
             .unwrap_or_default()
             .to_string())
     };
+    let held: BTreeSet<&str> = catalog.files.iter().map(|f| f.path.as_str()).collect();
+    let absent_files = night::NightStats::read(&state)?
+        .input_files
+        .into_iter()
+        .map(|f| f.path)
+        .filter(|path| !held.contains(path.as_str()))
+        .collect();
     Err(NightError::InputLacksNight {
         date: night,
         missing: missing.height() as u64,
         account_id: first(schema::ACCOUNT_ID)?,
         message_id: first(schema::MESSAGE_ID)?,
+        absent_files,
     }
     .into())
 }

@@ -428,9 +428,10 @@ fn a_whole_run_waits_for_no_one_it_exits_4_while_another_holds_the_folder() {
     run_command(&log, &out)
         .assert()
         .code(convbill::exit::BUSY)
-        .stderr(predicate::str::contains(
-            "another convbill run is working on this output folder",
-        ));
+        .stderr(
+            predicate::str::contains("another convbill run is working on this output folder")
+                .and(predicate::str::contains("note:").not()),
+        );
     // Nothing under or beside the folder was touched: no output, staging or spill.
     assert!(!out.exists());
     assert_eq!(
@@ -1483,7 +1484,9 @@ fn a_rewritten_file_that_lost_billed_messages_is_named_and_a_recompute_can_accep
         .code(convbill::exit::USAGE)
         .stderr(
             predicate::str::contains("lacks 1 message(s) that night 2024-01-02 read before")
-                .and(predicate::str::contains("add `--accept-removed`")),
+                .and(predicate::str::contains(
+                    "the files night 2024-01-02 read were rewritten without these messages: if they were withdrawn for good, add `--accept-removed`",
+                )),
         );
     run_command(&logs, &out)
         .args([
@@ -1811,4 +1814,80 @@ fn a_card_change_undone_gives_back_the_invoice_as_it_was() {
         id(&rated_second)
     )));
     assert_eq!(without_replaces(january()), without_replaces(rated_second));
+}
+
+/// A landing zone that let a day's files expire cannot recompute that night: the hint names
+/// the files and asks for an input that holds them, not for `--accept-removed`.
+#[test]
+fn a_recompute_over_expired_files_asks_for_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(dir.path(), &["2024-01-01", "2024-01-02", "2024-01-03"]);
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 3);
+    let archive = dir.path().join("archive");
+    copy_dir(&logs, &archive);
+    std::fs::remove_dir_all(logs.join("date=2024-01-01")).unwrap();
+    let before = snapshot(&out);
+    let refused = run_command(&logs, &out)
+        .args(["--date", "2024-01-01", "--recompute-later"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains(
+            "hint: the input no longer holds `date=2024-01-01/part-0.parquet` that night 2024-01-01 read: pass an `--input` that holds every night being recomputed (for example the archive of all days)",
+        ));
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(!stderr.contains("add `--accept-removed`"), "{stderr}");
+    assert!(snapshot(&out) == before);
+    run_command(&archive, &out)
+        .args(["--date", "2024-01-01", "--recompute-later"])
+        .assert()
+        .success();
+}
+
+/// Every failed run (exit 1, 2 or 3) says what it left of `--out`: nothing, when it was not
+/// there; the folder or history as it was, when it was.
+#[test]
+fn a_failed_run_says_the_folder_is_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(dir.path(), &["2024-01-01", "2024-01-02"]);
+    let bad_card = dir.path().join("bad.toml");
+    std::fs::write(&bad_card, "default_plan = \"nope\"\n").unwrap();
+    let whole = dir.path().join("whole");
+    run_command(&logs, &whole)
+        .arg("--rates")
+        .arg(&bad_card)
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains(format!(
+            "note: nothing was written to `{}`",
+            whole.display()
+        )));
+    run_command(&logs, &whole).assert().success();
+    std::fs::write(logs.join("date=2024-01-02/bad.parquet"), b"not parquet").unwrap();
+    run_command(&logs, &whole)
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains(format!(
+            "note: the output folder `{}` is as it was before this run",
+            whole.display()
+        )));
+    std::fs::remove_file(logs.join("date=2024-01-02/bad.parquet")).unwrap();
+
+    let history = dir.path().join("billing");
+    nights(&logs, &history, date("2024-01-01"), 2);
+    let note = format!(
+        "note: the history in `{}` is as it was before this run",
+        history.display()
+    );
+    // Exit 2: an earlier night without `--recompute-later`; exit 3: a night without messages.
+    run_command(&logs, &history)
+        .args(["--date", "2024-01-01"])
+        .assert()
+        .code(convbill::exit::USAGE)
+        .stderr(predicate::str::contains(note.as_str()));
+    run_command(&logs, &history)
+        .args(["--date", "2024-01-03"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicate::str::contains(note.as_str()));
 }
