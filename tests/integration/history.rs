@@ -1242,12 +1242,7 @@ fn a_final_invoice_changed_by_a_recompute_is_a_new_revision() {
             ),
         ],
     );
-    let card = dir.path().join("rates.toml");
-    std::fs::write(
-        &card,
-        "default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"0.05\"\n",
-    )
-    .unwrap();
+    let card = a_usd_card(dir.path(), "rates.toml", "0.05");
     let out = dir.path().join("billing");
     for day in 0..32 {
         night_command(&logs, &out, date("2024-01-01") + Days::new(day))
@@ -1753,16 +1748,10 @@ fn an_invoice_that_goes_and_comes_back_keeps_its_revisions() {
 fn a_card_change_undone_gives_back_the_invoice_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let logs = a_template_a_day(dir.path(), &["2024-01-10", "2024-02-01"]);
-    let card = |name: &str, price: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(
-            &path,
-            format!("default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"{price}\"\n"),
-        )
-        .unwrap();
-        path
-    };
-    let (first, second) = (card("a.toml", "0.05"), card("b.toml", "0.06"));
+    let (first, second) = (
+        a_usd_card(dir.path(), "a.toml", "0.05"),
+        a_usd_card(dir.path(), "b.toml", "0.06"),
+    );
     let out = dir.path().join("billing");
     for day in 0..32 {
         let night = date("2024-01-01") + Days::new(day);
@@ -1890,4 +1879,15 @@ fn a_failed_run_says_the_folder_is_as_it_was() {
         .assert()
         .code(convbill::exit::DATA)
         .stderr(predicate::str::contains(note.as_str()));
+}
+
+/// A card billing every account in USD at `price` a session from 2024, with no allowance.
+fn a_usd_card(dir: &Path, name: &str, price: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"{price}\"\n"),
+    )
+    .unwrap();
+    path
 }
