@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# convbill's benchmark: generates message logs of several sizes (cached between runs), runs
-# `convbill run` on each several times, and reports median wall time, throughput and peak
-# memory next to the floor: the time polars alone takes to read the same file and sort it by
-# conversation key and time (benches/floor.rs).
+# convbill's benchmark. Generates message logs (cached between runs) and prints two Markdown
+# tables of medians (wall time, throughput, peak memory):
 #
-#   benches/run.sh                       # 1M, 10M and 100M messages, 3 runs each
-#   SIZES="1000000 10000000" RUNS=5 benches/run.sh
+# 1. Whole runs (`convbill run`) on logs of SIZES messages (a month of traffic), next to
+#    - the floor (benches/floor.rs): polars reads the columns the rules need, hashes each row's
+#      conversation key and sorts the rows by (hash, time), the least any derivation does;
+#    - the peer (benches/peer.sql, run by benches/peer.py): the same rules in DuckDB SQL, as a
+#      data engineer would write them, writing sessions, violations and invoice lines.
+# 2. Nights (`convbill run --date D --init`) of a day of NIGHT_SIZES messages, next to a whole
+#    run of the same day's log.
 #
-# convbill rates the sessions by the sample rate card (time zones, price versions, money), as a
-# provider would; RATES= (empty) rates by the built-in card instead.
+# The programs compared are alternated within each repeat (convbill, floor, peer, convbill...)
+# so that a noisy neighbour slows them alike.
 #
-# Environment: SIZES (message counts), RUNS (repeats, default 3), RATES (rate card, default
-# sample-data/rates.toml), BENCH_CACHE (generated logs, default ~/.cache/convbill-bench),
-# CARGO_TARGET_DIR (build folder). Needs GNU time
-# (/usr/bin/time; Debian package `time`) for peak memory.
+#   benches/run.sh                                        # the defaults below
+#   SIZES=10000000 NIGHT_SIZES=10000000 RUNS=5 benches/run.sh
+#
+# Environment: SIZES (default "1000000 10000000 100000000"), NIGHT_SIZES (default "10000000
+# 100000000"; empty skips the nights), RUNS (repeats, default 3), RATES (rate card, default
+# sample-data/rates.toml; empty for the built-in card), PEER (0 skips the DuckDB peer),
+# BENCH_CACHE (generated logs, default ~/.cache/convbill-bench), CARGO_TARGET_DIR.
+# Needs GNU time (/usr/bin/time; Debian package `time`) for peak memory; installs the Python
+# package `duckdb` with pip if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIZES="${SIZES:-1000000 10000000 100000000}"
+SIZES="${SIZES-1000000 10000000 100000000}"
+NIGHT_SIZES="${NIGHT_SIZES-10000000 100000000}"
 RUNS="${RUNS:-3}"
 RATES="${RATES-sample-data/rates.toml}"
+PEER="${PEER:-1}"
 rates_args=()
 if [ -n "$RATES" ]; then rates_args=(--rates "$RATES"); fi
 CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
@@ -30,6 +40,10 @@ if [ ! -x /usr/bin/time ]; then
   echo "benches/run.sh needs GNU time: apt-get install time" >&2
   exit 2
 fi
+if [ "$PEER" != 0 ] && ! python3 -c 'import duckdb' 2>/dev/null; then
+  echo "installing the Python package duckdb for the peer" >&2
+  python3 -m pip install --quiet duckdb
+fi
 
 cargo build --release --quiet --bin convbill
 floor=$(cargo bench --bench floor --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
@@ -38,43 +52,95 @@ convbill="$CARGO_TARGET_DIR/release/convbill"
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# Runs a command RUNS times; prints "median_seconds max_peak_kb", or "failed" on an error.
-measure() {
-  local times="" peaks="" out status
-  for _ in $(seq "$RUNS"); do
-    out=$(mktemp)
-    status=0
-    /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>&1 || status=$?
-    if [ "$status" -ne 0 ]; then rm -f "$out"; echo "failed(exit $status)"; return; fi
-    read -r t m < "$out"
-    rm -f "$out"
-    times+="$t"$'\n'
-    peaks+="$m"$'\n'
-  done
-  echo "$(printf '%s' "$times" | median) $(printf '%s' "$peaks" | sort -g | tail -n 1)"
+# Runs a command once; appends "seconds peak_kb" (or "failed") to the file $1.
+once() {
+  local into=$1 out status=0
+  shift
+  out=$(mktemp)
+  /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then echo "failed" >> "$into"; else tail -n 1 "$out" >> "$into"; fi
+  rm -f "$out"
 }
 
-echo "| messages | convbill wall (median of $RUNS) | throughput (msg/s) | peak memory | floor: read + sort | floor peak memory | ratio |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
-for n in $SIZES; do
-  log="$CACHE/messages-$n-seed1.parquet"
+# "median_seconds max_peak_kb" of the runs in file $1, or "failed".
+summarize() {
+  if grep -q failed "$1"; then echo "failed"; return; fi
+  echo "$(cut -d' ' -f1 "$1" | median) $(cut -d' ' -f2 "$1" | sort -g | tail -n 1)"
+}
+
+# A log of $1 messages over $2 days from $3 (seed $4), generated once.
+log_of() {
+  local log="$CACHE/messages-$1-days$2-$3-seed$4.parquet"
   if [ ! -f "$log" ]; then
     echo "generating $log" >&2
-    "$convbill" generate --messages "$n" --seed 1 --out "$log.partial" -q
+    "$convbill" generate --messages "$1" --days "$2" --start "$3" --seed "$4" --out "$log.partial" -q
     mv "$log.partial" "$log"
   fi
-  out_dir=$(mktemp -d)
-  run=$(measure "$convbill" run --input "$log" --out "$out_dir/out" "${rates_args[@]}" -q)
-  rm -rf "$out_dir"
-  base=$(measure "$floor" "$log")
-  awk -v n="$n" -v run="$run" -v base="$base" 'BEGIN {
-    split(run, r, " "); split(base, b, " ")
-    gb = 1048576
-    if (run ~ /^failed/) { wall = run; thr = ""; peak = "" }
-    else { wall = sprintf("%.2f s", r[1]); thr = sprintf("%.0f", n / r[1]); peak = sprintf("%.2f GB", r[2] / gb) }
-    if (base ~ /^failed/) { floor = "did not finish: " base; fpeak = ""; ratio = "" }
-    else { floor = sprintf("%.2f s", b[1]); fpeak = sprintf("%.2f GB", b[2] / gb) }
-    if (run !~ /^failed/ && base !~ /^failed/) ratio = sprintf("%.2f", r[1] / b[1])
-    printf "| %d | %s | %s | %s | %s | %s | %s |\n", n, wall, thr, peak, floor, fpeak, ratio
-  }'
-done
+  echo "$log"
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ -n "$SIZES" ]; then
+  echo "Whole runs (median of $RUNS; peak memory is the largest of the runs):"
+  echo
+  echo "| messages | convbill | throughput (msg/s) | peak memory | floor: read, hash key, sort | floor peak | convbill / floor | DuckDB peer | peer peak | peer / convbill |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for n in $SIZES; do
+    log=$(log_of "$n" 31 2026-10-01 1)
+    : > "$work/run"; : > "$work/floor"; : > "$work/peer"
+    for _ in $(seq "$RUNS"); do
+      rm -rf "$work/out"
+      once "$work/run" "$convbill" run --input "$log" --out "$work/out" "${rates_args[@]}" -q
+      rm -rf "$work/out"
+      once "$work/floor" "$floor" "$log"
+      if [ "$PEER" != 0 ]; then
+        once "$work/peer" python3 benches/peer.py "$log" "$work/peer-out"
+        rm -rf "$work/peer-out"
+      fi
+    done
+    [ "$PEER" != 0 ] || echo "skipped" > "$work/peer"
+    awk -v n="$n" -v run="$(summarize "$work/run")" -v base="$(summarize "$work/floor")" \
+        -v peer="$(if [ "$PEER" != 0 ]; then summarize "$work/peer"; else echo skipped; fi)" 'BEGIN {
+      gb = 1048576
+      split(run, r, " "); split(base, b, " "); split(peer, p, " ")
+      ok_r = run !~ /^(failed|skipped)/; ok_b = base !~ /^(failed|skipped)/; ok_p = peer !~ /^(failed|skipped)/
+      printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n,
+        ok_r ? sprintf("%.2f s", r[1]) : run, ok_r ? sprintf("%.0f", n / r[1]) : "",
+        ok_r ? sprintf("%.2f GB", r[2] / gb) : "",
+        ok_b ? sprintf("%.2f s", b[1]) : base, ok_b ? sprintf("%.2f GB", b[2] / gb) : "",
+        ok_r && ok_b ? sprintf("%.2f", r[1] / b[1]) : "",
+        ok_p ? sprintf("%.2f s", p[1]) : peer, ok_p ? sprintf("%.2f GB", p[2] / gb) : "",
+        ok_r && ok_p ? sprintf("%.2f", p[1] / r[1]) : ""
+    }'
+  done
+  echo
+fi
+
+if [ -n "$NIGHT_SIZES" ]; then
+  echo "Nights: one day's log, run as the first night of a history and as a whole run (median of $RUNS):"
+  echo
+  echo "| messages in the day | night | night peak memory | whole run of the day | whole run peak | night / whole run |"
+  echo "|---:|---:|---:|---:|---:|---:|"
+  for n in $NIGHT_SIZES; do
+    log=$(log_of "$n" 1 2026-10-01 3)
+    : > "$work/night"; : > "$work/whole"
+    for _ in $(seq "$RUNS"); do
+      rm -rf "$work/out"
+      once "$work/night" "$convbill" run --input "$log" --out "$work/out" --date 2026-10-01 --init "${rates_args[@]}" -q
+      rm -rf "$work/out"
+      once "$work/whole" "$convbill" run --input "$log" --out "$work/out" "${rates_args[@]}" -q
+      rm -rf "$work/out"
+    done
+    awk -v n="$n" -v night="$(summarize "$work/night")" -v whole="$(summarize "$work/whole")" 'BEGIN {
+      gb = 1048576
+      split(night, a, " "); split(whole, w, " ")
+      ok_a = night !~ /^failed/; ok_w = whole !~ /^failed/
+      printf "| %d | %s | %s | %s | %s | %s |\n", n,
+        ok_a ? sprintf("%.2f s", a[1]) : "failed (see `convbill run --date` on it)", ok_a ? sprintf("%.2f GB", a[2] / gb) : "",
+        ok_w ? sprintf("%.2f s", w[1]) : "failed", ok_w ? sprintf("%.2f GB", w[2] / gb) : "",
+        ok_a && ok_w ? sprintf("%.2f", a[1] / w[1]) : ""
+    }'
+  done
+fi

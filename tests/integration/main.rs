@@ -7,6 +7,7 @@ mod history;
 mod interrupt;
 mod nightly;
 mod partition;
+mod peer;
 mod property;
 mod rates;
 mod reference;
