@@ -35,6 +35,9 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Rows derived at a time at most (whole accounts; see [`partition`]).
     pub partition_rows: u64,
+    /// A log of more rows than this is spilled to disk by group instead of kept in memory
+    /// (see [`partition`]).
+    pub memory_rows: u64,
     /// `--rejects`: set bad rows aside in `rejects.parquet` instead of stopping.
     pub rejects: bool,
     /// `--rates`: the rate card; `None` rates by the article ([`rates::RateCard::built_in`]).
@@ -47,6 +50,7 @@ impl RunConfig {
             input: input.into(),
             out: out.into(),
             partition_rows: partition::DEFAULT_MAX_ROWS,
+            memory_rows: partition::IN_MEMORY_ROWS,
             rejects: false,
             rates: None,
         }
@@ -202,7 +206,7 @@ fn derive_in_groups(
 
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);
-    let mut parts = partition::Parts::new(&plan, &staging.spill_dir())?;
+    let mut parts = partition::Parts::new(&plan, &staging.spill_dir(), config.memory_rows)?;
     let (rows_read, days) = timed("read, checked and partitioned", || {
         read_into(source, &mut parts)
     })?;

@@ -118,6 +118,16 @@ struct RunArgs {
         value_name = "ROWS"
     )]
     partition_rows: u64,
+    /// A log of more rows than this is spilled to disk, group by group, in a hidden folder
+    /// beside `--out` (removed when the run ends); a smaller one stays in memory (about 120
+    /// bytes a row). 0 always spills.
+    #[arg(
+        long,
+        env = "CONVBILL_MEMORY_ROWS",
+        default_value_t = convbill::partition::IN_MEMORY_ROWS,
+        value_name = "ROWS"
+    )]
+    memory_rows: u64,
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +271,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         input: args.input,
         out: args.out,
         partition_rows: args.partition_rows,
+        memory_rows: args.memory_rows,
         rejects: args.rejects,
         rates: args.rates,
     };

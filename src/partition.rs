@@ -29,6 +29,10 @@ use crate::schema;
 /// million rows.
 pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
 
+/// Rows of a log that is kept in memory, split by group, instead of spilled to disk (about
+/// 3 GB of rows in the loader's schema), unless `--memory-rows` says otherwise.
+pub const IN_MEMORY_ROWS: u64 = 25_000_000;
+
 /// Groups at most: a larger log gets larger groups, so that the spill files stay few.
 pub const MAX_GROUPS: u64 = 512;
 
@@ -75,6 +79,11 @@ pub struct Parts {
 
 enum Storage {
     Memory(Vec<DataFrame>),
+    /// A log of at most `in_memory_rows` rows: each chunk split by group, kept in memory.
+    Split {
+        group_of: PlHashMap<String, u32>,
+        pieces: Vec<Vec<DataFrame>>,
+    },
     Spill {
         /// Removed on drop.
         dir: SpillDir,
@@ -87,7 +96,7 @@ enum Storage {
 impl Parts {
     /// Prepares to receive chunks for `plan`; spill files, if needed, go into the folder
     /// `spill_dir` (replaced if a killed run left it, removed when done).
-    pub fn new(plan: &Plan, spill_dir: &Path) -> Result<Self> {
+    pub fn new(plan: &Plan, spill_dir: &Path, in_memory_rows: u64) -> Result<Self> {
         let groups = plan.groups.len();
         if groups == 1 {
             return Ok(Parts {
@@ -96,13 +105,23 @@ impl Parts {
                 schema: None,
             });
         }
-        let dir = SpillDir::create(spill_dir)?;
         let group_of = plan
             .groups
             .iter()
             .enumerate()
             .flat_map(|(g, accounts)| accounts.iter().map(move |a| (a.clone(), g as u32)))
             .collect();
+        if plan.rows.iter().sum::<u64>() <= in_memory_rows {
+            return Ok(Parts {
+                groups,
+                schema: None,
+                storage: Storage::Split {
+                    group_of,
+                    pieces: vec![Vec::new(); groups],
+                },
+            });
+        }
+        let dir = SpillDir::create(spill_dir)?;
         Ok(Parts {
             groups,
             schema: None,
@@ -126,38 +145,17 @@ impl Parts {
         }
         match &mut self.storage {
             Storage::Memory(chunks) => chunks.push(chunk),
+            Storage::Split { group_of, pieces } => {
+                for (group, piece) in split(&chunk, group_of, pieces.len())? {
+                    pieces[group].push(piece);
+                }
+            }
             Storage::Spill {
                 dir,
                 group_of,
                 writers,
             } => {
-                // One pass finds each row's group; one gather puts the chunk in group order
-                // (rows keep their order within a group); each group's slice is appended to
-                // its spill file.
-                let accounts = chunk.column(schema::ACCOUNT_ID)?.str()?;
-                let mut rows_of: Vec<Vec<IdxSize>> = vec![Vec::new(); writers.len()];
-                for (row, account) in accounts.iter().enumerate() {
-                    let group = account.and_then(|a| group_of.get(a)).ok_or_else(|| {
-                        PolarsError::ComputeError(
-                            format!("account {account:?} is missing from the partition plan")
-                                .into(),
-                        )
-                    })?;
-                    rows_of[*group as usize].push(row as IdxSize);
-                }
-                let lengths: Vec<usize> = rows_of.iter().map(Vec::len).collect();
-                let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
-                let mut ordered = chunk.take(&order)?;
-                ordered.rechunk_mut();
-                // The pieces are encoded on two threads, each with its own spill files.
-                let mut pieces: Vec<(usize, DataFrame)> = Vec::new();
-                let mut offset = 0;
-                for (group, length) in lengths.into_iter().enumerate() {
-                    if length > 0 {
-                        pieces.push((group, ordered.slice(offset as i64, length)));
-                        offset += length;
-                    }
-                }
+                let mut pieces = split(&chunk, group_of, writers.len())?;
                 pieces.sort_by_key(|(_, piece)| std::cmp::Reverse(piece.height()));
                 let mut bins: [Vec<(usize, DataFrame, Option<SpillWriter>)>; 2] =
                     Default::default();
@@ -193,6 +191,10 @@ impl Parts {
     pub fn finish(self) -> Result<Groups> {
         let storage = match self.storage {
             Storage::Memory(chunks) => GroupStorage::Memory(Some(load::concat_frames(chunks)?)),
+            Storage::Split { pieces, .. } => GroupStorage::Split {
+                pieces,
+                schema: self.schema.unwrap_or_default(),
+            },
             Storage::Spill { dir, writers, .. } => {
                 let mut present = Vec::with_capacity(writers.len());
                 for (group, writer) in writers.into_iter().enumerate() {
@@ -218,6 +220,39 @@ impl Parts {
             storage,
         })
     }
+}
+
+/// The chunk's rows by group: one pass finds each row's group; one gather puts the chunk in
+/// group order (rows keep their order within a group); each group's slice comes out, with its
+/// index, for the groups that have rows.
+fn split(
+    chunk: &DataFrame,
+    group_of: &PlHashMap<String, u32>,
+    groups: usize,
+) -> Result<Vec<(usize, DataFrame)>> {
+    let accounts = chunk.column(schema::ACCOUNT_ID)?.str()?;
+    let mut rows_of: Vec<Vec<IdxSize>> = vec![Vec::new(); groups];
+    for (row, account) in accounts.iter().enumerate() {
+        let group = account.and_then(|a| group_of.get(a)).ok_or_else(|| {
+            PolarsError::ComputeError(
+                format!("account {account:?} is missing from the partition plan").into(),
+            )
+        })?;
+        rows_of[*group as usize].push(row as IdxSize);
+    }
+    let lengths: Vec<usize> = rows_of.iter().map(Vec::len).collect();
+    let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
+    let mut ordered = chunk.take(&order)?;
+    ordered.rechunk_mut();
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    for (group, length) in lengths.into_iter().enumerate() {
+        if length > 0 {
+            pieces.push((group, ordered.slice(offset as i64, length)));
+            offset += length;
+        }
+    }
+    Ok(pieces)
 }
 
 type SpillWriter = BatchedWriter<BufWriter<File>>;
@@ -257,6 +292,10 @@ pub struct Groups {
 
 enum GroupStorage {
     Memory(Option<DataFrame>),
+    Split {
+        pieces: Vec<Vec<DataFrame>>,
+        schema: Schema,
+    },
     Spill {
         dir: SpillDir,
         present: Vec<bool>,
@@ -280,6 +319,14 @@ impl Groups {
         self.next += 1;
         match &mut self.storage {
             GroupStorage::Memory(frame) => Ok(frame.take()),
+            GroupStorage::Split { pieces, schema } => {
+                let pieces = std::mem::take(&mut pieces[group]);
+                match pieces.is_empty() {
+                    // Every row of the group's accounts was set aside (`--rejects`).
+                    true => Ok(Some(DataFrame::empty_with_schema(schema))),
+                    false => Ok(Some(load::concat_frames(pieces)?)),
+                }
+            }
             GroupStorage::Spill {
                 dir,
                 present,

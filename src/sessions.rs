@@ -259,10 +259,40 @@ fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
 /// direction), and the rare runs of rows equal in all three are put in `message_id` order.
 fn sort_events(messages: &DataFrame) -> Result<DataFrame> {
     let n = messages.height();
+    let ranks = timed("ranked keys", || key_ranks(messages))?;
+    // One sort of plain tuples (key rank, time, direction, row); message ids are compared
+    // only where the rest ties.
+    let order: Vec<IdxSize> = timed("sorted rows", || -> Result<Vec<IdxSize>> {
+        let keys = ranks.idx()?;
+        let times = messages.column(schema::TIMESTAMP)?.i64()?;
+        let directions = messages.column(schema::DIRECTION)?.u32()?;
+        let ids = messages.column(schema::MESSAGE_ID)?.str()?;
+        let mut rows: Vec<(IdxSize, i64, u32, IdxSize)> = keys
+            .iter()
+            .zip(times.iter())
+            .zip(directions.iter())
+            .enumerate()
+            .map(|(row, ((key, time), direction))| {
+                (
+                    key.unwrap_or_default(),
+                    time.unwrap_or(i64::MIN),
+                    direction.unwrap_or_default(),
+                    row as IdxSize,
+                )
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| {
+            (a.0, a.1, a.2)
+                .cmp(&(b.0, b.1, b.2))
+                .then_with(|| ids.get(a.3 as usize).cmp(&ids.get(b.3 as usize)))
+                .then_with(|| a.3.cmp(&b.3))
+        });
+        Ok(rows.into_iter().map(|r| r.3).collect())
+    })?;
     let numeric = DataFrame::new(
         n,
         vec![
-            key_ranks(messages)?,
+            ranks,
             messages.column(schema::TIMESTAMP)?.clone(),
             messages.column(schema::DIRECTION)?.clone(),
             messages.column(schema::CHANNEL)?.clone(),
@@ -271,45 +301,9 @@ fn sort_events(messages: &DataFrame) -> Result<DataFrame> {
             Column::new(SOURCE.into(), (0..n as IdxSize).collect::<Vec<_>>()),
         ],
     )?;
-    let mut sorted = numeric
-        .lazy()
-        .sort(
-            [KEY, schema::TIMESTAMP, schema::DIRECTION],
-            SortMultipleOptions::default(),
-        )
-        .collect()?;
+    let mut sorted = numeric.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?;
     sorted.rechunk_mut();
-    let order = {
-        let keys = sorted.column(KEY)?.idx()?.cont_slice()?;
-        let times = sorted.column(schema::TIMESTAMP)?.i64()?.cont_slice()?;
-        let directions = sorted.column(schema::DIRECTION)?.u32()?.cont_slice()?;
-        let sources = sorted.column(SOURCE)?.idx()?.cont_slice()?;
-        let ids = messages.column(schema::MESSAGE_ID)?.str()?;
-        let id_of = |position: &IdxSize| ids.get(sources[*position as usize] as usize);
-        let mut order: Option<Vec<IdxSize>> = None;
-        let n = keys.len();
-        let mut i = 0;
-        while i < n {
-            let mut j = i + 1;
-            while j < n
-                && keys[j] == keys[i]
-                && times[j] == times[i]
-                && directions[j] == directions[i]
-            {
-                j += 1;
-            }
-            if j - i > 1 {
-                let order = order.get_or_insert_with(|| (0..n as IdxSize).collect());
-                order[i..j].sort_by(|a, b| id_of(a).cmp(&id_of(b)));
-            }
-            i = j;
-        }
-        order
-    };
-    Ok(match order {
-        None => sorted,
-        Some(order) => sorted.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?,
-    })
+    Ok(sorted)
 }
 
 /// `key` for each row: the rank of its conversation key (`account_id`, `channel` code,
@@ -344,8 +338,25 @@ fn key_ranks(messages: &DataFrame) -> Result<Column> {
         });
         first_numbers.push(number);
     }
-    let mut in_order: Vec<IdxSize> = (0..distinct.len() as IdxSize).collect();
-    in_order.sort_unstable_by(|a, b| distinct[*a as usize].cmp(&distinct[*b as usize]));
+    // Accounts and businesses are few: ranked once each, the keys compare as numbers but for
+    // `user_id`.
+    let account_rank = rank_strings(distinct.iter().map(|k| k.0));
+    let business_rank = rank_strings(distinct.iter().map(|k| k.2));
+    let mut in_order: Vec<(u32, u32, u32, &str, IdxSize)> = distinct
+        .iter()
+        .enumerate()
+        .map(|(number, key)| {
+            (
+                account_rank[key.0],
+                key.1,
+                business_rank[key.2],
+                key.3,
+                number as IdxSize,
+            )
+        })
+        .collect();
+    in_order.sort_unstable();
+    let in_order = in_order.into_iter().map(|k| k.4);
     let mut rank = vec![0 as IdxSize; distinct.len()];
     for (position, number) in in_order.into_iter().enumerate() {
         rank[number as usize] = position as IdxSize;
@@ -355,6 +366,17 @@ fn key_ranks(messages: &DataFrame) -> Result<Column> {
         .map(|n| rank[n as usize])
         .collect();
     Ok(Column::new(KEY.into(), keys))
+}
+
+/// Each distinct string among `values` → its rank in byte order.
+fn rank_strings<'a>(values: impl Iterator<Item = &'a str>) -> PlHashMap<&'a str, u32> {
+    let mut distinct: Vec<&str> = values.collect::<PlHashSet<_>>().into_iter().collect();
+    distinct.sort_unstable();
+    distinct
+        .into_iter()
+        .enumerate()
+        .map(|(rank, value)| (value, rank as u32))
+        .collect()
 }
 
 /// Runs [`whatsapp_chain`] over the ordered events and adds `wa_start` (Int64, the start of

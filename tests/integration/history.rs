@@ -450,10 +450,14 @@ fn two_whole_runs_started_together_one_works_and_the_other_exits_4() {
     generate(&log, 400_000, 3, 20, "2026-10-01", 10);
     let out = dir.path().join("whole");
     let start = || {
-        process(&log, &out, &["-q", "--partition-rows", "20000"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        process(
+            &log,
+            &out,
+            &["-q", "--partition-rows", "20000", "--memory-rows", "0"],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
     };
     let first = start();
     let lock = convbill::folder::OutFolder::new(&out).unwrap().lock_path();

@@ -24,7 +24,15 @@ fn interrupted_mid_run_by(signals: &[&str]) {
     let run = |out: &Path| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
         command
-            .args(["run", "-q", "--partition-rows", "5000", "--input"])
+            .args([
+                "run",
+                "-q",
+                "--partition-rows",
+                "5000",
+                "--memory-rows",
+                "0",
+                "--input",
+            ])
             .arg(&log)
             .arg("--out")
             .arg(out)

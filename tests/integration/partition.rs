@@ -33,10 +33,12 @@ fn outputs_are_the_same_bytes_whatever_the_grouping() {
 
     // 1 row: every account is a group of its own; 2,500: small accounts share a group and
     // the largest ones exceed it.
-    for rows in [1u64, 2_500] {
-        let out = dir.path().join(format!("groups-{rows}"));
+    // Each grouping both kept in memory and spilled to disk.
+    for (rows, memory_rows) in [(1u64, 0u64), (1, u64::MAX), (2_500, 0), (2_500, u64::MAX)] {
+        let out = dir.path().join(format!("groups-{rows}-{memory_rows}"));
         let mut config = convbill::RunConfig::new(&log, &out);
         config.partition_rows = rows;
+        config.memory_rows = memory_rows;
         let report = convbill::run(&config).unwrap();
         assert!(
             report.partitions > 2,
@@ -82,7 +84,7 @@ fn the_command_line_takes_the_group_size() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run_command(&log, &a).assert().success();
     run_command(&log, &b)
-        .args(["--partition-rows", "100"])
+        .args(["--partition-rows", "100", "--memory-rows", "0"])
         .assert()
         .success();
     assert_eq!(snapshot(&a), snapshot(&b));
@@ -102,7 +104,7 @@ fn a_failed_grouped_run_leaves_no_spill_or_staging_behind() {
 
     // Fails while writing the invoices, after every group has been derived.
     run_command(&log, &out)
-        .args(["--partition-rows", "100"])
+        .args(["--partition-rows", "100", "--memory-rows", "0"])
         .env("CONVBILL_FAIL_AFTER_FILES", "3")
         .assert()
         .code(1);
@@ -117,7 +119,7 @@ fn a_failed_grouped_run_leaves_no_spill_or_staging_behind() {
     let mut bad = frame(&[inbound("x1", "Mon 09:00").on("telegram")]);
     write_parquet(&input.join("b.parquet"), &mut bad);
     run_command(&input, &out)
-        .args(["--partition-rows", "100"])
+        .args(["--partition-rows", "100", "--memory-rows", "0"])
         .assert()
         .code(3)
         .stderr(predicates::str::contains("b.parquet"))
@@ -239,7 +241,7 @@ fn a_crashed_runs_spill_and_staging_folders_are_removed_by_the_next_run() {
         std::fs::write(dir.path().join(stale).join("group-00000.parquet"), b"junk").unwrap();
     }
     run_command(&log, &dir.path().join("out"))
-        .args(["--partition-rows", "100"])
+        .args(["--partition-rows", "100", "--memory-rows", "0"])
         .assert()
         .success();
     assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());

@@ -192,15 +192,16 @@ fn an_account_whose_rows_are_all_rejected_leaves_an_empty_group() {
     events.push(inbound("z1", "Mon 11:00").account("zeta").on("sms"));
     events.push(inbound("z2", "Mon 12:00").account("zeta").on("fax"));
     let log = write_log(dir.path(), &events);
-    let out = dir.path().join("out");
-    assert_eq!(
-        run_rejects(&log, &out, &["--partition-rows", "1"]).height(),
-        2
-    );
-    assert_eq!(
-        sessions_of(&read_frame(&out.join("sessions.parquet"))),
-        derive(&good_log()).0
-    );
+    // Kept in memory, and spilled.
+    for memory_rows in ["1000", "0"] {
+        let out = dir.path().join(format!("out-{memory_rows}"));
+        let args = ["--partition-rows", "1", "--memory-rows", memory_rows];
+        assert_eq!(run_rejects(&log, &out, &args).height(), 2);
+        assert_eq!(
+            sessions_of(&read_frame(&out.join("sessions.parquet"))),
+            derive(&good_log()).0
+        );
+    }
 }
 
 #[test]
