@@ -294,39 +294,11 @@ fn rejects_frame(
     source: &load::Source,
     stats: &mut load::InputStats,
 ) -> Result<polars::prelude::DataFrame> {
-    use polars::prelude::*;
-    let columns = load::REJECT_COLUMNS.map(col);
-    let rejected = match source.rejected.len() {
-        0 => DataFrame::empty_with_schema(&load::rejects_schema()).lazy(),
-        _ => concat(
-            source
-                .rejected
-                .iter()
-                .cloned()
-                .map(IntoLazy::lazy)
-                .collect::<Vec<_>>(),
-            UnionArgs::default(),
-        )?,
-    };
-    let mut frame = rejected
-        .select(columns)
-        .sort([load::FILE, load::ROW], SortMultipleOptions::default())
-        .collect()?;
-    let paths: Vec<Option<&str>> = frame
-        .column(load::FILE)?
-        .u32()?
-        .iter()
-        .map(|i| {
-            i.and_then(|i| source.files.get(i as usize))
-                .map(|f| f.path.as_str())
-        })
-        .collect();
-    frame.with_column(Column::new(load::FILE.into(), paths))?;
-    for reason in frame.column("reason")?.str()?.iter().flatten() {
-        *stats
-            .rejected_by_reason
-            .entry(reason.to_string())
-            .or_default() += 1;
+    let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+    let (frame, by_reason) =
+        load::rejects_with_paths(load::rejects_of(source.rejected.clone())?, &paths)?;
+    for (reason, n) in by_reason {
+        *stats.rejected_by_reason.entry(reason).or_default() += n;
     }
     Ok(frame)
 }

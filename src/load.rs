@@ -212,7 +212,19 @@ pub fn read_window(
     files: Vec<InputFile>,
     window: (i64, i64),
 ) -> Result<(DataFrame, Vec<InputFile>)> {
+    let (rows, files, _) = read_window_checked(files, window, false)?;
+    Ok((rows, files))
+}
+
+/// [`read_window`]; with `keep_rejects`, rows that fail a check are set aside and returned
+/// ([`REJECT_COLUMNS`], `file` an index into the returned files) instead of stopping the read.
+pub fn read_window_checked(
+    files: Vec<InputFile>,
+    window: (i64, i64),
+    keep_rejects: bool,
+) -> Result<(DataFrame, Vec<InputFile>, DataFrame)> {
     let mut source = Source::of(files)?;
+    source.checks.keep_rejects = keep_rejects;
     let mut frames = Vec::new();
     source.read(Some(window), u64::MAX, |frame| {
         frames.push(frame);
@@ -221,7 +233,44 @@ pub fn read_window(
     if frames.is_empty() {
         frames.push(empty_rows());
     }
-    Ok((concat_frames(frames)?, source.files))
+    let rejected = rejects_of(std::mem::take(&mut source.rejected))?;
+    Ok((concat_frames(frames)?, source.files, rejected))
+}
+
+/// Frames of rejected rows as one ([`REJECT_COLUMNS`]), in file and row order.
+pub fn rejects_of(frames: Vec<DataFrame>) -> Result<DataFrame> {
+    let columns = REJECT_COLUMNS.map(col);
+    let rejected = match frames.len() {
+        0 => DataFrame::empty_with_schema(&rejects_schema()).lazy(),
+        _ => concat(
+            frames.into_iter().map(IntoLazy::lazy).collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?,
+    };
+    Ok(rejected
+        .select(columns)
+        .sort([FILE, ROW], SortMultipleOptions::default())
+        .collect()?)
+}
+
+/// Rejected rows as written: `file` the path of the input file (`paths[file]`) instead of
+/// its index; and their number by reason.
+pub fn rejects_with_paths(
+    mut frame: DataFrame,
+    paths: &[String],
+) -> Result<(DataFrame, std::collections::BTreeMap<String, u64>)> {
+    let names: Vec<Option<&str>> = frame
+        .column(FILE)?
+        .u32()?
+        .iter()
+        .map(|i| i.and_then(|i| paths.get(i as usize)).map(String::as_str))
+        .collect();
+    frame.with_column(Column::new(FILE.into(), names))?;
+    let mut by_reason = std::collections::BTreeMap::new();
+    for reason in frame.column("reason")?.str()?.iter().flatten() {
+        *by_reason.entry(reason.to_string()).or_default() += 1;
+    }
+    Ok((frame, by_reason))
 }
 
 /// A frame of no rows in the loader's schema (see the module comment).

@@ -1,6 +1,7 @@
 //! The `convbill` command: parses the command line, runs the library, maps errors to the
 //! documented exit codes (see `convbill::exit`).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,9 +97,9 @@ struct RunArgs {
     accept_removed: bool,
 
     /// Set rows that fail a check aside in `rejects.parquet` (with their values, file, row and
-    /// reason) and go on, instead of stopping at the first. Problems with a whole file still
-    /// stop the run. Not with `--date`.
-    #[arg(long, conflicts_with = "date")]
+    /// reason) and go on, instead of stopping at the first; with `--date`, each night's in
+    /// `rejects/date=D/part-0.parquet`. Problems with a whole file still stop the run.
+    #[arg(long)]
     rejects: bool,
 
     /// Rate card (TOML): plans, allowances, prices, and each account's plan and billing time
@@ -263,6 +264,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 strict_late_input: args.strict_late_input,
                 catch_up: args.catch_up,
                 accept_removed: args.accept_removed,
+                rejects: args.rejects,
             },
             quiet,
         );
@@ -433,6 +435,22 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         statuses.join(", "),
         config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
     ));
+    if config.rejects {
+        let mut by_reason = BTreeMap::new();
+        for night in nights {
+            for (reason, n) in &night.rejected_by_reason {
+                *by_reason.entry(reason.as_str()).or_insert(0) += n;
+            }
+        }
+        text.push_str(&format!(
+            "convbill: {} row(s) set aside in rejects/date=.../part-0.parquet{}\n",
+            sum(|n| n.rows_rejected),
+            by_reason
+                .iter()
+                .map(|(reason, n)| format!(", {n} {reason}"))
+                .collect::<String>()
+        ));
+    }
     if let Some(partial) = report.invoices.get(convbill::rating::PARTIAL) {
         text.push_str(&format!(
             "convbill: note: {partial} invoice(s) are partial: the history starts on {}, after their period began, and they stay partial (see their coverage_start)\n",

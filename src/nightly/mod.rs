@@ -47,6 +47,8 @@ pub const MONTH_TO_DATE_DIR: &str = "month-to-date";
 pub const DEDUP_NIGHTS: u64 = 7;
 const SESSIONS_DIR: &str = "sessions";
 const VIOLATIONS_DIR: &str = "violations";
+/// `--rejects`: each night's rows set aside.
+pub const REJECTS_DIR: &str = "rejects";
 
 /// A validated `convbill run --date`.
 #[derive(Debug, Clone)]
@@ -72,6 +74,9 @@ pub struct NightConfig {
     /// `--accept-removed`: a recompute drops the messages the nights billed that the input no
     /// longer holds, instead of refusing.
     pub accept_removed: bool,
+    /// `--rejects`: rows of the nights' days that fail a check are set aside in each night's
+    /// `rejects/date=D/part-0.parquet` instead of stopping the run.
+    pub rejects: bool,
 }
 
 impl NightConfig {
@@ -87,6 +92,7 @@ impl NightConfig {
             strict_late_input: false,
             catch_up: false,
             accept_removed: false,
+            rejects: false,
         }
     }
 }
@@ -372,8 +378,8 @@ fn run_nights(
         }
     }
     let window = (start_ns(first), start_ns(last) + DAY_NS);
-    let (mut rows, files) = timed("read and checked the nights' rows", || {
-        load::read_window(catalog.files_overlapping(window), window)
+    let (mut rows, files, rejected) = timed("read and checked the nights' rows", || {
+        load::read_window_checked(catalog.files_overlapping(window), window, config.rejects)
     })?;
     rows.rechunk_mut();
     let mut dropped = Vec::new();
@@ -427,15 +433,23 @@ fn run_nights(
             .iter()
             .map(night::InputFileRecord::of)
             .collect();
+        let rejected = match config.rejects {
+            true => Some(night::rejected_on(&rejected, date)?),
+            false => None,
+        };
         stats.push(night::compute(
             date,
-            rows,
-            &paths,
-            input_files,
+            night::Input {
+                rows,
+                paths: &paths,
+                rejected,
+                input_files,
+            },
             &tree,
             card,
         )?);
-        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR] {
+        // A night rerun without `--rejects` keeps no rejects of an earlier run.
+        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
         }
     }

@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{night_dir, read_parquet, start_ns, Tree, SESSIONS_DIR, VIOLATIONS_DIR};
+use super::{night_dir, read_parquet, start_ns, Tree, REJECTS_DIR, SESSIONS_DIR, VIOLATIONS_DIR};
 use crate::error::{InputError, Result};
 use crate::load;
 use crate::rates::RateCard;
@@ -38,8 +38,8 @@ pub(crate) const STATS: &str = "night.json";
 pub(crate) const CARD: &str = "rate_card.fingerprint";
 const PART: &str = "part-0.parquet";
 
-/// What one night did. Every row of the night's day is counted once:
-/// `rows_read = duplicates_within_night + duplicates_of_earlier_nights + rows_used`.
+/// What one night did. Every row of the night's day is counted once: `rows_read =
+/// rows_rejected + duplicates_within_night + duplicates_of_earlier_nights + rows_used`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NightStats {
     pub date: NaiveDate,
@@ -47,6 +47,11 @@ pub struct NightStats {
     pub input_files: Vec<InputFileRecord>,
     /// Rows of the input whose timestamp falls on the night's day.
     pub rows_read: u64,
+    /// `--rejects`: rows of the day set aside (in `rejects/date=D/`), by reason.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected_by_reason: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub rows_rejected: u64,
     /// Rows dropped as copies of a message logged earlier the same night.
     pub duplicates_within_night: u64,
     /// Rows dropped as copies of a message an earlier night used.
@@ -224,27 +229,63 @@ fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<Da
         .collect()?)
 }
 
-/// Computes `night` from `rows` (validated, not deduplicated; `paths` names their `file`
-/// column) and the state of the night before it, and writes its folders into the staging
-/// folder of `tree`. `rows` is taken so that the last night of a run frees them early (a
-/// frame's clone shares its columns). `input_files` are the files that hold the night's day.
+/// What a night reads.
+pub(crate) struct Input<'a> {
+    /// Validated, not deduplicated rows of the run's days. Taken, so that the last night of
+    /// a run frees them early (a frame's clone shares its columns).
+    pub rows: DataFrame,
+    /// The paths of the `file` column's indexes.
+    pub paths: &'a [String],
+    /// `--rejects`: the rows of the night's day set aside by the checks
+    /// ([`load::REJECT_COLUMNS`], `file` an index); `None` without `--rejects`.
+    pub rejected: Option<DataFrame>,
+    /// The files that hold the night's day.
+    pub input_files: Vec<InputFileRecord>,
+}
+
+/// The rejected rows among `rejected` ([`load::REJECT_COLUMNS`]) whose time falls on `night`.
+pub(crate) fn rejected_on(rejected: &DataFrame, night: NaiveDate) -> Result<DataFrame> {
+    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
+    let ts = || col(schema::TIMESTAMP).to_physical();
+    Ok(rejected
+        .clone()
+        .lazy()
+        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))))
+        .collect()?)
+}
+
+/// Computes `night` from its input and the state of the night before it, and writes its
+/// folders into the staging folder of `tree`.
 pub(crate) fn compute(
     night: NaiveDate,
-    rows: DataFrame,
-    paths: &[String],
-    input_files: Vec<InputFileRecord>,
+    input: Input,
     tree: &Tree,
     card: &RateCard,
 ) -> Result<NightStats> {
+    let Input {
+        rows,
+        paths,
+        rejected,
+        input_files,
+    } = input;
     let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
     let day = timed("took the night's rows", || day_of(&rows, night))?;
     drop(rows);
-    let rows_read = day.height() as u64;
-    // A conflicting duplicate within the night stops the run, naming both rows.
-    let day = timed("dropped the night's duplicates", || {
-        load::deduplicate(day, paths)
+    let checked = day.height() as u64;
+    let rejected_by_checks = rejected.as_ref().map_or(0, |r| r.height() as u64);
+    // A conflicting duplicate within the night stops the run, naming both rows, or with
+    // `--rejects` is set aside.
+    let (day, conflicting) = timed("dropped the night's duplicates", || {
+        load::deduplicate_checked(day, paths, rejected.is_some())
     })?;
-    let duplicates_within_night = rows_read - day.height() as u64;
+    let conflicting_rows = conflicting.as_ref().map_or(0, |c| c.height() as u64);
+    let rejected = match (rejected, conflicting) {
+        (Some(rejected), Some(conflicting)) => Some(load::rejects_of(vec![rejected, conflicting])?),
+        (rejected, _) => rejected,
+    };
+    let rows_rejected = rejected_by_checks + conflicting_rows;
+    let rows_read = checked + rejected_by_checks;
+    let duplicates_within_night = checked - conflicting_rows - day.height() as u64;
     let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
     let day = match timed("read earlier nights' ids", || {
         billed_ids(tree, earlier, night)
@@ -269,7 +310,8 @@ pub(crate) fn compute(
         None => day,
     };
     let rows_used = events.height() as u64 - carried_in;
-    let duplicates_of_earlier_nights = rows_read - duplicates_within_night - rows_used;
+    let duplicates_of_earlier_nights =
+        rows_read - rows_rejected - duplicates_within_night - rows_used;
     let derived = sessions::derive(&events)?;
     let rated = timed("rated sessions", || {
         rating::rate_sessions(derived.sessions, card)
@@ -310,10 +352,19 @@ pub(crate) fn compute(
         load::EVENT,
     ])?;
 
+    let (mut rejected, rejected_by_reason) = match rejected {
+        Some(rejected) => {
+            let (frame, by_reason) = load::rejects_with_paths(rejected, paths)?;
+            (Some(frame), by_reason)
+        }
+        None => (None, Default::default()),
+    };
     let stats = NightStats {
         date: night,
         input_files,
         rows_read,
+        rejected_by_reason,
+        rows_rejected,
         duplicates_within_night,
         duplicates_of_earlier_nights,
         rows_used,
@@ -328,6 +379,7 @@ pub(crate) fn compute(
         rows = stats.rows_read,
         duplicates_within_night = stats.duplicates_within_night,
         duplicates_of_earlier_nights = stats.duplicates_of_earlier_nights,
+        rejected = stats.rows_rejected,
         used = stats.rows_used,
         carried_in = stats.carried_in,
         carried_out = stats.carried_out,
@@ -347,6 +399,7 @@ pub(crate) fn compute(
                 seen: &mut seen,
                 lines: &mut lines,
                 open: &mut open,
+                rejected: rejected.as_mut(),
             },
         )
     })?;
@@ -361,6 +414,8 @@ struct NightFiles<'a> {
     seen: &'a mut DataFrame,
     lines: &'a mut DataFrame,
     open: &'a mut DataFrame,
+    /// `--rejects` only.
+    rejected: Option<&'a mut DataFrame>,
 }
 
 /// Writes a night's partitions and state into the staging folder of `tree`.
@@ -379,6 +434,9 @@ fn write_night(
         PART,
         files.violations,
     )?;
+    if let Some(rejected) = files.rejected {
+        write::write_parquet(&staging.join(REJECTS_DIR).join(&name), PART, rejected)?;
+    }
     let state = staging.join(STATE_DIR).join(&name);
     write::write_parquet(&state, CARRIED, files.carried)?;
     write::write_parquet(&state, SEEN, files.seen)?;

@@ -204,14 +204,109 @@ fn an_account_whose_rows_are_all_rejected_leaves_an_empty_group() {
     }
 }
 
+/// Nights take `--rejects` too: each night's rows set aside land in its own
+/// `rejects/date=D/part-0.parquet`, counted in its `night.json`, the month-to-date manifest
+/// and the summary; without it the same night stops at the first bad row.
 #[test]
-fn rejects_are_not_for_nightly_runs() {
+fn a_night_sets_its_bad_rows_aside_in_its_own_partition() {
     let dir = tempfile::tempdir().unwrap();
-    let log = write_log(dir.path(), &good_log());
-    run_command(&log, &dir.path().join("out"))
-        .args(["--rejects", "--date", "2024-01-01"])
+    let mut events = good_log();
+    events.push(inbound("s1", "Tue 09:01").on("sms")); // row 4
+    events.push(template("k1", "Tue 09:02").kind("cta_click")); // row 5
+    events.push(inbound("d1", "Tue 10:00")); // row 6
+    events.push(inbound("d1", "Tue 10:00").user("user-9")); // row 7: conflicts with row 6
+    let log = write_log(dir.path(), &events);
+    let out = dir.path().join("billing");
+    let night = |date: &str| {
+        let mut command = run_command(&log, &out);
+        command.args(["--date", date]);
+        if date == "2024-01-01" {
+            command.arg("--init");
+        }
+        command
+    };
+    night("2024-01-01").arg("--rejects").assert().success();
+    // Without --rejects, Tuesday stops at its first bad row and nothing changes.
+    night("2024-01-02")
         .assert()
-        .code(2);
+        .code(convbill::exit::DATA)
+        .stderr(predicates::str::contains("sms"));
+    night("2024-01-02")
+        .arg("--rejects")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "convbill: 4 row(s) set aside in rejects/date=.../part-0.parquet, 2 conflicting_duplicate, 1 kind_not_allowed, 1 unknown_value",
+        ));
+    let monday = read_frame(&out.join("rejects/date=2024-01-01/part-0.parquet"));
+    assert_eq!(monday.height(), 0);
+    let tuesday = read_frame(&out.join("rejects/date=2024-01-02/part-0.parquet"));
+    assert_eq!(rows_of(&tuesday), [4, 5, 6, 7]);
+    assert_eq!(
+        strings(&tuesday, "reason"),
+        [
+            "unknown_value",
+            "kind_not_allowed",
+            "conflicting_duplicate",
+            "conflicting_duplicate"
+        ]
+    );
+    assert_eq!(strings(&tuesday, "file"), ["log.parquet"; 4]);
+    let night_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("state/date=2024-01-02/night.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(night_json["rows_rejected"], 4);
+    assert_eq!(night_json["rows_read"], 6);
+    assert_eq!(night_json["rows_used"], 2);
+    let manifest = manifest_of(&out.join("month-to-date"));
+    assert_eq!(manifest["last_night"]["rows_rejected"], 4);
+    assert_eq!(
+        manifest["last_night"]["rejected_by_reason"]["conflicting_duplicate"],
+        2
+    );
+    // The good rows were billed as a whole run of the good log bills them.
+    let whole = dir.path().join("whole");
+    let good = dir.path().join("good");
+    std::fs::create_dir(&good).unwrap();
+    run_command(&write_log(&good, &good_log()), &whole)
+        .assert()
+        .success();
+    let sessions_of_history: Vec<_> = ["2024-01-01", "2024-01-02"]
+        .iter()
+        .flat_map(|d| {
+            sessions_of(&read_frame(
+                &out.join(format!("sessions/date={d}/part-0.parquet")),
+            ))
+        })
+        .chain(sessions_of(&read_frame(
+            &out.join("month-to-date/open_sessions.parquet"),
+        )))
+        .collect();
+    let mut sessions_of_history = sessions_of_history;
+    sessions_of_history.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    let mut expected = sessions_of(&read_frame(&whole.join("sessions.parquet")));
+    expected.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(sessions_of_history, expected);
+
+    // Rerun without --rejects on a clean log: the night keeps no rejects of the run before.
+    std::fs::remove_file(&log).unwrap();
+    write_log(dir.path(), &good_log());
+    night("2024-01-02").assert().success();
+    assert!(!out.join("rejects/date=2024-01-02").exists());
+    // A row whose time no night can have still stops the run: no partition could hold it.
+    let input = dir.path().join("input");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(&log, input.join("log.parquet")).unwrap();
+    write_parquet(
+        &input.join("z.parquet"),
+        &mut frame(&[inbound("old", "Wed 09:00").at_ns(1_000_000_000_000_000_000)]),
+    );
+    run_command(&input, &out)
+        .args(["--date", "2024-01-03", "--rejects", "--allow-empty"])
+        .assert()
+        .code(convbill::exit::DATA)
+        .stderr(predicates::str::contains("z.parquet"));
     let _ = convbill;
 }
 
