@@ -16,6 +16,7 @@ pub mod generate;
 pub mod load;
 pub mod nightly;
 pub mod partition;
+pub mod progress;
 pub mod rates;
 pub mod rating;
 pub mod schema;
@@ -104,6 +105,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         (hashes.join().expect("hashing does not panic"), result)
     });
     let (mut stats, session_stats, lines, partitions, coverage) = result?;
+    progress::stage("writing outputs", None);
     for (file, hash) in source.files.iter_mut().zip(hashes?) {
         file.sha256 = hash;
     }
@@ -204,8 +206,13 @@ fn derive_in_groups(
     use polars::prelude::*;
     use sessions::timed;
 
+    progress::stage("counting rows", None);
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);
+    progress::stage(
+        "reading rows",
+        Some(account_rows.iter().map(|(_, rows)| rows).sum()),
+    );
     let mut parts = partition::Parts::new(&plan, &staging.spill_dir(), config.memory_rows)?;
     let (rows_read, days) = timed("read, checked and partitioned", || {
         read_into(source, &mut parts)
@@ -215,6 +222,7 @@ fn derive_in_groups(
     let partitions = parts.groups();
     tracing::info!(rows = rows_read, partitions, "read and partitioned");
     let groups = std::sync::Mutex::new(parts.finish()?);
+    progress::stage("deriving groups", Some(partitions as u64));
     let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
     let keep_rejects = source.checks.keep_rejects;
 
@@ -253,6 +261,7 @@ fn derive_in_groups(
         for (index, result) in results {
             waiting.insert(index, result?);
             while let Some(group) = waiting.remove(&(lines.len())) {
+                progress::advance(1);
                 rows_used += group.rows_used;
                 source.rejected.extend(group.rejected);
                 stats.add(&group.stats);
@@ -323,6 +332,7 @@ fn read_into(
         });
         let pushed = received.iter().try_for_each(|chunk| {
             add_days(&mut days, chunk.column(schema::TIMESTAMP)?.i64()?);
+            progress::advance(chunk.height() as u64);
             parts.push(chunk)
         });
         // On a partitioning error the reader stops at its next chunk: report the first cause.

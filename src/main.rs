@@ -156,6 +156,9 @@ struct GenerateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    if !cli.quiet && cli.verbose == 0 && std::io::stderr().is_terminal() {
+        convbill::progress::show_with(Box::new(Bar::new()));
+    }
     convbill::load::quiet_reader_panics();
     // Ctrl-C or SIGTERM: stop at the next step and clean up; a second one stops at once. A
     // signal within a second of the first is the same one delivered twice (`timeout` signals
@@ -234,6 +237,58 @@ impl RunArgs {
     }
 }
 
+/// Progress on a terminal: the stage, its units done (rows, groups, nights) and the time
+/// since the run started. Never drawn when stderr is not a terminal (cron, CI logs), with
+/// `-q`, or with `-v` (which logs each stage as a line instead).
+struct Bar(indicatif::ProgressBar);
+
+static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let _ = BAR.set(bar.clone());
+        Bar(bar)
+    }
+
+    /// Takes the bar off the terminal before the summary is printed.
+    fn clear() {
+        if let Some(bar) = BAR.get() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl convbill::progress::Show for Bar {
+    fn stage(&self, what: &str, units: Option<u64>) {
+        let template = match units {
+            Some(_) => "{spinner} [{elapsed}] {msg}: {bar:20} {human_pos}/{human_len}",
+            None => "{spinner} [{elapsed}] {msg}",
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .map(|style| style.progress_chars("=> "))
+            .ok();
+        // The bar is drawn from another thread: counts change only while no count is shown.
+        if units.is_none() {
+            if let Some(style) = style.clone() {
+                self.0.set_style(style);
+            }
+        }
+        self.0.set_length(units.unwrap_or(0));
+        self.0.set_position(0);
+        if let (Some(_), Some(style)) = (units, style) {
+            self.0.set_style(style);
+        }
+        // Last: a new message draws the stage at once.
+        self.0.set_message(what.to_string());
+    }
+
+    fn advance(&self, done: u64) {
+        self.0.inc(done);
+    }
+}
+
 fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -277,7 +332,9 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         rejects: args.rejects,
         rates: args.rates,
     };
-    let report = convbill::run(&config)?;
+    let report = convbill::run(&config);
+    Bar::clear();
+    let report = report?;
     if !quiet {
         eprint!("{}", summary(&config, &report));
     }
@@ -366,7 +423,9 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
 }
 
 fn run_night(config: nightly::NightConfig, quiet: bool) -> anyhow::Result<()> {
-    let report = nightly::run(&config)?;
+    let report = nightly::run(&config);
+    Bar::clear();
+    let report = report?;
     if !quiet {
         eprint!("{}", night_summary(&config, &report));
     }

@@ -362,6 +362,7 @@ fn run_nights(
 
     // The input files: only new or changed ones are hashed, only those that can hold the
     // nights' days are read.
+    crate::progress::stage("checking input files", None);
     let catalog = timed("listed, hashed and catalogued the input files", || {
         inputs::Catalog::update(
             &inputs::Catalog::read(&config.out)?,
@@ -378,6 +379,7 @@ fn run_nights(
         }
     }
     let window = (start_ns(first), start_ns(last) + DAY_NS);
+    crate::progress::stage("reading rows", None);
     let (mut rows, files, rejected) = timed("read and checked the nights' rows", || {
         load::read_window_checked(catalog.files_overlapping(window), window, config.rejects)
     })?;
@@ -416,6 +418,7 @@ fn run_nights(
     let mut rewritten = BTreeSet::new();
     let mut stats = Vec::with_capacity(nights.len());
     let mut rows = Some(rows);
+    crate::progress::stage("computing nights", Some(nights.len() as u64));
     for (i, &date) in nights.iter().enumerate() {
         crate::error::check_interrupt()?;
         // The last night takes the rows themselves, and frees them once it has its own.
@@ -448,6 +451,7 @@ fn run_nights(
             &tree,
             card,
         )?);
+        crate::progress::advance(1);
         // A night rerun without `--rejects` keeps no rejects of an earlier run.
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
@@ -461,6 +465,7 @@ fn run_nights(
         .into_iter()
         .collect();
     let history_span = (history_start, *all_nights.last().expect("a night has run"));
+    crate::progress::stage("writing month-to-date", None);
     let (invoices, changes) = timed("wrote month-to-date", || {
         month_to_date::write(
             &tree,

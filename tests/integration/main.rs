@@ -8,6 +8,7 @@ mod interrupt;
 mod nightly;
 mod partition;
 mod peer;
+mod progress;
 mod property;
 mod rates;
 mod reference;
