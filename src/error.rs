@@ -217,6 +217,9 @@ pub enum Error {
     #[error("`--out` `{}` is a file, not a folder", path.display())]
     OutIsFile { path: PathBuf },
 
+    #[error("`--out` `{}` is inside `--input` `{}`: convbill would read its own outputs as messages", out.display(), input.display())]
+    OutInsideInput { out: PathBuf, input: PathBuf },
+
     #[error("`--out` `{}` does not name a folder", path.display())]
     OutUnnamed { path: PathBuf },
 
@@ -271,6 +274,7 @@ impl Error {
             Error::OutputNotOurs { .. }
             | Error::NightlyHistory { .. }
             | Error::OutIsFile { .. }
+            | Error::OutInsideInput { .. }
             | Error::OutIsMountPoint { .. }
             | Error::OutUnnamed { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
@@ -344,6 +348,9 @@ impl Error {
             Error::Busy { .. } => Some(
                 "wait for the other run to finish; a run that died releases the lock by itself"
                     .into(),
+            ),
+            Error::OutInsideInput { .. } => Some(
+                "choose an `--out` outside the input folder (the folder beside it, say)".into(),
             ),
             Error::OutIsFile { .. } | Error::OutUnnamed { .. } => {
                 Some("`--out` names the output folder, which convbill creates if needed".into())

@@ -68,6 +68,22 @@ impl OutFolder {
         Ok(OutFolder { out, parent, name })
     }
 
+    /// Refuses an output folder inside the input folder `input`: a run writes there (and beside
+    /// it), and would read what it wrote as messages.
+    pub fn check_apart_from(&self, input: &Path) -> Result<()> {
+        let (Ok(input_dir), Ok(parent)) = (fs::canonicalize(input), fs::canonicalize(&self.parent))
+        else {
+            return Ok(());
+        };
+        if input_dir.is_dir() && parent.starts_with(&input_dir) {
+            return Err(Error::OutInsideInput {
+                out: self.out.clone(),
+                input: input.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
     fn beside(&self, suffix: &str) -> PathBuf {
         self.parent
             .join(format!(".{}.convbill-{suffix}", self.name))

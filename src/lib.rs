@@ -85,6 +85,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     // lock is taken before anything under or beside it is.
     let card = rates::load_or_built_in(config.rates.as_deref())?;
     let folder = folder::OutFolder::new(&config.out)?;
+    folder.check_apart_from(&config.input)?;
     let _lock = folder.lock()?;
     if let Some(done) = folder.recover()? {
         tracing::warn!("{done} (beside `{}`)", config.out.display());

@@ -288,6 +288,7 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     // lock is taken before anything under or beside it is.
     let card = crate::rates::load_or_built_in(config.rates.as_deref())?;
     let folder = OutFolder::new(&config.out)?;
+    folder.check_apart_from(&config.input)?;
     let _lock = folder.lock()?;
     let recovered = folder.recover()?;
     let history = nights_run(&config.out)?;

@@ -1895,3 +1895,29 @@ fn a_usd_card(dir: &Path, name: &str, price: &str) -> PathBuf {
     .unwrap();
     path
 }
+
+/// An `--out` inside the input folder would have a run read its own outputs as messages:
+/// refused in both modes, before anything is written.
+#[test]
+fn an_out_inside_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = a_template_a_day(dir.path(), &["2024-01-01"]);
+    let out = logs.join("billing");
+    for args in [vec![], vec!["--date", "2024-01-01", "--init"]] {
+        run_command(&logs, &out)
+            .args(&args)
+            .assert()
+            .code(convbill::exit::USAGE)
+            .stderr(
+                predicate::str::contains("is inside `--input`").and(predicate::str::contains(
+                    "hint: choose an `--out` outside the input folder",
+                )),
+            );
+        assert!(!out.exists());
+        assert!(hidden_entries(&logs).is_empty());
+    }
+    run_command(&logs, &dir.path().join("billing"))
+        .args(["--date", "2024-01-01", "--init"])
+        .assert()
+        .success();
+}
