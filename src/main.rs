@@ -121,7 +121,7 @@ struct RunArgs {
     partition_rows: u64,
     /// A log of more rows than this is spilled to disk, group by group, in a hidden folder
     /// beside `--out` (removed when the run ends); a smaller one stays in memory (about 120
-    /// bytes a row). 0 always spills.
+    /// bytes a row). 0 spills whenever there is more than one group.
     #[arg(
         long,
         env = "CONVBILL_MEMORY_ROWS",
