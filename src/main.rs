@@ -240,16 +240,17 @@ impl RunArgs {
 /// Progress on a terminal: the stage, its units done (rows, groups, nights) and the time
 /// since the run started. Never drawn when stderr is not a terminal (cron, CI logs), with
 /// `-q`, or with `-v` (which logs each stage as a line instead).
-struct Bar(indicatif::ProgressBar);
+struct Bar;
 
+/// The one bar of the process, drawn by [`Bar`].
 static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
 
 impl Bar {
     fn new() -> Bar {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        let _ = BAR.set(bar.clone());
-        Bar(bar)
+        let _ = BAR.set(bar);
+        Bar
     }
 
     /// Takes the bar off the terminal before the summary is printed.
@@ -262,6 +263,7 @@ impl Bar {
 
 impl convbill::progress::Show for Bar {
     fn stage(&self, what: &str, units: Option<u64>) {
+        let Some(bar) = BAR.get() else { return };
         let template = match units {
             Some(_) => "{spinner} [{elapsed}] {msg}: {bar:20} {human_pos}/{human_len}",
             None => "{spinner} [{elapsed}] {msg}",
@@ -272,20 +274,22 @@ impl convbill::progress::Show for Bar {
         // The bar is drawn from another thread: counts change only while no count is shown.
         if units.is_none() {
             if let Some(style) = style.clone() {
-                self.0.set_style(style);
+                bar.set_style(style);
             }
         }
-        self.0.set_length(units.unwrap_or(0));
-        self.0.set_position(0);
+        bar.set_length(units.unwrap_or(0));
+        bar.set_position(0);
         if let (Some(_), Some(style)) = (units, style) {
-            self.0.set_style(style);
+            bar.set_style(style);
         }
         // Last: a new message draws the stage at once.
-        self.0.set_message(what.to_string());
+        bar.set_message(what.to_string());
     }
 
     fn advance(&self, done: u64) {
-        self.0.inc(done);
+        if let Some(bar) = BAR.get() {
+            bar.inc(done);
+        }
     }
 }
 

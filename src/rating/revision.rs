@@ -248,12 +248,6 @@ pub struct Change {
 }
 
 impl Change {
-    /// An invoice that had been final is final again with other content: a new revision.
-    pub fn reissues_a_final_invoice(&self) -> bool {
-        matches!((&self.last_final, &self.after),
-            (Some(f), Some(a)) if a.invoice_id == f.invoice_id && a.revision > f.revision)
-    }
-
     /// The change touches an invoice that had been final: it is reissued, replaced by another
     /// id, no longer final, gone, or back. Finance must hear of it.
     pub fn touches_a_final_invoice(&self) -> bool {
