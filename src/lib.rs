@@ -76,7 +76,7 @@ pub struct RunReport {
 }
 
 /// Rows read from the input at a time (whole row groups).
-const CHUNK_ROWS: u64 = 2_000_000;
+pub(crate) const CHUNK_ROWS: u64 = 2_000_000;
 
 /// Runs the whole pipeline: load, partition, and per group of accounts derive sessions and
 /// rate them, streaming sessions and violations to the output; then invoices and manifest.
@@ -171,7 +171,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
 
 /// Groups of accounts derived at the same time: two keep both cores busy through the
 /// single-threaded steps of each group.
-const WORKERS: usize = 2;
+pub(crate) const WORKERS: usize = 2;
 
 /// What one group of accounts gives.
 struct GroupResult {
@@ -222,7 +222,7 @@ fn derive_in_groups(
     let mut coverage = rating::Coverage::of_days(days);
     let partitions = parts.groups();
     tracing::info!(rows = rows_read, partitions, "read and partitioned");
-    let groups = std::sync::Mutex::new(parts.finish()?);
+    let groups = parts.finish()?;
     progress::stage("deriving groups", Some(partitions as u64));
     let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
     let keep_rejects = source.checks.keep_rejects;
@@ -231,50 +231,22 @@ fn derive_in_groups(
     let mut unsettled = std::collections::BTreeSet::new();
     let mut stats = sessions::SessionStats::default();
     let mut lines = Vec::with_capacity(partitions);
-    std::thread::scope(|scope| -> Result<()> {
-        let (done, results) = std::sync::mpsc::channel::<(usize, Result<GroupResult>)>();
-        for _ in 0..WORKERS {
-            let (done, groups, paths, coverage) = (done.clone(), &groups, &paths, &coverage);
-            scope.spawn(move || loop {
-                if let Err(e) = check_interrupt() {
-                    let _ = done.send((usize::MAX, Err(e)));
-                    return;
-                }
-                let (index, frame) = {
-                    let mut groups = groups.lock().expect("no worker panicked");
-                    let index = groups.next_index();
-                    (index, timed("read a group", || groups.next_group()))
-                };
-                let result = match frame {
-                    Ok(None) => return,
-                    Ok(Some(frame)) => derive_group(frame, paths, keep_rejects, card, coverage),
-                    Err(e) => Err(e),
-                };
-                let failed = result.is_err();
-                if done.send((index, result)).is_err() || failed {
-                    return;
-                }
-            });
-        }
-        drop(done);
-        // Results arrive in any order; they are appended in group order.
-        let mut waiting = std::collections::BTreeMap::new();
-        for (index, result) in results {
-            waiting.insert(index, result?);
-            while let Some(group) = waiting.remove(&(lines.len())) {
-                progress::advance(1);
-                rows_used += group.rows_used;
-                source.rejected.extend(group.rejected);
-                stats.add(&group.stats);
-                unsettled.extend(group.unsettled);
-                lines.push(group.lines.lazy());
-                timed("appended sessions and violations", || {
-                    staging.append(&group.sessions, &group.violations)
-                })?;
-            }
-        }
-        Ok(())
-    })?;
+    partition::in_order(
+        groups,
+        WORKERS,
+        |_, frame| derive_group(frame, &paths, keep_rejects, card, &coverage),
+        |_, group: GroupResult| {
+            progress::advance(1);
+            rows_used += group.rows_used;
+            source.rejected.extend(group.rejected);
+            stats.add(&group.stats);
+            unsettled.extend(group.unsettled);
+            lines.push(group.lines.lazy());
+            timed("appended sessions and violations", || {
+                staging.append(&group.sessions, &group.violations)
+            })
+        },
+    )?;
     tracing::info!(
         sessions = stats.sessions,
         violations = stats.violations,

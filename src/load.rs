@@ -543,8 +543,9 @@ impl Source {
 
     /// Reads the files in path order, in chunks of whole row groups of about `chunk_rows`
     /// rows (at least one chunk per file), validates each chunk and hands it to `f` in the
-    /// loader's schema. With a `window`, keeps only rows whose timestamp lies in it and reads
-    /// each file as one chunk. Returns the number of rows read.
+    /// loader's schema. With a `window`, keeps only rows whose timestamp lies in it (and with
+    /// `chunk_rows` at `u64::MAX`, reads each file as one chunk). Returns the number of rows
+    /// read (with a window, those in it).
     pub fn read(
         &mut self,
         window: Option<(i64, i64)>,
@@ -554,9 +555,10 @@ impl Source {
         let mut total = 0;
         for (index, (file, layout)) in self.files.iter_mut().zip(&self.layouts).enumerate() {
             file.rows = layout.rows;
-            let slices = match window {
-                Some(_) => vec![None],
-                None => chunks(&layout.row_groups, chunk_rows)
+            let slices = match (window, chunk_rows) {
+                // One read lets the window's filter skip row groups by their statistics.
+                (Some(_), u64::MAX) => vec![None],
+                _ => chunks(&layout.row_groups, chunk_rows)
                     .into_iter()
                     .map(Some)
                     .collect(),
@@ -1193,11 +1195,6 @@ fn code_expr(e: &Enumeration, default: Option<schema::Code>) -> Expr {
                 .otherwise(otherwise)
         })
         .alias(e.column)
-}
-
-/// `channel` strings → codes (null when unknown), for frames convbill wrote itself.
-pub(crate) fn encode_channel() -> Expr {
-    code_expr(&schema::CHANNELS, None)
 }
 
 /// `code → name` for an enumerated column (null for a code not in the table): the inverse of

@@ -324,6 +324,8 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 catch_up: args.catch_up,
                 accept_removed: args.accept_removed,
                 rejects: args.rejects,
+                partition_rows: args.partition_rows,
+                memory_rows: args.memory_rows,
             },
             quiet,
         );

@@ -190,10 +190,15 @@ impl Parts {
     /// Ends the input; the groups can now be read, in order.
     pub fn finish(self) -> Result<Groups> {
         let storage = match self.storage {
+            Storage::Memory(chunks) if chunks.is_empty() => {
+                GroupStorage::Memory(Some(load::empty_rows()))
+            }
             Storage::Memory(chunks) => GroupStorage::Memory(Some(load::concat_frames(chunks)?)),
             Storage::Split { pieces, .. } => GroupStorage::Split {
                 pieces,
-                schema: self.schema.unwrap_or_default(),
+                schema: self
+                    .schema
+                    .unwrap_or_else(|| load::empty_rows().schema().as_ref().clone()),
             },
             Storage::Spill { dir, writers, .. } => {
                 let mut present = Vec::with_capacity(writers.len());
@@ -210,7 +215,9 @@ impl Parts {
                 GroupStorage::Spill {
                     dir,
                     present,
-                    schema: self.schema.unwrap_or_default(),
+                    schema: self
+                        .schema
+                        .unwrap_or_else(|| load::empty_rows().schema().as_ref().clone()),
                 }
             }
         };
@@ -344,6 +351,70 @@ impl Groups {
             }
         }
     }
+}
+
+/// Runs `work` on every group (its index and rows), `workers` groups at a time, and hands the
+/// results to `take` in group order. Stops at the first error in group order (so the error
+/// reported is the same whatever the timing), or when the run is interrupted.
+pub fn in_order<T: Send>(
+    groups: Groups,
+    workers: usize,
+    work: impl Fn(usize, DataFrame) -> Result<T> + Sync,
+    mut take: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let groups = std::sync::Mutex::new(groups);
+    // No group after the first one that failed is started.
+    let first_failed = AtomicUsize::new(usize::MAX);
+    std::thread::scope(|scope| -> Result<()> {
+        let (done, results) = std::sync::mpsc::channel::<(usize, Result<T>)>();
+        for _ in 0..workers.max(1) {
+            let (done, groups, work, first_failed) = (done.clone(), &groups, &work, &first_failed);
+            scope.spawn(move || loop {
+                if let Err(e) = crate::error::check_interrupt() {
+                    let _ = done.send((usize::MAX, Err(e)));
+                    return;
+                }
+                let (index, frame) = {
+                    let mut groups = groups.lock().expect("no worker panicked");
+                    let index = groups.next_index();
+                    if index > first_failed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let frame = crate::sessions::timed("read a group", || groups.next_group());
+                    (index, frame)
+                };
+                let result = match frame {
+                    Ok(None) => return,
+                    Ok(Some(frame)) => work(index, frame),
+                    Err(e) => Err(e),
+                };
+                let failed = result.is_err();
+                if failed {
+                    first_failed.fetch_min(index, Ordering::SeqCst);
+                }
+                if done.send((index, result)).is_err() || failed {
+                    return;
+                }
+            });
+        }
+        drop(done);
+        // Results arrive in any order; they are taken in group order. Returning early drops
+        // `results`, which stops the workers at their next group.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (index, result) in results {
+            if index == usize::MAX {
+                return result.map(|_| ());
+            }
+            waiting.insert(index, result);
+            while let Some(result) = waiting.remove(&next) {
+                take(next, result?)?;
+                next += 1;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The spill folder: created empty, removed on drop (success, error or panic).

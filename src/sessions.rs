@@ -108,6 +108,88 @@ pub struct Sessions {
 /// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
 /// see [`crate::load::Messages::frame`]) under rule set `quota`.
 pub fn derive(messages: &DataFrame) -> Result<Sessions> {
+    Ok(derive_events(messages)?.0)
+}
+
+/// What a night needs of its events besides the sessions ([`derive_night`]).
+pub struct NightRows {
+    /// Every row of the messages, in event order.
+    pub order: IdxCa,
+    /// The rows the next night needs to derive the sessions still open at the night's end
+    /// again, in event order: for every key with a session open at the end, the rows from the
+    /// session's start, and for a WhatsApp key the last customer message before it; for a
+    /// WhatsApp key without one, its last customer message of the last 24 hours, if any.
+    pub carry: IdxCa,
+}
+
+/// [`derive`] for a night ending at `end` (UTC nanoseconds; no message is later): also gives
+/// the rows in event order and the rows to carry to the next night.
+pub fn derive_night(messages: &DataFrame, end: i64) -> Result<(Sessions, NightRows)> {
+    let (sessions, events) = derive_events(messages)?;
+    let rows = timed("found what to carry", || night_rows(&events, end))?;
+    Ok((sessions, rows))
+}
+
+/// See [`NightRows::carry`]: one pass over the events, a key at a time.
+fn night_rows(events: &DataFrame, end: i64) -> Result<NightRows> {
+    let keys = events.column(KEY)?.u32()?;
+    let keys = keys.cont_slice()?;
+    let times = events.column(schema::TIMESTAMP)?.i64()?;
+    let times = times.cont_slice()?;
+    let starts = events.column(SESSION_START)?.i64()?;
+    let starts: Vec<Option<i64>> = starts.iter().collect();
+    let inbound = trues(events.column(INBOUND)?.bool()?);
+    let whatsapp = trues(events.column(IS_WHATSAPP)?.bool()?);
+    let sources = events.column(SOURCE)?.idx()?;
+    let sources: Vec<IdxSize> = sources.into_no_null_iter().collect();
+    let mut carry: Vec<IdxSize> = Vec::new();
+    let n = keys.len();
+    let mut lo = 0;
+    while lo < n {
+        let mut hi = lo + 1;
+        while hi < n && keys[hi] == keys[lo] {
+            hi += 1;
+        }
+        // Session starts never decrease within a key: the last session is the latest start.
+        let last_start = (lo..hi).filter_map(|i| starts[i]).max();
+        let carry_from = last_start.filter(|&start| {
+            let ends = match whatsapp[lo] {
+                true => start + DAY_NS,
+                false => {
+                    (lo..hi)
+                        .filter(|&i| inbound[i] && starts[i] == Some(start))
+                        .map(|i| times[i])
+                        .max()
+                        .unwrap_or(start)
+                        + DAY_NS
+                }
+            };
+            ends > end
+        });
+        if whatsapp[lo] {
+            // The last customer message before the open session, or of the last 24 hours.
+            let context = (lo..hi).rev().find(|&i| {
+                inbound[i]
+                    && match carry_from {
+                        Some(from) => times[i] < from,
+                        None => times[i] > end - DAY_NS,
+                    }
+            });
+            carry.extend(context.map(|i| sources[i]));
+        }
+        if let Some(from) = carry_from {
+            carry.extend((lo..hi).filter(|&i| times[i] >= from).map(|i| sources[i]));
+        }
+        lo = hi;
+    }
+    Ok(NightRows {
+        order: IdxCa::from_vec(PlSmallStr::EMPTY, sources),
+        carry: IdxCa::from_vec(PlSmallStr::EMPTY, carry),
+    })
+}
+
+/// [`derive`], also giving the ordered events it derived them from.
+fn derive_events(messages: &DataFrame) -> Result<(Sessions, DataFrame)> {
     let sorted = timed("sorted events", || sort_events(messages))?;
     let mut events = timed("window columns", || ordered_events(sorted))?;
     timed("whatsapp chain", || add_whatsapp_chain(&mut events))?;
@@ -142,7 +224,7 @@ pub fn derive(messages: &DataFrame) -> Result<Sessions> {
         aggregate_sessions(&events, messages)
     })?;
     let violations = timed("violations", || violations(&events, messages))?;
-    Ok(Sessions {
+    let sessions = Sessions {
         stats: SessionStats {
             conversation_keys,
             sessions: sessions.height() as u64,
@@ -151,7 +233,8 @@ pub fn derive(messages: &DataFrame) -> Result<Sessions> {
         },
         sessions,
         violations,
-    })
+    };
+    Ok((sessions, events))
 }
 
 /// Runs one step, logging its wall time at debug level (`-vv`).

@@ -232,9 +232,10 @@ impl Drop for Staging {
     }
 }
 
-/// One Parquet output written in pieces, cut into row groups of [`ROW_GROUP_ROWS`] rows.
-struct TableWriter {
-    relative: &'static str,
+/// One Parquet output written in pieces, cut into row groups of [`ROW_GROUP_ROWS`] rows: the
+/// same rows give the same bytes however they arrive.
+pub(crate) struct TableWriter {
+    relative: String,
     path: PathBuf,
     file: Option<SharedFile>,
     writer: Option<polars::io::parquet::write::BatchedWriter<SharedFile>>,
@@ -242,20 +243,38 @@ struct TableWriter {
     pending_rows: usize,
     rows: u64,
     row_group_rows: usize,
+    compression: ParquetCompression,
 }
 
 impl TableWriter {
-    fn new(dir: &Path, relative: &'static str) -> Self {
+    fn new(dir: &Path, relative: impl Into<String>) -> Self {
+        let relative = relative.into();
         TableWriter {
+            path: dir.join(&relative),
             relative,
-            path: dir.join(relative),
             file: None,
             writer: None,
             pending: Vec::new(),
             pending_rows: 0,
             rows: 0,
             row_group_rows: ROW_GROUP_ROWS,
+            compression: ParquetCompression::default(),
         }
+    }
+
+    /// Creates `relative` under `dir` (and its folders), to be written by
+    /// [`TableWriter::append`] and completed by [`TableWriter::finish`].
+    pub(crate) fn create(dir: &Path, relative: impl Into<String>) -> Result<Self> {
+        let mut table = TableWriter::new(dir, relative);
+        table.open()?;
+        Ok(table)
+    }
+
+    /// Compresses with `compression` instead of polars' default (zstd): LZ4 for files only
+    /// convbill reads again, where speed matters more than size.
+    pub(crate) fn with_compression(mut self, compression: ParquetCompression) -> Self {
+        self.compression = compression;
+        self
     }
 
     fn open(&mut self) -> Result<()> {
@@ -265,11 +284,13 @@ impl TableWriter {
         Ok(())
     }
 
-    fn append(&mut self, frame: &DataFrame) -> Result<()> {
+    /// Appends rows, in output order.
+    pub(crate) fn append(&mut self, frame: &DataFrame) -> Result<()> {
         if self.writer.is_none() {
             let file = self.file.clone().expect("opened by Staging::create");
             self.writer = Some(
                 ParquetWriter::new(file)
+                    .with_compression(self.compression)
                     .batched(frame.schema())
                     .map_err(write_error(&self.path))?,
             );
@@ -296,7 +317,9 @@ impl TableWriter {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<WrittenFile> {
+    /// Writes what is pending and flushes the file to disk. At least one append (of any
+    /// number of rows) must have come before.
+    pub(crate) fn finish(&mut self) -> Result<WrittenFile> {
         let pending = std::mem::take(&mut self.pending);
         if !pending.is_empty() {
             let mut rest = crate::load::concat_frames(pending)?;
@@ -317,7 +340,7 @@ impl TableWriter {
             .expect("the Parquet writer is gone")
             .into_inner()
             .expect("no writer panicked holding the file");
-        complete_file(&self.path, self.relative, self.rows, file)
+        complete_file(&self.path, &self.relative, self.rows, file)
     }
 }
 

@@ -340,7 +340,12 @@ impl Catalog {
         night: NaiveDate,
         history: &super::Tree,
     ) -> Result<(DataFrame, DataFrame)> {
-        let Some(used) = super::night::billed_ids(history, night, night + chrono::Days::new(1))?
+        let Some(used) = super::night::billed_ids(
+            history,
+            night,
+            night + chrono::Days::new(1),
+            &Default::default(),
+        )?
         else {
             return Ok((no_messages()?, no_messages()?));
         };
@@ -427,7 +432,12 @@ impl Catalog {
                 None => rows.clear(),
                 Some(earliest) => {
                     let since = day_of(earliest) - chrono::Days::new(super::DEDUP_NIGHTS);
-                    let billed = super::night::billed_ids(&history, since, entry.read_from)?;
+                    let billed = super::night::billed_ids(
+                        &history,
+                        since,
+                        entry.read_from,
+                        &Default::default(),
+                    )?;
                     not_in(rows, billed)?
                         .lazy()
                         .group_by([col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)])

@@ -34,9 +34,10 @@ use polars::prelude::*;
 use crate::error::{Error, InputError, NightError, Result};
 use crate::folder::{self, OutFolder};
 use crate::load;
+use crate::partition;
 use crate::rates::RateCard;
 use crate::rating::revision;
-use crate::schema::{self, DAY_NS};
+use crate::schema::DAY_NS;
 use crate::sessions::timed;
 use crate::write::{self, STATE_DIR};
 
@@ -77,6 +78,11 @@ pub struct NightConfig {
     /// `--rejects`: rows of the nights' days that fail a check are set aside in each night's
     /// `rejects/date=D/part-0.parquet` instead of stopping the run.
     pub rejects: bool,
+    /// Rows of a night derived at a time at most, in groups of whole accounts (see
+    /// [`crate::partition`]).
+    pub partition_rows: u64,
+    /// A night of more rows than this is spilled to disk by group instead of kept in memory.
+    pub memory_rows: u64,
 }
 
 impl NightConfig {
@@ -93,6 +99,8 @@ impl NightConfig {
             catch_up: false,
             accept_removed: false,
             rejects: false,
+            partition_rows: crate::partition::DEFAULT_MAX_ROWS,
+            memory_rows: crate::partition::IN_MEMORY_ROWS,
         }
     }
 }
@@ -359,7 +367,6 @@ fn run_nights(
     let new_history = history.is_empty();
     let history_start = history.first().copied().unwrap_or(config.date);
     let first = *nights.first().expect("a plan has a night");
-    let last = *nights.last().expect("a plan has a night");
 
     // The input files: only new or changed ones are hashed, only those that can hold the
     // nights' days are read.
@@ -379,30 +386,6 @@ fn run_nights(
             return Err(InputError::Late(Box::new(refusal)).into());
         }
     }
-    let window = (start_ns(first), start_ns(last) + DAY_NS);
-    crate::progress::stage("reading rows", None);
-    let (mut rows, files, rejected) = timed("read and checked the nights' rows", || {
-        load::read_window_checked(catalog.files_overlapping(window), window, config.rejects)
-    })?;
-    rows.rechunk_mut();
-    let mut dropped = Vec::new();
-    for night in nights.iter().filter(|n| history.contains(n)) {
-        match check_input_covers(*night, &rows, &catalog, &config.out) {
-            Err(Error::Night(NightError::InputLacksNight { missing, .. }))
-                if config.accept_removed =>
-            {
-                dropped.push((*night, missing))
-            }
-            other => other?,
-        }
-    }
-    if !config.allow_empty && night::rows_on(&rows, config.date)? == 0 {
-        return Err(InputError::EmptyNight {
-            path: config.input.clone(),
-            date: config.date,
-        }
-        .into());
-    }
     // Only a rerun of a night that had run can change an invoice behind finance's back.
     let rerun = nights.iter().any(|n| history.contains(n));
 
@@ -415,44 +398,49 @@ fn run_nights(
         out: &config.out,
         staging: &build.staging,
     };
-    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut rewritten = BTreeSet::new();
     let mut stats = Vec::with_capacity(nights.len());
-    let mut rows = Some(rows);
-    crate::progress::stage("computing nights", Some(nights.len() as u64));
-    for (i, &date) in nights.iter().enumerate() {
+    let mut dropped = Vec::new();
+    for &date in &nights {
         crate::error::check_interrupt()?;
-        // The last night takes the rows themselves, and frees them once it has its own.
-        let rows = match i + 1 == nights.len() {
-            true => rows
-                .take()
-                .expect("the rows are there until the last night"),
-            false => rows
-                .clone()
-                .expect("the rows are there until the last night"),
-        };
-        let day = (start_ns(date), start_ns(date) + DAY_NS);
-        let input_files = catalog
-            .files_overlapping(day)
-            .iter()
-            .map(night::InputFileRecord::of)
-            .collect();
-        let rejected = match config.rejects {
-            true => Some(night::rejected_on(&rejected, date)?),
-            false => None,
-        };
-        stats.push(night::compute(
+        let night = run_night(
+            config,
             date,
-            night::Input {
-                rows,
-                paths: &paths,
-                rejected,
-                input_files,
-            },
+            &catalog,
             &tree,
             card,
-        )?);
-        crate::progress::advance(1);
+            &folder.spill_path(),
+            history.contains(&date),
+        )?;
+        if let Some((missing, account_id, message_id)) = night.missing {
+            if !config.accept_removed {
+                let state = config.out.join(STATE_DIR).join(night_dir(date));
+                let held: BTreeSet<&str> = catalog.files.iter().map(|f| f.path.as_str()).collect();
+                let absent_files = NightStats::read(&state)?
+                    .input_files
+                    .into_iter()
+                    .map(|f| f.path)
+                    .filter(|path| !held.contains(path.as_str()))
+                    .collect();
+                return Err(NightError::InputLacksNight {
+                    date,
+                    missing,
+                    account_id,
+                    message_id,
+                    absent_files,
+                }
+                .into());
+            }
+            dropped.push((date, missing));
+        }
+        if date == config.date && !config.allow_empty && night.checked == 0 {
+            return Err(InputError::EmptyNight {
+                path: config.input.clone(),
+                date,
+            }
+            .into());
+        }
+        stats.push(night.stats);
         // A night rerun without `--rejects` keeps no rejects of an earlier run.
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
@@ -503,68 +491,86 @@ fn run_nights(
     })
 }
 
+/// What [`run_night`] did.
+struct NightRun {
+    stats: NightStats,
+    /// A rerun night: how many of the messages it billed before the input lacks, and the
+    /// first of them.
+    missing: Option<(u64, String, String)>,
+    /// Rows of the night's day that passed the checks.
+    checked: u64,
+}
+
+/// Reads the rows of `date`'s day into groups of whole accounts, computes the night group by
+/// group and writes it into the staging folder of `tree`. `rerun`: the night ran before.
+fn run_night(
+    config: &NightConfig,
+    date: NaiveDate,
+    catalog: &inputs::Catalog,
+    tree: &Tree,
+    card: &RateCard,
+    spill_dir: &Path,
+    rerun: bool,
+) -> Result<NightRun> {
+    let day = (start_ns(date), start_ns(date) + DAY_NS);
+    let files = catalog.files_overlapping(day);
+    let input_files = files.iter().map(night::InputFileRecord::of).collect();
+    let mut source = load::Source::of(files)?;
+    source.checks.keep_rejects = config.rejects;
+    crate::progress::stage(&format!("night {date}: counting rows"), None);
+    let account_rows = timed("counted rows per account", || source.account_rows())?;
+    let plan = partition::plan(&account_rows, config.partition_rows);
+    let accounts = night::Accounts::of_plan(&plan);
+    let mut parts = partition::Parts::new(&plan, spill_dir, config.memory_rows)?;
+    crate::progress::stage(
+        &format!("night {date}: reading rows"),
+        Some(account_rows.iter().map(|(_, rows)| rows).sum()),
+    );
+    let read = timed("read and checked the night's rows", || {
+        source.read(Some(day), crate::CHUNK_ROWS, |chunk| {
+            crate::progress::advance(chunk.height() as u64);
+            parts.push(chunk)
+        })
+    })?;
+    tracing::debug!(rows = read, groups = plan.groups.len(), "read the night");
+    let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+    let input = night::NightInput {
+        night: date,
+        paths: &paths,
+        keep_rejects: config.rejects,
+        tree,
+        card,
+        rerun,
+    };
+    let mut writer = night::NightWriter::create(date, tree)?;
+    crate::progress::stage(
+        &format!("night {date}: computing groups"),
+        Some(plan.groups.len() as u64),
+    );
+    partition::in_order(
+        parts.finish()?,
+        crate::WORKERS,
+        |group, rows| night::compute_group(&input, &accounts[group], rows),
+        |_, part| {
+            crate::progress::advance(1);
+            timed("appended the group's part", || writer.append(part))
+        },
+    )?;
+    let (missing, checked) = (writer.missing.clone(), writer.checked());
+    let rejected = config.rejects.then(|| std::mem::take(&mut source.rejected));
+    let stats = timed("wrote the night", || {
+        writer.finish(tree, card, &paths, rejected, input_files)
+    })?;
+    Ok(NightRun {
+        stats,
+        missing,
+        checked,
+    })
+}
+
 pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = fs::File::open(path).map_err(write::io_error(path))?;
     Ok(ParquetReader::new(file).finish()?)
-}
-
-/// Refuses to recompute `night` from an input that lacks messages the night read before.
-fn check_input_covers(
-    night: NaiveDate,
-    rows: &DataFrame,
-    catalog: &inputs::Catalog,
-    out: &Path,
-) -> Result<()> {
-    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
-    let ids = [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
-    let present = rows
-        .clone()
-        .lazy()
-        .filter(
-            col(schema::TIMESTAMP)
-                .gt_eq(lit(start))
-                .and(col(schema::TIMESTAMP).lt(lit(end))),
-        )
-        .select(ids.clone())
-        .unique(None, UniqueKeepStrategy::Any)
-        .with_column(lit(true).alias("present"));
-    let state = out.join(STATE_DIR).join(night_dir(night));
-    let seen = state.join(night::SEEN);
-    let missing = read_parquet(&seen)?
-        .lazy()
-        .join(present, ids.clone(), ids, JoinArgs::new(JoinType::Left))
-        .filter(col("present").is_null())
-        .sort(
-            [schema::ACCOUNT_ID, schema::MESSAGE_ID],
-            SortMultipleOptions::default(),
-        )
-        .collect()?;
-    if missing.height() == 0 {
-        return Ok(());
-    }
-    let first = |name: &str| -> Result<String> {
-        Ok(missing
-            .column(name)?
-            .str()?
-            .get(0)
-            .unwrap_or_default()
-            .to_string())
-    };
-    let held: BTreeSet<&str> = catalog.files.iter().map(|f| f.path.as_str()).collect();
-    let absent_files = night::NightStats::read(&state)?
-        .input_files
-        .into_iter()
-        .map(|f| f.path)
-        .filter(|path| !held.contains(path.as_str()))
-        .collect();
-    Err(NightError::InputLacksNight {
-        date: night,
-        missing: missing.height() as u64,
-        account_id: first(schema::ACCOUNT_ID)?,
-        message_id: first(schema::MESSAGE_ID)?,
-        absent_files,
-    }
-    .into())
 }
 
 /// The fingerprint a night records: what the card says of every day its sessions can fall on

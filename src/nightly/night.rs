@@ -12,8 +12,14 @@
 //! Beside them: the message ids the night used (duplicates of the next
 //! [`super::DEDUP_NIGHTS`] nights are recognised by them), the invoice-line counts of the
 //! sessions it closed, the sessions still open, the rate card's fingerprint, and the night's
-//! counts (`night.json`). Every file's rows come in a fixed order, so a rerun writes the same
-//! bytes.
+//! counts (`night.json`). Every file's rows come in a fixed order (events in event order,
+//! sessions by key and start), so a rerun writes the same bytes.
+//!
+//! A night works in groups of whole accounts, like a whole run ([`crate::partition`]): each
+//! group reads its rows of the day, and its accounts' part of the carried events and of the
+//! seen ids (state files are in account order, so a group reads only its row groups). The
+//! groups' parts are appended in account order, cut into row groups of fixed size: a night in
+//! groups writes the same bytes as in one piece.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -101,33 +107,60 @@ impl NightStats {
     }
 }
 
-/// The rows of `date`'s UTC day among `rows` (the loader's schema). When all of them fall on
-/// it (a run of one night), they are shared, not copied.
-fn day_of(rows: &DataFrame, date: NaiveDate) -> Result<DataFrame> {
-    let (start, end) = (start_ns(date), start_ns(date) + DAY_NS);
-    let times = rows.column(schema::TIMESTAMP)?.i64()?;
-    if let (Some(first), Some(last)) = (times.min(), times.max()) {
-        if first >= start && last < end && times.null_count() == 0 {
-            return Ok(rows.clone());
-        }
-    }
-    let ts = || col(schema::TIMESTAMP);
-    Ok(rows
-        .clone()
-        .lazy()
-        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))))
-        .collect()?)
+/// The accounts of one group of a night: `account_id` from `from` (included) up to `until`
+/// (excluded), either end open when `None`. A night's groups cover every account, so the
+/// carried state and the seen ids of accounts without messages that night have a group too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Accounts {
+    pub from: Option<String>,
+    pub until: Option<String>,
 }
 
-/// How many of `rows` fall on `date`'s UTC day.
-pub(crate) fn rows_on(rows: &DataFrame, date: NaiveDate) -> Result<u64> {
-    let (start, end) = (start_ns(date), start_ns(date) + DAY_NS);
-    let times = rows.column(schema::TIMESTAMP)?.i64()?;
-    Ok(times
-        .iter()
-        .flatten()
-        .filter(|t| *t >= start && *t < end)
-        .count() as u64)
+impl Accounts {
+    /// The ranges of a partition plan's groups, in order: each from its first account to the
+    /// next group's first.
+    pub fn of_plan(plan: &crate::partition::Plan) -> Vec<Accounts> {
+        let firsts: Vec<Option<String>> = plan.groups.iter().map(|g| g.first().cloned()).collect();
+        (0..firsts.len())
+            .map(|g| Accounts {
+                from: if g == 0 { None } else { firsts[g].clone() },
+                until: firsts.get(g + 1).cloned().flatten(),
+            })
+            .collect()
+    }
+
+    fn filter(&self) -> Option<Expr> {
+        let account = || col(schema::ACCOUNT_ID);
+        let from = self.from.as_ref().map(|a| account().gt_eq(lit(a.as_str())));
+        let until = self.until.as_ref().map(|a| account().lt(lit(a.as_str())));
+        match (from, until) {
+            (Some(from), Some(until)) => Some(from.and(until)),
+            (from, until) => from.or(until),
+        }
+    }
+}
+
+/// The rows of the state file `path` whose account is among `accounts`. State files are in
+/// account order, so the filter skips the row groups of other accounts by their statistics.
+pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Result<DataFrame> {
+    let Some(filter) = accounts.filter() else {
+        return read_parquet(path);
+    };
+    if !path.is_file() {
+        // Name the missing file as a plain read would.
+        return read_parquet(path);
+    }
+    let args = ScanArgsParquet {
+        // `state/date=D/` is a folder name, not a column.
+        hive_options: HiveOptions {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        glob: false,
+        ..Default::default()
+    };
+    let scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    Ok(scan.filter(filter).collect()?)
 }
 
 /// The message ids the nights from `first` up to (not including) `until` used, with their
@@ -137,11 +170,12 @@ pub(crate) fn billed_ids(
     tree: &Tree,
     first: NaiveDate,
     until: NaiveDate,
+    accounts: &Accounts,
 ) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
     for night in first.iter_days().take_while(|d| *d < until) {
         if let Some(dir) = tree.state(night) {
-            let mut seen = read_parquet(&dir.join(SEEN))?;
+            let mut seen = read_accounts(&dir.join(SEEN), accounts)?;
             // Nights run before fingerprints were kept have none: nothing to compare.
             for name in [load::CONTENT, load::EVENT] {
                 if seen.column(name).is_err() {
@@ -229,66 +263,73 @@ fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<Da
         .collect()?)
 }
 
-/// What a night reads.
-pub(crate) struct Input<'a> {
-    /// Validated, not deduplicated rows of the run's days. Taken, so that the last night of
-    /// a run frees them early (a frame's clone shares its columns).
-    pub rows: DataFrame,
+/// What one group of a night gives: its part of every file the night writes, and its counts.
+pub(crate) struct GroupNight {
+    closed: DataFrame,
+    violations: DataFrame,
+    carried: DataFrame,
+    seen: DataFrame,
+    lines: DataFrame,
+    open: DataFrame,
+    /// `--rejects`: rows of conflicting duplicates ([`load::REJECT_COLUMNS`]).
+    conflicting: Option<DataFrame>,
+    /// Rows of the night's day that passed the checks.
+    checked: u64,
+    duplicates_within_night: u64,
+    rows_used: u64,
+    carried_in: u64,
+    /// A rerun night: the messages the night billed before that the input no longer holds, and
+    /// the first of them (account, message id).
+    missing: Option<(u64, String, String)>,
+}
+
+/// What every group of a night shares.
+pub(crate) struct NightInput<'a> {
+    pub night: NaiveDate,
     /// The paths of the `file` column's indexes.
     pub paths: &'a [String],
-    /// `--rejects`: the rows of the night's day set aside by the checks
-    /// ([`load::REJECT_COLUMNS`], `file` an index); `None` without `--rejects`.
-    pub rejected: Option<DataFrame>,
-    /// The files that hold the night's day.
-    pub input_files: Vec<InputFileRecord>,
+    pub keep_rejects: bool,
+    pub tree: &'a Tree<'a>,
+    pub card: &'a RateCard,
+    /// The night ran before this run: its old state is checked against the input.
+    pub rerun: bool,
 }
 
-/// The rejected rows among `rejected` ([`load::REJECT_COLUMNS`]) whose time falls on `night`.
-pub(crate) fn rejected_on(rejected: &DataFrame, night: NaiveDate) -> Result<DataFrame> {
-    let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
-    let ts = || col(schema::TIMESTAMP).to_physical();
-    Ok(rejected
-        .clone()
-        .lazy()
-        .filter(ts().gt_eq(lit(start)).and(ts().lt(lit(end))))
-        .collect()?)
-}
-
-/// Computes `night` from its input and the state of the night before it, and writes its
-/// folders into the staging folder of `tree`.
-pub(crate) fn compute(
-    night: NaiveDate,
-    input: Input,
-    tree: &Tree,
-    card: &RateCard,
-) -> Result<NightStats> {
-    let Input {
-        rows,
+/// Computes one group of accounts of a night from its rows of the night's day (validated, not
+/// deduplicated) and the state of the night before.
+pub(crate) fn compute_group(
+    input: &NightInput,
+    accounts: &Accounts,
+    rows: DataFrame,
+) -> Result<GroupNight> {
+    let NightInput {
+        night,
         paths,
-        rejected,
-        input_files,
-    } = input;
+        keep_rejects,
+        tree,
+        card,
+        rerun,
+    } = *input;
     let (start, end) = (start_ns(night), start_ns(night) + DAY_NS);
-    let day = timed("took the night's rows", || day_of(&rows, night))?;
-    drop(rows);
-    let checked = day.height() as u64;
-    let rejected_by_checks = rejected.as_ref().map_or(0, |r| r.height() as u64);
+    let missing = match rerun {
+        true => missing_ids(
+            &tree.out.join(STATE_DIR).join(night_dir(night)),
+            &rows,
+            accounts,
+        )?,
+        false => None,
+    };
+    let checked = rows.height() as u64;
     // A conflicting duplicate within the night stops the run, naming both rows, or with
     // `--rejects` is set aside.
     let (day, conflicting) = timed("dropped the night's duplicates", || {
-        load::deduplicate_checked(day, paths, rejected.is_some())
+        load::deduplicate_checked(rows, paths, keep_rejects)
     })?;
     let conflicting_rows = conflicting.as_ref().map_or(0, |c| c.height() as u64);
-    let rejected = match (rejected, conflicting) {
-        (Some(rejected), Some(conflicting)) => Some(load::rejects_of(vec![rejected, conflicting])?),
-        (rejected, _) => rejected,
-    };
-    let rows_rejected = rejected_by_checks + conflicting_rows;
-    let rows_read = checked + rejected_by_checks;
     let duplicates_within_night = checked - conflicting_rows - day.height() as u64;
     let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
     let day = match timed("read earlier nights' ids", || {
-        billed_ids(tree, earlier, night)
+        billed_ids(tree, earlier, night, accounts)
     })? {
         None => day,
         Some(billed) => timed("dropped copies of earlier nights' messages", || {
@@ -297,215 +338,272 @@ pub(crate) fn compute(
     };
 
     let carried = match tree.state(night - chrono::Days::new(1)) {
-        Some(dir) => Some(read_parquet(&dir.join(CARRIED))?),
+        Some(dir) => Some(read_accounts(&dir.join(CARRIED), accounts)?),
         None => None,
     };
     let carried_in = carried.as_ref().map_or(0, |c| c.height() as u64);
     // A copy of a carried event (older than the nights whose ids are kept) is dropped here.
     let events = match carried {
         Some(carried) => load::deduplicate(
-            concat([carried.lazy(), day.clone().lazy()], UnionArgs::default())?.collect()?,
+            concat([carried.lazy(), day.lazy()], UnionArgs::default())?.collect()?,
             paths,
         )?,
         None => day,
     };
     let rows_used = events.height() as u64 - carried_in;
-    let duplicates_of_earlier_nights =
-        rows_read - rows_rejected - duplicates_within_night - rows_used;
-    let derived = sessions::derive(&events)?;
+    let (derived, rows) = sessions::derive_night(&events, end)?;
     let rated = timed("rated sessions", || {
         rating::rate_sessions(derived.sessions, card)
     })?;
 
     // Sessions and violations come in their fixed order (key, then time) and keep it; the
-    // counted lines are sorted by `lines_of`; the message ids keep the order of the input's
-    // files and rows: every file is the same bytes on a rerun.
+    // counted lines are sorted by `lines_of`; carried events and seen ids are in event order:
+    // every file is the same bytes on a rerun, and the same in groups or in one piece.
     let ends = || col("ends_at").to_physical();
     let closed = rated
         .clone()
         .lazy()
         .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
         .collect()?;
-    let mut lines = rating::lines_of(&closed)?;
-    let mut closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
-    let mut open = rated
+    let lines = rating::lines_of(&closed)?;
+    let closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
+    let open = rated
         .lazy()
         .filter(ends().gt(lit(end)))
         .select(rating::RATED_SESSION_COLUMNS.map(col))
         .collect()?;
-    let mut violations = rating::rate_violations(derived.violations, card)?
+    let violations = rating::rate_violations(derived.violations, card)?
         .lazy()
         .filter(col("timestamp").to_physical().gt_eq(lit(start)))
         .collect()?;
-    let mut carried_out = timed("took what to carry", || carry(&events, &open, end))?;
-    let mut seen = events
-        .clone()
+    let mut carried = events.take(&rows.carry)?;
+    // `file` is no file of a later run.
+    carried.with_column(Column::new_scalar(
+        load::FILE.into(),
+        Scalar::from(load::EARLIER_NIGHT),
+        carried.height(),
+    ))?;
+    let ordered = events.take(&rows.order)?;
+    let mut seen = ordered
         .lazy()
         .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
         .collect()?;
     seen.with_column(load::content_hash(&seen)?)?;
     seen.with_column(load::event_hash(&seen)?)?;
-    let mut seen = seen.select([
+    let seen = seen.select([
         schema::ACCOUNT_ID,
         schema::MESSAGE_ID,
         load::CONTENT,
         load::EVENT,
     ])?;
-
-    let (mut rejected, rejected_by_reason) = match rejected {
-        Some(rejected) => {
-            let (frame, by_reason) = load::rejects_with_paths(rejected, paths)?;
-            (Some(frame), by_reason)
-        }
-        None => (None, Default::default()),
-    };
-    let stats = NightStats {
-        date: night,
-        input_files,
-        rows_read,
-        rejected_by_reason,
-        rows_rejected,
+    Ok(GroupNight {
+        closed,
+        violations,
+        carried,
+        seen,
+        lines,
+        open,
+        conflicting,
+        checked,
         duplicates_within_night,
-        duplicates_of_earlier_nights,
         rows_used,
         carried_in,
-        carried_out: carried_out.height() as u64,
-        sessions_closed: closed.height() as u64,
-        sessions_open: open.height() as u64,
-        violations: violations.height() as u64,
-    };
-    tracing::info!(
-        date = %night,
-        rows = stats.rows_read,
-        duplicates_within_night = stats.duplicates_within_night,
-        duplicates_of_earlier_nights = stats.duplicates_of_earlier_nights,
-        rejected = stats.rows_rejected,
-        used = stats.rows_used,
-        carried_in = stats.carried_in,
-        carried_out = stats.carried_out,
-        "night computed"
-    );
-
-    timed("wrote the night", || {
-        write_night(
-            night,
-            tree,
-            card,
-            &stats,
-            NightFiles {
-                closed: &mut closed,
-                violations: &mut violations,
-                carried: &mut carried_out,
-                seen: &mut seen,
-                lines: &mut lines,
-                open: &mut open,
-                rejected: rejected.as_mut(),
-            },
-        )
-    })?;
-    Ok(stats)
+        missing,
+    })
 }
 
-/// The frames a night writes.
-struct NightFiles<'a> {
-    closed: &'a mut DataFrame,
-    violations: &'a mut DataFrame,
-    carried: &'a mut DataFrame,
-    seen: &'a mut DataFrame,
-    lines: &'a mut DataFrame,
-    open: &'a mut DataFrame,
-    /// `--rejects` only.
-    rejected: Option<&'a mut DataFrame>,
-}
-
-/// Writes a night's partitions and state into the staging folder of `tree`.
-fn write_night(
-    night: NaiveDate,
-    tree: &Tree,
-    card: &RateCard,
-    stats: &NightStats,
-    files: NightFiles,
-) -> Result<()> {
-    let name = night_dir(night);
-    let staging = tree.staging;
-    write::write_parquet(&staging.join(SESSIONS_DIR).join(&name), PART, files.closed)?;
-    write::write_parquet(
-        &staging.join(VIOLATIONS_DIR).join(&name),
-        PART,
-        files.violations,
-    )?;
-    if let Some(rejected) = files.rejected {
-        write::write_parquet(&staging.join(REJECTS_DIR).join(&name), PART, rejected)?;
-    }
-    let state = staging.join(STATE_DIR).join(&name);
-    write::write_parquet(&state, CARRIED, files.carried)?;
-    write::write_parquet(&state, SEEN, files.seen)?;
-    write::write_parquet(&state, LINES, files.lines)?;
-    write::write_parquet(&state, OPEN, files.open)?;
-    let fingerprint = super::card_fingerprint(card, night);
-    write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
-    write::write_json(&state, STATS, stats)?;
-    Ok(())
-}
-
-/// The events the next night needs (see the module comment), from the night's events and the
-/// sessions still open at `end`. Same schema as the loader's rows, sorted in event order;
-/// `file` is [`load::EARLIER_NIGHT`], since the files of a later run are others.
-fn carry(events: &DataFrame, open: &DataFrame, end: i64) -> Result<DataFrame> {
-    let key = schema::KEY_COLUMNS;
-    let key_cols = || key.map(col);
-    let open_keys = open.clone().lazy().select([
-        col(schema::ACCOUNT_ID),
-        load::encode_channel().alias(schema::CHANNEL),
-        col(schema::BUSINESS_ID),
-        col(schema::USER_ID),
-        col("started_at").to_physical().alias("carry_from"),
-    ]);
-    let with_open = events.clone().lazy().join(
-        open_keys,
-        key_cols(),
-        key_cols(),
-        JoinArgs::new(JoinType::Left),
-    );
-    let ts = || col(schema::TIMESTAMP);
-    let inbound = || col(schema::DIRECTION).eq(lit(schema::INBOUND));
-    let whatsapp = || col(schema::CHANNEL).eq(lit(schema::WHATSAPP));
-    // Events of open sessions, from their start.
-    let in_open = with_open.clone().filter(
-        col("carry_from")
-            .is_not_null()
-            .and(ts().gt_eq(col("carry_from"))),
-    );
-    // The last customer message before an open WhatsApp session, or of a WhatsApp key whose
-    // service window is still open without a session.
-    let context = with_open
-        .filter(
-            whatsapp().and(inbound()).and(
-                col("carry_from")
-                    .is_not_null()
-                    .and(ts().lt(col("carry_from")))
-                    .or(col("carry_from").is_null().and(ts().gt(lit(end - DAY_NS)))),
-            ),
-        )
+/// The messages the night whose old state is `state` billed (among `accounts`) that `rows`
+/// (the night's rows now) lack: how many, and the first in (account, message id) order.
+fn missing_ids(
+    state: &std::path::Path,
+    rows: &DataFrame,
+    accounts: &Accounts,
+) -> Result<Option<(u64, String, String)>> {
+    let ids = [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
+    let present = rows
+        .clone()
+        .lazy()
+        .select(ids.clone())
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_column(lit(true).alias("present"));
+    let missing = read_accounts(&state.join(SEEN), accounts)?
+        .lazy()
+        .join(present, ids.clone(), ids, JoinArgs::new(JoinType::Left))
+        .filter(col("present").is_null())
         .sort(
-            [schema::TIMESTAMP, schema::MESSAGE_ID],
+            [schema::ACCOUNT_ID, schema::MESSAGE_ID],
             SortMultipleOptions::default(),
         )
-        .unique_stable(Some(by_name(key, true, false)), UniqueKeepStrategy::Last);
-    let columns: Vec<Expr> = events
-        .get_column_names()
-        .iter()
-        .map(|c| match c.as_str() {
-            load::FILE => lit(load::EARLIER_NIGHT)
-                .cast(DataType::UInt32)
-                .alias(load::FILE),
-            name => col(name),
+        .collect()?;
+    if missing.height() == 0 {
+        return Ok(None);
+    }
+    let first = |name: &str| -> Result<String> {
+        Ok(missing
+            .column(name)?
+            .str()?
+            .get(0)
+            .unwrap_or_default()
+            .to_string())
+    };
+    Ok(Some((
+        missing.height() as u64,
+        first(schema::ACCOUNT_ID)?,
+        first(schema::MESSAGE_ID)?,
+    )))
+}
+
+/// A night's files in the staging folder, written group by group.
+pub(crate) struct NightWriter {
+    night: NaiveDate,
+    closed: write::TableWriter,
+    violations: write::TableWriter,
+    carried: write::TableWriter,
+    seen: write::TableWriter,
+    open: write::TableWriter,
+    lines: Vec<DataFrame>,
+    conflicting: Vec<DataFrame>,
+    checked: u64,
+    duplicates_within_night: u64,
+    rows_used: u64,
+    carried_in: u64,
+    counts: [u64; 4],
+    /// How many messages the night billed before are missing from the input, and the first.
+    pub missing: Option<(u64, String, String)>,
+}
+
+impl NightWriter {
+    pub fn create(night: NaiveDate, tree: &Tree) -> Result<NightWriter> {
+        let name = night_dir(night);
+        let staging = tree.staging;
+        let state = staging.join(STATE_DIR).join(&name);
+        let table = |dir: std::path::PathBuf, file: &str| {
+            write::TableWriter::create(&dir, file.to_string())
+        };
+        Ok(NightWriter {
+            night,
+            closed: table(staging.join(SESSIONS_DIR).join(&name), PART)?,
+            violations: table(staging.join(VIOLATIONS_DIR).join(&name), PART)?,
+            carried: table(state.clone(), CARRIED)?.with_compression(ParquetCompression::Lz4Raw),
+            seen: table(state.clone(), SEEN)?.with_compression(ParquetCompression::Lz4Raw),
+            open: table(state, OPEN)?,
+            lines: Vec::new(),
+            conflicting: Vec::new(),
+            checked: 0,
+            duplicates_within_night: 0,
+            rows_used: 0,
+            carried_in: 0,
+            counts: [0; 4],
+            missing: None,
         })
-        .collect();
-    Ok(concat(
-        [in_open.select(&columns), context.select(&columns)],
-        UnionArgs::default(),
-    )?
-    .sort(schema::EVENT_ORDER, SortMultipleOptions::default())
-    .collect()?)
+    }
+
+    /// Appends the next group's part, in group order.
+    pub fn append(&mut self, group: GroupNight) -> Result<()> {
+        self.closed.append(&group.closed)?;
+        self.violations.append(&group.violations)?;
+        self.carried.append(&group.carried)?;
+        self.seen.append(&group.seen)?;
+        self.open.append(&group.open)?;
+        for (count, frame) in self.counts.iter_mut().zip([
+            &group.closed,
+            &group.open,
+            &group.violations,
+            &group.carried,
+        ]) {
+            *count += frame.height() as u64;
+        }
+        self.lines.push(group.lines);
+        self.conflicting.extend(group.conflicting);
+        self.checked += group.checked;
+        self.duplicates_within_night += group.duplicates_within_night;
+        self.rows_used += group.rows_used;
+        self.carried_in += group.carried_in;
+        if let Some((n, account, message)) = group.missing {
+            self.missing = Some(match self.missing.take() {
+                None => (n, account, message),
+                Some((so_far, account, message)) => (so_far + n, account, message),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rows of the night's day that passed the checks, so far.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Completes the night's files; `rejected` holds the rows the checks set aside (`--rejects`
+    /// only), `input_files` the files that hold the night's day.
+    pub fn finish(
+        mut self,
+        tree: &Tree,
+        card: &RateCard,
+        paths: &[String],
+        rejected: Option<Vec<DataFrame>>,
+        input_files: Vec<InputFileRecord>,
+    ) -> Result<NightStats> {
+        let night = self.night;
+        let name = night_dir(night);
+        let staging = tree.staging;
+        self.closed.finish()?;
+        self.violations.finish()?;
+        let rejected_by_checks: u64 = rejected.iter().flatten().map(|r| r.height() as u64).sum();
+        let conflicting_rows: u64 = self.conflicting.iter().map(|r| r.height() as u64).sum();
+        let rejected_by_reason = match rejected {
+            Some(mut rejected) => {
+                rejected.append(&mut self.conflicting);
+                let (mut frame, by_reason) =
+                    load::rejects_with_paths(load::rejects_of(rejected)?, paths)?;
+                write::write_parquet(&staging.join(REJECTS_DIR).join(&name), PART, &mut frame)?;
+                by_reason
+            }
+            None => Default::default(),
+        };
+        let rows_rejected = rejected_by_checks + conflicting_rows;
+        let rows_read = self.checked + rejected_by_checks;
+        let duplicates_of_earlier_nights =
+            rows_read - rows_rejected - self.duplicates_within_night - self.rows_used;
+        let [sessions_closed, sessions_open, violations, carried_out] = self.counts;
+        let stats = NightStats {
+            date: night,
+            input_files,
+            rows_read,
+            rejected_by_reason,
+            rows_rejected,
+            duplicates_within_night: self.duplicates_within_night,
+            duplicates_of_earlier_nights,
+            rows_used: self.rows_used,
+            carried_in: self.carried_in,
+            carried_out,
+            sessions_closed,
+            sessions_open,
+            violations,
+        };
+        tracing::info!(
+            date = %night,
+            rows = stats.rows_read,
+            duplicates_within_night = stats.duplicates_within_night,
+            duplicates_of_earlier_nights = stats.duplicates_of_earlier_nights,
+            rejected = stats.rows_rejected,
+            used = stats.rows_used,
+            carried_in = stats.carried_in,
+            carried_out = stats.carried_out,
+            "night computed"
+        );
+        let state = staging.join(STATE_DIR).join(&name);
+        self.carried.finish()?;
+        self.seen.finish()?;
+        let mut lines = concat(
+            self.lines.drain(..).map(IntoLazy::lazy).collect::<Vec<_>>(),
+            UnionArgs::default(),
+        )?
+        .collect()?;
+        write::write_parquet(&state, LINES, &mut lines)?;
+        self.open.finish()?;
+        let fingerprint = super::card_fingerprint(card, night);
+        write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
+        write::write_json(&state, STATS, &stats)?;
+        Ok(stats)
+    }
 }

@@ -135,13 +135,17 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
 
     /// Generated logs starting a few days before a month end; late replies and duplicates
-    /// cross midnight, and sessions cross the month end.
+    /// cross midnight, and sessions cross the month end. Nights in groups of accounts (small
+    /// `--partition-rows`, in memory or spilled) write the same bytes as nights in one piece,
+    /// state included.
     #[test]
     fn nights_one_after_another_equal_one_whole_run(
         seed in 0..1_000_000u64,
         start_offset in 0..4u64,
         days in 2..6u64,
         messages in 2_000..8_000u64,
+        partition_rows in 100..1_500u64,
+        spill in proptest::bool::ANY,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("log.parquet");
@@ -156,6 +160,24 @@ proptest::proptest! {
         // The generator's late replies reach up to three days past its last day.
         nights(&input, &dir.path().join("nightly"), start, days + 3);
         assert_same_as_whole(&dir.path().join("nightly"), &dir.path().join("whole"));
+
+        let grouped = dir.path().join("grouped");
+        let memory_rows = if spill { "0" } else { "1000000" };
+        for d in 0..days + 3 {
+            night_command(&input, &grouped, start + Days::new(d))
+                .args(["--partition-rows", &partition_rows.to_string()])
+                .args(["--memory-rows", memory_rows])
+                .assert()
+                .success();
+        }
+        let (one_piece, in_groups) = (snapshot(&dir.path().join("nightly")), snapshot(&grouped));
+        proptest::prop_assert_eq!(
+            one_piece.keys().collect::<Vec<_>>(),
+            in_groups.keys().collect::<Vec<_>>()
+        );
+        for (file, bytes) in &one_piece {
+            proptest::prop_assert!(&in_groups[file] == bytes, "{} differs in groups", file.display());
+        }
     }
 }
 

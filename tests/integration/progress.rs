@@ -77,7 +77,8 @@ fn a_run_on_a_terminal_shows_its_stages_and_nothing_elsewhere() {
     ]);
     for stage in [
         "checking input files",
-        "computing nights: ",
+        "night 2026-10-01: reading rows",
+        "night 2026-10-01: computing groups",
         "writing month-to-date",
     ] {
         assert!(shown.contains(stage), "no `{stage}` in {shown:?}");
