@@ -1264,8 +1264,9 @@ const DUPLICATE_MUST_MATCH: [&str; 5] = [
 /// stops the run, naming both rows; with `keep_rejects` all rows of such an id are set aside
 /// ([`REJECT_COLUMNS`], reason `conflicting_duplicate`).
 ///
-/// Duplicates are rare, so one hash pass over `message_id` alone first sets aside the rows
-/// whose id occurs once (they are kept as they are); only the rest are sorted and compared.
+/// Duplicates are rare, so one pass over hashes of `message_id` alone first sets aside the
+/// rows whose id surely occurs once (they are kept as they are); only the rest are sorted and
+/// compared.
 pub fn deduplicate_checked(
     frame: DataFrame,
     files: &[String],
@@ -1500,18 +1501,25 @@ fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<Vec<u64>> {
         .collect())
 }
 
-/// `true` for each row whose `message_id` occurs more than once in `frame`. One pass: the
-/// table remembers each id's first row, marked when a second one comes.
+/// `true` for each row whose `message_id` may occur more than once in `frame`: rows whose
+/// id's 64-bit hash repeats (a superset of the repeated ids; the caller compares the ids
+/// themselves). Hashing and sorting numbers is several times faster than a table of strings.
 fn repeated_ids(frame: &DataFrame) -> Result<BooleanChunked> {
+    use std::hash::BuildHasher;
     let ids = frame.column(schema::MESSAGE_ID)?.str()?;
-    let mut first_row: PlHashMap<&str, usize> = PlHashMap::with_capacity(ids.len());
+    let state = PlRandomState::default();
+    let mut hashed: Vec<(u64, IdxSize)> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(row, id)| id.map(|id| (state.hash_one(id), row as IdxSize)))
+        .collect();
+    hashed.sort_unstable();
     let mut repeated = vec![false; ids.len()];
-    for (row, id) in ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let first = *first_row.entry(id).or_insert(row);
-        if first != row {
-            repeated[first] = true;
-            repeated[row] = true;
+    for run in hashed.chunk_by(|a, b| a.0 == b.0) {
+        if run.len() > 1 {
+            for (_, row) in run {
+                repeated[*row as usize] = true;
+            }
         }
     }
     Ok(BooleanChunked::from_slice(PlSmallStr::EMPTY, &repeated))

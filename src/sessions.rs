@@ -1,7 +1,7 @@
 //! Sessions: the validated message log in, sessions and violations out (rule set `quota`).
 //!
-//! The work is columnar and never compares strings row by row. One hash pass numbers the
-//! conversation keys (`account_id`, `channel`, `business_id`, `user_id`) and only the distinct
+//! The work is columnar and compares strings only to confirm equal hashes. A sort of the
+//! rows' key hashes numbers the conversation keys (`account_id`, `channel`, `business_id`, `user_id`) and only the distinct
 //! keys are sorted as strings, giving each row a `key` rank. A frame of numbers (key, time,
 //! direction, codes, and the row each event comes from) is sorted by key, time, inbound
 //! before outbound, then `message_id`; the strings stay in the loader's frame until the session
@@ -390,37 +390,33 @@ fn sort_events(messages: &DataFrame) -> Result<DataFrame> {
 }
 
 /// `key` for each row: the rank of its conversation key (`account_id`, `channel` code,
-/// `business_id`, `user_id`) among the log's distinct keys in that order. One hash pass numbers
-/// the keys as they come; only the distinct keys are then sorted, comparing strings.
+/// `business_id`, `user_id`) among the log's distinct keys in that order. Rows are numbered by
+/// key through a sort of their keys' hashes; only the distinct keys are then sorted, comparing
+/// strings.
 fn key_ranks(messages: &DataFrame) -> Result<Column> {
+    use std::hash::BuildHasher;
     let accounts = messages.column(schema::ACCOUNT_ID)?.str()?;
     let channels = messages.column(schema::CHANNEL)?.u32()?;
     let businesses = messages.column(schema::BUSINESS_ID)?.str()?;
     let users = messages.column(schema::USER_ID)?.str()?;
     type Key<'a> = (&'a str, u32, &'a str, &'a str);
-    let mut numbers: PlHashMap<Key, IdxSize> = PlHashMap::new();
-    let mut distinct: Vec<Key> = Vec::new();
-    let mut first_numbers: Vec<IdxSize> = Vec::with_capacity(messages.height());
-    let rows = accounts
+    // The loader refuses nulls in key columns.
+    let keys: Vec<Key> = accounts
         .iter()
         .zip(channels.iter())
         .zip(businesses.iter())
-        .zip(users.iter());
-    for (((account, channel), business), user) in rows {
-        // The loader refuses nulls in key columns.
-        let key = (
-            account.unwrap_or_default(),
-            channel.unwrap_or_default(),
-            business.unwrap_or_default(),
-            user.unwrap_or_default(),
-        );
-        let next = distinct.len() as IdxSize;
-        let number = *numbers.entry(key).or_insert_with(|| {
-            distinct.push(key);
-            next
-        });
-        first_numbers.push(number);
-    }
+        .zip(users.iter())
+        .map(|(((account, channel), business), user)| {
+            (
+                account.unwrap_or_default(),
+                channel.unwrap_or_default(),
+                business.unwrap_or_default(),
+                user.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let state = PlRandomState::default();
+    let (number_of_row, distinct) = number_keys(&keys, |key| state.hash_one(key));
     // Accounts and businesses are few: ranked once each, the keys compare as numbers but for
     // `user_id`.
     let account_rank = rank_strings(distinct.iter().map(|k| k.0));
@@ -439,16 +435,44 @@ fn key_ranks(messages: &DataFrame) -> Result<Column> {
         })
         .collect();
     in_order.sort_unstable();
-    let in_order = in_order.into_iter().map(|k| k.4);
     let mut rank = vec![0 as IdxSize; distinct.len()];
-    for (position, number) in in_order.into_iter().enumerate() {
-        rank[number as usize] = position as IdxSize;
+    for (position, key) in in_order.into_iter().enumerate() {
+        rank[key.4 as usize] = position as IdxSize;
     }
-    let keys: Vec<IdxSize> = first_numbers
+    let keys: Vec<IdxSize> = number_of_row
         .into_iter()
         .map(|n| rank[n as usize])
         .collect();
     Ok(Column::new(KEY.into(), keys))
+}
+
+/// Numbers the distinct values among `keys`: each row's number, and the values by number.
+/// Equal values have equal hashes, so sorting (hash, row) pairs brings each value's rows
+/// together; a run of equal hashes is one value unless two values collide, which comparing
+/// the values notices (such a run is then sorted by the values themselves).
+fn number_keys<K: Ord + Copy>(keys: &[K], hash: impl Fn(&K) -> u64) -> (Vec<IdxSize>, Vec<K>) {
+    let mut hashed: Vec<(u64, IdxSize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(row, key)| (hash(key), row as IdxSize))
+        .collect();
+    hashed.sort_unstable();
+    let mut number_of_row = vec![0 as IdxSize; keys.len()];
+    let mut distinct: Vec<K> = Vec::new();
+    for run in hashed.chunk_by_mut(|a, b| a.0 == b.0) {
+        let first = keys[run[0].1 as usize];
+        if run.iter().any(|(_, row)| keys[*row as usize] != first) {
+            run.sort_unstable_by_key(|(_, row)| keys[*row as usize]);
+        }
+        for same in run.chunk_by(|a, b| keys[a.1 as usize] == keys[b.1 as usize]) {
+            let number = distinct.len() as IdxSize;
+            distinct.push(keys[same[0].1 as usize]);
+            for (_, row) in same {
+                number_of_row[*row as usize] = number;
+            }
+        }
+    }
+    (number_of_row, distinct)
 }
 
 /// Each distinct string among `values` → its rank in byte order.
@@ -786,6 +810,17 @@ mod tests {
             &[true, true],
         );
         assert_eq!(chain.start, vec![None, Some(H)]);
+    }
+
+    #[test]
+    fn keys_are_numbered_by_value_even_when_their_hashes_collide() {
+        let keys = ["b", "a", "b", "c", "a"];
+        for hash in [|k: &&str| k.len() as u64, |k: &&str| k.as_bytes()[0] as u64] {
+            let (numbers, distinct) = number_keys(&keys, hash);
+            let by_row: Vec<&str> = numbers.iter().map(|n| distinct[*n as usize]).collect();
+            assert_eq!(by_row, keys);
+            assert_eq!(distinct.len(), 3);
+        }
     }
 
     #[test]
