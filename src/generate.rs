@@ -78,6 +78,11 @@ struct Generator {
 
 /// Writes the log to `path`; returns the number of rows written.
 pub fn write(path: &Path, options: &Options) -> Result<u64> {
+    write_by(path, options, WRITE_ROWS)
+}
+
+/// [`write`], turning `write_rows` rows into strings at a time.
+fn write_by(path: &Path, options: &Options, write_rows: usize) -> Result<u64> {
     let output_error = |source: std::io::Error| Error::Output {
         path: path.to_path_buf(),
         source,
@@ -109,9 +114,9 @@ pub fn write(path: &Path, options: &Options) -> Result<u64> {
         let (today, later): (Vec<Event>, Vec<Event>) =
             pending.into_iter().partition(|e| e.ts < day_end);
         pending = later;
-        written += write_batch(&mut writer, today, options)?;
+        written += write_batch(&mut writer, today, options, write_rows)?;
     }
-    written += write_batch(&mut writer, pending, options)?;
+    written += write_batch(&mut writer, pending, options, write_rows)?;
     writer.finish()?;
     Ok(written)
 }
@@ -137,15 +142,29 @@ fn output_schema() -> Schema {
 
 const CATEGORIES: [&str; 3] = ["marketing", "utility", "authentication"];
 
+/// Rows turned into strings and written at a time: a day of 100M messages does not need its
+/// strings in memory all at once.
+const WRITE_ROWS: usize = 4_000_000;
+
+/// Writes `events` in time order, `write_rows` at a time.
 fn write_batch(
     writer: &mut polars::io::parquet::write::BatchedWriter<BufWriter<File>>,
     mut events: Vec<Event>,
     options: &Options,
+    write_rows: usize,
 ) -> Result<u64> {
-    if events.is_empty() {
-        return Ok(0);
-    }
     events.sort_by_key(|e| (e.ts, e.serial));
+    for slice in events.chunks(write_rows) {
+        write_slice(writer, slice, options)?;
+    }
+    Ok(events.len() as u64)
+}
+
+fn write_slice(
+    writer: &mut polars::io::parquet::write::BatchedWriter<BufWriter<File>>,
+    events: &[Event],
+    options: &Options,
+) -> Result<()> {
     let n = events.len();
     let mut message_id = Vec::with_capacity(n);
     let mut account_id = Vec::with_capacity(n);
@@ -157,7 +176,7 @@ fn write_batch(
     let mut kind = Vec::with_capacity(n);
     let mut category = Vec::with_capacity(n);
     let mut status = Vec::with_capacity(n);
-    for e in &events {
+    for e in events {
         message_id.push(message_id_of(e, options.seed));
         account_id.push(format!("acct-{:04}", e.account));
         channel.push(schema::CHANNELS.name_of(e.channel));
@@ -189,7 +208,7 @@ fn write_batch(
         ],
     )?;
     writer.write_batch(&frame)?;
-    Ok(n as u64)
+    Ok(())
 }
 
 /// A bijective scramble of the serial number, so ids look random but never collide.
@@ -450,5 +469,32 @@ impl Generator {
                 self.exchanges(out, reply, key, rounds);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_written_in_slices_holds_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            messages: 3_000,
+            seed: 4,
+            start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+            days: 1,
+            accounts: Some(3),
+        };
+        let read = |path: &Path| {
+            ParquetReader::new(File::open(path).unwrap())
+                .finish()
+                .unwrap()
+        };
+        let (whole, sliced) = (dir.path().join("whole"), dir.path().join("sliced"));
+        let rows = write_by(&whole, &options, usize::MAX).unwrap();
+        assert_eq!(write_by(&sliced, &options, 700).unwrap(), rows);
+        assert!(rows >= 3_000);
+        assert!(read(&whole).equals_missing(&read(&sliced)));
     }
 }

@@ -367,7 +367,8 @@ pub fn in_order<T: Send>(
     // No group after the first one that failed is started.
     let first_failed = AtomicUsize::new(usize::MAX);
     std::thread::scope(|scope| -> Result<()> {
-        let (done, results) = std::sync::mpsc::channel::<(usize, Result<T>)>();
+        // A worker that gets ahead of `take` waits: results in flight stay few.
+        let (done, results) = std::sync::mpsc::sync_channel::<(usize, Result<T>)>(workers);
         for _ in 0..workers.max(1) {
             let (done, groups, work, first_failed) = (done.clone(), &groups, &work, &first_failed);
             scope.spawn(move || loop {

@@ -246,3 +246,48 @@ fn a_crashed_runs_spill_and_staging_folders_are_removed_by_the_next_run() {
         .success();
     assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
 }
+
+/// A night works in groups too: `-vv` says how many; one that fails mid-write, grouped and
+/// spilled, leaves the history as it was and nothing beside it; the rerun that succeeds gives
+/// the bytes of the night in one piece.
+#[test]
+fn a_night_works_in_groups_and_a_failed_one_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated(dir.path(), 8_000, 6);
+    let (grouped, one_piece) = (dir.path().join("grouped"), dir.path().join("one"));
+    let night = |out: &Path, date: &str, grouped: bool| {
+        let mut command = run_command(&log, out);
+        command.args(["--date", date]);
+        if !out.exists() {
+            command.arg("--init");
+        }
+        if grouped {
+            command.args(["--partition-rows", "200", "--memory-rows", "0", "-vv"]);
+        }
+        command
+    };
+    for out in [&grouped, &one_piece] {
+        night(out, "2026-10-01", out == &grouped).assert().success();
+    }
+    let before = snapshot(&grouped);
+    night(&grouped, "2026-10-02", true)
+        .env("CONVBILL_FAIL_AFTER_FILES", "4")
+        .assert()
+        .code(1);
+    assert_eq!(snapshot(&grouped), before);
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+
+    let done = night(&grouped, "2026-10-02", true).assert().success();
+    let stderr = String::from_utf8_lossy(&done.get_output().stderr).into_owned();
+    let groups: u64 = stderr
+        .split("read the night")
+        .nth(1)
+        .and_then(|rest| rest.split("groups=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no group count in {stderr}"));
+    assert!(groups >= 3, "{groups} groups");
+    night(&one_piece, "2026-10-02", false).assert().success();
+    assert_eq!(snapshot(&grouped), snapshot(&one_piece));
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
