@@ -216,7 +216,7 @@ fn derive_in_groups(
     );
     let mut parts = partition::Parts::new(&plan, &staging.spill_dir(), config.memory_rows)?;
     let (rows_read, days) = timed("read, checked and partitioned", || {
-        read_into(source, &mut parts)
+        read_into(source, None, &mut parts)
     })?;
     // The input covers the UTC days it has messages on (logs land by day).
     let mut coverage = rating::Coverage::of_days(days);
@@ -285,17 +285,19 @@ fn rejects_frame(
     Ok(frame)
 }
 
-/// Reads and checks the input's chunks on a second thread while this one partitions them.
-/// Returns the rows read and the UTC days (numbered from the epoch) the rows kept fall on.
-fn read_into(
+/// Reads and checks the input's chunks (the rows in `window`, if given) on a second thread
+/// while this one partitions them. Returns the rows read and the UTC days (numbered from the
+/// epoch) the rows kept fall on.
+pub(crate) fn read_into(
     source: &mut load::Source,
+    window: Option<(i64, i64)>,
     parts: &mut partition::Parts,
 ) -> Result<(u64, std::collections::BTreeSet<i64>)> {
     let mut days = std::collections::BTreeSet::new();
     std::thread::scope(|scope| {
         let (chunks, received) = std::sync::mpsc::sync_channel(1);
         let reader = scope.spawn(move || {
-            source.read(None, CHUNK_ROWS, |chunk| {
+            source.read(window, CHUNK_ROWS, |chunk| {
                 chunks.send(chunk).map_err(|_| {
                     Error::Polars(polars::prelude::PolarsError::ComputeError(
                         "partitioning stopped".into(),

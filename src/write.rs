@@ -471,6 +471,27 @@ pub(crate) fn write_bytes(
     })
 }
 
+/// Puts the file `from` (`rows` rows), already written by this run, at `relative` under `dir`
+/// too: a hard link (a copy where the file system has none). Files are never changed once
+/// written, so the two names can share it.
+pub(crate) fn link_file(from: &Path, dir: &Path, relative: &str, rows: u64) -> Result<WrittenFile> {
+    let path = dir.join(relative);
+    crate::folder::injected_failure(&path)?;
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder).map_err(io_error(folder))?;
+    }
+    if fs::hard_link(from, &path).is_err() {
+        fs::copy(from, &path).map_err(io_error(&path))?;
+    }
+    let bytes = fs::metadata(&path).map_err(io_error(&path))?.len();
+    Ok(WrittenFile {
+        path: relative.to_string(),
+        bytes,
+        sha256: crate::load::sha256_of(&path)?,
+        rows,
+    })
+}
+
 pub(crate) fn write_parquet(
     dir: &Path,
     relative: &str,

@@ -526,11 +526,8 @@ fn run_night(
         &format!("night {date}: reading rows"),
         Some(account_rows.iter().map(|(_, rows)| rows).sum()),
     );
-    let read = timed("read and checked the night's rows", || {
-        source.read(Some(day), crate::CHUNK_ROWS, |chunk| {
-            crate::progress::advance(chunk.height() as u64);
-            parts.push(chunk)
-        })
+    let (read, _) = timed("read and checked the night's rows", || {
+        crate::read_into(&mut source, Some(day), &mut parts)
     })?;
     tracing::debug!(rows = read, groups = plan.groups.len(), "read the night");
     let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();

@@ -71,8 +71,9 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
         lines.push(super::read_parquet(&dir.join(night::LINES))?.lazy());
     }
     let latest_state = tree.state(latest).expect("the latest night has a state");
-    let mut open = super::read_parquet(&latest_state.join(night::OPEN))?;
-    let open_rated = rating::rate_sessions(open.clone(), card)?;
+    let open = super::read_parquet(&latest_state.join(night::OPEN))?;
+    let open_rows = open.height() as u64;
+    let open_rated = rating::rate_sessions(open, card)?;
     lines.push(rating::lines_of(&open_rated)?.lazy());
     let mut coverage = rating::Coverage {
         continues: true,
@@ -111,7 +112,13 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
-    written.push(write::write_parquet(&dir, night::OPEN, &mut open)?);
+    // The latest night's state holds the same sessions, written by this run.
+    written.push(write::link_file(
+        &latest_state.join(night::OPEN),
+        &dir,
+        night::OPEN,
+        open_rows,
+    )?);
     let last_night = NightStats::read(&latest_state)?;
     let stats = InputStats {
         rows_read: last_night.rows_read,
