@@ -917,11 +917,21 @@ fn read_file(
         scan = scan.slice(offset as i64, length as IdxSize);
     }
     let mut scan = scan.select(columns);
+    let mut in_memory_window = None;
     if let Some((start, end)) = window {
         let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;
-        scan = scan.filter(in_window(&dtype, start, end));
+        match slice {
+            // A whole file: the reader skips row groups outside the window by their statistics.
+            None => scan = scan.filter(in_window(&dtype, start, end)),
+            // A slice of row groups is filtered once read: filtering inside the reader decodes
+            // dictionary-encoded strings row by row, many times slower.
+            Some(_) => in_memory_window = Some(in_window(&dtype, start, end)),
+        }
     }
-    let raw = collect_input(path, scan)?;
+    let mut raw = collect_input(path, scan)?;
+    if let Some(in_window) = in_memory_window {
+        raw = raw.lazy().filter(in_window).collect()?;
+    }
     let height = raw.height();
     let rows = raw.column(ROW)?.cast(&DataType::UInt64)?;
 

@@ -44,6 +44,8 @@ pub struct Plan {
     pub groups: Vec<Vec<String>>,
     /// Rows in each group.
     pub rows: Vec<u64>,
+    /// The most rows a group holds unless one account alone holds more.
+    pub max_rows: u64,
 }
 
 /// Cuts accounts (sorted by `account_id`, with their rows) into consecutive groups of at
@@ -55,6 +57,7 @@ pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
     let mut plan = Plan {
         groups: vec![Vec::new()],
         rows: vec![0],
+        max_rows,
     };
     for (account, rows) in account_rows {
         let last = plan.rows.len() - 1;
@@ -72,6 +75,8 @@ pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
 /// Chunks in, groups out: see the module documentation.
 pub struct Parts {
     groups: usize,
+    /// Rows in each group, as planned.
+    rows: Vec<u64>,
     storage: Storage,
     /// The chunks' schema, for a group left without rows (all of them rejected).
     schema: Option<Schema>,
@@ -101,6 +106,7 @@ impl Parts {
         if groups == 1 {
             return Ok(Parts {
                 groups,
+                rows: plan.rows.clone(),
                 storage: Storage::Memory(Vec::new()),
                 schema: None,
             });
@@ -114,6 +120,7 @@ impl Parts {
         if plan.rows.iter().sum::<u64>() <= in_memory_rows {
             return Ok(Parts {
                 groups,
+                rows: plan.rows.clone(),
                 schema: None,
                 storage: Storage::Split {
                     group_of,
@@ -124,6 +131,7 @@ impl Parts {
         let dir = SpillDir::create(spill_dir)?;
         Ok(Parts {
             groups,
+            rows: plan.rows.clone(),
             schema: None,
             storage: Storage::Spill {
                 dir,
@@ -224,6 +232,7 @@ impl Parts {
         Ok(Groups {
             next: 0,
             count: self.groups,
+            rows: self.rows,
             storage,
         })
     }
@@ -294,6 +303,8 @@ fn write_pieces(
 pub struct Groups {
     next: usize,
     count: usize,
+    /// Rows in each group, as planned.
+    rows: Vec<u64>,
     storage: GroupStorage,
 }
 
@@ -353,43 +364,66 @@ impl Groups {
     }
 }
 
-/// Runs `work` on every group (its index and rows), `workers` groups at a time, and hands the
-/// results to `take` in group order. Stops at the first error in group order (so the error
+/// Runs `work` on every group (its index and rows), up to `workers` groups at a time, and hands
+/// the results to `take` in group order. A group starts only while the groups at work hold at
+/// most `budget_rows` rows with it, or when none is at work: two accounts larger than the
+/// groups are never derived at once. Stops at the first error in group order (so the error
 /// reported is the same whatever the timing), or when the run is interrupted.
 pub fn in_order<T: Send>(
     groups: Groups,
     workers: usize,
+    budget_rows: u64,
     work: impl Fn(usize, DataFrame) -> Result<T> + Sync,
     mut take: impl FnMut(usize, T) -> Result<()>,
 ) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let groups = std::sync::Mutex::new(groups);
+    // Rows of the groups at work, and a signal when one is done.
+    let at_work = std::sync::Mutex::new(0u64);
+    let done_one = std::sync::Condvar::new();
     // No group after the first one that failed is started.
     let first_failed = AtomicUsize::new(usize::MAX);
     std::thread::scope(|scope| -> Result<()> {
         // A worker that gets ahead of `take` waits: results in flight stay few.
         let (done, results) = std::sync::mpsc::sync_channel::<(usize, Result<T>)>(workers);
         for _ in 0..workers.max(1) {
-            let (done, groups, work, first_failed) = (done.clone(), &groups, &work, &first_failed);
+            let (done, groups, work, first_failed, at_work, done_one) = (
+                done.clone(),
+                &groups,
+                &work,
+                &first_failed,
+                &at_work,
+                &done_one,
+            );
             scope.spawn(move || loop {
                 if let Err(e) = crate::error::check_interrupt() {
                     let _ = done.send((usize::MAX, Err(e)));
                     return;
                 }
-                let (index, frame) = {
+                let (index, rows, frame) = {
                     let mut groups = groups.lock().expect("no worker panicked");
                     let index = groups.next_index();
                     if index > first_failed.load(Ordering::SeqCst) {
                         return;
                     }
+                    let rows = groups.rows.get(index).copied().unwrap_or(0);
+                    // Holding the groups, this worker alone waits for room.
+                    let mut busy = at_work.lock().expect("no worker panicked");
+                    while *busy > 0 && *busy + rows > budget_rows {
+                        busy = done_one.wait(busy).expect("no worker panicked");
+                    }
+                    *busy += rows;
+                    drop(busy);
                     let frame = crate::sessions::timed("read a group", || groups.next_group());
-                    (index, frame)
+                    (index, rows, frame)
                 };
                 let result = match frame {
                     Ok(None) => return,
                     Ok(Some(frame)) => work(index, frame),
                     Err(e) => Err(e),
                 };
+                *at_work.lock().expect("no worker panicked") -= rows;
+                done_one.notify_all();
                 let failed = result.is_err();
                 if failed {
                     first_failed.fetch_min(index, Ordering::SeqCst);
@@ -474,6 +508,46 @@ mod tests {
         let plan = plan(&many, 1);
         assert_eq!(plan.groups.len() as u64, MAX_GROUPS);
         assert!(plan.rows.iter().all(|r| *r == 2));
+    }
+
+    #[test]
+    fn groups_larger_than_the_budget_are_never_at_work_together() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let rows = [("a", 5), ("b", 5), ("c", 1), ("d", 1), ("e", 1)];
+        let plan = plan(&accounts(&rows), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Parts::new(&plan, &dir.path().join("spill"), u64::MAX).unwrap();
+        let ids: Vec<&str> = rows
+            .iter()
+            .flat_map(|(a, n)| std::iter::repeat_n(*a, *n as usize))
+            .collect();
+        parts
+            .push(
+                DataFrame::new(ids.len(), vec![Column::new(schema::ACCOUNT_ID.into(), ids)])
+                    .unwrap(),
+            )
+            .unwrap();
+        let (at_work, most) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut order = Vec::new();
+        in_order(
+            parts.finish().unwrap(),
+            2,
+            2,
+            |_, frame| {
+                let n = frame.height() as u64;
+                most.fetch_max(at_work.fetch_add(n, Ordering::SeqCst) + n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                at_work.fetch_sub(n, Ordering::SeqCst);
+                Ok(n)
+            },
+            |index, n| {
+                order.push((index, n));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(order, vec![(0, 5), (1, 5), (2, 1), (3, 1), (4, 1)]);
+        assert_eq!(most.load(Ordering::SeqCst), 5);
     }
 
     #[test]
