@@ -1413,7 +1413,7 @@ fn conflict_error(
 
 /// Loader rows → rejected rows ([`REJECT_COLUMNS`]) with one reason and column; enumerated
 /// codes are written back as their names.
-fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
+pub(crate) fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<DataFrame> {
     Ok(rows
         .lazy()
         .with_columns([

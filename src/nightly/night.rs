@@ -208,8 +208,14 @@ const NIGHT: &str = "night";
 
 /// Drops the rows of `day` (the night's rows, without duplicates among them) whose message an
 /// earlier night used (`billed`, from [`billed_ids`]). A copy that does not repeat the same
-/// event stops the run, naming the night and the file and row.
-fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<DataFrame> {
+/// event stops the run, naming the night and the file and row; with `keep_rejects` such copies
+/// are set aside instead ([`load::REJECT_COLUMNS`], reason `conflicting_duplicate`).
+fn drop_billed(
+    day: DataFrame,
+    billed: DataFrame,
+    paths: &[String],
+    keep_rejects: bool,
+) -> Result<(DataFrame, Option<DataFrame>)> {
     let ids = || [col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)];
     let mut day = day;
     day.with_column(load::content_hash(&day)?)?;
@@ -237,7 +243,15 @@ fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<Da
         )
         .sort([load::FILE, load::ROW], SortMultipleOptions::default())
         .collect()?;
-    if conflicts.height() > 0 {
+    let mut rejected = None;
+    if conflicts.height() > 0 && keep_rejects {
+        let rows = conflicts.drop_many(["billed_content", NIGHT, load::CONTENT]);
+        rejected = Some(load::as_rejects(
+            rows,
+            load::reason::CONFLICTING_DUPLICATE,
+            "one of channel, business_id, user_id, direction, kind",
+        )?);
+    } else if conflicts.height() > 0 {
         let text = |name: &str| -> Result<String> {
             Ok(conflicts.column(name)?.get(0)?.str_value().to_string())
         };
@@ -252,7 +266,7 @@ fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<Da
         }
         .into());
     }
-    Ok(joined
+    let kept = joined
         .lazy()
         .filter(col(NIGHT).is_null())
         .drop(by_name(
@@ -260,7 +274,8 @@ fn drop_billed(day: DataFrame, billed: DataFrame, paths: &[String]) -> Result<Da
             true,
             false,
         ))
-        .collect()?)
+        .collect()?;
+    Ok((kept, rejected))
 }
 
 /// What one group of a night gives: its part of every file the night writes, and its counts.
@@ -328,13 +343,22 @@ pub(crate) fn compute_group(
     let conflicting_rows = conflicting.as_ref().map_or(0, |c| c.height() as u64);
     let duplicates_within_night = checked - conflicting_rows - day.height() as u64;
     let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
-    let day = match timed("read earlier nights' ids", || {
+    let (day, conflicting) = match timed("read earlier nights' ids", || {
         billed_ids(tree, earlier, night, accounts)
     })? {
-        None => day,
-        Some(billed) => timed("dropped copies of earlier nights' messages", || {
-            drop_billed(day, billed, paths)
-        })?,
+        None => (day, conflicting),
+        Some(billed) => {
+            let (day, with_earlier) = timed("dropped copies of earlier nights' messages", || {
+                drop_billed(day, billed, paths, keep_rejects)
+            })?;
+            let conflicting = match (conflicting, with_earlier) {
+                (Some(within), Some(with_earlier)) => {
+                    Some(load::rejects_of(vec![within, with_earlier])?)
+                }
+                (within, with_earlier) => within.or(with_earlier),
+            };
+            (day, conflicting)
+        }
     };
 
     let carried = match tree.state(night - chrono::Days::new(1)) {

@@ -819,6 +819,49 @@ fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
         ));
 }
 
+/// With `--rejects`, a conflicting copy of an earlier night's message is set aside like a
+/// conflicting duplicate within the night, and counted; the rest of the night is billed.
+#[test]
+fn with_rejects_a_conflicting_copy_of_an_earlier_nights_message_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("m1", "Mon 13:00")]),
+            (
+                "2024-01-02",
+                vec![
+                    template("m2", "Tue 09:00"),
+                    template("m1", "Tue 10:00").user("someone-else"),
+                ],
+            ),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 1);
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02", "--rejects", "-q"])
+        .assert()
+        .success();
+    let rejects = read_frame(&out.join("rejects/date=2024-01-02/part-0.parquet"));
+    assert_eq!(strings(&rejects, "message_id"), vec!["m1"]);
+    assert_eq!(strings(&rejects, "reason"), vec!["conflicting_duplicate"]);
+    assert_eq!(strings(&rejects, "user_id"), vec!["someone-else"]);
+    assert_eq!(
+        strings(&rejects, "file"),
+        vec!["date=2024-01-02/part-0.parquet"]
+    );
+    let stats: Value = serde_json::from_slice(
+        &std::fs::read(out.join("state/date=2024-01-02/night.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["rows_read"], 2);
+    assert_eq!(stats["rows_rejected"], 1);
+    assert_eq!(stats["rejected_by_reason"]["conflicting_duplicate"], 1);
+    assert_eq!(stats["duplicates_of_earlier_nights"], 0);
+    assert_eq!(stats["rows_used"], 1);
+}
+
 #[test]
 fn unchanged_input_files_are_not_read_or_hashed_again() {
     let dir = tempfile::tempdir().unwrap();
