@@ -1009,10 +1009,13 @@ fn read_file(
     failures.push((Problem::Timestamp, implausible));
 
     if !checks.keep_rejects {
-        for (problem, mask) in &failures {
-            if let Some(position) = mask.iter().position(|f| *f) {
-                return Err(problem.error(path, &coded, position, checks)?);
-            }
+        // The first bad row, by its first failing check.
+        let first = failures
+            .iter()
+            .filter_map(|(problem, mask)| Some((mask.iter().position(|f| *f)?, problem)))
+            .min_by_key(|(position, _)| *position);
+        if let Some((position, problem)) = first {
+            return Err(problem.error(path, &coded, position, checks)?);
         }
         return Ok((drop_raw(coded)?, None));
     }

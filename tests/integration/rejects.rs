@@ -150,6 +150,15 @@ fn strict_mode_stops_at_the_first_bad_row_and_writes_nothing() {
         &log,
         &["log.parquet", "`user_id`", "null at row 4"],
     );
+    // The same rows backwards: the first bad row is now the one of 2001, whatever its check.
+    let mut backwards = read_frame(&log).reverse();
+    let reversed = dir.path().join("backwards.parquet");
+    write_parquet(&reversed, &mut backwards);
+    refused(
+        dir.path(),
+        &reversed,
+        &["backwards.parquet", "`timestamp`", "row 0"],
+    );
 }
 
 #[test]
