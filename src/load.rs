@@ -658,6 +658,12 @@ const COUNT_CHUNK_ROWS: u64 = 4_000_000;
 
 /// A lazy scan of one file with the row index as [`ROW`].
 fn scan(path: &Path) -> PolarsResult<LazyFrame> {
+    scan_file(path, Some(ROW))
+}
+
+/// A lazy scan of one Parquet file, `key=value` folders in its path not read as columns,
+/// with the row index as `row_index` if given.
+pub(crate) fn scan_file(path: &Path, row_index: Option<&str>) -> PolarsResult<LazyFrame> {
     let args = ScanArgsParquet {
         // convbill reads `key=value` folders itself, and paths are never patterns.
         hive_options: HiveOptions {
@@ -665,8 +671,8 @@ fn scan(path: &Path) -> PolarsResult<LazyFrame> {
             ..Default::default()
         },
         glob: false,
-        row_index: Some(RowIndex {
-            name: ROW.into(),
+        row_index: row_index.map(|name| RowIndex {
+            name: name.into(),
             offset: 0,
         }),
         ..Default::default()

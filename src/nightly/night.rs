@@ -150,16 +150,8 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
         // Name the missing file as a plain read would.
         return read_parquet(path);
     }
-    let args = ScanArgsParquet {
-        // `state/date=D/` is a folder name, not a column.
-        hive_options: HiveOptions {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        glob: false,
-        ..Default::default()
-    };
-    let scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    // `state/date=D/` is a folder name, not a column.
+    let scan = load::scan_file(path, None)?;
     Ok(scan.filter(filter).collect()?)
 }
 
@@ -491,7 +483,6 @@ pub(crate) struct NightWriter {
     duplicates_within_night: u64,
     rows_used: u64,
     carried_in: u64,
-    counts: [u64; 4],
     /// How many messages the night billed before are missing from the input, and the first.
     pub missing: Option<(u64, String, String)>,
 }
@@ -517,7 +508,6 @@ impl NightWriter {
             duplicates_within_night: 0,
             rows_used: 0,
             carried_in: 0,
-            counts: [0; 4],
             missing: None,
         })
     }
@@ -529,14 +519,6 @@ impl NightWriter {
         self.carried.append(&group.carried)?;
         self.seen.append(&group.seen)?;
         self.open.append(&group.open)?;
-        for (count, frame) in self.counts.iter_mut().zip([
-            &group.closed,
-            &group.open,
-            &group.violations,
-            &group.carried,
-        ]) {
-            *count += frame.height() as u64;
-        }
         self.lines.push(group.lines);
         self.conflicting.extend(group.conflicting);
         self.checked += group.checked;
@@ -570,8 +552,12 @@ impl NightWriter {
         let night = self.night;
         let name = night_dir(night);
         let staging = tree.staging;
-        self.closed.finish()?;
-        self.violations.finish()?;
+        // Every table's rows are counted as written.
+        let sessions_closed = self.closed.finish()?.rows;
+        let violations = self.violations.finish()?.rows;
+        let carried_out = self.carried.finish()?.rows;
+        self.seen.finish()?;
+        let sessions_open = self.open.finish()?.rows;
         let rejected_by_checks: u64 = rejected.iter().flatten().map(|r| r.height() as u64).sum();
         let conflicting_rows: u64 = self.conflicting.iter().map(|r| r.height() as u64).sum();
         let rejected_by_reason = match rejected {
@@ -588,7 +574,6 @@ impl NightWriter {
         let rows_read = self.checked + rejected_by_checks;
         let duplicates_of_earlier_nights =
             rows_read - rows_rejected - self.duplicates_within_night - self.rows_used;
-        let [sessions_closed, sessions_open, violations, carried_out] = self.counts;
         let stats = NightStats {
             date: night,
             input_files,
@@ -616,15 +601,12 @@ impl NightWriter {
             "night computed"
         );
         let state = staging.join(STATE_DIR).join(&name);
-        self.carried.finish()?;
-        self.seen.finish()?;
         let mut lines = concat(
             self.lines.drain(..).map(IntoLazy::lazy).collect::<Vec<_>>(),
             UnionArgs::default(),
         )?
         .collect()?;
         write::write_parquet(&state, LINES, &mut lines)?;
-        self.open.finish()?;
         let fingerprint = super::card_fingerprint(card, night);
         write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
         write::write_json(&state, STATS, &stats)?;

@@ -781,13 +781,11 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         ));
 }
 
-/// A copy of a message billed on an earlier night that does not repeat the same event is bad
-/// input, as it is in a whole run.
-#[test]
-fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+/// A history whose first night (2024-01-01) billed `m1`, and a landing zone whose next day
+/// holds `m2` and a copy of `m1` with another user (file row 1).
+fn billed_then_copied_with_another_user(dir: &Path) -> (PathBuf, PathBuf) {
     let logs = days_with(
-        dir.path(),
+        dir,
         &[
             ("2024-01-01", vec![template("m1", "Mon 13:00")]),
             (
@@ -799,8 +797,17 @@ fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
             ),
         ],
     );
-    let out = dir.path().join("billing");
+    let out = dir.join("billing");
     nights(&logs, &out, date("2024-01-01"), 1);
+    (logs, out)
+}
+
+/// A copy of a message billed on an earlier night that does not repeat the same event is bad
+/// input, as it is in a whole run.
+#[test]
+fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, out) = billed_then_copied_with_another_user(dir.path());
     let before = snapshot(&out);
     run_command(&logs, &out)
         .args(["--date", "2024-01-02"])
@@ -824,21 +831,7 @@ fn a_conflicting_copy_of_an_earlier_nights_message_is_refused() {
 #[test]
 fn with_rejects_a_conflicting_copy_of_an_earlier_nights_message_is_set_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[
-            ("2024-01-01", vec![template("m1", "Mon 13:00")]),
-            (
-                "2024-01-02",
-                vec![
-                    template("m2", "Tue 09:00"),
-                    template("m1", "Tue 10:00").user("someone-else"),
-                ],
-            ),
-        ],
-    );
-    let out = dir.path().join("billing");
-    nights(&logs, &out, date("2024-01-01"), 1);
+    let (logs, out) = billed_then_copied_with_another_user(dir.path());
     run_command(&logs, &out)
         .args(["--date", "2024-01-02", "--rejects", "-q"])
         .assert()
