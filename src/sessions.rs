@@ -1,11 +1,12 @@
 //! Sessions: the validated message log in, sessions and violations out (rule set `quota`).
 //!
-//! The work is columnar and compares strings only to confirm equal hashes. A sort of the
-//! rows' key hashes numbers the conversation keys (`account_id`, `channel`, `business_id`, `user_id`) and only the distinct
-//! keys are sorted as strings, giving each row a `key` rank. A frame of numbers (key, time,
-//! direction, codes, and the row each event comes from) is sorted by key, time, inbound
+//! Strings are compared only to number the conversation keys: one pass through a hash table
+//! numbers the keys (`account_id`, `channel`, `business_id`, `user_id`), and only the distinct
+//! keys are sorted as strings, giving each row a `key` rank. Plain columns of numbers (key,
+//! time, direction, codes, and the row each event comes from) are sorted by key, time, inbound
 //! before outbound, then `message_id`; the strings stay in the loader's frame until the session
-//! and violation rows gather them. Window columns over the sorted key then give:
+//! and violation rows gather them. One pass over the sorted events, a key at a time, then
+//! finds:
 //! - the service / standard window: the last inbound event at or before each row, so a row at
 //!   `t` sees an open window when `t - last_inbound < 24h` (rules W1, M1);
 //! - Messenger and Instagram sessions as gaps-and-islands: an inbound event more than 24 hours
@@ -13,12 +14,9 @@
 //!   window is open at their time, or are violations (M3);
 //! - WhatsApp violations: free-form outbound messages outside the service window (W4).
 //!
-//! Because rows are sorted by key, a window "over the key" is a forward fill over the whole
-//! column, kept only where the filled value comes from the same key: no grouping.
-//!
 //! The WhatsApp session chain (W2: a session lasts exactly 24 hours from its opening message
-//! and is never extended) depends on where the previous session ended, so it is a sequential
-//! scan: [`whatsapp_chain`] runs it natively over the sorted columns, one key at a time.
+//! and is never extended) depends on where the previous session ended: [`whatsapp_chain`]
+//! runs it over the sorted columns, one key at a time.
 //!
 //! Finally each session is a run of consecutive rows (same key and session start), and one
 //! pass over the runs builds the session rows.
@@ -27,24 +25,8 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::load::{decode, trues};
-use crate::schema::{self, DAY_NS};
 
-// Internal column names of the ordered event frame.
-const KEY: &str = "key";
-/// The row of the loader's frame an event comes from: strings stay there, and only the
-/// session and violation rows gather them.
-const SOURCE: &str = "source_row";
-const INBOUND: &str = "is_inbound";
-const DELIVERED_OUT: &str = "delivered_out";
-const WINDOW_OPEN: &str = "window_open";
-const REASON: &str = "reason";
-const ELIGIBLE: &str = "eligible";
-const IS_WHATSAPP: &str = "is_whatsapp";
-const STANDARD_START: &str = "standard_start";
-const NEW_ISLAND: &str = "new_island";
-const SESSION_START: &str = "session_start";
-const OPENS: &str = "opens";
+use crate::schema::{self, DAY_NS};
 
 /// Output column names of `sessions.parquet`, in order.
 pub const SESSION_COLUMNS: [&str; 14] = [
@@ -125,35 +107,24 @@ pub struct NightRows {
 /// [`derive`] for a night ending at `end` (UTC nanoseconds; no message is later): also gives
 /// the rows in event order and the rows to carry to the next night.
 pub fn derive_night(messages: &DataFrame, end: i64) -> Result<(Sessions, NightRows)> {
-    let (sessions, events) = derive_events(messages)?;
-    let rows = timed("found what to carry", || night_rows(&events, end))?;
+    let (sessions, events, marks) = derive_events(messages)?;
+    let rows = timed("found what to carry", || {
+        Ok(night_rows(&events, &marks, end))
+    })?;
     Ok((sessions, rows))
 }
 
 /// See [`NightRows::carry`]: one pass over the events, a key at a time.
-fn night_rows(events: &DataFrame, end: i64) -> Result<NightRows> {
-    let keys = events.column(KEY)?.u32()?;
-    let keys = keys.cont_slice()?;
-    let times = events.column(schema::TIMESTAMP)?.i64()?;
-    let times = times.cont_slice()?;
-    let starts = events.column(SESSION_START)?.i64()?;
-    let starts: Vec<Option<i64>> = starts.iter().collect();
-    let inbound = trues(events.column(INBOUND)?.bool()?);
-    let whatsapp = trues(events.column(IS_WHATSAPP)?.bool()?);
-    let sources = events.column(SOURCE)?.idx()?;
-    let sources: Vec<IdxSize> = sources.into_no_null_iter().collect();
+fn night_rows(events: &Events, marks: &Marks, end: i64) -> NightRows {
+    let (keys, times, starts) = (&events.key, &events.time, &marks.start);
+    let (inbound, sources) = (&marks.inbound, &events.source);
     let mut carry: Vec<IdxSize> = Vec::new();
-    let n = keys.len();
-    let mut lo = 0;
-    while lo < n {
-        let mut hi = lo + 1;
-        while hi < n && keys[hi] == keys[lo] {
-            hi += 1;
-        }
+    for (lo, hi) in key_runs(keys) {
+        let whatsapp = events.channel[lo] == schema::WHATSAPP;
         // Session starts never decrease within a key: the last session is the latest start.
         let last_start = (lo..hi).filter_map(|i| starts[i]).max();
         let carry_from = last_start.filter(|&start| {
-            let ends = match whatsapp[lo] {
+            let ends = match whatsapp {
                 true => start + DAY_NS,
                 false => {
                     (lo..hi)
@@ -166,7 +137,7 @@ fn night_rows(events: &DataFrame, end: i64) -> Result<NightRows> {
             };
             ends > end
         });
-        if whatsapp[lo] {
+        if whatsapp {
             // The last customer message before the open session, or of the last 24 hours.
             let context = (lo..hi).rev().find(|&i| {
                 inbound[i]
@@ -180,50 +151,41 @@ fn night_rows(events: &DataFrame, end: i64) -> Result<NightRows> {
         if let Some(from) = carry_from {
             carry.extend((lo..hi).filter(|&i| times[i] >= from).map(|i| sources[i]));
         }
-        lo = hi;
     }
-    Ok(NightRows {
-        order: IdxCa::from_vec(PlSmallStr::EMPTY, sources),
+    NightRows {
+        order: IdxCa::from_slice(PlSmallStr::EMPTY, sources),
         carry: IdxCa::from_vec(PlSmallStr::EMPTY, carry),
+    }
+}
+
+/// The runs of equal keys in sorted `keys`, as `(first, end)` row ranges.
+fn key_runs(keys: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut lo = 0;
+    std::iter::from_fn(move || {
+        if lo >= keys.len() {
+            return None;
+        }
+        let hi = lo + keys[lo..].iter().take_while(|&&k| k == keys[lo]).count();
+        let run = (lo, hi);
+        lo = hi;
+        Some(run)
     })
 }
 
-/// [`derive`], also giving the ordered events it derived them from.
-fn derive_events(messages: &DataFrame) -> Result<(Sessions, DataFrame)> {
-    let sorted = timed("sorted events", || sort_events(messages))?;
-    let mut events = timed("window columns", || ordered_events(sorted))?;
-    timed("whatsapp chain", || add_whatsapp_chain(&mut events))?;
-    let events = events
-        .lazy()
-        .with_columns([
-            when(col(IS_WHATSAPP))
-                .then(col("wa_start"))
-                .otherwise(col(STANDARD_START))
-                .alias(SESSION_START),
-            when(col(IS_WHATSAPP))
-                .then(col("wa_opens"))
-                .otherwise(col(NEW_ISLAND))
-                .alias(OPENS),
-        ])
-        .collect()?;
-
-    let conversation_keys = match events.height() {
-        0 => 0,
-        _ => events.column(KEY)?.u32()?.max().map_or(0, |k| k as u64 + 1),
-    };
-    let outbound = events
-        .column(schema::DIRECTION)?
-        .u32()?
-        .equal(schema::OUTBOUND);
-    let failed = events
-        .column(schema::STATUS)?
-        .u32()?
-        .equal(schema::STATUS_FAILED);
-    let failed_outbound = (&outbound & &failed).sum().unwrap_or(0) as u64;
+/// [`derive`], also giving the ordered events it derived them from and their marks.
+fn derive_events(messages: &DataFrame) -> Result<(Sessions, Events, Marks)> {
+    let events = timed("sorted events", || sort_events(messages))?;
+    let marks = timed("window pass", || Ok(window_pass(&events)))?;
+    let conversation_keys = events.key.iter().max().map_or(0, |k| *k as u64 + 1);
+    let failed_outbound = (0..events.key.len())
+        .filter(|&i| {
+            events.direction[i] == schema::OUTBOUND && events.status[i] == schema::STATUS_FAILED
+        })
+        .count() as u64;
     let sessions = timed("aggregated sessions", || {
-        aggregate_sessions(&events, messages)
+        aggregate_sessions(&events, &marks, messages)
     })?;
-    let violations = timed("violations", || violations(&events, messages))?;
+    let violations = timed("violations", || violations(&events, &marks, messages))?;
     let sessions = Sessions {
         stats: SessionStats {
             conversation_keys,
@@ -234,7 +196,7 @@ fn derive_events(messages: &DataFrame) -> Result<(Sessions, DataFrame)> {
         sessions,
         violations,
     };
-    Ok((sessions, events))
+    Ok((sessions, events, marks))
 }
 
 /// Runs one step, logging its wall time at debug level (`-vv`).
@@ -245,178 +207,185 @@ pub(crate) fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     result
 }
 
-/// Events sorted by [`sort_events`] → the same rows with window columns.
-///
-/// Adds: `is_inbound`, `delivered_out`, `window_open`,
-/// `is_whatsapp`, `reason` (violation reason or null), `eligible` (a WhatsApp outbound that
-/// may open or join a session), `new_island` and `standard_start` (Messenger/Instagram).
-fn ordered_events(sorted: DataFrame) -> Result<DataFrame> {
-    let ts = || col(schema::TIMESTAMP);
-    let null_i64 = || lit(NULL).cast(DataType::Int64);
-    // Rows are sorted by key, so a window "over the key" is a pass over the whole column whose
-    // result is kept only where it comes from the same key: no grouping needed.
-    let forward_fill = |e: Expr| e.fill_null_with_strategy(FillNullStrategy::Forward(None));
-    let same_key = |from_key: Expr, value: Expr| {
-        when(from_key.eq(col(KEY)))
-            .then(value)
-            .otherwise(null_i64())
-    };
-    // The value of `ts` at the last row at or before this one, in the same key, where `at` holds.
-    let last_ts_where = |at: Expr| {
-        same_key(
-            forward_fill(
-                when(at.clone())
-                    .then(col(KEY))
-                    .otherwise(lit(NULL).cast(DataType::UInt32)),
-            ),
-            forward_fill(when(at).then(ts()).otherwise(null_i64())),
-        )
-    };
-
-    let last_inbound = last_ts_where(col(INBOUND));
-    let previous_inbound = same_key(col(KEY).shift(lit(1)), col("last_inbound").shift(lit(1)));
-
-    let ordered = sorted
-        .lazy()
-        .with_columns([
-            col(schema::DIRECTION)
-                .eq(lit(schema::INBOUND))
-                .alias(INBOUND),
-            col(schema::DIRECTION)
-                .eq(lit(schema::OUTBOUND))
-                .and(col(schema::STATUS).neq(lit(schema::STATUS_FAILED)))
-                .alias(DELIVERED_OUT),
-            col(schema::CHANNEL)
-                .eq(lit(schema::WHATSAPP))
-                .alias(IS_WHATSAPP),
-        ])
-        .with_column(last_inbound.alias("last_inbound"))
-        .with_columns([
-            (ts() - col("last_inbound"))
-                .lt(lit(DAY_NS))
-                .fill_null(lit(false))
-                .alias(WINDOW_OPEN),
-            col(INBOUND)
-                .and(
-                    previous_inbound
-                        .clone()
-                        .is_null()
-                        .or((ts() - previous_inbound).gt_eq(lit(DAY_NS))),
-                )
-                .alias(NEW_ISLAND),
-        ])
-        .with_columns([
-            when(col(DELIVERED_OUT).and(col(WINDOW_OPEN).not()))
-                .then(
-                    when(col(IS_WHATSAPP))
-                        .then(
-                            when(col(schema::KIND).eq(lit(schema::KIND_MESSAGE)))
-                                .then(lit(schema::OUTSIDE_SERVICE_WINDOW))
-                                .otherwise(lit(NULL).cast(DataType::String)),
-                        )
-                        .otherwise(lit(schema::OUTSIDE_STANDARD_WINDOW)),
-                )
-                .otherwise(lit(NULL).cast(DataType::String))
-                .alias(REASON),
-            last_ts_where(col(NEW_ISLAND)).alias("island_start"),
-        ])
-        .with_columns([
-            col(IS_WHATSAPP)
-                .and(col(DELIVERED_OUT))
-                .and(col(REASON).is_null())
-                .alias(ELIGIBLE),
-            when(col(INBOUND).or(col(DELIVERED_OUT).and(col(WINDOW_OPEN))))
-                .then(col("island_start"))
-                .otherwise(null_i64())
-                .alias(STANDARD_START),
-        ])
-        .collect()?;
-    Ok(ordered)
+/// The messages as plain columns in event order ([`schema::EVENT_ORDER`]): `key` is the rank
+/// of the row's conversation key, `source` the row of the loader's frame it comes from (the
+/// strings stay there until the session and violation rows gather them).
+struct Events {
+    key: Vec<u32>,
+    time: Vec<i64>,
+    direction: Vec<schema::Code>,
+    channel: Vec<schema::Code>,
+    kind: Vec<schema::Code>,
+    status: Vec<schema::Code>,
+    source: Vec<IdxSize>,
 }
 
-/// Messages → the same rows in event order ([`schema::EVENT_ORDER`]) with `key` (UInt32,
-/// dense, in key order) added.
+/// What the window pass finds for each event (see the module's documentation).
+struct Marks {
+    inbound: Vec<bool>,
+    /// The service / standard window is open at the event: `t - last_inbound < 24h`.
+    window_open: Vec<bool>,
+    /// Why the event is a violation, if it is one.
+    reason: Vec<Option<&'static str>>,
+    /// The start of the session the event counts toward, if any.
+    start: Vec<Option<i64>>,
+    /// The event opened its session.
+    opens: Vec<bool>,
+}
+
+/// The values of a column of the loader's frame as one vector (nulls, which the loader
+/// refuses in the columns read here, as `default`).
+fn values<T>(ca: &ChunkedArray<T>, default: T::Native) -> Vec<T::Native>
+where
+    T: PolarsNumericType,
+{
+    if ca.null_count() > 0 {
+        return ca.iter().map(|v| v.unwrap_or(default)).collect();
+    }
+    let mut out = Vec::with_capacity(ca.len());
+    for array in ca.downcast_iter() {
+        out.extend_from_slice(array.values());
+    }
+    out
+}
+
+/// [`values`] of a string column.
+fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
+    let ca = frame.column(name)?.str()?;
+    let mut out = Vec::with_capacity(ca.len());
+    for array in ca.downcast_iter() {
+        out.extend(array.iter().map(|v| v.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Messages → [`Events`].
 ///
 /// Sorting on the string key columns row by row is the costliest step of a run, so only the
 /// distinct keys are sorted as strings; the rows are then sorted on numbers (key, time,
 /// direction), and the rare runs of rows equal in all three are put in `message_id` order.
-fn sort_events(messages: &DataFrame) -> Result<DataFrame> {
-    let n = messages.height();
+fn sort_events(messages: &DataFrame) -> Result<Events> {
     let ranks = timed("ranked keys", || key_ranks(messages))?;
+    let times = values(messages.column(schema::TIMESTAMP)?.i64()?, i64::MIN);
+    let directions = values(messages.column(schema::DIRECTION)?.u32()?, 0);
+    let ids = strings(messages, schema::MESSAGE_ID)?;
     // One sort of plain tuples (key rank, time, direction, row); message ids are compared
     // only where the rest ties.
-    let order: Vec<IdxSize> = timed("sorted rows", || -> Result<Vec<IdxSize>> {
-        let keys = ranks.idx()?;
-        let times = messages.column(schema::TIMESTAMP)?.i64()?;
-        let directions = messages.column(schema::DIRECTION)?.u32()?;
-        let ids = messages.column(schema::MESSAGE_ID)?.str()?;
-        let mut rows: Vec<(IdxSize, i64, u32, IdxSize)> = keys
-            .iter()
-            .zip(times.iter())
-            .zip(directions.iter())
-            .enumerate()
-            .map(|(row, ((key, time), direction))| {
-                (
-                    key.unwrap_or_default(),
-                    time.unwrap_or(i64::MIN),
-                    direction.unwrap_or_default(),
-                    row as IdxSize,
-                )
-            })
+    let rows = timed("sorted rows", || {
+        let mut rows: Vec<(u32, i64, u32, IdxSize)> = (0..ranks.len())
+            .map(|row| (ranks[row], times[row], directions[row], row as IdxSize))
             .collect();
         rows.sort_unstable_by(|a, b| {
             (a.0, a.1, a.2)
                 .cmp(&(b.0, b.1, b.2))
-                .then_with(|| ids.get(a.3 as usize).cmp(&ids.get(b.3 as usize)))
+                .then_with(|| ids[a.3 as usize].cmp(ids[b.3 as usize]))
                 .then_with(|| a.3.cmp(&b.3))
         });
-        Ok(rows.into_iter().map(|r| r.3).collect())
+        Ok(rows)
     })?;
-    let numeric = DataFrame::new(
-        n,
-        vec![
-            ranks,
-            messages.column(schema::TIMESTAMP)?.clone(),
-            messages.column(schema::DIRECTION)?.clone(),
-            messages.column(schema::CHANNEL)?.clone(),
-            messages.column(schema::KIND)?.clone(),
-            messages.column(schema::STATUS)?.clone(),
-            Column::new(SOURCE.into(), (0..n as IdxSize).collect::<Vec<_>>()),
-        ],
-    )?;
-    let mut sorted = numeric.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))?;
-    sorted.rechunk_mut();
-    Ok(sorted)
+    let codes = |name: &str| -> Result<Vec<schema::Code>> {
+        let all = values(messages.column(name)?.u32()?, 0);
+        Ok(rows.iter().map(|r| all[r.3 as usize]).collect())
+    };
+    Ok(Events {
+        channel: codes(schema::CHANNEL)?,
+        kind: codes(schema::KIND)?,
+        status: codes(schema::STATUS)?,
+        key: rows.iter().map(|r| r.0).collect(),
+        time: rows.iter().map(|r| r.1).collect(),
+        direction: rows.iter().map(|r| r.2).collect(),
+        source: rows.iter().map(|r| r.3).collect(),
+    })
+}
+
+/// One pass over the events, a key at a time, for the window columns of the module's
+/// documentation; then the WhatsApp chain.
+fn window_pass(events: &Events) -> Marks {
+    let n = events.key.len();
+    let mut inbound = vec![false; n];
+    let mut window_open = vec![false; n];
+    let mut reason = vec![None; n];
+    let mut eligible = vec![false; n];
+    let mut whatsapp = vec![false; n];
+    let mut standard_start = vec![None; n];
+    let mut new_island = vec![false; n];
+    for (lo, hi) in key_runs(&events.key) {
+        let is_whatsapp = events.channel[lo] == schema::WHATSAPP;
+        // The last inbound event so far, and the start of the current island.
+        let mut last_inbound: Option<i64> = None;
+        let mut island: Option<i64> = None;
+        for i in lo..hi {
+            let t = events.time[i];
+            let is_inbound = events.direction[i] == schema::INBOUND;
+            let delivered_out = events.direction[i] == schema::OUTBOUND
+                && events.status[i] != schema::STATUS_FAILED;
+            let previous_inbound = last_inbound;
+            if is_inbound {
+                last_inbound = Some(t);
+            }
+            let open = matches!(last_inbound, Some(last) if t - last < DAY_NS);
+            let fresh = is_inbound
+                && match previous_inbound {
+                    Some(previous) => t - previous >= DAY_NS,
+                    None => true,
+                };
+            if fresh {
+                island = Some(t);
+            }
+            let why = match (delivered_out && !open, is_whatsapp) {
+                (false, _) => None,
+                (true, true) => (events.kind[i] == schema::KIND_MESSAGE)
+                    .then_some(schema::OUTSIDE_SERVICE_WINDOW),
+                (true, false) => Some(schema::OUTSIDE_STANDARD_WINDOW),
+            };
+            inbound[i] = is_inbound;
+            window_open[i] = open;
+            reason[i] = why;
+            whatsapp[i] = is_whatsapp;
+            eligible[i] = is_whatsapp && delivered_out && why.is_none();
+            new_island[i] = fresh;
+            if is_inbound || (delivered_out && open) {
+                standard_start[i] = island;
+            }
+        }
+    }
+    let chain = whatsapp_chain(&events.key, &events.time, &inbound, &eligible, &whatsapp);
+    let start = (0..n)
+        .map(|i| match whatsapp[i] {
+            true => chain.start[i],
+            false => standard_start[i],
+        })
+        .collect();
+    let opens = (0..n)
+        .map(|i| match whatsapp[i] {
+            true => chain.opens[i],
+            false => new_island[i],
+        })
+        .collect();
+    Marks {
+        inbound,
+        window_open,
+        reason,
+        start,
+        opens,
+    }
 }
 
 /// `key` for each row: the rank of its conversation key (`account_id`, `channel` code,
 /// `business_id`, `user_id`) among the log's distinct keys in that order. Rows are numbered by
 /// key through a sort of their keys' hashes; only the distinct keys are then sorted, comparing
 /// strings.
-fn key_ranks(messages: &DataFrame) -> Result<Column> {
-    use std::hash::BuildHasher;
-    let accounts = messages.column(schema::ACCOUNT_ID)?.str()?;
-    let channels = messages.column(schema::CHANNEL)?.u32()?;
-    let businesses = messages.column(schema::BUSINESS_ID)?.str()?;
-    let users = messages.column(schema::USER_ID)?.str()?;
+fn key_ranks(messages: &DataFrame) -> Result<Vec<u32>> {
+    let accounts = strings(messages, schema::ACCOUNT_ID)?;
+    let channels = values(messages.column(schema::CHANNEL)?.u32()?, 0);
+    let businesses = strings(messages, schema::BUSINESS_ID)?;
+    let users = strings(messages, schema::USER_ID)?;
     type Key<'a> = (&'a str, u32, &'a str, &'a str);
     // The loader refuses nulls in key columns.
-    let keys: Vec<Key> = accounts
-        .iter()
-        .zip(channels.iter())
-        .zip(businesses.iter())
-        .zip(users.iter())
-        .map(|(((account, channel), business), user)| {
-            (
-                account.unwrap_or_default(),
-                channel.unwrap_or_default(),
-                business.unwrap_or_default(),
-                user.unwrap_or_default(),
-            )
-        })
+    let keys: Vec<Key> = (0..accounts.len())
+        .map(|row| (accounts[row], channels[row], businesses[row], users[row]))
         .collect();
-    let state = PlRandomState::default();
-    let (number_of_row, distinct) = number_keys(&keys, |key| state.hash_one(key));
+    let (number_of_row, distinct) = number_keys(&keys, PlRandomState::default());
     // Accounts and businesses are few: ranked once each, the keys compare as numbers but for
     // `user_id`.
     let account_rank = rank_strings(distinct.iter().map(|k| k.0));
@@ -439,39 +408,33 @@ fn key_ranks(messages: &DataFrame) -> Result<Column> {
     for (position, key) in in_order.into_iter().enumerate() {
         rank[key.4 as usize] = position as IdxSize;
     }
-    let keys: Vec<IdxSize> = number_of_row
+    Ok(number_of_row
         .into_iter()
         .map(|n| rank[n as usize])
-        .collect();
-    Ok(Column::new(KEY.into(), keys))
+        .collect())
 }
 
-/// Numbers the distinct values among `keys`: each row's number, and the values by number.
-/// Equal values have equal hashes, so sorting (hash, row) pairs brings each value's rows
-/// together; a run of equal hashes is one value unless two values collide, which comparing
-/// the values notices (such a run is then sorted by the values themselves).
-fn number_keys<K: Ord + Copy>(keys: &[K], hash: impl Fn(&K) -> u64) -> (Vec<IdxSize>, Vec<K>) {
-    let mut hashed: Vec<(u64, IdxSize)> = keys
-        .iter()
-        .enumerate()
-        .map(|(row, key)| (hash(key), row as IdxSize))
-        .collect();
-    hashed.sort_unstable();
-    let mut number_of_row = vec![0 as IdxSize; keys.len()];
+/// Numbers the distinct values among `keys` in order of first appearance: each row's number,
+/// and the values by number. One pass in row order through a hash table of the values seen
+/// (a row's strings are read where they lie, in order; a table entry points at the strings of
+/// the value's first row, which is usually still in cache for a conversation's next rows).
+fn number_keys<K, S>(keys: &[K], hasher: S) -> (Vec<IdxSize>, Vec<K>)
+where
+    K: std::hash::Hash + Eq + Copy,
+    S: std::hash::BuildHasher,
+{
+    let mut numbers: std::collections::HashMap<K, IdxSize, S> =
+        std::collections::HashMap::with_capacity_and_hasher(keys.len() / 4, hasher);
     let mut distinct: Vec<K> = Vec::new();
-    for run in hashed.chunk_by_mut(|a, b| a.0 == b.0) {
-        let first = keys[run[0].1 as usize];
-        if run.iter().any(|(_, row)| keys[*row as usize] != first) {
-            run.sort_unstable_by_key(|(_, row)| keys[*row as usize]);
-        }
-        for same in run.chunk_by(|a, b| keys[a.1 as usize] == keys[b.1 as usize]) {
-            let number = distinct.len() as IdxSize;
-            distinct.push(keys[same[0].1 as usize]);
-            for (_, row) in same {
-                number_of_row[*row as usize] = number;
-            }
-        }
-    }
+    let number_of_row = keys
+        .iter()
+        .map(|key| {
+            *numbers.entry(*key).or_insert_with(|| {
+                distinct.push(*key);
+                (distinct.len() - 1) as IdxSize
+            })
+        })
+        .collect();
     (number_of_row, distinct)
 }
 
@@ -484,25 +447,6 @@ fn rank_strings<'a>(values: impl Iterator<Item = &'a str>) -> PlHashMap<&'a str,
         .enumerate()
         .map(|(rank, value)| (value, rank as u32))
         .collect()
-}
-
-/// Runs [`whatsapp_chain`] over the ordered events and adds `wa_start` (Int64, the start of
-/// the WhatsApp session a row counts toward, or null) and `wa_opens` (Boolean).
-fn add_whatsapp_chain(events: &mut DataFrame) -> Result<()> {
-    events.rechunk_mut();
-    let keys = events.column(KEY)?.u32()?;
-    let times = events.column(schema::TIMESTAMP)?.i64()?;
-    let bools = |name: &str| -> Result<Vec<bool>> { Ok(trues(events.column(name)?.bool()?)) };
-    let chain = whatsapp_chain(
-        keys.cont_slice()?,
-        times.cont_slice()?,
-        &bools(INBOUND)?,
-        &bools(ELIGIBLE)?,
-        &bools(IS_WHATSAPP)?,
-    );
-    events.with_column(Column::new("wa_start".into(), chain.start))?;
-    events.with_column(Column::new("wa_opens".into(), chain.opens))?;
-    Ok(())
 }
 
 /// Per-row result of the WhatsApp session chain.
@@ -571,81 +515,77 @@ pub fn whatsapp_chain(
     chain
 }
 
-fn utc_timestamp(e: Expr) -> Expr {
-    e.cast(DataType::Datetime(
-        TimeUnit::Nanoseconds,
-        Some(TimeZone::UTC),
-    ))
+/// A `Datetime(ns, UTC)` column of UTC nanoseconds.
+fn utc_column(name: &str, times: Int64Chunked) -> Column {
+    times
+        .with_name(name.into())
+        .into_datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC))
+        .into_column()
 }
 
-fn period_of(e: Expr) -> Expr {
-    e.cast(DataType::Datetime(TimeUnit::Nanoseconds, None))
-        .dt()
-        .strftime("%Y-%m")
+/// A string column of the names of `codes` in `enumeration`.
+fn names_column(
+    enumeration: &schema::Enumeration,
+    codes: impl Iterator<Item = schema::Code>,
+) -> Column {
+    StringChunked::from_iter_values(
+        enumeration.column.into(),
+        codes.map(|code| enumeration.name_of(code)),
+    )
+    .into_column()
 }
 
-/// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
-fn aggregate_sessions(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
-    let in_session = session_runs(events, messages)?
-        .lazy()
-        .with_columns([
-            when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
-                .then(
-                    when(col("opener_in_window"))
-                        .then(lit(schema::USER_INITIATED))
-                        .otherwise(lit(schema::BUSINESS_INITIATED)),
-                )
-                .otherwise(lit(schema::STANDARD))
-                .alias("initiation"),
-            utc_timestamp(col(SESSION_START)).alias("started_at"),
-            utc_timestamp(
-                when(col(schema::CHANNEL).eq(lit(schema::WHATSAPP)))
-                    .then(col(SESSION_START))
-                    .otherwise(col("last_inbound"))
-                    + lit(DAY_NS),
-            )
-            .alias("ends_at"),
-            col(schema::CHANNEL)
-                .eq(lit(schema::WHATSAPP))
-                .or(col("outbound_messages").gt(lit(0i64)))
-                .alias("billable"),
-            period_of(col(SESSION_START)).alias("period"),
-        ])
-        .with_columns([
-            col("billable").cast(DataType::Int64).alias("quota"),
-            decode(&schema::CHANNELS),
-        ])
-        .collect()?;
-    let ids = session_ids(&in_session)?;
-    let mut sessions = in_session;
-    sessions.with_column(ids)?;
-    Ok(sessions.select(SESSION_COLUMNS)?)
+/// The `period` column (`YYYY-MM`, UTC) of UTC nanoseconds; a month is formatted once.
+fn period_column(times: impl Iterator<Item = i64>) -> Column {
+    let mut names: Vec<String> = Vec::new();
+    let mut last: Option<(i64, usize)> = None;
+    let mut months: Vec<usize> = Vec::new();
+    for time in times {
+        let day = time.div_euclid(DAY_NS);
+        let month = match last {
+            Some((last_day, month)) if last_day == day => month,
+            _ => {
+                let name = chrono::DateTime::from_timestamp_nanos(time)
+                    .format("%Y-%m")
+                    .to_string();
+                let month = match names.iter().position(|n| *n == name) {
+                    Some(month) => month,
+                    None => {
+                        names.push(name);
+                        names.len() - 1
+                    }
+                };
+                last = Some((day, month));
+                month
+            }
+        };
+        months.push(month);
+    }
+    StringChunked::from_iter_values("period".into(), months.iter().map(|m| names[*m].as_str()))
+        .into_column()
 }
 
-/// Ordered events → one row per (key, `session_start`), with the columns the session rows are
-/// made of: the key's columns, `opened_by` and `opener_in_window` (from the row that opened the
-/// session), `inbound_messages`, `outbound_messages` and `last_inbound`.
+/// One session: a run of consecutive events with the same key and session start.
+struct Run {
+    first: usize,
+    opener: Option<usize>,
+    start: i64,
+    inbound_messages: i64,
+    outbound_messages: i64,
+    last_inbound: Option<i64>,
+}
+
+/// The sessions of the events, in event order.
 ///
 /// The rows of one session are consecutive: events are sorted by key and time, and within a
 /// key a later row never belongs to an earlier session (WhatsApp sessions follow each other;
 /// a Messenger/Instagram island's rows precede the next island's). So one pass finds each
 /// session's run of rows; it checks that order and fails rather than split a session.
-fn session_runs(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
-    let keys = events.column(KEY)?.u32()?;
-    let starts = events.column(SESSION_START)?.i64()?;
-    let times = events.column(schema::TIMESTAMP)?.i64()?;
-    let flags = |name: &str| -> Result<Vec<bool>> { Ok(trues(events.column(name)?.bool()?)) };
-    let (inbound, opens) = (flags(INBOUND)?, flags(OPENS)?);
-
-    let mut first: Vec<IdxSize> = Vec::new();
-    let mut opener: Vec<Option<IdxSize>> = Vec::new();
-    let mut run_start: Vec<i64> = Vec::new();
-    let mut inbound_messages: Vec<i64> = Vec::new();
-    let mut outbound_messages: Vec<i64> = Vec::new();
-    let mut last_inbound: Vec<Option<i64>> = Vec::new();
+fn session_runs(events: &Events, marks: &Marks) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
     let mut current: Option<(u32, i64)> = None;
-    for (i, ((key, start), time)) in keys.iter().zip(starts.iter()).zip(times.iter()).enumerate() {
-        let (Some(key), Some(start)) = (key, start) else {
+    for i in 0..events.key.len() {
+        let (key, Some(start)) = (events.key[i], marks.start[i]) else {
             continue;
         };
         if current != Some((key, start)) {
@@ -658,68 +598,105 @@ fn session_runs(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
                 }
             }
             current = Some((key, start));
-            first.push(i as IdxSize);
-            opener.push(None);
-            run_start.push(start);
-            inbound_messages.push(0);
-            outbound_messages.push(0);
-            last_inbound.push(None);
+            runs.push(Run {
+                first: i,
+                opener: None,
+                start,
+                inbound_messages: 0,
+                outbound_messages: 0,
+                last_inbound: None,
+            });
         }
-        let run = first.len() - 1;
-        if opens[i] && opener[run].is_none() {
-            opener[run] = Some(i as IdxSize);
+        let run = runs.last_mut().expect("a run was pushed");
+        if marks.opens[i] && run.opener.is_none() {
+            run.opener = Some(i);
         }
-        if inbound[i] {
-            inbound_messages[run] += 1;
-            last_inbound[run] = time.max(last_inbound[run]);
+        if marks.inbound[i] {
+            run.inbound_messages += 1;
+            run.last_inbound = Some(events.time[i]).max(run.last_inbound);
         } else {
-            outbound_messages[run] += 1;
+            run.outbound_messages += 1;
         }
     }
-
-    let sources = events.column(SOURCE)?.idx()?;
-    let source_of = |rows: &IdxCa| -> Result<IdxCa> { Ok(sources.take(rows)?) };
-    let first = IdxCa::from_vec(PlSmallStr::EMPTY, first);
-    let opener = IdxCa::from_iter_options(PlSmallStr::EMPTY, opener.into_iter());
-    let mut columns = events
-        .select([KEY, schema::CHANNEL])?
-        .take(&first)?
-        .into_columns();
-    columns.extend(
-        messages
-            .select([schema::ACCOUNT_ID, schema::BUSINESS_ID, schema::USER_ID])?
-            .take(&source_of(&first)?)?
-            .into_columns(),
-    );
-    let at_opener = events.select([WINDOW_OPEN])?.take(&opener)?;
-    let opened_by = messages
-        .column(schema::MESSAGE_ID)?
-        .take(&source_of(&opener)?)?;
-    columns.push(Column::new(SESSION_START.into(), run_start));
-    columns.push(opened_by.with_name("opened_by".into()));
-    columns.push(
-        at_opener
-            .column(WINDOW_OPEN)?
-            .clone()
-            .with_name("opener_in_window".into()),
-    );
-    columns.push(Column::new("inbound_messages".into(), inbound_messages));
-    columns.push(Column::new("outbound_messages".into(), outbound_messages));
-    columns.push(Column::new("last_inbound".into(), last_inbound));
-    Ok(DataFrame::new(first.len(), columns)?)
+    Ok(runs)
 }
 
-/// `session_id`: the first 16 bytes of SHA-256 over the opening event's (`account_id`,
-/// `message_id`), in hex. Stable across reruns and independent of the rest of the log.
-fn session_ids(sessions: &DataFrame) -> Result<Column> {
-    let accounts = sessions.column(schema::ACCOUNT_ID)?.str()?;
-    let openers = sessions.column("opened_by")?.str()?;
-    let ids: Vec<String> = accounts
+/// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
+fn aggregate_sessions(events: &Events, marks: &Marks, messages: &DataFrame) -> Result<DataFrame> {
+    let runs = session_runs(events, marks)?;
+    let n = runs.len();
+    let source = |i: usize| events.source[i];
+    let firsts = IdxCa::from_iter_values(PlSmallStr::EMPTY, runs.iter().map(|r| source(r.first)));
+    let openers =
+        IdxCa::from_iter_options(PlSmallStr::EMPTY, runs.iter().map(|r| r.opener.map(source)));
+    let keys = messages
+        .select([schema::ACCOUNT_ID, schema::BUSINESS_ID, schema::USER_ID])?
+        .take(&firsts)?;
+    let opened_by = messages
+        .column(schema::MESSAGE_ID)?
+        .take(&openers)?
+        .with_name("opened_by".into());
+    let whatsapp = |r: &Run| events.channel[r.first] == schema::WHATSAPP;
+    let session_ids: StringChunked = {
+        let accounts = strings(&keys, schema::ACCOUNT_ID)?;
+        let openers = opened_by.str()?;
+        accounts
+            .iter()
+            .zip(openers.iter())
+            .map(|(account, opener)| Some(session_id(account, opener.unwrap_or(""))))
+            .collect()
+    };
+    let initiation = StringChunked::from_iter_values(
+        "initiation".into(),
+        runs.iter().map(|r| match whatsapp(r) {
+            true if r.opener.is_some_and(|o| marks.window_open[o]) => schema::USER_INITIATED,
+            true => schema::BUSINESS_INITIATED,
+            false => schema::STANDARD,
+        }),
+    );
+    let ends_at = Int64Chunked::from_iter_options(
+        PlSmallStr::EMPTY,
+        runs.iter().map(|r| match whatsapp(r) {
+            true => Some(r.start + DAY_NS),
+            false => r.last_inbound.map(|last| last + DAY_NS),
+        }),
+    );
+    let billable: Vec<bool> = runs
         .iter()
-        .zip(openers.iter())
-        .map(|(account, opener)| session_id(account.unwrap_or(""), opener.unwrap_or("")))
+        .map(|r| whatsapp(r) || r.outbound_messages > 0)
         .collect();
-    Ok(Column::new("session_id".into(), ids))
+    let columns = vec![
+        session_ids.with_name("session_id".into()).into_column(),
+        keys.column(schema::ACCOUNT_ID)?.clone(),
+        names_column(
+            &schema::CHANNELS,
+            runs.iter().map(|r| events.channel[r.first]),
+        ),
+        keys.column(schema::BUSINESS_ID)?.clone(),
+        keys.column(schema::USER_ID)?.clone(),
+        initiation.into_column(),
+        utc_column(
+            "started_at",
+            Int64Chunked::from_iter_values(PlSmallStr::EMPTY, runs.iter().map(|r| r.start)),
+        ),
+        utc_column("ends_at", ends_at),
+        opened_by,
+        Column::new(
+            "inbound_messages".into(),
+            runs.iter().map(|r| r.inbound_messages).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "outbound_messages".into(),
+            runs.iter().map(|r| r.outbound_messages).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "quota".into(),
+            billable.iter().map(|b| *b as i64).collect::<Vec<_>>(),
+        ),
+        Column::new("billable".into(), billable),
+        period_column(runs.iter().map(|r| r.start)),
+    ];
+    Ok(DataFrame::new(n, columns)?.select(SESSION_COLUMNS)?)
 }
 
 /// See [`session_ids`].
@@ -732,8 +709,12 @@ pub fn session_id(account_id: &str, opened_by: &str) -> String {
 }
 
 /// Ordered events → one row per violating message ([`VIOLATION_COLUMNS`]), in event order.
-fn violations(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
-    let mut violating = events.filter(&events.column(REASON)?.is_not_null())?;
+fn violations(events: &Events, marks: &Marks, messages: &DataFrame) -> Result<DataFrame> {
+    let rows: Vec<usize> = (0..events.key.len())
+        .filter(|&i| marks.reason[i].is_some())
+        .collect();
+    let sources =
+        IdxCa::from_iter_values(PlSmallStr::EMPTY, rows.iter().map(|&i| events.source[i]));
     let strings = messages
         .select([
             schema::ACCOUNT_ID,
@@ -741,18 +722,27 @@ fn violations(events: &DataFrame, messages: &DataFrame) -> Result<DataFrame> {
             schema::USER_ID,
             schema::MESSAGE_ID,
         ])?
-        .take(violating.column(SOURCE)?.idx()?)?;
-    violating.hstack_mut(strings.columns())?;
-    Ok(violating
-        .lazy()
-        .with_columns([
-            period_of(col(schema::TIMESTAMP)).alias("period"),
-            utc_timestamp(col(schema::TIMESTAMP)),
-            decode(&schema::CHANNELS),
-            decode(&schema::KINDS),
-        ])
-        .select(VIOLATION_COLUMNS.map(col))
-        .collect()?)
+        .take(&sources)?;
+    let times = || rows.iter().map(|&i| events.time[i]);
+    let columns = vec![
+        strings.column(schema::ACCOUNT_ID)?.clone(),
+        names_column(&schema::CHANNELS, rows.iter().map(|&i| events.channel[i])),
+        strings.column(schema::BUSINESS_ID)?.clone(),
+        strings.column(schema::USER_ID)?.clone(),
+        strings.column(schema::MESSAGE_ID)?.clone(),
+        names_column(&schema::KINDS, rows.iter().map(|&i| events.kind[i])),
+        utc_column(
+            schema::TIMESTAMP,
+            Int64Chunked::from_iter_values(PlSmallStr::EMPTY, times()),
+        ),
+        StringChunked::from_iter_values(
+            "reason".into(),
+            rows.iter().map(|&i| marks.reason[i].unwrap_or_default()),
+        )
+        .into_column(),
+        period_column(times()),
+    ];
+    Ok(DataFrame::new(rows.len(), columns)?)
 }
 
 #[cfg(test)]
@@ -814,12 +804,21 @@ mod tests {
 
     #[test]
     fn keys_are_numbered_by_value_even_when_their_hashes_collide() {
+        /// Every value hashes alike.
+        #[derive(Default)]
+        struct Collide;
+        impl std::hash::Hasher for Collide {
+            fn finish(&self) -> u64 {
+                7
+            }
+            fn write(&mut self, _: &[u8]) {}
+        }
         let keys = ["b", "a", "b", "c", "a"];
-        for hash in [|k: &&str| k.len() as u64, |k: &&str| k.as_bytes()[0] as u64] {
-            let (numbers, distinct) = number_keys(&keys, hash);
-            let by_row: Vec<&str> = numbers.iter().map(|n| distinct[*n as usize]).collect();
-            assert_eq!(by_row, keys);
-            assert_eq!(distinct.len(), 3);
+        let colliding = number_keys(&keys, std::hash::BuildHasherDefault::<Collide>::default());
+        let hashed = number_keys(&keys, PlRandomState::default());
+        for (numbers, distinct) in [colliding, hashed] {
+            assert_eq!(distinct, ["b", "a", "c"]);
+            assert_eq!(numbers, [0, 1, 0, 2, 1]);
         }
     }
 
