@@ -232,6 +232,14 @@ impl Drop for Staging {
     }
 }
 
+/// The compression of the outputs: zstd at level 1, which compresses them about as well as
+/// polars' default level at a fraction of its time.
+pub(crate) fn output_compression() -> ParquetCompression {
+    ParquetCompression::Zstd(Some(
+        polars_utils::compression::ZstdLevel::try_new(1).expect("1 is a zstd level"),
+    ))
+}
+
 /// One Parquet output written in pieces, cut into row groups of [`ROW_GROUP_ROWS`] rows: the
 /// same rows give the same bytes however they arrive.
 pub(crate) struct TableWriter {
@@ -258,7 +266,7 @@ impl TableWriter {
             pending_rows: 0,
             rows: 0,
             row_group_rows: ROW_GROUP_ROWS,
-            compression: ParquetCompression::default(),
+            compression: output_compression(),
         }
     }
 
@@ -270,7 +278,7 @@ impl TableWriter {
         Ok(table)
     }
 
-    /// Compresses with `compression` instead of polars' default (zstd): LZ4 for files only
+    /// Compresses with `compression` instead of [`output_compression`]: LZ4 for files only
     /// convbill reads again, where speed matters more than size.
     pub(crate) fn with_compression(mut self, compression: ParquetCompression) -> Self {
         self.compression = compression;
@@ -499,7 +507,9 @@ pub(crate) fn write_parquet(
 ) -> Result<WrittenFile> {
     let rows = frame.height() as u64;
     write_file(dir, relative, rows, |w| {
-        ParquetWriter::new(w).finish(frame)?;
+        ParquetWriter::new(w)
+            .with_compression(output_compression())
+            .finish(frame)?;
         Ok(())
     })
 }
