@@ -640,11 +640,12 @@ fn aggregate_sessions(events: &Events, marks: &Marks, messages: &DataFrame) -> R
     let session_ids: StringChunked = {
         let accounts = strings(&keys, schema::ACCOUNT_ID)?;
         let openers = opened_by.str()?;
-        accounts
-            .iter()
-            .zip(openers.iter())
-            .map(|(account, opener)| Some(session_id(account, opener.unwrap_or(""))))
-            .collect()
+        let mut hex = [0u8; 32];
+        let mut builder = StringChunkedBuilder::new("session_id".into(), accounts.len());
+        for (account, opener) in accounts.iter().zip(openers.iter()) {
+            builder.append_value(session_id_into(account, opener.unwrap_or(""), &mut hex));
+        }
+        builder.finish()
     };
     let initiation = StringChunked::from_iter_values(
         "initiation".into(),
@@ -701,11 +702,17 @@ fn aggregate_sessions(events: &Events, marks: &Marks, messages: &DataFrame) -> R
 
 /// See [`session_ids`].
 pub fn session_id(account_id: &str, opened_by: &str) -> String {
+    session_id_into(account_id, opened_by, &mut [0u8; 32]).to_string()
+}
+
+/// [`session_id`], written into `hex`.
+fn session_id_into<'a>(account_id: &str, opened_by: &str, hex: &'a mut [u8; 32]) -> &'a str {
     let mut hasher = Sha256::new();
     hasher.update(account_id.as_bytes());
     hasher.update([0x1f]);
     hasher.update(opened_by.as_bytes());
-    hex::encode(&hasher.finalize()[..16])
+    hex::encode_to_slice(&hasher.finalize()[..16], hex).expect("16 bytes fit 32 hex digits");
+    std::str::from_utf8(hex).expect("hex digits are UTF-8")
 }
 
 /// Ordered events → one row per violating message ([`VIOLATION_COLUMNS`]), in event order.
