@@ -344,13 +344,21 @@ fn derive_group(
     card: &rates::RateCard,
     coverage: &rating::Coverage,
 ) -> Result<GroupResult> {
-    let (frame, rejected) = sessions::timed("dropped duplicates", || {
-        load::deduplicate_checked(frame, paths, keep_rejects)
+    // Later steps gather rows from the frame: gathering strings from one chunk copies their
+    // views, from many chunks it copies the strings.
+    let mut frame = frame;
+    frame.rechunk_mut();
+    let (keep, rejected) = sessions::timed("dropped duplicates", || {
+        load::duplicates_checked(&frame, paths, keep_rejects)
     })?;
-    let derived = sessions::derive(&frame)?;
+    let rows_used = match &keep {
+        Some(keep) => keep.iter().filter(|k| **k).count(),
+        None => frame.height(),
+    };
+    let derived = sessions::derive_kept(&frame, keep.as_deref())?;
     let rated = rating::rate_sessions(derived.sessions, card)?;
     Ok(GroupResult {
-        rows_used: frame.height() as u64,
+        rows_used: rows_used as u64,
         rejected,
         lines: rating::lines_of(&rated)?,
         unsettled: rating::unsettled(&rated, coverage)?,

@@ -1291,13 +1291,35 @@ pub fn deduplicate_checked(
     files: &[String],
     keep_rejects: bool,
 ) -> Result<(DataFrame, Option<DataFrame>)> {
-    let repeated = repeated_ids(&frame)?;
-    if !repeated.any() {
-        return Ok((frame, None));
+    let (keep, rejected) = duplicates_checked(&frame, files, keep_rejects)?;
+    Ok(match keep {
+        None => (frame, rejected),
+        Some(keep) => (
+            frame.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?,
+            rejected,
+        ),
+    })
+}
+
+/// [`deduplicate_checked`] without copying the frame: the rows to keep (`None`: all of them),
+/// and the rows set aside.
+pub fn duplicates_checked(
+    frame: &DataFrame,
+    files: &[String],
+    keep_rejects: bool,
+) -> Result<(Option<Vec<bool>>, Option<DataFrame>)> {
+    let repeated = repeated_ids(frame)?;
+    if !repeated.contains(&true) {
+        return Ok((None, None));
     }
-    let once = frame.filter(&!&repeated)?;
-    let mut candidates = frame
-        .filter(&repeated)?
+    // The candidates, with their rows in `frame`.
+    let rows: Vec<IdxSize> = (0..repeated.len())
+        .filter(|&row| repeated[row])
+        .map(|row| row as IdxSize)
+        .collect();
+    let mut candidates = frame.take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows.clone()))?;
+    candidates.with_column(Column::new(CANDIDATE.into(), rows))?;
+    let mut candidates = candidates
         .lazy()
         .sort(
             [
@@ -1336,9 +1358,17 @@ pub fn deduplicate_checked(
             )),
             UniqueKeepStrategy::First,
         )
+        .select([col(CANDIDATE)])
         .collect()?;
-    Ok((concat_frames(vec![once, kept])?, rejected))
+    let mut keep: Vec<bool> = repeated.iter().map(|r| !r).collect();
+    for row in kept.column(CANDIDATE)?.idx()?.into_no_null_iter() {
+        keep[row as usize] = true;
+    }
+    Ok((Some(keep), rejected))
 }
+
+/// The column of a duplicate candidate's row in the frame [`duplicates_checked`] looks at.
+const CANDIDATE: &str = "candidate_row";
 
 /// Over rows sorted by account and id: `true` for every row of an id whose rows differ in a
 /// column of [`DUPLICATE_MUST_MATCH`]; and the first such difference (two positions, column).
@@ -1523,7 +1553,7 @@ fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<Vec<u64>> {
 /// `true` for each row whose `message_id` may occur more than once in `frame`: rows whose
 /// id's 64-bit hash repeats (a superset of the repeated ids; the caller compares the ids
 /// themselves). Hashing and sorting numbers is several times faster than a table of strings.
-fn repeated_ids(frame: &DataFrame) -> Result<BooleanChunked> {
+fn repeated_ids(frame: &DataFrame) -> Result<Vec<bool>> {
     use std::hash::BuildHasher;
     let ids = frame.column(schema::MESSAGE_ID)?.str()?;
     let state = PlRandomState::default();
@@ -1541,5 +1571,5 @@ fn repeated_ids(frame: &DataFrame) -> Result<BooleanChunked> {
             }
         }
     }
-    Ok(BooleanChunked::from_slice(PlSmallStr::EMPTY, &repeated))
+    Ok(repeated)
 }

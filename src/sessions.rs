@@ -90,7 +90,13 @@ pub struct Sessions {
 /// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
 /// see [`crate::load::Messages::frame`]) under rule set `quota`.
 pub fn derive(messages: &DataFrame) -> Result<Sessions> {
-    Ok(derive_events(messages)?.0)
+    Ok(derive_events(messages, None)?.0)
+}
+
+/// [`derive`] over the rows of `messages` where `keep` holds (all of them if `None`): a
+/// group's duplicates are dropped without copying its frame.
+pub fn derive_kept(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Sessions> {
+    Ok(derive_events(messages, keep)?.0)
 }
 
 /// What a night needs of its events besides the sessions ([`derive_night`]).
@@ -107,7 +113,7 @@ pub struct NightRows {
 /// [`derive`] for a night ending at `end` (UTC nanoseconds; no message is later): also gives
 /// the rows in event order and the rows to carry to the next night.
 pub fn derive_night(messages: &DataFrame, end: i64) -> Result<(Sessions, NightRows)> {
-    let (sessions, events, marks) = derive_events(messages)?;
+    let (sessions, events, marks) = derive_events(messages, None)?;
     let rows = timed("found what to carry", || {
         Ok(night_rows(&events, &marks, end))
     })?;
@@ -173,10 +179,11 @@ fn key_runs(keys: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
 }
 
 /// [`derive`], also giving the ordered events it derived them from and their marks.
-fn derive_events(messages: &DataFrame) -> Result<(Sessions, Events, Marks)> {
-    let events = timed("sorted events", || sort_events(messages))?;
+fn derive_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<(Sessions, Events, Marks)> {
+    let events = timed("sorted events", || sort_events(messages, keep))?;
     let marks = timed("window pass", || Ok(window_pass(&events)))?;
-    let conversation_keys = events.key.iter().max().map_or(0, |k| *k as u64 + 1);
+    // Rows not kept have ranks too: count the keys of the events.
+    let conversation_keys = key_runs(&events.key).count() as u64;
     let failed_outbound = (0..events.key.len())
         .filter(|&i| {
             events.direction[i] == schema::OUTBOUND && events.status[i] == schema::STATUS_FAILED
@@ -264,7 +271,7 @@ fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
 /// Sorting on the string key columns row by row is the costliest step of a run, so only the
 /// distinct keys are sorted as strings; the rows are then sorted on numbers (key, time,
 /// direction), and the rare runs of rows equal in all three are put in `message_id` order.
-fn sort_events(messages: &DataFrame) -> Result<Events> {
+fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
     let ranks = timed("ranked keys", || key_ranks(messages))?;
     let times = values(messages.column(schema::TIMESTAMP)?.i64()?, i64::MIN);
     let directions = values(messages.column(schema::DIRECTION)?.u32()?, 0);
@@ -273,6 +280,7 @@ fn sort_events(messages: &DataFrame) -> Result<Events> {
     // only where the rest ties.
     let rows = timed("sorted rows", || {
         let mut rows: Vec<(u32, i64, u32, IdxSize)> = (0..ranks.len())
+            .filter(|&row| keep.is_none_or(|keep| keep[row]))
             .map(|row| (ranks[row], times[row], directions[row], row as IdxSize))
             .collect();
         rows.sort_unstable_by(|a, b| {

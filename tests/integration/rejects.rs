@@ -364,6 +364,8 @@ fn conflicting_duplicates_are_rejected_whole_and_plain_ones_dropped() {
     assert_eq!(input["duplicates_dropped"], 1);
     assert_eq!(input["rows_used"], 3);
     assert_eq!(input["rejected_by_reason"]["conflicting_duplicate"], 2);
+    // WhatsApp and Messenger with `user-1`: the rejected copy's `user-2` is not a conversation.
+    assert_eq!(manifest["sessions"]["conversation_keys"], 2);
 }
 
 #[test]
