@@ -514,11 +514,18 @@ impl NightWriter {
 
     /// Appends the next group's part, in group order.
     pub fn append(&mut self, group: GroupNight) -> Result<()> {
-        self.closed.append(&group.closed)?;
-        self.violations.append(&group.violations)?;
-        self.carried.append(&group.carried)?;
-        self.seen.append(&group.seen)?;
-        self.open.append(&group.open)?;
+        // The tables are separate files: the state (nearly the whole day on a one-day log) is
+        // written on two more threads while this one writes the rest.
+        let (carried, seen) = (&mut self.carried, &mut self.seen);
+        std::thread::scope(|scope| -> Result<()> {
+            let carried = scope.spawn(|| carried.append(&group.carried));
+            let seen = scope.spawn(|| seen.append(&group.seen));
+            self.closed.append(&group.closed)?;
+            self.violations.append(&group.violations)?;
+            self.open.append(&group.open)?;
+            carried.join().expect("writing does not panic")?;
+            seen.join().expect("writing does not panic")
+        })?;
         self.lines.push(group.lines);
         self.conflicting.extend(group.conflicting);
         self.checked += group.checked;
