@@ -512,8 +512,15 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
                 *by_reason.entry(reason.as_str()).or_insert(0) += n;
             }
         }
+        let files = match nights.len() {
+            1 => format!("rejects/date={}/part-0.parquet", last.date),
+            _ => format!(
+                "rejects/date={}/ to date={}/ (part-0.parquet in each)",
+                nights[0].date, last.date
+            ),
+        };
         text.push_str(&format!(
-            "convbill: {} row(s) set aside in rejects/date=.../part-0.parquet{}\n",
+            "convbill: {} row(s) set aside in {files}{}\n",
             sum(|n| n.rows_rejected),
             by_reason
                 .iter()

@@ -1421,10 +1421,19 @@ fn catch_up_runs_the_missing_nights_in_order_and_stops_at_one_that_cannot_run() 
         &logs.join("date=2024-01-06/part-0.parquet"),
         &mut frame(&[template("t6", "Sat 13:00")]),
     );
+    // With `--rejects`, each night sets its rows aside in its own partition.
     run_command(&logs, &out)
-        .args(["--date", "2024-01-05", "--catch-up"])
+        .args(["--date", "2024-01-05", "--catch-up", "--rejects"])
         .assert()
-        .success();
+        .success()
+        .stderr(predicate::str::contains(
+            "0 row(s) set aside in rejects/date=2024-01-04/ to date=2024-01-05/ (part-0.parquet in each)",
+        ));
+    for night in ["2024-01-04", "2024-01-05"] {
+        assert!(out
+            .join(format!("rejects/date={night}/part-0.parquet"))
+            .is_file());
+    }
     // A stop after some nights ran says which.
     run_command(&logs, &out)
         .args(["--date", "2024-01-08", "--catch-up"])
