@@ -283,12 +283,7 @@ fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
             .filter(|&row| keep.is_none_or(|keep| keep[row]))
             .map(|row| (ranks[row], times[row], directions[row], row as IdxSize))
             .collect();
-        rows.sort_unstable_by(|a, b| {
-            (a.0, a.1, a.2)
-                .cmp(&(b.0, b.1, b.2))
-                .then_with(|| ids[a.3 as usize].cmp(ids[b.3 as usize]))
-                .then_with(|| a.3.cmp(&b.3))
-        });
+        sort_rows(&mut rows, &ids);
         Ok(rows)
     })?;
     let codes = |name: &str| -> Result<Vec<schema::Code>> {
@@ -304,6 +299,45 @@ fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
         direction: rows.iter().map(|r| r.2).collect(),
         source: rows.iter().map(|r| r.3).collect(),
     })
+}
+
+/// Sorts (key rank, time, direction, row) tuples, and rows equal in the first three by
+/// `message_id`, then row. Each tuple is packed into one 128-bit number (key, time with its
+/// sign bit flipped, direction, row), so the sort compares plain integers; the rare runs equal
+/// but for the row are then put in `message_id` order.
+fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)], ids: &[&str]) {
+    let by_ids = |a: &(u32, i64, u32, IdxSize), b: &(u32, i64, u32, IdxSize)| {
+        (a.0, a.1, a.2)
+            .cmp(&(b.0, b.1, b.2))
+            .then_with(|| ids[a.3 as usize].cmp(ids[b.3 as usize]))
+            .then_with(|| a.3.cmp(&b.3))
+    };
+    // The packing leaves 31 bits for the row and one for the direction (inbound 0, outbound 1).
+    if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1 || r.3 >= 1 << 31) {
+        rows.sort_unstable_by(by_ids);
+        return;
+    }
+    let pack = |r: &(u32, i64, u32, IdxSize)| -> u128 {
+        ((r.0 as u128) << 96)
+            | (((r.1 as u64) ^ (1 << 63)) as u128) << 32
+            | (r.2 as u128) << 31
+            | r.3 as u128
+    };
+    let mut packed: Vec<u128> = rows.iter().map(pack).collect();
+    packed.sort_unstable();
+    for (row, p) in rows.iter_mut().zip(&packed) {
+        *row = (
+            (p >> 96) as u32,
+            (((p >> 32) as u64) ^ (1 << 63)) as i64,
+            ((p >> 31) & 1) as u32,
+            (p & ((1 << 31) - 1)) as IdxSize,
+        );
+    }
+    for run in rows.chunk_by_mut(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
+        if run.len() > 1 {
+            run.sort_unstable_by(by_ids);
+        }
+    }
 }
 
 /// One pass over the events, a key at a time, for the window columns of the module's
@@ -835,6 +869,26 @@ mod tests {
             assert_eq!(distinct, ["b", "a", "c"]);
             assert_eq!(numbers, [0, 1, 0, 2, 1]);
         }
+    }
+
+    #[test]
+    fn rows_sort_by_key_time_direction_then_message_id() {
+        let ids = ["m3", "m1", "m2", "m0", "m4", "m5"];
+        let mut rows = vec![
+            (1, -5, 1, 0),
+            (1, -5, 1, 1),
+            (0, 7, 1, 2),
+            (0, 7, 0, 3),
+            (0, i64::MIN, 1, 4),
+            (1, i64::MAX, 0, 5),
+        ];
+        sort_rows(&mut rows, &ids);
+        let order: Vec<IdxSize> = rows.iter().map(|r| r.3).collect();
+        // Key 0: the earliest time, then inbound before outbound; key 1: at -5, `m1` before
+        // `m3`, then the latest time.
+        assert_eq!(order, [4, 3, 2, 1, 0, 5]);
+        assert_eq!(rows[0], (0, i64::MIN, 1, 4));
+        assert_eq!(rows[5], (1, i64::MAX, 0, 5));
     }
 
     #[test]
