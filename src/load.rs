@@ -1313,12 +1313,14 @@ pub fn duplicates_checked(
         return Ok((None, None));
     }
     // The candidates, with their rows in `frame`.
-    let rows: Vec<IdxSize> = (0..repeated.len())
-        .filter(|&row| repeated[row])
-        .map(|row| row as IdxSize)
-        .collect();
-    let mut candidates = frame.take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows.clone()))?;
-    candidates.with_column(Column::new(CANDIDATE.into(), rows))?;
+    let rows = IdxCa::from_iter_values(
+        CANDIDATE.into(),
+        (0..repeated.len())
+            .filter(|&row| repeated[row])
+            .map(|row| row as IdxSize),
+    );
+    let mut candidates = frame.take(&rows)?;
+    candidates.with_column(rows.into_column())?;
     let mut candidates = candidates
         .lazy()
         .sort(

@@ -415,8 +415,8 @@ fn window_pass(events: &Events) -> Marks {
 
 /// `key` for each row: the rank of its conversation key (`account_id`, `channel` code,
 /// `business_id`, `user_id`) among the log's distinct keys in that order. Rows are numbered by
-/// key through a sort of their keys' hashes; only the distinct keys are then sorted, comparing
-/// strings.
+/// key through a hash table ([`number_keys`]); only the distinct keys are then sorted,
+/// comparing strings.
 fn key_ranks(messages: &DataFrame) -> Result<Vec<u32>> {
     let accounts = strings(messages, schema::ACCOUNT_ID)?;
     let channels = values(messages.column(schema::CHANNEL)?.u32()?, 0);
@@ -577,34 +577,31 @@ fn names_column(
     .into_column()
 }
 
-/// The `period` column (`YYYY-MM`, UTC) of UTC nanoseconds; a month is formatted once.
+/// The `period` column (`YYYY-MM`, UTC) of UTC nanoseconds: [`crate::rates::period_containing`]
+/// once per month met, its bounds telling which later times share it.
 fn period_column(times: impl Iterator<Item = i64>) -> Column {
-    let mut names: Vec<String> = Vec::new();
-    let mut last: Option<(i64, usize)> = None;
-    let mut months: Vec<usize> = Vec::new();
-    for time in times {
-        let day = time.div_euclid(DAY_NS);
-        let month = match last {
-            Some((last_day, month)) if last_day == day => month,
-            _ => {
-                let name = chrono::DateTime::from_timestamp_nanos(time)
-                    .format("%Y-%m")
-                    .to_string();
-                let month = match names.iter().position(|n| *n == name) {
-                    Some(month) => month,
+    let mut periods: Vec<(String, i64, i64)> = Vec::new();
+    let mut last = 0;
+    let of_time: Vec<usize> = times
+        .map(|time| {
+            let within = |(_, start, end): &(String, i64, i64)| *start <= time && time < *end;
+            if !periods.get(last).is_some_and(within) {
+                last = match periods.iter().position(within) {
+                    Some(known) => known,
                     None => {
-                        names.push(name);
-                        names.len() - 1
+                        periods.push(crate::rates::period_containing(time, chrono_tz::UTC));
+                        periods.len() - 1
                     }
                 };
-                last = Some((day, month));
-                month
             }
-        };
-        months.push(month);
-    }
-    StringChunked::from_iter_values("period".into(), months.iter().map(|m| names[*m].as_str()))
-        .into_column()
+            last
+        })
+        .collect();
+    StringChunked::from_iter_values(
+        "period".into(),
+        of_time.iter().map(|p| periods[*p].0.as_str()),
+    )
+    .into_column()
 }
 
 /// One session: a run of consecutive events with the same key and session start.
