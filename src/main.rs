@@ -505,6 +505,24 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         statuses.join(", "),
         config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
     ));
+    for closed in &report.closed {
+        let statuses: Vec<String> = closed
+            .by_status
+            .iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
+        text.push_str(&format!(
+            "convbill: night {} closed period {}: {} invoices ({}) in {}\n",
+            closed.night,
+            closed.period,
+            closed.by_status.values().sum::<usize>(),
+            statuses.join(", "),
+            config
+                .out
+                .join(nightly::month_to_date::closed_dir(&closed.period))
+                .display(),
+        ));
+    }
     if config.rejects {
         let mut by_reason = BTreeMap::new();
         for night in nights {

@@ -305,6 +305,17 @@ impl RateCard {
             .unwrap_or(2)
     }
 
+    /// The first instant (UTC nanoseconds) after `period` has ended in every zone the card
+    /// bills in (its accounts' and the default one); `None` for a name that is no period.
+    pub fn period_end_everywhere(&self, period: &str) -> Option<i64> {
+        std::iter::once(self.default_time_zone)
+            .chain(self.accounts.values().map(|terms| terms.time_zone))
+            .map(|tz| period_bounds_ns(period, tz).map(|(_, end)| end))
+            .collect::<Option<Vec<i64>>>()?
+            .into_iter()
+            .max()
+    }
+
     /// The terms of `account_id`: its own, or the defaults.
     pub fn terms_of(&self, account_id: &str) -> AccountTerms {
         self.accounts

@@ -11,8 +11,9 @@
 //!
 //! Layout under the output folder:
 //! - `sessions/date=D/part-0.parquet`, `violations/date=D/part-0.parquet`: per night;
-//! - `month-to-date/`: invoices (`final`, `draft` or `partial`), invoice lines, open
-//!   sessions, manifest ([`month_to_date`]);
+//! - `month-to-date/`: the invoices of the periods still open (`final`, `draft` or
+//!   `partial`), their lines, open sessions, manifest ([`month_to_date`]);
+//! - `closed/period=P/`: the invoices of a period the history has closed, written once;
 //! - `state/date=D/`: what night D carried forward; a night has run when its folder exists;
 //! - `state/inputs.json`: the input files the history has read ([`inputs`]).
 //!
@@ -44,6 +45,7 @@ use crate::write::{self, STATE_DIR};
 pub use night::NightStats;
 
 pub const MONTH_TO_DATE_DIR: &str = "month-to-date";
+pub use month_to_date::CLOSED_DIR;
 /// Duplicates are recognised against the message ids of this many previous nights.
 pub const DEDUP_NIGHTS: u64 = 7;
 const SESSIONS_DIR: &str = "sessions";
@@ -117,6 +119,8 @@ pub struct NightReport {
     pub invoice_changes: Vec<revision::Change>,
     /// The month-to-date invoices by status.
     pub invoices: BTreeMap<&'static str, usize>,
+    /// The periods the run's nights closed (written to `closed/period=P/`), in order.
+    pub closed: Vec<month_to_date::ClosedPeriod>,
     /// The history's first and last night, after this run.
     pub history: (NaiveDate, NaiveDate),
     /// Input files that hold messages of nights already billed that those nights did not read.
@@ -339,10 +343,12 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
                 so_far.nights.extend(done.nights);
                 so_far.invoice_changes.extend(done.invoice_changes);
                 so_far.dropped.extend(done.dropped);
+                so_far.closed.extend(done.closed);
                 NightReport {
                     nights: so_far.nights,
                     invoice_changes: so_far.invoice_changes,
                     dropped: so_far.dropped,
+                    closed: so_far.closed,
                     ..done
                 }
             }
@@ -455,17 +461,19 @@ fn run_nights(
         .collect();
     let history_span = (history_start, *all_nights.last().expect("a night has run"));
     crate::progress::stage("writing month-to-date", None);
-    let (invoices, changes) = timed("wrote month-to-date", || {
+    let written = timed("wrote month-to-date", || {
         month_to_date::write(
             &tree,
             &month_to_date::Run {
                 nights: &all_nights,
+                computed: &nights,
                 input: &config.input,
                 late: &late,
                 card,
             },
         )
     })?;
+    rewritten.extend(written.rewritten);
     rewritten.insert(PathBuf::from(MONTH_TO_DATE_DIR));
     rewritten.insert(Path::new(STATE_DIR).join(revision::REGISTER_FILE));
     catalog.write(&build.staging)?;
@@ -473,18 +481,20 @@ fn run_nights(
     timed("linked the rest and switched", || build.switch(&rewritten))?;
 
     let mut by_status = BTreeMap::new();
-    for invoice in &invoices.invoices {
+    for invoice in &written.invoices.invoices {
         *by_status.entry(invoice.status).or_default() += 1;
     }
     Ok(NightReport {
         new_history,
         recovered: None,
         nights: stats,
-        invoice_changes: changes
+        invoice_changes: written
+            .changes
             .into_iter()
             .filter(|c| rerun || c.touches_a_final_invoice())
             .collect(),
         invoices: by_status,
+        closed: written.closed,
         history: history_span,
         late,
         dropped,

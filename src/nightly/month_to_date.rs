@@ -1,14 +1,24 @@
-//! Month-to-date: every night's counted lines and the latest night's open sessions in; the
-//! history's invoices (`final`, `draft` or `partial`), their lines, the open sessions and a
-//! manifest out, in `month-to-date/` of the run's staging folder.
+//! Month-to-date: the history's counted lines of the periods still open and the latest
+//! night's open sessions in; those periods' invoices (`final`, `draft` or `partial`), their
+//! lines, the open sessions and a manifest out, in `month-to-date/` of the run's staging
+//! folder. A period the nights have closed is written once, to `closed/period=P/`, and leaves
+//! month-to-date: what a night reads and writes follows the periods still open, not the length
+//! of the history.
 //!
-//! Everything in it follows from the history's state alone, not from which run brought the
+//! A night D closes a period P when P has ended by the end of D in every zone the rate card
+//! bills in, and no session of P is still open after D: no later night can add to or change
+//! its invoices then (only a recompute of D or an earlier night can). Each night's state keeps
+//! the counted lines of the periods still open, summed over the history
+//! (`lines_to_date.parquet`): the next night adds its own to them.
+//!
+//! Everything here follows from the history's state alone, not from which run brought the
 //! history there: the same history gives the same bytes, whether its last night was run
 //! alone, rerun, or recomputed with earlier nights.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -22,13 +32,68 @@ use crate::rating::{self, revision, Invoices};
 use crate::schema::DAY_NS;
 use crate::write::{self, STATE_DIR};
 
+/// A night's counted lines of the periods still open after it, summed over the history.
+pub(crate) const LINES_TO_DATE: &str = "lines_to_date.parquet";
+/// The folder of the periods the history has closed: `closed/period=P/`.
+pub const CLOSED_DIR: &str = "closed";
+
+/// `closed/period=P`, relative to the output folder.
+pub fn closed_dir(period: &str) -> PathBuf {
+    Path::new(CLOSED_DIR).join(format!("period={period}"))
+}
+
 /// What the month-to-date folder is made from.
 pub(crate) struct Run<'a> {
     /// Every night of the history, in order, after this run.
     pub nights: &'a [NaiveDate],
+    /// The nights this run computed, in order; the last is the history's last.
+    pub computed: &'a [NaiveDate],
     pub input: &'a Path,
     pub late: &'a [LateFile],
     pub card: &'a RateCard,
+}
+
+/// A period a night closed.
+#[derive(Debug, Clone)]
+pub struct ClosedPeriod {
+    pub period: String,
+    pub night: NaiveDate,
+    /// Its invoices by status.
+    pub by_status: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// What [`write`] wrote.
+pub(crate) struct Written {
+    /// The month-to-date invoices.
+    pub invoices: Invoices,
+    /// The periods the run's nights closed, in order.
+    pub closed: Vec<ClosedPeriod>,
+    /// How the invoices (month-to-date and closed by this run) differ from the ones the
+    /// folder held before.
+    pub changes: Vec<revision::Change>,
+    /// Folders the run rewrote, relative to the output folder.
+    pub rewritten: Vec<PathBuf>,
+}
+
+/// `closed/period=P/manifest.json`.
+#[derive(Debug, Serialize)]
+struct ClosedManifest {
+    program: write::Program,
+    rule_set: &'static str,
+    rate_card: rating::RateCardInfo,
+    period: String,
+    /// The night that closed the period.
+    closed_by_night: NaiveDate,
+    history: HistorySection,
+    invoices: write::InvoiceSummary,
+    outputs: Vec<write::WrittenFile>,
+}
+
+/// The counted lines of a period a night closed.
+struct Closing {
+    period: String,
+    night: NaiveDate,
+    lines: DataFrame,
 }
 
 /// The history a month-to-date folder sums up.
@@ -54,31 +119,112 @@ struct MonthToDateManifest<'a> {
     outputs: Vec<write::WrittenFile>,
 }
 
-/// Rewrites `month-to-date/` in the staging folder from every night's lines and the latest
-/// night's open sessions; returns the invoices, and how they differ from the ones the
-/// history held before this run.
-pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::Change>)> {
+/// Sums each night this run computed into the lines to date of the periods still open,
+/// closing the periods it can ([`LINES_TO_DATE`] into each night's state in the staging
+/// folder). Returns the last night's lines to date and the periods closed.
+fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, Vec<Closing>)> {
+    let first = *run.nights.first().expect("a night has run");
+    let mut to_date: Option<DataFrame> = None;
+    let mut closings = Vec::new();
+    for &night in run.computed {
+        let state = tree.state(night).expect("a computed night has a state");
+        let lines = super::read_parquet(&state.join(night::LINES))?;
+        let previous = match to_date.take() {
+            Some(frame) => frame,
+            None if night == first => lines.clear(),
+            None => {
+                let before = night - Days::new(1);
+                let dir = tree.state(before).expect("the night before has a state");
+                super::read_parquet(&dir.join(LINES_TO_DATE))?
+            }
+        };
+        let summed = rating::sum_counted(
+            concat([previous.lazy(), lines.lazy()], UnionArgs::default())?.collect()?,
+        )?;
+        let open = rating::rate_sessions(super::read_parquet(&state.join(night::OPEN))?, run.card)?;
+        let still_open: BTreeSet<&str> = open.column("period")?.str()?.iter().flatten().collect();
+        let night_end = start_ns(night) + DAY_NS;
+        let periods: BTreeSet<&str> = summed.column("period")?.str()?.iter().flatten().collect();
+        let closing: Vec<String> = periods
+            .into_iter()
+            .filter(|p| !still_open.contains(p))
+            .filter(|p| {
+                run.card
+                    .period_end_everywhere(p)
+                    .is_some_and(|end| end <= night_end)
+            })
+            .map(str::to_string)
+            .collect();
+        let of_period = |period: &str| col("period").eq(lit(period.to_string()));
+        let closed_mask = closing
+            .iter()
+            .map(|p| of_period(p))
+            .reduce(|a, b| a.or(b))
+            .unwrap_or(lit(false));
+        for period in closing {
+            closings.push(Closing {
+                lines: summed.clone().lazy().filter(of_period(&period)).collect()?,
+                period,
+                night,
+            });
+        }
+        let mut kept = summed.lazy().filter(closed_mask.not()).collect()?;
+        write::write_parquet(&state, LINES_TO_DATE, &mut kept)?;
+        to_date = Some(kept);
+    }
+    Ok((to_date.expect("a run computes a night"), closings))
+}
+
+/// The periods closed by the nights from `from` on, in the folder before the run.
+fn closed_since(out: &Path, from: NaiveDate) -> Result<Vec<String>> {
+    let dir = out.join(CLOSED_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut periods = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(write::io_error(&dir))? {
+        let entry = entry.map_err(write::io_error(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(period) = name.strip_prefix("period=") else {
+            continue;
+        };
+        let path = entry.path().join(write::MANIFEST_FILE);
+        let text = std::fs::read(&path).map_err(write::io_error(&path))?;
+        let manifest: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+            write::io_error(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
+        let night = manifest["closed_by_night"]
+            .as_str()
+            .and_then(|d| d.parse::<NaiveDate>().ok());
+        if night.is_none_or(|night| night >= from) {
+            periods.push(period.to_string());
+        }
+    }
+    periods.sort();
+    Ok(periods)
+}
+
+/// Rewrites `month-to-date/` in the staging folder from the lines to date of the periods still
+/// open and the latest night's open sessions, and writes the periods the run's nights closed
+/// to `closed/`; returns what it wrote, and how the invoices differ from the ones the folder
+/// held before this run.
+pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     let card = run.card;
     let (first, latest) = (
         *run.nights.first().expect("a night has run"),
         *run.nights.last().expect("a night has run"),
     );
-    let mut lines = Vec::with_capacity(run.nights.len() + 1);
-    for &night in run.nights {
-        let dir = tree
-            .state(night)
-            .expect("every night of the history has a state");
-        lines.push(super::read_parquet(&dir.join(night::LINES))?.lazy());
-    }
+    let (to_date, closings) = close_periods(tree, run)?;
     let latest_state = tree.state(latest).expect("the latest night has a state");
     let open = super::read_parquet(&latest_state.join(night::OPEN))?;
     let open_rows = open.height() as u64;
     let open_rated = rating::rate_sessions(open, card)?;
-    lines.push(rating::lines_of(&open_rated)?.lazy());
-    let mut coverage = rating::Coverage {
+    let lines = vec![to_date.lazy(), rating::lines_of(&open_rated)?.lazy()];
+    let history_to = |night: NaiveDate| rating::Coverage {
         continues: true,
-        ..rating::Coverage::from_to(start_ns(first), start_ns(latest) + DAY_NS)
+        ..rating::Coverage::from_to(start_ns(first), start_ns(night) + DAY_NS)
     };
+    let mut coverage = history_to(latest);
     coverage.unsettled = rating::unsettled(&open_rated, &coverage)?;
     // Late input not billed yet can change the invoices it concerns.
     for late in run.late {
@@ -93,22 +239,84 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
         card,
         &coverage,
     )?;
-    let issued = revision::Issued::read(
+    // A closed period's invoices are final or partial: nothing of them is open any more.
+    let mut closed = closings
+        .into_iter()
+        .map(|c| {
+            let invoices = rating::invoices_from_lines(c.lines, card, &history_to(c.night))?;
+            Ok((c.period, c.night, invoices))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // What the folder issued before: the month-to-date invoices, and those of the periods
+    // closed by the nights this run recomputed.
+    let mut issued = revision::Issued::read(
         &tree
             .out
             .join(MONTH_TO_DATE_DIR)
             .join(write::INVOICES_PARQUET_FILE),
     )?;
+    let first_computed = *run.computed.first().expect("a run computes a night");
+    let mut rewritten: Vec<PathBuf> = Vec::new();
+    for period in closed_since(tree.out, first_computed)? {
+        let dir = closed_dir(&period);
+        issued.extend(revision::Issued::read(
+            &tree.out.join(&dir).join(write::INVOICES_PARQUET_FILE),
+        )?);
+        rewritten.push(dir);
+    }
     let register_path = Path::new(STATE_DIR).join(revision::REGISTER_FILE);
     let mut register = revision::Register::read(&tree.out.join(&register_path))?;
     let register_before = register.clone();
     revision::revise(&mut invoices.invoices, &issued, &mut register);
-    let changes = revision::changes(&issued, &invoices.invoices, &register_before);
+    for (_, _, invoices) in &mut closed {
+        revision::revise(&mut invoices.invoices, &issued, &mut register);
+    }
+    let all: Vec<rating::Invoice> = closed
+        .iter()
+        .flat_map(|(_, _, c)| c.invoices.iter())
+        .chain(&invoices.invoices)
+        .cloned()
+        .collect();
+    let changes = revision::changes(&issued, &all, &register_before);
     write::write_parquet(
         &tree.staging.join(STATE_DIR),
         revision::REGISTER_FILE,
         &mut register.frame()?,
     )?;
+
+    let mut closed_periods = Vec::with_capacity(closed.len());
+    for (period, night, mut invoices) in closed {
+        let relative = closed_dir(&period);
+        let dir = tree.staging.join(&relative);
+        let outputs = write::write_invoices(&dir, &mut invoices, card)?;
+        let summary = write::InvoiceSummary::of(&invoices);
+        let by_status = summary
+            .by_status
+            .iter()
+            .map(|(status, n)| (*status, *n as usize))
+            .collect();
+        let manifest = ClosedManifest {
+            program: write::Program::current(),
+            rule_set: rating::RULE_SET,
+            rate_card: rating::RateCardInfo::of(card),
+            period: period.clone(),
+            closed_by_night: night,
+            history: HistorySection {
+                first_night: first,
+                last_night: night,
+            },
+            invoices: summary,
+            outputs,
+        };
+        write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
+        rewritten.push(relative);
+        closed_periods.push(ClosedPeriod {
+            period,
+            night,
+            by_status,
+        });
+    }
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
@@ -156,5 +364,10 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<(Invoices, Vec<revision::C
         outputs: written,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
-    Ok((invoices, changes))
+    Ok(Written {
+        invoices,
+        closed: closed_periods,
+        changes,
+        rewritten,
+    })
 }

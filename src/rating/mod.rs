@@ -555,16 +555,7 @@ pub fn invoices_from_lines(
     card: &RateCard,
     coverage: &Coverage,
 ) -> Result<Invoices> {
-    let counted = lines
-        .lazy()
-        .group_by(count_key())
-        .agg([
-            col("sessions").sum(),
-            col("billable_sessions").sum(),
-            col("quota").sum(),
-        ])
-        .sort(count_key_names(), SortMultipleOptions::default())
-        .collect()?;
+    let counted = sum_counted(lines)?;
     let mut invoices = group_lines(line_records(&counted)?, card, coverage)?;
     for invoice in &mut invoices {
         price(invoice, card)?;
@@ -572,6 +563,22 @@ pub fn invoices_from_lines(
     }
     let lines = lines_frame(&invoices, card)?;
     Ok(Invoices { invoices, lines })
+}
+
+/// Counted lines ([`COUNT_COLUMNS`]), possibly several per line → one per line, summed, in
+/// their fixed order.
+pub fn sum_counted(lines: DataFrame) -> Result<DataFrame> {
+    Ok(lines
+        .lazy()
+        .group_by(count_key())
+        .agg([
+            col("sessions").sum(),
+            col("billable_sessions").sum(),
+            col("quota").sum(),
+        ])
+        .select(COUNT_COLUMNS.map(col))
+        .sort(count_key_names(), SortMultipleOptions::default())
+        .collect()?)
 }
 
 /// Counted lines → records, money not yet filled in.

@@ -135,6 +135,11 @@ impl Issued {
                 .collect(),
         })
     }
+
+    /// Adds the invoices of another folder (of other periods).
+    pub fn extend(&mut self, other: Issued) {
+        self.by_key.extend(other.by_key);
+    }
 }
 
 /// Every invoice id that has been final, with its last final issue.

@@ -14,7 +14,9 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use crate::cli::{copy_dir, run_command, snapshot};
-use crate::nightly::{date, generate, night_command, nights};
+use crate::nightly::{
+    date, generate, history_lines, invoice_folders, invoice_path, night_command, nights,
+};
 use crate::support::*;
 
 const SAMPLE_CARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/rates.toml");
@@ -113,10 +115,11 @@ fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Every month-to-date invoice of a history: (account, period) → invoice.
+/// Every invoice of a history (closed periods and month-to-date): (account, period) → invoice.
 fn invoices(out: &Path) -> std::collections::BTreeMap<(String, String), Value> {
-    snapshot(&out.join("month-to-date/invoices"))
-        .into_values()
+    invoice_folders(out)
+        .iter()
+        .flat_map(|dir| snapshot(&dir.join("invoices")).into_values())
         .map(|bytes| {
             let invoice: Value = serde_json::from_slice(&bytes).unwrap();
             (
@@ -368,7 +371,7 @@ fn a_history_started_mid_month_bills_that_month_as_partial_for_good() {
         }
     }
     // The lines say it too, and finance can filter on it.
-    let lines = read_frame(&out.join("month-to-date/invoice_lines.parquet"));
+    let lines = history_lines(&out);
     let statuses = strings(&lines, "status");
     let periods = strings(&lines, "period");
     assert!(statuses
@@ -1291,24 +1294,32 @@ fn a_final_invoice_changed_by_a_recompute_is_a_new_revision() {
             .assert()
             .success();
     }
-    let invoice =
-        |account: &str| json(&out.join(format!("month-to-date/invoices/2024-01/{account}.json")));
+    // The night of 31 January closed January: its invoices are in `closed/period=2024-01/`.
+    let closed = out.join("closed/period=2024-01");
+    assert_eq!(
+        json(&closed.join("manifest.json"))["closed_by_night"],
+        "2024-01-31"
+    );
+    let invoice = |account: &str| json(&closed.join(format!("invoices/2024-01/{account}.json")));
     let before = invoice("acme");
     assert_eq!(before["status"], "final");
     assert_eq!(before["revision"], 1);
-    // A message of 10 January lands late.
+    // A message of 10 January lands late: the closed invoice stays as issued until a
+    // recompute bills it, and the run names the file and the invoice it concerns.
     write_parquet(
         &logs.join("date=2024-01-10/late.parquet"),
         &mut frame(&[template("late", "2024-01-10 15:00").user("user-2")]),
     );
+    let closed_before = snapshot(&closed);
     night_command(&logs, &out, date("2024-02-01"))
         .arg("--rates")
         .arg(&card)
         .assert()
         .success()
-        .stderr(predicate::str::contains("1 draft"));
-    assert_eq!(invoice("acme")["status"], "draft", "pending late input");
-    assert_eq!(invoice("other")["status"], "final", "not concerned");
+        .stderr(predicate::str::contains(
+            "`date=2024-01-10/late.parquet` was added after night 2024-01-10 had run",
+        ));
+    assert!(snapshot(&closed) == closed_before);
     let manifest = json(&out.join("month-to-date/manifest.json"));
     assert_eq!(
         manifest["late_input"][0]["invoices"][0],
@@ -1329,7 +1340,7 @@ fn a_final_invoice_changed_by_a_recompute_is_a_new_revision() {
     assert_eq!(after["invoice_id"], before["invoice_id"]);
     assert_ne!(after["content_sha256"], before["content_sha256"]);
     assert_eq!(invoice("other")["revision"], 1);
-    let table = read_frame(&out.join("month-to-date/invoices.parquet"));
+    let table = read_frame(&closed.join("invoices.parquet"));
     assert!(strings(&table, "content_sha256")
         .contains(&after["content_sha256"].as_str().unwrap().to_string()));
 }
@@ -1810,7 +1821,7 @@ fn a_card_change_undone_gives_back_the_invoice_as_it_was() {
             .assert()
             .success();
     }
-    let january = || json(&out.join("month-to-date/invoices/2024-01/acme.json"));
+    let january = || json(&invoice_path(&out, "2024-01", "acme"));
     let rated_first = january();
     assert_eq!(rated_first["status"], "final");
     let rerate = |card: &Path| {
@@ -1965,4 +1976,77 @@ fn an_out_inside_the_input_is_refused() {
         .args(["--date", "2024-01-01", "--init"])
         .assert()
         .success();
+}
+
+/// What a night reads and writes follows the periods still open: a period ended in every zone
+/// of the card with no session of it open is closed by that night, written once to
+/// `closed/period=P/` and dropped from month-to-date and from the lines carried to date. The
+/// closed periods and month-to-date together bill what one whole run bills, and a recompute
+/// of the whole history writes the same bytes.
+#[test]
+fn closed_periods_leave_month_to_date_and_are_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    generate(&logs.join("a.parquet"), 6_000, 4, 3, "2026-09-01", 70);
+    let out = dir.path().join("billing");
+    let run = |args: &[&str]| {
+        run_command(&logs, &out)
+            .args(args)
+            .args(["--allow-empty", "--rates", SAMPLE_CARD])
+            .assert()
+            .success()
+    };
+    run(&["--date", "2026-09-01", "--init"]);
+    // September ends last in New York, at 04:00Z on 1 October.
+    let output = run(&["--date", "2026-10-05", "--catch-up"])
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let closing = stderr
+        .lines()
+        .find(|l| l.contains("closed period 2026-09"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let night: NaiveDate = closing["convbill: night ".len()..][..10].parse().unwrap();
+    assert!(night >= date("2026-10-01"), "{closing}");
+    // Jakarta's and New York's September began before the history's first night: partial.
+    assert!(
+        closing.contains("3 invoices (1 final, 2 partial) in"),
+        "{closing}"
+    );
+    let september = out.join("closed/period=2026-09");
+    assert_eq!(
+        json(&september.join("manifest.json"))["closed_by_night"],
+        night.to_string()
+    );
+    let written_once = snapshot(&september);
+    // The log ends on 9 November; replies to its last messages come later.
+    run(&["--date", "2026-11-12", "--catch-up"]);
+    assert!(snapshot(&september) == written_once);
+    assert!(out.join("closed/period=2026-10/invoices.parquet").is_file());
+    let periods_in = |path: &Path| -> BTreeSet<String> {
+        strings(&read_frame(path), "period").into_iter().collect()
+    };
+    let open = BTreeSet::from(["2026-11".to_string()]);
+    assert_eq!(
+        periods_in(&out.join("month-to-date/invoices.parquet")),
+        open
+    );
+    assert_eq!(
+        periods_in(&out.join("state/date=2026-11-12/lines_to_date.parquet")),
+        open
+    );
+
+    let whole = dir.path().join("whole");
+    run_command(&logs, &whole)
+        .args(["--rates", SAMPLE_CARD])
+        .assert()
+        .success();
+    crate::nightly::assert_same_as_whole(&out, &whole);
+
+    let before = snapshot(&out);
+    run(&["--date", "2026-09-01", "--recompute-later"]);
+    assert!(
+        snapshot(&out) == before,
+        "a recompute writes the same bytes"
+    );
 }

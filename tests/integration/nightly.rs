@@ -86,11 +86,49 @@ pub fn nights(input: &Path, out: &Path, first: NaiveDate, count: u64) {
     }
 }
 
+/// The folders of a history that hold invoices: each closed period's, then month-to-date.
+pub fn invoice_folders(out: &Path) -> Vec<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(out.join("closed"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    folders.sort();
+    folders.push(out.join("month-to-date"));
+    folders
+}
+
+/// Where a history holds the invoice of `account` for `period`: in its closed period's folder
+/// once the period is closed, else in month-to-date.
+pub fn invoice_path(out: &Path, period: &str, account: &str) -> PathBuf {
+    let relative = format!("invoices/{period}/{account}.json");
+    let closed = out.join(format!("closed/period={period}")).join(&relative);
+    match closed.exists() {
+        true => closed,
+        false => out.join("month-to-date").join(relative),
+    }
+}
+
+/// Every invoice line of a history (closed periods and month-to-date), in account and period
+/// order as one run gives them.
+pub fn history_lines(out: &Path) -> DataFrame {
+    let frames: Vec<LazyFrame> = invoice_folders(out)
+        .iter()
+        .map(|dir| read(&dir.join("invoice_lines.parquet")).lazy())
+        .collect();
+    concat(frames, UnionArgs::default())
+        .unwrap()
+        .sort(
+            ["account_id", "period"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()
+        .unwrap()
+}
+
 /// Invoice lines without what depends on the coverage (status, coverage): a night-by-night
 /// history and a whole run give the same lines, and the same statuses only where they cover
 /// the same days and the history is complete.
-fn lines_without_status(path: &Path) -> DataFrame {
-    read(path).drop_many(["status", "coverage_start", "coverage_end"])
+fn lines_without_status(lines: DataFrame) -> DataFrame {
+    lines.drop_many(["status", "coverage_start", "coverage_end"])
 }
 
 /// Night-by-night outputs equal the whole run's: sessions (closed partitions plus the ones
@@ -123,8 +161,8 @@ pub fn assert_same_as_whole(nightly: &Path, whole: &Path) {
         "violations differ"
     );
 
-    let nightly_lines = lines_without_status(&nightly.join("month-to-date/invoice_lines.parquet"));
-    let whole_lines = lines_without_status(&whole.join("invoice_lines.parquet"));
+    let nightly_lines = lines_without_status(history_lines(nightly));
+    let whole_lines = lines_without_status(read(&whole.join("invoice_lines.parquet")));
     assert!(
         nightly_lines.equals_missing(&whole_lines),
         "invoice lines differ:\n{nightly_lines}\n{whole_lines}"
@@ -206,11 +244,7 @@ fn sessions_crossing_midnight_and_the_month_end_are_exact() {
     nights(&input, &dir.path().join("nightly"), date("2024-01-30"), 5);
     assert_same_as_whole(&dir.path().join("nightly"), &dir.path().join("whole"));
     let invoice: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            dir.path()
-                .join("nightly/month-to-date/invoices/2024-01/acme.json"),
-        )
-        .unwrap(),
+        &std::fs::read(invoice_path(&dir.path().join("nightly"), "2024-01", "acme")).unwrap(),
     )
     .unwrap();
     // The history starts on 30 January: January is billed from then on, and says so.
@@ -234,10 +268,9 @@ fn an_invoice_is_draft_until_its_month_has_run_and_settled() {
     // The history covers January from its first instant.
     nights(&input, &out, date("2024-01-01"), 29);
     let status = |out: &Path| -> (String, i64) {
-        let json: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(out.join("month-to-date/invoices/2024-01/acme.json")).unwrap(),
-        )
-        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(invoice_path(out, "2024-01", "acme")).unwrap())
+                .unwrap();
         (
             json["status"].as_str().unwrap().into(),
             json["totals"]["quota"].as_i64().unwrap(),
@@ -592,11 +625,9 @@ time_zone = "America/New_York"
     .unwrap();
     let out = dir.path().join("out");
     let status = |account: &str| -> String {
-        let json: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(out.join(format!("month-to-date/invoices/2024-01/{account}.json")))
-                .unwrap(),
-        )
-        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(invoice_path(&out, "2024-01", account)).unwrap())
+                .unwrap();
         json["status"].as_str().unwrap().into()
     };
     // The history starts on 1 January (UTC), before January starts in New York (05:00Z).
