@@ -268,24 +268,37 @@ fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
 
 /// Messages → [`Events`].
 ///
-/// Sorting on the string key columns row by row is the costliest step of a run, so only the
-/// distinct keys are sorted as strings; the rows are then sorted on numbers (key, time,
-/// direction), and the rare runs of rows equal in all three are put in `message_id` order.
+/// Sorting on the string key columns row by row is the costliest step of a run. Where every
+/// `user_id` is a decimal number (Meta's ids are) or short, each row's key becomes one number
+/// that sorts as its strings do, and the rows are sorted on numbers alone ([`packed_order`]).
+/// Otherwise the rows are numbered by key through a hash table first and only the distinct
+/// keys sorted as strings ([`key_ranks`]). Either way the rare runs of rows equal in key,
+/// time and direction are then put in `message_id` order.
 fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
-    let ranks = timed("ranked keys", || key_ranks(messages))?;
     let times = values(messages.column(schema::TIMESTAMP)?.i64()?, i64::MIN);
     let directions = values(messages.column(schema::DIRECTION)?.u32()?, 0);
     let ids = strings(messages, schema::MESSAGE_ID)?;
-    // One sort of plain tuples (key rank, time, direction, row); message ids are compared
-    // only where the rest ties.
-    let rows = timed("sorted rows", || {
-        let mut rows: Vec<(u32, i64, u32, IdxSize)> = (0..ranks.len())
-            .filter(|&row| keep.is_none_or(|keep| keep[row]))
-            .map(|row| (ranks[row], times[row], directions[row], row as IdxSize))
-            .collect();
-        sort_rows(&mut rows, &ids);
-        Ok(rows)
+    let kept = |row: &usize| keep.is_none_or(|keep| keep[*row]);
+    let numeric = timed("sorted rows by packed keys", || {
+        packed_order(messages, &times, &directions, keep)
     })?;
+    let mut rows = match numeric {
+        Some(rows) => rows,
+        None => {
+            let ranks = timed("ranked keys", || key_ranks(messages))?;
+            // One sort of plain tuples (key rank, time, direction, row); message ids are
+            // compared only where the rest ties.
+            timed("sorted rows", || {
+                let mut rows: Vec<(u32, i64, u32, IdxSize)> = (0..ranks.len())
+                    .filter(kept)
+                    .map(|row| (ranks[row], times[row], directions[row], row as IdxSize))
+                    .collect();
+                sort_rows(&mut rows);
+                Ok(rows)
+            })?
+        }
+    };
+    order_ties(&mut rows, &ids);
     let codes = |name: &str| -> Result<Vec<schema::Code>> {
         let all = values(messages.column(name)?.u32()?, 0);
         Ok(rows.iter().map(|r| all[r.3 as usize]).collect())
@@ -301,43 +314,162 @@ fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
     })
 }
 
-/// Sorts (key rank, time, direction, row) tuples, and rows equal in the first three by
-/// `message_id`, then row. Each tuple is packed into one 128-bit number (key, time with its
-/// sign bit flipped, direction, row), so the sort compares plain integers; the rare runs equal
-/// but for the row are then put in `message_id` order.
-fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)], ids: &[&str]) {
-    let by_ids = |a: &(u32, i64, u32, IdxSize), b: &(u32, i64, u32, IdxSize)| {
-        (a.0, a.1, a.2)
-            .cmp(&(b.0, b.1, b.2))
-            .then_with(|| ids[a.3 as usize].cmp(ids[b.3 as usize]))
-            .then_with(|| a.3.cmp(&b.3))
-    };
-    // The packing leaves 31 bits for the row and one for the direction (inbound 0, outbound 1).
+/// Rows can be packed into 128 bits (direction 0 or 1, row below 2^31).
+fn packable(rows: usize, directions: &[u32]) -> bool {
+    rows < 1 << 31 && directions.iter().all(|d| *d <= 1)
+}
+
+/// Time with its sign bit flipped, direction and row as one 128-bit number that sorts like
+/// the tuple.
+fn pack_time(time: i64, direction: u32, row: IdxSize) -> u128 {
+    (((time as u64) ^ (1 << 63)) as u128) << 32 | (direction as u128) << 31 | row as u128
+}
+
+fn unpack_time(p: u128) -> (i64, u32, IdxSize) {
+    (
+        (((p >> 32) as u64) ^ (1 << 63)) as i64,
+        ((p >> 31) & 1) as u32,
+        (p & ((1 << 31) - 1)) as IdxSize,
+    )
+}
+
+/// Sorts (key rank, time, direction, row) tuples. Each is packed into one 128-bit number, so
+/// the sort compares plain integers.
+fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)]) {
     if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1 || r.3 >= 1 << 31) {
-        rows.sort_unstable_by(by_ids);
+        rows.sort_unstable();
         return;
     }
-    let pack = |r: &(u32, i64, u32, IdxSize)| -> u128 {
-        ((r.0 as u128) << 96)
-            | (((r.1 as u64) ^ (1 << 63)) as u128) << 32
-            | (r.2 as u128) << 31
-            | r.3 as u128
-    };
+    let pack = |r: &(u32, i64, u32, IdxSize)| (r.0 as u128) << 96 | pack_time(r.1, r.2, r.3);
     let mut packed: Vec<u128> = rows.iter().map(pack).collect();
     packed.sort_unstable();
     for (row, p) in rows.iter_mut().zip(&packed) {
-        *row = (
-            (p >> 96) as u32,
-            (((p >> 32) as u64) ^ (1 << 63)) as i64,
-            ((p >> 31) & 1) as u32,
-            (p & ((1 << 31) - 1)) as IdxSize,
-        );
+        let (time, direction, source) = unpack_time(*p);
+        *row = ((p >> 96) as u32, time, direction, source);
     }
+}
+
+/// Puts the runs of rows equal in key, time and direction in `message_id` order, then row.
+fn order_ties(rows: &mut [(u32, i64, u32, IdxSize)], ids: &[&str]) {
     for run in rows.chunk_by_mut(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
         if run.len() > 1 {
-            run.sort_unstable_by(by_ids);
+            run.sort_unstable_by(|a, b| {
+                ids[a.3 as usize].cmp(ids[b.3 as usize]).then(a.3.cmp(&b.3))
+            });
         }
     }
+}
+
+/// How a group's `user_id`s become numbers that sort as the strings do (byte order), below
+/// 2^101: equal for equal strings only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserCode {
+    /// Digits only, at most 24 of them (Meta's ids): one 4-bit digit each, left-aligned and
+    /// zero-padded to 24, then the length: `"10" < "9"`, `"1" < "10"`, `"01" < "1"`.
+    Digits,
+    /// At most 12 bytes: the bytes, left-aligned and zero-padded to 12, then the length.
+    Short,
+}
+
+impl UserCode {
+    /// `user`'s number, if it has this code.
+    fn code(self, user: &str) -> Option<u128> {
+        let bytes = user.as_bytes();
+        match self {
+            UserCode::Digits => {
+                if bytes.len() > 24 {
+                    return None;
+                }
+                let mut digits = 0u128;
+                for &byte in bytes {
+                    let digit = byte.wrapping_sub(b'0');
+                    if digit > 9 {
+                        return None;
+                    }
+                    digits = digits << 4 | digit as u128;
+                }
+                Some(digits << (4 * (24 - bytes.len())) << 5 | bytes.len() as u128)
+            }
+            UserCode::Short => {
+                if bytes.len() > 12 {
+                    return None;
+                }
+                let mut padded = [0u8; 16];
+                padded[..bytes.len()].copy_from_slice(bytes);
+                Some((u128::from_be_bytes(padded) >> 32) << 4 | bytes.len() as u128)
+            }
+        }
+    }
+}
+
+/// The kept rows as (key rank, time, direction, row), sorted, when their `user_id`s have one
+/// [`UserCode`] (else `None`). Each row's key becomes one number that sorts as the key's
+/// strings do: the rank of its (account, channel, business), which are few, above its user's
+/// code. The rows are then sorted on plain numbers (key, time, direction, row), and each run
+/// of a key numbered.
+#[allow(clippy::type_complexity)]
+fn packed_order(
+    messages: &DataFrame,
+    times: &[i64],
+    directions: &[u32],
+    keep: Option<&[bool]>,
+) -> Result<Option<Vec<(u32, i64, u32, IdxSize)>>> {
+    if !packable(times.len(), directions) {
+        return Ok(None);
+    }
+    let accounts = strings(messages, schema::ACCOUNT_ID)?;
+    let channels = values(messages.column(schema::CHANNEL)?.u32()?, 0);
+    let businesses = strings(messages, schema::BUSINESS_ID)?;
+    let users = strings(messages, schema::USER_ID)?;
+    let kept = |row: &usize| keep.is_none_or(|keep| keep[*row]);
+    // (account, channel, business), numbered in row order, then ranked in key order.
+    let mut prefixes: PlHashMap<(&str, u32, &str), u32> = PlHashMap::default();
+    let prefix_of_row: Vec<u32> = (0..times.len())
+        .map(|row| {
+            let next = prefixes.len() as u32;
+            *prefixes
+                .entry((accounts[row], channels[row], businesses[row]))
+                .or_insert(next)
+        })
+        .collect();
+    if prefixes.len() >= 1 << 27 {
+        return Ok(None);
+    }
+    let mut in_order: Vec<((&str, u32, &str), u32)> = prefixes.into_iter().collect();
+    in_order.sort_unstable();
+    let mut prefix_rank = vec![0u32; in_order.len()];
+    for (rank, (_, number)) in in_order.iter().enumerate() {
+        prefix_rank[*number as usize] = rank as u32;
+    }
+    let pack = |user_code: UserCode| -> Option<Vec<(u128, u128)>> {
+        (0..times.len())
+            .filter(kept)
+            .map(|row| {
+                let prefix = prefix_rank[prefix_of_row[row] as usize] as u128;
+                Some((
+                    prefix << 101 | user_code.code(users[row])?,
+                    pack_time(times[row], directions[row], row as IdxSize),
+                ))
+            })
+            .collect()
+    };
+    let Some(mut packed) = pack(UserCode::Digits).or_else(|| pack(UserCode::Short)) else {
+        return Ok(None);
+    };
+    packed.sort_unstable();
+    let mut rank = 0u32;
+    let rows = packed
+        .iter()
+        .enumerate()
+        .map(|(i, (key, time))| {
+            if i > 0 && packed[i - 1].0 != *key {
+                rank += 1;
+            }
+            let (time, direction, row) = unpack_time(*time);
+            (rank, time, direction, row)
+        })
+        .collect();
+    Ok(Some(rows))
 }
 
 /// One pass over the events, a key at a time, for the window columns of the module's
@@ -879,13 +1011,42 @@ mod tests {
             (0, i64::MIN, 1, 4),
             (1, i64::MAX, 0, 5),
         ];
-        sort_rows(&mut rows, &ids);
+        sort_rows(&mut rows);
+        order_ties(&mut rows, &ids);
         let order: Vec<IdxSize> = rows.iter().map(|r| r.3).collect();
         // Key 0: the earliest time, then inbound before outbound; key 1: at -5, `m1` before
         // `m3`, then the latest time.
         assert_eq!(order, [4, 3, 2, 1, 0, 5]);
         assert_eq!(rows[0], (0, i64::MIN, 1, 4));
         assert_eq!(rows[5], (1, i64::MAX, 0, 5));
+    }
+
+    #[test]
+    fn user_codes_are_equal_for_equal_strings_and_sort_as_the_strings() {
+        let digits = [
+            "",
+            "0",
+            "00",
+            "01",
+            "1",
+            "10",
+            "100000000000000000000000",
+            "9",
+            "99",
+        ];
+        let short = ["", "a", "a\0", "ab", "u1", "u10", "u9", "zzzzzzzzzzzz"];
+        for (code, users) in [
+            (UserCode::Digits, &digits[..]),
+            (UserCode::Short, &short[..]),
+        ] {
+            let codes: Vec<u128> = users.iter().map(|u| code.code(u).unwrap()).collect();
+            // The lists are in byte order, and distinct.
+            assert!(codes.windows(2).all(|w| w[0] < w[1]), "{code:?}: {codes:?}");
+            assert!(codes.iter().all(|c| *c < 1 << 101));
+        }
+        assert_eq!(UserCode::Digits.code("1a"), None);
+        assert_eq!(UserCode::Digits.code("1000000000000000000000000"), None);
+        assert_eq!(UserCode::Short.code("thirteen char"), None);
     }
 
     #[test]

@@ -99,3 +99,46 @@ proptest! {
         }
     }
 }
+
+/// The log with digit-only business and user ids (`"10"` sorts before `"9"` as text, after it
+/// as a number), and the same log with each of those ids behind a prefix, which keeps their
+/// text order: a short one and one that makes them longer than 12 bytes.
+fn renamed(events: &[Ev], prefix: &str) -> Vec<Ev> {
+    let digits = |id: &str| match id {
+        "u1" => "10",
+        "u2" => "9",
+        "b1" => "0",
+        _ => "12",
+    };
+    events
+        .iter()
+        .map(|e| Ev {
+            business: format!("{prefix}{}", digits(&e.business)),
+            user: format!("{prefix}{}", digits(&e.user)),
+            ..e.clone()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Digit-only user ids, short ones and long ones take three ways to sort the rows (see
+    /// `sessions::sort_events`). All give the same sessions and violations in the same order
+    /// (the key's text order).
+    #[test]
+    fn every_kind_of_user_id_gives_the_same_rows_in_the_same_order(
+        events in prop::collection::vec(arb_event(), 1..80).prop_map(same_event_per_id)
+    ) {
+        let (sessions, violations) = derive(&renamed(&events, ""));
+        for prefix in ["x", "long-prefix-"] {
+            let (mut renamed_sessions, renamed_violations) = derive(&renamed(&events, prefix));
+            for s in &mut renamed_sessions {
+                s.business.drain(..prefix.len());
+                s.user.drain(..prefix.len());
+            }
+            prop_assert_eq!(&sessions, &renamed_sessions);
+            prop_assert_eq!(&violations, &renamed_violations);
+        }
+    }
+}
