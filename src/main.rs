@@ -487,13 +487,8 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         n => format!("nights {} to {} ({n})", nights[0].date, last.date),
     };
     let sum = |f: fn(&nightly::NightStats) -> u64| nights.iter().map(f).sum::<u64>();
-    let statuses: Vec<String> = report
-        .invoices
-        .iter()
-        .map(|(status, n)| format!("{n} {status}"))
-        .collect();
     text.push_str(&format!(
-        "convbill: {which}: {} messages, {} duplicate(s) dropped ({} within the night, {} of earlier nights); {} sessions closed, {} open, {} violations; {} invoices ({}) in {}\n",
+        "convbill: {which}: {} messages, {} duplicate(s) dropped ({} within the night, {} of earlier nights); {} sessions closed, {} open, {} violations; {} in {}\n",
         sum(|n| n.rows_read),
         sum(|n| n.duplicates()),
         sum(|n| n.duplicates_within_night),
@@ -501,22 +496,15 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         sum(|n| n.sessions_closed),
         last.sessions_open,
         sum(|n| n.violations),
-        report.invoices.values().sum::<usize>(),
-        statuses.join(", "),
+        invoice_counts(&report.invoices),
         config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
     ));
     for closed in &report.closed {
-        let statuses: Vec<String> = closed
-            .by_status
-            .iter()
-            .map(|(status, n)| format!("{n} {status}"))
-            .collect();
         text.push_str(&format!(
-            "convbill: night {} closed period {}: {} invoices ({}) in {}\n",
+            "convbill: night {} closed period {}: {} in {}\n",
             closed.night,
             closed.period,
-            closed.by_status.values().sum::<usize>(),
-            statuses.join(", "),
+            invoice_counts(&closed.by_status),
             config
                 .out
                 .join(nightly::month_to_date::closed_dir(&closed.period))
@@ -553,6 +541,19 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         ));
     }
     text
+}
+
+/// `6 invoices (4 final, 2 partial)`.
+fn invoice_counts(by_status: &BTreeMap<&'static str, usize>) -> String {
+    let statuses: Vec<String> = by_status
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect();
+    format!(
+        "{} invoices ({})",
+        by_status.values().sum::<usize>(),
+        statuses.join(", ")
+    )
 }
 
 fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {

@@ -269,7 +269,7 @@ fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
 /// Messages → [`Events`].
 ///
 /// Sorting on the string key columns row by row is the costliest step of a run. Where every
-/// `user_id` is a decimal number (Meta's ids are) or short, each row's key becomes one number
+/// `user_id` is digits only (Meta's ids are) or short, each row's key becomes one number
 /// that sorts as its strings do, and the rows are sorted on numbers alone ([`packed_order`]).
 /// Otherwise the rows are numbered by key through a hash table first and only the distinct
 /// keys sorted as strings ([`key_ranks`]). Either way the rare runs of rows equal in key,
@@ -336,7 +336,7 @@ fn unpack_time(p: u128) -> (i64, u32, IdxSize) {
 /// Sorts (key rank, time, direction, row) tuples. Each is packed into one 128-bit number, so
 /// the sort compares plain integers.
 fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)]) {
-    if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1 || r.3 >= 1 << 31) {
+    if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1) {
         rows.sort_unstable();
         return;
     }
