@@ -336,7 +336,8 @@ fn unpack_time(p: u128) -> (i64, u32, IdxSize) {
 /// Sorts (key rank, time, direction, row) tuples. Each is packed into one 128-bit number, so
 /// the sort compares plain integers.
 fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)]) {
-    if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1) {
+    // 31 bits for the row (its place in the frame) and one for the direction.
+    if rows.len() >= 1 << 31 || rows.iter().any(|r| r.2 > 1 || r.3 >= 1 << 31) {
         rows.sort_unstable();
         return;
     }
