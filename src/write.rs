@@ -251,6 +251,7 @@ pub(crate) struct TableWriter {
     pending_rows: usize,
     rows: u64,
     row_group_rows: usize,
+    statistics: StatisticsOptions,
     compression: ParquetCompression,
 }
 
@@ -267,6 +268,7 @@ impl TableWriter {
             rows: 0,
             row_group_rows: ROW_GROUP_ROWS,
             compression: output_compression(),
+            statistics: StatisticsOptions::default(),
         }
     }
 
@@ -285,6 +287,13 @@ impl TableWriter {
         self
     }
 
+    /// Writes no column statistics (min, max, nulls): for files convbill reads again whole or
+    /// by row ranges, where computing the statistics of long strings costs more than they give.
+    pub(crate) fn without_statistics(mut self) -> Self {
+        self.statistics = StatisticsOptions::empty();
+        self
+    }
+
     fn open(&mut self) -> Result<()> {
         self.file = Some(SharedFile(std::sync::Arc::new(std::sync::Mutex::new(
             create_file(&self.path)?,
@@ -299,6 +308,7 @@ impl TableWriter {
             self.writer = Some(
                 ParquetWriter::new(file)
                     .with_compression(self.compression)
+                    .with_statistics(self.statistics)
                     .batched(frame.schema())
                     .map_err(write_error(&self.path))?,
             );

@@ -140,8 +140,36 @@ impl Accounts {
     }
 }
 
-/// The rows of the state file `path` whose account is among `accounts`. State files are in
-/// account order, so the filter skips the row groups of other accounts by their statistics.
+impl Accounts {
+    fn contains(&self, account: &str) -> bool {
+        self.from.as_deref().is_none_or(|from| account >= from)
+            && self.until.as_deref().is_none_or(|until| account < until)
+    }
+}
+
+/// `state/date=D/rows_by_account.json`: for each of the night's [`CARRIED`] and [`SEEN`]
+/// files, its accounts in file order with their rows. The files are in account order and
+/// written without column statistics (the min and max of long strings cost more to compute than
+/// they save), so a group reads its accounts' rows as one range found here.
+pub(crate) const ROWS_BY_ACCOUNT: &str = "rows_by_account.json";
+
+type AccountRows = Vec<(String, u64)>;
+
+/// Adds the accounts of `frame` (in account order) and their rows to `index`.
+fn count_account_rows(index: &mut AccountRows, frame: &DataFrame) -> Result<()> {
+    let accounts = frame.column(schema::ACCOUNT_ID)?.str()?;
+    for account in accounts.iter() {
+        let account = account.unwrap_or_default();
+        match index.last_mut() {
+            Some((last, rows)) if last == account => *rows += 1,
+            _ => index.push((account.to_string(), 1)),
+        }
+    }
+    Ok(())
+}
+
+/// The rows of the state file `path` whose account is among `accounts`: one range of rows by
+/// [`ROWS_BY_ACCOUNT`] beside it; by a filter where a state has none.
 pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Result<DataFrame> {
     let Some(filter) = accounts.filter() else {
         return read_parquet(path);
@@ -152,7 +180,37 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
     }
     // `state/date=D/` is a folder name, not a column.
     let scan = load::scan_file(path, None)?;
-    Ok(scan.filter(filter).collect()?)
+    let index_path = path.with_file_name(ROWS_BY_ACCOUNT);
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let index: Option<AccountRows> = match std::fs::read(&index_path) {
+        Ok(bytes) => {
+            let mut by_file: std::collections::BTreeMap<String, AccountRows> =
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    write::io_error(&index_path)(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        e,
+                    ))
+                })?;
+            by_file.remove(file)
+        }
+        Err(_) => None,
+    };
+    let Some(index) = index else {
+        return Ok(scan.filter(filter).collect()?);
+    };
+    let mut offset = 0;
+    let mut rows = 0;
+    for (account, n) in &index {
+        match accounts.contains(account) {
+            true => rows += n,
+            false if rows == 0 => offset += n,
+            false => break,
+        }
+    }
+    Ok(scan.slice(offset as i64, rows as IdxSize).collect()?)
 }
 
 /// The message ids the nights from `first` up to (not including) `until` used, with their
@@ -476,6 +534,9 @@ pub(crate) struct NightWriter {
     violations: write::TableWriter,
     carried: write::TableWriter,
     seen: write::TableWriter,
+    /// The accounts of `carried` and `seen` with their rows ([`ROWS_BY_ACCOUNT`]).
+    carried_accounts: AccountRows,
+    seen_accounts: AccountRows,
     open: write::TableWriter,
     lines: Vec<DataFrame>,
     conflicting: Vec<DataFrame>,
@@ -499,8 +560,14 @@ impl NightWriter {
             night,
             closed: table(staging.join(SESSIONS_DIR).join(&name), PART)?,
             violations: table(staging.join(VIOLATIONS_DIR).join(&name), PART)?,
-            carried: table(state.clone(), CARRIED)?.with_compression(ParquetCompression::Lz4Raw),
-            seen: table(state.clone(), SEEN)?.with_compression(ParquetCompression::Lz4Raw),
+            carried: table(state.clone(), CARRIED)?
+                .with_compression(ParquetCompression::Lz4Raw)
+                .without_statistics(),
+            seen: table(state.clone(), SEEN)?
+                .with_compression(ParquetCompression::Lz4Raw)
+                .without_statistics(),
+            carried_accounts: Vec::new(),
+            seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
             lines: Vec::new(),
             conflicting: Vec::new(),
@@ -516,6 +583,8 @@ impl NightWriter {
     pub fn append(&mut self, group: GroupNight) -> Result<()> {
         // The tables are separate files: the state (nearly the whole day on a one-day log) is
         // written on two more threads while this one writes the rest.
+        count_account_rows(&mut self.carried_accounts, &group.carried)?;
+        count_account_rows(&mut self.seen_accounts, &group.seen)?;
         let (carried, seen) = (&mut self.carried, &mut self.seen);
         std::thread::scope(|scope| -> Result<()> {
             let carried = scope.spawn(|| carried.append(&group.carried));
@@ -614,6 +683,12 @@ impl NightWriter {
         )?
         .collect()?;
         write::write_parquet(&state, LINES, &mut lines)?;
+        let rows_by_account: std::collections::BTreeMap<&str, &AccountRows> = [
+            (CARRIED, &self.carried_accounts),
+            (SEEN, &self.seen_accounts),
+        ]
+        .into();
+        write::write_json(&state, ROWS_BY_ACCOUNT, &rows_by_account)?;
         let fingerprint = super::card_fingerprint(card, night);
         write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
         write::write_json(&state, STATS, &stats)?;
