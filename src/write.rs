@@ -398,6 +398,26 @@ pub(crate) fn write_invoices(
     Ok(written)
 }
 
+/// Reads a JSON document convbill wrote; `None` if there is none. A document that does not
+/// parse is an error naming its file.
+pub(crate) fn read_json_if_exists<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io_error(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// [`read_json_if_exists`], for a document that must exist.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    read_json_if_exists(path)?
+        .ok_or_else(|| io_error(path)(std::io::Error::from(std::io::ErrorKind::NotFound)))
+}
+
 /// Writes a value as pretty JSON with a final newline.
 pub(crate) fn write_json(
     dir: &Path,

@@ -251,13 +251,7 @@ impl Catalog {
     /// The catalog the last run left under `out` (empty for a new history).
     pub fn read(out: &Path) -> Result<Catalog> {
         let path = out.join(Self::relative_path());
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                write::io_error(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
-            Err(e) => Err(write::io_error(&path)(e)),
-        }
+        Ok(write::read_json_if_exists(&path)?.unwrap_or_default())
     }
 
     /// Writes the catalog into the staging folder `dir`.

@@ -188,11 +188,8 @@ fn closed_since(out: &Path, from: NaiveDate) -> Result<Vec<String>> {
         let Some(period) = name.strip_prefix("period=") else {
             continue;
         };
-        let path = entry.path().join(write::MANIFEST_FILE);
-        let text = std::fs::read(&path).map_err(write::io_error(&path))?;
-        let manifest: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-            write::io_error(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })?;
+        let manifest: serde_json::Value =
+            write::read_json(&entry.path().join(write::MANIFEST_FILE))?;
         let night = manifest["closed_by_night"]
             .as_str()
             .and_then(|d| d.parse::<NaiveDate>().ok());

@@ -95,11 +95,7 @@ impl InputFileRecord {
 impl NightStats {
     /// What night `date` recorded, from its state folder.
     pub fn read(dir: &std::path::Path) -> Result<NightStats> {
-        let path = dir.join(STATS);
-        let bytes = std::fs::read(&path).map_err(write::io_error(&path))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            write::io_error(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })
+        write::read_json(&dir.join(STATS))
     }
 
     pub fn duplicates(&self) -> u64 {
@@ -185,19 +181,9 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
         .file_name()
         .and_then(|f| f.to_str())
         .unwrap_or_default();
-    let index: Option<AccountRows> = match std::fs::read(&index_path) {
-        Ok(bytes) => {
-            let mut by_file: std::collections::BTreeMap<String, AccountRows> =
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    write::io_error(&index_path)(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        e,
-                    ))
-                })?;
-            by_file.remove(file)
-        }
-        Err(_) => None,
-    };
+    let index =
+        write::read_json_if_exists::<std::collections::BTreeMap<String, AccountRows>>(&index_path)?
+            .and_then(|mut by_file| by_file.remove(file));
     let Some(index) = index else {
         return Ok(scan.filter(filter).collect()?);
     };
