@@ -238,6 +238,16 @@ pub enum Error {
     #[error("interrupted: stopped before writing anything; the output folder is as it was")]
     Interrupted,
 
+    /// An interrupted catch-up: the nights before `failed` are in place.
+    #[error(
+        "interrupted: caught up nights {first} to {last}, which are in place; night {failed} did not run"
+    )]
+    CatchUpInterrupted {
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+        failed: chrono::NaiveDate,
+    },
+
     #[error("caught up nights {first} to {last}; night {failed} did not run")]
     CatchUpStopped {
         first: chrono::NaiveDate,
@@ -278,7 +288,7 @@ impl Error {
             | Error::OutIsMountPoint { .. }
             | Error::OutUnnamed { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
-            Error::Interrupted => exit::INTERRUPTED,
+            Error::Interrupted | Error::CatchUpInterrupted { .. } => exit::INTERRUPTED,
             Error::CatchUpStopped { source, .. } => source.exit_code(),
         }
     }

@@ -316,7 +316,6 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     };
     let mut report: Option<NightReport> = None;
     for (i, &date) in dates.iter().enumerate() {
-        crate::error::check_interrupt()?;
         let step = NightConfig {
             date,
             ..config.clone()
@@ -325,8 +324,17 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
             0 => history.clone(),
             _ => nights_run(&config.out)?,
         };
-        let done = match run_nights(&step, &card, &folder, &history) {
+        let done = crate::error::check_interrupt()
+            .and_then(|()| run_nights(&step, &card, &folder, &history));
+        let done = match done {
             Ok(done) => done,
+            Err(Error::Interrupted) if i > 0 => {
+                return Err(Error::CatchUpInterrupted {
+                    first: dates[0],
+                    last: dates[i - 1],
+                    failed: date,
+                })
+            }
             Err(e) if i > 0 => {
                 return Err(Error::CatchUpStopped {
                     first: dates[0],

@@ -94,3 +94,79 @@ fn sigterm_mid_run_is_handled_the_same_way() {
 fn the_same_signal_delivered_twice_is_handled_as_one() {
     interrupted_mid_run_by(&["-INT", "-INT"]);
 }
+
+/// A catch-up interrupted after some nights says which nights are in place, and they are.
+#[test]
+fn an_interrupted_catch_up_names_the_nights_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    convbill()
+        .args(["generate", "--messages", "600000", "--seed", "5"])
+        .args(["--start", "2026-10-01", "--days", "12", "--out"])
+        .arg(&log)
+        .assert()
+        .success();
+    let out = dir.path().join("out");
+    let night = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
+        command
+            .args([
+                "run",
+                "-q",
+                "--partition-rows",
+                "2000",
+                "--memory-rows",
+                "0",
+            ])
+            .arg("--input")
+            .arg(&log)
+            .arg("--out")
+            .arg(&out)
+            .args(args)
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    assert!(night(&["--date", "2026-10-01", "--init"])
+        .status()
+        .unwrap()
+        .success());
+    let child = night(&["--date", "2026-10-12", "--catch-up"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.join("state/date=2026-10-03").is_dir() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "night 2026-10-03 never ran"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(convbill::exit::INTERRUPTED),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("as it was"), "{stderr}");
+    let said = stderr
+        .split("interrupted: caught up nights 2026-10-02 to ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let (last, failed) = (
+        &said[..10],
+        &said[said.find("; night ").unwrap() + 8..][..10],
+    );
+    assert!(said.contains(", which are in place; night "), "{stderr}");
+    assert!(out.join(format!("state/date={last}")).is_dir(), "{stderr}");
+    assert!(
+        !out.join(format!("state/date={failed}")).exists(),
+        "{stderr}"
+    );
+    assert_eq!(hidden_entries(dir.path()), Vec::<String>::new());
+}
