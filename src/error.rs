@@ -22,12 +22,11 @@ pub mod exit {
 /// A nightly run that does not fit the history kept in the output folder.
 #[derive(Debug, thiserror::Error)]
 pub enum NightError {
-    #[error(
-        "cannot run {date}: the night before it has not run; the history ends before {missing}"
-    )]
+    #[error("cannot run {date}: night {missing} has not run (the history ends with night {last})")]
     MissingNight {
         date: chrono::NaiveDate,
         missing: chrono::NaiveDate,
+        last: chrono::NaiveDate,
     },
 
     #[error("cannot run {date}: the history in this output folder starts on {first}")]

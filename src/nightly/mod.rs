@@ -176,6 +176,7 @@ fn plan(config: &NightConfig, history: &[NaiveDate]) -> Result<Vec<NaiveDate>> {
         return Err(NightError::MissingNight {
             date,
             missing: next,
+            last,
         }
         .into());
     }

@@ -2050,3 +2050,34 @@ fn closed_periods_leave_month_to_date_and_are_written_once() {
         "a recompute writes the same bytes"
     );
 }
+
+/// Messages dated before a history's first night are outside the history: no night reads
+/// them, and a file of them landing later is not late input.
+#[test]
+fn messages_before_the_first_night_are_outside_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("old", "2024-01-01 10:00")]),
+            ("2024-01-02", vec![template("t1", "2024-01-02 10:00")]),
+        ],
+    );
+    let out = dir.path().join("billing");
+    night_command(&logs, &out, date("2024-01-02"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+    let night = json(&out.join("state/date=2024-01-02/night.json"));
+    assert_eq!(night["rows_read"], 1);
+    write_parquet(
+        &logs.join("date=2024-01-01/later.parquet"),
+        &mut frame(&[template("older", "2024-01-01 11:00").user("user-2")]),
+    );
+    night_command(&logs, &out, date("2024-01-03"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+    let manifest = json(&out.join("month-to-date/manifest.json"));
+    assert_eq!(manifest["late_input"], serde_json::json!([]));
+}

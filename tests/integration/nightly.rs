@@ -314,7 +314,9 @@ fn a_night_whose_previous_night_has_not_run_is_refused() {
         .code(convbill::exit::USAGE)
         .stderr(
             predicate::str::contains("cannot run 2024-01-04")
-                .and(predicate::str::contains("before 2024-01-02"))
+                .and(predicate::str::contains(
+                    "night 2024-01-02 has not run (the history ends with night 2024-01-01)",
+                ))
                 .and(predicate::str::contains(
                     "hint: run the missing nights in order, starting with `--date 2024-01-02`, or add `--catch-up`",
                 )),
