@@ -7,6 +7,27 @@ use std::time::{Duration, Instant};
 use crate::cli::{convbill, snapshot};
 use crate::support::hidden_entries;
 
+/// `convbill run -q` of `log` into `out` in groups of `partition_rows` rows, spilled to disk,
+/// with `args`; stderr piped.
+fn spilling_run(
+    log: &Path,
+    out: &Path,
+    partition_rows: u32,
+    args: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
+    command
+        .args(["run", "-q", "--memory-rows", "0", "--partition-rows"])
+        .arg(partition_rows.to_string())
+        .arg("--input")
+        .arg(log)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 fn interrupted_mid_run(signal: &str) {
     interrupted_mid_run_by(&[signal]);
 }
@@ -21,24 +42,7 @@ fn interrupted_mid_run_by(signals: &[&str]) {
         .assert()
         .success();
     let out = dir.path().join("out");
-    let run = |out: &Path| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
-        command
-            .args([
-                "run",
-                "-q",
-                "--partition-rows",
-                "5000",
-                "--memory-rows",
-                "0",
-                "--input",
-            ])
-            .arg(&log)
-            .arg("--out")
-            .arg(out)
-            .stderr(std::process::Stdio::piped());
-        command
-    };
+    let run = |out: &Path| spilling_run(&log, out, 5000, &[]);
     assert!(run(&out).status().unwrap().success());
     let before = snapshot(&out);
 
@@ -107,25 +111,7 @@ fn an_interrupted_catch_up_names_the_nights_in_place() {
         .assert()
         .success();
     let out = dir.path().join("out");
-    let night = |args: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
-        command
-            .args([
-                "run",
-                "-q",
-                "--partition-rows",
-                "2000",
-                "--memory-rows",
-                "0",
-            ])
-            .arg("--input")
-            .arg(&log)
-            .arg("--out")
-            .arg(&out)
-            .args(args)
-            .stderr(std::process::Stdio::piped());
-        command
-    };
+    let night = |args: &[&str]| spilling_run(&log, &out, 2000, args);
     assert!(night(&["--date", "2026-10-01", "--init"])
         .status()
         .unwrap()
