@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 use crate::cli::{convbill, snapshot};
 use crate::support::hidden_entries;
 
+/// Waits for a signalled run: it exits 130. Returns its stderr.
+fn interrupted(child: std::process::Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(convbill::exit::INTERRUPTED),
+        "{stderr}"
+    );
+    stderr
+}
+
 /// `convbill run -q` of `log` into `out` in groups of `partition_rows` rows, spilled to disk,
 /// with `args`; stderr piped.
 fn spilling_run(
@@ -67,13 +79,7 @@ fn interrupted_mid_run_by(signals: &[&str]) {
         assert!(killed.success());
         std::thread::sleep(Duration::from_millis(5));
     }
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(convbill::exit::INTERRUPTED),
-        "{stderr}"
-    );
+    let stderr = interrupted(child);
     assert!(
         stderr.contains("interrupted: stopped before writing anything"),
         "{stderr}"
@@ -132,13 +138,7 @@ fn an_interrupted_catch_up_names_the_nights_in_place() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(convbill::exit::INTERRUPTED),
-        "{stderr}"
-    );
+    let stderr = interrupted(child);
     assert!(!stderr.contains("as it was"), "{stderr}");
     let said = stderr
         .split("interrupted: caught up nights 2026-10-02 to ")
