@@ -121,10 +121,12 @@ struct MonthToDateManifest<'a> {
 
 /// Sums each night this run computed into the lines to date of the periods still open,
 /// closing the periods it can ([`LINES_TO_DATE`] into each night's state in the staging
-/// folder). Returns the last night's lines to date and the periods closed.
-fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, Vec<Closing>)> {
+/// folder). Returns the last night's lines to date and its open sessions, rated, and the
+/// periods closed.
+fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, DataFrame, Vec<Closing>)> {
     let first = *run.nights.first().expect("a night has run");
     let mut to_date: Option<DataFrame> = None;
+    let mut last_open: Option<DataFrame> = None;
     let mut closings = Vec::new();
     for &night in run.computed {
         let state = tree.state(night).expect("a computed night has a state");
@@ -171,8 +173,14 @@ fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, Vec<Closing>)> {
         let mut kept = summed.lazy().filter(closed_mask.not()).collect()?;
         write::write_parquet(&state, LINES_TO_DATE, &mut kept)?;
         to_date = Some(kept);
+        last_open = Some(open);
     }
-    Ok((to_date.expect("a run computes a night"), closings))
+    let computed = "a run computes a night";
+    Ok((
+        to_date.expect(computed),
+        last_open.expect(computed),
+        closings,
+    ))
 }
 
 /// The periods closed by the nights from `from` on, in the folder before the run.
@@ -211,11 +219,9 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         *run.nights.first().expect("a night has run"),
         *run.nights.last().expect("a night has run"),
     );
-    let (to_date, closings) = close_periods(tree, run)?;
+    let (to_date, open_rated, closings) = close_periods(tree, run)?;
     let latest_state = tree.state(latest).expect("the latest night has a state");
-    let open = super::read_parquet(&latest_state.join(night::OPEN))?;
-    let open_rows = open.height() as u64;
-    let open_rated = rating::rate_sessions(open, card)?;
+    let open_rows = open_rated.height() as u64;
     let lines = vec![to_date.lazy(), rating::lines_of(&open_rated)?.lazy()];
     let history_to = |night: NaiveDate| rating::Coverage {
         continues: true,
