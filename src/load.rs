@@ -1484,7 +1484,7 @@ pub const EVENT: &str = "event";
 /// ids of each night, so that a copy logged on a later night is checked too. The function is
 /// part of the state's format: it must not change.
 pub fn content_hash(frame: &DataFrame) -> Result<Column> {
-    Ok(Column::new(CONTENT.into(), row_hashes(frame, false)?))
+    Ok(Column::new(CONTENT.into(), row_hashes(frame, false)?.0))
 }
 
 /// [`content_hash`] and the row's `status` and `timestamp` too, as the column [`EVENT`]: all
@@ -1492,10 +1492,22 @@ pub fn content_hash(frame: &DataFrame) -> Result<Column> {
 /// rewritten with a billed message changed (a delivery now `failed`, say) is noticed. Part of
 /// the state's format too.
 pub fn event_hash(frame: &DataFrame) -> Result<Column> {
-    Ok(Column::new(EVENT.into(), row_hashes(frame, true)?))
+    let (_, event) = row_hashes(frame, true)?;
+    Ok(Column::new(EVENT.into(), event))
 }
 
-fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<Vec<u64>> {
+/// [`content_hash`] and [`event_hash`] in one pass: the event hash goes on from the content
+/// hash.
+pub fn content_and_event_hashes(frame: &DataFrame) -> Result<(Column, Column)> {
+    let (content, event) = row_hashes(frame, true)?;
+    Ok((
+        Column::new(CONTENT.into(), content),
+        Column::new(EVENT.into(), event),
+    ))
+}
+
+/// The content hash of every row, and with `whole_event` its event hash (else empty).
+fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64>)> {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     fn feed(hash: &mut u64, bytes: &[u8]) {
@@ -1534,22 +1546,23 @@ fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<Vec<u64>> {
     };
     let business = frame.column(schema::BUSINESS_ID)?.str()?;
     let user = frame.column(schema::USER_ID)?.str()?;
-    Ok((0..frame.height())
-        .zip(business.iter().zip(user.iter()))
-        .map(|(i, (business, user))| {
-            let mut hash = OFFSET;
-            feed(&mut hash, &channel[i].to_le_bytes());
-            feed(&mut hash, business.unwrap_or_default().as_bytes());
-            feed(&mut hash, user.unwrap_or_default().as_bytes());
-            feed(&mut hash, &direction[i].to_le_bytes());
-            feed(&mut hash, &kind[i].to_le_bytes());
-            if whole_event {
-                feed(&mut hash, &status[i].to_le_bytes());
-                feed(&mut hash, &times[i].to_le_bytes());
-            }
-            hash
-        })
-        .collect())
+    let mut content = Vec::with_capacity(frame.height());
+    let mut event = Vec::with_capacity(if whole_event { frame.height() } else { 0 });
+    for (i, (business, user)) in business.iter().zip(user.iter()).enumerate() {
+        let mut hash = OFFSET;
+        feed(&mut hash, &channel[i].to_le_bytes());
+        feed(&mut hash, business.unwrap_or_default().as_bytes());
+        feed(&mut hash, user.unwrap_or_default().as_bytes());
+        feed(&mut hash, &direction[i].to_le_bytes());
+        feed(&mut hash, &kind[i].to_le_bytes());
+        content.push(hash);
+        if whole_event {
+            feed(&mut hash, &status[i].to_le_bytes());
+            feed(&mut hash, &times[i].to_le_bytes());
+            event.push(hash);
+        }
+    }
+    Ok((content, event))
 }
 
 /// `true` for each row whose `message_id` may occur more than once in `frame`: rows whose

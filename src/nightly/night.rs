@@ -371,6 +371,9 @@ pub(crate) fn compute_group(
         false => None,
     };
     let checked = rows.height() as u64;
+    // Later steps read the rows' strings in order and gather them: from one chunk.
+    let mut rows = rows;
+    rows.rechunk_mut();
     // A conflicting duplicate within the night stops the run, naming both rows, or with
     // `--rejects` is set aside.
     let (day, conflicting) = timed("dropped the night's duplicates", || {
@@ -443,19 +446,23 @@ pub(crate) fn compute_group(
         Scalar::from(load::EARLIER_NIGHT),
         carried.height(),
     ))?;
-    let ordered = events.take(&rows.order)?;
-    let mut seen = ordered
+    // The ids the night used, in event order, with their fingerprints: hashed in the rows'
+    // own order (where their strings lie one after the other), then put in event order.
+    let (content, event) = load::content_and_event_hashes(&events)?;
+    let mut seen = events.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, schema::TIMESTAMP])?;
+    seen.with_column(content)?;
+    seen.with_column(event)?;
+    let seen = seen
+        .take(&rows.order)?
         .lazy()
         .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
+        .select([
+            col(schema::ACCOUNT_ID),
+            col(schema::MESSAGE_ID),
+            col(load::CONTENT),
+            col(load::EVENT),
+        ])
         .collect()?;
-    seen.with_column(load::content_hash(&seen)?)?;
-    seen.with_column(load::event_hash(&seen)?)?;
-    let seen = seen.select([
-        schema::ACCOUNT_ID,
-        schema::MESSAGE_ID,
-        load::CONTENT,
-        load::EVENT,
-    ])?;
     Ok(GroupNight {
         closed,
         violations,
