@@ -936,7 +936,16 @@ fn read_file(
     }
     let mut raw = collect_input(path, scan)?;
     if let Some(in_window) = in_memory_window {
-        raw = raw.lazy().filter(in_window).collect()?;
+        // Logs come by day: most slices lie inside the window whole and are kept as read.
+        let mask = raw
+            .clone()
+            .lazy()
+            .select([in_window.alias("in_window")])
+            .collect()?;
+        let mask = mask.column("in_window")?.bool()?;
+        if !mask.all() {
+            raw = raw.filter(mask)?;
+        }
     }
     let height = raw.height();
     let rows = raw.column(ROW)?.cast(&DataType::UInt64)?;
