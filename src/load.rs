@@ -1515,19 +1515,43 @@ pub fn content_and_event_hashes(frame: &DataFrame) -> Result<(Column, Column)> {
     ))
 }
 
-/// The content hash of every row, and with `whole_event` its event hash (else empty).
-fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64>)> {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// The column nightly state keeps [`id_hashes`] in.
+pub const ID_HASH: &str = "id_hash";
+
+/// A 64-bit fingerprint (FNV-1a) of each row's (`account_id`, `message_id`). Nightly runs keep it with each night's message ids: a later night compares its
+/// rows' fingerprints with these numbers first and reads the ids themselves only where one
+/// matches. Part of the state's format: it must not change.
+pub fn id_hashes(frame: &DataFrame) -> Result<Vec<u64>> {
+    let accounts = frame.column(schema::ACCOUNT_ID)?.str()?;
+    let ids = frame.column(schema::MESSAGE_ID)?.str()?;
+    Ok(accounts
+        .iter()
+        .zip(ids.iter())
+        .map(|(account, id)| {
+            let mut hash = FNV_OFFSET;
+            fnv_feed(&mut hash, account.unwrap_or_default().as_bytes());
+            fnv_feed(&mut hash, id.unwrap_or_default().as_bytes());
+            hash
+        })
+        .collect())
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Feeds `bytes` and a separator (so that ("ab", "c") and ("a", "bc") differ) to an FNV-1a
+/// hash.
+fn fnv_feed(hash: &mut u64, bytes: &[u8]) {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    fn feed(hash: &mut u64, bytes: &[u8]) {
-        for byte in bytes {
-            *hash ^= u64::from(*byte);
-            *hash = hash.wrapping_mul(PRIME);
-        }
-        // A separator, so that ("ab", "c") and ("a", "bc") differ.
-        *hash ^= 0x1f;
+    for byte in bytes {
+        *hash ^= u64::from(*byte);
         *hash = hash.wrapping_mul(PRIME);
     }
+    *hash ^= 0x1f;
+    *hash = hash.wrapping_mul(PRIME);
+}
+
+/// The content hash of every row, and with `whole_event` its event hash (else empty).
+fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64>)> {
     let code = |name: &str| -> Result<Vec<u32>> {
         Ok(frame
             .column(name)?
@@ -1558,16 +1582,16 @@ fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64
     let mut content = Vec::with_capacity(frame.height());
     let mut event = Vec::with_capacity(if whole_event { frame.height() } else { 0 });
     for (i, (business, user)) in business.iter().zip(user.iter()).enumerate() {
-        let mut hash = OFFSET;
-        feed(&mut hash, &channel[i].to_le_bytes());
-        feed(&mut hash, business.unwrap_or_default().as_bytes());
-        feed(&mut hash, user.unwrap_or_default().as_bytes());
-        feed(&mut hash, &direction[i].to_le_bytes());
-        feed(&mut hash, &kind[i].to_le_bytes());
+        let mut hash = FNV_OFFSET;
+        fnv_feed(&mut hash, &channel[i].to_le_bytes());
+        fnv_feed(&mut hash, business.unwrap_or_default().as_bytes());
+        fnv_feed(&mut hash, user.unwrap_or_default().as_bytes());
+        fnv_feed(&mut hash, &direction[i].to_le_bytes());
+        fnv_feed(&mut hash, &kind[i].to_le_bytes());
         content.push(hash);
         if whole_event {
-            feed(&mut hash, &status[i].to_le_bytes());
-            feed(&mut hash, &times[i].to_le_bytes());
+            fnv_feed(&mut hash, &status[i].to_le_bytes());
+            fnv_feed(&mut hash, &times[i].to_le_bytes());
             event.push(hash);
         }
     }

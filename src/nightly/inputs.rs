@@ -339,6 +339,7 @@ impl Catalog {
             night,
             night + chrono::Days::new(1),
             &Default::default(),
+            None,
         )?
         else {
             return Ok((no_messages()?, no_messages()?));
@@ -431,6 +432,7 @@ impl Catalog {
                         since,
                         entry.read_from,
                         &Default::default(),
+                        None,
                     )?;
                     not_in(rows, billed)?
                         .lazy()

@@ -9,10 +9,11 @@
 //! - a WhatsApp key whose service window alone is open: its last customer message;
 //! - a Messenger or Instagram key with an open session: the session's events.
 //!
-//! Beside them: the message ids the night used (duplicates of the next
-//! [`super::DEDUP_NIGHTS`] nights are recognised by them), the invoice-line counts of the
-//! sessions it closed, the sessions still open, the rate card's fingerprint, and the night's
-//! counts (`night.json`). Every file's rows come in a fixed order (events in event order,
+//! Beside them: the message ids the night used, with a 64-bit fingerprint of each
+//! ([`load::id_hashes`]; duplicates of the next [`super::DEDUP_NIGHTS`] nights are recognised
+//! by them, the fingerprints compared first and the ids only where one matches), the
+//! invoice-line counts of the sessions it closed, the sessions still open, the rate card's
+//! fingerprint, and the night's counts (`night.json`). Every file's rows come in a fixed order (events in event order,
 //! sessions by key and start), so a rerun writes the same bytes.
 //!
 //! A night works in groups of whole accounts, like a whole run ([`crate::partition`]): each
@@ -167,8 +168,18 @@ fn count_account_rows(index: &mut AccountRows, frame: &DataFrame) -> Result<()> 
 /// The rows of the state file `path` whose account is among `accounts`: one range of rows by
 /// [`ROWS_BY_ACCOUNT`] beside it; by a filter where a state has none.
 pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Result<DataFrame> {
-    let Some(filter) = accounts.filter() else {
-        return read_parquet(path);
+    read_columns_of_accounts(path, accounts, None)
+}
+
+/// [`read_accounts`], only `columns` (all when `None`).
+fn read_columns_of_accounts(
+    path: &std::path::Path,
+    accounts: &Accounts,
+    columns: Option<&[&str]>,
+) -> Result<DataFrame> {
+    let project = |scan: LazyFrame| match columns {
+        Some(columns) => scan.select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>()),
+        None => scan,
     };
     if !path.is_file() {
         // Name the missing file as a plain read would.
@@ -176,6 +187,9 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
     }
     // `state/date=D/` is a folder name, not a column.
     let scan = load::scan_file(path, None)?;
+    let Some(filter) = accounts.filter() else {
+        return Ok(project(scan).collect()?);
+    };
     let index_path = path.with_file_name(ROWS_BY_ACCOUNT);
     let file = path
         .file_name()
@@ -185,7 +199,7 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
         write::read_json_if_exists::<std::collections::BTreeMap<String, AccountRows>>(&index_path)?
             .and_then(|mut by_file| by_file.remove(file));
     let Some(index) = index else {
-        return Ok(scan.filter(filter).collect()?);
+        return Ok(project(scan.filter(filter)).collect()?);
     };
     let mut offset = 0;
     let mut rows = 0;
@@ -196,22 +210,59 @@ pub(crate) fn read_accounts(path: &std::path::Path, accounts: &Accounts) -> Resu
             false => break,
         }
     }
-    Ok(scan.slice(offset as i64, rows as IdxSize).collect()?)
+    Ok(project(scan.slice(offset as i64, rows as IdxSize)).collect()?)
+}
+
+/// The fingerprints ([`load::id_hashes`]) of the seen ids of `path` among `accounts`, in the
+/// order [`read_accounts`] gives their rows; computed from the ids where a state has none.
+fn seen_id_hashes(path: &std::path::Path, accounts: &Accounts) -> Result<Vec<u64>> {
+    let has_hashes = path.is_file()
+        && load::scan_file(path, None)?
+            .collect_schema()?
+            .contains(load::ID_HASH);
+    if !has_hashes {
+        return load::id_hashes(&read_accounts(path, accounts)?);
+    }
+    let hashes = read_columns_of_accounts(path, accounts, Some(&[load::ID_HASH]))?;
+    Ok(hashes
+        .column(load::ID_HASH)?
+        .u64()?
+        .into_no_null_iter()
+        .collect())
 }
 
 /// The message ids the nights from `first` up to (not including) `until` used, with their
 /// fingerprints ([`load::CONTENT`], [`load::EVENT`]) and the night as `night` (text); `None`
-/// when none of those nights has run.
+/// when none of those nights has run. With `among`, only the ids whose [`load::id_hashes`] is
+/// one of these (a night none of whose ids is, is not read further; `None` when none is).
 pub(crate) fn billed_ids(
     tree: &Tree,
     first: NaiveDate,
     until: NaiveDate,
     accounts: &Accounts,
+    among: Option<&PlHashSet<u64>>,
 ) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
     for night in first.iter_days().take_while(|d| *d < until) {
         if let Some(dir) = tree.state(night) {
-            let mut seen = read_accounts(&dir.join(SEEN), accounts)?;
+            let path = dir.join(SEEN);
+            let hits = match among {
+                None => None,
+                Some(among) => {
+                    let hits: Vec<bool> = seen_id_hashes(&path, accounts)?
+                        .iter()
+                        .map(|hash| among.contains(hash))
+                        .collect();
+                    if !hits.contains(&true) {
+                        continue;
+                    }
+                    Some(BooleanChunked::from_slice(PlSmallStr::EMPTY, &hits))
+                }
+            };
+            let mut seen = read_accounts(&path, accounts)?;
+            if let Some(hits) = hits {
+                seen = seen.filter(&hits)?;
+            }
             // Nights run before fingerprints were kept have none: nothing to compare.
             for name in [load::CONTENT, load::EVENT] {
                 if seen.column(name).is_err() {
@@ -314,6 +365,80 @@ fn drop_billed(
     Ok((kept, rejected))
 }
 
+/// [`drop_billed`] comparing only the rows of `day` whose fingerprint (`day_ids`, from
+/// [`load::id_hashes`]) one of `billed` shares; the rows keep their order.
+fn drop_billed_among(
+    day: DataFrame,
+    day_ids: &[u64],
+    billed: DataFrame,
+    paths: &[String],
+    keep_rejects: bool,
+) -> Result<(DataFrame, Option<DataFrame>)> {
+    const DAY_ROW: &str = "day_row";
+    let billed_ids: PlHashSet<u64> = load::id_hashes(&billed)?.into_iter().collect();
+    let candidates: Vec<IdxSize> = (0..day_ids.len())
+        .filter(|&row| billed_ids.contains(&day_ids[row]))
+        .map(|row| row as IdxSize)
+        .collect();
+    if candidates.is_empty() {
+        return Ok((day, None));
+    }
+    let rows = IdxCa::from_vec(DAY_ROW.into(), candidates);
+    let mut compared = day.take(&rows)?;
+    compared.with_column(rows.clone().into_column())?;
+    let (kept, rejected) = drop_billed(compared, billed, paths, keep_rejects)?;
+    let mut keep = vec![true; day.height()];
+    for row in rows.into_no_null_iter() {
+        keep[row as usize] = false;
+    }
+    for row in kept.column(DAY_ROW)?.idx()?.into_no_null_iter() {
+        keep[row as usize] = true;
+    }
+    let day = match keep.contains(&false) {
+        true => day.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?,
+        false => day,
+    };
+    Ok((day, rejected))
+}
+
+/// The carried events, then the night's rows (`day`, their fingerprints `day_ids` from
+/// [`load::id_hashes`]), without copies as [`load::deduplicate`] drops them. Neither side
+/// repeats an id: only the rows whose fingerprint the other side shares are compared.
+fn with_carried(
+    carried: DataFrame,
+    day: DataFrame,
+    day_ids: &[u64],
+    paths: &[String],
+) -> Result<DataFrame> {
+    let carried_ids: Vec<u64> = load::id_hashes(&carried)?;
+    let in_carried: PlHashSet<u64> = carried_ids.iter().copied().collect();
+    let shared: PlHashSet<u64> = day_ids
+        .iter()
+        .copied()
+        .filter(|id| in_carried.contains(id))
+        .collect();
+    let events = concat([carried.lazy(), day.lazy()], UnionArgs::default())?.collect()?;
+    if shared.is_empty() {
+        return Ok(events);
+    }
+    let rows: Vec<IdxSize> = carried_ids
+        .iter()
+        .chain(day_ids)
+        .enumerate()
+        .filter(|(_, id)| shared.contains(*id))
+        .map(|(row, _)| row as IdxSize)
+        .collect();
+    let rows = IdxCa::from_vec(PlSmallStr::EMPTY, rows);
+    let (Some(kept), _) = load::duplicates_checked(&events.take(&rows)?, paths, false)? else {
+        return Ok(events);
+    };
+    let mut keep = vec![true; events.height()];
+    for (row, kept) in rows.into_no_null_iter().zip(kept) {
+        keep[row as usize] = kept;
+    }
+    Ok(events.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?)
+}
+
 /// What one group of a night gives: its part of every file the night writes, and its counts.
 pub(crate) struct GroupNight {
     closed: DataFrame,
@@ -382,13 +507,17 @@ pub(crate) fn compute_group(
     let conflicting_rows = conflicting.as_ref().map_or(0, |c| c.height() as u64);
     let duplicates_within_night = checked - conflicting_rows - day.height() as u64;
     let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
+    // Only the rows whose fingerprint an earlier night's id shares can be copies: the others
+    // are not compared.
+    let day_ids = load::id_hashes(&day)?;
     let (day, conflicting) = match timed("read earlier nights' ids", || {
-        billed_ids(tree, earlier, night, accounts)
+        let among: PlHashSet<u64> = day_ids.iter().copied().collect();
+        billed_ids(tree, earlier, night, accounts, Some(&among))
     })? {
         None => (day, conflicting),
         Some(billed) => {
             let (day, with_earlier) = timed("dropped copies of earlier nights' messages", || {
-                drop_billed(day, billed, paths, keep_rejects)
+                drop_billed_among(day, &day_ids, billed, paths, keep_rejects)
             })?;
             let conflicting = match (conflicting, with_earlier) {
                 (Some(within), Some(with_earlier)) => {
@@ -401,16 +530,21 @@ pub(crate) fn compute_group(
     };
 
     let carried = match tree.state(night - chrono::Days::new(1)) {
-        Some(dir) => Some(read_accounts(&dir.join(CARRIED), accounts)?),
+        Some(dir) => Some(timed("read the carried events", || {
+            read_accounts(&dir.join(CARRIED), accounts)
+        })?),
         None => None,
     };
     let carried_in = carried.as_ref().map_or(0, |c| c.height() as u64);
     // A copy of a carried event (older than the nights whose ids are kept) is dropped here.
     let events = match carried {
-        Some(carried) => load::deduplicate(
-            concat([carried.lazy(), day.lazy()], UnionArgs::default())?.collect()?,
-            paths,
-        )?,
+        Some(carried) => timed("dropped copies of carried events", || {
+            let day_ids = match day.height() == day_ids.len() {
+                true => day_ids,
+                false => load::id_hashes(&day)?,
+            };
+            with_carried(carried, day, &day_ids, paths)
+        })?,
         None => day,
     };
     let rows_used = events.height() as u64 - carried_in;
@@ -452,6 +586,7 @@ pub(crate) fn compute_group(
     let mut seen = events.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, schema::TIMESTAMP])?;
     seen.with_column(content)?;
     seen.with_column(event)?;
+    seen.with_column(Column::new(load::ID_HASH.into(), load::id_hashes(&events)?))?;
     let seen = seen
         .take(&rows.order)?
         .lazy()
@@ -461,6 +596,7 @@ pub(crate) fn compute_group(
             col(schema::MESSAGE_ID),
             col(load::CONTENT),
             col(load::EVENT),
+            col(load::ID_HASH),
         ])
         .collect()?;
     Ok(GroupNight {
@@ -686,5 +822,113 @@ impl NightWriter {
         write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
         write::write_json(&state, STATS, &stats)?;
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows in the loader's schema: (account, message id, user, timestamp, file, row).
+    fn rows(rows: &[(&str, &str, &str, i64, u32, u64)]) -> DataFrame {
+        let n = rows.len();
+        let text = |field: usize| -> Vec<String> {
+            let value = |r: &(&str, &str, &str, i64, u32, u64)| [r.0, r.1, r.2][field].to_string();
+            rows.iter().map(value).collect()
+        };
+        let code = |value: u32| vec![value; n];
+        DataFrame::new(
+            n,
+            vec![
+                Column::new(schema::MESSAGE_ID.into(), text(1)),
+                Column::new(schema::ACCOUNT_ID.into(), text(0)),
+                Column::new(schema::BUSINESS_ID.into(), vec!["biz"; n]),
+                Column::new(schema::USER_ID.into(), text(2)),
+                Column::new(schema::CHANNEL.into(), code(schema::WHATSAPP)),
+                Column::new(schema::DIRECTION.into(), code(schema::INBOUND)),
+                Column::new(schema::KIND.into(), code(schema::KIND_MESSAGE)),
+                Column::new(schema::STATUS.into(), code(schema::STATUS_DELIVERED)),
+                Column::new(
+                    schema::TIMESTAMP.into(),
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    load::FILE.into(),
+                    rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    load::ROW.into(),
+                    rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn ids(frame: &DataFrame) -> Vec<(String, String, i64)> {
+        let text = |name: &str| -> Vec<String> {
+            let column = frame.column(name).unwrap().str().unwrap();
+            column.iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        let times: Vec<i64> = frame
+            .column(schema::TIMESTAMP)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        let (accounts, messages) = (text(schema::ACCOUNT_ID), text(schema::MESSAGE_ID));
+        let mut rows: Vec<_> = accounts
+            .into_iter()
+            .zip(messages)
+            .zip(times)
+            .map(|((a, m), t)| (a, m, t))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Comparing only the rows whose fingerprint the other side shares drops exactly what
+    /// deduplicating the whole concatenation drops, and a conflicting copy stops it alike.
+    #[test]
+    fn carried_copies_are_dropped_as_deduplicating_everything_drops_them() {
+        let earlier = load::EARLIER_NIGHT;
+        let carried = rows(&[
+            ("acme", "a", "u1", 10, earlier, 0),
+            ("acme", "b", "u1", 20, earlier, 1),
+            ("zeta", "a", "u2", 30, earlier, 2),
+        ]);
+        let day = rows(&[
+            ("acme", "b", "u1", 120, 0, 0),
+            ("acme", "c", "u1", 130, 0, 1),
+            ("zeta", "b", "u2", 140, 0, 2),
+            ("zeta", "a", "u2", 150, 0, 3),
+        ]);
+        let paths = ["log.parquet".to_string()];
+        let day_ids: Vec<u64> = load::id_hashes(&day).unwrap();
+        let fast = with_carried(carried.clone(), day.clone(), &day_ids, &paths).unwrap();
+        let all = concat([carried.clone().lazy(), day.lazy()], UnionArgs::default())
+            .unwrap()
+            .collect()
+            .unwrap();
+        let expected = load::deduplicate(all, &paths).unwrap();
+        assert_eq!(ids(&fast), ids(&expected));
+        assert_eq!(
+            fast.height(),
+            5,
+            "acme/b and zeta/a are copies of carried events"
+        );
+
+        // Nothing shared: everything is kept.
+        let fresh = rows(&[("acme", "d", "u1", 160, 0, 0)]);
+        let fresh_ids: Vec<u64> = load::id_hashes(&fresh).unwrap();
+        let kept = with_carried(carried.clone(), fresh, &fresh_ids, &paths).unwrap();
+        assert_eq!(kept.height(), 4);
+
+        // A copy that names another user conflicts.
+        let conflicting = rows(&[("acme", "a", "someone-else", 170, 0, 0)]);
+        let conflicting_ids: Vec<u64> = load::id_hashes(&conflicting).unwrap();
+        let refused = with_carried(carried, conflicting, &conflicting_ids, &paths);
+        assert!(refused.unwrap_err().to_string().contains("`a`"));
     }
 }

@@ -962,6 +962,42 @@ fn every_dropped_row_is_counted_in_the_summary_the_log_and_the_manifest() {
     assert_eq!(stats["rows_used"], 2);
 }
 
+/// A night's seen ids carry their fingerprints (`id_hash`), which later nights compare first;
+/// a history written before they were kept has none, and its copies are still dropped.
+#[test]
+fn copies_are_dropped_against_seen_ids_without_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = days_with(
+        dir.path(),
+        &[
+            ("2024-01-01", vec![template("m1", "Mon 13:00")]),
+            (
+                "2024-01-02",
+                vec![
+                    template("m1", "Tue 00:10"),
+                    template("m2", "Tue 10:00").user("user-2"),
+                ],
+            ),
+        ],
+    );
+    let out = dir.path().join("billing");
+    nights(&logs, &out, date("2024-01-01"), 1);
+    let seen_path = out.join("state/date=2024-01-01/seen.parquet");
+    let seen = read_frame(&seen_path);
+    assert_eq!(
+        seen.get_column_names(),
+        ["account_id", "message_id", "content", "event", "id_hash"]
+    );
+    write_parquet(&seen_path, &mut seen.drop("id_hash").unwrap());
+    run_command(&logs, &out)
+        .args(["--date", "2024-01-02"])
+        .assert()
+        .success();
+    let stats = json(&out.join("state/date=2024-01-02/night.json"));
+    assert_eq!(stats["duplicates_of_earlier_nights"], 1);
+    assert_eq!(stats["rows_used"], 1);
+}
+
 /// The Parquet logical type of `column` in `path`, as the `parquet` crate reads the footer.
 fn logical_type(path: &Path, column: &str) -> String {
     let file = std::fs::File::open(path).unwrap();
