@@ -13,8 +13,8 @@
 //! ([`load::id_hashes`]; duplicates of the next [`super::DEDUP_NIGHTS`] nights are recognised
 //! by them, the fingerprints compared first and the ids only where one matches), the
 //! invoice-line counts of the sessions it closed, the sessions still open, the rate card's
-//! fingerprint, and the night's counts (`night.json`). Every file's rows come in a fixed order (events in event order,
-//! sessions by key and start), so a rerun writes the same bytes.
+//! fingerprint, and the night's counts (`night.json`). Every file's rows come in a fixed order
+//! (events in event order, sessions by key and start), so a rerun writes the same bytes.
 //!
 //! A night works in groups of whole accounts, like a whole run ([`crate::partition`]): each
 //! group reads its rows of the day, and its accounts' part of the carried events and of the
