@@ -1518,9 +1518,10 @@ pub fn content_and_event_hashes(frame: &DataFrame) -> Result<(Column, Column)> {
 /// The column nightly state keeps [`id_hashes`] in.
 pub const ID_HASH: &str = "id_hash";
 
-/// A 64-bit fingerprint (FNV-1a) of each row's (`account_id`, `message_id`). Nightly runs keep it with each night's message ids: a later night compares its
-/// rows' fingerprints with these numbers first and reads the ids themselves only where one
-/// matches. Part of the state's format: it must not change.
+/// A 64-bit fingerprint (FNV-1a) of each row's (`account_id`, `message_id`). Nightly runs
+/// keep it with each night's message ids: a later night compares its rows' fingerprints with
+/// these numbers first and reads the ids themselves only where one matches. Part of the
+/// state's format: it must not change.
 pub fn id_hashes(frame: &DataFrame) -> Result<Vec<u64>> {
     let accounts = frame.column(schema::ACCOUNT_ID)?.str()?;
     let ids = frame.column(schema::MESSAGE_ID)?.str()?;
