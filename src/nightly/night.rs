@@ -508,9 +508,19 @@ pub(crate) fn compute_group(
     let duplicates_within_night = checked - conflicting_rows - day.height() as u64;
     let earlier = night - chrono::Days::new(super::DEDUP_NIGHTS);
     // Only the rows whose fingerprint an earlier night's id shares can be copies: the others
-    // are not compared.
-    let day_ids = load::id_hashes(&day)?;
+    // are not compared. A first night has none to compare with.
+    let first_night = earlier
+        .iter_days()
+        .take_while(|d| *d < night)
+        .all(|d| tree.state(d).is_none());
+    let day_ids = match first_night {
+        true => Vec::new(),
+        false => load::id_hashes(&day)?,
+    };
     let (day, conflicting) = match timed("read earlier nights' ids", || {
+        if first_night {
+            return Ok(None);
+        }
         let among: PlHashSet<u64> = day_ids.iter().copied().collect();
         billed_ids(tree, earlier, night, accounts, Some(&among))
     })? {
