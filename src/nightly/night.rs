@@ -366,14 +366,15 @@ fn drop_billed(
 }
 
 /// [`drop_billed`] comparing only the rows of `day` whose fingerprint (`day_ids`, from
-/// [`load::id_hashes`]) one of `billed` shares; the rows keep their order.
+/// [`load::id_hashes`]) one of `billed` shares; the rows kept keep their order, and the
+/// fingerprints come back with them.
 fn drop_billed_among(
     day: DataFrame,
-    day_ids: &[u64],
+    day_ids: Vec<u64>,
     billed: DataFrame,
     paths: &[String],
     keep_rejects: bool,
-) -> Result<(DataFrame, Option<DataFrame>)> {
+) -> Result<(DataFrame, Vec<u64>, Option<DataFrame>)> {
     const DAY_ROW: &str = "day_row";
     let billed_ids: PlHashSet<u64> = load::id_hashes(&billed)?.into_iter().collect();
     let candidates: Vec<IdxSize> = (0..day_ids.len())
@@ -381,7 +382,7 @@ fn drop_billed_among(
         .map(|row| row as IdxSize)
         .collect();
     if candidates.is_empty() {
-        return Ok((day, None));
+        return Ok((day, day_ids, None));
     }
     let rows = IdxCa::from_vec(DAY_ROW.into(), candidates);
     let mut compared = day.take(&rows)?;
@@ -394,11 +395,19 @@ fn drop_billed_among(
     for row in kept.column(DAY_ROW)?.idx()?.into_no_null_iter() {
         keep[row as usize] = true;
     }
-    let day = match keep.contains(&false) {
-        true => day.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?,
-        false => day,
-    };
-    Ok((day, rejected))
+    if !keep.contains(&false) {
+        return Ok((day, day_ids, rejected));
+    }
+    let kept_ids = day_ids
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(id, _)| *id);
+    Ok((
+        day.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?,
+        kept_ids.collect(),
+        rejected,
+    ))
 }
 
 /// The carried events, then the night's rows (`day`, their fingerprints `day_ids` from
@@ -517,25 +526,26 @@ pub(crate) fn compute_group(
         true => Vec::new(),
         false => load::id_hashes(&day)?,
     };
-    let (day, conflicting) = match timed("read earlier nights' ids", || {
+    let (day, day_ids, conflicting) = match timed("read earlier nights' ids", || {
         if first_night {
             return Ok(None);
         }
         let among: PlHashSet<u64> = day_ids.iter().copied().collect();
         billed_ids(tree, earlier, night, accounts, Some(&among))
     })? {
-        None => (day, conflicting),
+        None => (day, day_ids, conflicting),
         Some(billed) => {
-            let (day, with_earlier) = timed("dropped copies of earlier nights' messages", || {
-                drop_billed_among(day, &day_ids, billed, paths, keep_rejects)
-            })?;
+            let (day, day_ids, with_earlier) =
+                timed("dropped copies of earlier nights' messages", || {
+                    drop_billed_among(day, day_ids, billed, paths, keep_rejects)
+                })?;
             let conflicting = match (conflicting, with_earlier) {
                 (Some(within), Some(with_earlier)) => {
                     Some(load::rejects_of(vec![within, with_earlier])?)
                 }
                 (within, with_earlier) => within.or(with_earlier),
             };
-            (day, conflicting)
+            (day, day_ids, conflicting)
         }
     };
 
@@ -549,10 +559,6 @@ pub(crate) fn compute_group(
     // A copy of a carried event (older than the nights whose ids are kept) is dropped here.
     let events = match carried {
         Some(carried) => timed("dropped copies of carried events", || {
-            let day_ids = match day.height() == day_ids.len() {
-                true => day_ids,
-                false => load::id_hashes(&day)?,
-            };
             with_carried(carried, day, &day_ids, paths)
         })?,
         None => day,
