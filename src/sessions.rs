@@ -90,78 +90,126 @@ pub struct Sessions {
 /// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
 /// see [`crate::load::Messages::frame`]) under rule set `quota`.
 pub fn derive(messages: &DataFrame) -> Result<Sessions> {
-    Ok(derive_events(messages, None)?.0)
+    Ok(derive_events(messages, None, &[])?.0)
 }
 
 /// [`derive`] over the rows of `messages` where `keep` holds (all of them if `None`): a
 /// group's duplicates are dropped without copying its frame.
 pub fn derive_kept(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Sessions> {
-    Ok(derive_events(messages, keep)?.0)
+    Ok(derive_events(messages, keep, &[])?.0)
 }
+
+/// Messages a carried event stands for besides itself: the inbound and outbound messages of
+/// its session that the night before no longer carried (see [`NightRows::carry`]). The
+/// columns [`CARRIED_INBOUND`] and [`CARRIED_OUTBOUND`] of a night's carried events.
+pub type Carried = (u32, u32);
+
+/// See [`Carried`].
+pub const CARRIED_INBOUND: &str = "carried_inbound";
+/// See [`Carried`].
+pub const CARRIED_OUTBOUND: &str = "carried_outbound";
 
 /// What a night needs of its events besides the sessions ([`derive_night`]).
 pub struct NightRows {
     /// Every row of the messages, in event order.
     pub order: IdxCa,
     /// The rows the next night needs to derive the sessions still open at the night's end
-    /// again, in event order: for every key with a session open at the end, the rows from the
-    /// session's start, and for a WhatsApp key the last customer message before it; for a
-    /// WhatsApp key without one, its last customer message of the last 24 hours, if any.
+    /// again, in event order, for every key with a session open at the end:
+    /// - WhatsApp: the message that opened it, the last customer message at or before that
+    ///   (it decides the initiation) and the key's last customer message (it keeps the service
+    ///   window open);
+    /// - Messenger and Instagram: the customer message that opened it and the last (the next
+    ///   night takes carried messages after the first of a key as part of its island).
+    ///
+    /// For a WhatsApp key without an open session: its last customer message of the last 24
+    /// hours, if any.
     pub carry: IdxCa,
+    /// For each row of `carry`: the messages of its session it stands for besides itself
+    /// (those of the session not carried, on the row that opened it).
+    pub carried: Vec<Carried>,
 }
 
 /// [`derive`] for a night ending at `end` (UTC nanoseconds; no message is later): also gives
-/// the rows in event order and the rows to carry to the next night.
-pub fn derive_night(messages: &DataFrame, end: i64) -> Result<(Sessions, NightRows)> {
-    let (sessions, events, marks) = derive_events(messages, None)?;
+/// the rows in event order and the rows to carry to the next night. The first rows of
+/// `messages` may be carried from the night before: `carried` holds what each stands for.
+pub fn derive_night(
+    messages: &DataFrame,
+    carried: &[Carried],
+    end: i64,
+) -> Result<(Sessions, NightRows)> {
+    let (sessions, events, marks) = derive_events(messages, None, carried)?;
     let rows = timed("found what to carry", || {
-        Ok(night_rows(&events, &marks, end))
+        Ok(night_rows(&events, &marks, carried, end))
     })?;
     Ok((sessions, rows))
 }
 
 /// See [`NightRows::carry`]: one pass over the events, a key at a time.
-fn night_rows(events: &Events, marks: &Marks, end: i64) -> NightRows {
+fn night_rows(events: &Events, marks: &Marks, carried: &[Carried], end: i64) -> NightRows {
     let (keys, times, starts) = (&events.key, &events.time, &marks.start);
     let (inbound, sources) = (&marks.inbound, &events.source);
     let mut carry: Vec<IdxSize> = Vec::new();
+    let mut counts: Vec<Carried> = Vec::new();
+    let mut kept: Vec<usize> = Vec::new();
     for (lo, hi) in key_runs(keys) {
         let whatsapp = events.channel[lo] == schema::WHATSAPP;
         // Session starts never decrease within a key: the last session is the latest start.
         let last_start = (lo..hi).filter_map(|i| starts[i]).max();
-        let carry_from = last_start.filter(|&start| {
+        let in_last = |i: usize| last_start.is_some() && starts[i] == last_start;
+        let last_inbound = (lo..hi).rev().find(|&i| inbound[i]);
+        let open = last_start.is_some_and(|start| {
             let ends = match whatsapp {
                 true => start + DAY_NS,
-                false => {
-                    (lo..hi)
-                        .filter(|&i| inbound[i] && starts[i] == Some(start))
-                        .map(|i| times[i])
-                        .max()
-                        .unwrap_or(start)
-                        + DAY_NS
-                }
+                false => last_inbound.map_or(start, |i| times[i]) + DAY_NS,
             };
             ends > end
         });
-        if whatsapp {
-            // The last customer message before the open session, or of the last 24 hours.
-            let context = (lo..hi).rev().find(|&i| {
-                inbound[i]
-                    && match carry_from {
-                        Some(from) => times[i] < from,
-                        None => times[i] > end - DAY_NS,
-                    }
-            });
-            carry.extend(context.map(|i| sources[i]));
+        kept.clear();
+        if !open {
+            // A WhatsApp service window still open: its last customer message.
+            if whatsapp {
+                kept.extend(last_inbound.filter(|&i| times[i] > end - DAY_NS));
+            }
+        } else {
+            let opener = (lo..hi)
+                .find(|&i| marks.opens[i] && in_last(i))
+                .expect("a session has the row that opened it");
+            if whatsapp {
+                kept.extend((lo..opener).rev().find(|&i| inbound[i]));
+            }
+            kept.push(opener);
+            kept.extend(last_inbound.filter(|&i| i > opener));
         }
-        if let Some(from) = carry_from {
-            carry.extend((lo..hi).filter(|&i| times[i] >= from).map(|i| sources[i]));
+        // The open session's messages (the rows' own and those they stand for) less those
+        // the kept rows are themselves: the opener stands for the rest.
+        let opener_extra = open.then(|| {
+            let (mut extra_in, mut extra_out) = (0, 0);
+            for i in (lo..hi).filter(|&i| in_last(i)) {
+                let (rest_in, rest_out) = carried_of(carried, sources[i]);
+                let dropped = kept.binary_search(&i).is_err();
+                extra_in += rest_in + (dropped && inbound[i]) as u32;
+                extra_out += rest_out + (dropped && !inbound[i]) as u32;
+            }
+            (extra_in, extra_out)
+        });
+        for &i in &kept {
+            carry.push(sources[i]);
+            counts.push(match opener_extra {
+                Some(extra) if marks.opens[i] && in_last(i) => extra,
+                _ => (0, 0),
+            });
         }
     }
     NightRows {
         order: IdxCa::from_slice(PlSmallStr::EMPTY, sources),
         carry: IdxCa::from_vec(PlSmallStr::EMPTY, carry),
+        carried: counts,
     }
+}
+
+/// What row `source` of the messages stands for besides itself.
+fn carried_of(carried: &[Carried], source: IdxSize) -> Carried {
+    carried.get(source as usize).copied().unwrap_or((0, 0))
 }
 
 /// The runs of equal keys in sorted `keys`, as `(first, end)` row ranges.
@@ -179,9 +227,14 @@ fn key_runs(keys: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
 }
 
 /// [`derive`], also giving the ordered events it derived them from and their marks.
-fn derive_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<(Sessions, Events, Marks)> {
+/// `carried`: what the first rows of `messages` stand for ([`derive_night`]).
+fn derive_events(
+    messages: &DataFrame,
+    keep: Option<&[bool]>,
+    carried: &[Carried],
+) -> Result<(Sessions, Events, Marks)> {
     let events = timed("sorted events", || sort_events(messages, keep))?;
-    let marks = timed("window pass", || Ok(window_pass(&events)))?;
+    let marks = timed("window pass", || Ok(window_pass(&events, carried.len())))?;
     // Rows not kept have ranks too: count the keys of the events.
     let conversation_keys = key_runs(&events.key).count() as u64;
     let failed_outbound = (0..events.key.len())
@@ -190,7 +243,7 @@ fn derive_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<(Session
         })
         .count() as u64;
     let sessions = timed("aggregated sessions", || {
-        aggregate_sessions(&events, &marks, messages)
+        aggregate_sessions(&events, &marks, messages, carried)
     })?;
     let violations = timed("violations", || violations(&events, &marks, messages))?;
     let sessions = Sessions {
@@ -475,7 +528,11 @@ fn packed_order(
 
 /// One pass over the events, a key at a time, for the window columns of the module's
 /// documentation; then the WhatsApp chain.
-fn window_pass(events: &Events) -> Marks {
+///
+/// The first `carried` rows of the messages were carried from the night before: of a Messenger
+/// or Instagram key they are its open island's opening message and later messages of it (not
+/// all of them), so none but the first starts an island.
+fn window_pass(events: &Events, carried: usize) -> Marks {
     let n = events.key.len();
     let mut inbound = vec![false; n];
     let mut window_open = vec![false; n];
@@ -501,6 +558,7 @@ fn window_pass(events: &Events) -> Marks {
             let open = matches!(last_inbound, Some(last) if t - last < DAY_NS);
             let fresh = is_inbound
                 && match previous_inbound {
+                    Some(_) if (events.source[i] as usize) < carried => false,
                     Some(previous) => t - previous >= DAY_NS,
                     None => true,
                 };
@@ -753,7 +811,7 @@ struct Run {
 /// key a later row never belongs to an earlier session (WhatsApp sessions follow each other;
 /// a Messenger/Instagram island's rows precede the next island's). So one pass finds each
 /// session's run of rows; it checks that order and fails rather than split a session.
-fn session_runs(events: &Events, marks: &Marks) -> Result<Vec<Run>> {
+fn session_runs(events: &Events, marks: &Marks, carried: &[Carried]) -> Result<Vec<Run>> {
     let mut runs: Vec<Run> = Vec::new();
     let mut current: Option<(u32, i64)> = None;
     for i in 0..events.key.len() {
@@ -789,13 +847,21 @@ fn session_runs(events: &Events, marks: &Marks) -> Result<Vec<Run>> {
         } else {
             run.outbound_messages += 1;
         }
+        let (extra_in, extra_out) = carried_of(carried, events.source[i]);
+        run.inbound_messages += extra_in as i64;
+        run.outbound_messages += extra_out as i64;
     }
     Ok(runs)
 }
 
 /// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
-fn aggregate_sessions(events: &Events, marks: &Marks, messages: &DataFrame) -> Result<DataFrame> {
-    let runs = session_runs(events, marks)?;
+fn aggregate_sessions(
+    events: &Events,
+    marks: &Marks,
+    messages: &DataFrame,
+    carried: &[Carried],
+) -> Result<DataFrame> {
+    let runs = session_runs(events, marks, carried)?;
     let n = runs.len();
     let source = |i: usize| events.source[i];
     let firsts = IdxCa::from_iter_values(PlSmallStr::EMPTY, runs.iter().map(|r| source(r.first)));

@@ -2,12 +2,15 @@
 //! night's closed sessions, violations and state out, written into the run's staging folder.
 //!
 //! The state of night D (`state/date=D/`) carries raw events, not derived facts: for every
-//! conversation key with a session or window still open at midnight, the events the next night
-//! needs to derive the same sessions again:
-//! - a WhatsApp key with an open session: its events from the session's start, plus the last
-//!   customer message at or before that start (it decides the initiation);
+//! conversation key with a session or window still open at midnight, the few events the next
+//! night needs to derive the same sessions again ([`sessions::NightRows::carry`]):
+//! - a WhatsApp key with an open session: the message that opened it, the last customer
+//!   message at or before it (it decides the initiation) and the key's last customer message;
 //! - a WhatsApp key whose service window alone is open: its last customer message;
-//! - a Messenger or Instagram key with an open session: the session's events.
+//! - a Messenger or Instagram key with an open session: its opening and last customer message.
+//!
+//! The opening message also stands for the session's messages not carried: their counts, by
+//! direction, are its [`sessions::CARRIED_INBOUND`] and [`sessions::CARRIED_OUTBOUND`].
 //!
 //! Beside them: the message ids the night used, with a 64-bit fingerprint of each
 //! ([`load::id_hashes`]; duplicates of the next [`super::DEDUP_NIGHTS`] nights are recognised
@@ -411,14 +414,16 @@ fn drop_billed_among(
 }
 
 /// The carried events, then the night's rows (`day`, their fingerprints `day_ids` from
-/// [`load::id_hashes`]), without copies as [`load::deduplicate`] drops them. Neither side
-/// repeats an id: only the rows whose fingerprint the other side shares are compared.
+/// [`load::id_hashes`]), without copies as [`load::deduplicate`] drops them, and what the
+/// carried events kept stand for (`counts`, one per carried event). Neither side repeats an
+/// id: only the rows whose fingerprint the other side shares are compared.
 fn with_carried(
     carried: DataFrame,
+    counts: Vec<sessions::Carried>,
     day: DataFrame,
     day_ids: &[u64],
     paths: &[String],
-) -> Result<DataFrame> {
+) -> Result<(DataFrame, Vec<sessions::Carried>)> {
     let carried_ids: Vec<u64> = load::id_hashes(&carried)?;
     let in_carried: PlHashSet<u64> = carried_ids.iter().copied().collect();
     let shared: PlHashSet<u64> = day_ids
@@ -428,7 +433,7 @@ fn with_carried(
         .collect();
     let events = concat([carried.lazy(), day.lazy()], UnionArgs::default())?.collect()?;
     if shared.is_empty() {
-        return Ok(events);
+        return Ok((events, counts));
     }
     let rows: Vec<IdxSize> = carried_ids
         .iter()
@@ -439,13 +444,41 @@ fn with_carried(
         .collect();
     let rows = IdxCa::from_vec(PlSmallStr::EMPTY, rows);
     let (Some(kept), _) = load::duplicates_checked(&events.take(&rows)?, paths, false)? else {
-        return Ok(events);
+        return Ok((events, counts));
     };
     let mut keep = vec![true; events.height()];
     for (row, kept) in rows.into_no_null_iter().zip(kept) {
         keep[row as usize] = kept;
     }
-    Ok(events.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?)
+    let counts = counts.into_iter().zip(&keep).filter(|(_, k)| **k);
+    Ok((
+        events.filter(&BooleanChunked::from_slice(PlSmallStr::EMPTY, &keep))?,
+        counts.map(|(c, _)| c).collect(),
+    ))
+}
+
+/// Splits the columns [`sessions::CARRIED_INBOUND`] and [`sessions::CARRIED_OUTBOUND`] off
+/// carried events. States written before carried events stood for others have none: each
+/// event stands for itself.
+fn split_counts(carried: DataFrame) -> Result<(DataFrame, Vec<sessions::Carried>)> {
+    let names = [sessions::CARRIED_INBOUND, sessions::CARRIED_OUTBOUND];
+    if carried.column(names[0]).is_err() {
+        let n = carried.height();
+        return Ok((carried, vec![(0, 0); n]));
+    }
+    let column = |name: &str| -> Result<Vec<u32>> {
+        Ok(carried
+            .column(name)?
+            .u32()?
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect())
+    };
+    let counts = column(names[0])?
+        .into_iter()
+        .zip(column(names[1])?)
+        .collect();
+    Ok((carried.drop_many(names), counts))
 }
 
 /// What one group of a night gives: its part of every file the night writes, and its counts.
@@ -557,14 +590,15 @@ pub(crate) fn compute_group(
     };
     let carried_in = carried.as_ref().map_or(0, |c| c.height() as u64);
     // A copy of a carried event (older than the nights whose ids are kept) is dropped here.
-    let events = match carried {
+    let (events, counts) = match carried {
         Some(carried) => timed("dropped copies of carried events", || {
-            with_carried(carried, day, &day_ids, paths)
+            let (carried, counts) = split_counts(carried)?;
+            with_carried(carried, counts, day, &day_ids, paths)
         })?,
-        None => day,
+        None => (day, Vec::new()),
     };
     let rows_used = events.height() as u64 - carried_in;
-    let (derived, rows) = sessions::derive_night(&events, end)?;
+    let (derived, rows) = sessions::derive_night(&events, &counts, end)?;
     let rated = timed("rated sessions", || {
         rating::rate_sessions(derived.sessions, card)
     })?;
@@ -596,6 +630,9 @@ pub(crate) fn compute_group(
         Scalar::from(load::EARLIER_NIGHT),
         carried.height(),
     ))?;
+    let (inbound, outbound): (Vec<u32>, Vec<u32>) = rows.carried.iter().copied().unzip();
+    carried.with_column(Column::new(sessions::CARRIED_INBOUND.into(), inbound))?;
+    carried.with_column(Column::new(sessions::CARRIED_OUTBOUND.into(), outbound))?;
     // The ids the night used, in event order, with their fingerprints: hashed in the rows'
     // own order (where their strings lie one after the other), then put in event order.
     let (content, event) = load::content_and_event_hashes(&events)?;
@@ -922,7 +959,15 @@ mod tests {
         ]);
         let paths = ["log.parquet".to_string()];
         let day_ids: Vec<u64> = load::id_hashes(&day).unwrap();
-        let fast = with_carried(carried.clone(), day.clone(), &day_ids, &paths).unwrap();
+        let none = |frame: &DataFrame| vec![(0, 0); frame.height()];
+        let (fast, _) = with_carried(
+            carried.clone(),
+            none(&carried),
+            day.clone(),
+            &day_ids,
+            &paths,
+        )
+        .unwrap();
         let all = concat([carried.clone().lazy(), day.lazy()], UnionArgs::default())
             .unwrap()
             .collect()
@@ -938,13 +983,15 @@ mod tests {
         // Nothing shared: everything is kept.
         let fresh = rows(&[("acme", "d", "u1", 160, 0, 0)]);
         let fresh_ids: Vec<u64> = load::id_hashes(&fresh).unwrap();
-        let kept = with_carried(carried.clone(), fresh, &fresh_ids, &paths).unwrap();
+        let (kept, _) =
+            with_carried(carried.clone(), none(&carried), fresh, &fresh_ids, &paths).unwrap();
         assert_eq!(kept.height(), 4);
 
         // A copy that names another user conflicts.
         let conflicting = rows(&[("acme", "a", "someone-else", 170, 0, 0)]);
         let conflicting_ids: Vec<u64> = load::id_hashes(&conflicting).unwrap();
-        let refused = with_carried(carried, conflicting, &conflicting_ids, &paths);
+        let counts = none(&carried);
+        let refused = with_carried(carried, counts, conflicting, &conflicting_ids, &paths);
         assert!(refused.unwrap_err().to_string().contains("`a`"));
     }
 }

@@ -254,6 +254,62 @@ fn sessions_crossing_midnight_and_the_month_end_are_exact() {
     assert_eq!(invoice["totals"]["quota"], 3);
 }
 
+/// A night carries a few events per open session, not all of them: the opening message, the
+/// customer messages that keep the window or island open, and the counts of the rest. Nights
+/// one after another still give the whole run's sessions, message counts included.
+#[test]
+fn open_sessions_carry_few_events_and_count_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = vec![
+        // WhatsApp: a customer message at the very instant the session opens decides the
+        // initiation, and many messages follow before and after midnight.
+        inbound("w0", "2024-01-01 23:00"),
+        reply("w1", "2024-01-01 23:00"),
+    ];
+    for minute in 1..40 {
+        let at = |hour: u32| format!("2024-01-0{} {hour:02}:{minute:02}", 1 + (hour < 23) as u32);
+        events.push(inbound(&format!("wi{minute}"), &at(23)));
+        events.push(reply(&format!("wo{minute}"), &at(23)));
+        events.push(reply(&format!("wn{minute}"), &at(8)));
+    }
+    // Messenger: an island kept open for a week by a customer writing every 20 hours, with
+    // replies in between; it carries about one customer message per night, not all of them.
+    let start = at("2024-01-01 06:00");
+    for step in 0..9 {
+        let t = start + step * 20 * HOUR;
+        events.push(
+            inbound(&format!("m{step}"), "2024-01-01 00:00")
+                .on("messenger")
+                .at_ns(t),
+        );
+        for k in 1..4 {
+            let reply_at = t + k * HOUR;
+            events.push(
+                reply(&format!("r{step}-{k}"), "2024-01-01 00:00")
+                    .on("messenger")
+                    .at_ns(reply_at),
+            );
+        }
+    }
+    let input = write_log(dir.path(), &events);
+    let (nightly, whole_out) = (dir.path().join("nightly"), dir.path().join("whole"));
+    whole(&input, &whole_out);
+    nights(&input, &nightly, date("2024-01-01"), 9);
+    assert_same_as_whole(&nightly, &whole_out);
+
+    let sessions = sessions_of(&read(&whole_out.join("sessions.parquet")));
+    let island = sessions.iter().find(|s| s.channel == "messenger").unwrap();
+    assert_eq!((island.inbound, island.outbound), (9, 27));
+    for day in 1..=8 {
+        let stats: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(nightly.join(format!("state/date=2024-01-0{day}/night.json"))).unwrap(),
+        )
+        .unwrap();
+        let carried = stats["carried_out"].as_u64().unwrap();
+        assert!(carried <= 5, "night {day} carried {carried} events");
+    }
+}
+
 #[test]
 fn an_invoice_is_draft_until_its_month_has_run_and_settled() {
     let dir = tempfile::tempdir().unwrap();
