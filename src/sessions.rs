@@ -185,10 +185,10 @@ fn night_rows(events: &Events, marks: &Marks, carried: &[Carried], end: i64) -> 
         let opener_extra = open.then(|| {
             let (mut extra_in, mut extra_out) = (0, 0);
             for i in (lo..hi).filter(|&i| in_last(i)) {
-                let (rest_in, rest_out) = carried_of(carried, sources[i]);
                 let dropped = kept.binary_search(&i).is_err();
-                extra_in += rest_in + (dropped && inbound[i]) as u32;
-                extra_out += rest_out + (dropped && !inbound[i]) as u32;
+                let (n_in, n_out) = messages_of(carried, sources[i], inbound[i], dropped);
+                extra_in += n_in;
+                extra_out += n_out;
             }
             (extra_in, extra_out)
         });
@@ -207,9 +207,14 @@ fn night_rows(events: &Events, marks: &Marks, carried: &[Carried], end: i64) -> 
     }
 }
 
-/// What row `source` of the messages stands for besides itself.
-fn carried_of(carried: &[Carried], source: IdxSize) -> Carried {
-    carried.get(source as usize).copied().unwrap_or((0, 0))
+/// The inbound and outbound messages row `source` of the messages counts for in its session:
+/// those it stands for ([`Carried`]) and, with `itself`, the row itself.
+fn messages_of(carried: &[Carried], source: IdxSize, inbound: bool, itself: bool) -> Carried {
+    let (rest_in, rest_out) = carried.get(source as usize).copied().unwrap_or((0, 0));
+    (
+        rest_in + (itself && inbound) as u32,
+        rest_out + (itself && !inbound) as u32,
+    )
 }
 
 /// The runs of equal keys in sorted `keys`, as `(first, end)` row ranges.
@@ -842,14 +847,11 @@ fn session_runs(events: &Events, marks: &Marks, carried: &[Carried]) -> Result<V
             run.opener = Some(i);
         }
         if marks.inbound[i] {
-            run.inbound_messages += 1;
             run.last_inbound = Some(events.time[i]).max(run.last_inbound);
-        } else {
-            run.outbound_messages += 1;
         }
-        let (extra_in, extra_out) = carried_of(carried, events.source[i]);
-        run.inbound_messages += extra_in as i64;
-        run.outbound_messages += extra_out as i64;
+        let (n_in, n_out) = messages_of(carried, events.source[i], marks.inbound[i], true);
+        run.inbound_messages += n_in as i64;
+        run.outbound_messages += n_out as i64;
     }
     Ok(runs)
 }
