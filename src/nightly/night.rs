@@ -941,6 +941,32 @@ mod tests {
         rows
     }
 
+    /// Carried events keep what they stand for beside them; those of a state written before
+    /// they did stand for themselves only.
+    #[test]
+    fn carried_counts_are_split_off_and_default_to_none() {
+        let earlier = load::EARLIER_NIGHT;
+        let old = rows(&[
+            ("acme", "a", "u1", 10, earlier, 0),
+            ("acme", "b", "u1", 20, earlier, 1),
+        ]);
+        let (frame, counts) = split_counts(old.clone()).unwrap();
+        assert_eq!(counts, vec![(0, 0), (0, 0)]);
+        assert_eq!(frame.get_column_names(), old.get_column_names());
+
+        let mut new = old.clone();
+        new.with_column(Column::new(sessions::CARRIED_INBOUND.into(), vec![3u32, 0]))
+            .unwrap();
+        new.with_column(Column::new(
+            sessions::CARRIED_OUTBOUND.into(),
+            vec![7u32, 0],
+        ))
+        .unwrap();
+        let (frame, counts) = split_counts(new).unwrap();
+        assert_eq!(counts, vec![(3, 7), (0, 0)]);
+        assert_eq!(frame.get_column_names(), old.get_column_names());
+    }
+
     /// Comparing only the rows whose fingerprint the other side shares drops exactly what
     /// deduplicating the whole concatenation drops, and a conflicting copy stops it alike.
     #[test]
