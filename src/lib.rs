@@ -344,10 +344,8 @@ fn derive_group(
     card: &rates::RateCard,
     coverage: &rating::Coverage,
 ) -> Result<GroupResult> {
-    // Later steps gather rows from the frame: gathering strings from one chunk copies their
-    // views, from many chunks it copies the strings.
-    let mut frame = frame;
-    frame.rechunk_mut();
+    // The frame stays in the chunks it came in: joining them would copy every string's view,
+    // while the sessions and violations gather only their own rows' strings.
     let (keep, rejected) = sessions::timed("dropped duplicates", || {
         load::duplicates_checked(&frame, paths, keep_rejects)
     })?;
