@@ -982,16 +982,25 @@ fn read_file(
     columns.push(rows);
     let strings = DataFrame::new(height, columns)?;
 
-    // Every check gives a mask of failing rows; the first failing check names a row's reason.
+    // Every check that some row fails gives the mask of its failing rows; the first failing
+    // check names a row's reason. Most chunks fail none, and build no mask.
     let mut failures: Vec<(Problem, Vec<bool>)> = Vec::new();
-    for column in schema::REQUIRED_COLUMNS {
-        let mut nulls = trues(&strings.column(column)?.is_null());
-        if column == schema::TIMESTAMP {
-            for (null, unrepresentable) in nulls.iter_mut().zip(&unrepresentable) {
-                *null &= !unrepresentable;
-            }
+    let mut check = |problem: Problem, mask: BooleanChunked| {
+        if mask.any() {
+            failures.push((problem, trues(&mask)));
         }
-        failures.push((Problem::Null(column), nulls));
+    };
+    let any_unrepresentable = unrepresentable.iter().any(|u| *u);
+    for column in schema::REQUIRED_COLUMNS {
+        let values = strings.column(column)?;
+        if values.null_count() == 0 {
+            continue;
+        }
+        let mut nulls = values.is_null();
+        if column == schema::TIMESTAMP && any_unrepresentable {
+            nulls = &nulls & &!&BooleanChunked::from_slice(PlSmallStr::EMPTY, &unrepresentable);
+        }
+        check(Problem::Null(column), nulls);
     }
     let coded = encode_enumerations(strings)?;
     for e in [
@@ -1000,28 +1009,35 @@ fn read_file(
         &schema::KINDS,
         &schema::STATUSES,
     ] {
+        let codes = coded.column(e.column)?;
         let raw = coded.column(&format!("{}_raw", e.column))?;
-        let unknown = &coded.column(e.column)?.is_null() & &raw.is_not_null();
-        failures.push((Problem::Unknown(e), trues(&unknown)));
+        // A null code is an unknown value, or a null one without a default.
+        if codes.null_count() > 0 {
+            check(Problem::Unknown(e), &codes.is_null() & &raw.is_not_null());
+        }
     }
     let direction = coded.column(schema::DIRECTION)?.u32()?;
     let kind = coded.column(schema::KIND)?.u32()?;
     let inbound = direction.equal(schema::INBOUND);
     let outbound = direction.equal(schema::OUTBOUND);
-    let bad_inbound = &inbound & &kind.equal(schema::KIND_TEMPLATE);
-    let bad_outbound =
-        &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK));
-    failures.push((Problem::KindFor("inbound"), trues(&bad_inbound)));
-    failures.push((Problem::KindFor("outbound"), trues(&bad_outbound)));
+    check(
+        Problem::KindFor("inbound"),
+        &inbound & &kind.equal(schema::KIND_TEMPLATE),
+    );
+    check(
+        Problem::KindFor("outbound"),
+        &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK)),
+    );
     let times = coded.column(schema::TIMESTAMP)?.i64()?;
-    let implausible: Vec<bool> = times
-        .iter()
-        .zip(&unrepresentable)
-        .map(|(t, unrepresentable)| {
-            *unrepresentable || t.is_some_and(|t| t < checks.not_before || t > checks.not_after)
-        })
-        .collect();
-    failures.push((Problem::Timestamp, implausible));
+    let plausible = |t: Option<i64>| t.is_none_or(|t| t >= checks.not_before && t <= checks.not_after);
+    if any_unrepresentable || !plausible(times.min()) || !plausible(times.max()) {
+        let implausible: BooleanChunked = times
+            .iter()
+            .zip(&unrepresentable)
+            .map(|(t, unrepresentable)| *unrepresentable || !plausible(t))
+            .collect();
+        check(Problem::Timestamp, implausible);
+    }
 
     if !checks.keep_rejects {
         // The first bad row, by its first failing check.
@@ -1194,6 +1210,10 @@ fn timestamps_ns(path: &Path, column: &Column) -> Result<(Column, Vec<bool>)> {
     };
     let physical = series.to_physical_repr();
     let values = physical.i64()?;
+    if factor == 1 {
+        let times = values.clone().with_name(schema::TIMESTAMP.into());
+        return Ok((times.into_column(), vec![false; values.len()]));
+    }
     let mut out: Vec<Option<i64>> = Vec::with_capacity(values.len());
     let mut unrepresentable = vec![false; values.len()];
     for (row, value) in values.iter().enumerate() {
@@ -1204,25 +1224,27 @@ fn timestamps_ns(path: &Path, column: &Column) -> Result<(Column, Vec<bool>)> {
     Ok((Column::new(schema::TIMESTAMP.into(), out), unrepresentable))
 }
 
-/// `when(col == "a").then(code_a).otherwise(when(...)...)`: string to code; null when unknown
-/// (or `default` when the value is null).
-fn code_expr(e: &Enumeration, default: Option<schema::Code>) -> Expr {
-    let source = col(e.column);
-    let fallback = match default {
-        Some(code) => when(source.clone().is_null())
-            .then(code_lit(code))
-            .otherwise(lit(NULL).cast(DataType::UInt32)),
-        None => lit(NULL).cast(DataType::UInt32),
+/// The codes of an enumerated string column: null for an unknown value, and for a null one
+/// unless there is a `default`. The names are few and short: a row's string is compared with
+/// each name in turn.
+fn codes(strings: &StringChunked, e: &Enumeration, default: Option<schema::Code>) -> Column {
+    let code_of = |value: Option<&str>| match value {
+        None => default,
+        Some(value) => e
+            .values
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, code)| *code),
     };
-    e.values
-        .iter()
-        .rev()
-        .fold(fallback, |otherwise, (name, code)| {
-            when(source.clone().eq(lit(*name)))
-                .then(code_lit(*code))
-                .otherwise(otherwise)
-        })
-        .alias(e.column)
+    let codes: UInt32Chunked = match strings.null_count() {
+        0 => strings
+            .downcast_iter()
+            .flat_map(|array| array.values_iter())
+            .map(|value| code_of(Some(value)))
+            .collect(),
+        _ => strings.iter().map(code_of).collect(),
+    };
+    codes.with_name(e.column.into()).into_column()
 }
 
 /// `code → name` for an enumerated column (null for a code not in the table): the inverse of
@@ -1243,30 +1265,21 @@ pub(crate) fn decode(e: &Enumeration) -> Expr {
         .alias(e.column)
 }
 
-/// A typed `UInt32` literal (plain integer literals are untyped in polars).
-fn code_lit(code: schema::Code) -> Expr {
-    lit(code).cast(DataType::UInt32)
-}
-
 /// Replaces the enumerated string columns by their codes, keeping the strings as `*_raw`
 /// until they have been checked.
-fn encode_enumerations(frame: DataFrame) -> Result<DataFrame> {
-    let raw = |c: &str| col(c).alias(format!("{c}_raw"));
-    Ok(frame
-        .lazy()
-        .with_columns([
-            raw(schema::CHANNEL),
-            raw(schema::DIRECTION),
-            raw(schema::KIND),
-            raw(schema::STATUS),
-        ])
-        .with_columns([
-            code_expr(&schema::CHANNELS, None),
-            code_expr(&schema::DIRECTIONS, None),
-            code_expr(&schema::KINDS, Some(schema::KIND_MESSAGE)),
-            code_expr(&schema::STATUSES, Some(schema::STATUS_DELIVERED)),
-        ])
-        .collect()?)
+fn encode_enumerations(mut frame: DataFrame) -> Result<DataFrame> {
+    for (e, default) in [
+        (&schema::CHANNELS, None),
+        (&schema::DIRECTIONS, None),
+        (&schema::KINDS, Some(schema::KIND_MESSAGE)),
+        (&schema::STATUSES, Some(schema::STATUS_DELIVERED)),
+    ] {
+        let raw = frame.column(e.column)?.clone();
+        let coded = codes(raw.str()?, e, default);
+        frame.with_column(raw.with_name(format!("{}_raw", e.column).into()))?;
+        frame.with_column(coded)?;
+    }
+    Ok(frame)
 }
 
 /// Keeps one row per (`account_id`, `message_id`): the earliest `timestamp`, and among equal
