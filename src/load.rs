@@ -1029,7 +1029,8 @@ fn read_file(
         &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK)),
     );
     let times = coded.column(schema::TIMESTAMP)?.i64()?;
-    let plausible = |t: Option<i64>| t.is_none_or(|t| t >= checks.not_before && t <= checks.not_after);
+    let plausible =
+        |t: Option<i64>| t.is_none_or(|t| t >= checks.not_before && t <= checks.not_after);
     if any_unrepresentable || !plausible(times.min()) || !plausible(times.max()) {
         let implausible: BooleanChunked = times
             .iter()
@@ -1225,26 +1226,59 @@ fn timestamps_ns(path: &Path, column: &Column) -> Result<(Column, Vec<bool>)> {
 }
 
 /// The codes of an enumerated string column: null for an unknown value, and for a null one
-/// unless there is a `default`. The names are few and short: a row's string is compared with
-/// each name in turn.
+/// unless there is a `default`.
+///
+/// The names are short: a string column holds each in its 16-byte view (length, then the
+/// bytes, zero-padded), so a row's view is compared as one number with the names' views. A
+/// view that matches none (a longer string, an unknown value) is compared as a string.
 fn codes(strings: &StringChunked, e: &Enumeration, default: Option<schema::Code>) -> Column {
-    let code_of = |value: Option<&str>| match value {
-        None => default,
-        Some(value) => e
-            .values
+    let inline: Vec<(u128, schema::Code)> = e
+        .values
+        .iter()
+        .filter_map(|(name, code)| Some((inline_view(name)?, *code)))
+        .collect();
+    let by_name = |value: &str| {
+        e.values
             .iter()
             .find(|(name, _)| *name == value)
-            .map(|(_, code)| *code),
+            .map(|(_, code)| *code)
     };
-    let codes: UInt32Chunked = match strings.null_count() {
-        0 => strings
-            .downcast_iter()
-            .flat_map(|array| array.values_iter())
-            .map(|value| code_of(Some(value)))
-            .collect(),
-        _ => strings.iter().map(code_of).collect(),
-    };
-    codes.with_name(e.column.into()).into_column()
+    let code_of = |value: Option<&str>| value.map_or(default, by_name);
+    let name = e.column.into();
+    if strings.null_count() > 0 {
+        return UInt32Chunked::from_iter_options(name, strings.iter().map(code_of)).into_column();
+    }
+    let mut codes = Vec::with_capacity(strings.len());
+    for array in strings.downcast_iter() {
+        for (row, view) in array.views().iter().enumerate() {
+            let bits = view.as_u128();
+            match inline.iter().find(|(name, _)| *name == bits) {
+                Some((_, code)) => codes.push(*code),
+                None => match by_name(array.value(row)) {
+                    Some(code) => codes.push(code),
+                    // An unknown value: the rows are checked, rarely the fast way.
+                    None => {
+                        let codes = strings.iter().map(code_of);
+                        return UInt32Chunked::from_iter_options(name, codes).into_column();
+                    }
+                },
+            }
+        }
+    }
+    UInt32Chunked::from_vec(name, codes).into_column()
+}
+
+/// The 16 bytes of a string column's view of `name` as one number, if `name` is short enough
+/// to lie inside it: its length (`u32`, native order), then its bytes, zero-padded to 12.
+fn inline_view(name: &str) -> Option<u128> {
+    let bytes = name.as_bytes();
+    if bytes.len() > 12 {
+        return None;
+    }
+    let mut view = [0u8; 16];
+    view[..4].copy_from_slice(&(bytes.len() as u32).to_ne_bytes());
+    view[4..4 + bytes.len()].copy_from_slice(bytes);
+    Some(u128::from_ne_bytes(view))
 }
 
 /// `code → name` for an enumerated column (null for a code not in the table): the inverse of
@@ -1634,4 +1668,90 @@ fn repeated_ids(frame: &DataFrame) -> Result<Vec<bool>> {
         }
     }
     Ok(repeated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coded(
+        values: &[Option<&str>],
+        e: &Enumeration,
+        default: Option<schema::Code>,
+    ) -> Vec<Option<u32>> {
+        let strings = StringChunked::from_iter_options("s".into(), values.iter().copied());
+        codes(&strings, e, default).u32().unwrap().iter().collect()
+    }
+
+    #[test]
+    fn enumerated_values_are_coded_whatever_their_length_chunks_or_nulls() {
+        let kinds = &schema::KINDS;
+        let known = [
+            Some("message"),
+            Some("ad_click"),
+            Some("template"),
+            Some("cta_click"),
+        ];
+        let want: Vec<Option<u32>> = known
+            .iter()
+            .map(|v| {
+                kinds
+                    .values
+                    .iter()
+                    .find(|(n, _)| Some(*n) == *v)
+                    .map(|(_, c)| *c)
+            })
+            .collect();
+        assert!(want.iter().all(Option::is_some));
+        assert_eq!(coded(&known, kinds, None), want);
+        // Unknown values, short and longer than a view holds, and a prefix of a name.
+        let odd = [
+            Some("messag"),
+            Some("message "),
+            Some("a_much_longer_kind_name"),
+            Some(""),
+        ];
+        assert_eq!(coded(&odd, kinds, None), vec![None; 4]);
+        // A null takes the default, if any.
+        let with_null = [Some("template"), None];
+        assert_eq!(
+            coded(&with_null, kinds, Some(schema::KIND_MESSAGE)),
+            vec![want[2], Some(schema::KIND_MESSAGE)]
+        );
+        assert_eq!(coded(&with_null, kinds, None), vec![want[2], None]);
+        // Several chunks, one of them a slice starting mid-array.
+        let mut strings =
+            StringChunked::from_iter_values("s".into(), ["read", "failed"].into_iter());
+        let tail =
+            StringChunked::from_iter_values("s".into(), ["sent", "delivered", "sent"].into_iter());
+        strings.append(&tail.slice(1, 2)).unwrap();
+        let got: Vec<Option<u32>> = codes(&strings, &schema::STATUSES, None)
+            .u32()
+            .unwrap()
+            .iter()
+            .collect();
+        let status = |name: &str| {
+            schema::STATUSES
+                .values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| *c)
+        };
+        assert_eq!(
+            got,
+            vec![
+                status("read"),
+                status("failed"),
+                status("delivered"),
+                status("sent")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_longer_than_a_view_holds_has_no_inline_view() {
+        assert!(inline_view("twelve_bytes").is_some());
+        assert!(inline_view("thirteen_byte").is_none());
+        assert_ne!(inline_view("read"), inline_view("sent"));
+    }
 }
