@@ -300,7 +300,7 @@ struct Marks {
 
 /// The values of a column of the loader's frame as one vector (nulls, which the loader
 /// refuses in the columns read here, as `default`).
-fn values<T>(ca: &ChunkedArray<T>, default: T::Native) -> Vec<T::Native>
+pub(crate) fn values<T>(ca: &ChunkedArray<T>, default: T::Native) -> Vec<T::Native>
 where
     T: PolarsNumericType,
 {

@@ -466,14 +466,8 @@ fn split_counts(carried: DataFrame) -> Result<(DataFrame, Vec<sessions::Carried>
         let n = carried.height();
         return Ok((carried, vec![(0, 0); n]));
     }
-    let column = |name: &str| -> Result<Vec<u32>> {
-        Ok(carried
-            .column(name)?
-            .u32()?
-            .iter()
-            .map(|v| v.unwrap_or(0))
-            .collect())
-    };
+    let column =
+        |name: &str| -> Result<Vec<u32>> { Ok(sessions::values(carried.column(name)?.u32()?, 0)) };
     let counts = column(names[0])?
         .into_iter()
         .zip(column(names[1])?)
