@@ -238,37 +238,48 @@ impl Parts {
     }
 }
 
-/// The chunk's rows by group: one pass finds each row's group; one gather puts the chunk in
-/// group order (rows keep their order within a group); each group's slice comes out, with its
-/// index, for the groups that have rows.
+/// The chunk's rows by group, for the groups that have rows (rows keep their order within a
+/// group). Each piece of the chunk as it was read (one Parquet row group) is put in group order
+/// by one gather and cut into its groups' slices: a gather within one piece moves only the
+/// strings' views, while one across pieces would copy every string.
 fn split(
     chunk: &DataFrame,
     group_of: &PlHashMap<String, u32>,
     groups: usize,
 ) -> Result<Vec<(usize, DataFrame)>> {
     let accounts = chunk.column(schema::ACCOUNT_ID)?.str()?;
+    let mut pieces: Vec<Vec<DataFrame>> = vec![Vec::new(); groups];
     let mut rows_of: Vec<Vec<IdxSize>> = vec![Vec::new(); groups];
-    for (row, account) in accounts.iter().enumerate() {
-        let group = account.and_then(|a| group_of.get(a)).ok_or_else(|| {
-            PolarsError::ComputeError(
-                format!("account {account:?} is missing from the partition plan").into(),
-            )
-        })?;
-        rows_of[*group as usize].push(row as IdxSize);
-    }
-    let lengths: Vec<usize> = rows_of.iter().map(Vec::len).collect();
-    let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
-    let mut ordered = chunk.take(&order)?;
-    ordered.rechunk_mut();
-    let mut pieces = Vec::new();
-    let mut offset = 0;
-    for (group, length) in lengths.into_iter().enumerate() {
-        if length > 0 {
-            pieces.push((group, ordered.slice(offset as i64, length)));
-            offset += length;
+    let mut start = 0;
+    for array in accounts.downcast_iter() {
+        for rows in &mut rows_of {
+            rows.clear();
+        }
+        for (row, account) in array.iter().enumerate() {
+            let group = account.and_then(|a| group_of.get(a)).ok_or_else(|| {
+                PolarsError::ComputeError(
+                    format!("account {account:?} is missing from the partition plan").into(),
+                )
+            })?;
+            rows_of[*group as usize].push(row as IdxSize);
+        }
+        let order = IdxCa::from_vec(PlSmallStr::EMPTY, rows_of.concat());
+        let ordered = chunk.slice(start as i64, array.len()).take(&order)?;
+        start += array.len();
+        let mut offset = 0;
+        for (group, rows) in rows_of.iter().enumerate() {
+            if !rows.is_empty() {
+                pieces[group].push(ordered.slice(offset as i64, rows.len()));
+                offset += rows.len();
+            }
         }
     }
-    Ok(pieces)
+    pieces
+        .into_iter()
+        .enumerate()
+        .filter(|(_, pieces)| !pieces.is_empty())
+        .map(|(group, pieces)| Ok((group, load::concat_frames(pieces)?)))
+        .collect()
 }
 
 type SpillWriter = BatchedWriter<BufWriter<File>>;
@@ -279,7 +290,7 @@ fn write_pieces(
     pieces: Vec<(usize, DataFrame, Option<SpillWriter>)>,
 ) -> Result<Vec<(usize, SpillWriter)>> {
     let mut writers = Vec::with_capacity(pieces.len());
-    for (group, piece, writer) in pieces {
+    for (group, mut piece, writer) in pieces {
         let path = spill_path(dir, group);
         let mut writer = match writer {
             Some(writer) => writer,
@@ -293,6 +304,8 @@ fn write_pieces(
                     .map_err(write_error(&path))?
             }
         };
+        // One row group per piece, not one per piece of the chunk as read.
+        piece.rechunk_mut();
         writer.write_batch(&piece).map_err(write_error(&path))?;
         writers.push((group, writer));
     }

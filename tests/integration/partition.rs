@@ -27,6 +27,12 @@ fn generated(dir: &Path, messages: u64, accounts: u32) -> PathBuf {
 fn outputs_are_the_same_bytes_whatever_the_grouping() {
     let dir = tempfile::tempdir().unwrap();
     let log = generated(dir.path(), 30_000, 9);
+    // The log's chunks are read from several row groups each: a group's rows are gathered
+    // from pieces read apart.
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&std::fs::File::open(&log).unwrap())
+        .unwrap();
+    assert!(metadata.num_row_groups() > 1);
     let whole = dir.path().join("whole");
     let report = convbill::run(&convbill::RunConfig::new(&log, &whole)).unwrap();
     assert_eq!(report.partitions, 1);
