@@ -296,8 +296,11 @@ fn write_pieces(
             Some(writer) => writer,
             None => {
                 let file = File::create(&path).map_err(io_error(&path))?;
+                // Not compressed: the dictionaries the writer builds already make the files
+                // about as small as LZ4 would (3.5 against 3.2 GB at 100M rows), at a sixth
+                // less of the reading stage's time.
                 ParquetWriter::new(BufWriter::new(file))
-                    .with_compression(ParquetCompression::Lz4Raw)
+                    .with_compression(ParquetCompression::Uncompressed)
                     .with_statistics(StatisticsOptions::empty())
                     .set_parallel(false)
                     .batched(piece.schema())
