@@ -237,6 +237,14 @@ pub enum Error {
     #[error("interrupted: stopped before writing anything; the output folder is as it was")]
     Interrupted,
 
+    /// `convbill explain`: a selection that names no messages, or too many conversations (then
+    /// listed as `candidates`), or a bad value.
+    #[error("{problem}{}", candidates.iter().map(|c| format!("\n  {c}")).collect::<String>())]
+    Explain {
+        problem: String,
+        candidates: Vec<String>,
+    },
+
     /// An interrupted catch-up: the nights before `failed` are in place.
     #[error(
         "interrupted: caught up nights {first} to {last}, which are in place; night {failed} did not run"
@@ -285,7 +293,8 @@ impl Error {
             | Error::OutIsFile { .. }
             | Error::OutInsideInput { .. }
             | Error::OutIsMountPoint { .. }
-            | Error::OutUnnamed { .. } => exit::USAGE,
+            | Error::OutUnnamed { .. }
+            | Error::Explain { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted | Error::CatchUpInterrupted { .. } => exit::INTERRUPTED,
             Error::CatchUpStopped { source, .. } => source.exit_code(),

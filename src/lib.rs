@@ -11,6 +11,7 @@
 //! sessions and violations are streamed to it group by group).
 
 pub mod error;
+pub mod explain;
 pub mod folder;
 pub mod generate;
 pub mod load;

@@ -118,6 +118,11 @@ pub struct Source {
     layouts: Vec<Layout>,
     /// What rows must satisfy, and what happens to those that do not.
     pub checks: Checks,
+    /// Only rows whose columns (of [`schema::REQUIRED_COLUMNS`]) hold these values are read
+    /// and checked (`convbill explain`); each file is then read whole, so that the reader
+    /// skips row groups by their statistics and decodes the other columns of matching rows
+    /// only.
+    pub only: Vec<(&'static str, String)>,
     /// With [`Checks::keep_rejects`]: the rows set aside so far ([`REJECT_COLUMNS`]).
     pub rejected: Vec<DataFrame>,
 }
@@ -462,6 +467,7 @@ impl Source {
             files,
             layouts,
             checks: Checks::strict_now(),
+            only: Vec::new(),
             rejected: Vec::new(),
         })
     }
@@ -556,8 +562,9 @@ impl Source {
         for (index, (file, layout)) in self.files.iter_mut().zip(&self.layouts).enumerate() {
             file.rows = layout.rows;
             let slices = match (window, chunk_rows) {
-                // One read lets the window's filter skip row groups by their statistics.
+                // One read lets the filter skip row groups by their statistics.
                 (Some(_), u64::MAX) => vec![None],
+                _ if !self.only.is_empty() => vec![None],
                 _ => chunks(&layout.row_groups, chunk_rows)
                     .into_iter()
                     .map(Some)
@@ -566,13 +573,17 @@ impl Source {
             let mut file_rows = 0;
             for slice in slices {
                 crate::error::check_interrupt()?;
-                let (frame, rejected) =
-                    read_file(file, layout, index as u32, window, slice, &self.checks)?;
+                let rows = Rows {
+                    window,
+                    slice,
+                    only: &self.only,
+                };
+                let (frame, rejected) = read_file(file, layout, index as u32, rows, &self.checks)?;
                 file_rows += (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;
                 self.rejected.extend(rejected);
                 f(frame)?;
             }
-            if window.is_none() && file_rows != layout.rows {
+            if window.is_none() && self.only.is_empty() && file_rows != layout.rows {
                 return Err(InputError::Unreadable {
                     path: file.full_path.clone(),
                     reason: format!(
@@ -899,18 +910,29 @@ pub fn sha256_of(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Reads one file (the rows in `window`, or the `(offset, length)` slice, if given) into
-/// the loader's output schema and checks its values: the rows that pass, and (with
-/// [`Checks::keep_rejects`]) the rows set aside. In strict mode the first failing row stops
-/// the run, naming the file, row, column and value.
+/// Which rows of a file [`read_file`] reads: those with a time in `window`, of the row groups
+/// in `slice` (all if `None`), whose columns hold the values `only` gives.
+struct Rows<'a> {
+    window: Option<(i64, i64)>,
+    slice: Option<(u64, u64)>,
+    only: &'a [(&'static str, String)],
+}
+
+/// Reads the [`Rows`] of one file into the loader's output schema and checks their values:
+/// the rows that pass, and (with [`Checks::keep_rejects`]) the rows set aside. In strict mode
+/// the first failing row stops the run, naming the file, row, column and value.
 fn read_file(
     file: &InputFile,
     layout: &Layout,
     index: u32,
-    window: Option<(i64, i64)>,
-    slice: Option<(u64, u64)>,
+    rows: Rows,
     checks: &Checks,
 ) -> Result<(DataFrame, Option<DataFrame>)> {
+    let Rows {
+        window,
+        slice,
+        only,
+    } = rows;
     let path = &file.full_path;
     let unreadable = |e: PolarsError| InputError::Unreadable {
         path: path.clone(),
@@ -923,6 +945,12 @@ fn read_file(
         scan = scan.slice(offset as i64, length as IdxSize);
     }
     let mut scan = scan.select(columns);
+    for (column, value) in only {
+        scan = scan.filter(match layout.from_hive.contains(column) {
+            true => lit(file.hive[*column] == *value),
+            false => col(*column).cast(DataType::String).eq(lit(value.as_str())),
+        });
+    }
     let mut in_memory_window = None;
     if let Some((start, end)) = window {
         let dtype = timestamp_dtype(&mut scan).map_err(unreadable)?;

@@ -27,7 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// 0 success. 1 internal error, or the output could not be written.
 ///
 /// 2 usage error: a bad flag or rate card, an `--out` that is a file, a night that does not fit
-/// the history or has not ended.
+/// the history or has not ended, an `explain` that names no messages or too many conversations.
 ///
 /// 3 input data refused, nothing written: bad files or values, a night without messages, late
 /// input with `--strict-late-input`.
@@ -54,6 +54,59 @@ enum Command {
     Run(RunArgs),
     /// Write a deterministic, realistic message log for tests and benchmarks.
     Generate(GenerateArgs),
+    /// Explain a conversation: what each of its messages did (opened or joined a session, was
+    /// a violation, was ignored or dropped) and why, and the invoice line of each session.
+    ///
+    /// Name the conversation by `--account` (and `--user`, `--channel`, `--business` where the
+    /// account has several), by `--message-id` or by `--session-id`. The conversations are
+    /// derived again from the log, whole, through the same rules as a run. Exits with 2 when
+    /// nothing matches or more than 20 conversations do (listing them), 3 on bad input.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["account", "message_id", "session_id"]))]
+struct ExplainArgs {
+    /// The message log: a Parquet file or a folder, as for `convbill run`.
+    #[arg(long, env = "CONVBILL_INPUT", default_value = "sample-data")]
+    input: PathBuf,
+    /// The account whose conversations to explain.
+    #[arg(long)]
+    account: Option<String>,
+    /// The customer (`user_id`).
+    #[arg(long)]
+    user: Option<String>,
+    /// `whatsapp`, `messenger` or `instagram`.
+    #[arg(long)]
+    channel: Option<String>,
+    /// The business (`business_id`: the WhatsApp number, page or Instagram account).
+    #[arg(long)]
+    business: Option<String>,
+    /// The conversation of this message (with `--account` if the id is used by several).
+    #[arg(long)]
+    message_id: Option<String>,
+    /// The conversation of this session (`session_id` of `sessions.parquet`).
+    #[arg(long)]
+    session_id: Option<String>,
+    /// Show the messages from this UTC day on (the conversation is still derived whole).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    from: Option<chrono::NaiveDate>,
+    /// Show the messages up to this UTC day, included.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    to: Option<chrono::NaiveDate>,
+    /// The rate card the run used, for periods, price versions, invoices and local times.
+    #[arg(long, env = "CONVBILL_RATES", value_name = "FILE")]
+    rates: Option<PathBuf>,
+    /// `text` (for people), `json` (for tools) or `csv` (one row per message).
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    format: ExplainFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExplainFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +243,7 @@ fn main() -> ExitCode {
             run(args, cli.quiet)
         }
         Command::Generate(args) => generate_log(args, cli.quiet),
+        Command::Explain(args) => explain(args),
     };
     match result {
         Ok(()) => ExitCode::from(exit::SUCCESS as u8),
@@ -296,6 +350,28 @@ impl convbill::progress::Show for Bar {
             bar.inc(done);
         }
     }
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    use convbill::explain::{self, Format, Selection};
+    let selection = Selection {
+        account: args.account,
+        user: args.user,
+        channel: args.channel,
+        business: args.business,
+        message_id: args.message_id,
+        session_id: args.session_id,
+        from: args.from,
+        to: args.to,
+    };
+    let explanation = explain::explain(&args.input, &selection, args.rates.as_deref())?;
+    let format = match args.format {
+        ExplainFormat::Text => Format::Text,
+        ExplainFormat::Json => Format::Json,
+        ExplainFormat::Csv => Format::Csv,
+    };
+    print!("{}", explain::render(&explanation, format)?);
+    Ok(())
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -99,6 +99,67 @@ pub fn derive_kept(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Sessio
     Ok(derive_events(messages, keep, &[])?.0)
 }
 
+/// What the derivation found for one message, for `convbill explain`: its own marks, not a
+/// second reading of the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNote {
+    /// The row of the messages frame the event comes from.
+    pub row: IdxSize,
+    /// The latest inbound message of the conversation before this one (UTC nanoseconds).
+    pub previous_inbound: Option<i64>,
+    /// The latest inbound message at or before this one (this one, if inbound): the customer
+    /// service / standard window runs 24 hours from it.
+    pub last_inbound: Option<i64>,
+    /// That window is open at the message.
+    pub window_open: bool,
+    /// Why the message is a violation, if it is one.
+    pub violation: Option<&'static str>,
+    /// The session the message counts toward: its row in [`Sessions::sessions`].
+    pub session: Option<usize>,
+    /// The message opened that session.
+    pub opens: bool,
+}
+
+/// [`derive_kept`], also giving what each kept message did, in event order (conversation key,
+/// then time).
+pub fn derive_explained(
+    messages: &DataFrame,
+    keep: Option<&[bool]>,
+) -> Result<(Sessions, Vec<EventNote>)> {
+    let (sessions, events, marks) = derive_events(messages, keep, &[])?;
+    let mut notes = Vec::with_capacity(events.key.len());
+    // Sessions are runs of consecutive events of one key and start (see `session_runs`).
+    let mut current: Option<(u32, i64)> = None;
+    let mut session = None;
+    let mut last_inbound = None;
+    for i in 0..events.key.len() {
+        if i == 0 || events.key[i] != events.key[i - 1] {
+            last_inbound = None;
+        }
+        let previous_inbound = last_inbound;
+        if marks.inbound[i] {
+            last_inbound = Some(events.time[i]);
+        }
+        let belongs = marks.start[i].map(|start| {
+            if current != Some((events.key[i], start)) {
+                current = Some((events.key[i], start));
+                session = Some(session.map_or(0, |s: usize| s + 1));
+            }
+            session.expect("set above")
+        });
+        notes.push(EventNote {
+            row: events.source[i],
+            previous_inbound,
+            last_inbound,
+            window_open: marks.window_open[i],
+            violation: marks.reason[i],
+            session: belongs,
+            opens: marks.opens[i],
+        });
+    }
+    Ok((sessions, notes))
+}
+
 /// Messages a carried event stands for besides itself: the inbound and outbound messages of
 /// its session that the night before no longer carried (see [`NightRows::carry`]). The
 /// columns [`CARRIED_INBOUND`] and [`CARRIED_OUTBOUND`] of a night's carried events.

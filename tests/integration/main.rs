@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod explain;
 mod fuzz;
 mod history;
 mod interrupt;

@@ -1,0 +1,861 @@
+//! Explain: why the messages of a conversation gave the sessions, violations and invoice lines
+//! they did (`convbill explain`).
+//!
+//! The selected conversations are derived again through the same code as a run: the loader's
+//! checks, [`load::duplicates_checked`], [`sessions::derive_explained`] (the derivation's own
+//! marks for each message, not a second reading of the rules) and [`rating::rate_sessions`].
+//! A conversation is derived whole, whatever `--from` and `--to` show of it: a WhatsApp
+//! session can depend on where the one before it ended, however long ago.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::schema::{self, DAY_NS};
+use crate::{load, rates, rating, sessions};
+
+/// Conversations shown at most: a selection matching more lists them instead.
+pub const MAX_CONVERSATIONS: usize = 20;
+
+/// Which messages to explain: the conversations of an account (narrowed by user, channel or
+/// business), of a message id, or of a session id. `from` and `to` limit the days shown.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub account: Option<String>,
+    pub user: Option<String>,
+    pub channel: Option<String>,
+    pub business: Option<String>,
+    pub message_id: Option<String>,
+    pub session_id: Option<String>,
+    /// First and last UTC day shown (inclusive).
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl Selection {
+    /// The selection as the command line gave it, for messages.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            ("--account", &self.account),
+            ("--channel", &self.channel),
+            ("--business", &self.business),
+            ("--user", &self.user),
+            ("--message-id", &self.message_id),
+            ("--session-id", &self.session_id),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| value.as_ref().map(|v| format!("{flag} {v}")))
+        .collect();
+        parts.join(" ")
+    }
+
+    /// The values the selection's rows must hold, by column (the message id with `ids`).
+    fn only(&self, ids: bool) -> Result<Vec<(&'static str, String)>> {
+        if let Some(channel) = &self.channel {
+            if !schema::CHANNELS
+                .values
+                .iter()
+                .any(|(name, _)| name == channel)
+            {
+                return Err(Error::Explain {
+                    problem: format!(
+                        "`--channel {channel}` is not a channel (accepted: {})",
+                        schema::CHANNELS.accepted()
+                    ),
+                    candidates: Vec::new(),
+                });
+            }
+        }
+        Ok([
+            (schema::ACCOUNT_ID, &self.account),
+            (schema::CHANNEL, &self.channel),
+            (schema::BUSINESS_ID, &self.business),
+            (schema::USER_ID, &self.user),
+            (
+                schema::MESSAGE_ID,
+                if ids { &self.message_id } else { &None },
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| value.clone().map(|v| (column, v)))
+        .collect())
+    }
+}
+
+/// What `explain` found: each selected conversation's messages and sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub conversations: Vec<Conversation>,
+}
+
+/// One conversation: its key, the time zone its account is billed in, what each message did
+/// (in the order the rules read them) and its sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub account_id: String,
+    pub channel: String,
+    pub business_id: String,
+    pub user_id: String,
+    pub time_zone: String,
+    pub messages: Vec<Step>,
+    pub sessions: Vec<Session>,
+}
+
+/// What one message did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub message_id: String,
+    /// The input file (relative to the input) and row the message was read from.
+    pub file: String,
+    pub row: u64,
+    pub time: String,
+    pub local_time: String,
+    pub direction: String,
+    pub kind: String,
+    pub status: String,
+    /// `opened`, `joined`, `violation`, `no_session`, `ignored` or `dropped`.
+    pub action: &'static str,
+    /// The session it opened or counts in (`session_id`).
+    pub session_id: Option<String>,
+    /// The violation's reason, as `violations.parquet` has it.
+    pub reason: Option<&'static str>,
+    /// Why, in words.
+    pub why: String,
+}
+
+/// One session, as `sessions.parquet` has it, and the invoice line it lands on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub session_id: String,
+    pub initiation: String,
+    pub started_at: String,
+    pub ends_at: String,
+    pub opened_by: String,
+    pub inbound_messages: i64,
+    pub outbound_messages: i64,
+    pub billable: bool,
+    pub quota: i64,
+    pub period: String,
+    pub price_version: String,
+    pub invoice_id: String,
+    /// The invoice line: `channel / initiation / price_version`.
+    pub invoice_line: String,
+}
+
+/// Rows read at a time.
+const CHUNK_ROWS: u64 = 2_000_000;
+
+/// Explains the conversations `selection` names in the log at `input`, rated by the card at
+/// `rates` (the built-in card if `None`).
+pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Result<Explanation> {
+    if let (Some(from), Some(to)) = (selection.from, selection.to) {
+        if from > to {
+            return Err(Error::Explain {
+                problem: format!("`--from {from}` is after `--to {to}`"),
+                candidates: Vec::new(),
+            });
+        }
+    }
+    let card = rates::load_or_built_in(rates)?;
+    let mut source = load::open(input)?;
+    let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+    let nothing = || Error::Explain {
+        problem: format!(
+            "no messages in `{}` match {}",
+            input.display(),
+            selection.describe()
+        ),
+        candidates: Vec::new(),
+    };
+    // A message or session id names a conversation: find it first.
+    let by_id = selection.message_id.is_some() || selection.session_id.is_some();
+    source.only = match by_id {
+        false => selection.only(true)?,
+        true => {
+            let keys = conversations_of(&mut source, selection)?;
+            if keys.len() > 1 {
+                return Err(Error::Explain {
+                    problem: format!(
+                        "{} is used in {} conversations; name one with --account (and --user, --channel or --business)",
+                        selection.describe(),
+                        keys.len()
+                    ),
+                    candidates: keys.iter().map(Key::describe).collect(),
+                });
+            }
+            let key = keys.into_iter().next().ok_or_else(nothing)?;
+            vec![
+                (schema::ACCOUNT_ID, key.account),
+                (
+                    schema::CHANNEL,
+                    schema::CHANNELS.name_of(key.channel).to_string(),
+                ),
+                (schema::BUSINESS_ID, key.business),
+                (schema::USER_ID, key.user),
+            ]
+        }
+    };
+    let mut pieces = Vec::new();
+    source.read(None, CHUNK_ROWS, |chunk| {
+        if chunk.height() > 0 {
+            pieces.push(chunk);
+        }
+        Ok(())
+    })?;
+    if pieces.is_empty() {
+        return Err(nothing());
+    }
+    let frame = load::concat_frames(pieces)?;
+    let found = keys_of(&frame)?;
+    if found.len() > MAX_CONVERSATIONS {
+        let mut counts: Vec<(&Key, &u64)> = found.iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        return Err(Error::Explain {
+            problem: format!(
+                "{} matches {} conversations (at most {MAX_CONVERSATIONS} are explained at once); name one with --user, --channel or --business; those with the most messages:",
+                selection.describe(),
+                found.len()
+            ),
+            candidates: counts
+                .into_iter()
+                .take(MAX_CONVERSATIONS)
+                .map(|(key, n)| format!("{} ({n} messages)", key.describe()))
+                .collect(),
+        });
+    }
+    let (keep, _) = load::duplicates_checked(&frame, &paths, false)?;
+    let (derived, notes) = sessions::derive_explained(&frame, keep.as_deref())?;
+    let rated = rating::rate_sessions(derived.sessions, &card)?;
+    let window = (
+        selection.from.map(day_start),
+        selection.to.map(|d| day_start(d) + DAY_NS),
+    );
+    build(
+        &frame,
+        &paths,
+        keep.as_deref(),
+        &notes,
+        &rated,
+        &card,
+        window,
+    )
+}
+
+fn day_start(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_nanos_opt()
+        .expect("a day within the nanosecond range")
+}
+
+/// A conversation key: account, channel, business, user.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    account: String,
+    channel: schema::Code,
+    business: String,
+    user: String,
+}
+
+impl Key {
+    fn describe(&self) -> String {
+        format!(
+            "--account {} --channel {} --business {} --user {}",
+            self.account,
+            schema::CHANNELS.name_of(self.channel),
+            self.business,
+            self.user
+        )
+    }
+}
+
+/// The frame's columns a step reads, by row.
+struct Columns<'a> {
+    message: Vec<&'a str>,
+    account: Vec<&'a str>,
+    business: Vec<&'a str>,
+    user: Vec<&'a str>,
+    channel: Vec<schema::Code>,
+    direction: Vec<schema::Code>,
+    kind: Vec<schema::Code>,
+    status: Vec<schema::Code>,
+    time: Vec<i64>,
+    file: Vec<u32>,
+    row: Vec<u64>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(frame: &'a DataFrame) -> Result<Self> {
+        let text = |name: &str| -> Result<Vec<&'a str>> {
+            Ok(frame
+                .column(name)?
+                .str()?
+                .iter()
+                .map(|v| v.unwrap_or(""))
+                .collect())
+        };
+        let code = |name: &str| -> Result<Vec<u32>> {
+            Ok(sessions::values(frame.column(name)?.u32()?, 0))
+        };
+        Ok(Columns {
+            message: text(schema::MESSAGE_ID)?,
+            account: text(schema::ACCOUNT_ID)?,
+            business: text(schema::BUSINESS_ID)?,
+            user: text(schema::USER_ID)?,
+            channel: code(schema::CHANNEL)?,
+            direction: code(schema::DIRECTION)?,
+            kind: code(schema::KIND)?,
+            status: code(schema::STATUS)?,
+            time: sessions::values(frame.column(schema::TIMESTAMP)?.i64()?, 0),
+            file: code(load::FILE)?,
+            row: sessions::values(frame.column(load::ROW)?.u64()?, 0),
+        })
+    }
+
+    fn key(&self, row: usize) -> Key {
+        Key {
+            account: self.account[row].to_string(),
+            channel: self.channel[row],
+            business: self.business[row].to_string(),
+            user: self.user[row].to_string(),
+        }
+    }
+}
+
+/// The conversation keys of the frame's rows, with their row counts.
+fn keys_of(frame: &DataFrame) -> Result<BTreeMap<Key, u64>> {
+    let columns = Columns::of(frame)?;
+    let mut keys = BTreeMap::new();
+    for row in 0..frame.height() {
+        *keys.entry(columns.key(row)).or_default() += 1;
+    }
+    Ok(keys)
+}
+
+/// The conversations of the selection's message id or session id (within its account, user,
+/// channel and business, if given). A session id is found by its opening message.
+fn conversations_of(source: &mut load::Source, selection: &Selection) -> Result<BTreeSet<Key>> {
+    source.only = selection.only(true)?;
+    let mut keys = BTreeSet::new();
+    source.read(None, CHUNK_ROWS, |chunk| {
+        let columns = Columns::of(&chunk)?;
+        keys.extend(
+            (0..chunk.height())
+                .filter(|&row| match &selection.session_id {
+                    Some(wanted) => {
+                        sessions::session_id(columns.account[row], columns.message[row]) == *wanted
+                    }
+                    None => true,
+                })
+                .map(|row| columns.key(row)),
+        );
+        Ok(())
+    })?;
+    Ok(keys)
+}
+
+/// The explanation of the derived frame: each conversation's steps (notes in event order, with
+/// the dropped copies after the message they repeat) and sessions. Only steps within `window`
+/// (UTC nanoseconds) are shown, and the sessions they touch or that start within it.
+fn build(
+    frame: &DataFrame,
+    paths: &[String],
+    keep: Option<&[bool]>,
+    notes: &[sessions::EventNote],
+    rated: &DataFrame,
+    card: &rates::RateCard,
+    window: (Option<i64>, Option<i64>),
+) -> Result<Explanation> {
+    let columns = Columns::of(frame)?;
+    let sessions = session_rows(rated)?;
+    let within = |t: i64| window.0.is_none_or(|s| t >= s) && window.1.is_none_or(|e| t < e);
+    // The kept row of each (account, message id) that has dropped copies.
+    let mut kept_row: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut dropped: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    if let Some(keep) = keep {
+        for (row, kept) in keep.iter().enumerate() {
+            if *kept {
+                kept_row.insert((columns.account[row], columns.message[row]), row);
+            }
+        }
+        for (row, kept) in keep.iter().enumerate() {
+            if !*kept {
+                let original = kept_row[&(columns.account[row], columns.message[row])];
+                dropped.entry(original).or_default().push(row);
+            }
+        }
+    }
+    let mut conversations: Vec<Conversation> = Vec::new();
+    let mut keys: Vec<Key> = Vec::new();
+    let mut shown_sessions: Vec<BTreeSet<usize>> = Vec::new();
+    // The end and id of the conversation's latest session so far.
+    let mut ended: Option<(i64, String)> = None;
+    for note in notes {
+        let row = note.row as usize;
+        let key = columns.key(row);
+        if keys.last() != Some(&key) {
+            let tz = card.terms_of(&key.account).time_zone;
+            conversations.push(Conversation {
+                account_id: key.account.clone(),
+                channel: schema::CHANNELS.name_of(key.channel).to_string(),
+                business_id: key.business.clone(),
+                user_id: key.user.clone(),
+                time_zone: tz.name().to_string(),
+                messages: Vec::new(),
+                sessions: Vec::new(),
+            });
+            shown_sessions.push(BTreeSet::new());
+            keys.push(key);
+            ended = None;
+        }
+        let conversation = conversations.last_mut().expect("pushed above");
+        let tz: Tz = conversation.time_zone.parse().expect("a zone's own name");
+        let session = note.session.map(|s| &sessions[s]);
+        let before = ended.clone().filter(|(end, _)| *end <= columns.time[row]);
+        if let Some(s) = session {
+            ended = Some((s.end_ns, s.session.session_id.clone()));
+        }
+        if !within(columns.time[row]) {
+            continue;
+        }
+        if let Some(s) = note.session {
+            shown_sessions.last_mut().expect("pushed above").insert(s);
+        }
+        let (action, why) = what_it_did(&columns, row, note, session, before, tz);
+        conversation.messages.push(Step {
+            action,
+            why,
+            session_id: session.map(|s| s.session.session_id.clone()),
+            reason: note.violation,
+            ..step(&columns, paths, row, tz)
+        });
+        for &copy in dropped.get(&row).into_iter().flatten() {
+            conversation.messages.push(Step {
+                action: "dropped",
+                why: format!(
+                    "dropped: a copy of message {} at row {} of {} (same account and message id); it counts once",
+                    columns.message[row],
+                    columns.row[row],
+                    paths[columns.file[row] as usize]
+                ),
+                session_id: None,
+                reason: None,
+                ..step(&columns, paths, copy, tz)
+            });
+        }
+    }
+    // Sessions that start within the window are shown even if none of their messages is.
+    for (index, session) in sessions.iter().enumerate() {
+        if within(session.start_ns) {
+            if let Some(c) = keys.iter().position(|k| *k == session.key) {
+                shown_sessions[c].insert(index);
+            }
+        }
+    }
+    for (conversation, shown) in conversations.iter_mut().zip(shown_sessions) {
+        conversation.sessions = shown
+            .into_iter()
+            .map(|s| sessions[s].session.clone())
+            .collect();
+    }
+    conversations.retain(|c| !c.messages.is_empty() || !c.sessions.is_empty());
+    Ok(Explanation { conversations })
+}
+
+/// A session with its conversation and bounds.
+struct SessionRow {
+    key: Key,
+    session: Session,
+    start_ns: i64,
+    end_ns: i64,
+}
+
+/// The rated sessions, in their order.
+fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
+    let text = |name: &str| -> Result<Vec<String>> {
+        Ok(rated
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect())
+    };
+    let times = |name: &str| -> Result<Vec<i64>> {
+        Ok(sessions::values(
+            rated.column(name)?.to_physical_repr().i64()?,
+            0,
+        ))
+    };
+    let ints =
+        |name: &str| -> Result<Vec<i64>> { Ok(sessions::values(rated.column(name)?.i64()?, 0)) };
+    let (accounts, businesses, users) = (
+        text(schema::ACCOUNT_ID)?,
+        text(schema::BUSINESS_ID)?,
+        text(schema::USER_ID)?,
+    );
+    let (ids, channels, initiations, openers, periods, versions, invoices) = (
+        text("session_id")?,
+        text(schema::CHANNEL)?,
+        text("initiation")?,
+        text("opened_by")?,
+        text("period")?,
+        text("price_version")?,
+        text("invoice_id")?,
+    );
+    let (starts, ends) = (times("started_at")?, times("ends_at")?);
+    let (inbound, outbound, quota) = (
+        ints("inbound_messages")?,
+        ints("outbound_messages")?,
+        ints("quota")?,
+    );
+    let billable: Vec<bool> = rated
+        .column("billable")?
+        .bool()?
+        .iter()
+        .map(|b| b.unwrap_or(false))
+        .collect();
+    Ok((0..rated.height())
+        .map(|i| SessionRow {
+            key: Key {
+                account: accounts[i].clone(),
+                channel: channel_code(&channels[i]),
+                business: businesses[i].clone(),
+                user: users[i].clone(),
+            },
+            start_ns: starts[i],
+            end_ns: ends[i],
+            session: Session {
+                session_id: ids[i].clone(),
+                initiation: initiations[i].clone(),
+                started_at: rates::rfc3339_in(starts[i], Tz::UTC),
+                ends_at: rates::rfc3339_in(ends[i], Tz::UTC),
+                opened_by: openers[i].clone(),
+                inbound_messages: inbound[i],
+                outbound_messages: outbound[i],
+                billable: billable[i],
+                quota: quota[i],
+                period: periods[i].clone(),
+                price_version: versions[i].clone(),
+                invoice_id: invoices[i].clone(),
+                invoice_line: format!("{} / {} / {}", channels[i], initiations[i], versions[i]),
+            },
+        })
+        .collect())
+}
+
+/// The code of a channel's name (names come from [`schema::CHANNELS`]).
+fn channel_code(name: &str) -> schema::Code {
+    schema::CHANNELS
+        .values
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, code)| *code)
+        .expect("a channel's own name")
+}
+
+/// A step's message columns (what it did filled in by the caller).
+fn step(columns: &Columns, paths: &[String], row: usize, tz: Tz) -> Step {
+    Step {
+        message_id: columns.message[row].to_string(),
+        file: paths[columns.file[row] as usize].clone(),
+        row: columns.row[row],
+        time: rates::rfc3339_in(columns.time[row], Tz::UTC),
+        local_time: rates::rfc3339_in(columns.time[row], tz),
+        direction: schema::DIRECTIONS
+            .name_of(columns.direction[row])
+            .to_string(),
+        kind: schema::KINDS.name_of(columns.kind[row]).to_string(),
+        status: match columns.direction[row] {
+            schema::INBOUND => String::new(),
+            _ => schema::STATUSES.name_of(columns.status[row]).to_string(),
+        },
+        action: "",
+        session_id: None,
+        reason: None,
+        why: String::new(),
+    }
+}
+
+/// The action a message took and why, in words, from the derivation's marks.
+fn what_it_did(
+    columns: &Columns,
+    row: usize,
+    note: &sessions::EventNote,
+    session: Option<&SessionRow>,
+    ended_before: Option<(i64, String)>,
+    tz: Tz,
+) -> (&'static str, String) {
+    let at = |ns: i64| local(ns, tz);
+    let inbound = columns.direction[row] == schema::INBOUND;
+    let whatsapp = columns.channel[row] == schema::WHATSAPP;
+    let wrote = match note.last_inbound {
+        Some(t) if !inbound => format!(
+            "the customer last wrote at {}, so the window closes at {}",
+            at(t),
+            at(t + DAY_NS)
+        ),
+        Some(_) => String::new(),
+        None => "the customer has not written".to_string(),
+    };
+    if let Some(reason) = note.violation {
+        let window = match reason {
+            schema::OUTSIDE_SERVICE_WINDOW => {
+                "a free-form message outside the customer service window"
+            }
+            _ => "a message outside the 24-hour standard messaging window",
+        };
+        return (
+            "violation",
+            format!("violation ({reason}): {window}; {wrote}"),
+        );
+    }
+    if !inbound && columns.status[row] == schema::STATUS_FAILED {
+        return (
+            "ignored",
+            "ignored: the delivery failed; it opens no session and counts in none".to_string(),
+        );
+    }
+    let Some(session) = session else {
+        let none_open = match ended_before {
+            Some((end, id)) => format!("session {} ended at {}", &id[..12], at(end)),
+            None => "no session is open".to_string(),
+        };
+        let why = match (inbound, whatsapp) {
+            (true, true) => format!(
+                "no session: {none_open}; the customer's message opens the customer service window until {}, and a session opens when the business answers in it",
+                at(columns.time[row] + DAY_NS)
+            ),
+            _ => "counts in no session".to_string(),
+        };
+        return ("no_session", why);
+    };
+    let s = &session.session;
+    let short = &s.session_id[..12];
+    let until = at(session.end_ns);
+    if note.opens {
+        let why = match (whatsapp, s.initiation.as_str()) {
+            (true, schema::USER_INITIATED) => format!(
+                "opened session {short} (user_initiated): the business answered inside the customer service window ({wrote}); the session lasts 24 hours, until {until}"
+            ),
+            (true, _) => format!(
+                "opened session {short} (business_initiated): a delivered {} with no session open and no customer message in the last 24 hours; the session lasts 24 hours, until {until}",
+                schema::KINDS.name_of(columns.kind[row])
+            ),
+            (false, _) => match note.previous_inbound {
+                Some(previous) => format!(
+                    "opened session {short} (standard): the customer wrote more than 24 hours after their previous message ({}); the session runs until 24 hours after their last message, {until}",
+                    at(previous)
+                ),
+                None => format!("opened session {short} (standard): the customer's first message; the session runs until 24 hours after their last message, {until}"),
+            },
+        };
+        return ("opened", why);
+    }
+    let side = if inbound { "inbound" } else { "outbound" };
+    (
+        "joined",
+        format!(
+            "joined session {short}: counted as {side} (the session opened at {} and runs until {until})",
+            at(session.start_ns)
+        ),
+    )
+}
+
+/// An instant in the account's zone, with UTC beside it when the zone is not UTC.
+fn local(ns: i64, tz: Tz) -> String {
+    match tz {
+        Tz::UTC | Tz::Etc__UTC => rates::rfc3339_in(ns, tz),
+        _ => format!(
+            "{} ({})",
+            rates::rfc3339_in(ns, tz),
+            rates::rfc3339_in(ns, Tz::UTC)
+        ),
+    }
+}
+
+/// How `explain` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// For people: a timeline per conversation, then its sessions, at most 100 columns wide.
+    Text,
+    /// The [`Explanation`] as JSON, for tools.
+    Json,
+    /// One row per message: its conversation, what it did and its session's invoice line.
+    Csv,
+}
+
+/// The explanation in `format`.
+pub fn render(explanation: &Explanation, format: Format) -> Result<String> {
+    match format {
+        Format::Text => Ok(text(explanation)),
+        Format::Json => Ok(serde_json::to_string_pretty(explanation)
+            .expect("an explanation serializes")
+            + "\n"),
+        Format::Csv => csv_of(explanation),
+    }
+}
+
+/// Width of the text format.
+const WIDTH: usize = 100;
+
+fn text(explanation: &Explanation) -> String {
+    let mut out = String::new();
+    for (i, c) in explanation.conversations.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{} / {} / business {} / user {}\n",
+            c.account_id, c.channel, c.business_id, c.user_id
+        ));
+        out.push_str(&format!(
+            "{} message(s), {} session(s); times in UTC{}\n\n",
+            c.messages.len(),
+            c.sessions.len(),
+            match c.time_zone.as_str() {
+                "UTC" | "Etc/UTC" => String::new(),
+                zone => format!(" and in {zone}, the account's billing zone"),
+            }
+        ));
+        for step in &c.messages {
+            let what = match step.status.as_str() {
+                "" => format!("{} {}", step.direction, step.kind),
+                status => format!("{} {} {status}", step.direction, step.kind),
+            };
+            let local = match step.local_time == step.time {
+                true => String::new(),
+                false => format!(" ({})", step.local_time),
+            };
+            out.push_str(&format!(
+                "{}{local}  {}  {what}\n",
+                step.time, step.message_id
+            ));
+            for line in wrap(&step.why, WIDTH - 4) {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        if !c.sessions.is_empty() {
+            out.push_str("\nSessions:\n");
+        }
+        for s in &c.sessions {
+            let billed = match s.billable {
+                true => format!("quota {}", s.quota),
+                false => "not billable (never answered)".to_string(),
+            };
+            let line = format!(
+                "{} {} from {} to {}, opened by {}; {} inbound, {} outbound; {billed}; period {}, price version {}; invoice {}, line {}",
+                s.session_id,
+                s.initiation,
+                s.started_at,
+                s.ends_at,
+                s.opened_by,
+                s.inbound_messages,
+                s.outbound_messages,
+                s.period,
+                s.price_version,
+                s.invoice_id,
+                s.invoice_line
+            );
+            for (j, part) in wrap(&line, WIDTH - 4).into_iter().enumerate() {
+                let indent = if j == 0 { "  " } else { "    " };
+                out.push_str(&format!("{indent}{part}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// `text` cut at spaces into lines of at most `width` characters (a longer word stands alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn csv_of(explanation: &Explanation) -> Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "account_id",
+        "channel",
+        "business_id",
+        "user_id",
+        "message_id",
+        "file",
+        "row",
+        "time",
+        "local_time",
+        "direction",
+        "kind",
+        "status",
+        "action",
+        "reason",
+        "session_id",
+        "initiation",
+        "period",
+        "price_version",
+        "quota",
+        "invoice_id",
+        "why",
+    ];
+    let io = |e: csv::Error| Error::Explain {
+        problem: format!("could not write CSV: {e}"),
+        candidates: Vec::new(),
+    };
+    writer.write_record(header).map_err(io)?;
+    for c in &explanation.conversations {
+        for step in &c.messages {
+            let session = step
+                .session_id
+                .as_ref()
+                .and_then(|id| c.sessions.iter().find(|s| &s.session_id == id));
+            let of_session = |f: fn(&Session) -> String| session.map(f).unwrap_or_default();
+            writer
+                .write_record([
+                    c.account_id.as_str(),
+                    &c.channel,
+                    &c.business_id,
+                    &c.user_id,
+                    &step.message_id,
+                    &step.file,
+                    &step.row.to_string(),
+                    &step.time,
+                    &step.local_time,
+                    &step.direction,
+                    &step.kind,
+                    &step.status,
+                    step.action,
+                    step.reason.unwrap_or(""),
+                    step.session_id.as_deref().unwrap_or(""),
+                    &of_session(|s| s.initiation.clone()),
+                    &of_session(|s| s.period.clone()),
+                    &of_session(|s| s.price_version.clone()),
+                    &of_session(|s| s.quota.to_string()),
+                    &of_session(|s| s.invoice_id.clone()),
+                    &step.why,
+                ])
+                .map_err(io)?;
+        }
+    }
+    let bytes = writer
+        .into_inner()
+        .expect("writing to memory does not fail");
+    Ok(String::from_utf8(bytes).expect("CSV of UTF-8 strings"))
+}

@@ -1,0 +1,444 @@
+//! `convbill explain`: what each message of a conversation did and why, checked on the
+//! article's scenarios and on the rules' edge cases, through the library and the binary.
+
+use std::path::{Path, PathBuf};
+
+use convbill::explain::{self, Conversation, Explanation, Format, Selection};
+
+use crate::cli::convbill;
+use crate::support::*;
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/article-scenarios.parquet")
+}
+
+fn account(account: &str) -> Selection {
+    Selection {
+        account: Some(account.into()),
+        ..Selection::default()
+    }
+}
+
+fn explained(input: &Path, selection: &Selection) -> Explanation {
+    explain::explain(input, selection, None).unwrap()
+}
+
+/// Explains the events (account `acme`) through a Parquet file.
+fn explain_events(events: &[Ev]) -> Explanation {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), events);
+    explained(&path, &account("acme"))
+}
+
+/// (message id, action) of each step, in the order shown.
+fn actions(c: &Conversation) -> Vec<(&str, &str)> {
+    c.messages
+        .iter()
+        .map(|s| (s.message_id.as_str(), s.action))
+        .collect()
+}
+
+fn only(explanation: &Explanation) -> &Conversation {
+    assert_eq!(explanation.conversations.len(), 1, "{explanation:#?}");
+    &explanation.conversations[0]
+}
+
+#[test]
+fn scenario_2_two_sessions_because_the_customer_wrote_after_the_first_had_ended() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    let explanation = explained(&sample(), &selection);
+    let c = only(&explanation);
+    assert_eq!(
+        actions(c),
+        vec![
+            ("s1-t1", "opened"),
+            ("s1-u1", "joined"),
+            ("s1-a1", "joined"),
+            ("s1-u2", "joined"),
+            ("s1-a2", "joined"),
+            ("s2-u1", "no_session"),
+            ("s2-a1", "opened"),
+        ]
+    );
+    assert_eq!(c.sessions.len(), 2);
+    let (first, second) = (&c.sessions[0], &c.sessions[1]);
+    assert_eq!(
+        (first.initiation.as_str(), first.opened_by.as_str()),
+        ("business_initiated", "s1-t1")
+    );
+    assert_eq!(
+        (second.initiation.as_str(), second.opened_by.as_str()),
+        ("user_initiated", "s2-a1")
+    );
+    assert_eq!(first.ends_at, "2024-01-02T13:00:00Z");
+    // Each step names its session; the customer's Tuesday message is in none.
+    assert_eq!(
+        c.messages[0].session_id.as_deref(),
+        Some(first.session_id.as_str())
+    );
+    assert_eq!(c.messages[5].session_id, None);
+    let why = &c.messages[5].why;
+    assert!(
+        why.contains(&format!(
+            "session {} ended at 2024-01-02T13:00:00Z",
+            &first.session_id[..12]
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains("opens the customer service window until 2024-01-03T14:00:00Z"),
+        "{why}"
+    );
+    let opened = &c.messages[6].why;
+    assert!(opened.contains("user_initiated"), "{opened}");
+    assert!(
+        opened.contains("last wrote at 2024-01-02T14:00:00Z"),
+        "{opened}"
+    );
+    assert!(opened.contains("until 2024-01-03T14:05:00Z"), "{opened}");
+    // The sessions land on the invoice lines a run writes.
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("out");
+    convbill::run(&convbill::RunConfig::new(sample(), &run)).unwrap();
+    let sessions = read_frame(&run.join("sessions.parquet"));
+    let ids = strings(&sessions, "session_id");
+    let invoices = strings(&sessions, "invoice_id");
+    for s in &c.sessions {
+        let i = ids.iter().position(|id| *id == s.session_id).unwrap();
+        assert_eq!(invoices[i], s.invoice_id);
+    }
+    assert_eq!(
+        first.invoice_line,
+        "whatsapp / business_initiated / 1970-01-01"
+    );
+}
+
+#[test]
+fn a_failed_delivery_is_ignored_and_a_duplicate_is_dropped() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000002".into());
+    let explanation = explained(&sample(), &selection);
+    let c = only(&explanation);
+    assert_eq!(
+        actions(c),
+        vec![
+            ("s2b-t0", "ignored"),
+            ("s2b-t1", "opened"),
+            ("s2b-t2", "opened")
+        ]
+    );
+    assert!(c.messages[0].why.contains("delivery failed"));
+
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000003".into());
+    let explanation = explained(&sample(), &selection);
+    let c = only(&explanation);
+    let a2: Vec<_> = c
+        .messages
+        .iter()
+        .filter(|s| s.message_id == "s3-a2")
+        .collect();
+    assert_eq!(a2.len(), 2);
+    assert_eq!((a2[0].action, a2[1].action), ("joined", "dropped"));
+    assert!(
+        a2[1].why.contains(&format!("at row {} of", a2[0].row)),
+        "{}",
+        a2[1].why
+    );
+    assert_ne!(a2[0].row, a2[1].row);
+}
+
+#[test]
+fn the_window_closes_exactly_24_hours_after_the_customer_wrote() {
+    let explanation = explain_events(&[
+        inbound("u1", "Mon 10:00"),
+        reply("r1", "Tue 09:59"),
+        reply("r2", "Tue 10:00"),
+    ]);
+    let c = only(&explanation);
+    // r1 opens a 24-hour session; r2, a free-form message, cannot join it once the window
+    // closed, exactly 24 hours after the customer wrote.
+    assert_eq!(
+        actions(c),
+        vec![("u1", "no_session"), ("r1", "opened"), ("r2", "violation")]
+    );
+    assert_eq!(c.messages[2].reason, Some("outside_service_window"));
+    let why = &c.messages[2].why;
+    assert!(
+        why.contains("the window closes at 2024-01-02T10:00:00Z"),
+        "{why}"
+    );
+    // A template at that instant opens a business-initiated session.
+    let explanation = explain_events(&[inbound("u1", "Mon 10:00"), template("t1", "Tue 10:00")]);
+    let c = only(&explanation);
+    assert_eq!(actions(c), vec![("u1", "no_session"), ("t1", "opened")]);
+    assert!(c.messages[1].why.contains("business_initiated"));
+}
+
+#[test]
+fn an_inbound_and_an_outbound_at_the_same_instant_read_inbound_first() {
+    let explanation = explain_events(&[reply("r1", "Mon 10:00"), inbound("u1", "Mon 10:00")]);
+    let c = only(&explanation);
+    // The customer's message opens the window the reply is answered in.
+    assert_eq!(actions(c), vec![("u1", "joined"), ("r1", "opened")]);
+    assert_eq!(c.sessions.len(), 1);
+    assert_eq!(c.sessions[0].initiation, "user_initiated");
+    assert_eq!(c.sessions[0].inbound_messages, 1);
+}
+
+#[test]
+fn a_messenger_session_is_extended_by_a_later_click() {
+    let explanation = explain_events(&[
+        inbound("u1", "Mon 10:00").on("messenger"),
+        reply("r1", "Mon 11:00").on("messenger"),
+        inbound("c1", "Tue 09:00").on("messenger").kind("cta_click"),
+        reply("r2", "Wed 08:00").on("messenger"),
+    ]);
+    let c = only(&explanation);
+    assert_eq!(
+        actions(c),
+        vec![
+            ("u1", "opened"),
+            ("r1", "joined"),
+            ("c1", "joined"),
+            ("r2", "joined")
+        ]
+    );
+    assert_eq!(c.sessions.len(), 1);
+    // The click moved the session's end to 24 hours after it.
+    assert_eq!(c.sessions[0].ends_at, "2024-01-03T09:00:00Z");
+    assert!(c.messages[3].why.contains("until 2024-01-03T09:00:00Z"));
+}
+
+#[test]
+fn a_message_or_session_id_finds_its_conversation() {
+    let by_message = explained(
+        &sample(),
+        &Selection {
+            message_id: Some("s2-a1".into()),
+            ..Selection::default()
+        },
+    );
+    let c = only(&by_message);
+    assert_eq!(c.user_id, "6281200000001");
+    let session = c.sessions[1].session_id.clone();
+    let by_session = explained(
+        &sample(),
+        &Selection {
+            session_id: Some(session),
+            ..Selection::default()
+        },
+    );
+    assert_eq!(only(&by_session).messages.len(), c.messages.len());
+
+    // Message ids are unique within an account only: one used in two accounts is ambiguous
+    // until the account is named.
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("m1", "Mon 10:00"),
+            inbound("m1", "Mon 11:00").account("zeta"),
+        ],
+    );
+    let id = |account: Option<&str>| Selection {
+        account: account.map(Into::into),
+        message_id: Some("m1".into()),
+        ..Selection::default()
+    };
+    let error = explain::explain(&log, &id(None), None)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is used in 2 conversations"), "{error}");
+    assert!(
+        error.contains("--account acme --channel whatsapp"),
+        "{error}"
+    );
+    assert!(
+        error.contains("--account zeta --channel whatsapp"),
+        "{error}"
+    );
+    assert_eq!(only(&explained(&log, &id(Some("zeta")))).account_id, "zeta");
+}
+
+#[test]
+fn from_and_to_show_some_days_of_a_conversation_derived_whole() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    selection.from = chrono::NaiveDate::from_ymd_opt(2024, 1, 2);
+    let explanation = explained(&sample(), &selection);
+    let c = only(&explanation);
+    // Tuesday's messages only, and still the second session of the whole conversation.
+    assert_eq!(
+        actions(c),
+        vec![("s2-u1", "no_session"), ("s2-a1", "opened")]
+    );
+    assert_eq!(c.sessions.len(), 1);
+    assert_eq!(c.sessions[0].initiation, "user_initiated");
+}
+
+#[test]
+fn the_three_formats_say_the_same() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    let explanation = explained(&sample(), &selection);
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    assert!(text.contains("s2-a1"));
+    let json: serde_json::Value =
+        serde_json::from_str(&explain::render(&explanation, Format::Json).unwrap()).unwrap();
+    assert_eq!(json["conversations"][0]["messages"][6]["action"], "opened");
+    let csv = explain::render(&explanation, Format::Csv).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 7);
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[6][column("action")], "opened");
+    assert_eq!(&rows[6][column("initiation")], "user_initiated");
+}
+
+#[test]
+fn the_command_prints_the_timeline_and_fails_clearly() {
+    let output = convbill()
+        .args(["explain", "--input"])
+        .arg(sample())
+        .args(["--account", "article-demo", "--user", "6281200000001"])
+        .assert()
+        .success();
+    let text = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.starts_with("article-demo / whatsapp / business 100000000000001 / user 6281200000001"),
+        "{text}"
+    );
+    assert!(text.contains("Sessions:"), "{text}");
+
+    // No such account: says so, exit 2.
+    let output = convbill()
+        .args(["explain", "--input"])
+        .arg(sample())
+        .args(["--account", "nobody"])
+        .assert()
+        .code(convbill::exit::USAGE);
+    let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("no messages in"), "{stderr}");
+    assert!(stderr.contains("--account nobody"), "{stderr}");
+
+    // An account of many conversations: they are listed.
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Ev> = (0..25)
+        .map(|i| inbound(&format!("m{i}"), "Mon 10:00").user(&format!("user-{i:02}")))
+        .collect();
+    let log = write_log(dir.path(), &events);
+    let output = convbill()
+        .args(["explain", "--input"])
+        .arg(&log)
+        .args(["--account", "acme"])
+        .assert()
+        .code(convbill::exit::USAGE);
+    let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("matches 25 conversations"), "{stderr}");
+    assert!(stderr.contains("--user user-00"), "{stderr}");
+
+    // Nothing named: a usage error from the command line.
+    convbill()
+        .args(["explain", "--input"])
+        .arg(sample())
+        .assert()
+        .code(convbill::exit::USAGE);
+}
+
+#[test]
+fn times_are_shown_in_the_accounts_zone_and_sessions_in_its_period() {
+    // acct-0000 is billed in Jakarta time (UTC+7) by the sample card: 20:00 UTC on
+    // 31 January 2026 is 03:00 on 1 February there, so the session is February's.
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("u1", "2026-01-31 19:00").account("acct-0000"),
+            reply("r1", "2026-01-31 20:00").account("acct-0000"),
+        ],
+    );
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let explanation = explain::explain(&log, &account("acct-0000"), Some(&card)).unwrap();
+    let c = only(&explanation);
+    assert_eq!(c.time_zone, "Asia/Jakarta");
+    assert_eq!(c.messages[1].time, "2026-01-31T20:00:00Z");
+    assert_eq!(c.messages[1].local_time, "2026-02-01T03:00:00+07:00");
+    assert_eq!(c.sessions[0].period, "2026-02");
+    assert!(c.sessions[0].invoice_id.starts_with("2026-02-"));
+    let why = &c.messages[1].why;
+    assert!(
+        why.contains("until 2026-02-02T03:00:00+07:00 (2026-02-01T20:00:00Z)"),
+        "{why}"
+    );
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(
+        text.contains("2026-01-31T20:00:00Z (2026-02-01T03:00:00+07:00)  r1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_channel_or_days_in_the_wrong_order_are_refused() {
+    let mut selection = account("article-demo");
+    selection.channel = Some("telegram".into());
+    let error = explain::explain(&sample(), &selection, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`--channel telegram` is not a channel"),
+        "{error}"
+    );
+    let mut selection = account("article-demo");
+    selection.from = chrono::NaiveDate::from_ymd_opt(2024, 1, 5);
+    selection.to = chrono::NaiveDate::from_ymd_opt(2024, 1, 2);
+    let error = explain::explain(&sample(), &selection, None)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is after"), "{error}");
+}
+
+/// The README's example is what the command prints on the bundled sample.
+#[test]
+fn the_readme_shows_what_explain_prints_for_scenario_2() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let command = "    convbill explain --input sample-data/article-scenarios.parquet --account article-demo --user 6281200000001\n\n";
+    let start = readme
+        .find(command)
+        .expect("the README runs explain on scenario 2")
+        + command.len();
+    let mut shown: Vec<&str> = readme[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    while shown.last() == Some(&"") {
+        shown.pop();
+    }
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let output = convbill().current_dir(root).args(&args).assert().success();
+    let printed = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    assert_eq!(shown.join("\n"), printed.trim_end());
+}
+
+#[test]
+fn an_account_named_by_a_hive_folder_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    for account in ["acme", "zeta"] {
+        let folder = dir.path().join(format!("account_id={account}"));
+        std::fs::create_dir(&folder).unwrap();
+        let mut rows = frame(&[inbound(&format!("{account}-1"), "Mon 10:00")])
+            .drop("account_id")
+            .unwrap();
+        write_parquet(&folder.join("part-0.parquet"), &mut rows);
+    }
+    let explanation = explained(dir.path(), &account("zeta"));
+    let c = only(&explanation);
+    assert_eq!(c.account_id, "zeta");
+    assert_eq!(actions(c), vec![("zeta-1", "no_session")]);
+    assert_eq!(c.messages[0].file, "account_id=zeta/part-0.parquet");
+}
