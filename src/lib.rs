@@ -235,7 +235,7 @@ fn derive_in_groups(
     partition::in_order(
         groups,
         WORKERS,
-        WORKERS as u64 * plan.max_rows,
+        plan.budget_rows(WORKERS),
         |_, frame| derive_group(frame, &paths, keep_rejects, card, &coverage),
         |_, group: GroupResult| {
             progress::advance(1);

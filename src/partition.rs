@@ -72,6 +72,18 @@ pub fn plan(account_rows: &[(String, u64)], max_rows: u64) -> Plan {
     plan
 }
 
+impl Plan {
+    /// Rows the groups at work together may hold ([`in_order`]'s budget): `workers` groups of
+    /// [`Plan::max_rows`], or the largest group and `workers - 1` such groups if more. A group
+    /// larger than the others (one large account) then leaves no core idle beside it, while
+    /// two such groups are never derived at once.
+    pub fn budget_rows(&self, workers: usize) -> u64 {
+        let largest = self.rows.iter().copied().max().unwrap_or(0);
+        let others = workers.saturating_sub(1) as u64 * self.max_rows;
+        (largest + others).max(workers as u64 * self.max_rows)
+    }
+}
+
 /// Chunks in, groups out: see the module documentation.
 pub struct Parts {
     groups: usize,
@@ -564,6 +576,17 @@ mod tests {
         .unwrap();
         assert_eq!(order, vec![(0, 5), (1, 5), (2, 1), (3, 1), (4, 1)]);
         assert_eq!(most.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn the_budget_holds_the_largest_group_beside_a_usual_one() {
+        let plan = plan(&accounts(&[("a", 9), ("b", 1), ("c", 5), ("d", 2)]), 3);
+        assert_eq!(plan.rows, vec![9, 1, 5, 2]);
+        // a and b or d, never a and c.
+        assert_eq!(plan.budget_rows(2), 12);
+        assert_eq!(plan.budget_rows(1), 9);
+        let small = super::plan(&accounts(&[("a", 1), ("b", 1)]), 3);
+        assert_eq!(small.budget_rows(2), 6);
     }
 
     #[test]

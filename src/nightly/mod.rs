@@ -566,7 +566,7 @@ fn run_night(
     partition::in_order(
         parts.finish()?,
         crate::WORKERS,
-        crate::WORKERS as u64 * plan.max_rows,
+        plan.budget_rows(crate::WORKERS),
         |group, rows| night::compute_group(&input, &accounts[group], rows),
         |_, part| {
             crate::progress::advance(1);
