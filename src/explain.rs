@@ -292,14 +292,7 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(frame: &'a DataFrame) -> Result<Self> {
-        let text = |name: &str| -> Result<Vec<&'a str>> {
-            Ok(frame
-                .column(name)?
-                .str()?
-                .iter()
-                .map(|v| v.unwrap_or(""))
-                .collect())
-        };
+        let text = |name: &str| sessions::strings(frame, name);
         let code = |name: &str| -> Result<Vec<u32>> {
             Ok(sessions::values(frame.column(name)?.u32()?, 0))
         };
@@ -478,14 +471,7 @@ struct SessionRow {
 
 /// The rated sessions, in their order.
 fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
-    let text = |name: &str| -> Result<Vec<String>> {
-        Ok(rated
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
-    };
+    let text = |name: &str| sessions::strings(rated, name);
     let times = |name: &str| -> Result<Vec<i64>> {
         Ok(sessions::values(
             rated.column(name)?.to_physical_repr().i64()?,
@@ -523,26 +509,26 @@ fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
     Ok((0..rated.height())
         .map(|i| SessionRow {
             key: Key {
-                account: accounts[i].clone(),
-                channel: channel_code(&channels[i]),
-                business: businesses[i].clone(),
-                user: users[i].clone(),
+                account: accounts[i].to_string(),
+                channel: channel_code(channels[i]),
+                business: businesses[i].to_string(),
+                user: users[i].to_string(),
             },
             start_ns: starts[i],
             end_ns: ends[i],
             session: Session {
-                session_id: ids[i].clone(),
-                initiation: initiations[i].clone(),
+                session_id: ids[i].to_string(),
+                initiation: initiations[i].to_string(),
                 started_at: rates::rfc3339_in(starts[i], Tz::UTC),
                 ends_at: rates::rfc3339_in(ends[i], Tz::UTC),
-                opened_by: openers[i].clone(),
+                opened_by: openers[i].to_string(),
                 inbound_messages: inbound[i],
                 outbound_messages: outbound[i],
                 billable: billable[i],
                 quota: quota[i],
-                period: periods[i].clone(),
-                price_version: versions[i].clone(),
-                invoice_id: invoices[i].clone(),
+                period: periods[i].to_string(),
+                price_version: versions[i].to_string(),
+                invoice_id: invoices[i].to_string(),
                 invoice_line: format!("{} / {} / {}", channels[i], initiations[i], versions[i]),
             },
         })

@@ -375,8 +375,8 @@ where
     out
 }
 
-/// [`values`] of a string column.
-fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
+/// [`values`] of a string column (nulls as "").
+pub(crate) fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
     let ca = frame.column(name)?.str()?;
     let mut out = Vec::with_capacity(ca.len());
     for array in ca.downcast_iter() {

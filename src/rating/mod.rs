@@ -583,21 +583,9 @@ pub fn sum_counted(lines: DataFrame) -> Result<DataFrame> {
 
 /// Counted lines → records, money not yet filled in.
 fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
-    let text = |name: &str| -> Result<Vec<String>> {
-        Ok(lines
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
+    let text = |name: &str| crate::sessions::strings(lines, name);
     let number = |name: &str| -> Result<Vec<i64>> {
-        Ok(lines
-            .column(name)?
-            .i64()?
-            .iter()
-            .map(|v| v.unwrap_or(0))
-            .collect())
+        Ok(crate::sessions::values(lines.column(name)?.i64()?, 0))
     };
     let (accounts, periods, channels, initiations, versions) = (
         text("account_id")?,
@@ -614,11 +602,11 @@ fn line_records(lines: &DataFrame) -> Result<Vec<InvoiceLine>> {
     );
     Ok((0..lines.height())
         .map(|i| InvoiceLine {
-            account_id: accounts[i].clone(),
-            period: periods[i].clone(),
-            channel: channels[i].clone(),
-            initiation: initiations[i].clone(),
-            price_version: versions[i].clone(),
+            account_id: accounts[i].to_string(),
+            period: periods[i].to_string(),
+            channel: channels[i].to_string(),
+            initiation: initiations[i].to_string(),
+            price_version: versions[i].to_string(),
             sessions: sessions[i],
             billable_sessions: billable[i],
             quota_per_session: per[i],
