@@ -57,11 +57,7 @@ impl Selection {
     /// The values the selection's rows must hold, by column (the message id with `ids`).
     fn only(&self, ids: bool) -> Result<Vec<(&'static str, String)>> {
         if let Some(channel) = &self.channel {
-            if !schema::CHANNELS
-                .values
-                .iter()
-                .any(|(name, _)| name == channel)
-            {
+            if schema::CHANNELS.code_of(channel).is_none() {
                 return Err(Error::Explain {
                     problem: format!(
                         "`--channel {channel}` is not a channel (accepted: {})",
@@ -147,9 +143,6 @@ pub struct Session {
     pub invoice_line: String,
 }
 
-/// Rows read at a time.
-const CHUNK_ROWS: u64 = 2_000_000;
-
 /// Explains the conversations `selection` names in the log at `input`, rated by the card at
 /// `rates` (the built-in card if `None`).
 pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Result<Explanation> {
@@ -201,7 +194,7 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         }
     };
     let mut pieces = Vec::new();
-    source.read(None, CHUNK_ROWS, |chunk| {
+    source.read(None, crate::CHUNK_ROWS, |chunk| {
         if chunk.height() > 0 {
             pieces.push(chunk);
         }
@@ -232,8 +225,8 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
     let (derived, notes) = sessions::derive_explained(&frame, keep.as_deref())?;
     let rated = rating::rate_sessions(derived.sessions, &card)?;
     let window = (
-        selection.from.map(day_start),
-        selection.to.map(|d| day_start(d) + DAY_NS),
+        selection.from.map(crate::nightly::start_ns),
+        selection.to.map(|d| crate::nightly::start_ns(d) + DAY_NS),
     );
     build(
         &frame,
@@ -244,14 +237,6 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         &card,
         window,
     )
-}
-
-fn day_start(day: NaiveDate) -> i64 {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
-        .timestamp_nanos_opt()
-        .expect("a day within the nanosecond range")
 }
 
 /// A conversation key: account, channel, business, user.
@@ -336,7 +321,7 @@ fn keys_of(frame: &DataFrame) -> Result<BTreeMap<Key, u64>> {
 fn conversations_of(source: &mut load::Source, selection: &Selection) -> Result<BTreeSet<Key>> {
     source.only = selection.only(true)?;
     let mut keys = BTreeSet::new();
-    source.read(None, CHUNK_ROWS, |chunk| {
+    source.read(None, crate::CHUNK_ROWS, |chunk| {
         let columns = Columns::of(&chunk)?;
         keys.extend(
             (0..chunk.height())
@@ -510,7 +495,9 @@ fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
         .map(|i| SessionRow {
             key: Key {
                 account: accounts[i].to_string(),
-                channel: channel_code(channels[i]),
+                channel: schema::CHANNELS
+                    .code_of(channels[i])
+                    .expect("a channel's own name"),
                 business: businesses[i].to_string(),
                 user: users[i].to_string(),
             },
@@ -533,16 +520,6 @@ fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
             },
         })
         .collect())
-}
-
-/// The code of a channel's name (names come from [`schema::CHANNELS`]).
-fn channel_code(name: &str) -> schema::Code {
-    schema::CHANNELS
-        .values
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, code)| *code)
-        .expect("a channel's own name")
 }
 
 /// A step's message columns (what it did filled in by the caller).

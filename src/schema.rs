@@ -62,6 +62,14 @@ impl Enumeration {
         }
     }
 
+    /// The code of an accepted value, if it is one.
+    pub fn code_of(&self, name: &str) -> Option<Code> {
+        self.values
+            .iter()
+            .find(|(v, _)| *v == name)
+            .map(|(_, code)| *code)
+    }
+
     pub fn name_of(&self, code: Code) -> &'static str {
         self.values
             .iter()
