@@ -385,6 +385,12 @@ pub(crate) fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a st
     Ok(out)
 }
 
+/// The values of a string column in row order (nulls, which the loader refuses in the key
+/// columns, as whatever the array holds under them).
+fn in_row_order(ca: &StringChunked) -> impl Iterator<Item = &str> {
+    ca.downcast_iter().flat_map(|array| array.values_iter())
+}
+
 /// Messages → [`Events`].
 ///
 /// Sorting on the string key columns row by row is the costliest step of a run. Where every
@@ -396,7 +402,7 @@ pub(crate) fn strings<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<&'a st
 fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
     let times = values(messages.column(schema::TIMESTAMP)?.i64()?, i64::MIN);
     let directions = values(messages.column(schema::DIRECTION)?.u32()?, 0);
-    let ids = strings(messages, schema::MESSAGE_ID)?;
+    let ids = messages.column(schema::MESSAGE_ID)?.str()?;
     let kept = |row: &usize| keep.is_none_or(|keep| keep[*row]);
     let numeric = timed("sorted rows by packed keys", || {
         packed_order(messages, &times, &directions, keep)
@@ -417,7 +423,7 @@ fn sort_events(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Events> {
             })?
         }
     };
-    order_ties(&mut rows, &ids);
+    order_ties(&mut rows, ids);
     let codes = |name: &str| -> Result<Vec<schema::Code>> {
         let all = values(messages.column(name)?.u32()?, 0);
         Ok(rows.iter().map(|r| all[r.3 as usize]).collect())
@@ -470,12 +476,12 @@ fn sort_rows(rows: &mut [(u32, i64, u32, IdxSize)]) {
 }
 
 /// Puts the runs of rows equal in key, time and direction in `message_id` order, then row.
-fn order_ties(rows: &mut [(u32, i64, u32, IdxSize)], ids: &[&str]) {
+/// Such runs are rare: their ids are looked up one by one.
+fn order_ties(rows: &mut [(u32, i64, u32, IdxSize)], ids: &StringChunked) {
     for run in rows.chunk_by_mut(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
         if run.len() > 1 {
-            run.sort_unstable_by(|a, b| {
-                ids[a.3 as usize].cmp(ids[b.3 as usize]).then(a.3.cmp(&b.3))
-            });
+            let id = |row: IdxSize| ids.get(row as usize).unwrap_or_default();
+            run.sort_unstable_by(|a, b| id(a.3).cmp(id(b.3)).then(a.3.cmp(&b.3)));
         }
     }
 }
@@ -525,8 +531,10 @@ impl UserCode {
 /// The kept rows as (key rank, time, direction, row), sorted, when their `user_id`s have one
 /// [`UserCode`] (else `None`). Each row's key becomes one number that sorts as the key's
 /// strings do: the rank of its (account, channel, business), which are few, above its user's
-/// code. The rows are then sorted on plain numbers (key, time, direction, row), and each run
-/// of a key numbered.
+/// code. The distinct keys (a conversation has several rows) are numbered through a hash
+/// table and sorted; the rows are then placed by key with a counting sort, which keeps them in
+/// row order within a key, and a key's rows are sorted by (time, direction, row) only where
+/// the log did not already have them in that order.
 #[allow(clippy::type_complexity)]
 fn packed_order(
     messages: &DataFrame,
@@ -537,18 +545,19 @@ fn packed_order(
     if !packable(times.len(), directions) {
         return Ok(None);
     }
-    let accounts = strings(messages, schema::ACCOUNT_ID)?;
+    // The strings are read in row order, where they lie.
+    let column = |name: &str| -> Result<_> { Ok(in_row_order(messages.column(name)?.str()?)) };
     let channels = values(messages.column(schema::CHANNEL)?.u32()?, 0);
-    let businesses = strings(messages, schema::BUSINESS_ID)?;
-    let users = strings(messages, schema::USER_ID)?;
     let kept = |row: &usize| keep.is_none_or(|keep| keep[*row]);
     // (account, channel, business), numbered in row order, then ranked in key order.
     let mut prefixes: PlHashMap<(&str, u32, &str), u32> = PlHashMap::default();
-    let prefix_of_row: Vec<u32> = (0..times.len())
-        .map(|row| {
+    let prefix_of_row: Vec<u32> = column(schema::ACCOUNT_ID)?
+        .zip(&channels)
+        .zip(column(schema::BUSINESS_ID)?)
+        .map(|((account, channel), business)| {
             let next = prefixes.len() as u32;
             *prefixes
-                .entry((accounts[row], channels[row], businesses[row]))
+                .entry((account, *channel, business))
                 .or_insert(next)
         })
         .collect();
@@ -561,35 +570,59 @@ fn packed_order(
     for (rank, (_, number)) in in_order.iter().enumerate() {
         prefix_rank[*number as usize] = rank as u32;
     }
-    let pack = |user_code: UserCode| -> Option<Vec<(u128, u128)>> {
-        (0..times.len())
-            .filter(kept)
-            .map(|row| {
+    // Each kept row's key as a number, then the keys numbered in row order.
+    let rows: Vec<IdxSize> = (0..times.len())
+        .filter(kept)
+        .map(|row| row as IdxSize)
+        .collect();
+    let users = messages.column(schema::USER_ID)?.str()?;
+    let codes = |user_code: UserCode| -> Option<Vec<u128>> {
+        in_row_order(users)
+            .enumerate()
+            .filter(|(row, _)| kept(row))
+            .map(|(row, user)| {
                 let prefix = prefix_rank[prefix_of_row[row] as usize] as u128;
-                Some((
-                    prefix << 101 | user_code.code(users[row])?,
-                    pack_time(times[row], directions[row], row as IdxSize),
-                ))
+                Some(prefix << 101 | user_code.code(user)?)
             })
             .collect()
     };
-    let Some(mut packed) = pack(UserCode::Digits).or_else(|| pack(UserCode::Short)) else {
+    let Some(codes) = codes(UserCode::Digits).or_else(|| codes(UserCode::Short)) else {
         return Ok(None);
     };
-    packed.sort_unstable();
-    let mut rank = 0u32;
-    let rows = packed
-        .iter()
+    let (number_of_row, distinct) = number_keys(&codes, PlRandomState::default());
+    drop(codes);
+    let mut by_code: Vec<(u128, IdxSize)> = distinct
+        .into_iter()
         .enumerate()
-        .map(|(i, (key, time))| {
-            if i > 0 && packed[i - 1].0 != *key {
-                rank += 1;
-            }
-            let (time, direction, row) = unpack_time(*time);
-            (rank, time, direction, row)
-        })
+        .map(|(number, code)| (code, number as IdxSize))
         .collect();
-    Ok(Some(rows))
+    by_code.sort_unstable();
+    let mut rank_of = vec![0 as IdxSize; by_code.len()];
+    for (rank, (_, number)) in by_code.iter().enumerate() {
+        rank_of[*number as usize] = rank as IdxSize;
+    }
+    // Counting sort by key rank: each key's rows get consecutive places, in row order.
+    let mut next = vec![0usize; rank_of.len() + 1];
+    for number in &number_of_row {
+        next[rank_of[*number as usize] as usize + 1] += 1;
+    }
+    for rank in 1..next.len() {
+        next[rank] += next[rank - 1];
+    }
+    let mut sorted = vec![(0u32, 0i64, 0u32, 0 as IdxSize); rows.len()];
+    for (&row, number) in rows.iter().zip(&number_of_row) {
+        let rank = rank_of[*number as usize];
+        let place = &mut next[rank as usize];
+        let r = row as usize;
+        sorted[*place] = (rank, times[r], directions[r], row);
+        *place += 1;
+    }
+    for run in sorted.chunk_by_mut(|a, b| a.0 == b.0) {
+        if !run.is_sorted() {
+            run.sort_unstable();
+        }
+    }
+    Ok(Some(sorted))
 }
 
 /// One pass over the events, a key at a time, for the window columns of the module's
@@ -1132,7 +1165,10 @@ mod tests {
 
     #[test]
     fn rows_sort_by_key_time_direction_then_message_id() {
-        let ids = ["m3", "m1", "m2", "m0", "m4", "m5"];
+        let ids = StringChunked::from_iter_values(
+            PlSmallStr::EMPTY,
+            ["m3", "m1", "m2", "m0", "m4", "m5"].into_iter(),
+        );
         let mut rows = vec![
             (1, -5, 1, 0),
             (1, -5, 1, 1),
