@@ -22,6 +22,21 @@ use crate::{load, rates, rating, sessions};
 /// Conversations shown at most: a selection matching more lists them instead.
 pub const MAX_CONVERSATIONS: usize = 20;
 
+/// The shortest prefix of a session id `--session-id` accepts.
+pub const MIN_SESSION_PREFIX: usize = 8;
+
+/// `value` as a shell word: as it is when it needs no quoting, else in single quotes.
+pub fn quoted(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+=%,".contains(&b));
+    match plain {
+        true => value.to_string(),
+        false => format!("'{}'", value.replace('\'', "'\\''")),
+    }
+}
+
 /// Which messages to explain: the conversations of an account (narrowed by user, channel or
 /// business), of a message id, or of a session id. `from` and `to` limit the days shown.
 #[derive(Debug, Clone, Default)]
@@ -49,9 +64,31 @@ impl Selection {
             ("--session-id", &self.session_id),
         ]
         .into_iter()
-        .filter_map(|(flag, value)| value.as_ref().map(|v| format!("{flag} {v}")))
+        .filter_map(|(flag, value)| value.as_ref().map(|v| format!("{flag} {}", quoted(v))))
         .collect();
         parts.join(" ")
+    }
+
+    /// The session id asked for, if any: a whole id or a prefix of at least
+    /// [`MIN_SESSION_PREFIX`] characters (the text format shows the first 12).
+    fn session_prefix(&self) -> Result<Option<String>> {
+        let Some(id) = &self.session_id else {
+            return Ok(None);
+        };
+        let id = id.to_ascii_lowercase();
+        if id.len() < MIN_SESSION_PREFIX
+            || id.len() > 32
+            || !id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(Error::Explain {
+                problem: format!(
+                    "`--session-id {}` is not a session id: give the 32 hex digits of `session_id`, or at least their first {MIN_SESSION_PREFIX}",
+                    quoted(&id)
+                ),
+                candidates: Vec::new(),
+            });
+        }
+        Ok(Some(id))
     }
 
     /// The values the selection's rows must hold, by column (the message id with `ids`).
@@ -113,7 +150,10 @@ pub struct Step {
     pub local_time: String,
     pub direction: String,
     pub kind: String,
-    pub status: String,
+    /// The delivery status of an outbound message (`None` for inbound ones).
+    pub status: Option<String>,
+    /// `--message-id` named this message.
+    pub selected: bool,
     /// `opened`, `joined`, `violation`, `no_session`, `ignored` or `dropped`.
     pub action: &'static str,
     /// The session it opened or counts in (`session_id`).
@@ -128,9 +168,14 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
     pub session_id: String,
+    /// `--session-id` named this session.
+    pub selected: bool,
     pub initiation: String,
     pub started_at: String,
     pub ends_at: String,
+    /// `started_at` and `ends_at` in the account's zone.
+    pub local_started_at: String,
+    pub local_ends_at: String,
     pub opened_by: String,
     pub inbound_messages: i64,
     pub outbound_messages: i64,
@@ -166,15 +211,16 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         candidates: Vec::new(),
     };
     // A message or session id names a conversation: find it first.
-    let by_id = selection.message_id.is_some() || selection.session_id.is_some();
+    let session_prefix = selection.session_prefix()?;
+    let by_id = selection.message_id.is_some() || session_prefix.is_some();
     source.only = match by_id {
         false => selection.only(true)?,
         true => {
-            let keys = conversations_of(&mut source, selection)?;
+            let keys = conversations_of(&mut source, selection, session_prefix.as_deref())?;
             if keys.len() > 1 {
                 return Err(Error::Explain {
                     problem: format!(
-                        "{} is used in {} conversations; name one with --account (and --user, --channel or --business)",
+                        "{} is used in {} conversations; name one with --account (and --user, --channel or --business):",
                         selection.describe(),
                         keys.len()
                     ),
@@ -217,7 +263,7 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
             candidates: counts
                 .into_iter()
                 .take(MAX_CONVERSATIONS)
-                .map(|(key, n)| format!("{} ({n} messages)", key.describe()))
+                .map(|(key, n)| format!("{} ({})", key.describe(), count(*n, "message")))
                 .collect(),
         });
     }
@@ -228,7 +274,11 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         selection.from.map(crate::nightly::start_ns),
         selection.to.map(|d| crate::nightly::start_ns(d) + DAY_NS),
     );
-    build(
+    let asked = Asked {
+        message_id: selection.message_id.as_deref(),
+        session_prefix: session_prefix.as_deref(),
+    };
+    let explanation = build(
         &frame,
         &paths,
         keep.as_deref(),
@@ -236,7 +286,45 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         &rated,
         &card,
         window,
-    )
+        &asked,
+    )?;
+    if explanation.conversations.is_empty() {
+        let times = sessions::values(frame.column(schema::TIMESTAMP)?.i64()?, 0);
+        let day = |ns: i64| rates::rfc3339_in(ns, Tz::UTC)[..10].to_string();
+        let (first, last) = (times.iter().min(), times.iter().max());
+        let days = |flag: &str, day: Option<NaiveDate>| {
+            day.map(|d| format!(" {flag} {d}")).unwrap_or_default()
+        };
+        return Err(Error::Explain {
+            problem: format!(
+                "{} has no messages{}{}; its messages are from {} to {} (UTC days)",
+                selection.describe(),
+                days("from", selection.from),
+                days("to", selection.to),
+                first.map(|t| day(*t)).unwrap_or_default(),
+                last.map(|t| day(*t)).unwrap_or_default(),
+            ),
+            candidates: Vec::new(),
+        });
+    }
+    Ok(explanation)
+}
+
+/// What the command line asked for by id: marked in the explanation and shown whatever
+/// `--from` and `--to` say.
+struct Asked<'a> {
+    message_id: Option<&'a str>,
+    session_prefix: Option<&'a str>,
+}
+
+impl Asked<'_> {
+    fn message(&self, id: &str) -> bool {
+        self.message_id == Some(id)
+    }
+
+    fn session(&self, id: &str) -> bool {
+        self.session_prefix.is_some_and(|p| id.starts_with(p))
+    }
 }
 
 /// A conversation key: account, channel, business, user.
@@ -252,10 +340,10 @@ impl Key {
     fn describe(&self) -> String {
         format!(
             "--account {} --channel {} --business {} --user {}",
-            self.account,
+            quoted(&self.account),
             schema::CHANNELS.name_of(self.channel),
-            self.business,
-            self.user
+            quoted(&self.business),
+            quoted(&self.user)
         )
     }
 }
@@ -316,31 +404,45 @@ fn keys_of(frame: &DataFrame) -> Result<BTreeMap<Key, u64>> {
     Ok(keys)
 }
 
-/// The conversations of the selection's message id or session id (within its account, user,
-/// channel and business, if given). A session id is found by its opening message.
-fn conversations_of(source: &mut load::Source, selection: &Selection) -> Result<BTreeSet<Key>> {
-    source.only = selection.only(true)?;
+/// The conversations of the selection's session id (by its opening message; `session_prefix`
+/// is the id or its start) or else its message id, within its account, user, channel and
+/// business, if given. A message id logged in two conversations of one account is a
+/// conflicting duplicate, refused as a run refuses it.
+fn conversations_of(
+    source: &mut load::Source,
+    selection: &Selection,
+    session_prefix: Option<&str>,
+) -> Result<BTreeSet<Key>> {
+    source.only = selection.only(session_prefix.is_none())?;
     let mut keys = BTreeSet::new();
+    let mut rows = Vec::new();
     source.read(None, crate::CHUNK_ROWS, |chunk| {
         let columns = Columns::of(&chunk)?;
-        keys.extend(
-            (0..chunk.height())
-                .filter(|&row| match &selection.session_id {
-                    Some(wanted) => {
-                        sessions::session_id(columns.account[row], columns.message[row]) == *wanted
-                    }
-                    None => true,
-                })
-                .map(|row| columns.key(row)),
-        );
+        let matching: Vec<usize> = (0..chunk.height())
+            .filter(|&row| match session_prefix {
+                Some(wanted) => sessions::session_id(columns.account[row], columns.message[row])
+                    .starts_with(wanted),
+                None => true,
+            })
+            .collect();
+        keys.extend(matching.iter().map(|&row| columns.key(row)));
+        if session_prefix.is_none() {
+            rows.push(chunk);
+        }
         Ok(())
     })?;
+    if keys.len() > 1 && !rows.is_empty() {
+        let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
+        load::duplicates_checked(&load::concat_frames(rows)?, &paths, false)?;
+    }
     Ok(keys)
 }
 
 /// The explanation of the derived frame: each conversation's steps (notes in event order, with
 /// the dropped copies after the message they repeat) and sessions. Only steps within `window`
-/// (UTC nanoseconds) are shown, and the sessions they touch or that start within it.
+/// (UTC nanoseconds) are shown, and the sessions they touch or that start within it, and
+/// always what `asked` names.
+#[allow(clippy::too_many_arguments)]
 fn build(
     frame: &DataFrame,
     paths: &[String],
@@ -349,9 +451,13 @@ fn build(
     rated: &DataFrame,
     card: &rates::RateCard,
     window: (Option<i64>, Option<i64>),
+    asked: &Asked,
 ) -> Result<Explanation> {
     let columns = Columns::of(frame)?;
-    let sessions = session_rows(rated)?;
+    let mut sessions = session_rows(rated, card)?;
+    for s in &mut sessions {
+        s.session.selected = asked.session(&s.session.session_id);
+    }
     let within = |t: i64| window.0.is_none_or(|s| t >= s) && window.1.is_none_or(|e| t < e);
     // The kept row of each (account, message id) that has dropped copies.
     let mut kept_row: BTreeMap<(&str, &str), usize> = BTreeMap::new();
@@ -399,7 +505,8 @@ fn build(
         if let Some(s) = session {
             ended = Some((s.end_ns, s.session.session_id.clone()));
         }
-        if !within(columns.time[row]) {
+        let selected = asked.message(columns.message[row]);
+        if !within(columns.time[row]) && !selected && !session.is_some_and(|s| s.session.selected) {
             continue;
         }
         if let Some(s) = note.session {
@@ -409,6 +516,7 @@ fn build(
         conversation.messages.push(Step {
             action,
             why,
+            selected,
             session_id: session.map(|s| s.session.session_id.clone()),
             reason: note.violation,
             ..step(&columns, paths, row, tz)
@@ -430,7 +538,7 @@ fn build(
     }
     // Sessions that start within the window are shown even if none of their messages is.
     for (index, session) in sessions.iter().enumerate() {
-        if within(session.start_ns) {
+        if within(session.start_ns) || session.session.selected {
             if let Some(c) = keys.iter().position(|k| *k == session.key) {
                 shown_sessions[c].insert(index);
             }
@@ -454,8 +562,8 @@ struct SessionRow {
     end_ns: i64,
 }
 
-/// The rated sessions, in their order.
-fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
+/// The rated sessions, in their order (times also in the account's zone, by `card`).
+fn session_rows(rated: &DataFrame, card: &rates::RateCard) -> Result<Vec<SessionRow>> {
     let text = |name: &str| sessions::strings(rated, name);
     let times = |name: &str| -> Result<Vec<i64>> {
         Ok(sessions::values(
@@ -492,7 +600,8 @@ fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
         .map(|b| b.unwrap_or(false))
         .collect();
     Ok((0..rated.height())
-        .map(|i| SessionRow {
+        .map(|i| (i, card.terms_of(accounts[i]).time_zone))
+        .map(|(i, tz)| SessionRow {
             key: Key {
                 account: accounts[i].to_string(),
                 channel: schema::CHANNELS
@@ -505,9 +614,12 @@ fn session_rows(rated: &DataFrame) -> Result<Vec<SessionRow>> {
             end_ns: ends[i],
             session: Session {
                 session_id: ids[i].to_string(),
+                selected: false,
                 initiation: initiations[i].to_string(),
                 started_at: rates::rfc3339_in(starts[i], Tz::UTC),
                 ends_at: rates::rfc3339_in(ends[i], Tz::UTC),
+                local_started_at: rates::rfc3339_in(starts[i], tz),
+                local_ends_at: rates::rfc3339_in(ends[i], tz),
                 opened_by: openers[i].to_string(),
                 inbound_messages: inbound[i],
                 outbound_messages: outbound[i],
@@ -535,9 +647,10 @@ fn step(columns: &Columns, paths: &[String], row: usize, tz: Tz) -> Step {
             .to_string(),
         kind: schema::KINDS.name_of(columns.kind[row]).to_string(),
         status: match columns.direction[row] {
-            schema::INBOUND => String::new(),
-            _ => schema::STATUSES.name_of(columns.status[row]).to_string(),
+            schema::INBOUND => None,
+            _ => Some(schema::STATUSES.name_of(columns.status[row]).to_string()),
         },
+        selected: false,
         action: "",
         session_id: None,
         reason: None,
@@ -575,7 +688,7 @@ fn what_it_did(
         };
         return (
             "violation",
-            format!("violation ({reason}): {window}; {wrote}"),
+            format!("violation, {reason}: {window}; {wrote}"),
         );
     }
     if !inbound && columns.status[row] == schema::STATUS_FAILED {
@@ -600,22 +713,28 @@ fn what_it_did(
     };
     let s = &session.session;
     let short = &s.session_id[..12];
+    let kind = schema::KINDS.name_of(columns.kind[row]);
     let until = at(session.end_ns);
     if note.opens {
         let why = match (whatsapp, s.initiation.as_str()) {
             (true, schema::USER_INITIATED) => format!(
-                "opened session {short} (user_initiated): the business answered inside the customer service window ({wrote}); the session lasts 24 hours, until {until}"
+                "opened session {short}, user_initiated: the business answered inside the customer service window; {wrote}; the session lasts 24 hours, until {until}"
             ),
             (true, _) => format!(
-                "opened session {short} (business_initiated): a delivered {} with no session open and no customer message in the last 24 hours; the session lasts 24 hours, until {until}",
-                schema::KINDS.name_of(columns.kind[row])
+                "opened session {short}, business_initiated: a delivered {kind} with no session open and no customer message in the last 24 hours; the session lasts 24 hours, until {until}"
             ),
             (false, _) => match note.previous_inbound {
                 Some(previous) => format!(
-                    "opened session {short} (standard): the customer wrote more than 24 hours after their previous message ({}); the session runs until 24 hours after their last message, {until}",
+                    "opened session {short}, standard: the customer wrote 24 hours or more after their previous message at {}; the session runs until 24 hours after their last message, {until}",
                     at(previous)
                 ),
-                None => format!("opened session {short} (standard): the customer's first message; the session runs until 24 hours after their last message, {until}"),
+                None => format!(
+                    "opened session {short}, standard: {}; the session runs until 24 hours after their last message, {until}",
+                    match columns.kind[row] {
+                        schema::KIND_MESSAGE => "the customer's first message".to_string(),
+                        _ => format!("the customer's first inbound event, of kind {kind}"),
+                    }
+                ),
             },
         };
         return ("opened", why);
@@ -624,21 +743,19 @@ fn what_it_did(
     (
         "joined",
         format!(
-            "joined session {short}: counted as {side} (the session opened at {} and runs until {until})",
+            "joined session {short}: counted as {side}; the session opened at {} and runs until {until}",
             at(session.start_ns)
         ),
     )
 }
 
-/// An instant in the account's zone, with UTC beside it when the zone is not UTC.
+/// An instant in UTC, with the account's zone beside it when that is not UTC (as the
+/// message lines show them).
 fn local(ns: i64, tz: Tz) -> String {
-    match tz {
-        Tz::UTC | Tz::Etc__UTC => rates::rfc3339_in(ns, tz),
-        _ => format!(
-            "{} ({})",
-            rates::rfc3339_in(ns, tz),
-            rates::rfc3339_in(ns, Tz::UTC)
-        ),
+    let utc = rates::rfc3339_in(ns, Tz::UTC);
+    match rates::rfc3339_in(ns, tz) {
+        zoned if zoned == utc => utc,
+        zoned => format!("{utc} ({zoned})"),
     }
 }
 
@@ -678,30 +795,31 @@ fn text(explanation: &Explanation) -> String {
             c.account_id, c.channel, c.business_id, c.user_id
         ));
         out.push_str(&format!(
-            "{} message(s), {} session(s); times in UTC{}\n\n",
-            c.messages.len(),
-            c.sessions.len(),
+            "{}, {}; times in UTC{}\n\n",
+            count(c.messages.len() as u64, "message"),
+            count(c.sessions.len() as u64, "session"),
             match c.time_zone.as_str() {
                 "UTC" | "Etc/UTC" => String::new(),
                 zone => format!(" and in {zone}, the account's billing zone"),
             }
         ));
         for step in &c.messages {
-            let what = match step.status.as_str() {
-                "" => format!("{} {}", step.direction, step.kind),
-                status => format!("{} {} {status}", step.direction, step.kind),
+            let what = match &step.status {
+                None => format!("{} {}", step.direction, step.kind),
+                Some(status) => format!("{} {} {status}", step.direction, step.kind),
             };
             let local = match step.local_time == step.time {
                 true => String::new(),
                 false => format!(" ({})", step.local_time),
             };
-            out.push_str(&format!(
-                "{}{local}  {}  {what}\n",
-                step.time, step.message_id
-            ));
-            for line in wrap(&step.why, WIDTH - 4) {
-                out.push_str(&format!("    {line}\n"));
-            }
+            let mark = if step.selected {
+                "  <- --message-id"
+            } else {
+                ""
+            };
+            let head = format!("{}{local}  {}  {what}{mark}", step.time, step.message_id);
+            push_wrapped(&mut out, &head, "", "  ");
+            push_wrapped(&mut out, &step.why, "    ", "    ");
         }
         if !c.sessions.is_empty() {
             out.push_str("\nSessions:\n");
@@ -709,14 +827,19 @@ fn text(explanation: &Explanation) -> String {
         for s in &c.sessions {
             let billed = match s.billable {
                 true => format!("quota {}", s.quota),
-                false => "not billable (never answered)".to_string(),
+                false => "not billable, never answered".to_string(),
             };
+            let at = |utc: &str, local: &str| match utc == local {
+                true => utc.to_string(),
+                false => format!("{utc} ({local})"),
+            };
+            let mark = if s.selected { " <- --session-id;" } else { "" };
             let line = format!(
-                "{} {} from {} to {}, opened by {}; {} inbound, {} outbound; {billed}; period {}, price version {}; invoice {}, line {}",
+                "{}{mark} {} from {} to {}, opened by {}; {} inbound, {} outbound; {billed}; period {}, price version {}; invoice {}, line {}",
                 s.session_id,
                 s.initiation,
-                s.started_at,
-                s.ends_at,
+                at(&s.started_at, &s.local_started_at),
+                at(&s.ends_at, &s.local_ends_at),
                 s.opened_by,
                 s.inbound_messages,
                 s.outbound_messages,
@@ -725,13 +848,30 @@ fn text(explanation: &Explanation) -> String {
                 s.invoice_id,
                 s.invoice_line
             );
-            for (j, part) in wrap(&line, WIDTH - 4).into_iter().enumerate() {
-                let indent = if j == 0 { "  " } else { "    " };
-                out.push_str(&format!("{indent}{part}\n"));
-            }
+            push_wrapped(&mut out, &line, "  ", "    ");
         }
     }
     out
+}
+
+/// `n` and `noun`, plural unless one.
+fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// Appends `text` cut into lines of at most [`WIDTH`] characters: the first indented by
+/// `first`, the others by `rest`.
+fn push_wrapped(out: &mut String, text: &str, first: &str, rest: &str) {
+    for (j, part) in wrap(text, WIDTH - rest.len().max(first.len()))
+        .into_iter()
+        .enumerate()
+    {
+        let indent = if j == 0 { first } else { rest };
+        out.push_str(&format!("{indent}{part}\n"));
+    }
 }
 
 /// `text` cut at spaces into lines of at most `width` characters (a longer word stands alone).
@@ -803,7 +943,7 @@ fn csv_of(explanation: &Explanation) -> Result<String> {
                     &step.local_time,
                     &step.direction,
                     &step.kind,
-                    &step.status,
+                    step.status.as_deref().unwrap_or(""),
                     step.action,
                     step.reason.unwrap_or(""),
                     step.session_id.as_deref().unwrap_or(""),

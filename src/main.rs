@@ -77,7 +77,8 @@ enum Command {
     ///
     /// Name the conversation by `--account` (and `--user`, `--channel`, `--business` where the
     /// account has several), by `--message-id` or by `--session-id`. The conversations are
-    /// derived again from the log, whole, through the same rules as a run. Exits with 2 when
+    /// derived again from the log, whole, through the same rules as a run. Only the rows of the
+    /// selection are read and checked: `convbill run` checks every row. Exits with 2 when
     /// nothing matches or more than 20 conversations do (listing them), 3 on bad input.
     Explain(ExplainArgs),
 }
@@ -103,7 +104,8 @@ struct ExplainArgs {
     /// The conversation of this message (with `--account` if the id is used by several).
     #[arg(long)]
     message_id: Option<String>,
-    /// The conversation of this session (`session_id` of `sessions.parquet`).
+    /// The conversation of this session (`session_id` of `sessions.parquet`, or its first 8
+    /// or more characters, such as the 12 the text shows).
     #[arg(long)]
     session_id: Option<String>,
     /// Show the messages from this UTC day on (the conversation is still derived whole).

@@ -340,6 +340,7 @@ fn the_command_prints_the_timeline_and_fails_clearly() {
     let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("matches 25 conversations"), "{stderr}");
     assert!(stderr.contains("--user user-00"), "{stderr}");
+    assert!(stderr.contains("--user user-00 (1 message)"), "{stderr}");
 
     // Nothing named: a usage error from the command line.
     convbill()
@@ -371,7 +372,7 @@ fn times_are_shown_in_the_accounts_zone_and_sessions_in_its_period() {
     assert!(c.sessions[0].invoice_id.starts_with("2026-02-"));
     let why = &c.messages[1].why;
     assert!(
-        why.contains("until 2026-02-02T03:00:00+07:00 (2026-02-01T20:00:00Z)"),
+        why.contains("until 2026-02-01T20:00:00Z (2026-02-02T03:00:00+07:00)"),
         "{why}"
     );
     let text = explain::render(&explanation, Format::Text).unwrap();
@@ -441,4 +442,169 @@ fn an_account_named_by_a_hive_folder_is_found() {
     assert_eq!(c.account_id, "zeta");
     assert_eq!(actions(c), vec![("zeta-1", "no_session")]);
     assert_eq!(c.messages[0].file, "account_id=zeta/part-0.parquet");
+}
+
+#[test]
+fn a_message_id_in_two_conversations_of_one_account_is_refused_as_a_run_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("m1", "Mon 10:00"),
+            inbound("m1", "Mon 10:00").user("someone-else"),
+        ],
+    );
+    let selection = Selection {
+        message_id: Some("m1".into()),
+        ..Selection::default()
+    };
+    let error = explain::explain(&log, &selection, None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
+    let run = convbill::run(&convbill::RunConfig::new(&log, dir.path().join("out"))).unwrap_err();
+    assert_eq!(error.to_string(), run.to_string());
+}
+
+#[test]
+fn days_without_messages_say_so_and_fail() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    selection.from = chrono::NaiveDate::from_ymd_opt(2024, 2, 1);
+    let error = explain::explain(&sample(), &selection, None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::USAGE);
+    let error = error.to_string();
+    assert!(
+        error.contains(
+            "has no messages from 2024-02-01; its messages are from 2024-01-01 to 2024-01-02"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_short_session_id_the_text_shows_finds_the_session_and_marks_it() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    let whole = explained(&sample(), &selection);
+    let first = only(&whole).sessions[0].session_id.clone();
+    let text = explain::render(&whole, Format::Text).unwrap();
+    assert!(text.contains(&format!("opened session {}", &first[..12])));
+    // The 12 characters shown find it; --from after its day still shows it.
+    let by_prefix = Selection {
+        session_id: Some(first[..12].to_string()),
+        from: chrono::NaiveDate::from_ymd_opt(2024, 1, 2),
+        ..Selection::default()
+    };
+    let explanation = explained(&sample(), &by_prefix);
+    let c = only(&explanation);
+    let selected: Vec<&str> = c
+        .sessions
+        .iter()
+        .filter(|s| s.selected)
+        .map(|s| s.session_id.as_str())
+        .collect();
+    assert_eq!(selected, [first.as_str()]);
+    assert!(c.messages.iter().any(|m| m.message_id == "s1-t1"));
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(
+        text.contains(&format!("{first} <- --session-id;")),
+        "{text}"
+    );
+    // Too short to be an id: refused, quoted as typed.
+    let short = Selection {
+        session_id: Some("ab c".into()),
+        ..Selection::default()
+    };
+    let error = explain::explain(&sample(), &short, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`--session-id 'ab c'` is not a session id"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_message_id_with_its_session_id_marks_the_message_even_when_it_joined() {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    let whole = explained(&sample(), &selection);
+    let first = only(&whole).sessions[0].session_id.clone();
+    let both = Selection {
+        message_id: Some("s1-u2".into()),
+        session_id: Some(first),
+        ..Selection::default()
+    };
+    let explanation = explained(&sample(), &both);
+    let c = only(&explanation);
+    let selected: Vec<(&str, &str)> = c
+        .messages
+        .iter()
+        .filter(|m| m.selected)
+        .map(|m| (m.message_id.as_str(), m.action))
+        .collect();
+    assert_eq!(selected, [("s1-u2", "joined")]);
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(
+        text.contains("  s1-u2  inbound message  <- --message-id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn long_ids_in_a_zone_other_than_utc_stay_within_100_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "wamid.HBgNNjI4MTIwMDAwMDAwMRUCABIYFjNFQjBDMEFGOTZBRjVCRjQ3MjlGNkEA";
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound(long, "2026-01-31 19:00").account("acct-0000"),
+            reply(&format!("{long}-r"), "2026-01-31 20:00").account("acct-0000"),
+        ],
+    );
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    let explanation = explain::explain(&log, &account("acct-0000"), Some(&card)).unwrap();
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    // Sessions show the account's zone beside UTC, as messages do.
+    let sessions = text[text.find("Sessions:").unwrap()..]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        sessions.contains("from 2026-01-31T20:00:00Z (2026-02-01T03:00:00+07:00) to"),
+        "{sessions}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&explain::render(&explanation, Format::Json).unwrap()).unwrap();
+    let messages = &json["conversations"][0]["messages"];
+    assert_eq!(messages[0]["status"], serde_json::Value::Null);
+    assert_eq!(messages[1]["status"], "delivered");
+    assert_eq!(
+        json["conversations"][0]["sessions"][0]["local_started_at"],
+        "2026-02-01T03:00:00+07:00"
+    );
+}
+
+#[test]
+fn a_standard_session_reopens_24_hours_or_more_after_the_previous_message() {
+    let explanation = explain_events(&[
+        inbound("u1", "Mon 10:00").on("instagram").kind("ad_click"),
+        inbound("u2", "Tue 10:00").on("instagram"),
+    ]);
+    let c = only(&explanation);
+    assert_eq!(actions(c), vec![("u1", "opened"), ("u2", "opened")]);
+    assert!(
+        c.messages[0]
+            .why
+            .contains("the customer's first inbound event, of kind ad_click"),
+        "{}",
+        c.messages[0].why
+    );
+    assert!(
+        c.messages[1]
+            .why
+            .contains("24 hours or more after their previous message at 2024-01-01T10:00:00Z"),
+        "{}",
+        c.messages[1].why
+    );
 }
