@@ -20,6 +20,7 @@ pub mod partition;
 pub mod progress;
 pub mod rates;
 pub mod rating;
+pub mod report;
 pub mod schema;
 pub mod sessions;
 pub mod write;

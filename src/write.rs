@@ -161,6 +161,8 @@ pub struct Staging {
     dir: PathBuf,
     sessions: TableWriter,
     violations: TableWriter,
+    /// What `report.html` charts of the sessions and violations.
+    tally: crate::report::Tally,
     finished: bool,
 }
 
@@ -175,6 +177,7 @@ impl Staging {
             sessions: TableWriter::new(&dir, SESSIONS_FILE),
             violations: TableWriter::new(&dir, VIOLATIONS_FILE),
             dir,
+            tally: Default::default(),
             finished: false,
         };
         staging.sessions.open()?;
@@ -189,6 +192,7 @@ impl Staging {
 
     /// Appends sessions and violations, in output order.
     pub fn append(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
+        self.tally.add(sessions, violations)?;
         self.sessions.append(sessions)?;
         self.violations.append(violations)
     }
@@ -214,6 +218,13 @@ impl Staging {
         if let Some(rejects) = rejects {
             written.push(write_parquet(&dir, REJECTS_FILE, rejects)?);
         }
+        let report = crate::report::render(&manifest, &invoices.invoices, &self.tally);
+        written.push(write_bytes(
+            &dir,
+            crate::report::REPORT_FILE,
+            report.as_bytes(),
+            0,
+        )?);
         let mut manifest = manifest;
         manifest.outputs = written.clone();
         write_json(&dir, MANIFEST_FILE, &manifest)?;

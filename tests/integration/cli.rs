@@ -215,7 +215,8 @@ fn an_explicit_run_writes_every_output_with_the_spec_columns() {
             "invoice_lines.csv",
             "invoices.parquet",
             "invoices/2024-01/acme.json",
-            "invoices_issued.parquet"
+            "invoices_issued.parquet",
+            "report.html"
         ]
     );
     assert_eq!(manifest["outputs"][0]["rows"], 4);

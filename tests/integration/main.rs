@@ -14,6 +14,7 @@ mod property;
 mod rates;
 mod reference;
 mod rejects;
+mod report;
 mod rules;
 mod sample_data;
 mod support;

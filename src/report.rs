@@ -1,0 +1,494 @@
+//! `report.html`: the run's outputs summed up for people (finance, account managers), as one
+//! self-contained page: no scripts, fonts, styles or images from elsewhere, so it opens from a
+//! mail attachment or a file share. Charts are SVG drawn by `plotters`, inline.
+//!
+//! The page holds no wall-clock time: the same run gives the same bytes. Each chart is a
+//! `<figure>` with `data-chart`, `data-series` and `data-points` attributes, one `<polyline>`
+//! per series, and the same numbers in a table beneath it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use polars::prelude::*;
+use rust_decimal::Decimal;
+
+use crate::error::Result;
+use crate::rating::Invoice;
+use crate::schema::{self, DAY_NS};
+use crate::write::Manifest;
+
+/// The file's name in the output folder.
+pub const REPORT_FILE: &str = "report.html";
+
+/// Accounts shown in the chart of quota against allowance and in the top list.
+pub const TOP_ACCOUNTS: usize = 15;
+
+/// Counts of the sessions and violations a run writes, gathered as they are written.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Period → (UTC day from the epoch, `channel / initiation`) → sessions started that day.
+    pub sessions: BTreeMap<String, BTreeMap<(i64, String), u64>>,
+    /// Period → (UTC day, reason) → violations.
+    pub violations: BTreeMap<String, BTreeMap<(i64, String), u64>>,
+}
+
+impl Tally {
+    /// Adds a piece of `sessions.parquet` and of `violations.parquet`.
+    pub fn add(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
+        let starts = sessions
+            .column("started_at")?
+            .to_physical_repr()
+            .i64()?
+            .clone();
+        let channels = sessions.column(schema::CHANNEL)?.str()?;
+        let initiations = sessions.column("initiation")?.str()?;
+        let periods = sessions.column("period")?.str()?;
+        for (((start, channel), initiation), period) in starts
+            .iter()
+            .zip(channels.iter())
+            .zip(initiations.iter())
+            .zip(periods.iter())
+        {
+            let (Some(start), Some(channel), Some(initiation), Some(period)) =
+                (start, channel, initiation, period)
+            else {
+                continue;
+            };
+            *self
+                .sessions
+                .entry(period.to_string())
+                .or_default()
+                .entry((
+                    start.div_euclid(DAY_NS),
+                    format!("{channel} / {initiation}"),
+                ))
+                .or_default() += 1;
+        }
+        let times = violations
+            .column(schema::TIMESTAMP)?
+            .to_physical_repr()
+            .i64()?
+            .clone();
+        let reasons = violations.column("reason")?.str()?;
+        let periods = violations.column("period")?.str()?;
+        for ((time, reason), period) in times.iter().zip(reasons.iter()).zip(periods.iter()) {
+            if let (Some(time), Some(reason), Some(period)) = (time, reason, period) {
+                *self
+                    .violations
+                    .entry(period.to_string())
+                    .or_default()
+                    .entry((time.div_euclid(DAY_NS), reason.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The page, from what the run wrote: its manifest, its invoices (with their lines) and the
+/// tally of its sessions and violations.
+pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> String {
+    let mut page = String::new();
+    page.push_str(HEAD);
+    let _ = write!(
+        page,
+        "<h1>convbill report</h1>\n<p class=\"meta\">{} {} &middot; rule set {} &middot; rate card {} &middot; input <code>{}</code></p>\n",
+        esc(manifest.program.name),
+        esc(manifest.program.version),
+        esc(manifest.rule_set),
+        esc(&manifest.rate_card.source),
+        esc(&manifest.input.path),
+    );
+    totals_section(&mut page, manifest, invoices);
+    let mut by_period: BTreeMap<&str, Vec<&Invoice>> = BTreeMap::new();
+    for invoice in invoices {
+        by_period.entry(&invoice.period).or_default().push(invoice);
+    }
+    let empty = BTreeMap::new();
+    for (period, list) in by_period {
+        let _ = writeln!(page, "<h2 id=\"period-{0}\">Period {0}</h2>", esc(period));
+        page.push_str("<h3>Sessions per day, by channel and initiation</h3>\n");
+        page.push_str(&line_chart(
+            &format!("sessions-{period}"),
+            "sessions started per UTC day",
+            tally.sessions.get(period).unwrap_or(&empty),
+        ));
+        page.push_str("<h3>Violations per day, by reason</h3>\n");
+        page.push_str(&line_chart(
+            &format!("violations-{period}"),
+            "violations per UTC day",
+            tally.violations.get(period).unwrap_or(&empty),
+        ));
+        quota_section(&mut page, period, list);
+    }
+    invoices_section(&mut page, invoices);
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+const HEAD: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>convbill report</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
+h1 { margin-bottom: 0.2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+.meta { color: #555; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+thead th { background: #f3f3f3; }
+figure { margin: 0.5em 0; }
+figure svg { max-width: 100%; height: auto; }
+.legend span { display: inline-block; width: 1em; height: 0.6em; margin: 0 0.3em 0 1em; }
+details { margin: 0.2em 0; }
+</style>
+</head>
+<body>
+"#;
+
+/// HTML text: `&`, `<`, `>` and `"` escaped.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The anchor of an invoice's lines.
+fn anchor(invoice_id: &str) -> String {
+    format!("invoice-{}", esc(invoice_id))
+}
+
+/// The totals per period, then the run's input counts.
+fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) {
+    #[derive(Default)]
+    struct Sums {
+        invoices: u64,
+        sessions: i64,
+        billable: i64,
+        quota: i64,
+        amounts: BTreeMap<String, Decimal>,
+    }
+    let mut periods: BTreeMap<&str, Sums> = BTreeMap::new();
+    for invoice in invoices {
+        let sums = periods.entry(&invoice.period).or_default();
+        sums.invoices += 1;
+        sums.sessions += invoice.totals.sessions;
+        sums.billable += invoice.totals.billable_sessions;
+        sums.quota += invoice.totals.quota;
+        *sums.amounts.entry(invoice.currency.clone()).or_default() += invoice.totals.amount;
+    }
+    page.push_str("<h2>Totals</h2>\n<table id=\"totals\">\n<thead><tr><th>period</th><th>invoices</th><th>sessions</th><th>billable</th><th>quota</th><th>amount</th></tr></thead>\n<tbody>\n");
+    for (period, sums) in &periods {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(period),
+            sums.invoices,
+            sums.sessions,
+            sums.billable,
+            sums.quota,
+            amounts(&sums.amounts),
+        );
+    }
+    let summary = &manifest.invoices;
+    let _ = writeln!(
+        page,
+        "</tbody>\n<tfoot><tr><th>all</th><td id=\"total-invoices\">{}</td><td id=\"total-sessions\">{}</td><td>{}</td><td id=\"total-quota\">{}</td><td id=\"total-amount\">{}</td></tr></tfoot>\n</table>",
+        summary.invoices,
+        manifest.sessions.sessions,
+        periods.values().map(|s| s.billable).sum::<i64>(),
+        summary.quota,
+        amounts(&summary.amounts),
+    );
+    let stats = &manifest.input.stats;
+    let _ = writeln!(
+        page,
+        "<table id=\"input\">\n<tbody>\n<tr><td>messages read</td><td id=\"rows-read\">{}</td></tr>\n<tr><td>duplicates dropped</td><td id=\"duplicates\">{}</td></tr>\n<tr><td>rows rejected</td><td id=\"rejected\">{}</td></tr>\n<tr><td>violations</td><td id=\"violations\">{}</td></tr>\n</tbody>\n</table>",
+        stats.rows_read, stats.duplicates_dropped, stats.rows_rejected, manifest.sessions.violations,
+    );
+}
+
+/// Amounts per currency as text: `12.50 EUR, 3.00 USD`.
+fn amounts(amounts: &BTreeMap<String, Decimal>) -> String {
+    let parts: Vec<String> = amounts
+        .iter()
+        .map(|(currency, amount)| format!("{amount} {}", esc(currency)))
+        .collect();
+    parts.join(", ")
+}
+
+/// A line chart of `counts` ((day, series) → count): one line per series over the days that
+/// have any count, then the numbers as a table.
+fn line_chart(id: &str, caption: &str, counts: &BTreeMap<(i64, String), u64>) -> String {
+    let days: Vec<i64> = counts
+        .keys()
+        .map(|(day, _)| *day)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for ((day, name), count) in counts {
+        let values = series
+            .entry(name.as_str())
+            .or_insert_with(|| vec![0; days.len()]);
+        let at = days.binary_search(day).expect("a day of the counts");
+        values[at] = *count;
+    }
+    let mut out = format!(
+        "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\">\n",
+        series.len(),
+        days.len()
+    );
+    if days.is_empty() {
+        out.push_str("<figcaption>none</figcaption>\n</figure>\n");
+        return out;
+    }
+    let top = series.values().flatten().copied().max().unwrap_or(0).max(1);
+    let (first, last) = (days[0], days[days.len() - 1]);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
+        root.fill(&WHITE).expect("drawing into a string");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(first..last.max(first + 1), 0..top + top / 10 + 1)
+            .expect("a chart's ranges are not empty");
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|day| day_name(*day))
+            .draw()
+            .expect("drawing into a string");
+        for (i, values) in series.values().enumerate() {
+            let points: Vec<(i64, u64)> =
+                days.iter().copied().zip(values.iter().copied()).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))
+                .expect("drawing into a string");
+            // A dot on each day: a series of one day is seen too.
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color(i).filled())),
+                )
+                .expect("drawing into a string");
+        }
+        root.present().expect("drawing into a string");
+    }
+    out.push_str(&svg);
+    out.push_str("\n<figcaption class=\"legend\">");
+    for (i, name) in series.keys().enumerate() {
+        let c = color(i);
+        let _ = write!(
+            out,
+            "<span style=\"background: rgb({}, {}, {})\"></span>{}",
+            c.0,
+            c.1,
+            c.2,
+            esc(name)
+        );
+    }
+    out.push_str("</figcaption>\n</figure>\n<details><summary>the numbers</summary>\n<table>\n<thead><tr><th>day (UTC)</th>");
+    for name in series.keys() {
+        let _ = write!(out, "<th>{}</th>", esc(name));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for (at, day) in days.iter().enumerate() {
+        let _ = write!(out, "<tr><td>{}</td>", day_name(*day));
+        for values in series.values() {
+            let _ = write!(out, "<td>{}</td>", values[at]);
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n</details>\n");
+    out
+}
+
+/// The i-th series' colour.
+fn color(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// A day from the epoch as `YYYY-MM-DD`.
+fn day_name(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// The period's accounts with the most quota against their allowance (a bar chart), and
+/// the same accounts by amount.
+fn quota_section(page: &mut String, period: &str, mut list: Vec<&Invoice>) {
+    let _ = writeln!(
+        page,
+        "<h3>Quota against allowance: the {TOP_ACCOUNTS} accounts with the most quota</h3>"
+    );
+    list.sort_by(|a, b| {
+        b.totals
+            .quota
+            .cmp(&a.totals.quota)
+            .then(a.account_id.cmp(&b.account_id))
+    });
+    list.truncate(TOP_ACCOUNTS);
+    page.push_str(&bar_chart(&format!("quota-{period}"), &list));
+    let mut by_amount = list.clone();
+    by_amount.sort_by(|a, b| {
+        b.totals
+            .amount
+            .cmp(&a.totals.amount)
+            .then(a.account_id.cmp(&b.account_id))
+    });
+    page.push_str("<h3>Top accounts by amount</h3>\n<table class=\"top\">\n<thead><tr><th>account</th><th>sessions</th><th>quota</th><th>allowance</th><th>overage</th><th>amount</th></tr></thead>\n<tbody>\n");
+    for invoice in by_amount {
+        let _ = writeln!(
+            page,
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+            anchor(&invoice.invoice_id),
+            esc(&invoice.account_id),
+            invoice.totals.sessions,
+            invoice.totals.quota,
+            invoice.allowance,
+            invoice.totals.overage_quota,
+            invoice.totals.amount,
+            esc(&invoice.currency),
+        );
+    }
+    page.push_str("</tbody>\n</table>\n");
+}
+
+/// Quota and allowance of each account, as two bars side by side (`data-series` 2, a point
+/// per account).
+fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
+    let mut out = format!(
+        "<figure data-chart=\"{id}\" data-series=\"2\" data-points=\"{}\">\n",
+        accounts.len()
+    );
+    if accounts.is_empty() {
+        out.push_str("<figcaption>none</figcaption>\n</figure>\n");
+        return out;
+    }
+    let series: [(&str, Vec<i64>); 2] = [
+        ("quota", accounts.iter().map(|i| i.totals.quota).collect()),
+        ("allowance", accounts.iter().map(|i| i.allowance).collect()),
+    ];
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v)
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let names: Vec<String> = accounts.iter().map(|i| i.account_id.clone()).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
+        root.fill(&WHITE).expect("drawing into a string");
+        let n = accounts.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5..n - 0.5, 0.0..top * 1.1)
+            .expect("a chart's ranges are not empty");
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(accounts.len())
+            .x_label_formatter(&|x| {
+                let rank = x.round();
+                match (rank - x).abs() < 1e-6 && rank >= 0.0 {
+                    true => names.get(rank as usize).cloned().unwrap_or_default(),
+                    false => String::new(),
+                }
+            })
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .expect("drawing into a string");
+        for (i, (_, values)) in series.iter().enumerate() {
+            let offset = i as f64 * 0.4 - 0.4;
+            chart
+                .draw_series(values.iter().enumerate().map(|(rank, value)| {
+                    let x = rank as f64 + offset;
+                    Rectangle::new([(x, 0.0), (x + 0.4, *value as f64)], color(i).filled())
+                }))
+                .expect("drawing into a string");
+        }
+        root.present().expect("drawing into a string");
+    }
+    out.push_str(&svg);
+    out.push_str("\n<figcaption class=\"legend\">");
+    for (i, (name, _)) in series.iter().enumerate() {
+        let c = color(i);
+        let _ = write!(
+            out,
+            "<span style=\"background: rgb({}, {}, {})\"></span>{name}",
+            c.0, c.1, c.2
+        );
+    }
+    out.push_str("</figcaption>\n</figure>\n");
+    out
+}
+
+/// Every invoice, with its lines under an anchor.
+fn invoices_section(page: &mut String, invoices: &[Invoice]) {
+    let _ = writeln!(
+        page,
+        "<h2>Invoices</h2>\n<p>{} invoices; each opens to its lines.</p>",
+        invoices.len()
+    );
+    for invoice in invoices {
+        let _ = writeln!(
+            page,
+            "<details id=\"{}\"><summary>{} &middot; {} &middot; {} &middot; {} sessions, quota {} of {} allowed, {} {}</summary>",
+            anchor(&invoice.invoice_id),
+            esc(&invoice.account_id),
+            esc(&invoice.period),
+            invoice.status,
+            invoice.totals.sessions,
+            invoice.totals.quota,
+            invoice.allowance,
+            invoice.totals.amount,
+            esc(&invoice.currency),
+        );
+        let _ = writeln!(
+            page,
+            "<table class=\"lines\">\n<thead><tr><th>channel / initiation / price version</th><th>sessions</th><th>billable</th><th>quota</th><th>overage</th><th>unit price</th><th>amount</th></tr></thead>\n<tbody>"
+        );
+        for line in &invoice.lines {
+            let _ = writeln!(
+                page,
+                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&line.channel),
+                esc(&line.initiation),
+                esc(&line.price_version),
+                line.sessions,
+                line.billable_sessions,
+                line.quota,
+                line.overage_quota,
+                line.unit_price,
+                line.amount,
+            );
+        }
+        page.push_str("</tbody>\n</table>\n</details>\n");
+    }
+}

@@ -1,0 +1,235 @@
+//! `report.html`: self-contained, the manifest's totals, and charts that a real browser
+//! (Debian's headless `chromium`, which `.ci/run` installs) renders without errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cli::convbill;
+
+/// Runs the bundled sample with its rate card into `dir/out`; the output folder.
+fn sample_run(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("out");
+    convbill()
+        .current_dir(root)
+        .args([
+            "run",
+            "--input",
+            "sample-data",
+            "--rates",
+            "sample-data/rates.toml",
+            "-q",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    out
+}
+
+/// The text of the element with `id` in `html` (`<td id="ID">TEXT</td>`).
+fn by_id<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no element {id}"))
+        + id.len()
+        + 6;
+    &html[start..start + html[start..].find('<').unwrap()]
+}
+
+/// Each chart's (name, series, points) from its `<figure>`, and the figure's markup.
+fn figures(html: &str) -> Vec<(String, usize, usize, String)> {
+    html.split("<figure ")
+        .skip(1)
+        .map(|rest| {
+            let figure = &rest[..rest.find("</figure>").unwrap()];
+            let attribute = |name: &str| -> String {
+                let start = figure.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                figure[start..start + figure[start..].find('"').unwrap()].to_string()
+            };
+            (
+                attribute("data-chart"),
+                attribute("data-series").parse().unwrap(),
+                attribute("data-points").parse().unwrap(),
+                figure.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The number of points of each series' line in a chart's markup (the mesh's lines are
+/// thinner).
+fn series_lines(figure: &str) -> Vec<usize> {
+    figure
+        .split("stroke-width=\"2\" points=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].split_whitespace().count())
+        .collect()
+}
+
+#[test]
+fn a_run_writes_a_self_contained_report_with_the_manifests_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    // Nothing from elsewhere: it opens from a mail attachment. (SVG's namespace is a name,
+    // not an address anything is fetched from.)
+    let fetched = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    for outside in [
+        "http://", "https://", "<script", "<link", "src=", "@import", "url(",
+    ] {
+        assert!(!fetched.contains(outside), "{outside} in report.html");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let number = |v: &serde_json::Value| v.as_u64().unwrap().to_string();
+    assert_eq!(
+        by_id(&html, "total-invoices"),
+        number(&manifest["invoices"]["invoices"])
+    );
+    assert_eq!(
+        by_id(&html, "total-sessions"),
+        number(&manifest["sessions"]["sessions"])
+    );
+    assert_eq!(
+        by_id(&html, "total-quota"),
+        number(&manifest["invoices"]["quota"])
+    );
+    assert_eq!(
+        by_id(&html, "violations"),
+        number(&manifest["sessions"]["violations"])
+    );
+    let stats = &manifest["input"];
+    assert_eq!(by_id(&html, "rows-read"), number(&stats["rows_read"]));
+    assert_eq!(
+        by_id(&html, "duplicates"),
+        number(&stats["duplicates_dropped"])
+    );
+    let amounts: Vec<String> = manifest["invoices"]["amounts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(currency, amount)| format!("{} {currency}", amount.as_str().unwrap()))
+        .collect();
+    assert_eq!(by_id(&html, "total-amount"), amounts.join(", "));
+    // Every invoice has its anchor.
+    let invoices = std::fs::read_dir(out.join("invoices")).unwrap().count();
+    assert!(invoices > 0);
+    assert_eq!(
+        html.matches("<details id=\"invoice-").count() as u64,
+        manifest["invoices"]["invoices"].as_u64().unwrap()
+    );
+    // The manifest lists it, with its checksum, and a rerun writes the same bytes.
+    let listed = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["path"] == "report.html");
+    assert!(listed, "{}", manifest["outputs"]);
+    let again = sample_run(&dir.path().join("again"));
+    assert_eq!(
+        html,
+        std::fs::read_to_string(again.join("report.html")).unwrap()
+    );
+}
+
+#[test]
+fn every_chart_has_a_line_per_series_and_a_dot_per_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = std::fs::read_to_string(sample_run(dir.path()).join("report.html")).unwrap();
+    let figures = figures(&html);
+    // Per period: sessions per day, violations per day, quota against allowance.
+    assert!(
+        figures.iter().any(|f| f.0 == "sessions-2026-10"),
+        "{figures:?}"
+    );
+    for (name, series, points, figure) in &figures {
+        if figure.contains("<figcaption>none</figcaption>") {
+            assert_eq!((*series, *points), (0, 0), "{name}");
+            continue;
+        }
+        assert!(*series > 0 && *points > 0, "{name}");
+        if name.starts_with("quota-") {
+            continue;
+        }
+        let lines = series_lines(figure);
+        assert_eq!(lines.len(), *series, "{name}");
+        assert!(lines.iter().all(|l| l == points), "{name}: {lines:?}");
+        assert_eq!(figure.matches("<circle").count(), series * points, "{name}");
+    }
+    let october = figures.iter().find(|f| f.0 == "sessions-2026-10").unwrap();
+    // Four kinds of session (two WhatsApp initiations, Messenger, Instagram) over October's days.
+    assert_eq!(october.1, 4);
+    assert!(october.2 >= 28, "{}", october.2);
+}
+
+/// Chromium, headless, on a file: its DOM and its log.
+fn chromium(args: &[&str], page: &Path) -> (String, String) {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(["--enable-logging=stderr", "--v=0"])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (Debian's `chromium` package; .ci/run installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn chromium_renders_the_report_with_its_charts_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let page = out.join("report.html");
+    let written = std::fs::read_to_string(&page).unwrap();
+    let (dom, log) = chromium(&["--dump-dom"], &page);
+    assert!(!log.contains("CONSOLE"), "{log}");
+    assert!(!log.contains("Uncaught"), "{log}");
+    // The browser read the whole page: the same charts, series, points and totals.
+    let shown = figures(&dom);
+    let expected = figures(&written);
+    assert_eq!(shown.len(), expected.len());
+    for (shown, expected) in shown.iter().zip(&expected) {
+        assert_eq!(
+            (&shown.0, shown.1, shown.2),
+            (&expected.0, expected.1, expected.2)
+        );
+        assert_eq!(series_lines(&shown.3), series_lines(&expected.3));
+        assert_eq!(
+            shown.3.matches("<circle").count(),
+            expected.3.matches("<circle").count()
+        );
+    }
+    for id in [
+        "total-invoices",
+        "total-sessions",
+        "total-quota",
+        "total-amount",
+        "violations",
+    ] {
+        assert_eq!(by_id(&dom, id), by_id(&written, id), "{id}");
+    }
+    // And it draws: a screenshot of the page is a PNG of the window's size.
+    let png = dir.path().join("report.png");
+    let screenshot = format!("--screenshot={}", png.display());
+    chromium(&[&screenshot, "--window-size=1100,3000"], &page);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let (width, height) = (
+        u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+        u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+    );
+    assert_eq!((width, height), (1100, 3000));
+}
