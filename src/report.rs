@@ -34,53 +34,57 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Adds a piece of `sessions.parquet` and of `violations.parquet`.
+    /// Adds a piece of `sessions.parquet` and of `violations.parquet`. Rows are counted by
+    /// their borrowed strings first: one owned key per distinct day and series, not per row.
     pub fn add(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
-        let starts = sessions
-            .column("started_at")?
-            .to_physical_repr()
-            .i64()?
-            .clone();
+        let starts = sessions.column("started_at")?.to_physical_repr();
+        let starts = starts.i64()?;
         let channels = sessions.column(schema::CHANNEL)?.str()?;
         let initiations = sessions.column("initiation")?.str()?;
         let periods = sessions.column("period")?.str()?;
+        let mut counts: PlHashMap<(&str, i64, &str, &str), u64> = PlHashMap::default();
         for (((start, channel), initiation), period) in starts
             .iter()
             .zip(channels.iter())
             .zip(initiations.iter())
             .zip(periods.iter())
         {
-            let (Some(start), Some(channel), Some(initiation), Some(period)) =
+            if let (Some(start), Some(channel), Some(initiation), Some(period)) =
                 (start, channel, initiation, period)
-            else {
-                continue;
-            };
+            {
+                let day = start.div_euclid(DAY_NS);
+                *counts
+                    .entry((period, day, channel, initiation))
+                    .or_default() += 1;
+            }
+        }
+        for ((period, day, channel, initiation), n) in counts {
             *self
                 .sessions
                 .entry(period.to_string())
                 .or_default()
-                .entry((
-                    start.div_euclid(DAY_NS),
-                    format!("{channel} / {initiation}"),
-                ))
-                .or_default() += 1;
+                .entry((day, format!("{channel} / {initiation}")))
+                .or_default() += n;
         }
-        let times = violations
-            .column(schema::TIMESTAMP)?
-            .to_physical_repr()
-            .i64()?
-            .clone();
+        let times = violations.column(schema::TIMESTAMP)?.to_physical_repr();
+        let times = times.i64()?;
         let reasons = violations.column("reason")?.str()?;
         let periods = violations.column("period")?.str()?;
+        let mut counts: PlHashMap<(&str, i64, &str), u64> = PlHashMap::default();
         for ((time, reason), period) in times.iter().zip(reasons.iter()).zip(periods.iter()) {
             if let (Some(time), Some(reason), Some(period)) = (time, reason, period) {
-                *self
-                    .violations
-                    .entry(period.to_string())
-                    .or_default()
-                    .entry((time.div_euclid(DAY_NS), reason.to_string()))
+                *counts
+                    .entry((period, time.div_euclid(DAY_NS), reason))
                     .or_default() += 1;
             }
+        }
+        for ((period, day, reason), n) in counts {
+            *self
+                .violations
+                .entry(period.to_string())
+                .or_default()
+                .entry((day, reason.to_string()))
+                .or_default() += n;
         }
         Ok(())
     }
