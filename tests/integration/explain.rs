@@ -38,6 +38,31 @@ fn actions(c: &Conversation) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The explanation of the article's scenario 2 (account `article-demo`, its first user) and
+/// the id of its first session.
+fn scenario_2_and_its_first_session() -> (Explanation, String) {
+    let mut selection = account("article-demo");
+    selection.user = Some("6281200000001".into());
+    let whole = explained(&sample(), &selection);
+    let first = only(&whole).sessions[0].session_id.clone();
+    (whole, first)
+}
+
+/// Explains a customer message at 19:00 UTC on 31 January 2026 and a reply an hour later,
+/// of acct-0000, which the sample card bills in Jakarta time (UTC+7).
+fn explain_in_jakarta(message: &str, reply_id: &str) -> Explanation {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound(message, "2026-01-31 19:00").account("acct-0000"),
+            reply(reply_id, "2026-01-31 20:00").account("acct-0000"),
+        ],
+    );
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    explain::explain(&log, &account("acct-0000"), Some(&card)).unwrap()
+}
+
 fn only(explanation: &Explanation) -> &Conversation {
     assert_eq!(explanation.conversations.len(), 1, "{explanation:#?}");
     &explanation.conversations[0]
@@ -352,18 +377,9 @@ fn the_command_prints_the_timeline_and_fails_clearly() {
 
 #[test]
 fn times_are_shown_in_the_accounts_zone_and_sessions_in_its_period() {
-    // acct-0000 is billed in Jakarta time (UTC+7) by the sample card: 20:00 UTC on
-    // 31 January 2026 is 03:00 on 1 February there, so the session is February's.
-    let dir = tempfile::tempdir().unwrap();
-    let log = write_log(
-        dir.path(),
-        &[
-            inbound("u1", "2026-01-31 19:00").account("acct-0000"),
-            reply("r1", "2026-01-31 20:00").account("acct-0000"),
-        ],
-    );
-    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
-    let explanation = explain::explain(&log, &account("acct-0000"), Some(&card)).unwrap();
+    // 20:00 UTC on 31 January 2026 is 03:00 on 1 February in Jakarta, so the session is
+    // February's.
+    let explanation = explain_in_jakarta("u1", "r1");
     let c = only(&explanation);
     assert_eq!(c.time_zone, "Asia/Jakarta");
     assert_eq!(c.messages[1].time, "2026-01-31T20:00:00Z");
@@ -482,10 +498,7 @@ fn days_without_messages_say_so_and_fail() {
 
 #[test]
 fn the_short_session_id_the_text_shows_finds_the_session_and_marks_it() {
-    let mut selection = account("article-demo");
-    selection.user = Some("6281200000001".into());
-    let whole = explained(&sample(), &selection);
-    let first = only(&whole).sessions[0].session_id.clone();
+    let (whole, first) = scenario_2_and_its_first_session();
     let text = explain::render(&whole, Format::Text).unwrap();
     assert!(text.contains(&format!("opened session {}", &first[..12])));
     // The 12 characters shown find it; --from after its day still shows it.
@@ -525,10 +538,7 @@ fn the_short_session_id_the_text_shows_finds_the_session_and_marks_it() {
 
 #[test]
 fn a_message_id_with_its_session_id_marks_the_message_even_when_it_joined() {
-    let mut selection = account("article-demo");
-    selection.user = Some("6281200000001".into());
-    let whole = explained(&sample(), &selection);
-    let first = only(&whole).sessions[0].session_id.clone();
+    let (_, first) = scenario_2_and_its_first_session();
     let both = Selection {
         message_id: Some("s1-u2".into()),
         session_id: Some(first),
@@ -552,17 +562,8 @@ fn a_message_id_with_its_session_id_marks_the_message_even_when_it_joined() {
 
 #[test]
 fn long_ids_in_a_zone_other_than_utc_stay_within_100_columns() {
-    let dir = tempfile::tempdir().unwrap();
     let long = "wamid.HBgNNjI4MTIwMDAwMDAwMRUCABIYFjNFQjBDMEFGOTZBRjVCRjQ3MjlGNkEA";
-    let log = write_log(
-        dir.path(),
-        &[
-            inbound(long, "2026-01-31 19:00").account("acct-0000"),
-            reply(&format!("{long}-r"), "2026-01-31 20:00").account("acct-0000"),
-        ],
-    );
-    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
-    let explanation = explain::explain(&log, &account("acct-0000"), Some(&card)).unwrap();
+    let explanation = explain_in_jakarta(long, &format!("{long}-r"));
     let text = explain::render(&explanation, Format::Text).unwrap();
     assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     // Sessions show the account's zone beside UTC, as messages do.
