@@ -612,8 +612,14 @@ pub(crate) fn write_invoice(dir: &Path, invoice: &Invoice) -> Result<WrittenFile
     )
 }
 
+/// Characters of an encoded account id kept in a file name before it is shortened.
+const FILE_NAME_KEPT: usize = 160;
+
 /// An account id as a safe file name: ASCII letters, digits, `-` and `_` stay, every other
-/// byte becomes `%XX` (so `.`, `/` and `%` cannot escape the folder or collide).
+/// byte becomes `%XX` (so `.`, `/` and `%` cannot escape the folder or collide). A name longer
+/// than [`FILE_NAME_KEPT`] characters (file systems allow 255 bytes) keeps its first ones and
+/// ends in `~` and 16 hex digits of the id's SHA-256: `~` is never written as itself, so such a
+/// name cannot be another account's.
 pub fn file_name_for(account_id: &str) -> String {
     let mut name = String::with_capacity(account_id.len());
     for byte in account_id.bytes() {
@@ -625,6 +631,15 @@ pub fn file_name_for(account_id: &str) -> String {
     }
     if name.is_empty() {
         name.push_str("%00");
+    }
+    if name.len() > FILE_NAME_KEPT {
+        // Cut before a `%XX` that would straddle the limit.
+        let mut cut = FILE_NAME_KEPT;
+        while name[..cut].ends_with('%') || name[..cut - 1].ends_with('%') {
+            cut -= 1;
+        }
+        let digest = Sha256::digest(account_id.as_bytes());
+        name = format!("{}~{}", &name[..cut], hex::encode(&digest[..8]));
     }
     name
 }
@@ -639,6 +654,23 @@ mod tests {
         assert_eq!(file_name_for("../etc"), "%2E%2E%2Fetc");
         assert_eq!(file_name_for("a b%"), "a%20b%25");
         assert_eq!(file_name_for(""), "%00");
+        // Long ids keep their start and a hash of the whole id, within the file system's
+        // 255 bytes, never cutting a `%XX`.
+        for long in [
+            "a".repeat(300),
+            "<&>".repeat(100),
+            format!("{}é", "b".repeat(159)),
+        ] {
+            let name = file_name_for(&long);
+            assert!(name.len() + ".json".len() <= 255, "{name}");
+            let (start, hash) = name.rsplit_once('~').unwrap();
+            assert_eq!(hash.len(), 16);
+            assert!(!start.ends_with('%') && !start[..start.len() - 1].ends_with('%'));
+        }
+        assert_ne!(
+            file_name_for(&"a".repeat(300)),
+            file_name_for(&"a".repeat(301))
+        );
     }
 
     fn table_bytes(pieces: &[(i64, i64)], row_group_rows: usize) -> Vec<u8> {

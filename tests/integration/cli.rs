@@ -442,3 +442,36 @@ fn an_empty_log_gives_empty_outputs_not_an_error() {
     );
     assert!(!out.join("invoices").exists());
 }
+
+#[test]
+fn an_account_id_too_long_for_a_file_name_is_billed_under_a_shortened_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "<&>".repeat(40) + &"x".repeat(200);
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("u1", "Mon 10:00").account(&long),
+            reply("r1", "Mon 10:05").account(&long),
+        ],
+    );
+    let out = dir.path().join("out");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let names: Vec<String> = std::fs::read_dir(out.join("invoices/2024-01"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert!(names[0].starts_with("%3C%26%3E"), "{names:?}");
+    assert!(names[0].contains('~') && names[0].len() <= 255, "{names:?}");
+    let invoice: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("invoices/2024-01").join(&names[0])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(invoice["account_id"], long.as_str());
+}
