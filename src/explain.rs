@@ -218,9 +218,13 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         true => {
             let keys = conversations_of(&mut source, selection, session_prefix.as_deref())?;
             if keys.len() > 1 {
+                let how = match &session_prefix {
+                    Some(_) => "give more of the session id, or name the conversation with",
+                    None => "name one with",
+                };
                 return Err(Error::Explain {
                     problem: format!(
-                        "{} is used in {} conversations; name one with --account (and --user, --channel or --business):",
+                        "{} is used in {} conversations; {how} --account (and --user, --channel or --business):",
                         selection.describe(),
                         keys.len()
                     ),
@@ -250,6 +254,17 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         return Err(nothing());
     }
     let frame = load::concat_frames(pieces)?;
+    if let (Some(id), Some(_)) = (&selection.message_id, &session_prefix) {
+        if !sessions::strings(&frame, schema::MESSAGE_ID)?.contains(&id.as_str()) {
+            return Err(Error::Explain {
+                problem: format!(
+                    "{}: the message is not in the session's conversation",
+                    selection.describe()
+                ),
+                candidates: Vec::new(),
+            });
+        }
+    }
     let found = keys_of(&frame)?;
     if found.len() > MAX_CONVERSATIONS {
         let mut counts: Vec<(&Key, &u64)> = found.iter().collect();
@@ -297,7 +312,7 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         };
         return Err(Error::Explain {
             problem: format!(
-                "{} has no messages{}{}; its messages are from {} to {} (UTC days)",
+                "{} has no messages{}{}; its first and last messages are on {} and {} (UTC days)",
                 selection.describe(),
                 days("from", selection.from),
                 days("to", selection.to),

@@ -79,7 +79,8 @@ enum Command {
     /// account has several), by `--message-id` or by `--session-id`. The conversations are
     /// derived again from the log, whole, through the same rules as a run. Only the rows of the
     /// selection are read and checked: `convbill run` checks every row. Exits with 2 when
-    /// nothing matches or more than 20 conversations do (listing them), 3 on bad input.
+    /// nothing matches, when a message or session id is used in several conversations or more
+    /// than 20 conversations match (listing them), 3 on bad input.
     Explain(ExplainArgs),
 }
 

@@ -490,7 +490,7 @@ fn days_without_messages_say_so_and_fail() {
     let error = error.to_string();
     assert!(
         error.contains(
-            "has no messages from 2024-02-01; its messages are from 2024-01-01 to 2024-01-02"
+            "has no messages from 2024-02-01; its first and last messages are on 2024-01-01 and 2024-01-02"
         ),
         "{error}"
     );
@@ -553,6 +553,18 @@ fn a_message_id_with_its_session_id_marks_the_message_even_when_it_joined() {
         .map(|m| (m.message_id.as_str(), m.action))
         .collect();
     assert_eq!(selected, [("s1-u2", "joined")]);
+    // A message of another conversation is refused, not ignored.
+    let elsewhere = Selection {
+        message_id: Some("m1-u1".into()),
+        ..both.clone()
+    };
+    let error = explain::explain(&sample(), &elsewhere, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("the message is not in the session's conversation"),
+        "{error}"
+    );
     let text = explain::render(&explanation, Format::Text).unwrap();
     assert!(
         text.contains("  s1-u2  inbound message  <- --message-id"),
