@@ -112,17 +112,33 @@ pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> Strin
     let empty = BTreeMap::new();
     for (period, list) in by_period {
         let _ = writeln!(page, "<h2 id=\"period-{0}\">Period {0}</h2>", esc(period));
+        let sessions = tally.sessions.get(period).unwrap_or(&empty);
+        let violations = tally.violations.get(period).unwrap_or(&empty);
+        // Both charts of a period span the same days: every UTC day from its first session or
+        // violation to its last, a day without any shown as 0.
+        let days = sessions
+            .keys()
+            .chain(violations.keys())
+            .map(|(day, _)| *day)
+            .fold(None, |range: Option<(i64, i64)>, day| match range {
+                None => Some((day, day)),
+                Some((first, last)) => Some((first.min(day), last.max(day))),
+            })
+            .map(|(first, last)| (first..=last).collect::<Vec<i64>>())
+            .unwrap_or_default();
         page.push_str("<h3>Sessions per day, by channel and initiation</h3>\n");
         page.push_str(&line_chart(
             &format!("sessions-{period}"),
-            "sessions started per UTC day",
-            tally.sessions.get(period).unwrap_or(&empty),
+            "sessions started per UTC day (the period is a month in each account's zone)",
+            &days,
+            sessions,
         ));
         page.push_str("<h3>Violations per day, by reason</h3>\n");
         page.push_str(&line_chart(
             &format!("violations-{period}"),
             "violations per UTC day",
-            tally.violations.get(period).unwrap_or(&empty),
+            &days,
+            violations,
         ));
         quota_section(&mut page, period, list);
     }
@@ -227,15 +243,14 @@ fn amounts(amounts: &BTreeMap<String, Decimal>) -> String {
     parts.join(", ")
 }
 
-/// A line chart of `counts` ((day, series) → count): one line per series over the days that
-/// have any count, then the numbers as a table.
-fn line_chart(id: &str, caption: &str, counts: &BTreeMap<(i64, String), u64>) -> String {
-    let days: Vec<i64> = counts
-        .keys()
-        .map(|(day, _)| *day)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+/// A line chart of `counts` ((day, series) → count): one line per series over `days`
+/// (consecutive; a day without a count is 0), then the numbers as a table.
+fn line_chart(
+    id: &str,
+    caption: &str,
+    days: &[i64],
+    counts: &BTreeMap<(i64, String), u64>,
+) -> String {
     let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for ((day, name), count) in counts {
         let values = series
@@ -244,15 +259,16 @@ fn line_chart(id: &str, caption: &str, counts: &BTreeMap<(i64, String), u64>) ->
         let at = days.binary_search(day).expect("a day of the counts");
         values[at] = *count;
     }
+    if series.is_empty() {
+        return format!(
+            "<figure data-chart=\"{id}\" data-series=\"0\" data-points=\"0\">\n<figcaption>none</figcaption>\n</figure>\n"
+        );
+    }
     let mut out = format!(
         "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\">\n",
         series.len(),
         days.len()
     );
-    if days.is_empty() {
-        out.push_str("<figcaption>none</figcaption>\n</figure>\n");
-        return out;
-    }
     let top = series.values().flatten().copied().max().unwrap_or(0).max(1);
     let (first, last) = (days[0], days[days.len() - 1]);
     let mut svg = String::new();
@@ -262,6 +278,7 @@ fn line_chart(id: &str, caption: &str, counts: &BTreeMap<(i64, String), u64>) ->
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 16))
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(30)
             .y_label_area_size(70)
             .build_cartesian_2d(first..last.max(first + 1), 0..top + top / 10 + 1)

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cli::convbill;
+use crate::support::*;
 
 /// Runs the bundled sample with its rate card into `dir/out`; the output folder.
 fn sample_run(dir: &Path) -> PathBuf {
@@ -232,4 +233,69 @@ fn chromium_renders_the_report_with_its_charts_and_totals() {
         u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
     );
     assert_eq!((width, height), (1100, 3000));
+}
+
+#[test]
+fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sessions on Monday and Thursday; a violation on Tuesday.
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("u1", "Mon 10:00"),
+            reply("r1", "Mon 10:05"),
+            reply("r2", "Tue 12:00"),
+            inbound("u2", "Thu 10:00"),
+            reply("r3", "Thu 10:05"),
+        ],
+    );
+    let out = dir.path().join("out");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let figures = figures(&html);
+    let chart = |name: &str| figures.iter().find(|f| f.0 == name).unwrap();
+    let (sessions, violations) = (chart("sessions-2024-01"), chart("violations-2024-01"));
+    // Monday to Thursday, both charts.
+    assert_eq!((sessions.1, sessions.2), (1, 4));
+    assert_eq!((violations.1, violations.2), (1, 4));
+    assert_eq!(series_lines(&sessions.3), [4]);
+    let numbers = |figure: &str| -> Vec<String> {
+        let table = &html[html.find(figure).unwrap()..];
+        let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
+        table
+            .split("<tr>")
+            .skip(1)
+            .map(|row| {
+                row.replace("</td>", " ")
+                    .replace("<td>", "")
+                    .replace("</tr>", "")
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        numbers("data-chart=\"sessions-2024-01\""),
+        [
+            "2024-01-01 1",
+            "2024-01-02 0",
+            "2024-01-03 0",
+            "2024-01-04 1"
+        ]
+    );
+    assert_eq!(
+        numbers("data-chart=\"violations-2024-01\""),
+        [
+            "2024-01-01 0",
+            "2024-01-02 1",
+            "2024-01-03 0",
+            "2024-01-04 0"
+        ]
+    );
 }
