@@ -25,15 +25,54 @@ pub const MAX_CONVERSATIONS: usize = 20;
 /// The shortest prefix of a session id `--session-id` accepts.
 pub const MIN_SESSION_PREFIX: usize = 8;
 
-/// `value` as a shell word: as it is when it needs no quoting, else in single quotes.
+/// `value` as a shell word: as it is when it needs no quoting, in single quotes when it has
+/// no control characters, else in `$'...'` with those written as `\xNN`.
 pub fn quoted(value: &str) -> String {
     let plain = !value.is_empty()
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+=%,".contains(&b));
-    match plain {
-        true => value.to_string(),
-        false => format!("'{}'", value.replace('\'', "'\\''")),
+    if plain {
+        return value.to_string();
+    }
+    if !value.chars().any(char::is_control) {
+        return format!("'{}'", value.replace('\'', "'\\''"));
+    }
+    let mut out = String::from("$'");
+    for c in value.chars() {
+        match c {
+            '\\' | '\'' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {
+                let mut bytes = [0u8; 4];
+                for byte in c.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `flag value` for the shell: `flag=value` when the value starts with `-`, which would
+/// otherwise read as a flag.
+pub fn flag(flag: &str, value: &str) -> String {
+    match value.starts_with('-') {
+        true => format!("{flag}={}", quoted(value)),
+        false => format!("{flag} {}", quoted(value)),
+    }
+}
+
+/// `value` for the terminal: control characters (which could recolour it or move the cursor)
+/// written as `\u{..}`.
+fn printable(value: &str) -> String {
+    match value.chars().any(char::is_control) {
+        false => value.to_string(),
+        true => value.escape_default().to_string(),
     }
 }
 
@@ -64,7 +103,7 @@ impl Selection {
             ("--session-id", &self.session_id),
         ]
         .into_iter()
-        .filter_map(|(flag, value)| value.as_ref().map(|v| format!("{flag} {}", quoted(v))))
+        .filter_map(|(name, value)| value.as_ref().map(|v| flag(name, v)))
         .collect();
         parts.join(" ")
     }
@@ -353,13 +392,13 @@ struct Key {
 
 impl Key {
     fn describe(&self) -> String {
-        format!(
-            "--account {} --channel {} --business {} --user {}",
-            quoted(&self.account),
-            schema::CHANNELS.name_of(self.channel),
-            quoted(&self.business),
-            quoted(&self.user)
-        )
+        [
+            flag("--account", &self.account),
+            flag("--channel", schema::CHANNELS.name_of(self.channel)),
+            flag("--business", &self.business),
+            flag("--user", &self.user),
+        ]
+        .join(" ")
     }
 }
 
@@ -807,7 +846,10 @@ fn text(explanation: &Explanation) -> String {
         }
         out.push_str(&format!(
             "{} / {} / business {} / user {}\n",
-            c.account_id, c.channel, c.business_id, c.user_id
+            printable(&c.account_id),
+            c.channel,
+            printable(&c.business_id),
+            printable(&c.user_id)
         ));
         out.push_str(&format!(
             "{}, {}; times in UTC{}\n\n",
@@ -832,7 +874,11 @@ fn text(explanation: &Explanation) -> String {
             } else {
                 ""
             };
-            let head = format!("{}{local}  {}  {what}{mark}", step.time, step.message_id);
+            let head = format!(
+                "{}{local}  {}  {what}{mark}",
+                step.time,
+                printable(&step.message_id)
+            );
             push_wrapped(&mut out, &head, "", "  ");
             push_wrapped(&mut out, &step.why, "    ", "    ");
         }
@@ -976,4 +1022,46 @@ fn csv_of(explanation: &Explanation) -> Result<String> {
         .into_inner()
         .expect("writing to memory does not fail");
     Ok(String::from_utf8(bytes).expect("CSV of UTF-8 strings"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_written_as_the_shell_reads_them_back() {
+        assert_eq!(flag("--user", "u-1"), "--user u-1");
+        assert_eq!(flag("--user", "a b"), "--user 'a b'");
+        assert_eq!(flag("--user", "it's"), "--user 'it'\\''s'");
+        assert_eq!(flag("--user", "-dash"), "--user=-dash");
+        assert_eq!(flag("--user", "--user"), "--user=--user");
+        assert_eq!(flag("--user", "\u{1b}[31mred"), "--user $'\\x1b[31mred'");
+        assert_eq!(flag("--user", "a\nb'c"), "--user $'a\\x0ab\\'c'");
+        assert_eq!(flag("--user", ""), "--user ''");
+        // bash reads each back as it was.
+        for value in [
+            "u-1",
+            "a b",
+            "it's",
+            "-dash",
+            "\u{1b}[31mred",
+            "a\nb'c\\d",
+            "",
+            "é\t",
+        ] {
+            let output = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", quoted(value)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(output.stdout).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn control_characters_are_not_printed_to_the_terminal() {
+        assert_eq!(printable("user-1"), "user-1");
+        assert_eq!(printable("é ü"), "é ü");
+        assert_eq!(printable("\u{1b}[31mred"), "\\u{1b}[31mred");
+    }
 }
