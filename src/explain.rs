@@ -844,22 +844,25 @@ fn text(explanation: &Explanation) -> String {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&format!(
-            "{} / {} / business {} / user {}\n",
+        let head = format!(
+            "{} / {} / business {} / user {}",
             printable(&c.account_id),
             c.channel,
             printable(&c.business_id),
             printable(&c.user_id)
-        ));
-        out.push_str(&format!(
-            "{}, {}; times in UTC{}\n\n",
+        );
+        push_wrapped(&mut out, &head, "", "  ");
+        let summary = format!(
+            "{}, {}; times in UTC{}",
             count(c.messages.len() as u64, "message"),
             count(c.sessions.len() as u64, "session"),
             match c.time_zone.as_str() {
                 "UTC" | "Etc/UTC" => String::new(),
                 zone => format!(" and in {zone}, the account's billing zone"),
             }
-        ));
+        );
+        push_wrapped(&mut out, &summary, "", "  ");
+        out.push('\n');
         for step in &c.messages {
             let what = match &step.status {
                 None => format!("{} {}", step.direction, step.kind),

@@ -372,14 +372,15 @@ fn quota_section(page: &mut String, period: &str, mut list: Vec<&Invoice>) {
     });
     list.truncate(TOP_ACCOUNTS);
     page.push_str(&bar_chart(&format!("quota-{period}"), &list));
+    // Amounts compare within a currency only.
     let mut by_amount = list.clone();
     by_amount.sort_by(|a, b| {
-        b.totals
-            .amount
-            .cmp(&a.totals.amount)
+        a.currency
+            .cmp(&b.currency)
+            .then(b.totals.amount.cmp(&a.totals.amount))
             .then(a.account_id.cmp(&b.account_id))
     });
-    page.push_str("<h3>Top accounts by amount</h3>\n<table class=\"top\">\n<thead><tr><th>account</th><th>sessions</th><th>quota</th><th>allowance</th><th>overage</th><th>amount</th></tr></thead>\n<tbody>\n");
+    page.push_str("<h3>Those accounts by currency and amount</h3>\n<table class=\"top\">\n<thead><tr><th>account</th><th>sessions</th><th>quota</th><th>allowance</th><th>overage</th><th>amount</th></tr></thead>\n<tbody>\n");
     for invoice in by_amount {
         let _ = writeln!(
             page,
@@ -474,18 +475,25 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
 fn invoices_section(page: &mut String, invoices: &[Invoice]) {
     let _ = writeln!(
         page,
-        "<h2>Invoices</h2>\n<p>{} invoices; each opens to its lines.</p>",
-        invoices.len()
+        "<h2>Invoices</h2>\n<p>{}</p>",
+        match invoices.len() {
+            0 => "No invoices.".to_string(),
+            1 => "1 invoice; it opens to its lines.".to_string(),
+            n => format!("{n} invoices; each opens to its lines."),
+        }
     );
     for invoice in invoices {
         let _ = writeln!(
             page,
-            "<details id=\"{}\"><summary>{} &middot; {} &middot; {} &middot; {} sessions, quota {} of {} allowed, {} {}</summary>",
+            "<details id=\"{}\"><summary>{} &middot; {} &middot; {} &middot; {}, quota {} of {} allowed, {} {}</summary>",
             anchor(&invoice.invoice_id),
             esc(&invoice.account_id),
             esc(&invoice.period),
             invoice.status,
-            invoice.totals.sessions,
+            match invoice.totals.sessions {
+                1 => "1 session".to_string(),
+                n => format!("{n} sessions"),
+            },
             invoice.totals.quota,
             invoice.allowance,
             invoice.totals.amount,

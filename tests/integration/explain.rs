@@ -575,7 +575,10 @@ fn a_message_id_with_its_session_id_marks_the_message_even_when_it_joined() {
 #[test]
 fn long_ids_in_a_zone_other_than_utc_stay_within_100_columns() {
     let long = "wamid.HBgNNjI4MTIwMDAwMDAwMRUCABIYFjNFQjBDMEFGOTZBRjVCRjQ3MjlGNkEA";
-    let explanation = explain_in_jakarta(long, &format!("{long}-r"));
+    let mut explanation = explain_in_jakarta(long, &format!("{long}-r"));
+    // A long user id and business id in the conversation's header too.
+    explanation.conversations[0].user_id = long.to_string();
+    explanation.conversations[0].business_id = long.to_string();
     let text = explain::render(&explanation, Format::Text).unwrap();
     assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     // Sessions show the account's zone beside UTC, as messages do.
