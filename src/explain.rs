@@ -162,6 +162,8 @@ impl Selection {
 /// What `explain` found: each selected conversation's messages and sessions.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// The rate card the sessions were rated by: its path, or `built-in`.
+    pub rate_card: String,
     pub conversations: Vec<Conversation>,
 }
 
@@ -605,7 +607,10 @@ fn build(
             .collect();
     }
     conversations.retain(|c| !c.messages.is_empty() || !c.sessions.is_empty());
-    Ok(Explanation { conversations })
+    Ok(Explanation {
+        rate_card: card.source.display().to_string(),
+        conversations,
+    })
 }
 
 /// A session with its conversation and bounds.
@@ -840,6 +845,10 @@ const WIDTH: usize = 100;
 
 fn text(explanation: &Explanation) -> String {
     let mut out = String::new();
+    let card = match explanation.rate_card.as_str() {
+        "built-in" => "the built-in rate card (no --rates: every account in UTC, price 0)".into(),
+        path => format!("the rate card {path}"),
+    };
     for (i, c) in explanation.conversations.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -915,6 +924,8 @@ fn text(explanation: &Explanation) -> String {
             push_wrapped(&mut out, &line, "  ", "    ");
         }
     }
+    out.push('\n');
+    push_wrapped(&mut out, &format!("Rated by {card}."), "", "  ");
     out
 }
 

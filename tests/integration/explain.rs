@@ -338,6 +338,12 @@ fn the_command_prints_the_timeline_and_fails_clearly() {
         "{text}"
     );
     assert!(text.contains("Sessions:"), "{text}");
+    assert!(
+        text.ends_with(
+            "\nRated by the built-in rate card (no --rates: every account in UTC, price 0).\n"
+        ),
+        "{text}"
+    );
 
     // No such account: says so, exit 2.
     let output = convbill()
@@ -385,6 +391,7 @@ fn times_are_shown_in_the_accounts_zone_and_sessions_in_its_period() {
     assert_eq!(c.messages[1].time, "2026-01-31T20:00:00Z");
     assert_eq!(c.messages[1].local_time, "2026-02-01T03:00:00+07:00");
     assert_eq!(c.sessions[0].period, "2026-02");
+    assert!(explanation.rate_card.ends_with("sample-data/rates.toml"));
     assert!(c.sessions[0].invoice_id.starts_with("2026-02-"));
     let why = &c.messages[1].why;
     assert!(
