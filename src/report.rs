@@ -193,6 +193,7 @@ fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) 
         billable: i64,
         quota: i64,
         amounts: BTreeMap<String, Decimal>,
+        statuses: BTreeMap<&'static str, u64>,
     }
     let mut periods: BTreeMap<&str, Sums> = BTreeMap::new();
     for invoice in invoices {
@@ -202,14 +203,20 @@ fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) 
         sums.billable += invoice.totals.billable_sessions;
         sums.quota += invoice.totals.quota;
         *sums.amounts.entry(invoice.currency.clone()).or_default() += invoice.totals.amount;
+        *sums.statuses.entry(invoice.status).or_default() += 1;
     }
-    page.push_str("<h2>Totals</h2>\n<table id=\"totals\">\n<thead><tr><th>period</th><th>invoices</th><th>sessions</th><th>billable</th><th>quota</th><th>amount</th></tr></thead>\n<tbody>\n");
+    page.push_str("<h2>Totals</h2>\n<table id=\"totals\">\n<thead><tr><th>period</th><th>invoices</th><th>status</th><th>sessions</th><th>billable</th><th>quota</th><th>amount</th></tr></thead>\n<tbody>\n");
     for (period, sums) in &periods {
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(period),
             sums.invoices,
+            sums.statuses
+                .iter()
+                .map(|(status, n)| format!("{n} {status}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             sums.sessions,
             sums.billable,
             sums.quota,
@@ -219,7 +226,7 @@ fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) 
     let summary = &manifest.invoices;
     let _ = writeln!(
         page,
-        "</tbody>\n<tfoot><tr><th>all</th><td id=\"total-invoices\">{}</td><td id=\"total-sessions\">{}</td><td>{}</td><td id=\"total-quota\">{}</td><td id=\"total-amount\">{}</td></tr></tfoot>\n</table>",
+        "</tbody>\n<tfoot><tr><th>all</th><td id=\"total-invoices\">{}</td><td></td><td id=\"total-sessions\">{}</td><td>{}</td><td id=\"total-quota\">{}</td><td id=\"total-amount\">{}</td></tr></tfoot>\n</table>",
         summary.invoices,
         manifest.sessions.sessions,
         periods.values().map(|s| s.billable).sum::<i64>(),
@@ -483,9 +490,29 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         }
     );
     for invoice in invoices {
+        // What a partial invoice covers, and the stretches it is missing.
+        let coverage = match invoice.status {
+            crate::rating::PARTIAL => {
+                let missing: Vec<String> = invoice
+                    .uncovered
+                    .iter()
+                    .map(|s| format!("{} to {}", s.from, s.to))
+                    .collect();
+                let mut text = format!(
+                    " (covers {} to {}",
+                    invoice.coverage_start, invoice.coverage_end
+                );
+                if !missing.is_empty() {
+                    let _ = write!(text, "; missing {}", missing.join(", "));
+                }
+                text.push(')');
+                esc(&text)
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             page,
-            "<details id=\"{}\"><summary>{} &middot; {} &middot; {} &middot; {}, quota {} of {} allowed, {} {}</summary>",
+            "<details id=\"{}\"><summary>{} &middot; {} &middot; {}{coverage} &middot; {}, quota {} of {} allowed, {} {} &middot; invoice {}</summary>",
             anchor(&invoice.invoice_id),
             esc(&invoice.account_id),
             esc(&invoice.period),
@@ -498,6 +525,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
             invoice.allowance,
             invoice.totals.amount,
             esc(&invoice.currency),
+            esc(&invoice.invoice_id),
         );
         let _ = writeln!(
             page,

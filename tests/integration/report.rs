@@ -289,6 +289,12 @@ fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
             "2024-01-04 1"
         ]
     );
+    // The invoice is partial: it says what it covers and which day is missing.
+    assert!(html.contains("<td class=\"text\">1 partial</td>"), "{html}");
+    assert!(
+        html.contains("partial (covers 2024-01-01T00:00:00Z to 2024-01-05T00:00:00Z; missing 2024-01-03T00:00:00Z to 2024-01-04T00:00:00Z)"),
+        "{html}"
+    );
     assert_eq!(
         numbers("data-chart=\"violations-2024-01\""),
         [
