@@ -90,21 +90,69 @@ impl Tally {
     }
 }
 
-/// The page, from what the run wrote: its manifest, its invoices (with their lines) and the
-/// tally of its sessions and violations.
+/// What a page shows: a whole run's or a nightly history's month to date.
+pub struct Page<'a> {
+    /// What the page is of, under its title.
+    pub of: String,
+    pub program: &'a crate::write::Program,
+    pub rule_set: &'a str,
+    pub rate_card: &'a str,
+    pub input: &'a str,
+    pub invoices: &'a [Invoice],
+    pub summary: &'a crate::write::InvoiceSummary,
+    /// Sessions on the invoices.
+    pub sessions: u64,
+    /// (element id, label, count) of what was read and set aside.
+    pub counts: Vec<(&'static str, &'static str, u64)>,
+    /// Sessions and violations per day (whole runs).
+    pub tally: Option<&'a Tally>,
+    /// The nights of a history, with what each read and did (if its state is kept).
+    pub nights: Option<Vec<(chrono::NaiveDate, Option<crate::nightly::night::NightStats>)>>,
+}
+
+/// The page of a whole run, from its manifest, its invoices (with their lines) and the tally
+/// of its sessions and violations.
 pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> String {
+    let stats = &manifest.input.stats;
+    render_page(&Page {
+        of: "a whole run".to_string(),
+        program: &manifest.program,
+        rule_set: manifest.rule_set,
+        rate_card: &manifest.rate_card.source,
+        input: &manifest.input.path,
+        invoices,
+        summary: &manifest.invoices,
+        sessions: manifest.sessions.sessions,
+        counts: vec![
+            ("rows-read", "messages read", stats.rows_read),
+            ("duplicates", "duplicates dropped", stats.duplicates_dropped),
+            ("rejected", "rows rejected", stats.rows_rejected),
+            ("violations", "violations", manifest.sessions.violations),
+        ],
+        tally: Some(tally),
+        nights: None,
+    })
+}
+
+/// The page.
+pub fn render_page(p: &Page) -> String {
+    let invoices = p.invoices;
     let mut page = String::new();
     page.push_str(HEAD);
     let _ = write!(
         page,
-        "<h1>convbill report</h1>\n<p class=\"meta\">{} {} &middot; rule set {} &middot; rate card {} &middot; input <code>{}</code></p>\n",
-        esc(manifest.program.name),
-        esc(manifest.program.version),
-        esc(manifest.rule_set),
-        esc(&manifest.rate_card.source),
-        esc(&manifest.input.path),
+        "<h1>convbill report</h1>\n<p class=\"meta\">{} &middot; {} {} &middot; rule set {} &middot; rate card {} &middot; input <code>{}</code></p>\n",
+        esc(&p.of),
+        esc(p.program.name),
+        esc(p.program.version),
+        esc(p.rule_set),
+        esc(p.rate_card),
+        esc(p.input),
     );
-    totals_section(&mut page, manifest, invoices);
+    totals_section(&mut page, p);
+    if let Some(nights) = &p.nights {
+        nights_section(&mut page, nights);
+    }
     let mut by_period: BTreeMap<&str, Vec<&Invoice>> = BTreeMap::new();
     for invoice in invoices {
         by_period.entry(&invoice.period).or_default().push(invoice);
@@ -112,6 +160,10 @@ pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> Strin
     let empty = BTreeMap::new();
     for (period, list) in by_period {
         let _ = writeln!(page, "<h2 id=\"period-{0}\">Period {0}</h2>", esc(period));
+        let Some(tally) = p.tally else {
+            quota_section(&mut page, period, list);
+            continue;
+        };
         let sessions = tally.sessions.get(period).unwrap_or(&empty);
         let violations = tally.violations.get(period).unwrap_or(&empty);
         // Both charts of a period span the same days: every UTC day from its first session or
@@ -185,7 +237,8 @@ fn anchor(invoice_id: &str) -> String {
 }
 
 /// The totals per period, then the run's input counts.
-fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) {
+fn totals_section(page: &mut String, p: &Page) {
+    let invoices = p.invoices;
     #[derive(Default)]
     struct Sums {
         invoices: u64,
@@ -223,22 +276,62 @@ fn totals_section(page: &mut String, manifest: &Manifest, invoices: &[Invoice]) 
             amounts(&sums.amounts),
         );
     }
-    let summary = &manifest.invoices;
+    let summary = p.summary;
     let _ = writeln!(
         page,
         "</tbody>\n<tfoot><tr><th>all</th><td id=\"total-invoices\">{}</td><td></td><td id=\"total-sessions\">{}</td><td>{}</td><td id=\"total-quota\">{}</td><td id=\"total-amount\">{}</td></tr></tfoot>\n</table>",
         summary.invoices,
-        manifest.sessions.sessions,
+        p.sessions,
         periods.values().map(|s| s.billable).sum::<i64>(),
         summary.quota,
         amounts(&summary.amounts),
     );
-    let stats = &manifest.input.stats;
+    page.push_str("<table id=\"input\">\n<tbody>\n");
+    for (id, label, n) in &p.counts {
+        let _ = writeln!(page, "<tr><td>{label}</td><td id=\"{id}\">{n}</td></tr>");
+    }
+    page.push_str("</tbody>\n</table>\n");
+}
+
+/// The nights of a history, newest first, with what each read and did.
+fn nights_section(
+    page: &mut String,
+    nights: &[(chrono::NaiveDate, Option<crate::nightly::night::NightStats>)],
+) {
+    let (Some(first), Some(last)) = (nights.first(), nights.last()) else {
+        return;
+    };
     let _ = writeln!(
         page,
-        "<table id=\"input\">\n<tbody>\n<tr><td>messages read</td><td id=\"rows-read\">{}</td></tr>\n<tr><td>duplicates dropped</td><td id=\"duplicates\">{}</td></tr>\n<tr><td>rows rejected</td><td id=\"rejected\">{}</td></tr>\n<tr><td>violations</td><td id=\"violations\">{}</td></tr>\n</tbody>\n</table>",
-        stats.rows_read, stats.duplicates_dropped, stats.rows_rejected, manifest.sessions.violations,
+        "<h2>Nights</h2>\n<p id=\"nights\">{} nights have run, from {} to {}.</p>",
+        nights.len(),
+        first.0,
+        last.0
     );
+    page.push_str("<table id=\"nights-table\">\n<thead><tr><th>night</th><th>messages read</th><th>duplicates</th><th>rejected</th><th>sessions closed</th><th>sessions open</th><th>violations</th></tr></thead>\n<tbody>\n");
+    for (night, stats) in nights.iter().rev() {
+        match stats {
+            Some(s) => {
+                let _ = writeln!(
+                    page,
+                    "<tr><td>{night}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    s.rows_read,
+                    s.duplicates_within_night + s.duplicates_of_earlier_nights,
+                    s.rows_rejected,
+                    s.sessions_closed,
+                    s.sessions_open,
+                    s.violations,
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    page,
+                    "<tr><td>{night}</td><td colspan=\"6\">(its state is no longer kept)</td></tr>"
+                );
+            }
+        }
+    }
+    page.push_str("</tbody>\n</table>\n");
 }
 
 /// Amounts per currency as text: `12.50 EUR, 3.00 USD`.

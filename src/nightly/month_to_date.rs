@@ -348,6 +348,64 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             ..InputFile::default()
         })
         .collect();
+    let nights = run
+        .nights
+        .iter()
+        .map(|night| {
+            let stats = tree
+                .state(*night)
+                .and_then(|dir| NightStats::read(&dir).ok());
+            (*night, stats)
+        })
+        .collect();
+    let summary = write::InvoiceSummary::of(&invoices);
+    let program = write::Program::current();
+    let rate_card = rating::RateCardInfo::of(card);
+    let input_path = run.input.display().to_string();
+    let report = crate::report::render_page(&crate::report::Page {
+        of: format!("month to date after the night of {latest}"),
+        program: &program,
+        rule_set: rating::RULE_SET,
+        rate_card: &rate_card.source,
+        input: &input_path,
+        invoices: &invoices.invoices,
+        summary: &summary,
+        sessions: invoices
+            .invoices
+            .iter()
+            .map(|i| i.totals.sessions)
+            .sum::<i64>() as u64,
+        counts: vec![
+            (
+                "rows-read",
+                "messages read by the last night",
+                last_night.rows_read,
+            ),
+            (
+                "duplicates",
+                "duplicates dropped by the last night",
+                last_night.duplicates(),
+            ),
+            (
+                "rejected",
+                "rows rejected by the last night",
+                last_night.rows_rejected,
+            ),
+            (
+                "violations",
+                "violations of the last night",
+                last_night.violations,
+            ),
+        ],
+        tally: None,
+        nights: Some(nights),
+    });
+    written.push(write::write_bytes(
+        &dir,
+        crate::report::REPORT_FILE,
+        report.as_bytes(),
+        0,
+    )?);
     let manifest = MonthToDateManifest {
         program: write::Program::current(),
         rule_set: rating::RULE_SET,

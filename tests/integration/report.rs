@@ -305,3 +305,65 @@ fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
         ]
     );
 }
+
+#[test]
+fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nightly");
+    let night = |args: &[&str]| {
+        convbill()
+            .current_dir(root)
+            .args(["run", "--rates", "sample-data/rates.toml", "-q", "--out"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .success();
+    };
+    night(&["--date", "2026-10-01", "--init"]);
+    night(&["--date", "2026-10-03", "--catch-up"]);
+    let page = out.join("month-to-date/report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("month-to-date/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(html.contains("month to date after the night of 2026-10-03"));
+    assert_eq!(
+        by_id(&html, "nights"),
+        "3 nights have run, from 2026-10-01 to 2026-10-03."
+    );
+    assert_eq!(
+        by_id(&html, "total-invoices"),
+        manifest["invoices"]["invoices"].to_string()
+    );
+    assert_eq!(
+        by_id(&html, "rows-read"),
+        manifest["last_night"]["rows_read"].to_string()
+    );
+    let statuses: Vec<String> = manifest["invoices"]["by_status"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect();
+    assert!(html.contains(&format!("<td class=\"text\">{}</td>", statuses.join(", "))));
+    assert!(manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["path"] == "report.html"));
+    // Rerunning the last night gives the same page.
+    night(&["--date", "2026-10-03"]);
+    assert_eq!(html, std::fs::read_to_string(&page).unwrap());
+    let (dom, log) = chromium(&["--dump-dom"], &page);
+    assert!(
+        !log.contains("CONSOLE") && !log.contains("Uncaught"),
+        "{log}"
+    );
+    assert_eq!(
+        by_id(&dom, "total-invoices"),
+        by_id(&html, "total-invoices")
+    );
+    assert_eq!(figures(&dom).len(), figures(&html).len());
+}
