@@ -930,7 +930,7 @@ fn text(explanation: &Explanation) -> String {
 }
 
 /// `n` and `noun`, plural unless one.
-fn count(n: u64, noun: &str) -> String {
+pub(crate) fn count(n: u64, noun: &str) -> String {
     match n {
         1 => format!("1 {noun}"),
         n => format!("{n} {noun}s"),

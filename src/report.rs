@@ -578,8 +578,10 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         "<h2>Invoices</h2>\n<p>{}</p>",
         match invoices.len() {
             0 => "No invoices.".to_string(),
-            1 => "1 invoice; it opens to its lines.".to_string(),
-            n => format!("{n} invoices; each opens to its lines."),
+            n => format!(
+                "{}; each opens to its lines.",
+                crate::explain::count(n as u64, "invoice")
+            ),
         }
     );
     for invoice in invoices {
@@ -610,10 +612,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
             esc(&invoice.account_id),
             esc(&invoice.period),
             invoice.status,
-            match invoice.totals.sessions {
-                1 => "1 session".to_string(),
-                n => format!("{n} sessions"),
-            },
+            crate::explain::count(invoice.totals.sessions as u64, "session"),
             invoice.totals.quota,
             invoice.allowance,
             invoice.totals.amount,

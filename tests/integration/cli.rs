@@ -19,6 +19,17 @@ pub fn convbill() -> Command {
     command
 }
 
+/// `convbill run -q --input LOG --out OUT`, which must succeed.
+pub fn run_quietly(log: &Path, out: &Path) {
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(log)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -455,13 +466,7 @@ fn an_account_id_too_long_for_a_file_name_is_billed_under_a_shortened_name() {
         ],
     );
     let out = dir.path().join("out");
-    convbill()
-        .args(["run", "-q", "--input"])
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_quietly(&log, &out);
     let names: Vec<String> = std::fs::read_dir(out.join("invoices/2024-01"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::convbill;
+use crate::cli::{convbill, run_quietly};
 use crate::support::*;
 
 /// Runs the bundled sample with its rate card into `dir/out`; the output folder.
@@ -250,13 +250,7 @@ fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
         ],
     );
     let out = dir.path().join("out");
-    convbill()
-        .args(["run", "-q", "--input"])
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    run_quietly(&log, &out);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let figures = figures(&html);
     let chart = |name: &str| figures.iter().find(|f| f.0 == name).unwrap();
