@@ -407,21 +407,21 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         0,
     )?);
     let manifest = MonthToDateManifest {
-        program: write::Program::current(),
+        program,
         rule_set: rating::RULE_SET,
-        rate_card: rating::RateCardInfo::of(card),
+        rate_card,
         history: HistorySection {
             first_night: first,
             last_night: latest,
         },
         input: write::InputSection {
-            path: run.input.display().to_string(),
+            path: input_path,
             files,
             stats,
         },
         last_night,
         late_input: run.late,
-        invoices: write::InvoiceSummary::of(&invoices),
+        invoices: summary,
         outputs: written,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
