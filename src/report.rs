@@ -543,7 +543,12 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
                     false => String::new(),
                 }
             })
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            // Quota is whole: a label between two whole numbers would repeat one of them.
+            .y_labels((top as usize + 1).min(10))
+            .y_label_formatter(&|y| match y.fract() == 0.0 {
+                true => format!("{y:.0}"),
+                false => String::new(),
+            })
             .draw()
             .expect("drawing into a string");
         for (i, (_, values)) in series.iter().enumerate() {

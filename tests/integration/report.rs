@@ -361,3 +361,39 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
     );
     assert_eq!(figures(&dom).len(), figures(&html).len());
 }
+
+#[test]
+fn small_counts_have_whole_distinct_axis_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three sessions: a quota of 3.
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("u1", "Mon 10:00"),
+            reply("r1", "Mon 10:05"),
+            inbound("u2", "Tue 11:00"),
+            reply("r2", "Tue 11:05"),
+            inbound("u3", "Wed 12:00"),
+            reply("r3", "Wed 12:05"),
+        ],
+    );
+    let out = dir.path().join("out");
+    run_quietly(&log, &out);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let figures = figures(&html);
+    assert!(figures.iter().any(|f| f.0 == "quota-2024-01"));
+    // Every axis label is a distinct whole number (or a day).
+    for (name, _, _, figure) in &figures {
+        let labels: Vec<&str> = figure
+            .split("</text>")
+            .filter_map(|t| t.rsplit('>').next().map(str::trim))
+            .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            .collect();
+        assert!(
+            labels.iter().all(|l| !l.contains('.')),
+            "{name}: {labels:?}"
+        );
+        let distinct: std::collections::BTreeSet<&&str> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len(), "{name}: {labels:?}");
+    }
+}
