@@ -164,6 +164,15 @@ fn every_chart_has_a_line_per_series_and_a_dot_per_point() {
     assert!(october.2 >= 28, "{}", october.2);
 }
 
+/// The report.html of a whole run of `events` (account `acme`).
+fn report_of(events: &[Ev]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), events);
+    let out = dir.path().join("out");
+    run_quietly(&log, &out);
+    std::fs::read_to_string(out.join("report.html")).unwrap()
+}
+
 /// Chromium, headless, on a file: its DOM and its log.
 fn chromium(args: &[&str], page: &Path) -> (String, String) {
     let output = Command::new("chromium")
@@ -237,21 +246,14 @@ fn chromium_renders_the_report_with_its_charts_and_totals() {
 
 #[test]
 fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
-    let dir = tempfile::tempdir().unwrap();
     // Sessions on Monday and Thursday; a violation on Tuesday.
-    let log = write_log(
-        dir.path(),
-        &[
-            inbound("u1", "Mon 10:00"),
-            reply("r1", "Mon 10:05"),
-            reply("r2", "Tue 12:00"),
-            inbound("u2", "Thu 10:00"),
-            reply("r3", "Thu 10:05"),
-        ],
-    );
-    let out = dir.path().join("out");
-    run_quietly(&log, &out);
-    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let html = report_of(&[
+        inbound("u1", "Mon 10:00"),
+        reply("r1", "Mon 10:05"),
+        reply("r2", "Tue 12:00"),
+        inbound("u2", "Thu 10:00"),
+        reply("r3", "Thu 10:05"),
+    ]);
     let figures = figures(&html);
     let chart = |name: &str| figures.iter().find(|f| f.0 == name).unwrap();
     let (sessions, violations) = (chart("sessions-2024-01"), chart("violations-2024-01"));
@@ -364,22 +366,15 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
 
 #[test]
 fn small_counts_have_whole_distinct_axis_labels() {
-    let dir = tempfile::tempdir().unwrap();
     // Three sessions: a quota of 3.
-    let log = write_log(
-        dir.path(),
-        &[
-            inbound("u1", "Mon 10:00"),
-            reply("r1", "Mon 10:05"),
-            inbound("u2", "Tue 11:00"),
-            reply("r2", "Tue 11:05"),
-            inbound("u3", "Wed 12:00"),
-            reply("r3", "Wed 12:05"),
-        ],
-    );
-    let out = dir.path().join("out");
-    run_quietly(&log, &out);
-    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let html = report_of(&[
+        inbound("u1", "Mon 10:00"),
+        reply("r1", "Mon 10:05"),
+        inbound("u2", "Tue 11:00"),
+        reply("r2", "Tue 11:05"),
+        inbound("u3", "Wed 12:00"),
+        reply("r3", "Wed 12:05"),
+    ]);
     let figures = figures(&html);
     assert!(figures.iter().any(|f| f.0 == "quota-2024-01"));
     // Every axis label is a distinct whole number (or a day).
