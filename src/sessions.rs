@@ -308,10 +308,19 @@ fn derive_events(
             events.direction[i] == schema::OUTBOUND && events.status[i] == schema::STATUS_FAILED
         })
         .count() as u64;
+    // The strings sessions and violations take, in one chunk: a gather from one chunk moves
+    // only the strings' views, one across chunks copies every string it takes.
+    let mut strings = messages.select([
+        schema::ACCOUNT_ID,
+        schema::BUSINESS_ID,
+        schema::USER_ID,
+        schema::MESSAGE_ID,
+    ])?;
+    strings.rechunk_mut();
     let sessions = timed("aggregated sessions", || {
-        aggregate_sessions(&events, &marks, messages, carried)
+        aggregate_sessions(&events, &marks, &strings, carried)
     })?;
-    let violations = timed("violations", || violations(&events, &marks, messages))?;
+    let violations = timed("violations", || violations(&events, &marks, &strings))?;
     let sessions = Sessions {
         stats: SessionStats {
             conversation_keys,
