@@ -257,7 +257,7 @@ pub(crate) struct TableWriter {
     relative: String,
     path: PathBuf,
     file: Option<SharedFile>,
-    writer: Option<polars::io::parquet::write::BatchedWriter<SharedFile>>,
+    writer: Option<Encoder>,
     pending: Vec<DataFrame>,
     pending_rows: usize,
     rows: u64,
@@ -317,10 +317,7 @@ impl TableWriter {
         if self.writer.is_none() {
             let file = self.file.clone().expect("opened by Staging::create");
             self.writer = Some(
-                ParquetWriter::new(file)
-                    .with_compression(self.compression)
-                    .with_statistics(self.statistics)
-                    .batched(frame.schema())
+                Encoder::new(file, frame.schema(), self.compression, self.statistics)
                     .map_err(write_error(&self.path))?,
             );
         }
@@ -342,7 +339,7 @@ impl TableWriter {
 
     fn write_group(&mut self, group: &DataFrame) -> Result<()> {
         let writer = self.writer.as_mut().expect("created by append");
-        writer.write_batch(group).map_err(write_error(&self.path))?;
+        writer.write(group).map_err(write_error(&self.path))?;
         Ok(())
     }
 
@@ -357,11 +354,11 @@ impl TableWriter {
                 self.write_group(&rest)?;
             }
         }
-        let writer = self
+        let mut writer = self
             .writer
             .take()
             .expect("at least one append before finish");
-        writer.finish().map_err(write_error(&self.path))?;
+        writer.file.end(None).map_err(write_error(&self.path))?;
         drop(writer);
         let shared = self.file.take().expect("opened by Staging::create");
         let file = std::sync::Arc::try_unwrap(shared.0)
@@ -370,6 +367,66 @@ impl TableWriter {
             .into_inner()
             .expect("no writer panicked holding the file");
         complete_file(&self.path, &self.relative, self.rows, file)
+    }
+}
+
+/// Parquet's own writer, with each column's encoding chosen here. polars' writer tries a
+/// dictionary for every string column: it hashes each value to estimate how many differ, then
+/// again to build the dictionary. Strings are written plain instead, and the page compression
+/// finds their repeats: ids that rarely repeat cost no hashing, and the few names that repeat
+/// on every row (channels, periods) compress as well as a dictionary would make them.
+struct Encoder {
+    file: polars_parquet::write::FileWriter<SharedFile>,
+    encodings: Vec<Vec<polars_parquet::write::Encoding>>,
+    options: polars_parquet::write::WriteOptions,
+}
+
+impl Encoder {
+    fn new(
+        file: SharedFile,
+        schema: &Schema,
+        compression: ParquetCompression,
+        statistics: StatisticsOptions,
+    ) -> PolarsResult<Encoder> {
+        use polars_parquet::write::{get_dtype_encoding, Encoding, Version, WriteOptions};
+        let schema = schema.to_arrow(CompatLevel::newest());
+        let encodings = schema
+            .iter_values()
+            .map(|field| match field.dtype() {
+                ArrowDataType::Utf8View | ArrowDataType::BinaryView => vec![Encoding::Plain],
+                dtype => get_dtype_encoding(dtype),
+            })
+            .collect();
+        let options = WriteOptions {
+            statistics,
+            version: Version::V1,
+            compression: compression.into(),
+            data_page_size: None,
+        };
+        Ok(Encoder {
+            file: polars_parquet::write::FileWriter::try_new(file, schema, options)?,
+            encodings,
+            options,
+        })
+    }
+
+    /// Writes `frame` (in one chunk) as one row group.
+    fn write(&mut self, frame: &DataFrame) -> PolarsResult<()> {
+        let fields = self.file.parquet_schema().fields().to_vec();
+        for batch in frame.iter_chunks(CompatLevel::newest(), false) {
+            let rows = batch.len() as u64;
+            if rows == 0 {
+                continue;
+            }
+            let group = polars_parquet::write::row_group_iter(
+                batch,
+                self.encodings.clone().into(),
+                fields.clone(),
+                self.options,
+            );
+            self.file.write(rows, group)?;
+        }
+        Ok(())
     }
 }
 
@@ -697,6 +754,46 @@ mod tests {
         assert_eq!(written.bytes, bytes.len() as u64);
         assert_eq!(written.sha256, hex::encode(Sha256::digest(&bytes)));
         bytes
+    }
+
+    #[test]
+    fn strings_are_written_plain_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = TableWriter::create(dir.path(), "t.parquet").unwrap();
+        let names = [
+            "whatsapp",
+            "instagram",
+            "whatsapp",
+            "a much longer name than a view",
+        ];
+        let frame = DataFrame::new(
+            4,
+            vec![
+                Column::new("s".into(), names),
+                Column::new("n".into(), [3i64, 3, 3, 4]),
+                Column::new("o".into(), [Some("x"), None, Some("y"), None]),
+            ],
+        )
+        .unwrap();
+        table.append(&frame).unwrap();
+        table.finish().unwrap();
+        let path = dir.path().join("t.parquet");
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&File::open(&path).unwrap())
+            .unwrap();
+        let chunks = metadata.row_group(0).columns();
+        let dictionary = |i: usize| {
+            chunks[i]
+                .encodings()
+                .any(|e| e == parquet::basic::Encoding::RLE_DICTIONARY)
+        };
+        // Strings plain (no hashing to build a dictionary), numbers as polars chooses.
+        assert!(!dictionary(0) && !dictionary(2));
+        assert!(dictionary(1));
+        let read = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        assert!(read.equals_missing(&frame), "{read}");
     }
 
     #[test]
