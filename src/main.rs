@@ -33,6 +33,26 @@ fn keep_freed_memory() {
     }
 }
 
+/// Turns transparent huge pages off for the process (unless the environment sets
+/// `MIMALLOC_ALLOW_THP`, mimalloc's own switch). mimalloc asks for huge pages for its arenas;
+/// the kernel must then find 2 MiB of contiguous memory at each first touch, compacting memory
+/// when it is fragmented (the system's default for such requests). On a 2-core VM whose memory
+/// is mostly page cache, the 10M-message benchmark month spent 23 to 28 s of system time doing
+/// so, against 2 s with 4 KiB pages: 22 s against 7 s in all.
+fn no_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE takes an integer flag and no pointers; its only effect is
+        // the kernel's choice of page size for this process's memory from now on.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
+/// Whether huge pages are off for this process ([`no_huge_pages`]), as the kernel reports it.
+fn huge_pages_off() -> bool {
+    // SAFETY: PR_GET_THP_DISABLE takes no arguments and returns the flag.
+    unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+}
+
 /// Bills business messaging: derives Meta's 24-hour conversation sessions (WhatsApp,
 /// Messenger, Instagram) from Parquet message logs and writes per-account invoices, priced by
 /// a rate card (`--rates`).
@@ -234,8 +254,13 @@ struct GenerateArgs {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    no_huge_pages();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    tracing::debug!(
+        "transparent huge pages: {}",
+        if huge_pages_off() { "off" } else { "on" }
+    );
     if !cli.quiet && cli.verbose == 0 && std::io::stderr().is_terminal() {
         convbill::progress::show_with(Box::new(Bar::new()));
     }

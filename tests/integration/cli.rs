@@ -16,6 +16,7 @@ pub fn convbill() -> Command {
     command.env_remove("CONVBILL_INPUT");
     command.env_remove("CONVBILL_OUT");
     command.env_remove("CONVBILL_RATES");
+    command.env_remove("MIMALLOC_ALLOW_THP");
     command
 }
 
@@ -479,4 +480,27 @@ fn an_account_id_too_long_for_a_file_name_is_billed_under_a_shortened_name() {
     )
     .unwrap();
     assert_eq!(invoice["account_id"], long.as_str());
+}
+
+#[test]
+fn huge_pages_are_off_unless_the_environment_allows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), &[inbound("m1", "2026-03-01 10:00")]);
+    let stderr = |allow: Option<&str>| {
+        let mut command = convbill();
+        if let Some(allow) = allow {
+            command.env("MIMALLOC_ALLOW_THP", allow);
+        }
+        let output = command
+            .args(["run", "-vv", "--input"])
+            .arg(&log)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    assert!(stderr(None).contains("transparent huge pages: off"));
+    assert!(stderr(Some("1")).contains("transparent huge pages: on"));
 }
