@@ -998,6 +998,7 @@ fn csv_of(explanation: &Explanation) -> Result<String> {
         candidates: Vec::new(),
     };
     writer.write_record(header).map_err(io)?;
+    let text = crate::write::spreadsheet_text;
     for c in &explanation.conversations {
         for step in &c.messages {
             let session = step
@@ -1007,12 +1008,12 @@ fn csv_of(explanation: &Explanation) -> Result<String> {
             let of_session = |f: fn(&Session) -> String| session.map(f).unwrap_or_default();
             writer
                 .write_record([
-                    c.account_id.as_str(),
+                    &*text(&c.account_id),
                     &c.channel,
-                    &c.business_id,
-                    &c.user_id,
-                    &step.message_id,
-                    &step.file,
+                    &*text(&c.business_id),
+                    &*text(&c.user_id),
+                    &*text(&step.message_id),
+                    &*text(&step.file),
                     &step.row.to_string(),
                     &step.time,
                     &step.local_time,
@@ -1026,8 +1027,8 @@ fn csv_of(explanation: &Explanation) -> Result<String> {
                     &of_session(|s| s.period.clone()),
                     &of_session(|s| s.price_version.clone()),
                     &of_session(|s| s.quota.to_string()),
-                    &of_session(|s| s.invoice_id.clone()),
-                    &step.why,
+                    &*text(&of_session(|s| s.invoice_id.clone())),
+                    &*text(&step.why),
                 ])
                 .map_err(io)?;
         }

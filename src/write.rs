@@ -612,7 +612,20 @@ pub(crate) fn write_parquet(
     })
 }
 
-/// `invoice_lines.csv`: the columns of `invoice_lines.parquet`, money as decimal text.
+/// A CSV cell that a spreadsheet shows as the text it is. Excel, LibreOffice and Google Sheets
+/// run a cell that starts with `=`, `+`, `-` or `@` (or a tab or carriage return before one) as
+/// a formula; such a value gets a leading `'`, which they take as "text" and do not show. Only
+/// values that come from the input (ids, file names) go through it: numbers convbill writes
+/// stay numbers. The Parquet outputs keep every value as read.
+pub fn spreadsheet_text(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}").into(),
+        _ => value.into(),
+    }
+}
+
+/// `invoice_lines.csv`: the columns of `invoice_lines.parquet`, money as decimal text; ids as
+/// [`spreadsheet_text`].
 pub(crate) fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<WrittenFile> {
     let failed = |e: csv::Error| Error::Output {
         path: dir.join(LINES_CSV_FILE),
@@ -627,8 +640,8 @@ pub(crate) fn write_lines_csv(dir: &Path, invoices: &[Invoice]) -> Result<Writte
         for line in &invoice.lines {
             writer
                 .write_record([
-                    invoice.invoice_id.as_str(),
-                    &line.account_id,
+                    &*spreadsheet_text(&invoice.invoice_id),
+                    &*spreadsheet_text(&line.account_id),
                     &line.period,
                     invoice.status,
                     &invoice.coverage_start,
@@ -754,6 +767,16 @@ mod tests {
         assert_eq!(written.bytes, bytes.len() as u64);
         assert_eq!(written.sha256, hex::encode(Sha256::digest(&bytes)));
         bytes
+    }
+
+    #[test]
+    fn values_a_spreadsheet_would_run_are_quoted_as_text() {
+        for formula in ["=1+1", "+31", "-2", "@SUM(A1)", "\t=1", "\r=1"] {
+            assert_eq!(spreadsheet_text(formula), format!("'{formula}"));
+        }
+        for text in ["acme", "a=b", "", "'quoted", " =1", "100000000000001"] {
+            assert_eq!(spreadsheet_text(text), text);
+        }
     }
 
     #[test]

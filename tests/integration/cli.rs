@@ -504,3 +504,53 @@ fn huge_pages_are_off_unless_the_environment_allows_them() {
     assert!(stderr(None).contains("transparent huge pages: off"));
     assert!(stderr(Some("1")).contains("transparent huge pages: on"));
 }
+
+#[test]
+fn csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("=m1", "2026-03-01 10:00")
+                .account("=HYPERLINK(\"x\")")
+                .user("+31612345678"),
+            reply("@m2", "2026-03-01 10:05")
+                .account("=HYPERLINK(\"x\")")
+                .user("+31612345678"),
+        ],
+    );
+    let out = dir.path().join("out");
+    run_quietly(&log, &out);
+    // The Parquet outputs keep the values as read; the CSV quotes them for spreadsheets.
+    let sessions = read_frame(&out.join("sessions.parquet"));
+    assert_eq!(strings(&sessions, "account_id"), ["=HYPERLINK(\"x\")"]);
+    let csv = std::fs::read_to_string(out.join("invoice_lines.csv")).unwrap();
+    let line = csv.lines().nth(1).unwrap();
+    assert!(line.contains(",\"'=HYPERLINK(\"\"x\"\")\","), "{line}");
+    assert!(!csv.lines().skip(1).any(|l| l.starts_with('=')), "{csv}");
+
+    let explained = convbill()
+        .args([
+            "explain",
+            "--format",
+            "csv",
+            "--account==HYPERLINK(\"x\")",
+            "--input",
+        ])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(explained.status.success(), "{explained:?}");
+    let text = String::from_utf8(explained.stdout).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(&row[column("account_id")], "'=HYPERLINK(\"x\")");
+        assert_eq!(&row[column("user_id")], "'+31612345678");
+    }
+    assert_eq!(&rows[0][column("message_id")], "'=m1");
+    assert_eq!(&rows[1][column("message_id")], "'@m2");
+}
