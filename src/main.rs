@@ -33,6 +33,12 @@ fn keep_freed_memory() {
     }
 }
 
+/// Whether mimalloc keeps freed memory ([`keep_freed_memory`]).
+fn freed_memory_kept() -> bool {
+    // SAFETY: reads one of mimalloc's documented options.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) < 0 }
+}
+
 /// Turns transparent huge pages off for the process (unless the environment sets
 /// `MIMALLOC_ALLOW_THP`, mimalloc's own switch). mimalloc asks for huge pages for its arenas;
 /// the kernel must then find 2 MiB of contiguous memory at each first touch, compacting memory
@@ -258,7 +264,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     tracing::debug!(
-        "transparent huge pages: {}",
+        "freed memory: {}; transparent huge pages: {}",
+        if freed_memory_kept() {
+            "kept"
+        } else {
+            "handed back"
+        },
         if huge_pages_off() { "off" } else { "on" }
     );
     if !cli.quiet && cli.verbose == 0 && std::io::stderr().is_terminal() {

@@ -17,6 +17,7 @@ pub fn convbill() -> Command {
     command.env_remove("CONVBILL_OUT");
     command.env_remove("CONVBILL_RATES");
     command.env_remove("MIMALLOC_ALLOW_THP");
+    command.env_remove("MIMALLOC_PURGE_DELAY");
     command
 }
 
@@ -483,13 +484,13 @@ fn an_account_id_too_long_for_a_file_name_is_billed_under_a_shortened_name() {
 }
 
 #[test]
-fn huge_pages_are_off_unless_the_environment_allows_them() {
+fn freed_memory_is_kept_and_huge_pages_off_unless_the_environment_says_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let log = write_log(dir.path(), &[inbound("m1", "2026-03-01 10:00")]);
-    let stderr = |allow: Option<&str>| {
+    let stderr = |env: Option<(&str, &str)>| {
         let mut command = convbill();
-        if let Some(allow) = allow {
-            command.env("MIMALLOC_ALLOW_THP", allow);
+        if let Some((name, value)) = env {
+            command.env(name, value);
         }
         let output = command
             .args(["run", "-vv", "--input"])
@@ -501,8 +502,21 @@ fn huge_pages_are_off_unless_the_environment_allows_them() {
         assert!(output.status.success());
         String::from_utf8(output.stderr).unwrap()
     };
-    assert!(stderr(None).contains("transparent huge pages: off"));
-    assert!(stderr(Some("1")).contains("transparent huge pages: on"));
+    let default = stderr(None);
+    assert!(
+        default.contains("freed memory: kept; transparent huge pages: off"),
+        "{default}"
+    );
+    let thp = stderr(Some(("MIMALLOC_ALLOW_THP", "1")));
+    assert!(
+        thp.contains("freed memory: kept; transparent huge pages: on"),
+        "{thp}"
+    );
+    let purge = stderr(Some(("MIMALLOC_PURGE_DELAY", "1000")));
+    assert!(
+        purge.contains("freed memory: handed back; transparent huge pages: off"),
+        "{purge}"
+    );
 }
 
 #[test]
