@@ -117,6 +117,7 @@ pub struct WrittenFile {
     /// Path relative to the output folder, `/`-separated.
     pub path: String,
     pub bytes: u64,
+    /// Empty for a file written without one ([`TableWriter::without_checksum`]).
     pub sha256: String,
     pub rows: u64,
 }
@@ -264,6 +265,7 @@ pub(crate) struct TableWriter {
     row_group_rows: usize,
     statistics: StatisticsOptions,
     compression: ParquetCompression,
+    checksum: bool,
 }
 
 impl TableWriter {
@@ -280,6 +282,7 @@ impl TableWriter {
             row_group_rows: ROW_GROUP_ROWS,
             compression: output_compression(),
             statistics: StatisticsOptions::default(),
+            checksum: true,
         }
     }
 
@@ -305,10 +308,20 @@ impl TableWriter {
         self
     }
 
+    /// Computes no SHA-256 of the file (its [`WrittenFile::sha256`] is empty): for state files
+    /// no manifest lists, hundreds of megabytes a night. The file is created again, empty.
+    pub(crate) fn without_checksum(mut self) -> Result<Self> {
+        self.checksum = false;
+        self.open()?;
+        Ok(self)
+    }
+
     fn open(&mut self) -> Result<()> {
-        self.file = Some(SharedFile(std::sync::Arc::new(std::sync::Mutex::new(
-            create_file(&self.path)?,
-        ))));
+        let file = match self.checksum {
+            true => create_file(&self.path)?,
+            false => create_file_unhashed(&self.path)?,
+        };
+        self.file = Some(SharedFile(std::sync::Arc::new(std::sync::Mutex::new(file))));
         Ok(())
     }
 
@@ -496,17 +509,20 @@ pub(crate) fn write_json(
     write_bytes(dir, relative, &[json.as_slice(), b"\n"].concat(), 0)
 }
 
-/// A writer that hashes and counts what passes through it, so no output is read back.
+/// A writer that hashes and counts what passes through it, so no output is read back; without
+/// a hasher it only counts (files no manifest lists).
 struct Hashing<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -518,6 +534,13 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Creates `path` (and its folder) behind a hashing writer.
 fn create_file(path: &Path) -> Result<Hashing<BufWriter<File>>> {
+    let mut file = create_file_unhashed(path)?;
+    file.hasher = Some(Sha256::new());
+    Ok(file)
+}
+
+/// [`create_file`] behind a writer that only counts bytes.
+fn create_file_unhashed(path: &Path) -> Result<Hashing<BufWriter<File>>> {
     crate::folder::injected_failure(path)?;
     if let Some(folder) = path.parent() {
         fs::create_dir_all(folder).map_err(io_error(folder))?;
@@ -525,7 +548,7 @@ fn create_file(path: &Path) -> Result<Hashing<BufWriter<File>>> {
     let file = File::create(path).map_err(io_error(path))?;
     Ok(Hashing {
         inner: BufWriter::new(file),
-        hasher: Sha256::new(),
+        hasher: None,
         bytes: 0,
     })
 }
@@ -545,7 +568,10 @@ fn complete_file(
     Ok(WrittenFile {
         path: relative.to_string(),
         bytes: writer.bytes,
-        sha256: hex::encode(writer.hasher.finalize()),
+        sha256: writer
+            .hasher
+            .map(|hasher| hex::encode(hasher.finalize()))
+            .unwrap_or_default(),
         rows,
     })
 }
@@ -777,6 +803,32 @@ mod tests {
         for text in ["acme", "a=b", "", "'quoted", " =1", "100000000000001"] {
             assert_eq!(spreadsheet_text(text), text);
         }
+    }
+
+    #[test]
+    fn a_table_without_checksum_is_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let frame = DataFrame::new(
+            2,
+            vec![
+                Column::new("s".into(), ["a", "b"]),
+                Column::new("n".into(), [1i64, 2]),
+            ],
+        )
+        .unwrap();
+        let mut checked = TableWriter::create(dir.path(), "checked.parquet").unwrap();
+        let mut unchecked = TableWriter::create(dir.path(), "unchecked.parquet")
+            .unwrap()
+            .without_checksum()
+            .unwrap();
+        checked.append(&frame).unwrap();
+        unchecked.append(&frame).unwrap();
+        let (checked, unchecked) = (checked.finish().unwrap(), unchecked.finish().unwrap());
+        let bytes = fs::read(dir.path().join("unchecked.parquet")).unwrap();
+        assert_eq!(bytes, fs::read(dir.path().join("checked.parquet")).unwrap());
+        assert_eq!(checked.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(unchecked.sha256, "");
+        assert_eq!((unchecked.bytes, unchecked.rows), (bytes.len() as u64, 2));
     }
 
     #[test]

@@ -738,10 +738,12 @@ impl NightWriter {
             violations: table(staging.join(VIOLATIONS_DIR).join(&name), PART)?,
             carried: table(state.clone(), CARRIED)?
                 .with_compression(ParquetCompression::Lz4Raw)
-                .without_statistics(),
+                .without_statistics()
+                .without_checksum()?,
             seen: table(state.clone(), SEEN)?
                 .with_compression(ParquetCompression::Lz4Raw)
-                .without_statistics(),
+                .without_statistics()
+                .without_checksum()?,
             carried_accounts: Vec::new(),
             seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
