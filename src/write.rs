@@ -258,7 +258,7 @@ pub(crate) struct TableWriter {
     relative: String,
     path: PathBuf,
     file: Option<SharedFile>,
-    writer: Option<Encoder>,
+    writer: Option<Encoder<SharedFile>>,
     pending: Vec<DataFrame>,
     pending_rows: usize,
     rows: u64,
@@ -330,8 +330,14 @@ impl TableWriter {
         if self.writer.is_none() {
             let file = self.file.clone().expect("opened by Staging::create");
             self.writer = Some(
-                Encoder::new(file, frame.schema(), self.compression, self.statistics)
-                    .map_err(write_error(&self.path))?,
+                Encoder::new(
+                    file,
+                    frame.schema(),
+                    self.compression,
+                    self.statistics,
+                    |_, dtype| matches!(dtype, ArrowDataType::Utf8View | ArrowDataType::BinaryView),
+                )
+                .map_err(write_error(&self.path))?,
             );
         }
         self.rows += frame.height() as u64;
@@ -367,12 +373,12 @@ impl TableWriter {
                 self.write_group(&rest)?;
             }
         }
-        let mut writer = self
+        let writer = self
             .writer
             .take()
             .expect("at least one append before finish");
-        writer.file.end(None).map_err(write_error(&self.path))?;
-        drop(writer);
+        // The writer's copy of the shared file is dropped here.
+        writer.finish().map_err(write_error(&self.path))?;
         let shared = self.file.take().expect("opened by Staging::create");
         let file = std::sync::Arc::try_unwrap(shared.0)
             .ok()
@@ -385,29 +391,32 @@ impl TableWriter {
 
 /// Parquet's own writer, with each column's encoding chosen here. polars' writer tries a
 /// dictionary for every string column: it hashes each value to estimate how many differ, then
-/// again to build the dictionary. Strings are written plain instead, and the page compression
+/// again to build the dictionary. Outputs write strings plain instead, and the page compression
 /// finds their repeats: ids that rarely repeat cost no hashing, and the few names that repeat
 /// on every row (channels, periods) compress as well as a dictionary would make them.
-struct Encoder {
-    file: polars_parquet::write::FileWriter<SharedFile>,
+pub(crate) struct Encoder<W: Write> {
+    file: polars_parquet::write::FileWriter<W>,
     encodings: Vec<Vec<polars_parquet::write::Encoding>>,
     options: polars_parquet::write::WriteOptions,
 }
 
-impl Encoder {
-    fn new(
-        file: SharedFile,
+impl<W: Write> Encoder<W> {
+    /// A writer of frames of `schema` into `file`; a column for which `plain` (given its name
+    /// and type) says so is written plain, the others as polars chooses.
+    pub(crate) fn new(
+        file: W,
         schema: &Schema,
         compression: ParquetCompression,
         statistics: StatisticsOptions,
-    ) -> PolarsResult<Encoder> {
+        plain: impl Fn(&str, &ArrowDataType) -> bool,
+    ) -> PolarsResult<Encoder<W>> {
         use polars_parquet::write::{get_dtype_encoding, Encoding, Version, WriteOptions};
         let schema = schema.to_arrow(CompatLevel::newest());
         let encodings = schema
             .iter_values()
-            .map(|field| match field.dtype() {
-                ArrowDataType::Utf8View | ArrowDataType::BinaryView => vec![Encoding::Plain],
-                dtype => get_dtype_encoding(dtype),
+            .map(|field| match plain(field.name.as_str(), field.dtype()) {
+                true => vec![Encoding::Plain],
+                false => get_dtype_encoding(field.dtype()),
             })
             .collect();
         let options = WriteOptions {
@@ -423,8 +432,8 @@ impl Encoder {
         })
     }
 
-    /// Writes `frame` (in one chunk) as one row group.
-    fn write(&mut self, frame: &DataFrame) -> PolarsResult<()> {
+    /// Writes `frame`, one row group per chunk.
+    pub(crate) fn write(&mut self, frame: &DataFrame) -> PolarsResult<()> {
         let fields = self.file.parquet_schema().fields().to_vec();
         for batch in frame.iter_chunks(CompatLevel::newest(), false) {
             let rows = batch.len() as u64;
@@ -440,6 +449,12 @@ impl Encoder {
             self.file.write(rows, group)?;
         }
         Ok(())
+    }
+
+    /// Writes the footer and gives the file back.
+    pub(crate) fn finish(mut self) -> PolarsResult<W> {
+        self.file.end(None)?;
+        Ok(self.file.into_inner())
     }
 }
 
