@@ -265,7 +265,6 @@ pub(crate) struct TableWriter {
     row_group_rows: usize,
     statistics: StatisticsOptions,
     compression: ParquetCompression,
-    checksum: bool,
 }
 
 impl TableWriter {
@@ -282,7 +281,6 @@ impl TableWriter {
             row_group_rows: ROW_GROUP_ROWS,
             compression: output_compression(),
             statistics: StatisticsOptions::default(),
-            checksum: true,
         }
     }
 
@@ -309,18 +307,18 @@ impl TableWriter {
     }
 
     /// Computes no SHA-256 of the file (its [`WrittenFile::sha256`] is empty): for state files
-    /// no manifest lists, hundreds of megabytes a night. The file is created again, empty.
-    pub(crate) fn without_checksum(mut self) -> Result<Self> {
-        self.checksum = false;
-        self.open()?;
-        Ok(self)
+    /// no manifest lists, hundreds of megabytes a night. Before the first append.
+    pub(crate) fn without_checksum(self) -> Self {
+        let file = self.file.as_ref().expect("opened by TableWriter::create");
+        let mut file = file.0.lock().expect("no writer panicked holding the file");
+        assert_eq!(file.bytes, 0, "without_checksum before the first append");
+        file.hasher = None;
+        drop(file);
+        self
     }
 
     fn open(&mut self) -> Result<()> {
-        let file = match self.checksum {
-            true => create_file(&self.path)?,
-            false => create_file_unhashed(&self.path)?,
-        };
+        let file = create_file(&self.path)?;
         self.file = Some(SharedFile(std::sync::Arc::new(std::sync::Mutex::new(file))));
         Ok(())
     }
@@ -549,13 +547,6 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Creates `path` (and its folder) behind a hashing writer.
 fn create_file(path: &Path) -> Result<Hashing<BufWriter<File>>> {
-    let mut file = create_file_unhashed(path)?;
-    file.hasher = Some(Sha256::new());
-    Ok(file)
-}
-
-/// [`create_file`] behind a writer that only counts bytes.
-fn create_file_unhashed(path: &Path) -> Result<Hashing<BufWriter<File>>> {
     crate::folder::injected_failure(path)?;
     if let Some(folder) = path.parent() {
         fs::create_dir_all(folder).map_err(io_error(folder))?;
@@ -563,7 +554,7 @@ fn create_file_unhashed(path: &Path) -> Result<Hashing<BufWriter<File>>> {
     let file = File::create(path).map_err(io_error(path))?;
     Ok(Hashing {
         inner: BufWriter::new(file),
-        hasher: None,
+        hasher: Some(Sha256::new()),
         bytes: 0,
     })
 }
@@ -852,8 +843,7 @@ mod tests {
         let mut checked = TableWriter::create(dir.path(), "checked.parquet").unwrap();
         let mut unchecked = TableWriter::create(dir.path(), "unchecked.parquet")
             .unwrap()
-            .without_checksum()
-            .unwrap();
+            .without_checksum();
         checked.append(&frame).unwrap();
         unchecked.append(&frame).unwrap();
         let (checked, unchecked) = (checked.finish().unwrap(), unchecked.finish().unwrap());

@@ -739,11 +739,11 @@ impl NightWriter {
             carried: table(state.clone(), CARRIED)?
                 .with_compression(ParquetCompression::Lz4Raw)
                 .without_statistics()
-                .without_checksum()?,
+                .without_checksum(),
             seen: table(state.clone(), SEEN)?
                 .with_compression(ParquetCompression::Lz4Raw)
                 .without_statistics()
-                .without_checksum()?,
+                .without_checksum(),
             carried_accounts: Vec::new(),
             seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
