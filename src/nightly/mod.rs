@@ -415,6 +415,7 @@ fn run_nights(
     };
     let mut rewritten = BTreeSet::new();
     let mut stats = Vec::with_capacity(nights.len());
+    let mut open = BTreeMap::new();
     let mut dropped = Vec::new();
     for &date in &nights {
         crate::error::check_interrupt()?;
@@ -456,6 +457,7 @@ fn run_nights(
             .into());
         }
         stats.push(night.stats);
+        open.insert(date, night.open);
         // A night rerun without `--rejects` keeps no rejects of an earlier run.
         for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
@@ -476,6 +478,7 @@ fn run_nights(
             &month_to_date::Run {
                 nights: &all_nights,
                 computed: &nights,
+                open: &open,
                 input: &config.input,
                 late: &late,
                 card,
@@ -513,6 +516,8 @@ fn run_nights(
 /// What [`run_night`] did.
 struct NightRun {
     stats: NightStats,
+    /// What its month-to-date needs of the night's open sessions.
+    open: night::OpenSummary,
     /// A rerun night: how many of the messages it billed before the input lacks, and the
     /// first of them.
     missing: Option<(u64, String, String)>,
@@ -575,11 +580,12 @@ fn run_night(
     )?;
     let (missing, checked) = (writer.missing.clone(), writer.checked());
     let rejected = config.rejects.then(|| std::mem::take(&mut source.rejected));
-    let stats = timed("wrote the night", || {
+    let (stats, open) = timed("wrote the night", || {
         writer.finish(tree, card, &paths, rejected, input_files)
     })?;
     Ok(NightRun {
         stats,
+        open,
         missing,
         checked,
     })

@@ -48,6 +48,9 @@ pub(crate) struct Run<'a> {
     pub nights: &'a [NaiveDate],
     /// The nights this run computed, in order; the last is the history's last.
     pub computed: &'a [NaiveDate],
+    /// What each computed night kept of its open sessions (the same as its state's
+    /// [`night::OPEN`], rated).
+    pub open: &'a std::collections::BTreeMap<NaiveDate, night::OpenSummary>,
     pub input: &'a Path,
     pub late: &'a [LateFile],
     pub card: &'a RateCard,
@@ -121,12 +124,15 @@ struct MonthToDateManifest<'a> {
 
 /// Sums each night this run computed into the lines to date of the periods still open,
 /// closing the periods it can ([`LINES_TO_DATE`] into each night's state in the staging
-/// folder). Returns the last night's lines to date and its open sessions, rated, and the
-/// periods closed.
-fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, DataFrame, Vec<Closing>)> {
+/// folder). Returns the last night's lines to date, what it kept of its open sessions, and
+/// the periods closed.
+fn close_periods<'a>(
+    tree: &Tree,
+    run: &Run<'a>,
+) -> Result<(DataFrame, &'a night::OpenSummary, Vec<Closing>)> {
     let first = *run.nights.first().expect("a night has run");
     let mut to_date: Option<DataFrame> = None;
-    let mut last_open: Option<DataFrame> = None;
+    let mut last_open: Option<&night::OpenSummary> = None;
     let mut closings = Vec::new();
     for &night in run.computed {
         let state = tree.state(night).expect("a computed night has a state");
@@ -143,13 +149,13 @@ fn close_periods(tree: &Tree, run: &Run) -> Result<(DataFrame, DataFrame, Vec<Cl
         let summed = rating::sum_counted(
             concat([previous.lazy(), lines.lazy()], UnionArgs::default())?.collect()?,
         )?;
-        let open = rating::rate_sessions(super::read_parquet(&state.join(night::OPEN))?, run.card)?;
-        let still_open: BTreeSet<&str> = open.column("period")?.str()?.iter().flatten().collect();
+        let open = &run.open[&night];
+        let still_open = &open.periods;
         let night_end = start_ns(night) + DAY_NS;
         let periods: BTreeSet<&str> = summed.column("period")?.str()?.iter().flatten().collect();
         let closing: Vec<String> = periods
             .into_iter()
-            .filter(|p| !still_open.contains(p))
+            .filter(|p| !still_open.contains(*p))
             .filter(|p| {
                 run.card
                     .period_end_everywhere(p)
@@ -219,16 +225,15 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         *run.nights.first().expect("a night has run"),
         *run.nights.last().expect("a night has run"),
     );
-    let (to_date, open_rated, closings) = close_periods(tree, run)?;
+    let (to_date, open, closings) = close_periods(tree, run)?;
     let latest_state = tree.state(latest).expect("the latest night has a state");
-    let open_rows = open_rated.height() as u64;
-    let lines = vec![to_date.lazy(), rating::lines_of(&open_rated)?.lazy()];
+    let lines = vec![to_date.lazy(), open.lines.clone().lazy()];
     let history_to = |night: NaiveDate| rating::Coverage {
         continues: true,
         ..rating::Coverage::from_to(start_ns(first), start_ns(night) + DAY_NS)
     };
     let mut coverage = history_to(latest);
-    coverage.unsettled = rating::unsettled(&open_rated, &coverage)?;
+    coverage.unsettled = rating::unsettled_of_unanswered(&open.unanswered, &coverage)?;
     // Late input not billed yet can change the invoices it concerns.
     for late in run.late {
         for key in &late.invoices {
@@ -323,14 +328,14 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
+    let last_night = NightStats::read(&latest_state)?;
     // The latest night's state holds the same sessions, written by this run.
     written.push(write::link_file(
         &latest_state.join(night::OPEN),
         &dir,
         night::OPEN,
-        open_rows,
+        last_night.sessions_open,
     )?);
-    let last_night = NightStats::read(&latest_state)?;
     let stats = InputStats {
         rows_read: last_night.rows_read,
         duplicates_dropped: last_night.duplicates(),

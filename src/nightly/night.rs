@@ -483,6 +483,7 @@ pub(crate) struct GroupNight {
     seen: DataFrame,
     lines: DataFrame,
     open: DataFrame,
+    open_summary: OpenSummary,
     /// `--rejects`: rows of conflicting duplicates ([`load::REJECT_COLUMNS`]).
     conflicting: Option<DataFrame>,
     /// Rows of the night's day that passed the checks.
@@ -493,6 +494,36 @@ pub(crate) struct GroupNight {
     /// A rerun night: the messages the night billed before that the input no longer holds, and
     /// the first of them (account, message id).
     missing: Option<(u64, String, String)>,
+}
+
+/// What the month-to-date of a night needs of its open sessions ([`OPEN`]), rated: their
+/// counted lines ([`rating::lines_of`]), the unanswered ones ([`rating::unanswered`]) and
+/// their periods. Kept from the night's groups, so that the run that computed the night need
+/// not read its open sessions back and rate them again.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenSummary {
+    pub lines: DataFrame,
+    pub unanswered: DataFrame,
+    pub periods: std::collections::BTreeSet<String>,
+}
+
+impl OpenSummary {
+    /// The summaries of a night's groups (disjoint accounts) as one, in group order.
+    fn of_groups(groups: Vec<OpenSummary>) -> Result<OpenSummary> {
+        let mut lines = Vec::with_capacity(groups.len());
+        let mut unanswered = Vec::with_capacity(groups.len());
+        let mut periods = std::collections::BTreeSet::new();
+        for group in groups {
+            lines.push(group.lines);
+            unanswered.push(group.unanswered);
+            periods.extend(group.periods);
+        }
+        Ok(OpenSummary {
+            lines: load::concat_frames(lines)?,
+            unanswered: load::concat_frames(unanswered)?,
+            periods,
+        })
+    }
 }
 
 /// What every group of a night shares.
@@ -608,11 +639,19 @@ pub(crate) fn compute_group(
         .collect()?;
     let lines = rating::lines_of(&closed)?;
     let closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
-    let open = rated
-        .lazy()
-        .filter(ends().gt(lit(end)))
-        .select(rating::RATED_SESSION_COLUMNS.map(col))
-        .collect()?;
+    let open = rated.lazy().filter(ends().gt(lit(end))).collect()?;
+    let open_summary = OpenSummary {
+        lines: rating::lines_of(&open)?,
+        unanswered: rating::unanswered(&open)?,
+        periods: open
+            .column("period")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect(),
+    };
+    let open = open.select(rating::RATED_SESSION_COLUMNS)?;
     let violations = rating::rate_violations(derived.violations, card)?
         .lazy()
         .filter(col("timestamp").to_physical().gt_eq(lit(start)))
@@ -653,6 +692,7 @@ pub(crate) fn compute_group(
         seen,
         lines,
         open,
+        open_summary,
         conflicting,
         checked,
         duplicates_within_night,
@@ -714,6 +754,7 @@ pub(crate) struct NightWriter {
     carried_accounts: AccountRows,
     seen_accounts: AccountRows,
     open: write::TableWriter,
+    open_summaries: Vec<OpenSummary>,
     lines: Vec<DataFrame>,
     conflicting: Vec<DataFrame>,
     checked: u64,
@@ -747,6 +788,7 @@ impl NightWriter {
             carried_accounts: Vec::new(),
             seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
+            open_summaries: Vec::new(),
             lines: Vec::new(),
             conflicting: Vec::new(),
             checked: 0,
@@ -774,6 +816,7 @@ impl NightWriter {
             seen.join().expect("writing does not panic")
         })?;
         self.lines.push(group.lines);
+        self.open_summaries.push(group.open_summary);
         self.conflicting.extend(group.conflicting);
         self.checked += group.checked;
         self.duplicates_within_night += group.duplicates_within_night;
@@ -802,7 +845,7 @@ impl NightWriter {
         paths: &[String],
         rejected: Option<Vec<DataFrame>>,
         input_files: Vec<InputFileRecord>,
-    ) -> Result<NightStats> {
+    ) -> Result<(NightStats, OpenSummary)> {
         let night = self.night;
         let name = night_dir(night);
         let staging = tree.staging;
@@ -870,7 +913,8 @@ impl NightWriter {
         let fingerprint = super::card_fingerprint(card, night);
         write::write_bytes(&state, CARD, format!("{fingerprint}\n").as_bytes(), 0)?;
         write::write_json(&state, STATS, &stats)?;
-        Ok(stats)
+        let open = OpenSummary::of_groups(std::mem::take(&mut self.open_summaries))?;
+        Ok((stats, open))
     }
 }
 

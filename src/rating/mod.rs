@@ -477,7 +477,13 @@ pub fn unsettled(
     sessions: &DataFrame,
     coverage: &Coverage,
 ) -> Result<std::collections::BTreeSet<(String, String)>> {
-    let unanswered = sessions
+    unsettled_of_unanswered(&unanswered(sessions)?, coverage)
+}
+
+/// The rated sessions nobody has answered that [`unsettled`] looks at, as the columns it
+/// needs (a small part of a night's open sessions, kept for its month-to-date).
+pub fn unanswered(sessions: &DataFrame) -> Result<DataFrame> {
+    Ok(sessions
         .clone()
         .lazy()
         .filter(
@@ -491,7 +497,14 @@ pub fn unsettled(
             col("started_at").to_physical().alias("start"),
             col("ends_at").to_physical().alias("end"),
         ])
-        .collect()?;
+        .collect()?)
+}
+
+/// [`unsettled`] of the sessions [`unanswered`] picked.
+pub fn unsettled_of_unanswered(
+    unanswered: &DataFrame,
+    coverage: &Coverage,
+) -> Result<std::collections::BTreeSet<(String, String)>> {
     let accounts = unanswered.column(schema::ACCOUNT_ID)?.str()?;
     let periods = unanswered.column("period")?.str()?;
     let starts = unanswered.column("start")?.i64()?;
