@@ -280,9 +280,16 @@ impl Catalog {
             let unchanged = prior
                 .filter(|p| p.bytes == file.bytes && p.modified_ns == file.modified_ns)
                 .map(|p| p.sha256.clone());
-            let sha256 = match unchanged {
-                Some(sha) => sha,
-                None => load::sha256_of(&file.full_path)?,
+            // A new or changed file is hashed on one core while its time range is read on
+            // the other (a file touched without a change does not need the range).
+            let (sha256, range) = match unchanged {
+                Some(sha) => (sha, None),
+                None => std::thread::scope(|scope| {
+                    let sha256 = scope.spawn(|| load::sha256_of(&file.full_path));
+                    let range = load::timestamp_range(&file);
+                    let sha256 = sha256.join().expect("hashing does not panic")?;
+                    Ok::<_, crate::error::Error>((sha256, Some(range)))
+                })?,
             };
             file.sha256 = sha256.clone();
             let entry = match prior.filter(|p| p.sha256 == sha256) {
@@ -295,7 +302,7 @@ impl Catalog {
                 },
                 None => {
                     tracing::debug!(path = %file.path, "new or changed input file");
-                    let range = load::timestamp_range(&file)?;
+                    let range = range.expect("read for a new or changed file")?;
                     // A changed file spans the days of both versions: the nights the old one
                     // was read for are the ones its removed messages were billed by.
                     let (mut first, mut last) = (range.first, range.last);
