@@ -632,59 +632,71 @@ pub(crate) fn compute_group(
     // counted lines are sorted by `lines_of`; carried events and seen ids are in event order:
     // every file is the same bytes on a rerun, and the same in groups or in one piece.
     let ends = || col("ends_at").to_physical();
-    let closed = rated
-        .clone()
-        .lazy()
-        .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
-        .collect()?;
-    let lines = rating::lines_of(&closed)?;
-    let closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
-    let open = rated.lazy().filter(ends().gt(lit(end))).collect()?;
-    let open_summary = OpenSummary {
-        lines: rating::lines_of(&open)?,
-        unanswered: rating::unanswered(&open)?,
-        periods: open
-            .column("period")?
-            .str()?
-            .iter()
-            .flatten()
-            .map(str::to_string)
-            .collect(),
-    };
-    let open = open.select(rating::RATED_SESSION_COLUMNS)?;
+    let (closed, lines, open, open_summary) = timed("split closed and open sessions", || {
+        let closed = rated
+            .clone()
+            .lazy()
+            .filter(ends().gt(lit(start)).and(ends().lt_eq(lit(end))))
+            .collect()?;
+        let lines = rating::lines_of(&closed)?;
+        let closed = closed.select(rating::RATED_SESSION_COLUMNS)?;
+        let open = rated.lazy().filter(ends().gt(lit(end))).collect()?;
+        let open_summary = OpenSummary {
+            lines: rating::lines_of(&open)?,
+            unanswered: rating::unanswered(&open)?,
+            periods: open
+                .column("period")?
+                .str()?
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect(),
+        };
+        let open = open.select(rating::RATED_SESSION_COLUMNS)?;
+        Ok::<_, crate::error::Error>((closed, lines, open, open_summary))
+    })?;
     let violations = rating::rate_violations(derived.violations, card)?
         .lazy()
         .filter(col("timestamp").to_physical().gt_eq(lit(start)))
         .collect()?;
-    let mut carried = events.take(&rows.carry)?;
-    // `file` is no file of a later run.
-    carried.with_column(Column::new_scalar(
-        load::FILE.into(),
-        Scalar::from(load::EARLIER_NIGHT),
-        carried.height(),
-    ))?;
-    let (inbound, outbound): (Vec<u32>, Vec<u32>) = rows.carried.iter().copied().unzip();
-    carried.with_column(Column::new(sessions::CARRIED_INBOUND.into(), inbound))?;
-    carried.with_column(Column::new(sessions::CARRIED_OUTBOUND.into(), outbound))?;
+    let carried = timed("took the carried events", || {
+        let mut carried = events.take(&rows.carry)?;
+        // `file` is no file of a later run.
+        carried.with_column(Column::new_scalar(
+            load::FILE.into(),
+            Scalar::from(load::EARLIER_NIGHT),
+            carried.height(),
+        ))?;
+        let (inbound, outbound): (Vec<u32>, Vec<u32>) = rows.carried.iter().copied().unzip();
+        carried.with_column(Column::new(sessions::CARRIED_INBOUND.into(), inbound))?;
+        carried.with_column(Column::new(sessions::CARRIED_OUTBOUND.into(), outbound))?;
+        Ok::<_, crate::error::Error>(carried)
+    })?;
     // The ids the night used, in event order, with their fingerprints: hashed in the rows'
     // own order (where their strings lie one after the other), then put in event order.
-    let (content, event) = load::content_and_event_hashes(&events)?;
-    let mut seen = events.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, schema::TIMESTAMP])?;
-    seen.with_column(content)?;
-    seen.with_column(event)?;
-    seen.with_column(Column::new(load::ID_HASH.into(), load::id_hashes(&events)?))?;
-    let seen = seen
-        .take(&rows.order)?
-        .lazy()
-        .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
-        .select([
-            col(schema::ACCOUNT_ID),
-            col(schema::MESSAGE_ID),
-            col(load::CONTENT),
-            col(load::EVENT),
-            col(load::ID_HASH),
-        ])
-        .collect()?;
+    let seen = timed("fingerprinted the seen ids", || {
+        let (content, event) = load::content_and_event_hashes(&events)?;
+        let mut seen =
+            events.select([schema::ACCOUNT_ID, schema::MESSAGE_ID, schema::TIMESTAMP])?;
+        seen.with_column(content)?;
+        seen.with_column(event)?;
+        seen.with_column(Column::new(load::ID_HASH.into(), load::id_hashes(&events)?))?;
+        Ok::<_, crate::error::Error>(seen)
+    })?;
+    let seen = timed("put the seen ids in event order", || {
+        seen.take(&rows.order)?
+            .lazy()
+            .filter(col(schema::TIMESTAMP).gt_eq(lit(start)))
+            .select([
+                col(schema::ACCOUNT_ID),
+                col(schema::MESSAGE_ID),
+                col(load::CONTENT),
+                col(load::EVENT),
+                col(load::ID_HASH),
+            ])
+            .collect()
+            .map_err(crate::error::Error::from)
+    })?;
     Ok(GroupNight {
         closed,
         violations,
