@@ -1628,30 +1628,29 @@ fn fnv_feed(hash: &mut u64, bytes: &[u8]) {
 
 /// The content hash of every row, and with `whole_event` its event hash (else empty).
 fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64>)> {
-    let code = |name: &str| -> Result<Vec<u32>> {
-        Ok(frame
-            .column(name)?
-            .u32()?
-            .iter()
-            .map(|v| v.unwrap_or(u32::MAX))
-            .collect())
+    // A column of one chunk without nulls is read in place.
+    let code = |name: &str| -> Result<std::borrow::Cow<'_, [u32]>> {
+        let codes = frame.column(name)?.u32()?;
+        Ok(match codes.cont_slice() {
+            Ok(slice) => slice.into(),
+            Err(_) => codes.iter().map(|v| v.unwrap_or(u32::MAX)).collect(),
+        })
     };
     let (channel, direction, kind) = (
         code(schema::CHANNEL)?,
         code(schema::DIRECTION)?,
         code(schema::KIND)?,
     );
-    let (status, times) = match whole_event {
-        true => (
-            code(schema::STATUS)?,
-            frame
-                .column(schema::TIMESTAMP)?
-                .i64()?
-                .iter()
-                .map(|t| t.unwrap_or(i64::MIN))
-                .collect(),
-        ),
-        false => (Vec::new(), Vec::new()),
+    let (status, times): (_, std::borrow::Cow<'_, [i64]>) = match whole_event {
+        true => {
+            let times = frame.column(schema::TIMESTAMP)?.i64()?;
+            let times = match times.cont_slice() {
+                Ok(slice) => slice.into(),
+                Err(_) => times.iter().map(|t| t.unwrap_or(i64::MIN)).collect(),
+            };
+            (code(schema::STATUS)?, times)
+        }
+        false => (Vec::new().into(), Vec::new().into()),
     };
     let business = frame.column(schema::BUSINESS_ID)?.str()?;
     let user = frame.column(schema::USER_ID)?.str()?;
