@@ -30,7 +30,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{night_dir, read_parquet, start_ns, Tree, REJECTS_DIR, SESSIONS_DIR, VIOLATIONS_DIR};
-use crate::error::{InputError, Result};
+use crate::error::{Error, InputError, Result};
 use crate::load;
 use crate::rates::RateCard;
 use crate::rating;
@@ -653,7 +653,7 @@ pub(crate) fn compute_group(
                 .collect(),
         };
         let open = open.select(rating::RATED_SESSION_COLUMNS)?;
-        Ok::<_, crate::error::Error>((closed, lines, open, open_summary))
+        Ok::<_, Error>((closed, lines, open, open_summary))
     })?;
     let violations = rating::rate_violations(derived.violations, card)?
         .lazy()
@@ -670,7 +670,7 @@ pub(crate) fn compute_group(
         let (inbound, outbound): (Vec<u32>, Vec<u32>) = rows.carried.iter().copied().unzip();
         carried.with_column(Column::new(sessions::CARRIED_INBOUND.into(), inbound))?;
         carried.with_column(Column::new(sessions::CARRIED_OUTBOUND.into(), outbound))?;
-        Ok::<_, crate::error::Error>(carried)
+        Ok::<_, Error>(carried)
     })?;
     // The ids the night used, in event order, with their fingerprints: hashed in the rows'
     // own order (where their strings lie one after the other), then put in event order.
@@ -681,7 +681,7 @@ pub(crate) fn compute_group(
         seen.with_column(content)?;
         seen.with_column(event)?;
         seen.with_column(Column::new(load::ID_HASH.into(), load::id_hashes(&events)?))?;
-        Ok::<_, crate::error::Error>(seen)
+        Ok::<_, Error>(seen)
     })?;
     let seen = timed("put the seen ids in event order", || {
         seen.take(&rows.order)?
@@ -695,7 +695,7 @@ pub(crate) fn compute_group(
                 col(load::ID_HASH),
             ])
             .collect()
-            .map_err(crate::error::Error::from)
+            .map_err(Error::from)
     })?;
     Ok(GroupNight {
         closed,
