@@ -794,7 +794,6 @@ impl NightWriter {
                 .without_statistics()
                 .without_checksum(),
             seen: table(state.clone(), SEEN)?
-                .with_compression(ParquetCompression::Lz4Raw)
                 .without_statistics()
                 .without_checksum(),
             carried_accounts: Vec::new(),
