@@ -526,6 +526,11 @@ fn a_template_a_day(dir: &Path, days: &[&str]) -> PathBuf {
 }
 
 /// A landing zone with the messages of the given days, one file per day.
+/// The log of one day, 2024-01-01, with one template message at 13:00, under `dir`.
+fn one_message_log(dir: &Path) -> PathBuf {
+    days_with(dir, &[("2024-01-01", vec![template("t1", "Mon 13:00")])])
+}
+
 fn days_with(dir: &Path, days: &[(&str, Vec<Ev>)]) -> PathBuf {
     let logs = dir.join("logs");
     for (day, events) in days {
@@ -599,10 +604,7 @@ fn a_night_that_has_not_ended_is_refused() {
 #[test]
 fn a_new_history_is_started_only_with_init() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
-    );
+    let logs = one_message_log(dir.path());
     // A typo in `--out` under `-q`: refused, loudly, and nothing is made.
     let typo = dir.path().join("biling");
     run_command(&logs, &typo)
@@ -649,10 +651,7 @@ fn a_new_history_is_started_only_with_init() {
 #[test]
 fn an_out_that_is_a_file_is_a_usage_error_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
-    );
+    let logs = one_message_log(dir.path());
     let file = dir.path().join("billing");
     std::fs::write(&file, "notes").unwrap();
     for extra in [&[][..], &["--date", "2024-01-01", "--init"][..]] {
@@ -1036,16 +1035,10 @@ fn the_id_fingerprint_is_fnv_1a_of_account_and_message_id() {
 #[test]
 fn a_night_compresses_its_seen_ids_with_zstd() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
-    );
+    let logs = one_message_log(dir.path());
     let out = dir.path().join("billing");
     nights(&logs, &out, date("2024-01-01"), 1);
-    let file = std::fs::File::open(out.join("state/date=2024-01-01/seen.parquet")).unwrap();
-    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .unwrap();
+    let metadata = footer(&out.join("state/date=2024-01-01/seen.parquet"));
     let group = metadata.row_group(0);
     let ids = group
         .columns()
@@ -1061,10 +1054,7 @@ fn a_night_compresses_its_seen_ids_with_zstd() {
 
 /// The Parquet logical type of `column` in `path`, as the `parquet` crate reads the footer.
 fn logical_type(path: &Path, column: &str) -> String {
-    let file = std::fs::File::open(path).unwrap();
-    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .unwrap();
+    let metadata = footer(path);
     let schema = metadata.file_metadata().schema_descr();
     let field = schema
         .columns()
@@ -1283,10 +1273,7 @@ fn the_readme_nightly_summary_is_the_sample_datas() {
 #[test]
 fn a_new_input_file_with_a_row_no_night_would_read_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = days_with(
-        dir.path(),
-        &[("2024-01-01", vec![template("t1", "Mon 13:00")])],
-    );
+    let logs = one_message_log(dir.path());
     let out = dir.path().join("billing");
     nights(&logs, &out, date("2024-01-01"), 1);
     let bad = logs.join("date=2024-01-02/part-0.parquet");

@@ -276,6 +276,14 @@ pub fn hidden_entries(dir: &Path) -> Vec<String> {
 }
 
 /// A Parquet file, read whole.
+/// The footer of the Parquet file at `path`, as the `parquet` crate reads it.
+pub fn footer(path: &Path) -> parquet::file::metadata::ParquetMetaData {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .unwrap()
+}
+
 pub fn read_frame(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap())
         .finish()
