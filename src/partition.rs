@@ -225,8 +225,7 @@ impl Parts {
                     present.push(match writer {
                         Some(writer) => {
                             let path = spill_path(dir.path(), group);
-                            let mut file = writer.finish().map_err(write_error(&path))?;
-                            std::io::Write::flush(&mut file).map_err(io_error(&path))?;
+                            writer.finish().map_err(write_error(&path))?;
                             true
                         }
                         None => false,
@@ -538,8 +537,7 @@ mod tests {
         .unwrap();
         let written = write_pieces(dir.path(), vec![(3, piece.clone(), None)]).unwrap();
         let (group, writer) = written.into_iter().next().unwrap();
-        let mut file = writer.finish().unwrap();
-        std::io::Write::flush(&mut file).unwrap();
+        writer.finish().unwrap();
         let path = spill_path(dir.path(), group);
         // Message ids plain; a repeated account a dictionary.
         assert_eq!(crate::write::dictionary_encoded(&path), [false, true]);

@@ -449,10 +449,12 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    /// Writes the footer and gives the file back.
+    /// Writes the footer, flushes the file and gives it back.
     pub(crate) fn finish(mut self) -> PolarsResult<W> {
         self.file.end(None)?;
-        Ok(self.file.into_inner())
+        let mut file = self.file.into_inner();
+        file.flush()?;
+        Ok(file)
     }
 }
 

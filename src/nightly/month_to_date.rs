@@ -150,12 +150,19 @@ fn close_periods<'a>(
             concat([previous.lazy(), lines.lazy()], UnionArgs::default())?.collect()?,
         )?;
         let open = &run.open[&night];
-        let still_open = &open.periods;
+        // Every open session counts in one of its lines: their periods are the lines'.
+        let still_open: BTreeSet<&str> = open
+            .lines
+            .column("period")?
+            .str()?
+            .iter()
+            .flatten()
+            .collect();
         let night_end = start_ns(night) + DAY_NS;
         let periods: BTreeSet<&str> = summed.column("period")?.str()?.iter().flatten().collect();
         let closing: Vec<String> = periods
             .into_iter()
-            .filter(|p| !still_open.contains(*p))
+            .filter(|p| !still_open.contains(p))
             .filter(|p| {
                 run.card
                     .period_end_everywhere(p)

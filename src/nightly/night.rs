@@ -497,14 +497,13 @@ pub(crate) struct GroupNight {
 }
 
 /// What the month-to-date of a night needs of its open sessions ([`OPEN`]), rated: their
-/// counted lines ([`rating::lines_of`]), the unanswered ones ([`rating::unanswered`]) and
-/// their periods. Kept from the night's groups, so that the run that computed the night need
-/// not read its open sessions back and rate them again.
+/// counted lines ([`rating::lines_of`]) and the unanswered ones ([`rating::unanswered`]).
+/// Kept from the night's groups, so that the run that computed the night need not read its
+/// open sessions back and rate them again.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenSummary {
     pub lines: DataFrame,
     pub unanswered: DataFrame,
-    pub periods: std::collections::BTreeSet<String>,
 }
 
 impl OpenSummary {
@@ -512,16 +511,13 @@ impl OpenSummary {
     fn of_groups(groups: Vec<OpenSummary>) -> Result<OpenSummary> {
         let mut lines = Vec::with_capacity(groups.len());
         let mut unanswered = Vec::with_capacity(groups.len());
-        let mut periods = std::collections::BTreeSet::new();
         for group in groups {
             lines.push(group.lines);
             unanswered.push(group.unanswered);
-            periods.extend(group.periods);
         }
         Ok(OpenSummary {
             lines: load::concat_frames(lines)?,
             unanswered: load::concat_frames(unanswered)?,
-            periods,
         })
     }
 }
@@ -644,13 +640,6 @@ pub(crate) fn compute_group(
         let open_summary = OpenSummary {
             lines: rating::lines_of(&open)?,
             unanswered: rating::unanswered(&open)?,
-            periods: open
-                .column("period")?
-                .str()?
-                .iter()
-                .flatten()
-                .map(str::to_string)
-                .collect(),
         };
         let open = open.select(rating::RATED_SESSION_COLUMNS)?;
         Ok::<_, Error>((closed, lines, open, open_summary))
