@@ -316,7 +316,10 @@ fn write_pieces(
                     piece.schema(),
                     ParquetCompression::Uncompressed,
                     StatisticsOptions::empty(),
-                    |name, _| name == schema::MESSAGE_ID,
+                    |name, _| match name == schema::MESSAGE_ID {
+                        true => crate::write::Layout::Plain,
+                        false => crate::write::Layout::Polars,
+                    },
                 )
                 .map_err(write_error(&path))?
             }

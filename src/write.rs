@@ -11,6 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use polars_arrow::array::Utf8ViewArray;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -333,7 +334,11 @@ impl TableWriter {
                     frame.schema(),
                     self.compression,
                     self.statistics,
-                    |_, dtype| matches!(dtype, ArrowDataType::Utf8View | ArrowDataType::BinaryView),
+                    |_, dtype| match dtype {
+                        ArrowDataType::Utf8View => Layout::Runs,
+                        ArrowDataType::BinaryView => Layout::Plain,
+                        _ => Layout::Polars,
+                    },
                 )
                 .map_err(write_error(&self.path))?,
             );
@@ -387,36 +392,65 @@ impl TableWriter {
     }
 }
 
+/// How [`Encoder`] writes a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// As polars chooses: for strings, a dictionary if hashing every value finds few.
+    Polars,
+    /// Plain values, left to the page compression.
+    Plain,
+    /// Strings: a dictionary built from runs of equal values (each run costs one comparison
+    /// per row and one lookup), if a row group holds at most [`RUN_DICTIONARY_VALUES`]
+    /// different ones; plain otherwise.
+    Runs,
+}
+
+/// Different values a [`Layout::Runs`] column may hold in one row group and still be written
+/// as a dictionary.
+pub(crate) const RUN_DICTIONARY_VALUES: usize = 4096;
+
 /// Parquet's own writer, with each column's encoding chosen here. polars' writer tries a
 /// dictionary for every string column: it hashes each value to estimate how many differ, then
-/// again to build the dictionary. Outputs write strings plain instead, and the page compression
-/// finds their repeats: ids that rarely repeat cost no hashing, and the few names that repeat
-/// on every row (channels, periods) compress as well as a dictionary would make them.
+/// again to build the dictionary. Outputs instead build a dictionary from runs of equal values
+/// ([`Layout::Runs`]): the names that repeat on every row of an account (accounts, channels,
+/// periods, invoice ids) are written once per row group, and ids that rarely repeat are
+/// written plain after a few thousand rows' look, for the page compression to find repeats.
 pub(crate) struct Encoder<W: Write> {
     file: polars_parquet::write::FileWriter<W>,
     encodings: Vec<Vec<polars_parquet::write::Encoding>>,
+    /// Columns written as [`Layout::Runs`].
+    runs: Vec<bool>,
     options: polars_parquet::write::WriteOptions,
 }
 
 impl<W: Write> Encoder<W> {
-    /// A writer of frames of `schema` into `file`; a column for which `plain` (given its name
-    /// and type) says so is written plain, the others as polars chooses.
+    /// A writer of frames of `schema` into `file`, each column in the layout `layout` (given
+    /// its name and type) chooses for it.
     pub(crate) fn new(
         file: W,
         schema: &Schema,
         compression: ParquetCompression,
         statistics: StatisticsOptions,
-        plain: impl Fn(&str, &ArrowDataType) -> bool,
+        layout: impl Fn(&str, &ArrowDataType) -> Layout,
     ) -> PolarsResult<Encoder<W>> {
         use polars_parquet::write::{get_dtype_encoding, Encoding, Version, WriteOptions};
         let schema = schema.to_arrow(CompatLevel::newest());
-        let encodings = schema
+        let layouts: Vec<Layout> = schema
             .iter_values()
-            .map(|field| match plain(field.name.as_str(), field.dtype()) {
-                true => vec![Encoding::Plain],
-                false => get_dtype_encoding(field.dtype()),
+            .map(|field| match layout(field.name.as_str(), field.dtype()) {
+                Layout::Runs if field.dtype() != &ArrowDataType::Utf8View => Layout::Plain,
+                chosen => chosen,
             })
             .collect();
+        let encodings = schema
+            .iter_values()
+            .zip(&layouts)
+            .map(|(field, layout)| match layout {
+                Layout::Polars => get_dtype_encoding(field.dtype()),
+                Layout::Plain | Layout::Runs => vec![Encoding::Plain],
+            })
+            .collect();
+        let runs = layouts.iter().map(|l| *l == Layout::Runs).collect();
         let options = WriteOptions {
             statistics,
             version: Version::V1,
@@ -426,6 +460,7 @@ impl<W: Write> Encoder<W> {
         Ok(Encoder {
             file: polars_parquet::write::FileWriter::try_new(file, schema, options)?,
             encodings,
+            runs,
             options,
         })
     }
@@ -438,9 +473,26 @@ impl<W: Write> Encoder<W> {
             if rows == 0 {
                 continue;
             }
+            let mut encodings = self.encodings.clone();
+            let (schema, mut arrays) = batch.into_schema_and_arrays();
+            for (i, array) in arrays.iter_mut().enumerate() {
+                if !self.runs[i] {
+                    continue;
+                }
+                let strings = array
+                    .as_any()
+                    .downcast_ref::<Utf8ViewArray>()
+                    .expect("a Runs column holds strings");
+                if let Some(dictionary) = run_dictionary(strings, RUN_DICTIONARY_VALUES) {
+                    *array = dictionary.boxed();
+                    encodings[i] = vec![polars_parquet::write::Encoding::RleDictionary];
+                }
+            }
+            let batch =
+                polars_arrow::record_batch::RecordBatchT::new(rows as usize, schema, arrays);
             let group = polars_parquet::write::row_group_iter(
                 batch,
-                self.encodings.clone().into(),
+                encodings.into(),
                 fields.clone(),
                 self.options,
             );
@@ -456,6 +508,54 @@ impl<W: Write> Encoder<W> {
         file.flush()?;
         Ok(file)
     }
+}
+
+/// `strings` as a dictionary of its values in order of first appearance, found run by run:
+/// a row equal to the one before costs one comparison. `None` if it has missing values or
+/// more than `most` different ones.
+fn run_dictionary(
+    strings: &Utf8ViewArray,
+    most: usize,
+) -> Option<polars_arrow::array::DictionaryArray<u32>> {
+    use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray};
+    use polars_arrow::datatypes::IntegerType;
+    if strings.null_count() > 0 {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(strings.len());
+    let mut values: Vec<&str> = Vec::new();
+    let mut known: PlHashMap<&str, u32> = PlHashMap::new();
+    let mut last: Option<(&str, u32)> = None;
+    for value in strings.values_iter() {
+        let key = match last {
+            Some((previous, key)) if previous == value => key,
+            _ => {
+                let key = match known.get(value) {
+                    Some(&key) => key,
+                    None if values.len() == most => return None,
+                    None => {
+                        let key = values.len() as u32;
+                        values.push(value);
+                        known.insert(value, key);
+                        key
+                    }
+                };
+                last = Some((value, key));
+                key
+            }
+        };
+        keys.push(key);
+    }
+    let dtype = ArrowDataType::Dictionary(
+        IntegerType::UInt32,
+        Box::new(ArrowDataType::Utf8View),
+        false,
+    );
+    let values = Utf8ViewArray::from_slice_values(values).boxed();
+    Some(
+        DictionaryArray::try_new(dtype, PrimitiveArray::from_vec(keys), values)
+            .expect("every key indexes the values"),
+    )
 }
 
 /// A [`Hashing`] file that the Parquet writer and [`TableWriter`] share.
@@ -857,33 +957,53 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_written_plain_and_read_back_the_same() {
+    fn strings_that_repeat_become_a_dictionary_and_read_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let mut table = TableWriter::create(dir.path(), "t.parquet").unwrap();
-        let names = [
-            "whatsapp",
-            "instagram",
-            "whatsapp",
-            "a much longer name than a view",
-        ];
+        let rows = RUN_DICTIONARY_VALUES + 1;
+        // Runs of repeated names, and a name that comes back after others.
+        let names: Vec<&str> = (0..rows)
+            .map(|i| match i % 7 {
+                0..=2 => "whatsapp",
+                3 | 4 => "a much longer name than a view",
+                5 => "instagram",
+                _ => "whatsapp",
+            })
+            .collect();
+        // One more different value than a dictionary may hold: written plain.
+        let ids: Vec<String> = (0..rows).map(|i| format!("m{i:05}")).collect();
+        let missing: Vec<Option<&str>> = (0..rows).map(|i| (i % 3 == 0).then_some("x")).collect();
         let frame = DataFrame::new(
-            4,
+            rows,
             vec![
                 Column::new("s".into(), names),
-                Column::new("n".into(), [3i64, 3, 3, 4]),
-                Column::new("o".into(), [Some("x"), None, Some("y"), None]),
+                Column::new("n".into(), vec![3i64; rows]),
+                Column::new("o".into(), missing),
+                Column::new("id".into(), ids),
             ],
         )
         .unwrap();
         table.append(&frame).unwrap();
         table.finish().unwrap();
         let path = dir.path().join("t.parquet");
-        // Strings plain (no hashing to build a dictionary), numbers as polars chooses.
-        assert_eq!(dictionary_encoded(&path), [false, true, false]);
+        // Repeated strings by runs, numbers as polars chooses; missing values and too many
+        // different ones plain.
+        assert_eq!(dictionary_encoded(&path), [true, true, false, false]);
         let read = ParquetReader::new(File::open(&path).unwrap())
             .finish()
             .unwrap();
+        assert_eq!(read.schema(), frame.schema());
         assert!(read.equals_missing(&frame), "{read}");
+        // The statistics of a dictionary column are those of its values.
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&File::open(&path).unwrap())
+            .unwrap();
+        let statistics = metadata.row_group(0).column(0).statistics().unwrap();
+        assert_eq!(
+            statistics.min_bytes_opt().unwrap(),
+            b"a much longer name than a view"
+        );
+        assert_eq!(statistics.max_bytes_opt().unwrap(), b"whatsapp");
     }
 
     #[test]
