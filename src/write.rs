@@ -395,7 +395,9 @@ impl TableWriter {
 /// How [`Encoder`] writes a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
-    /// As polars chooses: for strings, a dictionary if hashing every value finds few.
+    /// As polars chooses: for strings, a dictionary if hashing every value finds few; for
+    /// integers, a dictionary if they span at most [`DICTIONARY_SPAN`] (plain otherwise,
+    /// where polars would hash every value to count how many differ).
     Polars,
     /// Plain values, left to the page compression.
     Plain,
@@ -403,6 +405,39 @@ pub(crate) enum Layout {
     /// per row and one lookup), if a row group holds at most [`RUN_DICTIONARY_VALUES`]
     /// different ones; plain otherwise.
     Runs,
+}
+
+/// The span of integers (largest minus smallest) that polars' writer turns into a dictionary
+/// without hashing each value.
+pub(crate) const DICTIONARY_SPAN: u64 = u16::MAX as u64;
+
+/// Whether `array` holds integers spanning more than [`DICTIONARY_SPAN`].
+fn wide_integers(array: &dyn polars_arrow::array::Array) -> bool {
+    use polars_arrow::array::PrimitiveArray;
+    use polars_arrow::types::{NativeType, PrimitiveType};
+    fn span<T: NativeType + Into<i128>>(array: &dyn polars_arrow::array::Array) -> u64 {
+        let array = array
+            .as_any()
+            .downcast_ref::<PrimitiveArray<T>>()
+            .expect("the array's physical type");
+        let mut values = array.non_null_values_iter().map(Into::into);
+        let Some(first) = values.next() else {
+            return 0;
+        };
+        let (low, high) = values.fold((first, first), |(l, h), v| (l.min(v), h.max(v)));
+        u64::try_from(high - low).unwrap_or(u64::MAX)
+    }
+    let span = match array.dtype().to_physical_type() {
+        polars_arrow::datatypes::PhysicalType::Primitive(primitive) => match primitive {
+            PrimitiveType::Int32 => span::<i32>(array),
+            PrimitiveType::Int64 => span::<i64>(array),
+            PrimitiveType::UInt32 => span::<u32>(array),
+            PrimitiveType::UInt64 => span::<u64>(array),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    span > DICTIONARY_SPAN
 }
 
 /// Different values a [`Layout::Runs`] column may hold in one row group and still be written
@@ -476,6 +511,11 @@ impl<W: Write> Encoder<W> {
             let mut encodings = self.encodings.clone();
             let (schema, mut arrays) = batch.into_schema_and_arrays();
             for (i, array) in arrays.iter_mut().enumerate() {
+                if encodings[i] == [polars_parquet::write::Encoding::RleDictionary]
+                    && wide_integers(array.as_ref())
+                {
+                    encodings[i] = vec![polars_parquet::write::Encoding::Plain];
+                }
                 if !self.runs[i] {
                     continue;
                 }
@@ -980,15 +1020,22 @@ mod tests {
                 Column::new("n".into(), vec![3i64; rows]),
                 Column::new("o".into(), missing),
                 Column::new("id".into(), ids),
+                // Few different times, but spanning more than a dictionary of integers may.
+                Column::new(
+                    "t".into(),
+                    (0..rows as i64)
+                        .map(|i| (i % 2) * (DICTIONARY_SPAN as i64 + 1))
+                        .collect::<Vec<_>>(),
+                ),
             ],
         )
         .unwrap();
         table.append(&frame).unwrap();
         table.finish().unwrap();
         let path = dir.path().join("t.parquet");
-        // Repeated strings by runs, numbers as polars chooses; missing values and too many
-        // different ones plain.
-        assert_eq!(dictionary_encoded(&path), [true, true, false, false]);
+        // Repeated strings by runs, integers of a narrow span as polars chooses; missing
+        // values, too many different ones and a wide span plain.
+        assert_eq!(dictionary_encoded(&path), [true, true, false, false, false]);
         let read = ParquetReader::new(File::open(&path).unwrap())
             .finish()
             .unwrap();
