@@ -147,13 +147,16 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         invoices: write::InvoiceSummary::of(&invoices),
         outputs: Vec::new(),
     };
-    let written = staging.finish(
-        &mut invoices,
-        &card,
-        &mut register.frame()?,
-        rejects.as_mut(),
-        manifest,
-    )?;
+    let mut register = register.frame()?;
+    let written = sessions::timed("wrote the invoices and put the folder in place", || {
+        staging.finish(
+            &mut invoices,
+            &card,
+            &mut register,
+            rejects.as_mut(),
+            manifest,
+        )
+    })?;
     // The report keeps the invoices' heads and totals; their lines are written.
     let mut heads = invoices.invoices;
     for invoice in &mut heads {
