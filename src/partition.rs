@@ -206,7 +206,7 @@ impl Parts {
         Ok(())
     }
 
-    /// Ends the input; the groups can now be read, in order.
+    /// Ends the input; the groups can now be read, in any order.
     pub fn finish(self) -> Result<Groups> {
         let storage = match self.storage {
             Storage::Memory(chunks) if chunks.is_empty() => {
@@ -241,8 +241,7 @@ impl Parts {
             }
         };
         Ok(Groups {
-            next: 0,
-            count: self.groups,
+            started: vec![false; self.groups],
             rows: self.rows,
             storage,
         })
@@ -334,8 +333,8 @@ fn write_pieces(
 
 /// The groups of a partitioned log, read one at a time.
 pub struct Groups {
-    next: usize,
-    count: usize,
+    /// Which groups [`Groups::take`] gave out.
+    started: Vec<bool>,
     /// Rows in each group, as planned.
     rows: Vec<u64>,
     storage: GroupStorage,
@@ -355,19 +354,30 @@ enum GroupStorage {
 }
 
 impl Groups {
-    /// The index of the group [`Groups::next_group`] returns next.
-    pub fn next_index(&self) -> usize {
-        self.next
+    /// The group to derive next, given the rows `busy` holds: the first group not started if
+    /// it fits in `budget_rows` beside the groups at work (or none is at work); otherwise the
+    /// first later one that fits beside the groups at work and the results not yet taken.
+    /// `None`: wait for room. `Some(None)`: every group has started.
+    fn choose(&self, busy: &Busy, budget_rows: u64) -> Option<Option<usize>> {
+        let mut waiting = (0..self.started.len()).filter(|&g| !self.started[g]);
+        let Some(first) = waiting.next() else {
+            return Some(None);
+        };
+        if busy.at_work == 0 || busy.at_work + self.rows[first] <= budget_rows {
+            return Some(Some(first));
+        }
+        let held = busy.at_work + busy.untaken;
+        waiting
+            .find(|&g| held + self.rows[g] <= budget_rows)
+            .map(Some)
     }
 
-    /// The next group's rows (the loader's schema), or `None` after the last. A spill file is
-    /// removed once read.
-    pub fn next_group(&mut self) -> Result<Option<DataFrame>> {
-        if self.next == self.count {
+    /// The rows of group `group` (the loader's schema). A spill file is removed once read.
+    fn take(&mut self, group: usize) -> Result<Option<DataFrame>> {
+        if group >= self.started.len() || self.started[group] {
             return Ok(None);
         }
-        let group = self.next;
-        self.next += 1;
+        self.started[group] = true;
         match &mut self.storage {
             GroupStorage::Memory(frame) => Ok(frame.take()),
             GroupStorage::Split { pieces, schema } => {
@@ -397,11 +407,21 @@ impl Groups {
     }
 }
 
+/// Rows of the groups at work, and of the results not yet taken.
+#[derive(Debug, Default)]
+struct Busy {
+    at_work: u64,
+    untaken: u64,
+}
+
 /// Runs `work` on every group (its index and rows), up to `workers` groups at a time, and hands
 /// the results to `take` in group order. A group starts only while the groups at work hold at
 /// most `budget_rows` rows with it, or when none is at work: two accounts larger than the
-/// groups are never derived at once. Stops at the first error in group order (so the error
-/// reported is the same whatever the timing), or when the run is interrupted.
+/// groups are never derived at once. While the next group waits for room, a later one that
+/// fits beside the groups at work and the results not yet taken goes first, so that a large
+/// account does not leave a core idle and the results held stay within the budget too. Stops at the first error in
+/// group order (so the error reported is the same whatever the timing), or when the run is
+/// interrupted.
 pub fn in_order<T: Send>(
     groups: Groups,
     workers: usize,
@@ -409,24 +429,40 @@ pub fn in_order<T: Send>(
     work: impl Fn(usize, DataFrame) -> Result<T> + Sync,
     mut take: impl FnMut(usize, T) -> Result<()>,
 ) -> Result<()> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let rows_of = groups.rows.clone();
     let groups = std::sync::Mutex::new(groups);
-    // Rows of the groups at work, and a signal when one is done.
-    let at_work = std::sync::Mutex::new(0u64);
-    let done_one = std::sync::Condvar::new();
+    // Rows of the groups at work and of the results not yet taken, and a signal when some
+    // are done or taken, or the run stops.
+    let busy_rows = std::sync::Mutex::new(Busy::default());
+    let room = std::sync::Condvar::new();
     // No group after the first one that failed is started.
     let first_failed = AtomicUsize::new(usize::MAX);
+    // Set when results are no longer taken: workers stop waiting for room.
+    let stopped = AtomicBool::new(false);
+    struct Stop<'a>(
+        &'a AtomicBool,
+        &'a std::sync::Mutex<Busy>,
+        &'a std::sync::Condvar,
+    );
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _busy = self.1.lock();
+            self.0.store(true, Ordering::SeqCst);
+            self.2.notify_all();
+        }
+    }
     std::thread::scope(|scope| -> Result<()> {
-        // A worker that gets ahead of `take` waits: results in flight stay few.
         let (done, results) = std::sync::mpsc::sync_channel::<(usize, Result<T>)>(workers);
         for _ in 0..workers.max(1) {
-            let (done, groups, work, first_failed, at_work, done_one) = (
+            let (done, groups, work, first_failed, busy_rows, room, stopped) = (
                 done.clone(),
                 &groups,
                 &work,
                 &first_failed,
-                &at_work,
-                &done_one,
+                &busy_rows,
+                &room,
+                &stopped,
             );
             scope.spawn(move || loop {
                 if let Err(e) = crate::error::check_interrupt() {
@@ -434,20 +470,28 @@ pub fn in_order<T: Send>(
                     return;
                 }
                 let (index, rows, frame) = {
+                    // Holding the groups, this worker alone waits for room.
                     let mut groups = groups.lock().expect("no worker panicked");
-                    let index = groups.next_index();
+                    let mut busy = busy_rows.lock().expect("no worker panicked");
+                    let index = loop {
+                        if stopped.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        match groups.choose(&busy, budget_rows) {
+                            Some(index) => break index,
+                            None => busy = room.wait(busy).expect("no worker panicked"),
+                        }
+                    };
+                    let Some(index) = index else {
+                        return;
+                    };
                     if index > first_failed.load(Ordering::SeqCst) {
                         return;
                     }
-                    let rows = groups.rows.get(index).copied().unwrap_or(0);
-                    // Holding the groups, this worker alone waits for room.
-                    let mut busy = at_work.lock().expect("no worker panicked");
-                    while *busy > 0 && *busy + rows > budget_rows {
-                        busy = done_one.wait(busy).expect("no worker panicked");
-                    }
-                    *busy += rows;
+                    let rows = groups.rows[index];
+                    busy.at_work += rows;
                     drop(busy);
-                    let frame = crate::sessions::timed("read a group", || groups.next_group());
+                    let frame = crate::sessions::timed("read a group", || groups.take(index));
                     (index, rows, frame)
                 };
                 let result = match frame {
@@ -455,20 +499,25 @@ pub fn in_order<T: Send>(
                     Ok(Some(frame)) => work(index, frame),
                     Err(e) => Err(e),
                 };
-                *at_work.lock().expect("no worker panicked") -= rows;
-                done_one.notify_all();
-                let failed = result.is_err();
-                if failed {
+                {
+                    let mut busy = busy_rows.lock().expect("no worker panicked");
+                    busy.at_work -= rows;
+                    busy.untaken += rows;
+                }
+                room.notify_all();
+                if result.is_err() {
+                    // The groups before this one still run: the error reported is the first.
                     first_failed.fetch_min(index, Ordering::SeqCst);
                 }
-                if done.send((index, result)).is_err() || failed {
+                if done.send((index, result)).is_err() {
                     return;
                 }
             });
         }
         drop(done);
-        // Results arrive in any order; they are taken in group order. Returning early drops
-        // `results`, which stops the workers at their next group.
+        let _stop = Stop(&stopped, &busy_rows, &room);
+        // Results arrive in any order; they are taken in group order. Returning early stops
+        // the workers before their next group.
         let mut waiting = std::collections::BTreeMap::new();
         let mut next = 0;
         for (index, result) in results {
@@ -478,10 +527,16 @@ pub fn in_order<T: Send>(
             waiting.insert(index, result);
             while let Some(result) = waiting.remove(&next) {
                 take(next, result?)?;
+                busy_rows.lock().expect("no worker panicked").untaken -= rows_of[next];
+                room.notify_all();
                 next += 1;
             }
         }
-        Ok(())
+        // Every group before the first that failed ran, so a result left waiting is an error.
+        match waiting.into_values().next() {
+            Some(result) => result.map(|_| ()),
+            None => Ok(()),
+        }
     })
 }
 
@@ -573,11 +628,9 @@ mod tests {
         assert!(plan.rows.iter().all(|r| *r == 2));
     }
 
-    #[test]
-    fn groups_larger_than_the_budget_are_never_at_work_together() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let rows = [("a", 5), ("b", 5), ("c", 1), ("d", 1), ("e", 1)];
-        let plan = plan(&accounts(&rows), 1);
+    /// The groups of a log of `rows` (account, rows), planned with `max_rows`.
+    fn groups_of(rows: &[(&str, u64)], max_rows: u64) -> Groups {
+        let plan = plan(&accounts(rows), max_rows);
         let dir = tempfile::tempdir().unwrap();
         let mut parts = Parts::new(&plan, &dir.path().join("spill"), u64::MAX).unwrap();
         let ids: Vec<&str> = rows
@@ -590,10 +643,17 @@ mod tests {
                     .unwrap(),
             )
             .unwrap();
+        parts.finish().unwrap()
+    }
+
+    #[test]
+    fn groups_larger_than_the_budget_are_never_at_work_together() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let groups = groups_of(&[("a", 5), ("b", 5), ("c", 1), ("d", 1), ("e", 1)], 1);
         let (at_work, most) = (AtomicU64::new(0), AtomicU64::new(0));
         let mut order = Vec::new();
         in_order(
-            parts.finish().unwrap(),
+            groups,
             2,
             2,
             |_, frame| {
@@ -611,6 +671,93 @@ mod tests {
         .unwrap();
         assert_eq!(order, vec![(0, 5), (1, 5), (2, 1), (3, 1), (4, 1)]);
         assert_eq!(most.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn a_later_group_that_fits_goes_first_and_results_come_in_order() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::Duration;
+        // a and b do not fit together (budget 5); c fits beside a, d not beside a and c's
+        // result.
+        let groups = groups_of(&[("a", 4), ("b", 4), ("c", 1), ("d", 1)], 1);
+        let (c_started, c_seen) = std::sync::mpsc::channel::<()>();
+        let c_started = std::sync::Mutex::new(c_started);
+        let c_seen = std::sync::Mutex::new(c_seen);
+        let (at_work, most) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut order = Vec::new();
+        in_order(
+            groups,
+            2,
+            5,
+            |index, frame| {
+                let n = frame.height() as u64;
+                most.fetch_max(at_work.fetch_add(n, Ordering::SeqCst) + n, Ordering::SeqCst);
+                match index {
+                    // a is done only once c has started beside it.
+                    0 => c_seen
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(60))
+                        .map_err(|_| crate::Error::Interrupted)?,
+                    2 => c_started.lock().unwrap().send(()).unwrap(),
+                    _ => {}
+                }
+                at_work.fetch_sub(n, Ordering::SeqCst);
+                Ok(n)
+            },
+            |index, n| {
+                order.push((index, n));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(order, vec![(0, 4), (1, 4), (2, 1), (3, 1)]);
+        assert_eq!(most.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn the_error_reported_is_the_first_in_group_order_when_a_later_group_failed_first() {
+        use std::time::Duration;
+        let groups = groups_of(&[("a", 4), ("b", 4), ("c", 1), ("d", 1)], 1);
+        let (c_failed, c_seen) = std::sync::mpsc::channel::<()>();
+        let c_failed = std::sync::Mutex::new(c_failed);
+        let c_seen = std::sync::Mutex::new(c_seen);
+        let failure = |group: &str| crate::Error::Output {
+            path: PathBuf::from(group),
+            source: std::io::Error::other("failed"),
+        };
+        let mut taken = Vec::new();
+        let result = in_order(
+            groups,
+            2,
+            5,
+            |index, _| match index {
+                // c, started beside a, fails before a is done and b starts; b fails too.
+                0 => {
+                    c_seen
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(60))
+                        .map_err(|_| crate::Error::Interrupted)?;
+                    Ok(index)
+                }
+                1 => Err(failure("b")),
+                2 => {
+                    c_failed.lock().unwrap().send(()).unwrap();
+                    Err(failure("c"))
+                }
+                _ => Ok(index),
+            },
+            |index, _| {
+                taken.push(index);
+                Ok(())
+            },
+        );
+        match result {
+            Err(crate::Error::Output { path, .. }) => assert_eq!(path, PathBuf::from("b")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(taken, vec![0]);
     }
 
     #[test]
