@@ -646,20 +646,51 @@ mod tests {
         parts.finish().unwrap()
     }
 
-    #[test]
-    fn groups_larger_than_the_budget_are_never_at_work_together() {
+    /// A signal from one group's work to another's: [`Signal::give`], and [`Signal::wait`]
+    /// (at most a minute, then an error, so that a test that fails does not hang).
+    struct Signal(
+        std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+        std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    );
+
+    impl Signal {
+        fn new() -> Signal {
+            let (give, wait) = std::sync::mpsc::channel();
+            Signal(std::sync::Mutex::new(give), std::sync::Mutex::new(wait))
+        }
+
+        fn give(&self) {
+            self.0.lock().unwrap().send(()).unwrap();
+        }
+
+        fn wait(&self) -> Result<()> {
+            let wait = self.1.lock().unwrap();
+            wait.recv_timeout(std::time::Duration::from_secs(60))
+                .map_err(|_| crate::Error::Interrupted)
+        }
+    }
+
+    /// Two groups that do not fit together in a budget of 5 rows, then two small ones.
+    const LARGE_THEN_SMALL: [(&str, u64); 4] = [("a", 4), ("b", 4), ("c", 1), ("d", 1)];
+
+    /// Runs [`in_order`] on `groups` with two workers and `budget` rows, calling `during` in
+    /// each group's work: the (group, rows) taken, in order, and the most rows at work at once.
+    fn run_watched(
+        groups: Groups,
+        budget: u64,
+        during: impl Fn(usize) -> Result<()> + Sync,
+    ) -> (Vec<(usize, u64)>, u64) {
         use std::sync::atomic::{AtomicU64, Ordering};
-        let groups = groups_of(&[("a", 5), ("b", 5), ("c", 1), ("d", 1), ("e", 1)], 1);
         let (at_work, most) = (AtomicU64::new(0), AtomicU64::new(0));
         let mut order = Vec::new();
         in_order(
             groups,
             2,
-            2,
-            |_, frame| {
+            budget,
+            |index, frame| {
                 let n = frame.height() as u64;
                 most.fetch_max(at_work.fetch_add(n, Ordering::SeqCst) + n, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(30));
+                during(index)?;
                 at_work.fetch_sub(n, Ordering::SeqCst);
                 Ok(n)
             },
@@ -669,81 +700,55 @@ mod tests {
             },
         )
         .unwrap();
+        (order, most.into_inner())
+    }
+
+    #[test]
+    fn groups_larger_than_the_budget_are_never_at_work_together() {
+        let groups = groups_of(&[("a", 5), ("b", 5), ("c", 1), ("d", 1), ("e", 1)], 1);
+        let (order, most) = run_watched(groups, 2, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Ok(())
+        });
         assert_eq!(order, vec![(0, 5), (1, 5), (2, 1), (3, 1), (4, 1)]);
-        assert_eq!(most.load(Ordering::SeqCst), 5);
+        assert_eq!(most, 5);
     }
 
     #[test]
     fn a_later_group_that_fits_goes_first_and_results_come_in_order() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use std::time::Duration;
-        // a and b do not fit together (budget 5); c fits beside a, d not beside a and c's
-        // result.
-        let groups = groups_of(&[("a", 4), ("b", 4), ("c", 1), ("d", 1)], 1);
-        let (c_started, c_seen) = std::sync::mpsc::channel::<()>();
-        let c_started = std::sync::Mutex::new(c_started);
-        let c_seen = std::sync::Mutex::new(c_seen);
-        let (at_work, most) = (AtomicU64::new(0), AtomicU64::new(0));
-        let mut order = Vec::new();
-        in_order(
-            groups,
-            2,
-            5,
-            |index, frame| {
-                let n = frame.height() as u64;
-                most.fetch_max(at_work.fetch_add(n, Ordering::SeqCst) + n, Ordering::SeqCst);
-                match index {
-                    // a is done only once c has started beside it.
-                    0 => c_seen
-                        .lock()
-                        .unwrap()
-                        .recv_timeout(Duration::from_secs(60))
-                        .map_err(|_| crate::Error::Interrupted)?,
-                    2 => c_started.lock().unwrap().send(()).unwrap(),
-                    _ => {}
-                }
-                at_work.fetch_sub(n, Ordering::SeqCst);
-                Ok(n)
-            },
-            |index, n| {
-                order.push((index, n));
-                Ok(())
-            },
-        )
-        .unwrap();
+        // a and b do not fit together; c fits beside a, d not beside a and c's result.
+        let c_started = Signal::new();
+        let (order, most) = run_watched(groups_of(&LARGE_THEN_SMALL, 1), 5, |index| {
+            match index {
+                // a is done only once c has started beside it.
+                0 => c_started.wait()?,
+                2 => c_started.give(),
+                _ => {}
+            }
+            Ok(())
+        });
         assert_eq!(order, vec![(0, 4), (1, 4), (2, 1), (3, 1)]);
-        assert_eq!(most.load(Ordering::SeqCst), 5);
+        assert_eq!(most, 5);
     }
 
     #[test]
     fn the_error_reported_is_the_first_in_group_order_when_a_later_group_failed_first() {
-        use std::time::Duration;
-        let groups = groups_of(&[("a", 4), ("b", 4), ("c", 1), ("d", 1)], 1);
-        let (c_failed, c_seen) = std::sync::mpsc::channel::<()>();
-        let c_failed = std::sync::Mutex::new(c_failed);
-        let c_seen = std::sync::Mutex::new(c_seen);
+        let c_failed = Signal::new();
         let failure = |group: &str| crate::Error::Output {
             path: PathBuf::from(group),
             source: std::io::Error::other("failed"),
         };
         let mut taken = Vec::new();
         let result = in_order(
-            groups,
+            groups_of(&LARGE_THEN_SMALL, 1),
             2,
             5,
             |index, _| match index {
                 // c, started beside a, fails before a is done and b starts; b fails too.
-                0 => {
-                    c_seen
-                        .lock()
-                        .unwrap()
-                        .recv_timeout(Duration::from_secs(60))
-                        .map_err(|_| crate::Error::Interrupted)?;
-                    Ok(index)
-                }
+                0 => c_failed.wait().map(|_| index),
                 1 => Err(failure("b")),
                 2 => {
-                    c_failed.lock().unwrap().send(()).unwrap();
+                    c_failed.give();
                     Err(failure("c"))
                 }
                 _ => Ok(index),
