@@ -419,9 +419,9 @@ struct Busy {
 /// most `budget_rows` rows with it, or when none is at work: two accounts larger than the
 /// groups are never derived at once. While the next group waits for room, a later one that
 /// fits beside the groups at work and the results not yet taken goes first, so that a large
-/// account does not leave a core idle and the results held stay within the budget too. Stops at the first error in
-/// group order (so the error reported is the same whatever the timing), or when the run is
-/// interrupted.
+/// account does not leave a core idle and the results held stay within the budget too. Stops
+/// at the first error in group order (so the error reported is the same whatever the timing),
+/// or when the run is interrupted.
 pub fn in_order<T: Send>(
     groups: Groups,
     workers: usize,
