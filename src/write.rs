@@ -362,6 +362,10 @@ impl TableWriter {
     fn write_group(&mut self, group: &DataFrame) -> Result<()> {
         let writer = self.writer.as_mut().expect("created by append");
         writer.write(group).map_err(write_error(&self.path))?;
+        let file = self.file.as_ref().expect("opened by TableWriter::create");
+        let mut file = file.0.lock().expect("no writer panicked holding the file");
+        file.inner.flush().map_err(io_error(&self.path))?;
+        start_writeback(file.inner.get_ref());
         Ok(())
     }
 
@@ -711,6 +715,22 @@ impl<W: Write> Write for Hashing<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Starts writing what `file` holds in the page cache to disk, without waiting: the flush to
+/// disk when the file is complete then waits for little, and the disk works while the run
+/// computes. Best effort (Linux only).
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; the call only schedules writeback.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Creates `path` (and its folder) behind a hashing writer.
