@@ -1628,28 +1628,19 @@ fn fnv_feed(hash: &mut u64, bytes: &[u8]) {
 
 /// The content hash of every row, and with `whole_event` its event hash (else empty).
 fn row_hashes(frame: &DataFrame, whole_event: bool) -> Result<(Vec<u64>, Vec<u64>)> {
-    // A column of one chunk without nulls is read in place.
-    let code = |name: &str| -> Result<std::borrow::Cow<'_, [u32]>> {
-        let codes = frame.column(name)?.u32()?;
-        Ok(match codes.cont_slice() {
-            Ok(slice) => slice.into(),
-            Err(_) => codes.iter().map(|v| v.unwrap_or(u32::MAX)).collect(),
-        })
-    };
+    use crate::sessions::values_in_place;
+    let code =
+        |name: &str| -> Result<_> { Ok(values_in_place(frame.column(name)?.u32()?, u32::MAX)) };
     let (channel, direction, kind) = (
         code(schema::CHANNEL)?,
         code(schema::DIRECTION)?,
         code(schema::KIND)?,
     );
-    let (status, times): (_, std::borrow::Cow<'_, [i64]>) = match whole_event {
-        true => {
-            let times = frame.column(schema::TIMESTAMP)?.i64()?;
-            let times = match times.cont_slice() {
-                Ok(slice) => slice.into(),
-                Err(_) => times.iter().map(|t| t.unwrap_or(i64::MIN)).collect(),
-            };
-            (code(schema::STATUS)?, times)
-        }
+    let (status, times) = match whole_event {
+        true => (
+            code(schema::STATUS)?,
+            values_in_place(frame.column(schema::TIMESTAMP)?.i64()?, i64::MIN),
+        ),
         false => (Vec::new().into(), Vec::new().into()),
     };
     let business = frame.column(schema::BUSINESS_ID)?.str()?;

@@ -373,19 +373,17 @@ impl Groups {
     }
 
     /// The rows of group `group` (the loader's schema). A spill file is removed once read.
-    fn take(&mut self, group: usize) -> Result<Option<DataFrame>> {
-        if group >= self.started.len() || self.started[group] {
-            return Ok(None);
-        }
+    fn take(&mut self, group: usize) -> Result<DataFrame> {
+        assert!(!self.started[group], "a group is taken once");
         self.started[group] = true;
         match &mut self.storage {
-            GroupStorage::Memory(frame) => Ok(frame.take()),
+            GroupStorage::Memory(frame) => Ok(frame.take().expect("one group, taken once")),
             GroupStorage::Split { pieces, schema } => {
                 let pieces = std::mem::take(&mut pieces[group]);
                 match pieces.is_empty() {
                     // Every row of the group's accounts was set aside (`--rejects`).
-                    true => Ok(Some(DataFrame::empty_with_schema(schema))),
-                    false => Ok(Some(load::concat_frames(pieces)?)),
+                    true => Ok(DataFrame::empty_with_schema(schema)),
+                    false => load::concat_frames(pieces),
                 }
             }
             GroupStorage::Spill {
@@ -395,13 +393,13 @@ impl Groups {
             } => {
                 if !present[group] {
                     // Every row of the group's accounts was set aside (`--rejects`).
-                    return Ok(Some(DataFrame::empty_with_schema(schema)));
+                    return Ok(DataFrame::empty_with_schema(schema));
                 }
                 let path = spill_path(dir.path(), group);
                 let file = File::open(&path).map_err(io_error(&path))?;
                 let frame = ParquetReader::new(file).finish()?;
                 std::fs::remove_file(&path).map_err(io_error(&path))?;
-                Ok(Some(frame))
+                Ok(frame)
             }
         }
     }
@@ -494,11 +492,7 @@ pub fn in_order<T: Send>(
                     let frame = crate::sessions::timed("read a group", || groups.take(index));
                     (index, rows, frame)
                 };
-                let result = match frame {
-                    Ok(None) => return,
-                    Ok(Some(frame)) => work(index, frame),
-                    Err(e) => Err(e),
-                };
+                let result = frame.and_then(|frame| work(index, frame));
                 {
                     let mut busy = busy_rows.lock().expect("no worker panicked");
                     busy.at_work -= rows;

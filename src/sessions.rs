@@ -368,6 +368,20 @@ struct Marks {
     opens: Vec<bool>,
 }
 
+/// [`values`], read in place when the column is one chunk without nulls.
+pub(crate) fn values_in_place<T>(
+    ca: &ChunkedArray<T>,
+    default: T::Native,
+) -> std::borrow::Cow<'_, [T::Native]>
+where
+    T: PolarsNumericType,
+{
+    match ca.cont_slice() {
+        Ok(slice) => slice.into(),
+        Err(_) => values(ca, default).into(),
+    }
+}
+
 /// The values of a column of the loader's frame as one vector (nulls, which the loader
 /// refuses in the columns read here, as `default`).
 pub(crate) fn values<T>(ca: &ChunkedArray<T>, default: T::Native) -> Vec<T::Native>
