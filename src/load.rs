@@ -1772,4 +1772,80 @@ mod tests {
         assert!(inline_view("thirteen_byte").is_none());
         assert_ne!(inline_view("read"), inline_view("sent"));
     }
+
+    /// The fingerprints are part of the state's format: each is FNV-1a of its row's fields,
+    /// each followed by 0x1f, whatever the rows' lengths, their number and chunks.
+    #[test]
+    fn fingerprints_are_fnv_1a_of_each_rows_fields() {
+        fn reference(fields: &[&[u8]]) -> u64 {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for field in fields {
+                for byte in field.iter().chain(&[0x1f]) {
+                    hash ^= u64::from(*byte);
+                    hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+            hash
+        }
+        for rows in [0usize, 1, 3, 4, 5, 9, 23] {
+            let text = |i: usize, salt: usize| "x7".repeat((i * 5 + salt) % 13);
+            let accounts: Vec<String> = (0..rows).map(|i| format!("acct{}", text(i, 1))).collect();
+            let ids: Vec<String> = (0..rows)
+                .map(|i| format!("wamid.{i}{}", text(i, 2)))
+                .collect();
+            let businesses: Vec<String> = (0..rows).map(|i| text(i, 3)).collect();
+            let users: Vec<String> = (0..rows).map(|i| format!("{}{i}", text(i, 4))).collect();
+            let codes = |k: u32| (0..rows as u32).map(|i| (i * k) % 3).collect::<Vec<u32>>();
+            let times: Vec<i64> = (0..rows as i64).map(|i| i * 1_000_000_007 - 5).collect();
+            let mut frame = df!(
+                schema::ACCOUNT_ID => &accounts,
+                schema::MESSAGE_ID => &ids,
+                schema::BUSINESS_ID => &businesses,
+                schema::USER_ID => &users,
+                schema::CHANNEL => codes(1),
+                schema::DIRECTION => codes(2),
+                schema::KIND => codes(5),
+                schema::STATUS => codes(7),
+                schema::TIMESTAMP => &times,
+            )
+            .unwrap();
+            if rows > 2 {
+                // Two chunks, split off center.
+                let (head, tail) = frame.split_at(2);
+                frame = head.vstack(&tail).unwrap();
+            }
+            let ids_want: Vec<u64> = (0..rows)
+                .map(|i| reference(&[accounts[i].as_bytes(), ids[i].as_bytes()]))
+                .collect();
+            assert_eq!(id_hashes(&frame).unwrap(), ids_want, "{rows} rows");
+            let content_want: Vec<u64> = (0..rows)
+                .map(|i| {
+                    reference(&[
+                        &codes(1)[i].to_le_bytes(),
+                        businesses[i].as_bytes(),
+                        users[i].as_bytes(),
+                        &codes(2)[i].to_le_bytes(),
+                        &codes(5)[i].to_le_bytes(),
+                    ])
+                })
+                .collect();
+            let event_want: Vec<u64> = (0..rows)
+                .map(|i| {
+                    reference(&[
+                        &codes(1)[i].to_le_bytes(),
+                        businesses[i].as_bytes(),
+                        users[i].as_bytes(),
+                        &codes(2)[i].to_le_bytes(),
+                        &codes(5)[i].to_le_bytes(),
+                        &codes(7)[i].to_le_bytes(),
+                        &times[i].to_le_bytes(),
+                    ])
+                })
+                .collect();
+            let (content, event) = row_hashes(&frame, true).unwrap();
+            assert_eq!(content, content_want, "{rows} rows");
+            assert_eq!(event, event_want, "{rows} rows");
+            assert_eq!(row_hashes(&frame, false).unwrap(), (content_want, vec![]));
+        }
+    }
 }
