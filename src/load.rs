@@ -1680,7 +1680,12 @@ fn repeated_ids(frame: &DataFrame) -> Result<Vec<bool>> {
         .collect();
     let slots = (hashes.len() * REPEAT_BITS).next_power_of_two().max(64);
     let shift = 64 - slots.trailing_zeros();
-    let slot = |hash: u64| ((hash >> shift) as usize / 64, 1u64 << (hash >> shift) % 64);
+    let slot = |hash: u64| {
+        (
+            (hash >> shift) as usize / 64,
+            1u64 << ((hash >> shift) % 64),
+        )
+    };
     let (mut once, mut twice) = (vec![0u64; slots / 64], vec![0u64; slots / 64]);
     for hash in hashes.iter().flatten() {
         let (word, bit) = slot(*hash);
