@@ -973,6 +973,17 @@ fn session_runs(events: &Events, marks: &Marks, carried: &[Carried]) -> Result<V
     Ok(runs)
 }
 
+/// `strings` taken from a group's rows (see [`aggregate_sessions`]) with their bytes copied
+/// together in row order. Taken strings longer than a view holds lie scattered over the
+/// group's buffers; copied together once, the session ids and the writer read them one after
+/// the other instead of each looking for them again.
+fn compacted(strings: StringChunked) -> StringChunked {
+    StringChunked::from_chunk_iter(
+        strings.name().clone(),
+        strings.downcast_iter().map(|array| array.clone().gc()),
+    )
+}
+
 /// Ordered events → one row per session ([`SESSION_COLUMNS`]), ordered by key and start.
 fn aggregate_sessions(
     events: &Events,
@@ -986,13 +997,14 @@ fn aggregate_sessions(
     let firsts = IdxCa::from_iter_values(PlSmallStr::EMPTY, runs.iter().map(|r| source(r.first)));
     let openers =
         IdxCa::from_iter_options(PlSmallStr::EMPTY, runs.iter().map(|r| r.opener.map(source)));
-    let keys = messages
+    let mut keys = messages
         .select([schema::ACCOUNT_ID, schema::BUSINESS_ID, schema::USER_ID])?
         .take(&firsts)?;
-    let opened_by = messages
-        .column(schema::MESSAGE_ID)?
-        .take(&openers)?
-        .with_name("opened_by".into());
+    let users = compacted(keys.column(schema::USER_ID)?.str()?.clone());
+    keys.with_column(users.into_column())?;
+    let opened_by = compacted(messages.column(schema::MESSAGE_ID)?.str()?.take(&openers)?)
+        .with_name("opened_by".into())
+        .into_column();
     let whatsapp = |r: &Run| events.channel[r.first] == schema::WHATSAPP;
     let session_ids: StringChunked = {
         let accounts = strings(&keys, schema::ACCOUNT_ID)?;
