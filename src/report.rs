@@ -34,9 +34,15 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Adds a piece of `sessions.parquet` and of `violations.parquet`. Rows are counted by
-    /// their borrowed strings first: one owned key per distinct day and series, not per row.
+    /// Adds a piece of `sessions.parquet` and of `violations.parquet`.
     pub fn add(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
+        self.add_sessions(sessions)?;
+        self.add_violations(violations)
+    }
+
+    /// Adds sessions (`started_at`, `channel`, `initiation`, `period`). Rows are counted by
+    /// their borrowed strings first: one owned key per distinct day and series, not per row.
+    pub fn add_sessions(&mut self, sessions: &DataFrame) -> Result<()> {
         let starts = sessions.column("started_at")?.to_physical_repr();
         let starts = starts.i64()?;
         let channels = sessions.column(schema::CHANNEL)?.str()?;
@@ -66,6 +72,11 @@ impl Tally {
                 .entry((day, format!("{channel} / {initiation}")))
                 .or_default() += n;
         }
+        Ok(())
+    }
+
+    /// Adds violations (`timestamp`, `reason`, `period`).
+    pub fn add_violations(&mut self, violations: &DataFrame) -> Result<()> {
         let times = violations.column(schema::TIMESTAMP)?.to_physical_repr();
         let times = times.i64()?;
         let reasons = violations.column("reason")?.str()?;
@@ -88,6 +99,66 @@ impl Tally {
         }
         Ok(())
     }
+
+    /// The counts as rows, for a night's `night.json`.
+    pub fn rows(&self) -> TallyRows {
+        let rows = |counts: &BTreeMap<String, BTreeMap<(i64, String), u64>>| {
+            counts
+                .iter()
+                .flat_map(|(period, days)| {
+                    days.iter().map(move |((day, of), n)| TallyRow {
+                        period: period.clone(),
+                        day: chrono::DateTime::from_timestamp(day * 86_400, 0)
+                            .unwrap_or_default()
+                            .date_naive(),
+                        of: of.clone(),
+                        n: *n,
+                    })
+                })
+                .collect()
+        };
+        TallyRows {
+            sessions: rows(&self.sessions),
+            violations: rows(&self.violations),
+        }
+    }
+
+    /// Adds counts kept as [`Tally::rows`].
+    pub fn add_rows(&mut self, rows: &TallyRows) {
+        let add = |counts: &mut BTreeMap<String, BTreeMap<(i64, String), u64>>,
+                   rows: &[TallyRow]| {
+            for row in rows {
+                let day = row.day.signed_duration_since(chrono::NaiveDate::default());
+                *counts
+                    .entry(row.period.clone())
+                    .or_default()
+                    .entry((day.num_days(), row.of.clone()))
+                    .or_default() += row.n;
+            }
+        };
+        add(&mut self.sessions, &rows.sessions);
+        add(&mut self.violations, &rows.violations);
+    }
+}
+
+/// A [`Tally`] as rows: what a night keeps in its `night.json` for the month-to-date report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TallyRows {
+    /// Sessions per period, UTC day of their start and `channel / initiation`.
+    pub sessions: Vec<TallyRow>,
+    /// Violations per period, UTC day and reason.
+    pub violations: Vec<TallyRow>,
+}
+
+/// One count of a [`TallyRows`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TallyRow {
+    pub period: String,
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+    /// The series: `channel / initiation`, or the violation's reason.
+    pub of: String,
+    pub n: u64,
 }
 
 /// What a page shows: a whole run's or a nightly history's month to date.
@@ -149,6 +220,15 @@ pub fn render_page(p: &Page) -> String {
         esc(p.rate_card),
         esc(p.input),
     );
+    if p.rate_card == crate::rates::BUILT_IN {
+        // Its quota has no allowance and no price: every unit would read as overage.
+        page.push_str(
+            "<p class=\"note\" id=\"built-in-card\">Rated by the built-in rate card: every \
+             account in UTC, no allowance and no price, so all quota shows as overage at 0 \
+             (currency XXX, none). Give <code>--rates</code> with the accounts' plans for \
+             allowances and amounts.</p>\n",
+        );
+    }
     totals_section(&mut page, p);
     if let Some(nights) = &p.nights {
         nights_section(&mut page, nights);
@@ -210,6 +290,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; 
 h1 { margin-bottom: 0.2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 .meta { color: #555; }
+.note { background: #fff6d6; padding: 0.4em 0.6em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 th:first-child, td:first-child, td.text { text-align: left; }
@@ -264,15 +345,15 @@ fn totals_section(page: &mut String, p: &Page) {
             page,
             "<tr><td>{}</td><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(period),
-            sums.invoices,
+            grouped(sums.invoices),
             sums.statuses
                 .iter()
-                .map(|(status, n)| format!("{n} {status}"))
+                .map(|(status, n)| format!("{} {status}", grouped(n)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            sums.sessions,
-            sums.billable,
-            sums.quota,
+            grouped(sums.sessions),
+            grouped(sums.billable),
+            grouped(sums.quota),
             amounts(&sums.amounts),
         );
     }
@@ -280,15 +361,19 @@ fn totals_section(page: &mut String, p: &Page) {
     let _ = writeln!(
         page,
         "</tbody>\n<tfoot><tr><th>all</th><td id=\"total-invoices\">{}</td><td></td><td id=\"total-sessions\">{}</td><td>{}</td><td id=\"total-quota\">{}</td><td id=\"total-amount\">{}</td></tr></tfoot>\n</table>",
-        summary.invoices,
-        p.sessions,
-        periods.values().map(|s| s.billable).sum::<i64>(),
-        summary.quota,
+        grouped(summary.invoices),
+        grouped(p.sessions),
+        grouped(periods.values().map(|s| s.billable).sum::<i64>()),
+        grouped(summary.quota),
         amounts(&summary.amounts),
     );
     page.push_str("<table id=\"input\">\n<tbody>\n");
     for (id, label, n) in &p.counts {
-        let _ = writeln!(page, "<tr><td>{label}</td><td id=\"{id}\">{n}</td></tr>");
+        let _ = writeln!(
+            page,
+            "<tr><td>{label}</td><td id=\"{id}\">{}</td></tr>",
+            grouped(n)
+        );
     }
     page.push_str("</tbody>\n</table>\n");
 }
@@ -304,7 +389,7 @@ fn nights_section(
     let _ = writeln!(
         page,
         "<h2>Nights</h2>\n<p id=\"nights\">{} nights have run, from {} to {}.</p>",
-        nights.len(),
+        grouped(nights.len()),
         first.0,
         last.0
     );
@@ -315,12 +400,12 @@ fn nights_section(
                 let _ = writeln!(
                     page,
                     "<tr><td>{night}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    s.rows_read,
-                    s.duplicates_within_night + s.duplicates_of_earlier_nights,
-                    s.rows_rejected,
-                    s.sessions_closed,
-                    s.sessions_open,
-                    s.violations,
+                    grouped(s.rows_read),
+                    grouped(s.duplicates_within_night + s.duplicates_of_earlier_nights),
+                    grouped(s.rows_rejected),
+                    grouped(s.sessions_closed),
+                    grouped(s.sessions_open),
+                    grouped(s.violations),
                 );
             }
             None => {
@@ -334,13 +419,44 @@ fn nights_section(
     page.push_str("</tbody>\n</table>\n");
 }
 
-/// Amounts per currency as text: `12.50 EUR, 3.00 USD`.
+/// Amounts per currency as text: `1,012.50 EUR, 3.00 USD`.
 fn amounts(amounts: &BTreeMap<String, Decimal>) -> String {
     let parts: Vec<String> = amounts
         .iter()
-        .map(|(currency, amount)| format!("{amount} {}", esc(currency)))
+        .map(|(currency, amount)| format!("{} {}", grouped(amount), esc(currency)))
         .collect();
     parts.join(", ")
+}
+
+/// `n noun(s)`, the number grouped.
+fn count(n: impl Into<i128>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{} {noun}s", grouped(n)),
+    }
+}
+
+/// A number as people read it: its whole part in groups of three digits (`12,345`,
+/// `-1,234.50`); the files keep the plain digits.
+fn grouped(number: impl std::fmt::Display) -> String {
+    let text = number.to_string();
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (whole, fraction) = match rest.find('.') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let mut out = String::from(sign);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out.push_str(fraction);
+    out
 }
 
 /// A line chart of `counts` ((day, series) → count): one line per series over `days`
@@ -387,6 +503,7 @@ fn line_chart(
             .configure_mesh()
             .x_labels(8)
             .x_label_formatter(&|day| day_name(*day))
+            .y_label_formatter(&|count| grouped(count))
             .draw()
             .expect("drawing into a string");
         for (i, values) in series.values().enumerate() {
@@ -427,7 +544,7 @@ fn line_chart(
     for (at, day) in days.iter().enumerate() {
         let _ = write!(out, "<tr><td>{}</td>", day_name(*day));
         for values in series.values() {
-            let _ = write!(out, "<td>{}</td>", values[at]);
+            let _ = write!(out, "<td>{}</td>", grouped(values[at]));
         }
         out.push_str("</tr>\n");
     }
@@ -487,15 +604,31 @@ fn quota_section(page: &mut String, period: &str, mut list: Vec<&Invoice>) {
             "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
             anchor(&invoice.invoice_id),
             esc(&invoice.account_id),
-            invoice.totals.sessions,
-            invoice.totals.quota,
-            invoice.allowance,
-            invoice.totals.overage_quota,
-            invoice.totals.amount,
+            grouped(invoice.totals.sessions),
+            grouped(invoice.totals.quota),
+            grouped(invoice.allowance),
+            grouped(invoice.totals.overage_quota),
+            grouped(invoice.totals.amount),
             esc(&invoice.currency),
         );
     }
     page.push_str("</tbody>\n</table>\n");
+}
+
+/// The width of the bar chart's plot, in pixels: the drawing less its margins and the axis
+/// labels' area.
+const BAR_CHART_PLOT_WIDTH: usize = 960 - 2 * 12 - 70;
+
+/// The width of a character of an axis label, in pixels, at most (plotters' default label
+/// font, 12 pixels high; digits and most letters are narrower).
+const LABEL_CHAR_WIDTH: usize = 8;
+
+/// `name` in at most `room` characters: cut short with `…` when longer.
+fn fitted(name: &str, room: usize) -> String {
+    match name.chars().count() > room {
+        true => name.chars().take(room - 1).chain(['…']).collect(),
+        false => name.to_string(),
+    }
 }
 
 /// Quota and allowance of each account, as two bars side by side (`data-series` 2, a point
@@ -520,7 +653,13 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let names: Vec<String> = accounts.iter().map(|i| i.account_id.clone()).collect();
+    // An account's name fits its bars' width, or is cut short with `…` (the table beneath
+    // names it in full).
+    let room = (BAR_CHART_PLOT_WIDTH / accounts.len() / LABEL_CHAR_WIDTH).max(3);
+    let names: Vec<String> = accounts
+        .iter()
+        .map(|i| fitted(&i.account_id, room))
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
@@ -546,7 +685,7 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
             // Quota is whole: a label between two whole numbers would repeat one of them.
             .y_labels((top as usize + 1).min(10))
             .y_label_formatter(&|y| match y.fract() == 0.0 {
-                true => format!("{y:.0}"),
+                true => grouped(format!("{y:.0}")),
                 false => String::new(),
             })
             .draw()
@@ -583,10 +722,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         "<h2>Invoices</h2>\n<p>{}</p>",
         match invoices.len() {
             0 => "No invoices.".to_string(),
-            n => format!(
-                "{}; each opens to its lines.",
-                crate::explain::count(n as u64, "invoice")
-            ),
+            n => format!("{}; each opens to its lines.", count(n as u64, "invoice")),
         }
     );
     for invoice in invoices {
@@ -617,10 +753,10 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
             esc(&invoice.account_id),
             esc(&invoice.period),
             invoice.status,
-            crate::explain::count(invoice.totals.sessions as u64, "session"),
-            invoice.totals.quota,
-            invoice.allowance,
-            invoice.totals.amount,
+            count(invoice.totals.sessions, "session"),
+            grouped(invoice.totals.quota),
+            grouped(invoice.allowance),
+            grouped(invoice.totals.amount),
             esc(&invoice.currency),
             esc(&invoice.invoice_id),
         );
@@ -635,12 +771,12 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                 esc(&line.channel),
                 esc(&line.initiation),
                 esc(&line.price_version),
-                line.sessions,
-                line.billable_sessions,
-                line.quota,
-                line.overage_quota,
-                line.unit_price,
-                line.amount,
+                grouped(line.sessions),
+                grouped(line.billable_sessions),
+                grouped(line.quota),
+                grouped(line.overage_quota),
+                grouped(line.unit_price),
+                grouped(line.amount),
             );
         }
         page.push_str("</tbody>\n</table>\n</details>\n");

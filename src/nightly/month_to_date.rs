@@ -360,7 +360,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             ..InputFile::default()
         })
         .collect();
-    let nights = run
+    let nights: Vec<(NaiveDate, Option<NightStats>)> = run
         .nights
         .iter()
         .map(|night| {
@@ -370,6 +370,15 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             (*night, stats)
         })
         .collect();
+    // Every session the month-to-date holds was closed by one night or is open after the
+    // last; every violation is of one night's day.
+    let mut tally = crate::report::Tally::default();
+    for (_, stats) in &nights {
+        if let Some(stats) = stats {
+            tally.add_rows(&stats.closed_tally);
+        }
+    }
+    tally.add_rows(&last_night.open_tally);
     let summary = write::InvoiceSummary::of(&invoices);
     let program = write::Program::current();
     let rate_card = rating::RateCardInfo::of(card);
@@ -409,7 +418,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 last_night.violations,
             ),
         ],
-        tally: None,
+        tally: Some(&tally),
         nights: Some(nights),
     });
     written.push(write::write_bytes(

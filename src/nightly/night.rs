@@ -73,6 +73,13 @@ pub struct NightStats {
     pub sessions_closed: u64,
     pub sessions_open: u64,
     pub violations: u64,
+    /// The sessions the night closed and the violations of its day, per period, UTC day and
+    /// series: the month-to-date report's charts add up the nights'.
+    #[serde(default)]
+    pub closed_tally: crate::report::TallyRows,
+    /// The sessions still open after the night, likewise (the charts add the last night's).
+    #[serde(default)]
+    pub open_tally: crate::report::TallyRows,
 }
 
 /// An input file as a night records it.
@@ -756,6 +763,9 @@ pub(crate) struct NightWriter {
     seen_accounts: AccountRows,
     open: write::TableWriter,
     open_summaries: Vec<OpenSummary>,
+    /// What `closed` and `violations` hold, and `open`, for the report's charts.
+    closed_tally: crate::report::Tally,
+    open_tally: crate::report::Tally,
     lines: Vec<DataFrame>,
     conflicting: Vec<DataFrame>,
     checked: u64,
@@ -789,6 +799,8 @@ impl NightWriter {
             seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
             open_summaries: Vec::new(),
+            closed_tally: Default::default(),
+            open_tally: Default::default(),
             lines: Vec::new(),
             conflicting: Vec::new(),
             checked: 0,
@@ -815,6 +827,8 @@ impl NightWriter {
             carried.join().expect("writing does not panic")?;
             seen.join().expect("writing does not panic")
         })?;
+        self.closed_tally.add(&group.closed, &group.violations)?;
+        self.open_tally.add_sessions(&group.open)?;
         self.lines.push(group.lines);
         self.open_summaries.push(group.open_summary);
         self.conflicting.extend(group.conflicting);
@@ -885,6 +899,8 @@ impl NightWriter {
             sessions_closed,
             sessions_open,
             violations,
+            closed_tally: self.closed_tally.rows(),
+            open_tally: self.open_tally.rows(),
         };
         tracing::info!(
             date = %night,

@@ -28,6 +28,34 @@ fn sample_run(dir: &Path) -> PathBuf {
     out
 }
 
+/// `n` as the report shows it: in groups of three digits.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The sum of the numbers beneath chart `name` (its table, days aside).
+fn chart_total(html: &str, name: &str) -> u64 {
+    let table = &html[html.find(&format!("data-chart=\"{name}\"")).unwrap()..];
+    let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
+    table
+        .split("<tr>")
+        .skip(1)
+        .flat_map(|row| row.split("<td>").skip(2))
+        .map(|cell| {
+            let number = cell.split("</td>").next().unwrap().replace(',', "");
+            number.parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
 /// The text of the element with `id` in `html` (`<td id="ID">TEXT</td>`).
 fn by_id<'a>(html: &'a str, id: &str) -> &'a str {
     let start = html
@@ -83,7 +111,7 @@ fn a_run_writes_a_self_contained_report_with_the_manifests_totals() {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    let number = |v: &serde_json::Value| v.as_u64().unwrap().to_string();
+    let number = |v: &serde_json::Value| grouped(v.as_u64().unwrap());
     assert_eq!(
         by_id(&html, "total-invoices"),
         number(&manifest["invoices"]["invoices"])
@@ -112,7 +140,15 @@ fn a_run_writes_a_self_contained_report_with_the_manifests_totals() {
         .iter()
         .map(|(currency, amount)| format!("{} {currency}", amount.as_str().unwrap()))
         .collect();
+    // The sample's amounts are below a thousand.
     assert_eq!(by_id(&html, "total-amount"), amounts.join(", "));
+    // The charts count every session, each on the day it started.
+    let charted: u64 = figures(&html)
+        .iter()
+        .filter(|f| f.0.starts_with("sessions-"))
+        .map(|f| chart_total(&html, &f.0))
+        .sum();
+    assert_eq!(charted, manifest["sessions"]["sessions"].as_u64().unwrap());
     // Every invoice has its anchor.
     let invoices = std::fs::read_dir(out.join("invoices")).unwrap().count();
     assert!(invoices > 0);
@@ -331,11 +367,11 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
     );
     assert_eq!(
         by_id(&html, "total-invoices"),
-        manifest["invoices"]["invoices"].to_string()
+        grouped(manifest["invoices"]["invoices"].as_u64().unwrap())
     );
     assert_eq!(
         by_id(&html, "rows-read"),
-        manifest["last_night"]["rows_read"].to_string()
+        grouped(manifest["last_night"]["rows_read"].as_u64().unwrap())
     );
     let statuses: Vec<String> = manifest["invoices"]["by_status"]
         .as_object()
@@ -349,6 +385,21 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
         .unwrap()
         .iter()
         .any(|o| o["path"] == "report.html"));
+    // Its charts count every session of its invoices, closed by a night or open after the
+    // last, by day; and the violations of the nights' days.
+    let charts = figures(&html);
+    let names: Vec<&str> = charts.iter().map(|f| f.0.as_str()).collect();
+    assert!(names.contains(&"sessions-2026-10"), "{names:?}");
+    assert!(names.contains(&"violations-2026-10"), "{names:?}");
+    let mut invoiced = 0;
+    for entry in std::fs::read_dir(out.join("month-to-date/invoices/2026-10")).unwrap() {
+        let invoice: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        invoiced += invoice["totals"]["sessions"].as_u64().unwrap();
+    }
+    assert!(invoiced > 0);
+    assert_eq!(chart_total(&html, "sessions-2026-10"), invoiced);
+    assert!(chart_total(&html, "violations-2026-10") > 0);
     // Rerunning the last night gives the same page.
     night(&["--date", "2026-10-03"]);
     assert_eq!(html, std::fs::read_to_string(&page).unwrap());
@@ -391,4 +442,88 @@ fn small_counts_have_whole_distinct_axis_labels() {
         let distinct: std::collections::BTreeSet<&&str> = labels.iter().collect();
         assert_eq!(distinct.len(), labels.len(), "{name}: {labels:?}");
     }
+}
+
+#[test]
+fn numbers_of_a_thousand_and_more_are_grouped_in_threes() {
+    assert_eq!(
+        [0, 999, 1_000, 12_345, 1_234_567].map(grouped),
+        ["0", "999", "1,000", "12,345", "1,234,567"]
+    );
+    // 1,001 users write and are answered: 2,002 messages, 1,001 sessions, a quota of 1,001.
+    let events: Vec<Ev> = (0..1001)
+        .flat_map(|i| {
+            let user = format!("user-{i}");
+            [
+                inbound(&format!("m{i}"), "Mon 10:00").user(&user),
+                reply(&format!("r{i}"), "Mon 10:05").user(&user),
+            ]
+        })
+        .collect();
+    let html = report_of(&events);
+    assert_eq!(by_id(&html, "rows-read"), "2,002");
+    assert_eq!(by_id(&html, "total-sessions"), "1,001");
+    assert_eq!(by_id(&html, "total-quota"), "1,001");
+    // In the tables and on the charts' axes too; the files keep plain digits.
+    assert!(html.contains("<td>1,001</td>"), "no grouped cell");
+    let quota = figures(&html)
+        .into_iter()
+        .find(|f| f.0 == "quota-2024-01")
+        .unwrap();
+    let texts: Vec<&str> = quota
+        .3
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next())
+        .collect();
+    assert!(texts.iter().any(|t| t.trim() == "1,000"), "{texts:?}");
+}
+
+#[test]
+fn long_account_names_are_cut_to_their_bars_width_and_named_in_full_beneath() {
+    // Fifteen accounts with names of 40 characters, a session each.
+    let name = |i: usize| format!("a-very-long-account-name-of-customer-{i:03}");
+    let events: Vec<Ev> = (0..15)
+        .flat_map(|i| {
+            [
+                inbound(&format!("m{i}"), "Mon 10:00").account(&name(i)),
+                reply(&format!("r{i}"), "Mon 10:05").account(&name(i)),
+            ]
+        })
+        .collect();
+    let html = report_of(&events);
+    let quota = figures(&html)
+        .into_iter()
+        .find(|f| f.0 == "quota-2024-01")
+        .unwrap();
+    // The x axis' labels: the texts that are not numbers.
+    let labels: Vec<String> = quota
+        .3
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next().map(str::trim))
+        .filter(|t| t.starts_with("a-"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(labels.len(), 15, "{labels:?}");
+    // 866 pixels of plot for 15 accounts: 57 each, 7 characters of at most 8 pixels.
+    for label in &labels {
+        assert_eq!(label.chars().count(), 7, "{label}");
+        assert!(label.ends_with('…'), "{label}");
+    }
+    for i in 0..15 {
+        assert!(html.contains(&format!(">{}</a>", name(i))), "{}", name(i));
+    }
+}
+
+#[test]
+fn a_report_rated_by_the_built_in_card_says_so_and_one_rated_by_a_card_does_not() {
+    let events = [inbound("m1", "Mon 10:00"), reply("r1", "Mon 10:05")];
+    let html = report_of(&events);
+    let note = by_id(&html, "built-in-card");
+    assert!(
+        note.starts_with("Rated by the built-in rate card"),
+        "{note}"
+    );
+    let sample = tempfile::tempdir().unwrap();
+    let html = std::fs::read_to_string(sample_run(sample.path()).join("report.html")).unwrap();
+    assert!(!html.contains("built-in-card"));
 }
