@@ -2165,3 +2165,38 @@ fn messages_before_the_first_night_are_outside_the_history() {
     let manifest = json(&out.join("month-to-date/manifest.json"));
     assert_eq!(manifest["late_input"], serde_json::json!([]));
 }
+
+/// The month-to-date report after a late file is recomputed is the report of a history that had
+/// the file from the start: its charts add up the recomputed nights' counts, not stale ones.
+#[test]
+fn a_recomputed_history_reports_what_one_with_the_late_file_from_the_start_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, out) = history_with_a_late_file(dir.path());
+    let page = |out: &Path| std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
+    let before = page(&out);
+    recompute(&logs, &out).assert().success();
+    let recomputed = page(&out);
+    assert_ne!(before, recomputed, "the late file changes the report");
+    let fresh = dir.path().join("fresh");
+    bill_every_night(&logs, &fresh);
+    assert_eq!(recomputed, page(&fresh));
+    // Its chart counts each session of the invoices once.
+    let chart = &recomputed[recomputed.find("data-chart=\"sessions-2026-09\"").unwrap()..];
+    let table = &chart[chart.find("<tbody>").unwrap()..chart.find("</tbody>").unwrap()];
+    let charted: u64 = table
+        .split("<tr>")
+        .skip(1)
+        .flat_map(|row| row.split("<td>").skip(2))
+        .map(|cell| cell.split("</td>").next().unwrap().replace(',', ""))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    let invoiced: u64 = snapshot(&out.join("month-to-date/invoices/2026-09"))
+        .values()
+        .map(|bytes| {
+            let invoice: Value = serde_json::from_slice(bytes).unwrap();
+            invoice["totals"]["sessions"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(invoiced > 0);
+    assert_eq!(charted, invoiced);
+}
