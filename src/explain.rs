@@ -469,27 +469,76 @@ fn conversations_of(
     selection: &Selection,
     session_prefix: Option<&str>,
 ) -> Result<BTreeSet<Key>> {
-    source.only = selection.only(session_prefix.is_none())?;
+    if let Some(prefix) = session_prefix {
+        return conversations_of_session(source, selection, prefix);
+    }
+    source.only = selection.only(true)?;
     let mut keys = BTreeSet::new();
     let mut rows = Vec::new();
     source.read(None, crate::CHUNK_ROWS, |chunk| {
         let columns = Columns::of(&chunk)?;
-        let matching: Vec<usize> = (0..chunk.height())
-            .filter(|&row| match session_prefix {
-                Some(wanted) => sessions::session_id(columns.account[row], columns.message[row])
-                    .starts_with(wanted),
-                None => true,
-            })
-            .collect();
-        keys.extend(matching.iter().map(|&row| columns.key(row)));
-        if session_prefix.is_none() {
-            rows.push(chunk);
-        }
+        keys.extend((0..chunk.height()).map(|row| columns.key(row)));
+        rows.push(chunk);
         Ok(())
     })?;
-    if keys.len() > 1 && !rows.is_empty() {
+    if keys.len() > 1 {
         let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
         load::duplicates_checked(&load::concat_frames(rows)?, &paths, false)?;
+    }
+    Ok(keys)
+}
+
+/// The conversations of the messages whose session id (were they to open one) starts with
+/// `prefix`. A session id is a hash of (`account_id`, `message_id`): those two columns alone
+/// are read and hashed first, on both cores; then the rows that match (a start of 8 hex
+/// digits matches one message in 4 billion by chance) are read whole.
+fn conversations_of_session(
+    source: &mut load::Source,
+    selection: &Selection,
+    prefix: &str,
+) -> Result<BTreeSet<Key>> {
+    let mut found: BTreeSet<(String, String)> = BTreeSet::new();
+    source.account_message_ids(
+        selection.account.as_deref(),
+        crate::CHUNK_ROWS,
+        |accounts, ids| {
+            let rows: Vec<(&str, &str)> = accounts
+                .iter()
+                .zip(ids.iter())
+                .filter_map(|(account, id)| Some((account?, id?)))
+                .collect();
+            let matching = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
+                rows.iter()
+                    .filter(|(account, id)| sessions::session_id_starts_with(account, id, prefix))
+                    .map(|(account, id)| (account.to_string(), id.to_string()))
+                    .collect()
+            };
+            let (left, right) = rows.split_at(rows.len() / 2);
+            let (left, right) = std::thread::scope(|scope| {
+                let left = scope.spawn(|| matching(left));
+                let right = matching(right);
+                (left.join().expect("hashing does not panic"), right)
+            });
+            found.extend(left);
+            found.extend(right);
+            Ok(())
+        },
+    )?;
+    let filters: Vec<(&'static str, String)> = selection
+        .only(false)?
+        .into_iter()
+        .filter(|(column, _)| *column != schema::ACCOUNT_ID)
+        .collect();
+    let mut keys = BTreeSet::new();
+    for (account, id) in found {
+        source.only = filters.clone();
+        source.only.push((schema::ACCOUNT_ID, account));
+        source.only.push((schema::MESSAGE_ID, id));
+        source.read(None, crate::CHUNK_ROWS, |chunk| {
+            let columns = Columns::of(&chunk)?;
+            keys.extend((0..chunk.height()).map(|row| columns.key(row)));
+            Ok(())
+        })?;
     }
     Ok(keys)
 }

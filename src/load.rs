@@ -547,6 +547,45 @@ impl Source {
         Ok(counts.into_iter().collect())
     }
 
+    /// The (`account_id`, `message_id`) of every row, of `account` only if given, in file
+    /// order, about `chunk_rows` rows at a time (whole row groups): those two columns alone,
+    /// for finding a message by a fingerprint of them (`explain --session-id`). Nothing is
+    /// checked; the rows found are read again, whole, through [`Source::read`].
+    pub fn account_message_ids(
+        &self,
+        account: Option<&str>,
+        chunk_rows: u64,
+        mut f: impl FnMut(&StringChunked, &StringChunked) -> Result<()>,
+    ) -> Result<()> {
+        for (file, layout) in self.files.iter().zip(&self.layouts) {
+            let path = &file.full_path;
+            let unreadable = |e: PolarsError| InputError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            };
+            // A column from the file, or the value of its `key=value` folder.
+            let column = |name: &'static str| match layout.from_hive.contains(&name) {
+                true => lit(file.hive[name].clone()).alias(name),
+                false => col(name).cast(DataType::String),
+            };
+            for (offset, length) in chunks(&layout.row_groups, chunk_rows) {
+                let mut rows = scan(path)
+                    .map_err(unreadable)?
+                    .slice(offset as i64, length as IdxSize)
+                    .select([column(schema::ACCOUNT_ID), column(schema::MESSAGE_ID)]);
+                if let Some(account) = account {
+                    rows = rows.filter(col(schema::ACCOUNT_ID).eq(lit(account.to_string())));
+                }
+                let rows = collect_input(path, rows)?;
+                f(
+                    rows.column(schema::ACCOUNT_ID)?.str()?,
+                    rows.column(schema::MESSAGE_ID)?.str()?,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the files in path order, in chunks of whole row groups of about `chunk_rows`
     /// rows (at least one chunk per file), validates each chunk and hands it to `f` in the
     /// loader's schema. With a `window`, keeps only rows whose timestamp lies in it (and with

@@ -1074,6 +1074,12 @@ pub fn session_id(account_id: &str, opened_by: &str) -> String {
     session_id_into(account_id, opened_by, &mut [0u8; 32]).to_string()
 }
 
+/// Whether [`session_id`] of (`account_id`, `opened_by`) starts with `prefix`, without
+/// allocating.
+pub fn session_id_starts_with(account_id: &str, opened_by: &str, prefix: &str) -> bool {
+    session_id_into(account_id, opened_by, &mut [0u8; 32]).starts_with(prefix)
+}
+
 /// [`session_id`], written into `hex`.
 fn session_id_into<'a>(account_id: &str, opened_by: &str, hex: &'a mut [u8; 32]) -> &'a str {
     let mut hasher = Sha256::new();

@@ -465,6 +465,18 @@ fn an_account_named_by_a_hive_folder_is_found() {
     assert_eq!(c.account_id, "zeta");
     assert_eq!(actions(c), vec![("zeta-1", "no_session")]);
     assert_eq!(c.messages[0].file, "account_id=zeta/part-0.parquet");
+    // A session id's start finds the message whose (account, id) it hashes, the account
+    // read from the folder's name; within another account it finds nothing.
+    let id = convbill::sessions::session_id("zeta", "zeta-1");
+    let mut by_session = Selection {
+        session_id: Some(id[..8].to_string()),
+        ..Selection::default()
+    };
+    let explanation = explained(dir.path(), &by_session);
+    assert_eq!(only(&explanation).account_id, "zeta");
+    by_session.account = Some("acme".into());
+    let error = explain::explain(dir.path(), &by_session, None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::USAGE, "{error}");
 }
 
 #[test]
