@@ -1886,30 +1886,26 @@ mod tests {
                 .map(|i| reference(&[accounts[i].as_bytes(), ids[i].as_bytes()]))
                 .collect();
             assert_eq!(id_hashes(&frame).unwrap(), ids_want, "{rows} rows");
-            let content_want: Vec<u64> = (0..rows)
-                .map(|i| {
-                    reference(&[
-                        &codes(1)[i].to_le_bytes(),
-                        businesses[i].as_bytes(),
-                        users[i].as_bytes(),
-                        &codes(2)[i].to_le_bytes(),
-                        &codes(5)[i].to_le_bytes(),
-                    ])
-                })
-                .collect();
-            let event_want: Vec<u64> = (0..rows)
-                .map(|i| {
-                    reference(&[
-                        &codes(1)[i].to_le_bytes(),
-                        businesses[i].as_bytes(),
-                        users[i].as_bytes(),
-                        &codes(2)[i].to_le_bytes(),
-                        &codes(5)[i].to_le_bytes(),
-                        &codes(7)[i].to_le_bytes(),
-                        &times[i].to_le_bytes(),
-                    ])
-                })
-                .collect();
+            // The content's fields, then with `event` the status and time too.
+            let want = |event: bool| -> Vec<u64> {
+                (0..rows)
+                    .map(|i| {
+                        let mut fields: Vec<Vec<u8>> = vec![
+                            codes(1)[i].to_le_bytes().to_vec(),
+                            businesses[i].as_bytes().to_vec(),
+                            users[i].as_bytes().to_vec(),
+                            codes(2)[i].to_le_bytes().to_vec(),
+                            codes(5)[i].to_le_bytes().to_vec(),
+                        ];
+                        if event {
+                            fields.push(codes(7)[i].to_le_bytes().to_vec());
+                            fields.push(times[i].to_le_bytes().to_vec());
+                        }
+                        reference(&fields.iter().map(Vec::as_slice).collect::<Vec<_>>())
+                    })
+                    .collect()
+            };
+            let (content_want, event_want) = (want(false), want(true));
             let (content, event) = row_hashes(&frame, true).unwrap();
             assert_eq!(content, content_want, "{rows} rows");
             assert_eq!(event, event_want, "{rows} rows");
