@@ -257,11 +257,15 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
     source.only = match by_id {
         false => selection.only(true)?,
         true => {
-            let keys = conversations_of(&mut source, selection, session_prefix.as_deref())?;
+            let (keys, sessions) =
+                conversations_of(&mut source, selection, session_prefix.as_deref())?;
             if keys.len() > 1 {
                 let how = match &session_prefix {
-                    Some(_) => "give more of the session id, or name the conversation with",
-                    None => "name one with",
+                    Some(_) => format!(
+                        "give more of the session id ({}), or name the conversation with",
+                        sessions.join(", ")
+                    ),
+                    None => "name one with".to_string(),
                 };
                 return Err(Error::Explain {
                     problem: format!(
@@ -464,11 +468,12 @@ fn keys_of(frame: &DataFrame) -> Result<BTreeMap<Key, u64>> {
 /// is the id or its start) or else its message id, within its account, user, channel and
 /// business, if given. A message id logged in two conversations of one account is a
 /// conflicting duplicate, refused as a run refuses it.
+/// With a session id, also the whole ids it matches.
 fn conversations_of(
     source: &mut load::Source,
     selection: &Selection,
     session_prefix: Option<&str>,
-) -> Result<BTreeSet<Key>> {
+) -> Result<(BTreeSet<Key>, Vec<String>)> {
     if let Some(prefix) = session_prefix {
         return conversations_of_session(source, selection, prefix);
     }
@@ -485,7 +490,7 @@ fn conversations_of(
         let paths: Vec<String> = source.files.iter().map(|f| f.path.clone()).collect();
         load::duplicates_checked(&load::concat_frames(rows)?, &paths, false)?;
     }
-    Ok(keys)
+    Ok((keys, Vec::new()))
 }
 
 /// The conversations of the messages whose session id (were they to open one) starts with
@@ -496,7 +501,7 @@ fn conversations_of_session(
     source: &mut load::Source,
     selection: &Selection,
     prefix: &str,
-) -> Result<BTreeSet<Key>> {
+) -> Result<(BTreeSet<Key>, Vec<String>)> {
     let mut found: BTreeSet<(String, String)> = BTreeSet::new();
     source.account_message_ids(
         selection.account.as_deref(),
@@ -530,17 +535,22 @@ fn conversations_of_session(
         .filter(|(column, _)| *column != schema::ACCOUNT_ID)
         .collect();
     let mut keys = BTreeSet::new();
+    let mut ids = Vec::new();
     for (account, id) in found {
         source.only = filters.clone();
-        source.only.push((schema::ACCOUNT_ID, account));
-        source.only.push((schema::MESSAGE_ID, id));
+        source.only.push((schema::ACCOUNT_ID, account.clone()));
+        source.only.push((schema::MESSAGE_ID, id.clone()));
+        let before = keys.len();
         source.read(None, crate::CHUNK_ROWS, |chunk| {
             let columns = Columns::of(&chunk)?;
             keys.extend((0..chunk.height()).map(|row| columns.key(row)));
             Ok(())
         })?;
+        if keys.len() > before {
+            ids.push(sessions::session_id(&account, &id));
+        }
     }
-    Ok(keys)
+    Ok((keys, ids))
 }
 
 /// The explanation of the derived frame: each conversation's steps (notes in event order, with

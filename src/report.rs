@@ -179,6 +179,9 @@ pub struct Page<'a> {
     pub tally: Option<&'a Tally>,
     /// The nights of a history, with what each read and did (if its state is kept).
     pub nights: Option<Vec<(chrono::NaiveDate, Option<crate::nightly::night::NightStats>)>>,
+    /// Input files that arrived after the nights of their messages had run: what each holds
+    /// that is not billed, and what to do.
+    pub late: Vec<String>,
 }
 
 /// The page of a whole run, from its manifest, its invoices (with their lines) and the tally
@@ -202,6 +205,7 @@ pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> Strin
         ],
         tally: Some(tally),
         nights: None,
+        late: Vec::new(),
     })
 }
 
@@ -228,6 +232,13 @@ pub fn render_page(p: &Page) -> String {
              (currency XXX, none). Give <code>--rates</code> with the accounts' plans for \
              allowances and amounts.</p>\n",
         );
+    }
+    if !p.late.is_empty() {
+        page.push_str("<h2>Late input</h2>\n<ul class=\"note\" id=\"late-input\">\n");
+        for late in &p.late {
+            let _ = writeln!(page, "<li>{}</li>", esc(late));
+        }
+        page.push_str("</ul>\n");
     }
     totals_section(&mut page, p);
     if let Some(nights) = &p.nights {
@@ -294,6 +305,7 @@ h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 th:first-child, td:first-child, td.text { text-align: left; }
+td { overflow-wrap: anywhere; }
 thead th { background: #f3f3f3; }
 figure { margin: 0.5em 0; }
 figure svg { max-width: 100%; height: auto; }
@@ -734,14 +746,24 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                     .iter()
                     .map(|s| format!("{} to {}", s.from, s.to))
                     .collect();
-                let mut text = format!(
-                    " (covers {} to {}",
-                    invoice.coverage_start, invoice.coverage_end
-                );
-                if !missing.is_empty() {
-                    let _ = write!(text, "; missing {}", missing.join(", "));
-                }
-                text.push(')');
+                let whole = invoice.coverage_start == invoice.period_start
+                    && invoice.coverage_end == invoice.period_end
+                    && missing.is_empty();
+                let text = match whole {
+                    // Then only a session left open can make it partial.
+                    true => " (covers its whole period; a session still open and unanswered where the input ends may still change its quota)".to_string(),
+                    false => {
+                        let mut text = format!(
+                            " (covers {} to {}",
+                            invoice.coverage_start, invoice.coverage_end
+                        );
+                        if !missing.is_empty() {
+                            let _ = write!(text, "; missing {}", missing.join(", "));
+                        }
+                        text.push(')');
+                        text
+                    }
+                };
                 esc(&text)
             }
             _ => String::new(),

@@ -420,6 +420,18 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         ],
         tally: Some(&tally),
         nights: Some(nights),
+        late: run
+            .late
+            .iter()
+            .map(|late| {
+                format!(
+                    "{}. The {} invoice(s) its messages can change stay draft until it is billed: rerun `--date {} --recompute-later`.",
+                    late.describe(),
+                    late.invoices.len(),
+                    late.first_day
+                )
+            })
+            .collect(),
     });
     written.push(write::write_bytes(
         &dir,

@@ -643,3 +643,49 @@ fn a_standard_session_reopens_24_hours_or_more_after_the_previous_message() {
         c.messages[1].why
     );
 }
+
+#[test]
+fn a_session_id_start_shared_by_two_conversations_lists_the_whole_ids() {
+    // Two message ids of one account whose session ids share their first 8 hex digits (found
+    // by trying ids in turn: about 2^16 of them give such a pair).
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0..)
+        .find_map(|i: u64| {
+            let id = format!("m{i}");
+            let start = convbill::sessions::session_id("acme", &id)[..8].to_string();
+            seen.insert(start, id.clone()).map(|other| (other, id))
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("in-1", "Mon 10:00").user("user-1"),
+            reply(&first, "Mon 10:05").user("user-1"),
+            inbound("in-2", "Mon 11:00").user("user-2"),
+            reply(&second, "Mon 11:05").user("user-2"),
+        ],
+    );
+    let whole = [
+        convbill::sessions::session_id("acme", &first),
+        convbill::sessions::session_id("acme", &second),
+    ];
+    let selection = Selection {
+        session_id: Some(whole[0][..8].to_string()),
+        ..Selection::default()
+    };
+    let error = explain::explain(&log, &selection, None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::USAGE, "{error}");
+    let error = error.to_string();
+    assert!(error.contains("is used in 2 conversations"), "{error}");
+    for id in &whole {
+        assert!(error.contains(id.as_str()), "{id} in {error}");
+    }
+    // More of either id finds its conversation alone.
+    let selection = Selection {
+        session_id: Some(whole[1][..12].to_string()),
+        ..Selection::default()
+    };
+    let explanation = explained(&log, &selection);
+    assert_eq!(only(&explanation).user_id, "user-2");
+}

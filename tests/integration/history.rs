@@ -714,6 +714,18 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         "date=2024-01-01/late.parquet"
     );
     assert_eq!(manifest["late_input"][0]["messages"], 2);
+    // The report says so too, with what to do; after the recompute below it no longer does.
+    let report = || std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
+    let page = report();
+    let late = &page[page
+        .find("id=\"late-input\"")
+        .expect("a late input section")..];
+    let late = &late[..late.find("</ul>").unwrap()];
+    assert!(late.contains("`date=2024-01-01/late.parquet` was added after night 2024-01-01 had run: 2 of its messages fall on 2024-01-01 and were not billed"), "{late}");
+    assert!(
+        late.contains("rerun `--date 2024-01-01 --recompute-later`"),
+        "{late}"
+    );
     // Until they are billed, every night says so again.
     run_command(&logs, &out)
         .args(["--date", "2024-01-04"])
@@ -734,6 +746,7 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
             predicate::str::contains("invoice acme 2024-01 changed: quota 4 -> 6")
                 .and(predicate::str::contains("warning").not()),
         );
+    assert!(!report().contains("late-input"));
     // A file of Tuesday rewritten with one more message is a changed file, with one message
     // no night billed.
     let tuesday = logs.join("date=2024-01-02/part-0.parquet");

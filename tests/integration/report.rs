@@ -527,3 +527,28 @@ fn a_report_rated_by_the_built_in_card_says_so_and_one_rated_by_a_card_does_not(
     let html = std::fs::read_to_string(sample_run(sample.path()).join("report.html")).unwrap();
     assert!(!html.contains("built-in-card"));
 }
+
+#[test]
+fn a_partial_invoice_that_covers_its_period_says_why_and_long_names_wrap() {
+    // A WhatsApp session on Monday; a Messenger session opened on the 31st and still open and
+    // unanswered where the input ends: every day of January is covered, yet the invoice is
+    // partial.
+    let mut events = vec![
+        inbound("u1", "2024-01-01 10:00"),
+        reply("r1", "2024-01-01 10:05"),
+    ];
+    for day in 2..=31 {
+        events.push(inbound(&format!("d{day}"), &format!("2024-01-{day:02} 09:00")).user("daily"));
+    }
+    events.push(
+        inbound("m1", "2024-01-31 20:00")
+            .on("messenger")
+            .user("late-user"),
+    );
+    let html = report_of(&events);
+    assert!(
+        html.contains("partial (covers its whole period; a session still open and unanswered where the input ends may still change its quota)"),
+        "{html}"
+    );
+    assert!(html.contains("td { overflow-wrap: anywhere; }"));
+}
