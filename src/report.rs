@@ -379,6 +379,9 @@ fn totals_section(page: &mut String, p: &Page) {
         grouped(summary.quota),
         amounts(&summary.amounts),
     );
+    if p.counts.is_empty() {
+        return;
+    }
     page.push_str("<table id=\"input\">\n<tbody>\n");
     for (id, label, n) in &p.counts {
         let _ = writeln!(

@@ -300,12 +300,58 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         &mut register.frame()?,
     )?;
 
+    let nights: Vec<(NaiveDate, Option<NightStats>)> = run
+        .nights
+        .iter()
+        .map(|night| {
+            let stats = tree
+                .state(*night)
+                .and_then(|dir| NightStats::read(&dir).ok());
+            (*night, stats)
+        })
+        .collect();
+    // Every session the month-to-date holds was closed by one night or is open after the
+    // last; every violation is of one night's day.
+    let mut tally = crate::report::Tally::default();
+    for (_, stats) in &nights {
+        if let Some(stats) = stats {
+            tally.add_rows(&stats.closed_tally);
+        }
+    }
+    tally.add_rows(&NightStats::read(&latest_state)?.open_tally);
     let mut closed_periods = Vec::with_capacity(closed.len());
     for (period, night, mut invoices) in closed {
         let relative = closed_dir(&period);
         let dir = tree.staging.join(&relative);
-        let outputs = write::write_invoices(&dir, &mut invoices, card)?;
+        let mut outputs = write::write_invoices(&dir, &mut invoices, card)?;
         let summary = write::InvoiceSummary::of(&invoices);
+        // The period's own page, as the month-to-date one showed it: no later night changes it.
+        let rate_card = rating::RateCardInfo::of(card);
+        let input_path = run.input.display().to_string();
+        let page = crate::report::render_page(&crate::report::Page {
+            of: format!("period {period}, closed by the night of {night}"),
+            program: &write::Program::current(),
+            rule_set: rating::RULE_SET,
+            rate_card: &rate_card.source,
+            input: &input_path,
+            invoices: &invoices.invoices,
+            summary: &summary,
+            sessions: invoices
+                .invoices
+                .iter()
+                .map(|i| i.totals.sessions)
+                .sum::<i64>() as u64,
+            counts: Vec::new(),
+            tally: Some(&tally),
+            nights: None,
+            late: Vec::new(),
+        });
+        outputs.push(write::write_bytes(
+            &dir,
+            crate::report::REPORT_FILE,
+            page.as_bytes(),
+            0,
+        )?);
         let by_status = summary
             .by_status
             .iter()
@@ -360,25 +406,6 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             ..InputFile::default()
         })
         .collect();
-    let nights: Vec<(NaiveDate, Option<NightStats>)> = run
-        .nights
-        .iter()
-        .map(|night| {
-            let stats = tree
-                .state(*night)
-                .and_then(|dir| NightStats::read(&dir).ok());
-            (*night, stats)
-        })
-        .collect();
-    // Every session the month-to-date holds was closed by one night or is open after the
-    // last; every violation is of one night's day.
-    let mut tally = crate::report::Tally::default();
-    for (_, stats) in &nights {
-        if let Some(stats) = stats {
-            tally.add_rows(&stats.closed_tally);
-        }
-    }
-    tally.add_rows(&last_night.open_tally);
     let summary = write::InvoiceSummary::of(&invoices);
     let program = write::Program::current();
     let rate_card = rating::RateCardInfo::of(card);

@@ -552,3 +552,53 @@ fn a_partial_invoice_that_covers_its_period_says_why_and_long_names_wrap() {
     );
     assert!(html.contains("td { overflow-wrap: anywhere; }"));
 }
+
+#[test]
+fn a_closed_period_keeps_its_own_report_with_its_invoices_and_charts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nightly");
+    let night = |args: &[&str]| {
+        convbill()
+            .current_dir(root)
+            .args(["run", "--rates", "sample-data/rates.toml", "-q", "--out"])
+            .arg(&out)
+            .args(args)
+            .assert()
+            .success();
+    };
+    night(&["--date", "2026-10-01", "--init"]);
+    night(&["--date", "2026-11-02", "--catch-up"]);
+    let closed = out.join("closed/period=2026-10");
+    let html = std::fs::read_to_string(closed.join("report.html")).unwrap();
+    assert!(
+        html.contains("period 2026-10, closed by the night of"),
+        "no title"
+    );
+    // October is no longer in the month-to-date page, but it is here, whole.
+    let month_to_date = std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
+    assert!(!month_to_date.contains("id=\"period-2026-10\""));
+    let mut invoiced = 0;
+    let mut invoices = 0;
+    for entry in std::fs::read_dir(closed.join("invoices/2026-10")).unwrap() {
+        let invoice: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        invoiced += invoice["totals"]["sessions"].as_u64().unwrap();
+        invoices += 1;
+    }
+    assert_eq!(by_id(&html, "total-invoices"), grouped(invoices));
+    assert_eq!(by_id(&html, "total-sessions"), grouped(invoiced));
+    assert_eq!(chart_total(&html, "sessions-2026-10"), invoiced);
+    assert_eq!(
+        html.matches("<details id=\"invoice-").count() as u64,
+        invoices
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(closed.join("manifest.json")).unwrap())
+            .unwrap();
+    assert!(manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["path"] == "report.html"));
+}
