@@ -568,3 +568,35 @@ fn csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text() {
     assert_eq!(&rows[0][column("message_id")], "'=m1");
     assert_eq!(&rows[1][column("message_id")], "'@m2");
 }
+
+/// The summary the README shows is the one the sample data gives.
+#[test]
+fn the_readmes_summary_is_the_sample_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shown: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("    convbill: read 60019 messages"))
+        .take_while(|l| l.trim() != "...")
+        .map(|l| l.strip_prefix("    ").unwrap())
+        .collect();
+    assert!(shown.len() >= 4, "{shown:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = convbill()
+        .current_dir(root)
+        .args([
+            "run",
+            "--input",
+            "sample-data",
+            "--rates",
+            "sample-data/rates.toml",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stderr).unwrap();
+    let printed: Vec<&str> = printed.lines().take(shown.len()).collect();
+    assert_eq!(printed, shown);
+}
