@@ -604,19 +604,23 @@ fn quota_section(page: &mut String, period: &str, mut list: Vec<&Invoice>) {
     });
     list.truncate(TOP_ACCOUNTS);
     page.push_str(&bar_chart(&format!("quota-{period}"), &list));
-    // Amounts compare within a currency only.
-    let mut by_amount = list.clone();
-    by_amount.sort_by(|a, b| {
+    // Amounts compare within a currency only; `#` is the account's place on the chart.
+    let mut by_amount: Vec<(usize, &Invoice)> = list
+        .iter()
+        .enumerate()
+        .map(|(rank, i)| (rank + 1, *i))
+        .collect();
+    by_amount.sort_by(|(_, a), (_, b)| {
         a.currency
             .cmp(&b.currency)
             .then(b.totals.amount.cmp(&a.totals.amount))
             .then(a.account_id.cmp(&b.account_id))
     });
-    page.push_str("<h3>Those accounts by currency and amount</h3>\n<table class=\"top\">\n<thead><tr><th>account</th><th>sessions</th><th>quota</th><th>allowance</th><th>overage</th><th>amount</th></tr></thead>\n<tbody>\n");
-    for invoice in by_amount {
+    page.push_str("<h3>Those accounts by currency and amount</h3>\n<table class=\"top\">\n<thead><tr><th>account</th><th>#</th><th>sessions</th><th>quota</th><th>allowance</th><th>overage</th><th>amount</th></tr></thead>\n<tbody>\n");
+    for (rank, invoice) in by_amount {
         let _ = writeln!(
             page,
-            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{rank}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
             anchor(&invoice.invoice_id),
             esc(&invoice.account_id),
             grouped(invoice.totals.sessions),
@@ -668,12 +672,13 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    // An account's name fits its bars' width, or is cut short with `…` (the table beneath
-    // names it in full).
+    // Each bar's place on the chart, then its account's name, fitted to its bars' width or
+    // cut short with `…`: the table beneath gives the same place and the name in full.
     let room = (BAR_CHART_PLOT_WIDTH / accounts.len() / LABEL_CHAR_WIDTH).max(3);
     let names: Vec<String> = accounts
         .iter()
-        .map(|i| fitted(&i.account_id, room))
+        .enumerate()
+        .map(|(rank, i)| fitted(&format!("{} {}", rank + 1, i.account_id), room))
         .collect();
     let mut svg = String::new();
     {

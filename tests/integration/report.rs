@@ -495,22 +495,29 @@ fn long_account_names_are_cut_to_their_bars_width_and_named_in_full_beneath() {
         .into_iter()
         .find(|f| f.0 == "quota-2024-01")
         .unwrap();
-    // The x axis' labels: the texts that are not numbers.
+    // The x axis' labels: each bar's place, then its account's name.
     let labels: Vec<String> = quota
         .3
         .split("</text>")
         .filter_map(|t| t.rsplit('>').next().map(str::trim))
-        .filter(|t| t.starts_with("a-"))
+        .filter(|t| t.contains(" a-"))
         .map(str::to_string)
         .collect();
     assert_eq!(labels.len(), 15, "{labels:?}");
-    // 866 pixels of plot for 15 accounts: 57 each, 7 characters of at most 8 pixels.
-    for label in &labels {
+    // 866 pixels of plot for 15 accounts: 57 each, 7 characters of at most 8 pixels. Equal
+    // quotas: the bars are in account order.
+    for (rank, label) in labels.iter().enumerate() {
         assert_eq!(label.chars().count(), 7, "{label}");
         assert!(label.ends_with('…'), "{label}");
+        assert!(label.starts_with(&format!("{} a-", rank + 1)), "{label}");
     }
+    // The table beneath names each in full, with its place on the chart.
     for i in 0..15 {
-        assert!(html.contains(&format!(">{}</a>", name(i))), "{}", name(i));
+        assert!(
+            html.contains(&format!(">{}</a></td><td>{}</td>", name(i), i + 1)),
+            "{}",
+            name(i)
+        );
     }
 }
 
