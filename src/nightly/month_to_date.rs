@@ -122,6 +122,38 @@ struct MonthToDateManifest<'a> {
     outputs: Vec<write::WrittenFile>,
 }
 
+/// A history's page of `invoices` ([`crate::report`]): the month to date, or a closed
+/// period's.
+fn history_page(
+    run: &Run,
+    of: String,
+    invoices: &Invoices,
+    tally: &crate::report::Tally,
+    counts: Vec<(&'static str, &'static str, u64)>,
+    nights: Option<Vec<(NaiveDate, Option<NightStats>)>>,
+    late: Vec<String>,
+) -> String {
+    let rate_card = rating::RateCardInfo::of(run.card);
+    crate::report::render_page(&crate::report::Page {
+        of,
+        program: &write::Program::current(),
+        rule_set: rating::RULE_SET,
+        rate_card: &rate_card.source,
+        input: &run.input.display().to_string(),
+        invoices: &invoices.invoices,
+        summary: &write::InvoiceSummary::of(invoices),
+        sessions: invoices
+            .invoices
+            .iter()
+            .map(|i| i.totals.sessions)
+            .sum::<i64>() as u64,
+        counts,
+        tally: Some(tally),
+        nights,
+        late,
+    })
+}
+
 /// Sums each night this run computed into the lines to date of the periods still open,
 /// closing the periods it can ([`LINES_TO_DATE`] into each night's state in the staging
 /// folder). Returns the last night's lines to date, what it kept of its open sessions, and
@@ -326,26 +358,15 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         let mut outputs = write::write_invoices(&dir, &mut invoices, card)?;
         let summary = write::InvoiceSummary::of(&invoices);
         // The period's own page, as the month-to-date one showed it: no later night changes it.
-        let rate_card = rating::RateCardInfo::of(card);
-        let input_path = run.input.display().to_string();
-        let page = crate::report::render_page(&crate::report::Page {
-            of: format!("period {period}, closed by the night of {night}"),
-            program: &write::Program::current(),
-            rule_set: rating::RULE_SET,
-            rate_card: &rate_card.source,
-            input: &input_path,
-            invoices: &invoices.invoices,
-            summary: &summary,
-            sessions: invoices
-                .invoices
-                .iter()
-                .map(|i| i.totals.sessions)
-                .sum::<i64>() as u64,
-            counts: Vec::new(),
-            tally: Some(&tally),
-            nights: None,
-            late: Vec::new(),
-        });
+        let page = history_page(
+            run,
+            format!("period {period}, closed by the night of {night}"),
+            &invoices,
+            &tally,
+            Vec::new(),
+            None,
+            Vec::new(),
+        );
         outputs.push(write::write_bytes(
             &dir,
             crate::report::REPORT_FILE,
@@ -410,20 +431,12 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     let program = write::Program::current();
     let rate_card = rating::RateCardInfo::of(card);
     let input_path = run.input.display().to_string();
-    let report = crate::report::render_page(&crate::report::Page {
-        of: format!("month to date after the night of {latest}"),
-        program: &program,
-        rule_set: rating::RULE_SET,
-        rate_card: &rate_card.source,
-        input: &input_path,
-        invoices: &invoices.invoices,
-        summary: &summary,
-        sessions: invoices
-            .invoices
-            .iter()
-            .map(|i| i.totals.sessions)
-            .sum::<i64>() as u64,
-        counts: vec![
+    let report = history_page(
+        run,
+        format!("month to date after the night of {latest}"),
+        &invoices,
+        &tally,
+        vec![
             (
                 "rows-read",
                 "messages read by the last night",
@@ -445,10 +458,8 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 last_night.violations,
             ),
         ],
-        tally: Some(&tally),
-        nights: Some(nights),
-        late: run
-            .late
+        Some(nights),
+        run.late
             .iter()
             .map(|late| {
                 format!(
@@ -459,7 +470,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 )
             })
             .collect(),
-    });
+    );
     written.push(write::write_bytes(
         &dir,
         crate::report::REPORT_FILE,

@@ -582,17 +582,9 @@ fn the_readmes_summary_is_the_sample_runs() {
         .collect();
     assert!(shown.len() >= 4, "{shown:?}");
     let dir = tempfile::tempdir().unwrap();
-    let output = convbill()
+    let output = run_command(Path::new("sample-data"), &dir.path().join("out"))
         .current_dir(root)
-        .args([
-            "run",
-            "--input",
-            "sample-data",
-            "--rates",
-            "sample-data/rates.toml",
-        ])
-        .arg("--out")
-        .arg(dir.path().join("out"))
+        .args(["--rates", "sample-data/rates.toml"])
         .output()
         .unwrap();
     assert!(output.status.success());

@@ -28,6 +28,20 @@ fn sample_run(dir: &Path) -> PathBuf {
     out
 }
 
+/// Nights of the bundled sample with its rate card into `out`, one run per argument list.
+fn sample_nights(out: &Path, runs: &[&[&str]]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for args in runs {
+        convbill()
+            .current_dir(root)
+            .args(["run", "--rates", "sample-data/rates.toml", "-q", "--out"])
+            .arg(out)
+            .args(*args)
+            .assert()
+            .success();
+    }
+}
+
 /// `n` as the report shows it: in groups of three digits.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -340,18 +354,9 @@ fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
 
 #[test]
 fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nightly");
-    let night = |args: &[&str]| {
-        convbill()
-            .current_dir(root)
-            .args(["run", "--rates", "sample-data/rates.toml", "-q", "--out"])
-            .arg(&out)
-            .args(args)
-            .assert()
-            .success();
-    };
+    let night = |args: &[&str]| sample_nights(&out, &[args]);
     night(&["--date", "2026-10-01", "--init"]);
     night(&["--date", "2026-10-03", "--catch-up"]);
     let page = out.join("month-to-date/report.html");
@@ -562,18 +567,9 @@ fn a_partial_invoice_that_covers_its_period_says_why_and_long_names_wrap() {
 
 #[test]
 fn a_closed_period_keeps_its_own_report_with_its_invoices_and_charts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nightly");
-    let night = |args: &[&str]| {
-        convbill()
-            .current_dir(root)
-            .args(["run", "--rates", "sample-data/rates.toml", "-q", "--out"])
-            .arg(&out)
-            .args(args)
-            .assert()
-            .success();
-    };
+    let night = |args: &[&str]| sample_nights(&out, &[args]);
     night(&["--date", "2026-10-01", "--init"]);
     night(&["--date", "2026-11-02", "--catch-up"]);
     let closed = out.join("closed/period=2026-10");
