@@ -621,8 +621,12 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         n => format!("nights {} to {} ({n})", nights[0].date, last.date),
     };
     let sum = |f: fn(&nightly::NightStats) -> u64| nights.iter().map(f).sum::<u64>();
+    let within = match nights.len() {
+        1 => "within the night",
+        _ => "each within its night",
+    };
     text.push_str(&format!(
-        "convbill: {which}: {} messages, {} duplicate(s) dropped ({} within the night, {} of earlier nights); {} sessions closed, {} open, {} violations; {} in {}\n",
+        "convbill: {which}: {} messages, {} duplicate(s) dropped ({} {within}, {} of earlier nights); {} sessions closed, {} open, {} violations; {} in {}\n",
         sum(|n| n.rows_read),
         sum(|n| n.duplicates()),
         sum(|n| n.duplicates_within_night),

@@ -714,6 +714,10 @@ fn late_files_are_named_with_the_night_to_recompute_and_strict_runs_refuse() {
         "date=2024-01-01/late.parquet"
     );
     assert_eq!(manifest["late_input"][0]["messages"], 2);
+    // Read first by this night, of messages of Monday.
+    assert_eq!(manifest["late_input"][0]["read_from"], "2024-01-04");
+    assert_eq!(manifest["late_input"][0]["first_day"], "2024-01-01");
+    assert_eq!(manifest["late_input"][0]["change"], "added");
     // The report says so too, with what to do; after the recompute below it no longer does.
     let report = || std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
     let page = report();
@@ -1504,7 +1508,7 @@ fn catch_up_runs_the_missing_nights_in_order_and_stops_at_one_that_cannot_run() 
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "nights 2024-01-02 to 2024-01-03 (2): 2 messages",
+            "nights 2024-01-02 to 2024-01-03 (2): 2 messages, 0 duplicate(s) dropped (0 each within its night, 0 of earlier nights)",
         ));
     // Thursday's logs have not landed: Friday's catch-up stops at Thursday, and the history
     // keeps the nights it ran.
