@@ -344,13 +344,14 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         .collect();
     // Every session the month-to-date holds was closed by one night or is open after the
     // last; every violation is of one night's day.
+    let last_night = NightStats::read(&latest_state)?;
     let mut tally = crate::report::Tally::default();
     for (_, stats) in &nights {
         if let Some(stats) = stats {
             tally.add_rows(&stats.closed_tally);
         }
     }
-    tally.add_rows(&NightStats::read(&latest_state)?.open_tally);
+    tally.add_rows(&last_night.open_tally);
     let mut closed_periods = Vec::with_capacity(closed.len());
     for (period, night, mut invoices) in closed {
         let relative = closed_dir(&period);
@@ -402,7 +403,6 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
 
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
-    let last_night = NightStats::read(&latest_state)?;
     // The latest night's state holds the same sessions, written by this run.
     written.push(write::link_file(
         &latest_state.join(night::OPEN),

@@ -2198,22 +2198,9 @@ fn a_recomputed_history_reports_what_one_with_the_late_file_from_the_start_repor
     bill_every_night(&logs, &fresh);
     assert_eq!(recomputed, page(&fresh));
     // Its chart counts each session of the invoices once.
-    let chart = &recomputed[recomputed.find("data-chart=\"sessions-2026-09\"").unwrap()..];
-    let table = &chart[chart.find("<tbody>").unwrap()..chart.find("</tbody>").unwrap()];
-    let charted: u64 = table
-        .split("<tr>")
-        .skip(1)
-        .flat_map(|row| row.split("<td>").skip(2))
-        .map(|cell| cell.split("</td>").next().unwrap().replace(',', ""))
-        .map(|n| n.parse::<u64>().unwrap())
-        .sum();
-    let invoiced: u64 = snapshot(&out.join("month-to-date/invoices/2026-09"))
-        .values()
-        .map(|bytes| {
-            let invoice: Value = serde_json::from_slice(bytes).unwrap();
-            invoice["totals"]["sessions"].as_u64().unwrap()
-        })
-        .sum();
+    let charted = crate::report::chart_total(&recomputed, "sessions-2026-09");
+    let (_, invoiced) =
+        crate::report::invoiced_sessions(&out.join("month-to-date/invoices/2026-09"));
     assert!(invoiced > 0);
     assert_eq!(charted, invoiced);
 }

@@ -55,8 +55,20 @@ fn grouped(n: u64) -> String {
     out
 }
 
+/// The invoice documents in `dir` (one period's), and the sessions they bill.
+pub(crate) fn invoiced_sessions(dir: &Path) -> (u64, u64) {
+    let (mut invoices, mut sessions) = (0, 0);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let invoice: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        invoices += 1;
+        sessions += invoice["totals"]["sessions"].as_u64().unwrap();
+    }
+    (invoices, sessions)
+}
+
 /// The sum of the numbers beneath chart `name` (its table, days aside).
-fn chart_total(html: &str, name: &str) -> u64 {
+pub(crate) fn chart_total(html: &str, name: &str) -> u64 {
     let table = &html[html.find(&format!("data-chart=\"{name}\"")).unwrap()..];
     let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
     table
@@ -396,12 +408,7 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
     let names: Vec<&str> = charts.iter().map(|f| f.0.as_str()).collect();
     assert!(names.contains(&"sessions-2026-10"), "{names:?}");
     assert!(names.contains(&"violations-2026-10"), "{names:?}");
-    let mut invoiced = 0;
-    for entry in std::fs::read_dir(out.join("month-to-date/invoices/2026-10")).unwrap() {
-        let invoice: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
-        invoiced += invoice["totals"]["sessions"].as_u64().unwrap();
-    }
+    let (_, invoiced) = invoiced_sessions(&out.join("month-to-date/invoices/2026-10"));
     assert!(invoiced > 0);
     assert_eq!(chart_total(&html, "sessions-2026-10"), invoiced);
     assert!(chart_total(&html, "violations-2026-10") > 0);
@@ -581,14 +588,7 @@ fn a_closed_period_keeps_its_own_report_with_its_invoices_and_charts() {
     // October is no longer in the month-to-date page, but it is here, whole.
     let month_to_date = std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
     assert!(!month_to_date.contains("id=\"period-2026-10\""));
-    let mut invoiced = 0;
-    let mut invoices = 0;
-    for entry in std::fs::read_dir(closed.join("invoices/2026-10")).unwrap() {
-        let invoice: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
-        invoiced += invoice["totals"]["sessions"].as_u64().unwrap();
-        invoices += 1;
-    }
+    let (invoices, invoiced) = invoiced_sessions(&closed.join("invoices/2026-10"));
     assert_eq!(by_id(&html, "total-invoices"), grouped(invoices));
     assert_eq!(by_id(&html, "total-sessions"), grouped(invoiced));
     assert_eq!(chart_total(&html, "sessions-2026-10"), invoiced);
