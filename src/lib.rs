@@ -92,7 +92,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     if let Some(done) = folder.recover()? {
         tracing::warn!("{done} (beside `{}`)", config.out.display());
     }
-    let mut staging = write::Staging::create(&folder)?;
+    let mut staging = write::Staging::create(&folder, &card)?;
     let mut source = load::open(&config.input)?;
     source.checks.keep_rejects = config.rejects;
     let paths: Vec<PathBuf> = source.files.iter().map(|f| f.full_path.clone()).collect();

@@ -391,7 +391,7 @@ pub fn rfc3339_in(ns: i64, tz: Tz) -> String {
 
 /// The first instant of `day` in `tz`, in UTC nanoseconds. Where a clock change skips
 /// midnight, the day starts at the first local time that exists.
-fn local_midnight(day: NaiveDate, tz: Tz) -> i64 {
+pub(crate) fn local_midnight(day: NaiveDate, tz: Tz) -> i64 {
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight");
     (0..=24 * 60)
         .find_map(|minutes| {

@@ -24,41 +24,139 @@ pub const REPORT_FILE: &str = "report.html";
 /// Accounts shown in the chart of quota against allowance and in the top list.
 pub const TOP_ACCOUNTS: usize = 15;
 
-/// Counts of the sessions and violations a run writes, gathered as they are written.
+/// Counts of the sessions and violations a run writes, gathered as they are written, each on
+/// its day in its account's time zone: the days of a period are the days of its month.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    /// Period → (UTC day from the epoch, `channel / initiation`) → sessions started that day.
+    /// Period → (local day from the epoch, `channel / initiation`) → sessions started that day.
     pub sessions: BTreeMap<String, BTreeMap<(i64, String), u64>>,
-    /// Period → (UTC day, reason) → violations.
+    /// Period → (local day, reason) → violations.
     pub violations: BTreeMap<String, BTreeMap<(i64, String), u64>>,
+    zones: Zones,
+}
+
+/// Each account's time zone, as the rate card says (UTC for every account by default).
+#[derive(Debug, Clone, Default)]
+struct Zones {
+    default: Option<chrono_tz::Tz>,
+    accounts: std::collections::HashMap<String, chrono_tz::Tz>,
+}
+
+impl Zones {
+    fn of(&self, account_id: &str) -> chrono_tz::Tz {
+        self.accounts
+            .get(account_id)
+            .copied()
+            .or(self.default)
+            .unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// The local days a UTC day overlaps in one zone: the first, and the instants (UTC
+/// nanoseconds) the next two start.
+#[derive(Debug, Clone, Copy)]
+struct DaySplit {
+    first: i64,
+    next: [i64; 2],
+}
+
+impl DaySplit {
+    fn new(tz: chrono_tz::Tz, utc_day: i64) -> Self {
+        use chrono::TimeZone;
+        let first = tz.timestamp_nanos(utc_day * DAY_NS).date_naive();
+        let next = |days| {
+            first
+                .checked_add_days(chrono::Days::new(days))
+                .map_or(i64::MAX, |day| crate::rates::local_midnight(day, tz))
+        };
+        DaySplit {
+            first: epoch_day(first),
+            next: [next(1), next(2)],
+        }
+    }
+
+    /// The local day of `ns`, an instant of the UTC day.
+    fn day_of(&self, ns: i64) -> i64 {
+        self.first + i64::from(ns >= self.next[0]) + i64::from(ns >= self.next[1])
+    }
+}
+
+/// Local days of instants: one [`DaySplit`] per account and UTC day met.
+struct LocalDays<'a> {
+    zones: &'a Zones,
+    splits: PlHashMap<(&'a str, i64), DaySplit>,
+}
+
+impl<'a> LocalDays<'a> {
+    fn new(zones: &'a Zones) -> Self {
+        LocalDays {
+            zones,
+            splits: PlHashMap::default(),
+        }
+    }
+
+    /// The day (from the epoch) in `account_id`'s zone that holds `ns`.
+    fn day(&mut self, account_id: &'a str, ns: i64) -> i64 {
+        let utc_day = ns.div_euclid(DAY_NS);
+        self.splits
+            .entry((account_id, utc_day))
+            .or_insert_with(|| DaySplit::new(self.zones.of(account_id), utc_day))
+            .day_of(ns)
+    }
+}
+
+/// A date as days from the epoch.
+fn epoch_day(day: chrono::NaiveDate) -> i64 {
+    day.signed_duration_since(chrono::NaiveDate::default())
+        .num_days()
 }
 
 impl Tally {
+    /// An empty tally that counts each account's sessions and violations on the days of its
+    /// zone in `card`.
+    pub fn in_zones_of(card: &crate::rates::RateCard) -> Self {
+        Tally {
+            zones: Zones {
+                default: Some(card.default_time_zone),
+                accounts: card
+                    .accounts
+                    .iter()
+                    .map(|(account, terms)| (account.clone(), terms.time_zone))
+                    .collect(),
+            },
+            ..Tally::default()
+        }
+    }
+
     /// Adds a piece of `sessions.parquet` and of `violations.parquet`.
     pub fn add(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
         self.add_sessions(sessions)?;
         self.add_violations(violations)
     }
 
-    /// Adds sessions (`started_at`, `channel`, `initiation`, `period`). Rows are counted by
-    /// their borrowed strings first: one owned key per distinct day and series, not per row.
+    /// Adds sessions (`account_id`, `started_at`, `channel`, `initiation`, `period`). Rows
+    /// are counted by their borrowed strings first: one owned key per distinct day and series,
+    /// not per row.
     pub fn add_sessions(&mut self, sessions: &DataFrame) -> Result<()> {
+        let accounts = sessions.column(schema::ACCOUNT_ID)?.str()?;
         let starts = sessions.column("started_at")?.to_physical_repr();
         let starts = starts.i64()?;
         let channels = sessions.column(schema::CHANNEL)?.str()?;
         let initiations = sessions.column("initiation")?.str()?;
         let periods = sessions.column("period")?.str()?;
+        let mut days = LocalDays::new(&self.zones);
         let mut counts: PlHashMap<(&str, i64, &str, &str), u64> = PlHashMap::default();
-        for (((start, channel), initiation), period) in starts
+        for ((((account, start), channel), initiation), period) in accounts
             .iter()
+            .zip(starts.iter())
             .zip(channels.iter())
             .zip(initiations.iter())
             .zip(periods.iter())
         {
-            if let (Some(start), Some(channel), Some(initiation), Some(period)) =
-                (start, channel, initiation, period)
+            if let (Some(account), Some(start), Some(channel), Some(initiation), Some(period)) =
+                (account, start, channel, initiation, period)
             {
-                let day = start.div_euclid(DAY_NS);
+                let day = days.day(account, start);
                 *counts
                     .entry((period, day, channel, initiation))
                     .or_default() += 1;
@@ -75,17 +173,26 @@ impl Tally {
         Ok(())
     }
 
-    /// Adds violations (`timestamp`, `reason`, `period`).
+    /// Adds violations (`account_id`, `timestamp`, `reason`, `period`).
     pub fn add_violations(&mut self, violations: &DataFrame) -> Result<()> {
+        let accounts = violations.column(schema::ACCOUNT_ID)?.str()?;
         let times = violations.column(schema::TIMESTAMP)?.to_physical_repr();
         let times = times.i64()?;
         let reasons = violations.column("reason")?.str()?;
         let periods = violations.column("period")?.str()?;
+        let mut days = LocalDays::new(&self.zones);
         let mut counts: PlHashMap<(&str, i64, &str), u64> = PlHashMap::default();
-        for ((time, reason), period) in times.iter().zip(reasons.iter()).zip(periods.iter()) {
-            if let (Some(time), Some(reason), Some(period)) = (time, reason, period) {
+        for (((account, time), reason), period) in accounts
+            .iter()
+            .zip(times.iter())
+            .zip(reasons.iter())
+            .zip(periods.iter())
+        {
+            if let (Some(account), Some(time), Some(reason), Some(period)) =
+                (account, time, reason, period)
+            {
                 *counts
-                    .entry((period, time.div_euclid(DAY_NS), reason))
+                    .entry((period, days.day(account, time), reason))
                     .or_default() += 1;
             }
         }
@@ -128,11 +235,10 @@ impl Tally {
         let add = |counts: &mut BTreeMap<String, BTreeMap<(i64, String), u64>>,
                    rows: &[TallyRow]| {
             for row in rows {
-                let day = row.day.signed_duration_since(chrono::NaiveDate::default());
                 *counts
                     .entry(row.period.clone())
                     .or_default()
-                    .entry((day.num_days(), row.of.clone()))
+                    .entry((epoch_day(row.day), row.of.clone()))
                     .or_default() += row.n;
             }
         };
@@ -144,9 +250,10 @@ impl Tally {
 /// A [`Tally`] as rows: what a night keeps in its `night.json` for the month-to-date report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TallyRows {
-    /// Sessions per period, UTC day of their start and `channel / initiation`.
+    /// Sessions per period, day of their start (in the account's zone) and
+    /// `channel / initiation`.
     pub sessions: Vec<TallyRow>,
-    /// Violations per period, UTC day and reason.
+    /// Violations per period, day (in the account's zone) and reason.
     pub violations: Vec<TallyRow>,
 }
 
@@ -154,7 +261,7 @@ pub struct TallyRows {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TallyRow {
     pub period: String,
-    /// The UTC day.
+    /// The day in the account's zone.
     pub day: chrono::NaiveDate,
     /// The series: `channel / initiation`, or the violation's reason.
     pub of: String,
@@ -257,30 +364,33 @@ pub fn render_page(p: &Page) -> String {
         };
         let sessions = tally.sessions.get(period).unwrap_or(&empty);
         let violations = tally.violations.get(period).unwrap_or(&empty);
-        // Both charts of a period span the same days: every UTC day from its first session or
-        // violation to its last, a day without any shown as 0.
-        let days = sessions
+        // Both charts of a period span the days of its month; a day the input (or the nights)
+        // did not cover for any of its invoices is left out of the lines, not drawn as 0.
+        let covered = covered_days(&list);
+        let counted: std::collections::BTreeSet<i64> = sessions
             .keys()
             .chain(violations.keys())
             .map(|(day, _)| *day)
-            .fold(None, |range: Option<(i64, i64)>, day| match range {
-                None => Some((day, day)),
-                Some((first, last)) => Some((first.min(day), last.max(day))),
-            })
-            .map(|(first, last)| (first..=last).collect::<Vec<i64>>())
-            .unwrap_or_default();
+            .collect();
+        let days = chart_days(period, &counted);
+        let covered: Vec<bool> = days
+            .iter()
+            .map(|day| covered.contains(day) || counted.contains(day))
+            .collect();
         page.push_str("<h3>Sessions per day, by channel and initiation</h3>\n");
         page.push_str(&line_chart(
             &format!("sessions-{period}"),
-            "sessions started per UTC day (the period is a month in each account's zone)",
-            &days,
+            "sessions started per day",
+            "sessions",
+            (&days, &covered),
             sessions,
         ));
         page.push_str("<h3>Violations per day, by reason</h3>\n");
         page.push_str(&line_chart(
             &format!("violations-{period}"),
-            "violations per UTC day",
-            &days,
+            "violations per day",
+            "violations",
+            (&days, &covered),
             violations,
         ));
         quota_section(&mut page, period, list);
@@ -475,11 +585,13 @@ fn grouped(number: impl std::fmt::Display) -> String {
 }
 
 /// A line chart of `counts` ((day, series) → count): one line per series over `days`
-/// (consecutive; a day without a count is 0), then the numbers as a table.
+/// (consecutive; a covered day without a count is 0, a day not covered is a gap in the lines
+/// and says so in the table), then the numbers as a table.
 fn line_chart(
     id: &str,
     caption: &str,
-    days: &[i64],
+    what: &str,
+    (days, covered): (&[i64], &[bool]),
     counts: &BTreeMap<(i64, String), u64>,
 ) -> String {
     let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -487,18 +599,29 @@ fn line_chart(
         let values = series
             .entry(name.as_str())
             .or_insert_with(|| vec![0; days.len()]);
-        let at = days.binary_search(day).expect("a day of the counts");
+        let at = days
+            .binary_search(day)
+            .expect("a day of the period's month");
         values[at] = *count;
     }
-    if series.is_empty() {
+    if series.is_empty() || days.is_empty() {
         return format!(
             "<figure data-chart=\"{id}\" data-series=\"0\" data-points=\"0\">\n<figcaption>none</figcaption>\n</figure>\n"
         );
     }
+    // The runs of consecutive covered days, as ranges of `days`' indices.
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (at, _) in covered.iter().enumerate().filter(|(_, c)| **c) {
+        match runs.last_mut() {
+            Some(run) if run.end == at => run.end = at + 1,
+            _ => runs.push(at..at + 1),
+        }
+    }
     let mut out = format!(
-        "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\">\n",
+        "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\" data-covered=\"{}\">\n",
         series.len(),
-        days.len()
+        days.len(),
+        covered.iter().filter(|c| **c).count(),
     );
     let top = series.values().flatten().copied().max().unwrap_or(0).max(1);
     let (first, last) = (days[0], days[days.len() - 1]);
@@ -510,8 +633,8 @@ fn line_chart(
             .caption(caption, ("sans-serif", 16))
             .margin(12)
             .margin_right(40)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
             .build_cartesian_2d(first..last.max(first + 1), 0..top + top / 10 + 1)
             .expect("a chart's ranges are not empty");
         chart
@@ -519,22 +642,26 @@ fn line_chart(
             .x_labels(8)
             .x_label_formatter(&|day| day_name(*day))
             .y_label_formatter(&|count| grouped(count))
+            .x_desc("day, in each account's time zone")
+            .y_desc(what)
             .draw()
             .expect("drawing into a string");
         for (i, values) in series.values().enumerate() {
-            let points: Vec<(i64, u64)> =
-                days.iter().copied().zip(values.iter().copied()).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))
-                .expect("drawing into a string");
-            // A dot on each day: a series of one day is seen too.
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color(i).filled())),
-                )
-                .expect("drawing into a string");
+            for run in &runs {
+                let points: Vec<(i64, u64)> =
+                    run.clone().map(|at| (days[at], values[at])).collect();
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))
+                    .expect("drawing into a string");
+                // A dot on each day: a series of one day is seen too.
+                chart
+                    .draw_series(
+                        points
+                            .into_iter()
+                            .map(|p| Circle::new(p, 3, color(i).filled())),
+                    )
+                    .expect("drawing into a string");
+            }
         }
         root.present().expect("drawing into a string");
     }
@@ -551,12 +678,26 @@ fn line_chart(
             esc(name)
         );
     }
-    out.push_str("</figcaption>\n</figure>\n<details><summary>the numbers</summary>\n<table>\n<thead><tr><th>day (UTC)</th>");
+    if runs.len() != 1 || runs[0] != (0..days.len()) {
+        out.push_str(
+            "<br>A gap in the lines: days the input (or the nights run so far) does not cover.",
+        );
+    }
+    out.push_str("</figcaption>\n</figure>\n<details><summary>the numbers</summary>\n<table>\n<thead><tr><th>day</th>");
     for name in series.keys() {
         let _ = write!(out, "<th>{}</th>", esc(name));
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for (at, day) in days.iter().enumerate() {
+        if !covered[at] {
+            let _ = writeln!(
+                out,
+                "<tr class=\"uncovered\"><td>{}</td><td class=\"text\" colspan=\"{}\">not covered</td></tr>",
+                day_name(*day),
+                series.len()
+            );
+            continue;
+        }
         let _ = write!(out, "<tr><td>{}</td>", day_name(*day));
         for values in series.values() {
             let _ = write!(out, "<td>{}</td>", grouped(values[at]));
@@ -587,6 +728,68 @@ fn day_name(day: i64) -> String {
     chrono::DateTime::from_timestamp(day * 86_400, 0)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
+}
+
+/// The days (from the epoch) a period's charts span: the days of its month, and any other
+/// day with a count (a night kept by an earlier version counted UTC days, and the first or
+/// last may fall outside).
+fn chart_days(period: &str, counted: &std::collections::BTreeSet<i64>) -> Vec<i64> {
+    let month = crate::rates::first_day(period).map(|first| {
+        let next = first
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(first);
+        (epoch_day(first), epoch_day(next) - 1)
+    });
+    let counted = counted.first().zip(counted.last());
+    match (month, counted) {
+        (Some((first, last)), Some((least, most))) => {
+            (first.min(*least)..=last.max(*most)).collect()
+        }
+        (Some((first, last)), None) => (first..=last).collect(),
+        (None, Some((least, most))) => (*least..=*most).collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// The days (from the epoch, in each account's zone) that some of `invoices` cover, at least
+/// in part: from its `coverage_start` to its `coverage_end`, less the days wholly inside a
+/// stretch it says is `uncovered`.
+fn covered_days(invoices: &[&Invoice]) -> std::collections::BTreeSet<i64> {
+    let local = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.naive_local())
+    };
+    let mut days = std::collections::BTreeSet::new();
+    for invoice in invoices {
+        let (Some(start), Some(end)) =
+            (local(&invoice.coverage_start), local(&invoice.coverage_end))
+        else {
+            continue;
+        };
+        let gaps: Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> = invoice
+            .uncovered
+            .iter()
+            .filter_map(|s| Some((local(&s.from)?, local(&s.to)?)))
+            .collect();
+        let mut day = start.date();
+        while day.and_time(chrono::NaiveTime::MIN) < end {
+            let (from, to) = (
+                day.and_time(chrono::NaiveTime::MIN),
+                day.succ_opt()
+                    .unwrap_or(day)
+                    .and_time(chrono::NaiveTime::MIN),
+            );
+            if !gaps.iter().any(|(a, b)| *a <= from && to <= *b) {
+                days.insert(epoch_day(day));
+            }
+            match day.succ_opt() {
+                Some(next) => day = next,
+                None => break,
+            }
+        }
+    }
+    days
 }
 
 /// The period's accounts with the most quota against their allowance (a bar chart), and
@@ -634,9 +837,14 @@ fn quota_section(page: &mut String, period: &str, mut list: Vec<&Invoice>) {
     page.push_str("</tbody>\n</table>\n");
 }
 
-/// The width of the bar chart's plot, in pixels: the drawing less its margins and the axis
-/// labels' area.
-const BAR_CHART_PLOT_WIDTH: usize = 960 - 2 * 12 - 70;
+/// The bar chart's areas for the labels beneath and left of its plot, in pixels.
+const BAR_CHART_X_LABELS: u32 = 55;
+const BAR_CHART_Y_LABELS: u32 = 80;
+
+/// The width and height of the bar chart's plot, in pixels: the drawing (960 by 360) less its
+/// margins and the axis labels' areas.
+const BAR_CHART_PLOT_WIDTH: usize = 960 - 2 * 12 - BAR_CHART_Y_LABELS as usize;
+const BAR_CHART_PLOT_HEIGHT: u32 = 360 - 2 * 12 - BAR_CHART_X_LABELS;
 
 /// The width of a character of an axis label, in pixels, at most (plotters' default label
 /// font, 12 pixels high; digits and most letters are narrower).
@@ -687,8 +895,8 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
         let n = accounts.len() as f64;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
+            .x_label_area_size(BAR_CHART_X_LABELS)
+            .y_label_area_size(BAR_CHART_Y_LABELS)
             .build_cartesian_2d(-0.5..n - 0.5, 0.0..top * 1.1)
             .expect("a chart's ranges are not empty");
         chart
@@ -708,17 +916,40 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
                 true => grouped(format!("{y:.0}")),
                 false => String::new(),
             })
+            .x_desc("account, by quota (# in the table beneath)")
+            .y_desc("quota units")
             .draw()
             .expect("drawing into a string");
+        // A bar of a count more than 0 is at least a few pixels high, however large the
+        // others: a quota of 2 beside an allowance of 100,000 is still seen.
+        let least = top * 1.1 * 3.0 / f64::from(BAR_CHART_PLOT_HEIGHT);
         for (i, (_, values)) in series.iter().enumerate() {
             let offset = i as f64 * 0.4 - 0.4;
             chart
                 .draw_series(values.iter().enumerate().map(|(rank, value)| {
                     let x = rank as f64 + offset;
-                    Rectangle::new([(x, 0.0), (x + 0.4, *value as f64)], color(i).filled())
+                    let height = match *value > 0 {
+                        true => (*value as f64).max(least),
+                        false => 0.0,
+                    };
+                    Rectangle::new([(x, 0.0), (x + 0.4, height)], color(i).filled())
                 }))
                 .expect("drawing into a string");
         }
+        // Each quota bar's number above it.
+        let label = TextStyle::from(("sans-serif", 11).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Bottom,
+            ),
+        );
+        chart
+            .draw_series(series[0].1.iter().enumerate().map(|(rank, value)| {
+                let x = rank as f64 - 0.2;
+                let y = (*value as f64).max(least);
+                Text::new(grouped(value), (x, y), label.clone())
+            }))
+            .expect("drawing into a string");
         root.present().expect("drawing into a string");
     }
     out.push_str(&svg);
@@ -810,5 +1041,80 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
             );
         }
         page.push_str("</tbody>\n</table>\n</details>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> i64 {
+        epoch_day(text.parse().unwrap())
+    }
+
+    fn ns(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_periods_charts_span_its_month_and_any_day_counted_outside_it() {
+        let none = std::collections::BTreeSet::new();
+        let february = chart_days("2024-02", &none);
+        assert_eq!(
+            (february.len(), february[0], february[28]),
+            (29, day("2024-02-01"), day("2024-02-29"))
+        );
+        // A UTC day a night of an earlier version counted, the day before the month.
+        let before = std::collections::BTreeSet::from([day("2024-01-31"), day("2024-02-10")]);
+        let days = chart_days("2024-02", &before);
+        assert_eq!((days.len(), days[0]), (30, day("2024-01-31")));
+        assert!(chart_days("not a period", &none).is_empty());
+    }
+
+    #[test]
+    fn an_instant_is_counted_on_its_day_in_the_accounts_zone() {
+        let zones = Zones {
+            default: Some(chrono_tz::UTC),
+            accounts: [
+                ("ktm".to_string(), chrono_tz::Asia::Kathmandu),
+                ("nyc".to_string(), chrono_tz::America::New_York),
+            ]
+            .into(),
+        };
+        let mut days = LocalDays::new(&zones);
+        // Kathmandu is 5:45 ahead: its 1 March starts at 18:15 UTC on 29 February.
+        assert_eq!(
+            days.day("ktm", ns("2024-02-29T18:14:59Z")),
+            day("2024-02-29")
+        );
+        assert_eq!(
+            days.day("ktm", ns("2024-02-29T18:15:00Z")),
+            day("2024-03-01")
+        );
+        assert_eq!(
+            days.day("utc", ns("2024-02-29T18:15:00Z")),
+            day("2024-02-29")
+        );
+        // New York on the day clocks go forward (10 March 2024, 23 hours long): its 11 March
+        // starts at 04:00 UTC, its 10 March at 05:00 UTC.
+        assert_eq!(
+            days.day("nyc", ns("2024-03-10T04:59:59Z")),
+            day("2024-03-09")
+        );
+        assert_eq!(
+            days.day("nyc", ns("2024-03-10T05:00:00Z")),
+            day("2024-03-10")
+        );
+        assert_eq!(
+            days.day("nyc", ns("2024-03-11T03:59:59Z")),
+            day("2024-03-10")
+        );
+        assert_eq!(
+            days.day("nyc", ns("2024-03-11T04:00:00Z")),
+            day("2024-03-11")
+        );
     }
 }

@@ -170,8 +170,8 @@ pub struct Staging {
 
 impl Staging {
     /// Checks `out` and creates the staging folder beside it. Call with the folder's lock
-    /// held.
-    pub fn create(folder: &OutFolder) -> Result<Self> {
+    /// held. The report counts each account's sessions on the days of its zone in `card`.
+    pub fn create(folder: &OutFolder, card: &crate::rates::RateCard) -> Result<Self> {
         check_output_folder(&folder.out)?;
         let dir = folder.create_staging()?;
         let mut staging = Staging {
@@ -179,7 +179,7 @@ impl Staging {
             sessions: TableWriter::new(&dir, SESSIONS_FILE),
             violations: TableWriter::new(&dir, VIOLATIONS_FILE),
             dir,
-            tally: Default::default(),
+            tally: crate::report::Tally::in_zones_of(card),
             finished: false,
         };
         staging.sessions.open()?;

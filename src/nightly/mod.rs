@@ -563,7 +563,7 @@ fn run_night(
         card,
         rerun,
     };
-    let mut writer = night::NightWriter::create(date, tree)?;
+    let mut writer = night::NightWriter::create(date, tree, card)?;
     crate::progress::stage(
         &format!("night {date}: computing groups"),
         Some(plan.groups.len() as u64),

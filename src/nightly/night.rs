@@ -777,7 +777,7 @@ pub(crate) struct NightWriter {
 }
 
 impl NightWriter {
-    pub fn create(night: NaiveDate, tree: &Tree) -> Result<NightWriter> {
+    pub fn create(night: NaiveDate, tree: &Tree, card: &RateCard) -> Result<NightWriter> {
         let name = night_dir(night);
         let staging = tree.staging;
         let state = staging.join(STATE_DIR).join(&name);
@@ -799,8 +799,8 @@ impl NightWriter {
             seen_accounts: Vec::new(),
             open: table(state, OPEN)?,
             open_summaries: Vec::new(),
-            closed_tally: Default::default(),
-            open_tally: Default::default(),
+            closed_tally: crate::report::Tally::in_zones_of(card),
+            open_tally: crate::report::Tally::in_zones_of(card),
             lines: Vec::new(),
             conflicting: Vec::new(),
             checked: 0,

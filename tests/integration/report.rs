@@ -67,13 +67,14 @@ pub(crate) fn invoiced_sessions(dir: &Path) -> (u64, u64) {
     (invoices, sessions)
 }
 
-/// The sum of the numbers beneath chart `name` (its table, days aside).
+/// The sum of the numbers beneath chart `name` (its table, days and days not covered aside).
 pub(crate) fn chart_total(html: &str, name: &str) -> u64 {
     let table = &html[html.find(&format!("data-chart=\"{name}\"")).unwrap()..];
     let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
     table
-        .split("<tr>")
+        .split("<tr")
         .skip(1)
+        .filter(|row| !row.starts_with(" class=\"uncovered\""))
         .flat_map(|row| row.split("<td>").skip(2))
         .map(|cell| {
             let number = cell.split("</td>").next().unwrap().replace(',', "");
@@ -90,6 +91,14 @@ fn by_id<'a>(html: &'a str, id: &str) -> &'a str {
         + id.len()
         + 6;
     &html[start..start + html[start..].find('<').unwrap()]
+}
+
+/// The number of days chart `name` shows as covered (`data-covered`).
+fn covered(figure: &str) -> usize {
+    let start = figure.find("data-covered=\"").unwrap() + 14;
+    figure[start..start + figure[start..].find('"').unwrap()]
+        .parse()
+        .unwrap()
 }
 
 /// Each chart's (name, series, points) from its `<figure>`, and the figure's markup.
@@ -215,15 +224,23 @@ fn every_chart_has_a_line_per_series_and_a_dot_per_point() {
         if name.starts_with("quota-") {
             continue;
         }
-        let lines = series_lines(figure);
-        assert_eq!(lines.len(), *series, "{name}");
-        assert!(lines.iter().all(|l| l == points), "{name}: {lines:?}");
-        assert_eq!(figure.matches("<circle").count(), series * points, "{name}");
+        // A line per series and run of covered days: each series draws every covered day,
+        // once, with a dot.
+        let (lines, covered) = (series_lines(figure), covered(figure));
+        assert!(covered > 0 && covered <= *points, "{name}");
+        assert_eq!(lines.len() % series, 0, "{name}: {lines:?}");
+        assert_eq!(lines.iter().sum::<usize>(), series * covered, "{name}");
+        assert_eq!(
+            figure.matches("<circle").count(),
+            series * covered,
+            "{name}"
+        );
     }
     let october = figures.iter().find(|f| f.0 == "sessions-2026-10").unwrap();
-    // Four kinds of session (two WhatsApp initiations, Messenger, Instagram) over October's days.
-    assert_eq!(october.1, 4);
-    assert!(october.2 >= 28, "{}", october.2);
+    // Four kinds of session (two WhatsApp initiations, Messenger, Instagram) over October's
+    // 31 days, every one covered: one line each.
+    assert_eq!((october.1, october.2, covered(&october.3)), (4, 31, 31));
+    assert_eq!(series_lines(&october.3), [31; 4]);
 }
 
 /// The report.html of a whole run of `events` (account `acme`).
@@ -306,9 +323,27 @@ fn chromium_renders_the_report_with_its_charts_and_totals() {
     assert_eq!((width, height), (1100, 3000));
 }
 
+/// The rows of the table beneath chart `name`: `DAY N N ...`, or `DAY not covered`.
+fn chart_rows(html: &str, name: &str) -> Vec<String> {
+    let table = &html[html.find(&format!("data-chart=\"{name}\"")).unwrap()..];
+    let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
+    table
+        .split("<tr")
+        .skip(1)
+        .map(|row| {
+            let row = &row[row.find('>').unwrap() + 1..];
+            row.split("</td>")
+                .map(|cell| cell[cell.rfind('>').map_or(0, |at| at + 1)..].trim())
+                .filter(|cell| !cell.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
 #[test]
-fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
-    // Sessions on Monday and Thursday; a violation on Tuesday.
+fn a_day_without_sessions_is_a_zero_and_a_day_not_covered_is_a_gap() {
+    // Sessions on Monday and Thursday; a violation on Tuesday; no message on Wednesday.
     let html = report_of(&[
         inbound("u1", "Mon 10:00"),
         reply("r1", "Mon 10:05"),
@@ -319,48 +354,83 @@ fn a_day_without_sessions_is_a_zero_and_a_periods_charts_share_their_days() {
     let figures = figures(&html);
     let chart = |name: &str| figures.iter().find(|f| f.0 == name).unwrap();
     let (sessions, violations) = (chart("sessions-2024-01"), chart("violations-2024-01"));
-    // Monday to Thursday, both charts.
-    assert_eq!((sessions.1, sessions.2), (1, 4));
-    assert_eq!((violations.1, violations.2), (1, 4));
-    assert_eq!(series_lines(&sessions.3), [4]);
-    let numbers = |figure: &str| -> Vec<String> {
-        let table = &html[html.find(figure).unwrap()..];
-        let table = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
-        table
-            .split("<tr>")
-            .skip(1)
-            .map(|row| {
-                row.replace("</td>", " ")
-                    .replace("<td>", "")
-                    .replace("</tr>", "")
-                    .trim()
-                    .to_string()
-            })
-            .collect()
-    };
+    // Both charts span January; Monday, Tuesday and Thursday are covered.
+    assert_eq!((sessions.1, sessions.2, covered(&sessions.3)), (1, 31, 3));
     assert_eq!(
-        numbers("data-chart=\"sessions-2024-01\""),
-        [
-            "2024-01-01 1",
-            "2024-01-02 0",
-            "2024-01-03 0",
-            "2024-01-04 1"
-        ]
+        (violations.1, violations.2, covered(&violations.3)),
+        (1, 31, 3)
     );
+    // Wednesday is a gap in the line, not a 0: Monday to Tuesday, then Thursday.
+    assert_eq!(series_lines(&sessions.3), [2, 1]);
+    assert!(sessions
+        .3
+        .contains("A gap in the lines: days the input (or the nights run so far) does not cover."));
+    let mut expected = vec![
+        "2024-01-01 1".to_string(),
+        "2024-01-02 0".to_string(),
+        "2024-01-03 not covered".to_string(),
+        "2024-01-04 1".to_string(),
+    ];
+    expected.extend((5..=31).map(|day| format!("2024-01-{day:02} not covered")));
+    assert_eq!(chart_rows(&html, "sessions-2024-01"), expected);
     // The invoice is partial: it says what it covers and which day is missing.
     assert!(html.contains("<td class=\"text\">1 partial</td>"), "{html}");
     assert!(
         html.contains("partial (covers 2024-01-01T00:00:00Z to 2024-01-05T00:00:00Z; missing 2024-01-03T00:00:00Z to 2024-01-04T00:00:00Z)"),
         "{html}"
     );
+    let violations = chart_rows(&html, "violations-2024-01");
     assert_eq!(
-        numbers("data-chart=\"violations-2024-01\""),
+        violations[..4],
         [
             "2024-01-01 0",
             "2024-01-02 1",
-            "2024-01-03 0",
+            "2024-01-03 not covered",
             "2024-01-04 0"
         ]
+    );
+}
+
+#[test]
+fn sessions_are_charted_on_the_days_of_their_accounts_zone() {
+    // 20:00 UTC on 31 January is 03:00 on 1 February in Jakarta: a February session there,
+    // and a January one in UTC.
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            template("j1", "2024-01-31 20:00").account("jkt"),
+            template("u1", "2024-01-31 20:00").account("utc"),
+        ],
+    );
+    let card = dir.path().join("rates.toml");
+    std::fs::write(
+        &card,
+        "default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2024-01-01\"\nincluded_quota = 0\nunit_price = \"0.01\"\n[accounts.jkt]\ntime_zone = \"Asia/Jakarta\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(&log)
+        .arg("--rates")
+        .arg(&card)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let january = chart_rows(&html, "sessions-2024-01");
+    assert_eq!(january.len(), 31);
+    assert_eq!(january[30], "2024-01-31 1");
+    let february = chart_rows(&html, "sessions-2024-02");
+    assert_eq!(february.len(), 29);
+    assert_eq!(february[0], "2024-02-01 1");
+    // Jakarta's invoice covers the first seven hours of its 1 February: that day is drawn;
+    // the rest of February is not covered.
+    assert!(
+        february[1..].iter().all(|row| row.ends_with("not covered")),
+        "{february:?}"
     );
 }
 
@@ -440,13 +510,18 @@ fn small_counts_have_whole_distinct_axis_labels() {
     ]);
     let figures = figures(&html);
     assert!(figures.iter().any(|f| f.0 == "quota-2024-01"));
-    // Every axis label is a distinct whole number (or a day).
-    for (name, _, _, figure) in &figures {
-        let labels: Vec<&str> = figure
+    // Every axis label is a distinct whole number (or a day). The quota chart's bars carry
+    // their numbers too, drawn last.
+    for (name, _, points, figure) in &figures {
+        let mut labels: Vec<&str> = figure
             .split("</text>")
             .filter_map(|t| t.rsplit('>').next().map(str::trim))
             .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
             .collect();
+        if name.starts_with("quota-") {
+            let bars = labels.split_off(labels.len() - points);
+            assert_eq!(bars, ["3"], "{name}");
+        }
         assert!(
             labels.iter().all(|l| !l.contains('.')),
             "{name}: {labels:?}"
