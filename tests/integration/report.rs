@@ -222,6 +222,21 @@ fn every_chart_has_a_line_per_series_and_a_dot_per_point() {
         }
         assert!(*series > 0 && *points > 0, "{name}");
         if name.starts_with("quota-") {
+            // Every quota bar is seen, however large the allowances beside it (September's
+            // quota of 2 stands beside an allowance of 1,000).
+            let heights: Vec<u32> = figure
+                .split("<rect ")
+                .skip(1)
+                .filter(|rect| rect.contains("fill=\"#1F77B4\""))
+                .map(|rect| {
+                    let at = rect.find("height=\"").unwrap() + 8;
+                    rect[at..at + rect[at..].find('"').unwrap()]
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(heights.len(), *points, "{name}");
+            assert!(heights.iter().all(|h| *h >= 2), "{name}: {heights:?}");
             continue;
         }
         // A line per series and run of covered days: each series draws every covered day,
