@@ -977,8 +977,13 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         }
     );
     for invoice in invoices {
-        // What a partial invoice covers, and the stretches it is missing.
+        // What a draft covers so far; what a partial invoice covers, and the stretches it is
+        // missing.
         let coverage = match invoice.status {
+            crate::rating::DRAFT => esc(&format!(
+                " (covers {} to {} so far)",
+                invoice.coverage_start, invoice.coverage_end
+            )),
             crate::rating::PARTIAL => {
                 let missing: Vec<String> = invoice
                     .uncovered
@@ -1023,18 +1028,19 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         );
         let _ = writeln!(
             page,
-            "<table class=\"lines\">\n<thead><tr><th>channel / initiation / price version</th><th>sessions</th><th>billable</th><th>quota</th><th>overage</th><th>unit price</th><th>amount</th></tr></thead>\n<tbody>"
+            "<table class=\"lines\">\n<thead><tr><th>channel / initiation / price version</th><th>sessions</th><th>billable</th><th>quota</th><th>within allowance</th><th>overage</th><th>unit price</th><th>amount</th></tr></thead>\n<tbody>"
         );
         for line in &invoice.lines {
             let _ = writeln!(
                 page,
-                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&line.channel),
                 esc(&line.initiation),
                 esc(&line.price_version),
                 grouped(line.sessions),
                 grouped(line.billable_sessions),
                 grouped(line.quota),
+                grouped(line.allowance_quota),
                 grouped(line.overage_quota),
                 grouped(line.unit_price),
                 grouped(line.amount),

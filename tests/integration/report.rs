@@ -206,6 +206,69 @@ fn a_run_writes_a_self_contained_report_with_the_manifests_totals() {
 }
 
 #[test]
+fn every_invoice_opens_to_its_lines_with_the_quota_within_the_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let mut checked = 0;
+    for period in std::fs::read_dir(out.join("invoices")).unwrap() {
+        for file in std::fs::read_dir(period.unwrap().path()).unwrap() {
+            let invoice: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file.unwrap().path()).unwrap())
+                    .unwrap();
+            let id = invoice["invoice_id"].as_str().unwrap();
+            let block = &html[html
+                .find(&format!("<details id=\"invoice-{id}\">"))
+                .unwrap()..];
+            let block = &block[..block.find("</details>").unwrap()];
+            let rows: Vec<Vec<String>> = block
+                .split("<tr><td>")
+                .skip(1)
+                .map(|row| {
+                    row.split("</td><td>")
+                        .map(|cell| cell.replace("</td></tr>", "").trim().to_string())
+                        .collect()
+                })
+                .collect();
+            let lines = invoice["lines"].as_array().unwrap();
+            assert_eq!(rows.len(), lines.len(), "{id}");
+            for (row, line) in rows.iter().zip(lines) {
+                let n = |key: &str| grouped(line[key].as_u64().unwrap());
+                assert_eq!(
+                    row[..6],
+                    [
+                        format!(
+                            "{} / {} / {}",
+                            line["channel"].as_str().unwrap(),
+                            line["initiation"].as_str().unwrap(),
+                            line["price_version"].as_str().unwrap()
+                        ),
+                        n("sessions"),
+                        n("billable_sessions"),
+                        n("quota"),
+                        n("allowance_quota"),
+                        n("overage_quota"),
+                    ],
+                    "{id}"
+                );
+            }
+            // A draft says what it covers so far; a final one covers its period.
+            let status = invoice["status"].as_str().unwrap();
+            let summary = &block[..block.find("</summary>").unwrap()];
+            assert!(
+                summary.contains(&format!(" &middot; {status}")),
+                "{summary}"
+            );
+            if status == "final" {
+                assert!(!summary.contains("covers"), "{summary}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked}");
+}
+
+#[test]
 fn every_chart_has_a_line_per_series_and_a_dot_per_point() {
     let dir = tempfile::tempdir().unwrap();
     let html = std::fs::read_to_string(sample_run(dir.path()).join("report.html")).unwrap();
@@ -463,6 +526,11 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
     )
     .unwrap();
     assert!(html.contains("month to date after the night of 2026-10-03"));
+    // Drafts say what the nights cover so far: a UTC account's October to the end of the 3rd.
+    assert!(
+        html.contains(" &middot; draft (covers 2026-10-01T00:00:00Z to 2026-10-04T00:00:00Z so far) &middot; "),
+        "{html}"
+    );
     assert_eq!(
         by_id(&html, "nights"),
         "3 nights have run, from 2026-10-01 to 2026-10-03."
