@@ -503,7 +503,11 @@ fn totals_section(page: &mut String, p: &Page) {
     page.push_str("</tbody>\n</table>\n");
 }
 
-/// The nights of a history, newest first, with what each read and did.
+/// The nights the nights table shows, the newest.
+pub const NIGHTS_SHOWN: usize = 31;
+
+/// The nights of a history, newest first, with what each read and did: the last
+/// [`NIGHTS_SHOWN`], then how many earlier ones there are.
 fn nights_section(
     page: &mut String,
     nights: &[(chrono::NaiveDate, Option<crate::nightly::night::NightStats>)],
@@ -519,7 +523,7 @@ fn nights_section(
         last.0
     );
     page.push_str("<table id=\"nights-table\">\n<thead><tr><th>night</th><th>messages read</th><th>duplicates</th><th>rejected</th><th>sessions closed</th><th>sessions open</th><th>violations</th></tr></thead>\n<tbody>\n");
-    for (night, stats) in nights.iter().rev() {
+    for (night, stats) in nights.iter().rev().take(NIGHTS_SHOWN) {
         match stats {
             Some(s) => {
                 let _ = writeln!(
@@ -542,6 +546,15 @@ fn nights_section(
         }
     }
     page.push_str("</tbody>\n</table>\n");
+    if let Some(earlier) = nights.len().checked_sub(NIGHTS_SHOWN).filter(|n| *n > 0) {
+        let _ = writeln!(
+            page,
+            "<p id=\"earlier-nights\">The table shows the last {NIGHTS_SHOWN} nights; the {} before them, from {} to {}, are in <code>state/date=YYYY-MM-DD/night.json</code>.</p>",
+            count(earlier as u64, "night"),
+            first.0,
+            nights[earlier - 1].0
+        );
+    }
 }
 
 /// Amounts per currency as text: `1,012.50 EUR, 3.00 USD`.

@@ -581,6 +581,56 @@ fn a_nightly_history_has_a_month_to_date_report_of_its_nights_and_invoices() {
 }
 
 #[test]
+fn the_nights_table_shows_the_last_31_nights_and_counts_the_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nightly");
+    sample_nights(
+        &out,
+        &[
+            &["--date", "2026-10-01", "--init"],
+            &["--date", "2026-11-02", "--catch-up"],
+        ],
+    );
+    let html = std::fs::read_to_string(out.join("month-to-date/report.html")).unwrap();
+    assert_eq!(
+        by_id(&html, "nights"),
+        "33 nights have run, from 2026-10-01 to 2026-11-02."
+    );
+    let table = by_id_block(&html, "nights-table");
+    let nights: Vec<&str> = table
+        .split("<tr><td>")
+        .skip(1)
+        .map(|row| &row[..10])
+        .collect();
+    assert_eq!(nights.len(), 31);
+    assert_eq!((nights[0], nights[30]), ("2026-11-02", "2026-10-03"));
+    assert!(html.contains("<p id=\"earlier-nights\">The table shows the last 31 nights; the 2 nights before them, from 2026-10-01 to 2026-10-02, are in <code>state/date=YYYY-MM-DD/night.json</code>.</p>"), "{html}");
+    // Three nights fit: no such line.
+    let short = dir.path().join("short");
+    sample_nights(
+        &short,
+        &[
+            &["--date", "2026-10-01", "--init"],
+            &["--date", "2026-10-03", "--catch-up"],
+        ],
+    );
+    let html = std::fs::read_to_string(short.join("month-to-date/report.html")).unwrap();
+    assert!(!html.contains("earlier-nights"));
+    assert_eq!(
+        by_id_block(&html, "nights-table")
+            .matches("<tr><td>")
+            .count(),
+        3
+    );
+}
+
+/// The markup of the element with `id`, to the end of its table.
+fn by_id_block<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("id=\"{id}\"")).unwrap();
+    &html[start..start + html[start..].find("</table>").unwrap()]
+}
+
+#[test]
 fn small_counts_have_whole_distinct_axis_labels() {
     // Three sessions: a quota of 3.
     let html = report_of(&[
