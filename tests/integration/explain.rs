@@ -689,3 +689,77 @@ fn a_session_id_start_shared_by_two_conversations_lists_the_whole_ids() {
     let explanation = explained(&log, &selection);
     assert_eq!(only(&explanation).user_id, "user-2");
 }
+
+#[test]
+fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made_it() {
+    // The README's path for "why was this account charged N sessions?": the invoice's lines,
+    // `sessions.parquet` filtered on a line, then `explain --message-id` on an opener.
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(sample())
+        .arg("--rates")
+        .arg(&card)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let invoice: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("invoices/2024-01/article-demo.json")).unwrap(),
+    )
+    .unwrap();
+    let sessions = read_frame(&out.join("sessions.parquet"));
+    let text = |frame: &DataFrame, column: &str| -> Vec<String> {
+        frame
+            .column(column)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap().to_string())
+            .collect()
+    };
+    for line in invoice["lines"].as_array().unwrap() {
+        let field = |key: &str| line[key].as_str().unwrap().to_string();
+        let of_line = sessions
+            .clone()
+            .lazy()
+            .filter(
+                col("account_id")
+                    .eq(lit("article-demo"))
+                    .and(col("period").eq(lit(field("period"))))
+                    .and(col("channel").eq(lit(field("channel"))))
+                    .and(col("initiation").eq(lit(field("initiation"))))
+                    .and(col("price_version").eq(lit(field("price_version")))),
+            )
+            .collect()
+            .unwrap();
+        assert_eq!(of_line.height() as u64, line["sessions"].as_u64().unwrap());
+        let ids = text(&of_line, "session_id");
+        for (opener, id) in text(&of_line, "opened_by").iter().zip(&ids) {
+            let mut selection = Selection {
+                message_id: Some(opener.clone()),
+                ..Selection::default()
+            };
+            selection.account = Some("article-demo".into());
+            let explanation = explain::explain(&sample(), &selection, Some(&card)).unwrap();
+            let c = only(&explanation);
+            let step = c.messages.iter().find(|m| m.selected).unwrap();
+            assert_eq!((step.action, step.session_id.as_ref()), ("opened", Some(id)));
+            let session = c.sessions.iter().find(|s| &s.session_id == id).unwrap();
+            assert_eq!(
+                session.invoice_line,
+                format!(
+                    "{} / {} / {}",
+                    field("channel"),
+                    field("initiation"),
+                    field("price_version")
+                )
+            );
+            assert_eq!(session.invoice_id, invoice["invoice_id"].as_str().unwrap());
+        }
+    }
+}
