@@ -497,6 +497,26 @@ fn a_message_id_in_two_conversations_of_one_account_is_refused_as_a_run_refuses_
     assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
     let run = convbill::run(&convbill::RunConfig::new(&log, dir.path().join("out"))).unwrap_err();
     assert_eq!(error.to_string(), run.to_string());
+    // So is an account whose conversations, read together, hold it twice.
+    let error = explain::explain(&log, &account("acme"), None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
+    assert_eq!(error.to_string(), run.to_string());
+    // And a user whose conversations with two businesses hold the same message id.
+    let both = write_log(
+        &dir.path().join("both"),
+        &[
+            template("t1", "Mon 10:00"),
+            template("t1", "Mon 10:00").business("biz-2"),
+        ],
+    );
+    let mut user = account("acme");
+    user.user = Some("user-1".into());
+    let error = explain::explain(&both, &user, None).unwrap_err();
+    assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
+    // One of the two conversations alone is read and checked alone (the README says so).
+    let mut one = account("acme");
+    one.user = Some("someone-else".into());
+    assert_eq!(only(&explained(&log, &one)).messages.len(), 1);
 }
 
 #[test]
@@ -748,7 +768,10 @@ fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made
             let explanation = explain::explain(&sample(), &selection, Some(&card)).unwrap();
             let c = only(&explanation);
             let step = c.messages.iter().find(|m| m.selected).unwrap();
-            assert_eq!((step.action, step.session_id.as_ref()), ("opened", Some(id)));
+            assert_eq!(
+                (step.action, step.session_id.as_ref()),
+                ("opened", Some(id))
+            );
             let session = c.sessions.iter().find(|s| &s.session_id == id).unwrap();
             assert_eq!(
                 session.invoice_line,
