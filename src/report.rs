@@ -373,9 +373,13 @@ pub fn render_page(p: &Page) -> String {
             .map(|(day, _)| *day)
             .collect();
         let days = chart_days(period, &counted);
-        let covered: Vec<bool> = days
+        let covered: Vec<Cover> = days
             .iter()
-            .map(|day| covered.contains(day) || counted.contains(day))
+            .map(|day| match covered.get(day) {
+                Some(cover) => *cover,
+                None if counted.contains(day) => Cover::Part,
+                None => Cover::None,
+            })
             .collect();
         page.push_str("<h3>Sessions per day, by channel and initiation</h3>\n");
         page.push_str(&line_chart(
@@ -604,7 +608,7 @@ fn line_chart(
     id: &str,
     caption: &str,
     what: &str,
-    (days, covered): (&[i64], &[bool]),
+    (days, covered): (&[i64], &[Cover]),
     counts: &BTreeMap<(i64, String), u64>,
 ) -> String {
     let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -624,17 +628,22 @@ fn line_chart(
     }
     // The runs of consecutive covered days, as ranges of `days`' indices.
     let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    for (at, _) in covered.iter().enumerate().filter(|(_, c)| **c) {
+    for (at, _) in covered
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != Cover::None)
+    {
         match runs.last_mut() {
             Some(run) if run.end == at => run.end = at + 1,
             _ => runs.push(at..at + 1),
         }
     }
     let mut out = format!(
-        "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\" data-covered=\"{}\">\n",
+        "<figure data-chart=\"{id}\" data-series=\"{}\" data-points=\"{}\" data-covered=\"{}\" data-part=\"{}\">\n",
         series.len(),
         days.len(),
-        covered.iter().filter(|c| **c).count(),
+        covered.iter().filter(|c| **c != Cover::None).count(),
+        covered.iter().filter(|c| **c == Cover::Part).count(),
     );
     let top = series.values().flatten().copied().max().unwrap_or(0).max(1);
     let (first, last) = (days[0], days[days.len() - 1]);
@@ -666,13 +675,16 @@ fn line_chart(
                 chart
                     .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))
                     .expect("drawing into a string");
-                // A dot on each day: a series of one day is seen too.
+                // A dot on each day, hollow on a day covered in part: a series of one day is
+                // seen too.
                 chart
-                    .draw_series(
-                        points
-                            .into_iter()
-                            .map(|p| Circle::new(p, 3, color(i).filled())),
-                    )
+                    .draw_series(points.into_iter().zip(run.clone()).map(|(p, at)| {
+                        let style = match covered[at] {
+                            Cover::Whole => color(i).filled(),
+                            _ => color(i).stroke_width(2),
+                        };
+                        Circle::new(p, 3, style)
+                    }))
                     .expect("drawing into a string");
             }
         }
@@ -696,13 +708,16 @@ fn line_chart(
             "<br>A gap in the lines: days the input (or the nights run so far) does not cover.",
         );
     }
+    if covered.contains(&Cover::Part) {
+        out.push_str("<br>A hollow dot: a day covered only in part (some account's day starts or ends outside what the input or the nights cover), so its counts are not the whole day's.");
+    }
     out.push_str("</figcaption>\n</figure>\n<details><summary>the numbers</summary>\n<table>\n<thead><tr><th>day</th>");
     for name in series.keys() {
         let _ = write!(out, "<th>{}</th>", esc(name));
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for (at, day) in days.iter().enumerate() {
-        if !covered[at] {
+        if covered[at] == Cover::None {
             let _ = writeln!(
                 out,
                 "<tr class=\"uncovered\"><td>{}</td><td class=\"text\" colspan=\"{}\">not covered</td></tr>",
@@ -711,7 +726,11 @@ fn line_chart(
             );
             continue;
         }
-        let _ = write!(out, "<tr><td>{}</td>", day_name(*day));
+        let part = match covered[at] {
+            Cover::Part => " (part of the day)",
+            _ => "",
+        };
+        let _ = write!(out, "<tr><td>{}{part}</td>", day_name(*day));
         for values in series.values() {
             let _ = write!(out, "<td>{}</td>", grouped(values[at]));
         }
@@ -764,42 +783,60 @@ fn chart_days(period: &str, counted: &std::collections::BTreeSet<i64>) -> Vec<i6
     }
 }
 
-/// The days (from the epoch, in each account's zone) that some of `invoices` cover, at least
-/// in part: from its `coverage_start` to its `coverage_end`, less the days wholly inside a
-/// stretch it says is `uncovered`.
-fn covered_days(invoices: &[&Invoice]) -> std::collections::BTreeSet<i64> {
+/// How much of a day the charts' counts cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cover {
+    /// No invoice of the period covers any of it.
+    None,
+    /// Some invoice covers only part of it: its counts are not the whole day's.
+    Part,
+    /// Every invoice that reaches into it covers all of it.
+    Whole,
+}
+
+/// The days (from the epoch, in each account's zone) that `invoices` cover, in part or whole:
+/// each invoice covers its `coverage_start` to its `coverage_end` less the stretches it says
+/// are `uncovered`. A day one invoice covers whole and another not at all (its coverage ends
+/// before the day starts in its zone) is whole: only the invoices that reach into it count.
+fn covered_days(invoices: &[&Invoice]) -> BTreeMap<i64, Cover> {
+    use chrono::{NaiveDateTime, NaiveTime};
     let local = |text: &str| {
         chrono::DateTime::parse_from_rfc3339(text)
             .ok()
             .map(|t| t.naive_local())
     };
-    let mut days = std::collections::BTreeSet::new();
+    let mut days: BTreeMap<i64, Cover> = BTreeMap::new();
     for invoice in invoices {
         let (Some(start), Some(end)) =
             (local(&invoice.coverage_start), local(&invoice.coverage_end))
         else {
             continue;
         };
-        let gaps: Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> = invoice
+        let gaps: Vec<(NaiveDateTime, NaiveDateTime)> = invoice
             .uncovered
             .iter()
             .filter_map(|s| Some((local(&s.from)?, local(&s.to)?)))
             .collect();
         let mut day = start.date();
-        while day.and_time(chrono::NaiveTime::MIN) < end {
-            let (from, to) = (
-                day.and_time(chrono::NaiveTime::MIN),
-                day.succ_opt()
-                    .unwrap_or(day)
-                    .and_time(chrono::NaiveTime::MIN),
-            );
-            if !gaps.iter().any(|(a, b)| *a <= from && to <= *b) {
-                days.insert(epoch_day(day));
+        while day.and_time(NaiveTime::MIN) < end {
+            let Some(next) = day.succ_opt() else { break };
+            let (from, to) = (day.and_time(NaiveTime::MIN), next.and_time(NaiveTime::MIN));
+            // The part of the day within the coverage; a gap may take some or all of it.
+            let (a, b) = (from.max(start), to.min(end));
+            let gapped = gaps.iter().any(|(g, h)| *g < b && a < *h);
+            let lost = gaps.iter().any(|(g, h)| *g <= a && b <= *h);
+            let cover = match (lost, a == from && b == to && !gapped) {
+                (true, _) => Cover::None,
+                (false, true) => Cover::Whole,
+                (false, false) => Cover::Part,
+            };
+            if cover != Cover::None {
+                let known = days.entry(epoch_day(day)).or_insert(cover);
+                if cover == Cover::Part {
+                    *known = Cover::Part;
+                }
             }
-            match day.succ_opt() {
-                Some(next) => day = next,
-                None => break,
-            }
+            day = next;
         }
     }
     days

@@ -498,17 +498,31 @@ fn sessions_are_charted_on_the_days_of_their_accounts_zone() {
         .assert()
         .success();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    // The log covers the UTC day 31 January: for Jakarta, its 1 February to 07:00, only part
+    // of that day (a hollow dot). January's only invoice is UTC's, which covers its 31st whole.
     let january = chart_rows(&html, "sessions-2024-01");
     assert_eq!(january.len(), 31);
     assert_eq!(january[30], "2024-01-31 1");
+    assert!(january[..30].iter().all(|row| row.ends_with("not covered")));
     let february = chart_rows(&html, "sessions-2024-02");
     assert_eq!(february.len(), 29);
-    assert_eq!(february[0], "2024-02-01 1");
-    // Jakarta's invoice covers the first seven hours of its 1 February: that day is drawn;
-    // the rest of February is not covered.
+    assert_eq!(february[0], "2024-02-01 (part of the day) 1");
     assert!(
         february[1..].iter().all(|row| row.ends_with("not covered")),
         "{february:?}"
+    );
+    let figures = figures(&html);
+    let chart = figures.iter().find(|f| f.0 == "sessions-2024-02").unwrap();
+    assert!(
+        chart.3.contains("data-covered=\"1\" data-part=\"1\""),
+        "{}",
+        chart.3
+    );
+    assert!(chart.3.contains("A hollow dot: a day covered only in part"));
+    let circle = &chart.3[chart.3.find("<circle").unwrap()..];
+    assert!(
+        circle[..circle.find("/>").unwrap()].contains("fill=\"none\""),
+        "{circle}"
     );
 }
 
