@@ -289,6 +289,9 @@ pub struct Page<'a> {
     /// Input files that arrived after the nights of their messages had run: what each holds
     /// that is not billed, and what to do.
     pub late: Vec<String>,
+    /// The periods a history's nights have closed, each with its page under `closed/` (the
+    /// month-to-date page links them).
+    pub closed: Vec<String>,
 }
 
 /// The page of a whole run, from its manifest, its invoices (with their lines) and the tally
@@ -313,6 +316,7 @@ pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> Strin
         tally: Some(tally),
         nights: None,
         late: Vec::new(),
+        closed: Vec::new(),
     })
 }
 
@@ -350,6 +354,23 @@ pub fn render_page(p: &Page) -> String {
     totals_section(&mut page, p);
     if let Some(nights) = &p.nights {
         nights_section(&mut page, nights);
+    }
+    if !p.closed.is_empty() {
+        let links: Vec<String> = p
+            .closed
+            .iter()
+            .map(|period| {
+                format!(
+                    "<a href=\"../closed/period={0}/report.html\">{0}</a>",
+                    esc(period)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            page,
+            "<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its final invoices: {}.</p>",
+            links.join(", ")
+        );
     }
     let mut by_period: BTreeMap<&str, Vec<&Invoice>> = BTreeMap::new();
     for invoice in invoices {

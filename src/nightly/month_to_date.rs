@@ -132,6 +132,7 @@ fn history_page(
     counts: Vec<(&'static str, &'static str, u64)>,
     nights: Option<Vec<(NaiveDate, Option<NightStats>)>>,
     late: Vec<String>,
+    closed: Vec<String>,
 ) -> String {
     let rate_card = rating::RateCardInfo::of(run.card);
     crate::report::render_page(&crate::report::Page {
@@ -151,6 +152,7 @@ fn history_page(
         tally: Some(tally),
         nights,
         late,
+        closed,
     })
 }
 
@@ -367,6 +369,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             Vec::new(),
             None,
             Vec::new(),
+            Vec::new(),
         );
         outputs.push(write::write_bytes(
             &dir,
@@ -401,6 +404,11 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         });
     }
 
+    // Every period the history has closed: before this run, and by its nights.
+    let mut every_closed = closed_since(tree.out, NaiveDate::MIN)?;
+    every_closed.extend(closed_periods.iter().map(|c| c.period.clone()));
+    every_closed.sort();
+    every_closed.dedup();
     let dir = tree.staging.join(MONTH_TO_DATE_DIR);
     let mut written = write::write_invoices(&dir, &mut invoices, card)?;
     // The latest night's state holds the same sessions, written by this run.
@@ -470,6 +478,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 )
             })
             .collect(),
+        every_closed,
     );
     written.push(write::write_bytes(
         &dir,

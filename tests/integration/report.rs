@@ -618,6 +618,17 @@ fn the_nights_table_shows_the_last_31_nights_and_counts_the_earlier_ones() {
         .collect();
     assert_eq!(nights.len(), 31);
     assert_eq!((nights[0], nights[30]), ("2026-11-02", "2026-10-03"));
+    // It links the pages of the periods the nights closed, and they are there.
+    assert!(
+        html.contains("<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its final invoices: <a href=\"../closed/period=2026-09/report.html\">2026-09</a>, <a href=\"../closed/period=2026-10/report.html\">2026-10</a>.</p>"),
+        "{html}"
+    );
+    for period in ["2026-09", "2026-10"] {
+        let linked = out.join(format!(
+            "month-to-date/../closed/period={period}/report.html"
+        ));
+        assert!(linked.is_file(), "{}", linked.display());
+    }
     assert!(html.contains("<p id=\"earlier-nights\">The table shows the last 31 nights; the 2 nights before them, from 2026-10-01 to 2026-10-02, are in <code>state/date=YYYY-MM-DD/night.json</code>.</p>"), "{html}");
     // Three nights fit: no such line.
     let short = dir.path().join("short");
@@ -630,6 +641,7 @@ fn the_nights_table_shows_the_last_31_nights_and_counts_the_earlier_ones() {
     );
     let html = std::fs::read_to_string(short.join("month-to-date/report.html")).unwrap();
     assert!(!html.contains("earlier-nights"));
+    assert!(html.contains(": <a href=\"../closed/period=2026-09/report.html\">2026-09</a>.</p>"));
     assert_eq!(
         by_id_block(&html, "nights-table")
             .matches("<tr><td>")
