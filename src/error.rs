@@ -1,7 +1,10 @@
 //! The library's errors. Each one names what a user needs to find the problem (file, column,
 //! row, value) and maps to one documented exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The input a run or `explain` reads when given no `--input`: the sample in the source tree.
+pub const DEFAULT_INPUT: &str = "sample-data";
 
 /// Exit codes of the `convbill` binary. Documented in the README; asserted in the tests.
 pub mod exit {
@@ -305,11 +308,14 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::CatchUpStopped { source, .. } => source.hint(),
-            Error::Input(InputError::NotFound { .. }) => Some(
-                "pass `--input PATH`; the default, `sample-data`, is the folder in convbill's \
-                 source tree, so a bare `convbill` works from there"
-                    .into(),
-            ),
+            // Only the default path gets the hint: a path the user gave is named in the error.
+            Error::Input(InputError::NotFound { path }) if path == Path::new(DEFAULT_INPUT) => {
+                Some(
+                    "pass `--input PATH`; the default, `sample-data`, is the folder in convbill's \
+                     source tree, so a bare `convbill` works from there"
+                        .into(),
+                )
+            }
             Error::Input(InputError::NoFiles { .. }) => Some(
                 "convbill reads files ending in `.parquet`, in the folder and all folders below it"
                     .into(),

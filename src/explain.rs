@@ -352,15 +352,16 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
         let times = sessions::values(frame.column(schema::TIMESTAMP)?.i64()?, 0);
         let day = |ns: i64| rates::rfc3339_in(ns, Tz::UTC)[..10].to_string();
         let (first, last) = (times.iter().min(), times.iter().max());
-        let days = |flag: &str, day: Option<NaiveDate>| {
-            day.map(|d| format!(" {flag} {d}")).unwrap_or_default()
+        let days = match (selection.from, selection.to) {
+            (Some(from), Some(to)) => format!(" from {from} to {to} (inclusive)"),
+            (Some(from), None) => format!(" on or after {from}"),
+            (None, Some(to)) => format!(" on or before {to}"),
+            (None, None) => String::new(),
         };
         return Err(Error::Explain {
             problem: format!(
-                "{} has no messages{}{}; its first and last messages are on {} and {} (UTC days)",
+                "{} has no messages{days}; its first and last messages are on {} and {} (UTC days)",
                 selection.describe(),
-                days("from", selection.from),
-                days("to", selection.to),
                 first.map(|t| day(*t)).unwrap_or_default(),
                 last.map(|t| day(*t)).unwrap_or_default(),
             ),
@@ -936,21 +937,26 @@ fn text(explanation: &Explanation) -> String {
                 None => format!("{} {}", step.direction, step.kind),
                 Some(status) => format!("{} {} {status}", step.direction, step.kind),
             };
-            let local = match step.local_time == step.time {
-                true => String::new(),
-                false => format!(" ({})", step.local_time),
-            };
             let mark = if step.selected {
                 "  <- --message-id"
             } else {
                 ""
             };
             let head = format!(
-                "{}{local}  {}  {what}{mark}",
+                "{}  {}  {what}{mark}",
                 step.time,
                 printable(&step.message_id)
             );
             push_wrapped(&mut out, &head, "", "  ");
+            // The account's time on a line of its own, so the head keeps its columns.
+            if step.local_time != step.time {
+                push_wrapped(
+                    &mut out,
+                    &format!("({} local)", step.local_time),
+                    "  ",
+                    "  ",
+                );
+            }
             push_wrapped(&mut out, &step.why, "    ", "    ");
         }
         if !c.sessions.is_empty() {

@@ -114,7 +114,7 @@ enum Command {
 #[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["account", "message_id", "session_id"]))]
 struct ExplainArgs {
     /// The message log: a Parquet file or a folder, as for `convbill run`.
-    #[arg(long, env = "CONVBILL_INPUT", default_value = "sample-data")]
+    #[arg(long, env = "CONVBILL_INPUT", default_value = convbill::error::DEFAULT_INPUT)]
     input: PathBuf,
     /// The account whose conversations to explain.
     #[arg(long)]
@@ -159,7 +159,7 @@ enum ExplainFormat {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// A Parquet file, or a folder read recursively (hive-style `key=value/` folders allowed).
-    #[arg(long, env = "CONVBILL_INPUT", default_value = "sample-data")]
+    #[arg(long, env = "CONVBILL_INPUT", default_value = convbill::error::DEFAULT_INPUT)]
     input: PathBuf,
 
     /// Output folder. Replaced as a whole, and only when the run succeeds.

@@ -1114,7 +1114,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                 grouped(line.allowance_quota),
                 grouped(line.overage_quota),
                 grouped(line.unit_price),
-                grouped(line.amount),
+                format!("{} {}", grouped(line.amount), esc(&line.currency)),
             );
         }
         page.push_str("</tbody>\n</table>\n</details>\n");

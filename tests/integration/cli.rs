@@ -592,3 +592,37 @@ fn the_readmes_summary_is_the_sample_runs() {
     let printed: Vec<&str> = printed.lines().take(shown.len()).collect();
     assert_eq!(printed, shown);
 }
+
+#[test]
+fn only_a_missing_default_input_gets_the_hint_about_sample_data() {
+    let dir = tempfile::tempdir().unwrap();
+    // No `sample-data` here: the default input is missing, and the hint says what to pass.
+    let output = convbill()
+        .current_dir(dir.path())
+        .args(["run", "--out", "out"])
+        .assert()
+        .code(convbill::exit::DATA);
+    let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("input `sample-data` does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: pass `--input PATH`"), "{stderr}");
+    // A path the user gave is named, without the hint, by `run` and by `explain`.
+    for args in [
+        &["run", "--input", "nothere", "--out", "out"][..],
+        &["explain", "--input", "nothere", "--account", "a"][..],
+    ] {
+        let output = convbill()
+            .current_dir(dir.path())
+            .args(args)
+            .assert()
+            .code(convbill::exit::DATA);
+        let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
+        assert!(
+            stderr.contains("input `nothere` does not exist"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hint"), "{stderr}");
+    }
+}

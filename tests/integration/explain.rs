@@ -399,8 +399,15 @@ fn times_are_shown_in_the_accounts_zone_and_sessions_in_its_period() {
         "{why}"
     );
     let text = explain::render(&explanation, Format::Text).unwrap();
+    // The account's time on a line of its own beneath the message's, which keeps its columns.
     assert!(
-        text.contains("2026-01-31T20:00:00Z (2026-02-01T03:00:00+07:00)  r1"),
+        text.contains(
+            "2026-01-31T20:00:00Z  r1  outbound message delivered\n  (2026-02-01T03:00:00+07:00 local)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|line| line.chars().count() <= 100),
         "{text}"
     );
 }
@@ -529,8 +536,25 @@ fn days_without_messages_say_so_and_fail() {
     let error = error.to_string();
     assert!(
         error.contains(
-            "has no messages from 2024-02-01; its first and last messages are on 2024-01-01 and 2024-01-02"
+            "has no messages on or after 2024-02-01; its first and last messages are on 2024-01-01 and 2024-01-02"
         ),
+        "{error}"
+    );
+    selection.from = None;
+    selection.to = chrono::NaiveDate::from_ymd_opt(2023, 12, 31);
+    let error = explain::explain(&sample(), &selection, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("has no messages on or before 2023-12-31;"),
+        "{error}"
+    );
+    selection.from = chrono::NaiveDate::from_ymd_opt(2023, 12, 1);
+    let error = explain::explain(&sample(), &selection, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("has no messages from 2023-12-01 to 2023-12-31 (inclusive);"),
         "{error}"
     );
 }
