@@ -327,6 +327,9 @@ pub fn explain(input: &Path, selection: &Selection, rates: Option<&Path>) -> Res
                 .collect(),
         });
     }
+    if !by_id {
+        refuse_ids_logged_elsewhere(&mut source, selection, &frame, &paths)?;
+    }
     let (keep, _) = load::duplicates_checked(&frame, &paths, false)?;
     let (derived, notes) = sessions::derive_explained(&frame, keep.as_deref())?;
     let rated = rating::rate_sessions(derived.sessions, &card)?;
@@ -492,6 +495,56 @@ fn conversations_of(
         load::duplicates_checked(&load::concat_frames(rows)?, &paths, false)?;
     }
     Ok((keys, Vec::new()))
+}
+
+/// Refuses, as a run refuses it, a message id of `frame` (the conversations of an account that
+/// `--user`, `--channel` or `--business` narrow) that the account also logs in another
+/// conversation: a conflicting duplicate. Only the account's message ids are read for it, then
+/// the rows of the first such id.
+fn refuse_ids_logged_elsewhere(
+    source: &mut load::Source,
+    selection: &Selection,
+    frame: &DataFrame,
+    paths: &[String],
+) -> Result<()> {
+    let Some(account) = selection.account.as_deref() else {
+        return Ok(());
+    };
+    if selection.user.is_none() && selection.channel.is_none() && selection.business.is_none() {
+        // The frame is the whole account: its own check sees every copy.
+        return Ok(());
+    }
+    let mut selected: PlHashMap<&str, (u64, u64)> = PlHashMap::default();
+    for id in frame.column(schema::MESSAGE_ID)?.str()?.iter().flatten() {
+        selected.entry(id).or_default().0 += 1;
+    }
+    source.account_message_ids(Some(account), crate::CHUNK_ROWS, |_, ids| {
+        for id in ids.iter().flatten() {
+            if let Some((_, in_account)) = selected.get_mut(id) {
+                *in_account += 1;
+            }
+        }
+        Ok(())
+    })?;
+    let Some(id) = selected
+        .iter()
+        .filter(|(_, (in_frame, in_account))| in_account > in_frame)
+        .map(|(id, _)| *id)
+        .min()
+    else {
+        return Ok(());
+    };
+    source.only = vec![
+        (schema::ACCOUNT_ID, account.to_string()),
+        (schema::MESSAGE_ID, id.to_string()),
+    ];
+    let mut rows = Vec::new();
+    source.read(None, crate::CHUNK_ROWS, |chunk| {
+        rows.push(chunk);
+        Ok(())
+    })?;
+    load::duplicates_checked(&load::concat_frames(rows)?, paths, false)?;
+    Ok(())
 }
 
 /// The conversations of the messages whose session id (were they to open one) starts with

@@ -520,10 +520,27 @@ fn a_message_id_in_two_conversations_of_one_account_is_refused_as_a_run_refuses_
     user.user = Some("user-1".into());
     let error = explain::explain(&both, &user, None).unwrap_err();
     assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
-    // One of the two conversations alone is read and checked alone (the README says so).
+    // So is one of the two conversations alone: its message is logged in the other too.
+    for user in ["someone-else", "user-1"] {
+        let mut one = account("acme");
+        one.user = Some(user.into());
+        let error = explain::explain(&log, &one, None).unwrap_err();
+        assert_eq!(error.exit_code(), convbill::exit::DATA, "{error}");
+        assert_eq!(error.to_string(), run.to_string());
+    }
+    // A conversation whose ids the account logs nowhere else is explained.
+    let apart = write_log(
+        &dir.path().join("apart"),
+        &[
+            inbound("m1", "Mon 10:00"),
+            inbound("m2", "Mon 10:00").user("someone-else"),
+            inbound("m2", "Mon 10:00").user("someone-else"),
+        ],
+    );
     let mut one = account("acme");
     one.user = Some("someone-else".into());
-    assert_eq!(only(&explained(&log, &one)).messages.len(), 1);
+    let c = explained(&apart, &one);
+    assert_eq!(actions(only(&c)), [("m2", "no_session"), ("m2", "dropped")]);
 }
 
 #[test]
