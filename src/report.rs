@@ -673,7 +673,7 @@ fn line_chart(
         let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
         root.fill(&WHITE).expect("drawing into a string");
         let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 20))
             .margin(12)
             .margin_right(40)
             .x_label_area_size(45)
@@ -687,6 +687,8 @@ fn line_chart(
             .y_label_formatter(&|count| grouped(count))
             .x_desc("day, in each account's time zone")
             .y_desc(what)
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 17))
             .draw()
             .expect("drawing into a string");
         for (i, values) in series.values().enumerate() {
@@ -917,9 +919,9 @@ const BAR_CHART_Y_LABELS: u32 = 80;
 const BAR_CHART_PLOT_WIDTH: usize = 960 - 2 * 12 - BAR_CHART_Y_LABELS as usize;
 const BAR_CHART_PLOT_HEIGHT: u32 = 360 - 2 * 12 - BAR_CHART_X_LABELS;
 
-/// The width of a character of an axis label, in pixels, at most (plotters' default label
-/// font, 12 pixels high; digits and most letters are narrower).
-const LABEL_CHAR_WIDTH: usize = 8;
+/// The width of a character of an axis label, in pixels, at most (labels are about 13 pixels
+/// high, plotters' size 16; digits and most letters are narrower).
+const LABEL_CHAR_WIDTH: usize = 9;
 
 /// `name` in at most `room` characters: cut short with `…` when longer.
 fn fitted(name: &str, room: usize) -> String {
@@ -989,6 +991,8 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
             })
             .x_desc("account, by quota (# in the table beneath)")
             .y_desc("quota units")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 17))
             .draw()
             .expect("drawing into a string");
         // A bar of a count more than 0 is at least a few pixels high, however large the
@@ -1008,7 +1012,7 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
                 .expect("drawing into a string");
         }
         // Each quota bar's number above it.
-        let label = TextStyle::from(("sans-serif", 11).into_font()).pos(
+        let label = TextStyle::from(("sans-serif", 16).into_font()).pos(
             plotters::style::text_anchor::Pos::new(
                 plotters::style::text_anchor::HPos::Center,
                 plotters::style::text_anchor::VPos::Bottom,

@@ -750,10 +750,10 @@ fn long_account_names_are_cut_to_their_bars_width_and_named_in_full_beneath() {
         .map(str::to_string)
         .collect();
     assert_eq!(labels.len(), 15, "{labels:?}");
-    // 866 pixels of plot for 15 accounts: 57 each, 7 characters of at most 8 pixels. Equal
+    // 856 pixels of plot for 15 accounts: 57 each, 6 characters of at most 9 pixels. Equal
     // quotas: the bars are in account order.
     for (rank, label) in labels.iter().enumerate() {
-        assert_eq!(label.chars().count(), 7, "{label}");
+        assert_eq!(label.chars().count(), 6, "{label}");
         assert!(label.ends_with('…'), "{label}");
         assert!(label.starts_with(&format!("{} a-", rank + 1)), "{label}");
     }
