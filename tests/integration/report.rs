@@ -839,3 +839,40 @@ fn a_closed_period_keeps_its_own_report_with_its_invoices_and_charts() {
         .iter()
         .any(|o| o["path"] == "report.html"));
 }
+
+#[test]
+fn a_report_of_a_thousand_invoices_stays_under_two_megabytes() {
+    // The page grows with the invoices and their lines, not with the messages: the
+    // benchmark's 10M-message month has 400 accounts and 748 invoices (798 KB measured). A
+    // generated log of 1,000 accounts has more invoices than that.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    convbill()
+        .args([
+            "generate",
+            "-q",
+            "--messages",
+            "300000",
+            "--accounts",
+            "1000",
+            "--out",
+        ])
+        .arg(&log)
+        .assert()
+        .success();
+    let out = dir.path().join("out");
+    let rates = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(&log)
+        .arg("--rates")
+        .arg(&rates)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let invoices = html.matches("<details id=\"invoice-").count();
+    assert!(invoices > 1_000, "{invoices}");
+    assert!(html.len() < 2_000_000, "{} bytes", html.len());
+}
