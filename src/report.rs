@@ -1108,7 +1108,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         for line in &invoice.lines {
             let _ = writeln!(
                 page,
-                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
                 esc(&line.channel),
                 esc(&line.initiation),
                 esc(&line.price_version),
@@ -1118,7 +1118,8 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                 grouped(line.allowance_quota),
                 grouped(line.overage_quota),
                 grouped(line.unit_price),
-                format!("{} {}", grouped(line.amount), esc(&line.currency)),
+                grouped(line.amount),
+                esc(&line.currency),
             );
         }
         page.push_str("</tbody>\n</table>\n</details>\n");

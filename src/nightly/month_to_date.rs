@@ -122,6 +122,17 @@ struct MonthToDateManifest<'a> {
     outputs: Vec<write::WrittenFile>,
 }
 
+/// What the month-to-date page shows and a closed period's does not.
+#[derive(Default)]
+struct MonthToDateParts {
+    /// What the last night read and set aside.
+    counts: Vec<(&'static str, &'static str, u64)>,
+    nights: Option<Vec<(NaiveDate, Option<NightStats>)>>,
+    late: Vec<String>,
+    /// The periods closed, each linked.
+    closed: Vec<String>,
+}
+
 /// A history's page of `invoices` ([`crate::report`]): the month to date, or a closed
 /// period's.
 fn history_page(
@@ -129,11 +140,14 @@ fn history_page(
     of: String,
     invoices: &Invoices,
     tally: &crate::report::Tally,
-    counts: Vec<(&'static str, &'static str, u64)>,
-    nights: Option<Vec<(NaiveDate, Option<NightStats>)>>,
-    late: Vec<String>,
-    closed: Vec<String>,
+    parts: MonthToDateParts,
 ) -> String {
+    let MonthToDateParts {
+        counts,
+        nights,
+        late,
+        closed,
+    } = parts;
     let rate_card = rating::RateCardInfo::of(run.card);
     crate::report::render_page(&crate::report::Page {
         of,
@@ -366,10 +380,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             format!("period {period}, closed by the night of {night}"),
             &invoices,
             &tally,
-            Vec::new(),
-            None,
-            Vec::new(),
-            Vec::new(),
+            MonthToDateParts::default(),
         );
         outputs.push(write::write_bytes(
             &dir,
@@ -444,41 +455,43 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         format!("month to date after the night of {latest}"),
         &invoices,
         &tally,
-        vec![
-            (
-                "rows-read",
-                "messages read by the last night",
-                last_night.rows_read,
-            ),
-            (
-                "duplicates",
-                "duplicates dropped by the last night",
-                last_night.duplicates(),
-            ),
-            (
-                "rejected",
-                "rows rejected by the last night",
-                last_night.rows_rejected,
-            ),
-            (
-                "violations",
-                "violations of the last night",
-                last_night.violations,
-            ),
-        ],
-        Some(nights),
-        run.late
-            .iter()
-            .map(|late| {
-                format!(
-                    "{}. The {} invoice(s) its messages can change stay draft until it is billed: rerun `--date {} --recompute-later`.",
-                    late.describe(),
-                    late.invoices.len(),
-                    late.first_day
-                )
-            })
-            .collect(),
-        every_closed,
+        MonthToDateParts {
+            counts: vec![
+                (
+                    "rows-read",
+                    "messages read by the last night",
+                    last_night.rows_read,
+                ),
+                (
+                    "duplicates",
+                    "duplicates dropped by the last night",
+                    last_night.duplicates(),
+                ),
+                (
+                    "rejected",
+                    "rows rejected by the last night",
+                    last_night.rows_rejected,
+                ),
+                (
+                    "violations",
+                    "violations of the last night",
+                    last_night.violations,
+                ),
+            ],
+            nights: Some(nights),
+            late: run.late
+                .iter()
+                .map(|late| {
+                    format!(
+                        "{}. The {} invoice(s) its messages can change stay draft until it is billed: rerun `--date {} --recompute-later`.",
+                        late.describe(),
+                        late.invoices.len(),
+                        late.first_day
+                    )
+                })
+                .collect(),
+            closed: every_closed,
+        },
     );
     written.push(write::write_bytes(
         &dir,
