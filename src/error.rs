@@ -311,8 +311,8 @@ impl Error {
             // Only the default path gets the hint: a path the user gave is named in the error.
             Error::Input(InputError::NotFound { path }) if path == Path::new(DEFAULT_INPUT) => {
                 Some(
-                    "pass `--input PATH`; the default, `sample-data`, is the folder in convbill's \
-                     source tree, so a bare `convbill` works from there"
+                    "`sample-data` (the default input) is the sample folder in convbill's source \
+                     tree: run from there, or pass `--input PATH`"
                         .into(),
                 )
             }

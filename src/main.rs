@@ -681,17 +681,16 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
     text
 }
 
-/// `6 invoices (4 final, 2 partial)`.
+/// `6 invoices (4 final, 2 partial)`; `1 invoice (1 partial)`.
 fn invoice_counts(by_status: &BTreeMap<&'static str, usize>) -> String {
     let statuses: Vec<String> = by_status
         .iter()
         .map(|(status, n)| format!("{n} {status}"))
         .collect();
-    format!(
-        "{} invoices ({})",
-        by_status.values().sum::<usize>(),
-        statuses.join(", ")
-    )
+    match by_status.values().sum::<usize>() {
+        1 => format!("1 invoice ({})", statuses.join(", ")),
+        n => format!("{n} invoices ({})", statuses.join(", ")),
+    }
 }
 
 fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {

@@ -292,6 +292,10 @@ pub struct Page<'a> {
     /// The periods a history's nights have closed, each with its page under `closed/` (the
     /// month-to-date page links them).
     pub closed: Vec<String>,
+    /// A history's month to date: later nights extend what its invoices cover.
+    pub continues: bool,
+    /// A closed period's page: the link back to the month to date.
+    pub back: Option<&'static str>,
 }
 
 /// The page of a whole run, from its manifest, its invoices (with their lines) and the tally
@@ -317,6 +321,8 @@ pub fn render(manifest: &Manifest, invoices: &[Invoice], tally: &Tally) -> Strin
         nights: None,
         late: Vec::new(),
         closed: Vec::new(),
+        continues: false,
+        back: None,
     })
 }
 
@@ -335,6 +341,12 @@ pub fn render_page(p: &Page) -> String {
         esc(p.rate_card),
         esc(p.input),
     );
+    if let Some(back) = p.back {
+        let _ = writeln!(
+            page,
+            "<p id=\"back\"><a href=\"{back}\">The month to date</a> links every closed period.</p>"
+        );
+    }
     if p.rate_card == crate::rates::BUILT_IN {
         // Its quota has no allowance and no price: every unit would read as overage.
         page.push_str(
@@ -368,7 +380,7 @@ pub fn render_page(p: &Page) -> String {
             .collect();
         let _ = writeln!(
             page,
-            "<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its final invoices: {}.</p>",
+            "<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its invoices as closed: {}.</p>",
             links.join(", ")
         );
     }
@@ -420,7 +432,7 @@ pub fn render_page(p: &Page) -> String {
         ));
         quota_section(&mut page, period, list);
     }
-    invoices_section(&mut page, invoices);
+    invoices_section(&mut page, invoices, p.continues);
     page.push_str("</body>\n</html>\n");
     page
 }
@@ -682,8 +694,12 @@ fn line_chart(
             .expect("a chart's ranges are not empty");
         chart
             .configure_mesh()
-            .x_labels(8)
-            .x_label_formatter(&|day| day_name(*day))
+            // The first day and every seventh after it: the 1st, 8th, 15th ... of a month.
+            .x_labels(days.len())
+            .x_label_formatter(&|day| match (*day - first).rem_euclid(7) {
+                0 => day_name(*day),
+                _ => String::new(),
+            })
             .y_label_formatter(&|count| grouped(count))
             .x_desc("day, in each account's time zone")
             .y_desc(what)
@@ -702,11 +718,10 @@ fn line_chart(
                 // seen too.
                 chart
                     .draw_series(points.into_iter().zip(run.clone()).map(|(p, at)| {
-                        let style = match covered[at] {
-                            Cover::Whole => color(i).filled(),
-                            _ => color(i).stroke_width(2),
-                        };
-                        Circle::new(p, 3, style)
+                        match covered[at] {
+                            Cover::Whole => Circle::new(p, 3, color(i).filled()),
+                            _ => Circle::new(p, 6, color(i).stroke_width(2)),
+                        }
                     }))
                     .expect("drawing into a string");
             }
@@ -1042,7 +1057,7 @@ fn bar_chart(id: &str, accounts: &[&Invoice]) -> String {
 }
 
 /// Every invoice, with its lines under an anchor.
-fn invoices_section(page: &mut String, invoices: &[Invoice]) {
+fn invoices_section(page: &mut String, invoices: &[Invoice], continues: bool) {
     let _ = writeln!(
         page,
         "<h2>Invoices</h2>\n<p>{}</p>",
@@ -1079,6 +1094,11 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                         if !missing.is_empty() {
                             let _ = write!(text, "; missing {}", missing.join(", "));
                         }
+                        // A history started after the period's first day: later nights extend
+                        // it.
+                        if continues {
+                            text.push_str(" so far");
+                        }
                         text.push(')');
                         text
                     }
@@ -1108,7 +1128,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
         for line in &invoice.lines {
             let _ = writeln!(
                 page,
-                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+                "<tr><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{} {}</td></tr>",
                 esc(&line.channel),
                 esc(&line.initiation),
                 esc(&line.price_version),
@@ -1118,6 +1138,7 @@ fn invoices_section(page: &mut String, invoices: &[Invoice]) {
                 grouped(line.allowance_quota),
                 grouped(line.overage_quota),
                 grouped(line.unit_price),
+                esc(&line.currency),
                 grouped(line.amount),
                 esc(&line.currency),
             );

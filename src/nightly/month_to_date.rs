@@ -131,6 +131,8 @@ struct MonthToDateParts {
     late: Vec<String>,
     /// The periods closed, each linked.
     closed: Vec<String>,
+    /// The month to date (not a closed period's page).
+    continues: bool,
 }
 
 /// A history's page of `invoices` ([`crate::report`]): the month to date, or a closed
@@ -147,6 +149,7 @@ fn history_page(
         nights,
         late,
         closed,
+        continues,
     } = parts;
     let rate_card = rating::RateCardInfo::of(run.card);
     crate::report::render_page(&crate::report::Page {
@@ -167,6 +170,9 @@ fn history_page(
         nights,
         late,
         closed,
+        continues,
+        // A closed period's page is `closed/period=P/report.html`.
+        back: (!continues).then_some("../../month-to-date/report.html"),
     })
 }
 
@@ -491,6 +497,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 })
                 .collect(),
             closed: every_closed,
+            continues: true,
         },
     );
     written.push(write::write_bytes(

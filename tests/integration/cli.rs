@@ -607,7 +607,10 @@ fn only_a_missing_default_input_gets_the_hint_about_sample_data() {
         stderr.contains("input `sample-data` does not exist"),
         "{stderr}"
     );
-    assert!(stderr.contains("hint: pass `--input PATH`"), "{stderr}");
+    assert!(
+        stderr.contains("hint: `sample-data` (the default input) is the sample folder in convbill's source tree: run from there, or pass `--input PATH`"),
+        "{stderr}"
+    );
     // A path the user gave is named, without the hint, by `run` and by `explain`.
     for args in [
         &["run", "--input", "nothere", "--out", "out"][..],

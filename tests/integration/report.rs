@@ -620,7 +620,7 @@ fn the_nights_table_shows_the_last_31_nights_and_counts_the_earlier_ones() {
     assert_eq!((nights[0], nights[30]), ("2026-11-02", "2026-10-03"));
     // It links the pages of the periods the nights closed, and they are there.
     assert!(
-        html.contains("<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its final invoices: <a href=\"../closed/period=2026-09/report.html\">2026-09</a>, <a href=\"../closed/period=2026-10/report.html\">2026-10</a>.</p>"),
+        html.contains("<p id=\"closed-periods\">Periods the nights have closed, each on its own page with its invoices as closed: <a href=\"../closed/period=2026-09/report.html\">2026-09</a>, <a href=\"../closed/period=2026-10/report.html\">2026-10</a>.</p>"),
         "{html}"
     );
     for period in ["2026-09", "2026-10"] {
@@ -630,16 +630,39 @@ fn the_nights_table_shows_the_last_31_nights_and_counts_the_earlier_ones() {
         assert!(linked.is_file(), "{}", linked.display());
     }
     assert!(html.contains("<p id=\"earlier-nights\">The table shows the last 31 nights; the 2 nights before them, from 2026-10-01 to 2026-10-02, are in <code>state/date=YYYY-MM-DD/night.json</code>.</p>"), "{html}");
-    // Three nights fit: no such line.
+    // A closed period's page leads back to the month to date.
+    let closed = std::fs::read_to_string(out.join("closed/period=2026-10/report.html")).unwrap();
+    assert!(
+        closed.contains("<p id=\"back\"><a href=\"../../month-to-date/report.html\">The month to date</a> links every closed period.</p>"),
+        "{closed}"
+    );
+    assert!(out
+        .join("closed/period=2026-10/../../month-to-date/report.html")
+        .is_file());
+    assert!(!html.contains("id=\"back\""));
+    // Three nights fit: no such line. The night that closes September says so, in the
+    // singular: its one invoice is partial.
     let short = dir.path().join("short");
-    sample_nights(
-        &short,
-        &[
-            &["--date", "2026-10-01", "--init"],
-            &["--date", "2026-10-03", "--catch-up"],
-        ],
+    sample_nights(&short, &[&["--date", "2026-10-01", "--init"]]);
+    let output = convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "--rates", "sample-data/rates.toml", "--out"])
+        .arg(&short)
+        .args(["--date", "2026-10-03", "--catch-up"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8(output.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("closed period 2026-09: 1 invoice (1 partial) in"),
+        "{stderr}"
     );
     let html = std::fs::read_to_string(short.join("month-to-date/report.html")).unwrap();
+    // The history began after October's first day in Jakarta: that invoice is partial, and
+    // its coverage grows night by night.
+    assert!(
+        html.contains(" &middot; partial (covers 2026-10-01T07:00:00+07:00 to 2026-10-04T07:00:00+07:00 so far) &middot; "),
+        "{html}"
+    );
     assert!(!html.contains("earlier-nights"));
     assert!(html.contains(": <a href=\"../closed/period=2026-09/report.html\">2026-09</a>.</p>"));
     assert_eq!(
