@@ -15,6 +15,7 @@ pub mod explain;
 pub mod folder;
 pub mod generate;
 pub mod load;
+pub mod meta;
 pub mod nightly;
 pub mod partition;
 pub mod progress;

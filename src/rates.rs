@@ -136,6 +136,8 @@ struct CardFile {
     plans: BTreeMap<String, PlanFile>,
     #[serde(default)]
     accounts: BTreeMap<String, AccountFile>,
+    /// What Meta charges (SPEC-meta): optional.
+    meta: Option<crate::meta::config::MetaFile>,
 }
 
 /// A plan: a currency and its price versions, sorted by effective date.
@@ -174,6 +176,8 @@ pub struct RateCard {
     pub default_plan: String,
     pub default_time_zone: Tz,
     pub accounts: BTreeMap<String, AccountTerms>,
+    /// The `[meta]` section, with Meta's rate cards read.
+    pub meta: Option<crate::meta::config::MetaConfig>,
     /// Where the card was read from: its path, or [`BUILT_IN`].
     pub source: PathBuf,
     /// SHA-256 of the file's bytes, for the manifest.
@@ -750,11 +754,17 @@ fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, St
             },
         );
     }
+    // Files the section names are beside the card.
+    let meta = file
+        .meta
+        .map(|meta| crate::meta::config::check(meta, source.parent().unwrap_or(Path::new(""))))
+        .transpose()?;
     Ok(RateCard {
         plans,
         default_plan: file.default_plan,
         default_time_zone,
         accounts,
+        meta,
         source,
         sha256,
     })
