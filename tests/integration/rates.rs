@@ -583,3 +583,69 @@ fn card_accounts_without_an_invoice_are_named_as_a_possible_misspelling() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn a_bad_meta_section_is_refused_before_any_message_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("meta")).unwrap();
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta/rates-usd-2023-06.csv");
+    std::fs::copy(&sample, dir.path().join("meta/rates.csv")).unwrap();
+    std::fs::write(
+        dir.path().join("meta/bad.csv"),
+        "Cost per conversation in USD,,,\nMarket,Currency,Marketing,Utility\nIndia,$US,0.0099,cheap\n",
+    )
+    .unwrap();
+    let meta = |cards: &str| format!("{CARD}\n[meta]\nrate_cards = [ {cards} ]\n");
+    let cases = [
+        (
+            meta("{ effective = \"2023-06-01\", file = \"meta/bad.csv\" }"),
+            "line 3: market `India`, utility: `cheap` is neither a rate nor `n/a`",
+        ),
+        (
+            meta("{ effective = \"2023-06-01\", file = \"meta/nope.csv\" }"),
+            "[meta] rate card effective 2023-06-01: cannot read",
+        ),
+        (
+            format!(
+                "{}model = \"cbp\"\n",
+                meta("{ effective = \"2023-06-01\", file = \"meta/rates.csv\" }")
+            ),
+            "[meta] model `cbp` is not one of",
+        ),
+    ];
+    for (text, needle) in cases {
+        let card = write_card(dir.path(), &text);
+        let out = dir.path().join("out");
+        run_command(&dir.path().join("no-such-log"), &out)
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(needle))
+            .stderr(predicate::str::contains("no-such-log").not());
+        assert!(!out.exists(), "{needle}");
+    }
+    // A good section: the run goes on, and the quota invoices are the same as without it.
+    let events = sessions("jkt", &["2026-10-20 10:00", "2026-10-21 10:00"]);
+    let input = write_log(dir.path(), &events);
+    let with = write_card(
+        dir.path(),
+        &meta("{ effective = \"2023-06-01\", file = \"meta/rates.csv\" }"),
+    );
+    run_command(&input, &dir.path().join("with"))
+        .arg("--rates")
+        .arg(&with)
+        .assert()
+        .success();
+    let without = write_card(dir.path(), CARD);
+    run_command(&input, &dir.path().join("without"))
+        .arg("--rates")
+        .arg(&without)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(dir.path().join("with/invoice_lines.csv")).unwrap(),
+        std::fs::read(dir.path().join("without/invoice_lines.csv")).unwrap()
+    );
+}
