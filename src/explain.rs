@@ -178,6 +178,10 @@ pub struct Conversation {
     pub time_zone: String,
     pub messages: Vec<Step>,
     pub sessions: Vec<Session>,
+    /// The conversation's messages (dropped copies among them) and sessions, all of them:
+    /// `--from` and `--to` may show fewer.
+    pub messages_in_conversation: u64,
+    pub sessions_in_conversation: u64,
 }
 
 /// What one message did.
@@ -662,12 +666,15 @@ fn build(
                 time_zone: tz.name().to_string(),
                 messages: Vec::new(),
                 sessions: Vec::new(),
+                messages_in_conversation: 0,
+                sessions_in_conversation: 0,
             });
             shown_sessions.push(BTreeSet::new());
             keys.push(key);
             ended = None;
         }
         let conversation = conversations.last_mut().expect("pushed above");
+        conversation.messages_in_conversation += 1 + dropped.get(&row).map_or(0, Vec::len) as u64;
         let tz: Tz = conversation.time_zone.parse().expect("a zone's own name");
         let session = note.session.map(|s| &sessions[s]);
         let before = ended.clone().filter(|(end, _)| *end <= columns.time[row]);
@@ -707,10 +714,12 @@ fn build(
     }
     // Sessions that start within the window are shown even if none of their messages is.
     for (index, session) in sessions.iter().enumerate() {
+        let Some(c) = keys.iter().position(|k| *k == session.key) else {
+            continue;
+        };
+        conversations[c].sessions_in_conversation += 1;
         if within(session.start_ns) || session.session.selected {
-            if let Some(c) = keys.iter().position(|k| *k == session.key) {
-                shown_sessions[c].insert(index);
-            }
+            shown_sessions[c].insert(index);
         }
     }
     for (conversation, shown) in conversations.iter_mut().zip(shown_sessions) {
@@ -974,10 +983,20 @@ fn text(explanation: &Explanation) -> String {
             printable(&c.user_id)
         );
         push_wrapped(&mut out, &head, "", "  ");
+        let (messages, sessions) = (c.messages.len() as u64, c.sessions.len() as u64);
+        let shown = match (c.messages_in_conversation, c.sessions_in_conversation) {
+            (m, s) if (m, s) == (messages, sessions) => {
+                format!("{}, {}", count(m, "message"), count(s, "session"))
+            }
+            // `--from` and `--to` show part of it.
+            (m, s) => format!(
+                "{messages} of its {} and {sessions} of its {} shown (--from, --to)",
+                count(m, "message"),
+                count(s, "session")
+            ),
+        };
         let summary = format!(
-            "{}, {}; times in UTC{}",
-            count(c.messages.len() as u64, "message"),
-            count(c.sessions.len() as u64, "session"),
+            "{shown}; times in UTC{}",
             match c.time_zone.as_str() {
                 "UTC" | "Etc/UTC" => String::new(),
                 zone => format!(" and in {zone}, the account's billing zone"),

@@ -301,6 +301,25 @@ fn from_and_to_show_some_days_of_a_conversation_derived_whole() {
     );
     assert_eq!(c.sessions.len(), 1);
     assert_eq!(c.sessions[0].initiation, "user_initiated");
+    // It says how much of the conversation it shows.
+    assert_eq!(
+        (c.messages_in_conversation, c.sessions_in_conversation),
+        (7, 2)
+    );
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(
+        text.contains(
+            "\n2 of its 7 messages and 1 of its 2 sessions shown (--from, --to); times in UTC\n"
+        ),
+        "{text}"
+    );
+    // All of it: the counts alone.
+    selection.from = None;
+    let text = explain::render(&explained(&sample(), &selection), Format::Text).unwrap();
+    assert!(
+        text.contains("\n7 messages, 2 sessions; times in UTC\n"),
+        "{text}"
+    );
 }
 
 #[test]
