@@ -5,6 +5,7 @@
 pub mod config;
 pub mod markets;
 pub mod rates;
+pub mod reference;
 
 /// Meta's pricing categories, as `meta_units.parquet` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
