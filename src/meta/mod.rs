@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod markets;
+pub mod pricing;
 pub mod rates;
 pub mod reference;
 
