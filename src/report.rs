@@ -1188,36 +1188,23 @@ mod tests {
             .into(),
         };
         let mut days = LocalDays::new(&zones);
-        // Kathmandu is 5:45 ahead: its 1 March starts at 18:15 UTC on 29 February.
-        assert_eq!(
-            days.day("ktm", ns("2024-02-29T18:14:59Z")),
-            day("2024-02-29")
-        );
-        assert_eq!(
-            days.day("ktm", ns("2024-02-29T18:15:00Z")),
-            day("2024-03-01")
-        );
-        assert_eq!(
-            days.day("utc", ns("2024-02-29T18:15:00Z")),
-            day("2024-02-29")
-        );
-        // New York on the day clocks go forward (10 March 2024, 23 hours long): its 11 March
-        // starts at 04:00 UTC, its 10 March at 05:00 UTC.
-        assert_eq!(
-            days.day("nyc", ns("2024-03-10T04:59:59Z")),
-            day("2024-03-09")
-        );
-        assert_eq!(
-            days.day("nyc", ns("2024-03-10T05:00:00Z")),
-            day("2024-03-10")
-        );
-        assert_eq!(
-            days.day("nyc", ns("2024-03-11T03:59:59Z")),
-            day("2024-03-10")
-        );
-        assert_eq!(
-            days.day("nyc", ns("2024-03-11T04:00:00Z")),
-            day("2024-03-11")
-        );
+        for (account, instant, expected) in [
+            // Kathmandu is 5:45 ahead: its 1 March starts at 18:15 UTC on 29 February.
+            ("ktm", "2024-02-29T18:14:59Z", "2024-02-29"),
+            ("ktm", "2024-02-29T18:15:00Z", "2024-03-01"),
+            ("utc", "2024-02-29T18:15:00Z", "2024-02-29"),
+            // New York on the day clocks go forward (10 March 2024, 23 hours long): its
+            // 10 March starts at 05:00 UTC, its 11 March at 04:00 UTC.
+            ("nyc", "2024-03-10T04:59:59Z", "2024-03-09"),
+            ("nyc", "2024-03-10T05:00:00Z", "2024-03-10"),
+            ("nyc", "2024-03-11T03:59:59Z", "2024-03-10"),
+            ("nyc", "2024-03-11T04:00:00Z", "2024-03-11"),
+        ] {
+            assert_eq!(
+                days.day(account, ns(instant)),
+                day(expected),
+                "{account} {instant}"
+            );
+        }
     }
 }

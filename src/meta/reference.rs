@@ -90,11 +90,22 @@ impl Windows {
         self.free_entry_end.is_some_and(|end| t < end)
     }
 
-    /// Reads an inbound event.
-    fn inbound(&mut self, event: &Event) {
-        self.last_inbound = Some(event.time);
-        if event.what == What::Click {
-            self.click = Some(event.time);
+    /// Reads an event: an inbound one moves the windows; a delivered outbound message is
+    /// returned with its category (`service` for free-form) and whether it is a template.
+    fn read(&mut self, event: &Event) -> Option<(Category, bool)> {
+        match event.what {
+            What::Inbound | What::Click => {
+                self.last_inbound = Some(event.time);
+                if event.what == What::Click {
+                    self.click = Some(event.time);
+                }
+                None
+            }
+            What::Message { delivered } => delivered.then_some((Category::Service, false)),
+            What::Template {
+                category,
+                delivered,
+            } => delivered.then_some((category, true)),
         }
     }
 
@@ -120,17 +131,8 @@ pub fn conversations(events: &[Event]) -> Vec<Conversation> {
     let mut out: Vec<Conversation> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let t = event.time;
-        let (category, template) = match event.what {
-            What::Inbound | What::Click => {
-                windows.inbound(event);
-                continue;
-            }
-            What::Message { delivered: false }
-            | What::Template {
-                delivered: false, ..
-            } => continue,
-            What::Message { delivered: true } => (Category::Service, false),
-            What::Template { category, .. } => (category, true),
+        let Some((category, template)) = windows.read(event) else {
+            continue;
         };
         let direction = match windows.service_window_open(t) {
             true => Direction::UserInitiated,
@@ -183,17 +185,8 @@ pub fn messages(events: &[Event]) -> Vec<Message> {
     let mut out = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let t = event.time;
-        let (category, template) = match event.what {
-            What::Inbound | What::Click => {
-                windows.inbound(event);
-                continue;
-            }
-            What::Message { delivered: false }
-            | What::Template {
-                delivered: false, ..
-            } => continue,
-            What::Message { delivered: true } => (Category::Service, false),
-            What::Template { category, .. } => (category, true),
+        let Some((category, template)) = windows.read(event) else {
+            continue;
         };
         windows.delivered(t);
         let pricing_type = if windows.free_entry_open(t) {

@@ -778,13 +778,9 @@ fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/rates.toml");
-    convbill()
-        .args(["run", "-q", "--input"])
-        .arg(sample())
-        .arg("--rates")
+    crate::cli::run_command(&sample(), &out)
+        .args(["-q", "--rates"])
         .arg(&card)
-        .arg("--out")
-        .arg(&out)
         .assert()
         .success();
     let invoice: serde_json::Value = serde_json::from_slice(
@@ -792,16 +788,6 @@ fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made
     )
     .unwrap();
     let sessions = read_frame(&out.join("sessions.parquet"));
-    let text = |frame: &DataFrame, column: &str| -> Vec<String> {
-        frame
-            .column(column)
-            .unwrap()
-            .str()
-            .unwrap()
-            .iter()
-            .map(|v| v.unwrap().to_string())
-            .collect()
-    };
     for line in invoice["lines"].as_array().unwrap() {
         let field = |key: &str| line[key].as_str().unwrap().to_string();
         let of_line = sessions
@@ -818,8 +804,8 @@ fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made
             .collect()
             .unwrap();
         assert_eq!(of_line.height() as u64, line["sessions"].as_u64().unwrap());
-        let ids = text(&of_line, "session_id");
-        for (opener, id) in text(&of_line, "opened_by").iter().zip(&ids) {
+        let ids = strings(&of_line, "session_id");
+        for (opener, id) in strings(&of_line, "opened_by").iter().zip(&ids) {
             let mut selection = Selection {
                 message_id: Some(opener.clone()),
                 ..Selection::default()

@@ -39,6 +39,22 @@ time_zone = "America/New_York"
 unit_price = "0.05"
 "#;
 
+/// A run with the card `text` in `dir` is refused with exit 2 and `needle` in its message,
+/// before the input (which does not exist) is looked at; nothing is written.
+fn card_refused(dir: &Path, text: &str, needle: &str) {
+    let card = write_card(dir, text);
+    let out = dir.join("out");
+    run_command(&dir.join("no-such-log"), &out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(needle))
+        .stderr(predicate::str::contains("rate card"))
+        .stderr(predicate::str::contains("no-such-log").not());
+    assert!(!out.exists(), "{needle}");
+}
+
 fn write_card(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("rates.toml");
     std::fs::write(&path, text).unwrap();
@@ -447,18 +463,7 @@ fn a_bad_card_is_refused_with_exit_2_before_any_data_is_read() {
         ("this is not toml".to_string(), "rates.toml"),
     ];
     for (text, needle) in cases {
-        let card = write_card(dir.path(), &text);
-        let out = dir.path().join("out");
-        // The input does not exist: the card is what is reported.
-        run_command(&dir.path().join("no-such-log"), &out)
-            .arg("--rates")
-            .arg(&card)
-            .assert()
-            .code(2)
-            .stderr(predicate::str::contains(needle))
-            .stderr(predicate::str::contains("rate card"))
-            .stderr(predicate::str::contains("no-such-log").not());
-        assert!(!out.exists(), "{needle}");
+        card_refused(dir.path(), &text, needle);
     }
     let missing = dir.path().join("missing.toml");
     run_command(&dir.path().join("no-such-log"), &dir.path().join("out"))
@@ -615,16 +620,7 @@ fn a_bad_meta_section_is_refused_before_any_message_is_read() {
         ),
     ];
     for (text, needle) in cases {
-        let card = write_card(dir.path(), &text);
-        let out = dir.path().join("out");
-        run_command(&dir.path().join("no-such-log"), &out)
-            .arg("--rates")
-            .arg(&card)
-            .assert()
-            .code(2)
-            .stderr(predicate::str::contains(needle))
-            .stderr(predicate::str::contains("no-such-log").not());
-        assert!(!out.exists(), "{needle}");
+        card_refused(dir.path(), &text, needle);
     }
     // A good section: the run goes on, and the quota invoices are the same as without it.
     let events = sessions("jkt", &["2026-10-20 10:00", "2026-10-21 10:00"]);

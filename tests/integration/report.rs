@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::{convbill, run_quietly};
+use crate::cli::{convbill, run_command, run_quietly};
 use crate::support::*;
 
 /// Runs the bundled sample with its rate card into `dir/out`; the output folder.
@@ -488,13 +488,9 @@ fn sessions_are_charted_on_the_days_of_their_accounts_zone() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    convbill()
-        .args(["run", "-q", "--input"])
-        .arg(&log)
-        .arg("--rates")
+    run_command(&log, &out)
+        .args(["-q", "--rates"])
         .arg(&card)
-        .arg("--out")
-        .arg(&out)
         .assert()
         .success();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
