@@ -651,7 +651,7 @@ fn line_chart(
             .or_insert_with(|| vec![0; days.len()]);
         let at = days
             .binary_search(day)
-            .expect("a day of the period's month");
+            .expect("the chart's days hold every day counted");
         values[at] = *count;
     }
     if series.is_empty() || days.is_empty() {
