@@ -127,25 +127,64 @@ impl Windows {
 /// The conversations of one key under conversation-based pricing (SPEC-meta §3a, rules 1 to
 /// 5), in the order they opened.
 pub fn conversations(events: &[Event]) -> Vec<Conversation> {
+    priced(events, i64::MAX).0
+}
+
+/// The delivered outbound messages of one key under per-message pricing (SPEC-meta §3b), each
+/// with its category and pricing type (volume tiers and rates aside).
+pub fn messages(events: &[Event]) -> Vec<Message> {
+    priced(events, i64::MIN).1
+}
+
+/// One key priced by conversations before `switch` (UTC nanoseconds: 2025-07-01 00:00 in the
+/// WABA's zone under `auto`) and by message from it. The windows run on across the switch; a
+/// conversation opened before it keeps its 24 hours, and a free entry point window opened
+/// after it closes none of them (SPEC-meta §6.5). A utility template that a utility
+/// conversation opened before the switch covers is free (the era edge rule), unless a free
+/// entry point window makes it that (§6.4).
+pub fn priced(events: &[Event], switch: i64) -> (Vec<Conversation>, Vec<Message>) {
     let mut windows = Windows::default();
-    let mut out: Vec<Conversation> = Vec::new();
+    let (mut conversations, mut messages): (Vec<Conversation>, Vec<Message>) =
+        (Vec::new(), Vec::new());
     for (i, event) in events.iter().enumerate() {
         let t = event.time;
         let Some((category, template)) = windows.read(event) else {
             continue;
         };
+        let open = |c: &Conversation| c.start <= t && t < c.end;
+        let opens_free_entry = windows.delivered(t);
+        if t >= switch {
+            let covered_by_utility = conversations
+                .iter()
+                .any(|c| c.category == Category::Utility && open(c));
+            let pricing_type = if windows.free_entry_open(t) {
+                MessageType::FreeEntryPoint
+            } else if !template
+                || (category == Category::Utility
+                    && (windows.service_window_open(t) || covered_by_utility))
+            {
+                MessageType::FreeCustomerService
+            } else {
+                MessageType::Regular
+            };
+            messages.push(Message {
+                event: i,
+                category,
+                pricing_type,
+            });
+            continue;
+        }
         let direction = match windows.service_window_open(t) {
             true => Direction::UserInitiated,
             false => Direction::BusinessInitiated,
         };
-        let open = |c: &Conversation| c.start <= t && t < c.end;
         // Rule 1: a free entry point conversation closes the others, and while it is open
         // nothing else opens.
-        if windows.delivered(t) {
-            for c in out.iter_mut().filter(|c| open(c)) {
+        if opens_free_entry {
+            for c in conversations.iter_mut().filter(|c| open(c)) {
                 c.end = t;
             }
-            out.push(Conversation {
+            conversations.push(Conversation {
                 opened_by: i,
                 start: t,
                 end: t + FREE_ENTRY,
@@ -155,17 +194,19 @@ pub fn conversations(events: &[Event]) -> Vec<Conversation> {
             });
             continue;
         }
-        if out.iter().any(|c| c.free_entry_point && open(c)) {
+        if conversations.iter().any(|c| c.free_entry_point && open(c)) {
             continue;
         }
         // Rule 2: a template opens its category's conversation when none is open; rule 3: a
         // free-form message opens a service one when none of any category is open.
         let opens = match template {
-            true => !out.iter().any(|c| c.category == category && open(c)),
-            false => !out.iter().any(open),
+            true => !conversations
+                .iter()
+                .any(|c| c.category == category && open(c)),
+            false => !conversations.iter().any(open),
         };
         if opens {
-            out.push(Conversation {
+            conversations.push(Conversation {
                 opened_by: i,
                 start: t,
                 end: t + DAY,
@@ -175,34 +216,7 @@ pub fn conversations(events: &[Event]) -> Vec<Conversation> {
             });
         }
     }
-    out
-}
-
-/// The delivered outbound messages of one key under per-message pricing (SPEC-meta §3b), each
-/// with its category and pricing type (volume tiers and rates aside).
-pub fn messages(events: &[Event]) -> Vec<Message> {
-    let mut windows = Windows::default();
-    let mut out = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        let t = event.time;
-        let Some((category, template)) = windows.read(event) else {
-            continue;
-        };
-        windows.delivered(t);
-        let pricing_type = if windows.free_entry_open(t) {
-            MessageType::FreeEntryPoint
-        } else if !template || (category == Category::Utility && windows.service_window_open(t)) {
-            MessageType::FreeCustomerService
-        } else {
-            MessageType::Regular
-        };
-        out.push(Message {
-            event: i,
-            category,
-            pricing_type,
-        });
-    }
-    out
+    (conversations, messages)
 }
 
 #[cfg(test)]
@@ -389,6 +403,48 @@ mod tests {
                 (30.0, "utility", FreeCs),
             ]
         );
+    }
+
+    #[test]
+    fn auto_a_utility_conversation_open_at_the_switch_covers_utility_templates_after_it() {
+        // The switch at hour 100. A utility conversation opened at hour 90 runs to 114: a
+        // utility template at 105 is free; a marketing one is charged; at 114 the
+        // conversation has ended and a utility template is charged.
+        let events = [
+            template(90.0, Category::Utility),
+            template(105.0, Category::Utility),
+            template(106.0, Category::Marketing),
+            template(114.0, Category::Utility),
+        ];
+        let (conversations, messages) = super::priced(&events, at(100.0));
+        assert_eq!(conversations.len(), 1);
+        assert_eq!(
+            (conversations[0].start, conversations[0].end),
+            (at(90.0), at(114.0))
+        );
+        let types: Vec<(usize, MessageType)> =
+            messages.iter().map(|m| (m.event, m.pricing_type)).collect();
+        assert_eq!(types, [(1, FreeCs), (2, Regular), (3, Regular)]);
+    }
+
+    #[test]
+    fn auto_a_free_entry_point_window_after_the_switch_closes_no_conversation() {
+        // A marketing conversation from hour 95; a click at 99 answered at 101, after the
+        // switch at 100: the message is free (free entry point), and the conversation keeps
+        // its 24 hours.
+        let events = [
+            template(95.0, Category::Marketing),
+            click(99.0),
+            reply(101.0),
+        ];
+        let (conversations, messages) = super::priced(&events, at(100.0));
+        assert_eq!(conversations[0].end, at(119.0));
+        assert_eq!(messages[0].pricing_type, FreeEp);
+        // A window opened before the switch still makes messages after it free (§6.4).
+        let events = [click(98.0), reply(99.0), template(102.0, Category::Utility)];
+        let (conversations, messages) = super::priced(&events, at(100.0));
+        assert!(conversations[0].free_entry_point);
+        assert_eq!(messages[0].pricing_type, FreeEp);
     }
 
     #[test]
