@@ -175,8 +175,11 @@ mod tests {
         // +1 numbers of the Caribbean are their own countries.
         assert_eq!(country("18095551234").as_deref(), Some("DO"));
         assert_eq!(country("18295551234").as_deref(), Some("DO"));
+        assert_eq!(country("18495551234").as_deref(), Some("DO"));
         assert_eq!(country("18765551234").as_deref(), Some("JM"));
+        assert_eq!(country("16585551234").as_deref(), Some("JM"));
         assert_eq!(country("17875551234").as_deref(), Some("PR"));
+        assert_eq!(country("19395551234").as_deref(), Some("PR"));
         assert_eq!(country("447400123456").as_deref(), Some("GB"));
         // libphonenumber puts +44 7911 1 in Guernsey, which Meta's table does not list.
         assert_eq!(country("447911123456").as_deref(), Some("GG"));
