@@ -165,6 +165,9 @@ pub struct Explanation {
     /// The rate card the sessions were rated by: its path, or `built-in`.
     pub rate_card: String,
     pub conversations: Vec<Conversation>,
+    /// Conversations of the selection left out because `--from` and `--to` show none of
+    /// their messages or sessions.
+    pub conversations_outside_days: u64,
 }
 
 /// One conversation: its key, the time zone its account is billed in, what each message did
@@ -728,9 +731,11 @@ fn build(
             .map(|s| sessions[s].session.clone())
             .collect();
     }
+    let all = conversations.len();
     conversations.retain(|c| !c.messages.is_empty() || !c.sessions.is_empty());
     Ok(Explanation {
         rate_card: card.source.display().to_string(),
+        conversations_outside_days: (all - conversations.len()) as u64,
         conversations,
     })
 }
@@ -1062,6 +1067,15 @@ fn text(explanation: &Explanation) -> String {
         }
     }
     out.push('\n');
+    if explanation.conversations_outside_days > 0 {
+        let n = explanation.conversations_outside_days;
+        let line = format!(
+            "{} of the selection {} no message or session in those days (--from, --to).",
+            count(n, "other conversation"),
+            if n == 1 { "has" } else { "have" }
+        );
+        push_wrapped(&mut out, &line, "", "  ");
+    }
     push_wrapped(&mut out, &format!("Rated by {card}."), "", "  ");
     out
 }

@@ -832,3 +832,41 @@ fn an_invoice_line_leads_through_sessions_parquet_to_the_conversations_that_made
         }
     }
 }
+
+#[test]
+fn conversations_without_a_message_in_the_days_asked_are_counted_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(
+        dir.path(),
+        &[
+            inbound("m1", "Mon 10:00"),
+            inbound("m2", "Wed 10:00").user("user-2"),
+            inbound("m3", "Wed 11:00").user("user-3"),
+        ],
+    );
+    let mut selection = account("acme");
+    selection.from = chrono::NaiveDate::from_ymd_opt(2024, 1, 3);
+    let explanation = explained(&log, &selection);
+    assert_eq!(explanation.conversations.len(), 2);
+    assert_eq!(explanation.conversations_outside_days, 1);
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(
+        text.contains("\n1 other conversation of the selection has no message or session in those days (--from, --to).\n"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&explain::render(&explanation, Format::Json).unwrap()).unwrap();
+    assert_eq!(json["conversations_outside_days"], 1);
+    // Without --from, none is left out, and the text says nothing of it.
+    selection.from = None;
+    let explanation = explained(&log, &selection);
+    assert_eq!(
+        (
+            explanation.conversations.len(),
+            explanation.conversations_outside_days
+        ),
+        (3, 0)
+    );
+    let text = explain::render(&explanation, Format::Text).unwrap();
+    assert!(!text.contains("other conversation"), "{text}");
+}
