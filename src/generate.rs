@@ -35,6 +35,8 @@ pub struct Options {
     pub days: u32,
     /// Number of accounts; `None` grows it with `messages`.
     pub accounts: Option<u32>,
+    /// WhatsApp users from more of Meta's markets ([`MARKET_NUMBERS`]), for Meta pricing.
+    pub markets: bool,
 }
 
 /// One generated row, compact until it is written.
@@ -181,7 +183,7 @@ fn write_slice(
         account_id.push(format!("acct-{:04}", e.account));
         channel.push(schema::CHANNELS.name_of(e.channel));
         business_id.push(business_id_of(e));
-        user_id.push(user_id_of(e));
+        user_id.push(user_id_of(e, options.markets));
         direction.push(schema::DIRECTIONS.name_of(e.direction));
         timestamp.push(e.ts / 1_000);
         kind.push(schema::KINDS.name_of(e.kind));
@@ -230,10 +232,32 @@ fn business_id_of(e: &Event) -> String {
     }
 }
 
-fn user_id_of(e: &Event) -> String {
+/// The start of WhatsApp numbers and how many digits follow, with `--markets`: mobile numbers
+/// of Indonesia, India, Brazil, Mexico, the United States, the Dominican Republic (Rest of
+/// Latin America), Iceland (Other) and Zimbabwe (Other until 2025-10-01, then Rest of Africa).
+pub const MARKET_NUMBERS: [(&str, u32); 8] = [
+    ("62812", 8),
+    ("9198", 8),
+    ("55119", 8),
+    ("5255", 8),
+    ("14152", 6),
+    ("18092", 6),
+    ("3546", 6),
+    ("26377", 7),
+];
+
+fn user_id_of(e: &Event, markets: bool) -> String {
     let n = (e.account as u64) << 24 | e.user as u64;
     let digits = n.wrapping_mul(2_654_435_761) % 10_000_000_000;
     match e.channel {
+        schema::WHATSAPP if markets => {
+            let (start, rest) = MARKET_NUMBERS[(n % MARKET_NUMBERS.len() as u64) as usize];
+            format!(
+                "{start}{:0width$}",
+                digits % 10u64.pow(rest),
+                width = rest as usize
+            )
+        }
         schema::WHATSAPP => {
             const CODES: [&str; 5] = ["62", "1", "44", "91", "55"];
             format!("{}{digits:010}", CODES[(n % 5) as usize])
@@ -480,6 +504,7 @@ mod tests {
     fn a_day_written_in_slices_holds_the_same_rows() {
         let dir = tempfile::tempdir().unwrap();
         let options = Options {
+            markets: false,
             messages: 3_000,
             seed: 4,
             start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
@@ -496,5 +521,67 @@ mod tests {
         assert_eq!(write_by(&sliced, &options, 700).unwrap(), rows);
         assert!(rows >= 3_000);
         assert!(read(&whole).equals_missing(&read(&sliced)));
+    }
+
+    #[test]
+    fn with_markets_whatsapp_users_come_from_each_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.parquet");
+        let options = Options {
+            markets: true,
+            messages: 20_000,
+            seed: 7,
+            start: NaiveDate::from_ymd_opt(2025, 9, 20).unwrap(),
+            days: 20,
+            accounts: Some(4),
+        };
+        write(&path, &options).unwrap();
+        let frame = ParquetReader::new(File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        let channels = frame.column(schema::CHANNEL).unwrap().str().unwrap();
+        let users = frame.column(schema::USER_ID).unwrap().str().unwrap();
+        let table = crate::meta::markets::MarketTable::built_in();
+        let day = |d: &str| d.parse::<NaiveDate>().unwrap();
+        let mut before = std::collections::BTreeSet::new();
+        let mut after = std::collections::BTreeSet::new();
+        for (channel, user) in channels.iter().zip(users.iter()) {
+            if channel != Some("whatsapp") {
+                continue;
+            }
+            // Every number is one libphonenumber gives a country.
+            let country = crate::meta::markets::country_of(user.unwrap())
+                .unwrap()
+                .unwrap_or_else(|| panic!("{user:?}"));
+            before.insert(table.market(Some(&country), day("2025-09-30")).to_string());
+            after.insert(table.market(Some(&country), day("2025-10-01")).to_string());
+        }
+        let markets = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            before,
+            markets(&[
+                "Brazil",
+                "India",
+                "Indonesia",
+                "Mexico",
+                "North America",
+                "Other",
+                "Rest of Latin America",
+            ])
+        );
+        // Zimbabwe's numbers move to Rest of Africa on 1 October 2025.
+        assert_eq!(
+            after,
+            markets(&[
+                "Brazil",
+                "India",
+                "Indonesia",
+                "Mexico",
+                "North America",
+                "Other",
+                "Rest of Africa",
+                "Rest of Latin America",
+            ])
+        );
     }
 }

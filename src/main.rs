@@ -256,6 +256,10 @@ struct GenerateArgs {
     /// Number of accounts (default: grows with --messages).
     #[arg(long)]
     accounts: Option<u32>,
+    /// WhatsApp users from more of Meta's markets (Indonesia, India, Brazil, Mexico, the US,
+    /// the Dominican Republic, and countries Meta prices as Other), for Meta pricing
+    #[arg(long)]
+    markets: bool,
 }
 
 fn main() -> ExitCode {
@@ -700,6 +704,7 @@ fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {
         start: args.start,
         days: args.days,
         accounts: args.accounts,
+        markets: args.markets,
     };
     let rows = generate::write(&args.out, &options)?;
     if !quiet {
