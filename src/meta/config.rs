@@ -38,6 +38,19 @@ use super::Category;
 /// The WABA time zone of businesses the card does not list (SPEC-meta §1).
 pub const DEFAULT_TIME_ZONE: Tz = chrono_tz::America::Los_Angeles;
 
+/// The first day Meta pricing covers (conversation-based pricing as SPEC-meta states it).
+pub const CBP_FROM: NaiveDate = match NaiveDate::from_ymd_opt(2023, 6, 1) {
+    Some(day) => day,
+    None => panic!("a day"),
+};
+
+/// The first day of per-message pricing: under `auto`, the switch, at midnight in each WABA's
+/// zone.
+pub const PMP_FROM: NaiveDate = match NaiveDate::from_ymd_opt(2025, 7, 1) {
+    Some(day) => day,
+    None => panic!("a day"),
+};
+
 /// The `[meta]` section as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +178,44 @@ impl MetaConfig {
             .get(business_id)
             .and_then(|b| b.time_zone)
             .unwrap_or(self.time_zone)
+    }
+
+    /// The WABA of `business_id` of `account_id`: the card's, or else the account's default
+    /// WABA, which holds every business of the account the card does not place (SPEC-meta
+    /// §6.3), named after the account.
+    pub fn waba_of(&self, account_id: &str, business_id: &str) -> String {
+        match self
+            .businesses
+            .get(business_id)
+            .and_then(|b| b.waba.as_deref())
+        {
+            Some(waba) => waba.to_string(),
+            None => format!("{account_id}/default"),
+        }
+    }
+
+    /// The instant (UTC nanoseconds) from which `business_id`'s messages are priced by
+    /// message: midnight of 2025-07-01 in its WABA's zone under `auto`; never under
+    /// `cbp-2023`, always under `pmp-2025`.
+    pub fn switch_of(&self, business_id: &str) -> i64 {
+        match self.model {
+            Model::Auto => crate::rates::local_midnight(PMP_FROM, self.time_zone_of(business_id)),
+            Model::Cbp2023 => i64::MAX,
+            Model::Pmp2025 => i64::MIN,
+        }
+    }
+
+    /// Refuses a message before 2023-06-01 in its WABA's zone: Meta pricing starts there.
+    pub fn check_priced(&self, business_id: &str, ns: i64) -> Result<(), String> {
+        let tz = self.time_zone_of(business_id);
+        if ns < crate::rates::local_midnight(CBP_FROM, tz) {
+            return Err(format!(
+                "a message of business `{business_id}` at {} is before {CBP_FROM} in its WABA's zone ({}), where Meta pricing starts",
+                crate::rates::rfc3339_in(ns, chrono_tz::UTC),
+                tz.name()
+            ));
+        }
+        Ok(())
     }
 
     /// The rate card in force on `day` (in the WABA's zone): the latest whose effective day
@@ -413,6 +464,42 @@ mod tests {
         assert_eq!(
             meta.businesses["100000000000001"].waba.as_deref(),
             Some("waba-1")
+        );
+    }
+
+    #[test]
+    fn the_switch_is_midnight_of_1_july_2025_in_each_wabas_zone() {
+        let section = |model: &str| {
+            card(&format!(
+                "[meta]\nmodel = \"{model}\"\n{RATES}[meta.businesses.\"jkt\"]\ntime_zone = \"Asia/Jakarta\"\nwaba = \"w-1\"\n"
+            ))
+            .unwrap()
+            .meta
+            .unwrap()
+        };
+        let ns = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap()
+        };
+        let auto = section("auto");
+        assert_eq!(auto.switch_of("jkt"), ns("2025-06-30T17:00:00Z"));
+        // Businesses not listed: Los Angeles, in daylight saving time on 1 July.
+        assert_eq!(auto.switch_of("other"), ns("2025-07-01T07:00:00Z"));
+        assert_eq!(section("cbp-2023").switch_of("jkt"), i64::MAX);
+        assert_eq!(section("pmp-2025").switch_of("jkt"), i64::MIN);
+        // WABAs: the card's, or the account's default one.
+        assert_eq!(auto.waba_of("acct-1", "jkt"), "w-1");
+        assert_eq!(auto.waba_of("acct-1", "other"), "acct-1/default");
+        // Before 1 June 2023 in the WABA's zone, nothing is priced.
+        assert!(auto.check_priced("jkt", ns("2023-05-31T17:00:00Z")).is_ok());
+        let refused = auto
+            .check_priced("jkt", ns("2023-05-31T16:59:59Z"))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            "a message of business `jkt` at 2023-05-31T16:59:59Z is before 2023-06-01 in its WABA's zone (Asia/Jakarta), where Meta pricing starts"
         );
     }
 
