@@ -2,9 +2,58 @@
 //! of a WABA's first 1,000 service conversations a month, and the volume tiers of an
 //! account's charged messages a month, per market and category.
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::config::{Tier, TierTable};
+use super::config::{MetaConfig, Tier, TierTable};
+use super::Category;
+
+/// Service conversations opened from this day (WABA time) cost nothing.
+pub const FREE_SERVICE_FROM: NaiveDate = match NaiveDate::from_ymd_opt(2024, 11, 1) {
+    Some(day) => day,
+    None => panic!("a day"),
+};
+
+/// Whether a regular service conversation opened on `day` (WABA time) costs nothing: from
+/// 2024-11-01 on. Before, a WABA's first [`FREE_TIER_CONVERSATIONS`] of a month are free
+/// ([`free_tier`]) and the others pay.
+pub fn service_is_free(day: NaiveDate) -> bool {
+    day >= FREE_SERVICE_FROM
+}
+
+/// The rate a charged unit of `category` in `market` pays on `day` (in its WABA's zone), and
+/// the effective day of the rate card it comes from (SPEC-meta §6.9). A market or category the
+/// card in force does not price (missing, or `n/a`) is an error that names them and the card.
+pub fn card_rate(
+    meta: &MetaConfig,
+    market: &str,
+    category: Category,
+    day: NaiveDate,
+) -> Result<(Decimal, NaiveDate), String> {
+    let card = meta.rate_card_on(day).ok_or_else(|| {
+        format!(
+            "no Meta rate card is in force on {day}: the first takes effect on {}",
+            meta.rate_cards[0].effective
+        )
+    })?;
+    match card.markets.get(market) {
+        None => Err(format!(
+            "Meta rate card `{}` (effective {}) has no market `{market}`",
+            card.file.display(),
+            card.effective
+        )),
+        Some(rates) => rates[category.index()]
+            .map(|rate| (rate, card.effective))
+            .ok_or_else(|| {
+                format!(
+                    "Meta rate card `{}` (effective {}) has no {} rate for `{market}` (n/a), and a charged unit needs one",
+                    card.file.display(),
+                    card.effective,
+                    category.name()
+                )
+            }),
+    }
+}
 
 /// Service conversations free each month per WABA, from 2023-06-01 to 2024-10-31.
 pub const FREE_TIER_CONVERSATIONS: usize = 1_000;
@@ -51,7 +100,58 @@ pub fn free_tier<K: Ord>(conversations: &[(i64, K)]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::Category;
+
+    #[test]
+    fn service_is_free_from_1_november_2024() {
+        let day = |d: &str| d.parse::<NaiveDate>().unwrap();
+        assert!(!service_is_free(day("2024-10-31")));
+        assert!(service_is_free(day("2024-11-01")));
+    }
+
+    #[test]
+    fn a_charged_unit_pays_the_rate_of_the_card_in_force_for_its_market() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("meta")).unwrap();
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("sample-data/meta/rates-usd-2023-06.csv");
+        std::fs::copy(&sample, dir.path().join("meta/2023.csv")).unwrap();
+        std::fs::write(
+            dir.path().join("meta/2025.csv"),
+            "Cost per message in USD, effective July 1, 2025,,,,\nMarket,Currency,Marketing,Utility,Service\nIndonesia,$US,0.0411,0.0250,n/a\n",
+        )
+        .unwrap();
+        let text = "default_plan = \"p\"\n[plans.p]\ncurrency = \"USD\"\n[[plans.p.versions]]\neffective = \"2023-01-01\"\nincluded_quota = 0\nunit_price = \"0\"\n[meta]\nrate_cards = [ { effective = \"2023-06-01\", file = \"meta/2023.csv\" }, { effective = \"2025-07-01\", file = \"meta/2025.csv\" } ]\n";
+        let card = crate::rates::parse(text, &dir.path().join("rates.toml")).unwrap();
+        let meta = card.meta.unwrap();
+        let day = |d: &str| d.parse::<NaiveDate>().unwrap();
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(
+            card_rate(&meta, "Indonesia", Category::Utility, day("2025-06-30")),
+            Ok((d("0.0200"), day("2023-06-01")))
+        );
+        assert_eq!(
+            card_rate(&meta, "Indonesia", Category::Utility, day("2025-07-01")),
+            Ok((d("0.0250"), day("2025-07-01")))
+        );
+        assert_eq!(
+            card_rate(&meta, "Indonesia", Category::Service, day("2025-07-01")),
+            Err("Meta rate card `meta/2025.csv` (effective 2025-07-01) has no service rate for `Indonesia` (n/a), and a charged unit needs one".into())
+        );
+        assert_eq!(
+            card_rate(&meta, "Malaysia", Category::Marketing, day("2025-07-01")),
+            Err(
+                "Meta rate card `meta/2025.csv` (effective 2025-07-01) has no market `Malaysia`"
+                    .into()
+            )
+        );
+        assert_eq!(
+            card_rate(&meta, "Indonesia", Category::Marketing, day("2023-05-31")),
+            Err(
+                "no Meta rate card is in force on 2023-05-31: the first takes effect on 2023-06-01"
+                    .into()
+            )
+        );
+    }
 
     fn india() -> TierTable {
         let tier = |from, to, rate: &str| Tier {
