@@ -639,7 +639,7 @@ pub fn parse(text: &str, source: &Path) -> Result<RateCard, RateCardError> {
     .map_err(invalid)
 }
 
-fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
+pub(crate) fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         format!("{whose} has unknown time zone `{name}` (use an IANA name such as `Europe/Berlin` or `UTC`)")
     })

@@ -105,6 +105,11 @@ impl<'a> LocalDays<'a> {
     }
 }
 
+/// The date `day` days from the epoch ([`epoch_day`]'s inverse).
+fn epoch_date(day: i64) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::default().checked_add_signed(chrono::TimeDelta::try_days(day)?)
+}
+
 /// A date as days from the epoch.
 fn epoch_day(day: chrono::NaiveDate) -> i64 {
     day.signed_duration_since(chrono::NaiveDate::default())
@@ -215,9 +220,7 @@ impl Tally {
                 .flat_map(|(period, days)| {
                     days.iter().map(move |((day, of), n)| TallyRow {
                         period: period.clone(),
-                        day: chrono::DateTime::from_timestamp(day * 86_400, 0)
-                            .unwrap_or_default()
-                            .date_naive(),
+                        day: epoch_date(*day).unwrap_or_default(),
                         of: of.clone(),
                         n: *n,
                     })
@@ -795,8 +798,8 @@ fn color(i: usize) -> RGBColor {
 
 /// A day from the epoch as `YYYY-MM-DD`.
 fn day_name(day: i64) -> String {
-    chrono::DateTime::from_timestamp(day * 86_400, 0)
-        .map(|t| t.format("%Y-%m-%d").to_string())
+    epoch_date(day)
+        .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
 }
 

@@ -246,13 +246,8 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
             ))
         }
     };
-    let zone = |name: &str, whose: &str| {
-        name.parse::<Tz>().map_err(|_| {
-            format!("{whose} has unknown time zone `{name}` (use an IANA name such as `America/Los_Angeles`)")
-        })
-    };
     let time_zone = match &file.time_zone {
-        Some(name) => zone(name, "[meta]")?,
+        Some(name) => crate::rates::time_zone(name, "[meta]")?,
         None => DEFAULT_TIME_ZONE,
     };
     let markets = match &file.markets {
@@ -376,7 +371,7 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
     for (id, business) in file.businesses {
         let whose = format!("[meta.businesses.\"{id}\"]");
         if let Some(number) = &business.phone_number {
-            if !(6..=15).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
+            if !super::markets::is_phone_number(number) {
                 return Err(format!(
                     "{whose}: phone_number `{number}` is not 6 to 15 digits (E.164 without `+`)"
                 ));
@@ -388,7 +383,7 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         let time_zone = business
             .time_zone
             .as_deref()
-            .map(|name| zone(name, &whose))
+            .map(|name| crate::rates::time_zone(name, &whose))
             .transpose()?;
         businesses.insert(
             id,

@@ -135,11 +135,16 @@ pub enum NotAPhoneNumber {
     NotDigits,
 }
 
+/// Whether `text` is 6 to 15 digits: an E.164 number without `+`.
+pub fn is_phone_number(text: &str) -> bool {
+    (6..=15).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The country (ISO 3166 alpha-2) of a WhatsApp `user_id`: the digits of an E.164 number
 /// without `+`. The region libphonenumber gives the number; for a number no region claims,
 /// its calling code's main country; `Ok(None)` for a calling code no country has.
 pub fn country_of(user_id: &str) -> Result<Option<String>, NotAPhoneNumber> {
-    if !(6..=15).contains(&user_id.len()) || !user_id.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_phone_number(user_id) {
         return Err(NotAPhoneNumber::NotDigits);
     }
     let Ok(number) = phonenumber::parse(None, format!("+{user_id}")) else {

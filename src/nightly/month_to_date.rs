@@ -250,8 +250,8 @@ fn close_periods<'a>(
     ))
 }
 
-/// The periods closed by the nights from `from` on, in the folder before the run.
-fn closed_since(out: &Path, from: NaiveDate) -> Result<Vec<String>> {
+/// The periods closed in the folder before the run (`closed/period=P/`), sorted.
+fn closed_in(out: &Path) -> Result<Vec<String>> {
     let dir = out.join(CLOSED_DIR);
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -260,19 +260,27 @@ fn closed_since(out: &Path, from: NaiveDate) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(&dir).map_err(write::io_error(&dir))? {
         let entry = entry.map_err(write::io_error(&dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(period) = name.strip_prefix("period=") else {
-            continue;
-        };
-        let manifest: serde_json::Value =
-            write::read_json(&entry.path().join(write::MANIFEST_FILE))?;
-        let night = manifest["closed_by_night"]
-            .as_str()
-            .and_then(|d| d.parse::<NaiveDate>().ok());
-        if night.is_none_or(|night| night >= from) {
+        if let Some(period) = name.strip_prefix("period=") {
             periods.push(period.to_string());
         }
     }
     periods.sort();
+    Ok(periods)
+}
+
+/// The periods closed by the nights from `from` on, in the folder before the run.
+fn closed_since(out: &Path, from: NaiveDate) -> Result<Vec<String>> {
+    let mut periods = Vec::new();
+    for period in closed_in(out)? {
+        let manifest: serde_json::Value =
+            write::read_json(&out.join(closed_dir(&period)).join(write::MANIFEST_FILE))?;
+        let night = manifest["closed_by_night"]
+            .as_str()
+            .and_then(|d| d.parse::<NaiveDate>().ok());
+        if night.is_none_or(|night| night >= from) {
+            periods.push(period);
+        }
+    }
     Ok(periods)
 }
 
@@ -422,7 +430,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     }
 
     // Every period the history has closed: before this run, and by its nights.
-    let mut every_closed = closed_since(tree.out, NaiveDate::MIN)?;
+    let mut every_closed = closed_in(tree.out)?;
     every_closed.extend(closed_periods.iter().map(|c| c.period.clone()));
     every_closed.sort();
     every_closed.dedup();
