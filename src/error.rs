@@ -57,6 +57,9 @@ pub enum NightError {
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
 
+    #[error("the rate card has `[meta]`, and nightly runs do not price by Meta's rules yet: run `convbill run` over the month for `meta_units.parquet`, or use a card without `[meta]` for the nights")]
+    MetaNotNightly,
+
     #[error("`{}` holds no nightly history", path.display())]
     NoHistory { path: PathBuf, exists: bool },
 
@@ -133,6 +136,23 @@ pub enum InputError {
         value: String,
         direction: &'static str,
         accepted: &'static str,
+    },
+
+    #[error("column `category` in `{}` is missing at row {row}, a delivered WhatsApp template: Meta's pricing (the rate card's `[meta]`) needs `marketing`, `utility` or `authentication`", path.display())]
+    MissingCategory { path: PathBuf, row: u64 },
+
+    #[error("column `user_id` in `{}` has value `{value}` at row {row}, which is not a WhatsApp number: Meta's pricing (the rate card's `[meta]`) needs the digits of an E.164 number without `+`, 6 to 15 of them", path.display())]
+    NotAPhoneNumber {
+        path: PathBuf,
+        row: u64,
+        value: String,
+    },
+
+    #[error("message `{message_id}` of account `{account_id}` cannot be priced by Meta's rules: {reason}")]
+    MetaUnpriced {
+        account_id: String,
+        message_id: String,
+        reason: String,
     },
 
     #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]

@@ -76,6 +76,8 @@ pub struct RunReport {
     pub card_accounts_without_invoices: Vec<String>,
     /// Changes to invoices that had been final in the folder this run replaced.
     pub reissued: Vec<rating::revision::Change>,
+    /// What Meta charges, when the rate card has `[meta]`.
+    pub meta: Option<meta::cost::MetaSummary>,
 }
 
 /// Rows read from the input at a time (whole row groups).
@@ -96,6 +98,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     let mut staging = write::Staging::create(&folder, &card)?;
     let mut source = load::open(&config.input)?;
     source.checks.keep_rejects = config.rejects;
+    source.checks.meta = card.meta.is_some();
     let paths: Vec<PathBuf> = source.files.iter().map(|f| f.full_path.clone()).collect();
     // The input checksums are for the manifest only: compute them beside the real work.
     let (hashes, result) = std::thread::scope(|scope| {
@@ -108,7 +111,14 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         let result = derive_in_groups(config, &card, &mut source, &mut staging);
         (hashes.join().expect("hashing does not panic"), result)
     });
-    let (mut stats, session_stats, lines, partitions, coverage) = result?;
+    let Derived {
+        input: mut stats,
+        sessions: session_stats,
+        lines,
+        partitions,
+        coverage,
+        meta_lines,
+    } = result?;
     progress::stage("writing outputs", None);
     for (file, hash) in source.files.iter_mut().zip(hashes?) {
         file.sha256 = hash;
@@ -118,6 +128,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         false => None,
     };
     let mut invoices = rating::invoices_from_lines(lines, &card, &coverage)?;
+    let meta = card
+        .meta
+        .as_ref()
+        .map(|meta| meta::cost::attach(&mut invoices.invoices, &meta_lines, meta));
     // The folder being replaced holds what was issued before: a final invoice that changed is
     // a new revision.
     use rating::revision::{self, Issued, Register};
@@ -146,6 +160,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         },
         sessions: session_stats.clone(),
         invoices: write::InvoiceSummary::of(&invoices),
+        meta: meta.clone(),
         outputs: Vec::new(),
     };
     let mut register = register.frame()?;
@@ -155,6 +170,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             &card,
             &mut register,
             rejects.as_mut(),
+            &meta_lines,
             manifest,
         )
     })?;
@@ -172,6 +188,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         partitions,
         card_accounts_without_invoices,
         reissued,
+        meta,
     })
 }
 
@@ -191,25 +208,31 @@ struct GroupResult {
     /// (account, period) of sessions still open at the end of the input's coverage that can
     /// still change their quota.
     unsettled: std::collections::BTreeSet<(String, String)>,
+    /// Meta's pricing units, when the card has `[meta]`.
+    meta: Option<meta::units::Priced>,
+}
+
+/// What deriving every group gives.
+struct Derived {
+    input: load::InputStats,
+    sessions: sessions::SessionStats,
+    /// The invoice lines of all groups.
+    lines: polars::prelude::DataFrame,
+    partitions: usize,
+    /// What the input covers.
+    coverage: rating::Coverage,
+    /// Meta's cost lines of all groups (empty without `[meta]`).
+    meta_lines: meta::cost::Lines,
 }
 
 /// Reads the input into account groups, then derives and rates the groups ([`WORKERS`] at a
-/// time), appending their sessions and violations to `staging` in group order. Returns the
-/// input counts, the session counts, the invoice lines of all groups, the number of groups
-/// and what the input covers.
-#[allow(clippy::type_complexity)]
+/// time), appending their sessions, violations and Meta units to `staging` in group order.
 fn derive_in_groups(
     config: &RunConfig,
     card: &rates::RateCard,
     source: &mut load::Source,
     staging: &mut write::Staging,
-) -> Result<(
-    load::InputStats,
-    sessions::SessionStats,
-    polars::prelude::DataFrame,
-    usize,
-    rating::Coverage,
-)> {
+) -> Result<Derived> {
     use polars::prelude::*;
     use sessions::timed;
 
@@ -237,6 +260,7 @@ fn derive_in_groups(
     let mut unsettled = std::collections::BTreeSet::new();
     let mut stats = sessions::SessionStats::default();
     let mut lines = Vec::with_capacity(partitions);
+    let mut meta_lines = meta::cost::Lines::new();
     partition::in_order(
         groups,
         WORKERS,
@@ -249,6 +273,10 @@ fn derive_in_groups(
             stats.add(&group.stats);
             unsettled.extend(group.unsettled);
             lines.push(group.lines.lazy());
+            if let Some(priced) = group.meta {
+                meta_lines.extend(priced.lines);
+                staging.append_meta(&priced.units)?;
+            }
             timed("appended sessions and violations", || {
                 staging.append(&group.sessions, &group.violations)
             })
@@ -268,13 +296,14 @@ fn derive_in_groups(
         rows_used,
         rejected_by_reason: Default::default(),
     };
-    Ok((
+    Ok(Derived {
         input,
-        stats,
-        concat(lines, UnionArgs::default())?.collect()?,
+        sessions: stats,
+        lines: concat(lines, UnionArgs::default())?.collect()?,
         partitions,
         coverage,
-    ))
+        meta_lines,
+    })
 }
 
 /// The rows set aside, as `rejects.parquet` holds them: in file and row order, `file` as the
@@ -359,7 +388,16 @@ fn derive_group(
         Some(keep) => keep.iter().filter(|k| **k).count(),
         None => frame.height(),
     };
-    let derived = sessions::derive_kept(&frame, keep.as_deref())?;
+    let (derived, meta) = match &card.meta {
+        None => (sessions::derive_kept(&frame, keep.as_deref())?, None),
+        Some(meta) => {
+            let (derived, events) = sessions::derive_kept_for_meta(&frame, keep.as_deref())?;
+            let priced = sessions::timed("priced by Meta", || {
+                meta::units::price(&frame, &events, meta)
+            })?;
+            (derived, Some(priced))
+        }
+    };
     let rated = rating::rate_sessions(derived.sessions, card)?;
     Ok(GroupResult {
         rows_used: rows_used as u64,
@@ -369,5 +407,6 @@ fn derive_group(
         stats: derived.stats,
         sessions: rated.select(rating::RATED_SESSION_COLUMNS)?,
         violations: rating::rate_violations(derived.violations, card)?,
+        meta,
     })
 }

@@ -139,6 +139,9 @@ pub struct Checks {
     pub not_after: i64,
     /// `--rejects`: set failing rows aside (see [`Source::rejected`]) instead of stopping.
     pub keep_rejects: bool,
+    /// Meta's pricing reads the rows (a rate card with `[meta]`): a delivered WhatsApp
+    /// template needs a known `category`, and a WhatsApp `user_id` must be a phone number.
+    pub meta: bool,
 }
 
 impl Checks {
@@ -151,6 +154,7 @@ impl Checks {
             not_before: EARLIEST_NS,
             not_after: now + schema::DAY_NS,
             keep_rejects: false,
+            meta: false,
         }
     }
 }
@@ -175,6 +179,7 @@ pub fn rejects_schema() -> Schema {
         ),
         text(schema::KIND),
         text(schema::STATUS),
+        text(schema::CATEGORY),
     ])
 }
 
@@ -185,12 +190,14 @@ pub mod reason {
     pub const KIND_NOT_ALLOWED: &str = "kind_not_allowed";
     pub const IMPLAUSIBLE_TIMESTAMP: &str = "implausible_timestamp";
     pub const CONFLICTING_DUPLICATE: &str = "conflicting_duplicate";
+    pub const MISSING_CATEGORY: &str = "missing_category";
+    pub const NOT_A_PHONE_NUMBER: &str = "not_a_phone_number";
 }
 
 /// Columns of a rejected-rows frame: where the row is, why it was set aside, and its values
 /// as read (enumerated values as written in the file; `timestamp` in UTC). `file` is an index
 /// into the run's files until the rejects are written.
-pub const REJECT_COLUMNS: [&str; 13] = [
+pub const REJECT_COLUMNS: [&str; 14] = [
     FILE,
     ROW,
     "reason",
@@ -204,6 +211,7 @@ pub const REJECT_COLUMNS: [&str; 13] = [
     schema::TIMESTAMP,
     schema::KIND,
     schema::STATUS,
+    schema::CATEGORY,
 ];
 
 /// Finds the Parquet files at `input` and checks every footer.
@@ -293,6 +301,7 @@ pub fn empty_rows() -> DataFrame {
             code(schema::DIRECTION),
             code(schema::KIND),
             code(schema::STATUS),
+            code(schema::CATEGORY),
             Column::new_empty(schema::TIMESTAMP.into(), &DataType::Int64),
             code(FILE),
             Column::new_empty(ROW.into(), &DataType::UInt64),
@@ -1027,6 +1036,7 @@ fn read_file(
         schema::DIRECTION,
         schema::KIND,
         schema::STATUS,
+        schema::CATEGORY,
     ] {
         let strings = if layout.from_hive.contains(&column) {
             Column::new_scalar(
@@ -1069,13 +1079,25 @@ fn read_file(
         }
         check(Problem::Null(column), nulls);
     }
-    let coded = encode_enumerations(strings)?;
-    for e in [
+    let mut coded = encode_enumerations(strings)?;
+    let mut enumerations = vec![
         &schema::CHANNELS,
         &schema::DIRECTIONS,
         &schema::KINDS,
         &schema::STATUSES,
-    ] {
+    ];
+    match checks.meta {
+        true => enumerations.push(&schema::CATEGORIES),
+        // Only Meta's pricing reads `category`: without it an unknown one is none.
+        false => {
+            let codes = coded.column(schema::CATEGORY)?;
+            if codes.null_count() > 0 {
+                let filled = codes.fill_null(FillNullStrategy::Zero)?;
+                coded.with_column(filled)?;
+            }
+        }
+    }
+    for e in enumerations {
         let codes = coded.column(e.column)?;
         let raw = coded.column(&format!("{}_raw", e.column))?;
         // A null code is an unknown value, or a null one without a default.
@@ -1095,6 +1117,33 @@ fn read_file(
         Problem::KindFor("outbound"),
         &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK)),
     );
+    if checks.meta {
+        let category = coded.column(schema::CATEGORY)?.u32()?;
+        let whatsapp = coded
+            .column(schema::CHANNEL)?
+            .u32()?
+            .equal(schema::WHATSAPP);
+        let status = coded.column(schema::STATUS)?.u32()?;
+        let delivered_template = &(&outbound & &kind.equal(schema::KIND_TEMPLATE))
+            & &status.not_equal(schema::STATUS_FAILED);
+        // An unknown category is an unknown value, checked above.
+        let raw_null = coded.column("category_raw")?.is_null();
+        check(
+            Problem::MissingCategory,
+            &(&(&whatsapp & &delivered_template) & &category.equal(schema::CATEGORY_NONE))
+                & &raw_null,
+        );
+        let users = coded.column(schema::USER_ID)?.str()?;
+        let not_a_number: BooleanChunked = users
+            .iter()
+            .zip(whatsapp.iter())
+            .map(|(user, whatsapp)| {
+                whatsapp == Some(true)
+                    && user.is_some_and(|u| !crate::meta::markets::is_phone_number(u))
+            })
+            .collect();
+        check(Problem::NotAPhoneNumber, not_a_number);
+    }
     let times = coded.column(schema::TIMESTAMP)?.i64()?;
     let plausible =
         |t: Option<i64>| t.is_none_or(|t| t >= checks.not_before && t <= checks.not_after);
@@ -1145,6 +1194,7 @@ fn read_file(
             col("direction_raw").alias(schema::DIRECTION),
             col("kind_raw").alias(schema::KIND),
             col("status_raw").alias(schema::STATUS),
+            col("category_raw").alias(schema::CATEGORY),
             col(schema::TIMESTAMP).cast(DataType::Datetime(
                 TimeUnit::Nanoseconds,
                 Some(TimeZone::UTC),
@@ -1159,7 +1209,13 @@ fn read_file(
 }
 
 fn drop_raw(coded: DataFrame) -> Result<DataFrame> {
-    Ok(coded.drop_many(["channel_raw", "direction_raw", "kind_raw", "status_raw"]))
+    Ok(coded.drop_many([
+        "channel_raw",
+        "direction_raw",
+        "kind_raw",
+        "status_raw",
+        "category_raw",
+    ]))
 }
 
 /// `true` where the mask is `true` (nulls are `false`).
@@ -1173,6 +1229,10 @@ enum Problem {
     Unknown(&'static Enumeration),
     KindFor(&'static str),
     Timestamp,
+    /// A delivered WhatsApp template without a `category` ([`Checks::meta`]).
+    MissingCategory,
+    /// A WhatsApp `user_id` that is not 6 to 15 digits ([`Checks::meta`]).
+    NotAPhoneNumber,
 }
 
 impl Problem {
@@ -1182,6 +1242,8 @@ impl Problem {
             Problem::Unknown(_) => reason::UNKNOWN_VALUE,
             Problem::KindFor(_) => reason::KIND_NOT_ALLOWED,
             Problem::Timestamp => reason::IMPLAUSIBLE_TIMESTAMP,
+            Problem::MissingCategory => reason::MISSING_CATEGORY,
+            Problem::NotAPhoneNumber => reason::NOT_A_PHONE_NUMBER,
         }
     }
 
@@ -1191,6 +1253,8 @@ impl Problem {
             Problem::Unknown(e) => e.column,
             Problem::KindFor(_) => schema::KIND,
             Problem::Timestamp => schema::TIMESTAMP,
+            Problem::MissingCategory => schema::CATEGORY,
+            Problem::NotAPhoneNumber => schema::USER_ID,
         }
     }
 
@@ -1236,6 +1300,17 @@ impl Problem {
                 } else {
                     "`message` or `template`"
                 },
+            },
+            Problem::MissingCategory => InputError::MissingCategory { path, row },
+            Problem::NotAPhoneNumber => InputError::NotAPhoneNumber {
+                path,
+                row,
+                value: coded
+                    .column(schema::USER_ID)?
+                    .str()?
+                    .get(position)
+                    .unwrap_or_default()
+                    .to_string(),
             },
             Problem::Timestamp => match coded.column(schema::TIMESTAMP)?.i64()?.get(position) {
                 None => InputError::TimestampOutOfRange { path, row },
@@ -1374,6 +1449,7 @@ fn encode_enumerations(mut frame: DataFrame) -> Result<DataFrame> {
         (&schema::DIRECTIONS, None),
         (&schema::KINDS, Some(schema::KIND_MESSAGE)),
         (&schema::STATUSES, Some(schema::STATUS_DELIVERED)),
+        (&schema::CATEGORIES, Some(schema::CATEGORY_NONE)),
     ] {
         let raw = frame.column(e.column)?.clone();
         let coded = codes(raw.str()?, e, default);
@@ -1587,6 +1663,7 @@ pub(crate) fn as_rejects(rows: DataFrame, why: &str, column: &str) -> Result<Dat
             decode(&schema::DIRECTIONS),
             decode(&schema::KINDS),
             decode(&schema::STATUSES),
+            decode(&schema::CATEGORIES),
             col(schema::TIMESTAMP).cast(DataType::Datetime(
                 TimeUnit::Nanoseconds,
                 Some(TimeZone::UTC),

@@ -554,6 +554,37 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
             "convbill: note: {partial} invoice(s) are partial: the input does not cover every day of their period (it covers the UTC days it has messages on), or a session of it is still open and unanswered where the input ends\n"
         ));
     }
+    if let Some(meta) = &report.meta {
+        let sums = |by: &std::collections::BTreeMap<String, rust_decimal::Decimal>| {
+            let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
+            match sums.is_empty() {
+                true => "nothing".to_string(),
+                false => sums.join(", "),
+            }
+        };
+        text.push_str(&format!(
+            "convbill: Meta ({}): {} unit(s), {}; margin {}; see meta_cost_lines.csv\n",
+            meta.model,
+            meta.units,
+            sums(&meta.cost),
+            sums(&meta.margin)
+        ));
+        let negative = &meta.negative_margins;
+        if !negative.is_empty() {
+            text.push_str(&format!(
+                "convbill: warning: {} invoice(s) cost more at Meta than they bill: {}{}\n",
+                negative.len(),
+                negative[..negative.len().min(SHOWN)].join(", "),
+                match negative.len() > SHOWN {
+                    true => format!(
+                        " and {} more (manifest.json lists them)",
+                        negative.len() - SHOWN
+                    ),
+                    false => String::new(),
+                }
+            ));
+        }
+    }
     for change in &report.reissued {
         text.push_str(&format!("convbill: {}\n", change.describe()));
     }

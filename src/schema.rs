@@ -11,8 +11,9 @@ pub const REQUIRED_COLUMNS: [&str; 7] = [
     DIRECTION,
     TIMESTAMP,
 ];
-/// Optional input columns that the `quota` rule set reads when present.
-pub const OPTIONAL_COLUMNS: [&str; 2] = [KIND, STATUS];
+/// Optional input columns, read when present: `kind` and `status` by every rule set,
+/// `category` by Meta's pricing only (a rate card with `[meta]`).
+pub const OPTIONAL_COLUMNS: [&str; 3] = [KIND, STATUS, CATEGORY];
 
 pub const MESSAGE_ID: &str = "message_id";
 pub const ACCOUNT_ID: &str = "account_id";
@@ -23,6 +24,7 @@ pub const DIRECTION: &str = "direction";
 pub const TIMESTAMP: &str = "timestamp";
 pub const KIND: &str = "kind";
 pub const STATUS: &str = "status";
+pub const CATEGORY: &str = "category";
 
 /// The conversation key.
 pub const KEY_COLUMNS: [&str; 4] = [ACCOUNT_ID, CHANNEL, BUSINESS_ID, USER_ID];
@@ -126,6 +128,21 @@ pub const STATUSES: Enumeration = Enumeration {
         ("read", STATUS_READ),
         ("sent", STATUS_SENT),
         ("failed", STATUS_FAILED),
+    ],
+};
+
+/// `category` codes: a template's category, which Meta's pricing reads. A null `category`
+/// (and, unless the rate card has `[meta]`, an unknown one) is [`CATEGORY_NONE`].
+pub const CATEGORY_NONE: Code = 0;
+pub const CATEGORY_MARKETING: Code = 1;
+pub const CATEGORY_UTILITY: Code = 2;
+pub const CATEGORY_AUTHENTICATION: Code = 3;
+pub const CATEGORIES: Enumeration = Enumeration {
+    column: CATEGORY,
+    values: &[
+        ("marketing", CATEGORY_MARKETING),
+        ("utility", CATEGORY_UTILITY),
+        ("authentication", CATEGORY_AUTHENTICATION),
     ],
 };
 

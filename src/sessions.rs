@@ -99,6 +99,39 @@ pub fn derive_kept(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Sessio
     Ok(derive_events(messages, keep, &[])?.0)
 }
 
+/// [`derive_kept`], and the WhatsApp events Meta's pricing reads ([`crate::meta::units::Events`]):
+/// the same sorted events, without failed messages and violations (never delivered).
+pub fn derive_kept_for_meta(
+    messages: &DataFrame,
+    keep: Option<&[bool]>,
+) -> Result<(Sessions, crate::meta::units::Events)> {
+    use crate::meta::units;
+    let (sessions, events, marks) = derive_events(messages, keep, &[])?;
+    let categories = values(
+        messages.column(schema::CATEGORY)?.u32()?,
+        schema::CATEGORY_NONE,
+    );
+    let mut meta = units::Events::default();
+    for i in 0..events.key.len() {
+        if events.channel[i] != schema::WHATSAPP {
+            continue;
+        }
+        let what = match (events.direction[i], events.kind[i]) {
+            (schema::INBOUND, schema::KIND_CTA_CLICK | schema::KIND_AD_CLICK) => units::CLICK,
+            (schema::INBOUND, _) => units::INBOUND,
+            _ if events.status[i] == schema::STATUS_FAILED || marks.reason[i].is_some() => continue,
+            (_, schema::KIND_TEMPLATE) => units::TEMPLATE,
+            _ => units::MESSAGE,
+        };
+        meta.key.push(events.key[i]);
+        meta.time.push(events.time[i]);
+        meta.what.push(what);
+        meta.category.push(categories[events.source[i] as usize]);
+        meta.source.push(events.source[i]);
+    }
+    Ok((sessions, meta))
+}
+
 /// What the derivation found for one message, for `convbill explain`: its own marks, not a
 /// second reading of the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,6 +35,11 @@ pub const STATE_DIR: &str = "state";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// `--rejects` only: the rows set aside, with their reasons.
 pub const REJECTS_FILE: &str = "rejects.parquet";
+/// Meta's pricing units, one row each (with `[meta]`).
+pub const META_UNITS_FILE: &str = "meta_units.parquet";
+/// Meta's cost summed per account, period, model, market, category, pricing type and tier.
+pub const META_LINES_FILE: &str = "meta_cost_lines.parquet";
+pub const META_LINES_CSV_FILE: &str = "meta_cost_lines.csv";
 
 /// `manifest.json`: what was read, how it was rated, what was written.
 #[derive(Debug, Serialize)]
@@ -45,6 +50,9 @@ pub struct Manifest {
     pub input: InputSection,
     pub sessions: SessionStats,
     pub invoices: InvoiceSummary,
+    /// What Meta charges, when the rate card has `[meta]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<crate::meta::cost::MetaSummary>,
     /// Filled in by [`write`]: every other file of the output folder.
     pub outputs: Vec<WrittenFile>,
 }
@@ -163,6 +171,8 @@ pub struct Staging {
     dir: PathBuf,
     sessions: TableWriter,
     violations: TableWriter,
+    /// `meta_units.parquet`, when the rate card has `[meta]`.
+    meta_units: Option<TableWriter>,
     /// What `report.html` charts of the sessions and violations.
     tally: crate::report::Tally,
     finished: bool,
@@ -178,12 +188,19 @@ impl Staging {
             folder: folder.clone(),
             sessions: TableWriter::new(&dir, SESSIONS_FILE),
             violations: TableWriter::new(&dir, VIOLATIONS_FILE),
+            meta_units: card
+                .meta
+                .is_some()
+                .then(|| TableWriter::new(&dir, META_UNITS_FILE)),
             dir,
             tally: crate::report::Tally::in_zones_of(card),
             finished: false,
         };
         staging.sessions.open()?;
         staging.violations.open()?;
+        if let Some(units) = &mut staging.meta_units {
+            units.open()?;
+        }
         Ok(staging)
     }
 
@@ -199,6 +216,14 @@ impl Staging {
         self.violations.append(violations)
     }
 
+    /// Appends Meta's pricing units, in output order.
+    pub fn append_meta(&mut self, units: &DataFrame) -> Result<()> {
+        match &mut self.meta_units {
+            Some(writer) => writer.append(units),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the invoices, the register of issued invoices
     /// ([`crate::rating::revision::Register`]) and the manifest, then puts the folder in place.
     pub fn finish(
@@ -207,10 +232,22 @@ impl Staging {
         card: &crate::rates::RateCard,
         register: &mut DataFrame,
         rejects: Option<&mut DataFrame>,
+        meta_lines: &crate::meta::cost::Lines,
         manifest: Manifest,
     ) -> Result<Vec<WrittenFile>> {
         let dir = self.dir.clone();
         let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
+        if let Some(units) = &mut self.meta_units {
+            written.push(units.finish()?);
+            let mut lines = crate::meta::cost::frame(meta_lines)?;
+            written.push(write_parquet(&dir, META_LINES_FILE, &mut lines)?);
+            written.push(write_bytes(
+                &dir,
+                META_LINES_CSV_FILE,
+                &crate::meta::cost::csv(meta_lines),
+                meta_lines.len() as u64,
+            )?);
+        }
         written.extend(write_invoices(&dir, invoices, card)?);
         written.push(write_parquet(
             &dir,

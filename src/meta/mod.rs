@@ -3,10 +3,12 @@
 //! section of a rate card ([`config`]).
 
 pub mod config;
+pub mod cost;
 pub mod markets;
 pub mod pricing;
 pub mod rates;
 pub mod reference;
+pub mod units;
 
 /// Meta's pricing categories, as `meta_units.parquet` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -300,6 +300,9 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     // The rate card is checked before anything else is touched; then the output folder's
     // lock is taken before anything under or beside it is.
     let card = crate::rates::load_or_built_in(config.rates.as_deref())?;
+    if card.meta.is_some() {
+        return Err(NightError::MetaNotNightly.into());
+    }
     let folder = OutFolder::new(&config.out)?;
     folder.check_apart_from(&config.input)?;
     let _lock = folder.lock()?;

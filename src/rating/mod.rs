@@ -260,6 +260,14 @@ pub struct Invoice {
     pub rate_card_sha256: String,
     pub lines: Vec<InvoiceLine>,
     pub totals: Totals,
+    /// What Meta charges the provider for the account's WhatsApp traffic of the period (in
+    /// each WABA's zone), per currency; only when the rate card has `[meta]`. The provider's
+    /// cost, not the customer's: it is not part of [`Invoice::content_sha256`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_cost: Option<std::collections::BTreeMap<String, Decimal>>,
+    /// `totals.amount` less `meta_cost` in the invoice's currency, where Meta charges in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin: Option<Decimal>,
 }
 
 /// A stretch of time, RFC 3339 in the account's zone, half-open.
@@ -693,6 +701,8 @@ fn new_invoice(
         rate_card_sha256: card.sha256.clone(),
         lines: Vec::new(),
         totals: Totals::default(),
+        meta_cost: None,
+        margin: None,
     })
 }
 

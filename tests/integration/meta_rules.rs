@@ -127,3 +127,124 @@ proptest! {
         }
     }
 }
+
+/// A unit in terms both implementations give: (event index in its key's events, end (for a
+/// conversation), category, pricing type, direction (for a conversation)).
+type Brief = (
+    usize,
+    Option<i64>,
+    Category,
+    &'static str,
+    Option<&'static str>,
+);
+
+fn direction_name(d: reference::Direction) -> &'static str {
+    match d {
+        reference::Direction::UserInitiated => "user_initiated",
+        reference::Direction::BusinessInitiated => "business_initiated",
+    }
+}
+
+/// The reference's units of one key, in event order.
+fn reference_units(events: &[Event], switch: i64) -> Vec<Brief> {
+    let (conversations, messages) = reference::priced(events, switch);
+    let mut units: Vec<Brief> = conversations
+        .iter()
+        .map(|c| {
+            (
+                c.opened_by,
+                Some(c.end),
+                c.category,
+                if c.free_entry_point {
+                    "free_entry_point"
+                } else {
+                    "regular"
+                },
+                Some(direction_name(c.direction)),
+            )
+        })
+        .chain(messages.iter().map(|m| {
+            let kind = match m.pricing_type {
+                MessageType::Regular => "regular",
+                MessageType::FreeCustomerService => "free_customer_service",
+                MessageType::FreeEntryPoint => "free_entry_point",
+            };
+            (m.event, None, m.category, kind, None)
+        }))
+        .collect();
+    units.sort_by_key(|u| u.0);
+    units
+}
+
+/// The columnar scan's units of several keys at once, each in its key's terms.
+fn columnar_units(keys: &[(Vec<Event>, i64)]) -> Vec<Vec<Brief>> {
+    use convbill::meta::units;
+    use convbill::schema;
+    let mut events = units::Events::default();
+    // (key, index in the key's events) of each columnar event.
+    let mut origin = Vec::new();
+    for (k, (key_events, _)) in keys.iter().enumerate() {
+        for (i, e) in key_events.iter().enumerate() {
+            let (what, category) = match e.what {
+                What::Inbound => (units::INBOUND, schema::CATEGORY_NONE),
+                What::Click => (units::CLICK, schema::CATEGORY_NONE),
+                What::Message { delivered: true } => (units::MESSAGE, schema::CATEGORY_NONE),
+                What::Template {
+                    category,
+                    delivered: true,
+                } => (
+                    units::TEMPLATE,
+                    match category {
+                        Category::Utility => schema::CATEGORY_UTILITY,
+                        Category::Authentication => schema::CATEGORY_AUTHENTICATION,
+                        _ => schema::CATEGORY_MARKETING,
+                    },
+                ),
+                // Failed messages never reach Meta's pricing.
+                _ => continue,
+            };
+            events.key.push(k as u32);
+            events.time.push(e.time);
+            events.what.push(what);
+            events.category.push(category);
+            events.source.push(origin.len() as _);
+            origin.push((k, i));
+        }
+    }
+    let scanned = units::scan(&events, |first| keys[origin[first].0].1);
+    let mut by_key = vec![Vec::new(); keys.len()];
+    for u in 0..scanned.len() {
+        let (k, i) = origin[scanned.event[u]];
+        by_key[k].push((
+            i,
+            scanned.end[u],
+            scanned.category[u],
+            scanned.pricing_type[u].name(),
+            scanned.direction[u].map(direction_name),
+        ));
+    }
+    by_key
+}
+
+/// The instant a key switches to per-message pricing: never, always, or at some half hour.
+fn arb_switch() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(i64::MAX),
+        Just(i64::MIN),
+        (0..432i64).prop_map(|half_hours| half_hours * HOUR / 2),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_columnar_scan_gives_the_units_of_the_reference_for_every_key(
+        keys in prop::collection::vec((arb_events(), arb_switch()), 1..5)
+    ) {
+        let columnar = columnar_units(&keys);
+        for (k, (events, switch)) in keys.iter().enumerate() {
+            prop_assert_eq!(&columnar[k], &reference_units(events, *switch), "key {}", k);
+        }
+    }
+}

@@ -44,6 +44,7 @@ fn arb_event() -> impl Strategy<Value = Ev> {
                     ts: at("2024-01-30 00:00") + hour * HOUR + half * HOUR / 2,
                     kind: kind.map(Into::into),
                     status: status.map(Into::into),
+                    category: None,
                 }
             },
         )

@@ -623,7 +623,11 @@ fn a_bad_meta_section_is_refused_before_any_message_is_read() {
         card_refused(dir.path(), &text, needle);
     }
     // A good section: the run goes on, and the quota invoices are the same as without it.
-    let events = sessions("jkt", &["2026-10-20 10:00", "2026-10-21 10:00"]);
+    let events: Vec<Ev> = sessions("jkt", &["2026-10-20 10:00", "2026-10-21 10:00"])
+        .into_iter()
+        .enumerate()
+        .map(|(n, e)| e.category("utility").user(&format!("62811000000{n}")))
+        .collect();
     let input = write_log(dir.path(), &events);
     let with = write_card(
         dir.path(),

@@ -20,6 +20,9 @@ pub struct Ev {
     pub ts: i64,
     pub kind: Option<String>,
     pub status: Option<String>,
+    /// A template's category (Meta's pricing); the log has a `category` column only when some
+    /// event has one.
+    pub category: Option<String>,
 }
 
 /// Parses `Mon 13:00` (week of Monday 2024-01-01; `Mon2` is the Monday after) or
@@ -61,6 +64,7 @@ fn event(id: &str, direction: &str, when: &str, kind: Option<&str>) -> Ev {
         ts: at(when),
         kind: kind.map(Into::into),
         status: None,
+        category: None,
     }
 }
 
@@ -104,6 +108,10 @@ impl Ev {
         self.status = Some(status.into());
         self
     }
+    pub fn category(mut self, category: &str) -> Self {
+        self.category = Some(category.into());
+        self
+    }
     pub fn at_ns(mut self, ts: i64) -> Self {
         self.ts = ts;
         self
@@ -125,21 +133,21 @@ pub fn frame(events: &[Ev]) -> DataFrame {
     )
     .cast(&DataType::Datetime(TimeUnit::Nanoseconds, None))
     .unwrap();
-    DataFrame::new(
-        events.len(),
-        vec![
-            text("message_id", &|e| e.id.clone()),
-            text("account_id", &|e| e.account.clone()),
-            text("channel", &|e| e.channel.clone()),
-            text("business_id", &|e| e.business.clone()),
-            text("user_id", &|e| e.user.clone()),
-            text("direction", &|e| e.direction.clone()),
-            ts,
-            optional("kind", &|e| e.kind.clone()),
-            optional("status", &|e| e.status.clone()),
-        ],
-    )
-    .unwrap()
+    let mut columns = vec![
+        text("message_id", &|e| e.id.clone()),
+        text("account_id", &|e| e.account.clone()),
+        text("channel", &|e| e.channel.clone()),
+        text("business_id", &|e| e.business.clone()),
+        text("user_id", &|e| e.user.clone()),
+        text("direction", &|e| e.direction.clone()),
+        ts,
+        optional("kind", &|e| e.kind.clone()),
+        optional("status", &|e| e.status.clone()),
+    ];
+    if events.iter().any(|e| e.category.is_some()) {
+        columns.push(optional("category", &|e| e.category.clone()));
+    }
+    DataFrame::new(events.len(), columns).unwrap()
 }
 
 pub fn write_parquet(path: &Path, frame: &mut DataFrame) {
