@@ -76,6 +76,8 @@ struct Generator {
     cumulative: Vec<f64>,
     serial: u64,
     remaining: u64,
+    /// `--markets`: WhatsApp threads also start from ad and Page-button clicks.
+    entries: bool,
 }
 
 /// Writes the log to `path`; returns the number of rows written.
@@ -307,6 +309,7 @@ impl Generator {
             cumulative,
             serial: 0,
             remaining: options.messages,
+            entries: options.markets,
         }
     }
 
@@ -418,7 +421,22 @@ impl Generator {
     }
 
     fn whatsapp_thread(&mut self, out: &mut Vec<Event>, t0: i64, key: Key) {
-        self.push(out, key, t0, schema::INBOUND, schema::KIND_MESSAGE);
+        // With `--markets`, one thread in ten starts from a click-to-WhatsApp ad or a Page
+        // button (a free entry point when answered within 24 hours); a quarter of those are
+        // answered by a template a day later (too late for one).
+        let entry = match self.entries && self.rng.random_bool(0.1) {
+            true => match self.rng.random_bool(0.5) {
+                true => schema::KIND_AD_CLICK,
+                false => schema::KIND_CTA_CLICK,
+            },
+            false => schema::KIND_MESSAGE,
+        };
+        self.push(out, key, t0, schema::INBOUND, entry);
+        if entry != schema::KIND_MESSAGE && self.rng.random_bool(0.25) {
+            let late = t0 + self.rng.random_range(25 * HOUR..30 * HOUR);
+            self.push(out, key, late, schema::OUTBOUND, schema::KIND_TEMPLATE);
+            return;
+        }
         let reply = t0 + self.rng.random_range(MINUTE..30 * MINUTE);
         self.push(out, key, reply, schema::OUTBOUND, schema::KIND_MESSAGE);
         let rounds = self.rng.random_range(0..6);
@@ -571,5 +589,15 @@ mod tests {
         // Zimbabwe's numbers move to Rest of Africa on 1 October 2025.
         expected.insert("Rest of Africa".into());
         assert_eq!(after, expected);
+        // WhatsApp threads also start from both kinds of click.
+        let kinds = frame.column(schema::KIND).unwrap().str().unwrap();
+        for click in ["ad_click", "cta_click"] {
+            let on_whatsapp = channels
+                .iter()
+                .zip(kinds.iter())
+                .filter(|(c, k)| *c == Some("whatsapp") && *k == Some(click))
+                .count();
+            assert!(on_whatsapp > 20, "{click}: {on_whatsapp}");
+        }
     }
 }

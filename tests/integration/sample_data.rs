@@ -222,3 +222,120 @@ fn the_sample_rate_card_is_valid() {
     assert_eq!(card.plans["growth"].versions.len(), 2);
     assert_eq!(card.sha256.len(), 64);
 }
+
+/// The command in `sample-data/README.md` that makes the sample month across Meta's switch.
+pub const META_MONTH_ARGS: [&str; 13] = [
+    "generate",
+    "--messages",
+    "60000",
+    "--seed",
+    "2025",
+    "--start",
+    "2025-06-15",
+    "--days",
+    "31",
+    "--accounts",
+    "4",
+    "--markets",
+    "--out",
+];
+
+#[test]
+fn the_meta_month_is_what_its_documented_command_makes_and_meta_prices_it() {
+    let bundled = sample("meta/_switch-month/messages.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("messages.parquet");
+    crate::cli::convbill()
+        .args(META_MONTH_ARGS)
+        .arg(&fresh)
+        .assert()
+        .success();
+    if std::env::var_os("CONVBILL_BLESS").is_some() {
+        std::fs::copy(&fresh, &bundled).unwrap();
+    }
+    assert!(std::fs::read(&bundled).unwrap() == std::fs::read(&fresh).unwrap());
+
+    // The command of the card's comment: both models, every kind of unit the month can have.
+    let out = dir.path().join("out-meta");
+    crate::cli::convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--input",
+            "sample-data/meta/_switch-month",
+            "--rates",
+            "sample-data/meta/rates.toml",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicates::function::function(|stderr: &str| {
+            // The README quotes the summary's Meta lines.
+            let readme = include_str!("../../README.md");
+            let quoted: Vec<&str> = readme
+                .lines()
+                .filter(|l| {
+                    l.starts_with("    convbill: Meta (")
+                        || l.starts_with("    convbill: warning: 4 invoice(s) cost more")
+                })
+                .map(str::trim_start)
+                .collect();
+            quoted.len() == 2 && quoted.iter().all(|l| stderr.lines().any(|s| s == *l))
+        }));
+    let units = read_frame(&out.join("meta_units.parquet"));
+    let distinct = |name: &str| {
+        strings(&units, name)
+            .into_iter()
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    assert_eq!(distinct("model"), ["CBP", "PMP"].map(String::from).into());
+    assert_eq!(
+        distinct("pricing_type"),
+        ["free_customer_service", "free_entry_point", "regular"]
+            .map(String::from)
+            .into()
+    );
+    let tiers: std::collections::BTreeSet<&str> = units
+        .column("tier")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(tiers, ["0:MAX", "1:25", "26:MAX"].into());
+    // The Jakarta business's units are on Jakarta's days.
+    let (businesses, days, started) = (
+        strings(&units, "business_id"),
+        strings(&units, "day"),
+        strings(
+            &units
+                .clone()
+                .lazy()
+                .select([col("started_at").cast(DataType::String)])
+                .collect()
+                .unwrap(),
+            "started_at",
+        ),
+    );
+    let jakarta = (0..units.height())
+        .find(|&i| businesses[i] == "100000000001001" && started[i][11..13] >= *"17")
+        .expect("a unit after 17:00 UTC");
+    assert_ne!(
+        days[jakarta],
+        started[jakarta][..10],
+        "the next day in Jakarta"
+    );
+}
+
+#[test]
+fn the_sample_meta_card_is_valid() {
+    let card = convbill::rates::load(&sample("meta/rates.toml")).unwrap();
+    let meta = card.meta.expect("[meta]");
+    assert_eq!(meta.rate_cards.len(), 2);
+    assert_eq!(
+        meta.time_zone_of("100000000001001"),
+        chrono_tz::Asia::Jakarta
+    );
+}
