@@ -9,6 +9,9 @@
 #      data engineer would write them, writing sessions, violations and invoice lines.
 # 2. Nights (`convbill run --date D --init`) of a day of NIGHT_SIZES messages, next to a whole
 #    run of the same day's log.
+# 3. Meta's pricing: whole runs of a month of META_SIZES messages across Meta's switch
+#    (`generate --markets`, from 2025-06-15) with the card sample-data/meta/rates.toml, next to
+#    the same card without its `[meta]` section.
 #
 # The programs compared are alternated within each repeat (convbill, floor, peer, convbill...)
 # so that a noisy neighbour slows them alike.
@@ -17,7 +20,7 @@
 #   SIZES=10000000 NIGHT_SIZES=10000000 RUNS=5 benches/run.sh
 #
 # Environment: SIZES (default "1000000 10000000 100000000"), NIGHT_SIZES (default "10000000
-# 100000000"; empty skips the nights), RUNS (repeats, default 3), RATES (rate card, default
+# 100000000"; empty skips the nights), META_SIZES (default "10000000"; empty skips them), RUNS (repeats, default 3), RATES (rate card, default
 # sample-data/rates.toml; empty for the built-in card), PEER (0 skips the DuckDB peer),
 # BENCH_CACHE (generated logs, default ~/.cache/convbill-bench), CARGO_TARGET_DIR.
 # Needs GNU time (/usr/bin/time; Debian package `time`) for peak memory; installs the Python
@@ -27,6 +30,7 @@ cd "$(dirname "$0")/.."
 
 SIZES="${SIZES-1000000 10000000 100000000}"
 NIGHT_SIZES="${NIGHT_SIZES-10000000 100000000}"
+META_SIZES="${META_SIZES-10000000}"
 RUNS="${RUNS:-3}"
 RATES="${RATES-sample-data/rates.toml}"
 PEER="${PEER:-1}"
@@ -70,12 +74,15 @@ summarize() {
   echo "$(cut -d' ' -f1 "$1" | median) $(cut -d' ' -f2 "$1" | sort -g | tail -n 1)"
 }
 
-# A log of $1 messages over $2 days from $3 (seed $4), generated once.
+# A log of $1 messages over $2 days from $3 (seed $4; more generate options after it),
+# generated once.
 log_of() {
-  local log="$CACHE/messages-$1-days$2-$3-seed$4.parquet"
+  local n=$1 days=$2 start=$3 seed=$4
+  shift 4
+  local log="$CACHE/messages-$n-days$days-$start-seed$seed${1:+-${1#--}}.parquet"
   if [ ! -f "$log" ]; then
     echo "generating $log" >&2
-    "$convbill" generate --messages "$1" --days "$2" --start "$3" --seed "$4" --out "$log.partial" -q
+    "$convbill" generate --messages "$n" --days "$days" --start "$start" --seed "$seed" "$@" --out "$log.partial" -q
     mv "$log.partial" "$log"
   fi
   echo "$log"
@@ -143,6 +150,36 @@ if [ -n "$NIGHT_SIZES" ]; then
         ok_a ? sprintf("%.2f s", a[1]) : "failed (see `convbill run --date` on it)", ok_a ? sprintf("%.2f GB", a[2] / gb) : "",
         ok_w ? sprintf("%.2f s", w[1]) : "failed", ok_w ? sprintf("%.2f GB", w[2] / gb) : "",
         ok_a && ok_w ? sprintf("%.2f", a[1] / w[1]) : ""
+    }'
+  done
+fi
+
+if [ -n "$META_SIZES" ]; then
+  echo
+  echo "Meta's pricing: a month across the switch, with and without the card's [meta] (median of $RUNS):"
+  echo
+  echo "| messages | with [meta] | peak memory | without | peak memory | with / without |"
+  echo "|---:|---:|---:|---:|---:|---:|"
+  # The sample card without its [meta] section (the plans alone).
+  sed '/^\[meta\]/,$d' sample-data/meta/rates.toml > "$work/plans-only.toml"
+  for n in $META_SIZES; do
+    log=$(log_of "$n" 31 2025-06-15 1 --markets)
+    : > "$work/meta"; : > "$work/plain"
+    for _ in $(seq "$RUNS"); do
+      rm -rf "$work/out"
+      once "$work/meta" "$convbill" run --input "$log" --out "$work/out" --rates sample-data/meta/rates.toml -q
+      rm -rf "$work/out"
+      once "$work/plain" "$convbill" run --input "$log" --out "$work/out" --rates "$work/plans-only.toml" -q
+      rm -rf "$work/out"
+    done
+    awk -v n="$n" -v meta="$(summarize "$work/meta")" -v plain="$(summarize "$work/plain")" 'BEGIN {
+      gb = 1048576
+      split(meta, m, " "); split(plain, p, " ")
+      ok_m = meta !~ /^failed/; ok_p = plain !~ /^failed/
+      printf "| %d | %s | %s | %s | %s | %s |\n", n,
+        ok_m ? sprintf("%.2f s", m[1]) : "failed", ok_m ? sprintf("%.2f GB", m[2] / gb) : "",
+        ok_p ? sprintf("%.2f s", p[1]) : "failed", ok_p ? sprintf("%.2f GB", p[2] / gb) : "",
+        ok_m && ok_p ? sprintf("%.2f", m[1] / p[1]) : ""
     }'
   done
 fi

@@ -275,7 +275,7 @@ fn derive_in_groups(
             lines.push(group.lines.lazy());
             if let Some(priced) = group.meta {
                 meta_lines.extend(priced.lines);
-                staging.append_meta(&priced.units)?;
+                timed("appended Meta units", || staging.append_meta(&priced.units))?;
             }
             timed("appended sessions and violations", || {
                 staging.append(&group.sessions, &group.violations)

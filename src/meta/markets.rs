@@ -147,17 +147,140 @@ pub fn country_of(user_id: &str) -> Result<Option<String>, NotAPhoneNumber> {
     if !is_phone_number(user_id) {
         return Err(NotAPhoneNumber::NotDigits);
     }
+    match sole_country(user_id) {
+        Some(country) => Ok(Some(country.to_string())),
+        None => Ok(country_by_parsing(user_id)),
+    }
+}
+
+/// [`country_of`] for many numbers: a calling code several countries share (+1, +7, +44...)
+/// parses a number of each prefix and length once. Those countries are told apart by the
+/// first six digits after the calling code (the area code and exchange of +1; Mayotte's
+/// +262 639 xx from Réunion's +262 639 yy); the rest of the number does not change them (a
+/// test checks this on random numbers of every shared code).
+#[derive(Debug)]
+pub struct Countries {
+    /// By a number's first three digits, which hold its calling code (calling codes are
+    /// prefix-free): what the code says, once looked up.
+    codes: Vec<Option<CallingCode>>,
+    by_prefix: std::collections::HashMap<(u64, usize), Option<u16>>,
+    /// The countries met, by their number in [`Countries::name`].
+    names: Vec<String>,
+}
+
+/// What a calling code says of a number's country.
+#[derive(Debug, Clone, Copy)]
+struct CallingCode {
+    /// Its digits; `None` for digits no country's code starts.
+    len: Option<usize>,
+    /// The one country that uses it, if only one does.
+    sole: Option<u16>,
+}
+
+impl Default for Countries {
+    fn default() -> Self {
+        Countries {
+            codes: vec![None; 1000],
+            by_prefix: Default::default(),
+            names: Vec::new(),
+        }
+    }
+}
+
+/// Digits after the calling code that decide a number's country among those sharing it.
+const DECIDING_DIGITS: usize = 6;
+
+impl Countries {
+    /// The number of the country of `user_id` ([`country_of`]), for [`Countries::name`].
+    pub fn country_of(&mut self, user_id: &str) -> Result<Option<u16>, NotAPhoneNumber> {
+        if !is_phone_number(user_id) {
+            return Err(NotAPhoneNumber::NotDigits);
+        }
+        let first: usize = user_id[..3].parse().expect("digits");
+        let code = match self.codes[first] {
+            Some(code) => code,
+            None => {
+                let len = calling_code_len(user_id);
+                let sole = sole_country(user_id).map(|c| self.number_of(c));
+                let code = CallingCode { len, sole };
+                self.codes[first] = Some(code);
+                code
+            }
+        };
+        let Some(len) = code.len else {
+            return Ok(None);
+        };
+        if code.sole.is_some() {
+            return Ok(code.sole);
+        }
+        let prefix = &user_id[..user_id.len().min(len + DECIDING_DIGITS)];
+        let key = (prefix.parse().expect("digits"), user_id.len());
+        if let Some(country) = self.by_prefix.get(&key) {
+            return Ok(*country);
+        }
+        let country = country_by_parsing(user_id).map(|c| self.number_of(&c));
+        self.by_prefix.insert(key, country);
+        Ok(country)
+    }
+
+    /// The ISO 3166 code of a country [`Countries::country_of`] gave.
+    pub fn name(&self, country: u16) -> &str {
+        &self.names[country as usize]
+    }
+
+    fn number_of(&mut self, name: &str) -> u16 {
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => i as u16,
+            None => {
+                self.names.push(name.to_string());
+                (self.names.len() - 1) as u16
+            }
+        }
+    }
+}
+
+/// The country of a number whose calling code only one country uses (most of them): the
+/// country libphonenumber gives the number, or for a number it does not hold valid, the
+/// calling code's main country, which is the same one. Parsing the number is what costs.
+fn sole_country(digits: &str) -> Option<&'static str> {
+    let mut countries = countries_of_code(digits)?.into_iter();
+    let first = countries.next()?;
+    countries.next().is_none().then_some(first)
+}
+
+/// The countries of the number's calling code (calling codes are prefix-free), the main one
+/// first; `None` for a calling code no country has.
+fn countries_of_code(digits: &str) -> Option<Vec<&'static str>> {
+    let len = calling_code_len(digits)?;
+    let code: u16 = digits[..len].parse().ok()?;
+    let regions = phonenumber::metadata::DATABASE.region(&code)?;
+    Some(regions.into_iter().filter(|r| *r != "001").collect())
+}
+
+/// The number of digits of the number's calling code, if it has one.
+fn calling_code_len(digits: &str) -> Option<usize> {
+    (1..=3).find(|len| {
+        digits
+            .get(..*len)
+            .and_then(|code| code.parse::<u16>().ok())
+            .is_some_and(|code| phonenumber::metadata::DATABASE.region(&code).is_some())
+    })
+}
+
+/// [`country_of`] by parsing the number with libphonenumber. A number it cannot parse (too
+/// short for its country) takes its calling code's main country too.
+fn country_by_parsing(user_id: &str) -> Option<String> {
     let Ok(number) = phonenumber::parse(None, format!("+{user_id}")) else {
-        return Ok(None);
+        return countries_of_code(user_id)?.first().map(|c| c.to_string());
     };
     if let Some(id) = number.country().id() {
-        return Ok(Some(id.as_ref().to_string()));
+        return Some(id.as_ref().to_string());
     }
     let code = number.country().code();
-    Ok(phonenumber::metadata::DATABASE
+    phonenumber::metadata::DATABASE
         .region(&code)
         .and_then(|regions| regions.into_iter().find(|r| *r != "001"))
-        .map(str::to_string))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -166,6 +289,72 @@ mod tests {
 
     fn day(text: &str) -> NaiveDate {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_calling_code_of_one_country_gives_what_parsing_gives() {
+        // Numbers of 6 to 15 digits under every calling code from 1 to 999, of several
+        // lengths and leading digits.
+        let mut checked = 0;
+        for code in 1..1000u32 {
+            for rest in [
+                "0000",
+                "1234567",
+                "2025550123",
+                "98765432109",
+                "55512345678901",
+            ] {
+                let number = format!("{code}{rest}");
+                if !is_phone_number(&number) {
+                    continue;
+                }
+                if let Some(country) = sole_country(&number) {
+                    assert_eq!(
+                        Some(country.to_string()),
+                        country_by_parsing(&number),
+                        "{number}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+    }
+
+    #[test]
+    fn numbers_of_a_shared_calling_code_are_told_apart_by_their_first_digits() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut countries = Countries::default();
+        let mut checked = 0;
+        for code in 1..1000u32 {
+            let digits = code.to_string();
+            if countries_of_code(&digits).is_none_or(|c| c.len() < 2) {
+                continue;
+            }
+            // Random first digits, each with several random rests of a few lengths.
+            for _ in 0..150 {
+                let mut prefix = digits.clone();
+                while prefix.len() < digits.len() + DECIDING_DIGITS {
+                    prefix.push(char::from(b'0' + rng.random_range(0..10u8)));
+                }
+                for _ in 0..6 {
+                    let len = rng.random_range(10..=12usize);
+                    let mut number = prefix.clone();
+                    while number.len() < len {
+                        number.push(char::from(b'0' + rng.random_range(0..10u8)));
+                    }
+                    let country = countries.country_of(&number).unwrap();
+                    assert_eq!(
+                        country.map(|c| countries.name(c).to_string()),
+                        country_by_parsing(&number),
+                        "{number}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 4000, "{checked}");
     }
 
     #[test]

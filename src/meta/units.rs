@@ -283,90 +283,154 @@ pub struct Priced {
     pub lines: BTreeMap<LineKey, LineSum>,
 }
 
-/// What the card says of one business, looked up once.
+/// What the card says of one business of an account, looked up once per key.
 struct BusinessInfo {
     zone: Tz,
-    waba: String,
+    /// Its WABA, as an index into the group's WABAs.
+    waba: usize,
+    /// From this instant its messages are priced by message ([`MetaConfig::switch_of`]).
     switch: i64,
+    /// Meta's pricing starts at this instant in its zone ([`MetaConfig::check_priced`]).
+    priced_from: i64,
+}
+
+/// A charged unit's tier: `(from, to)`, `to` `None` for an open top tier (marketing's single
+/// tier is `(0, None)`).
+type TierBounds = (u64, Option<u64>);
+
+fn tier_label((from, to): TierBounds) -> String {
+    match to {
+        Some(to) => format!("{from}:{to}"),
+        None => format!("{from}:MAX"),
+    }
+}
+
+/// A line of [`LineKey`], borrowing its strings while a group is priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LineRef<'a> {
+    account: &'a str,
+    month: i32,
+    conversation: bool,
+    market: &'a str,
+    category: Category,
+    pricing_type: PricingType,
+    tier: Option<TierBounds>,
+    currency: &'a str,
+}
+
+/// A WABA-local day's month, as one number (`year * 12 + month - 1`).
+fn month_of(day: NaiveDate) -> i32 {
+    day.year() * 12 + day.month0() as i32
+}
+
+/// `YYYY-MM` of [`month_of`].
+fn period_name(month: i32) -> String {
+    format!(
+        "{:04}-{:02}",
+        month.div_euclid(12),
+        month.rem_euclid(12) + 1
+    )
 }
 
 /// Prices the units of a group: `messages` is the loader's frame the `events` point into.
+///
+/// Per unit only numbers and borrowed strings are kept; each distinct text of the outputs
+/// (periods, days, rates, tiers) is formatted once.
 pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result<Priced> {
     use crate::sessions::strings;
     let accounts = strings(messages, schema::ACCOUNT_ID)?;
     let businesses = strings(messages, schema::BUSINESS_ID)?;
     let users = strings(messages, schema::USER_ID)?;
     let ids = strings(messages, schema::MESSAGE_ID)?;
-    let mut info: HashMap<(&str, &str), BusinessInfo> = HashMap::new();
-    let mut info_of = |row: usize| -> (Tz, i64, String) {
+
+    // Each key's business, looked up once per (account, business).
+    let mut wabas: Vec<String> = Vec::new();
+    let mut waba_index: HashMap<String, usize> = HashMap::new();
+    let mut info: Vec<BusinessInfo> = Vec::new();
+    let mut info_index: HashMap<(&str, &str), usize> = HashMap::new();
+    // (first event, info) of each key's run.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut lo = 0;
+    while lo < events.key.len() {
+        let key = events.key[lo];
+        let row = events.source[lo] as usize;
         let (account, business) = (accounts[row], businesses[row]);
-        let b = info
-            .entry((account, business))
-            .or_insert_with(|| BusinessInfo {
-                zone: meta.time_zone_of(business),
-                waba: meta.waba_of(account, business),
-                switch: meta.switch_of(business),
+        let index = *info_index.entry((account, business)).or_insert_with(|| {
+            let zone = meta.time_zone_of(business);
+            let waba = meta.waba_of(account, business);
+            let waba = *waba_index.entry(waba.clone()).or_insert_with(|| {
+                wabas.push(waba);
+                wabas.len() - 1
             });
-        (b.zone, b.switch, b.waba.clone())
-    };
-    let switches: Vec<i64> = {
-        let mut first_of_key = HashMap::new();
-        let mut lo = 0;
-        while lo < events.key.len() {
-            let key = events.key[lo];
-            first_of_key.insert(lo, info_of(events.source[lo] as usize).1);
-            lo += events.key[lo..].iter().take_while(|k| **k == key).count();
-        }
-        let mut switches = vec![0; events.key.len()];
-        for (lo, switch) in first_of_key {
-            switches[lo] = switch;
-        }
-        switches
-    };
+            info.push(BusinessInfo {
+                zone,
+                waba,
+                switch: meta.switch_of(business),
+                priced_from: crate::rates::local_midnight(super::config::CBP_FROM, zone),
+            });
+            info.len() - 1
+        });
+        runs.push((lo, index));
+        lo += events.key[lo..].iter().take_while(|k| **k == key).count();
+    }
+    let mut switches = vec![0; events.key.len()];
+    for &(lo, index) in &runs {
+        switches[lo] = info[index].switch;
+    }
     let scanned = scan(events, |lo| switches[lo]);
 
-    // Each unit's place: its row, WABA-local day, country and market.
+    // Each unit's place: its row, business, WABA-local day, country and market.
     let n = scanned.len();
     let mut rows = Vec::with_capacity(n);
     let mut days = Vec::with_capacity(n);
-    let mut wabas = Vec::with_capacity(n);
-    let mut countries: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut markets: Vec<String> = Vec::with_capacity(n);
-    let mut country_of_key: Option<(u32, Option<String>)> = None;
+    let mut unit_info = Vec::with_capacity(n);
+    let mut unit_country: Vec<Option<u16>> = Vec::with_capacity(n);
+    let mut markets: Vec<&str> = Vec::with_capacity(n);
+    // The countries of the group's keys.
+    let mut countries = super::markets::Countries::default();
+    let mut run = 0;
+    let mut current_key: Option<(usize, Option<u16>)> = None;
     for u in 0..n {
         let event = scanned.event[u];
         let row = events.source[event] as usize;
         let start = events.time[event];
-        let (zone, _, waba) = info_of(row);
-        meta.check_priced(businesses[row], start)
-            .map_err(|reason| unpriced(accounts[row], ids[row], reason))?;
-        let day = zone.timestamp_nanos(start).date_naive();
-        let key = events.key[event];
-        if country_of_key.as_ref().is_none_or(|(k, _)| *k != key) {
-            let country = super::markets::country_of(users[row]).map_err(|_| {
+        while run + 1 < runs.len() && runs[run + 1].0 <= event {
+            run += 1;
+        }
+        let business = &info[runs[run].1];
+        if start < business.priced_from {
+            let reason = meta
+                .check_priced(businesses[row], start)
+                .expect_err("before Meta's pricing");
+            return Err(unpriced(accounts[row], ids[row], reason));
+        }
+        let day = business.zone.timestamp_nanos(start).date_naive();
+        if current_key.is_none_or(|(r, _)| r != run) {
+            let user = users[row];
+            let country = countries.country_of(user).map_err(|_| {
                 unpriced(
                     accounts[row],
                     ids[row],
-                    format!("user `{}` is not a phone number", users[row]),
+                    format!("user `{user}` is not a phone number"),
                 )
             })?;
-            country_of_key = Some((key, country));
+            current_key = Some((run, country));
         }
-        let country = country_of_key.as_ref().and_then(|(_, c)| c.clone());
-        markets.push(meta.markets.market(country.as_deref(), day).to_string());
-        countries.push(country);
+        let country = current_key.expect("set above").1;
+        markets.push(meta.markets.market(country.map(|c| countries.name(c)), day));
+        unit_country.push(country);
+        unit_info.push(runs[run].1);
         rows.push(row);
         days.push(day);
-        wabas.push(waba);
     }
+    let months: Vec<i32> = days.iter().map(|d| month_of(*d)).collect();
     let mut pricing_type = scanned.pricing_type.clone();
 
     // The free tier: a WABA's first 1,000 regular service conversations of a month, by start
     // then key, until 2024-10-31.
-    let month = |day: NaiveDate| day.year() * 12 + day.month0() as i32;
-    // (start, key, unit) of each WABA's months.
     type Starts = Vec<(i64, u32, usize)>;
-    let mut service: BTreeMap<(&str, i32), Starts> = BTreeMap::new();
+    // (start, key, unit) of each WABA's months.
+    let mut service: HashMap<(usize, i32), Starts> = HashMap::new();
     for u in 0..n {
         if scanned.end[u].is_some()
             && scanned.category[u] == Category::Service
@@ -375,7 +439,7 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
         {
             let event = scanned.event[u];
             service
-                .entry((wabas[u].as_str(), month(days[u])))
+                .entry((info[unit_info[u]].waba, months[u]))
                 .or_default()
                 .push((events.time[event], events.key[event], u));
         }
@@ -390,16 +454,14 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
     // Volume tiers: an account's charged messages of a month, market and category, numbered
     // in event order (ties: business, user, message id).
     let mut numbered = vec![0u64; n];
-    type Tally<'a> = (&'a str, i32, &'a str, Category);
-    let mut charged: BTreeMap<Tally, Vec<usize>> = BTreeMap::new();
+    let mut charged: HashMap<(&str, i32, &str, Category), Vec<usize>> = HashMap::new();
     for u in 0..n {
         if scanned.end[u].is_none() && pricing_type[u] == PricingType::Regular {
-            let row = rows[u];
             charged
                 .entry((
-                    accounts[row],
-                    month(days[u]),
-                    markets[u].as_str(),
+                    accounts[rows[u]],
+                    months[u],
+                    markets[u],
                     scanned.category[u],
                 ))
                 .or_default()
@@ -421,31 +483,29 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
         }
     }
 
-    // Rates, and the rows.
-    let mut lines: BTreeMap<LineKey, LineSum> = BTreeMap::new();
-    let mut unit_id = Vec::with_capacity(n);
-    let mut model = Vec::with_capacity(n);
-    let mut started = Vec::with_capacity(n);
-    let mut ends = Vec::with_capacity(n);
-    let mut tiers: Vec<Option<String>> = Vec::with_capacity(n);
+    // Rates, and the lines.
+    let mut lines: HashMap<LineRef, LineSum> = HashMap::new();
     let mut rates = Vec::with_capacity(n);
-    let mut currencies = Vec::with_capacity(n);
-    let mut rate_cards: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut periods = Vec::with_capacity(n);
+    let mut tiers: Vec<Option<TierBounds>> = Vec::with_capacity(n);
+    let mut currencies: Vec<&str> = Vec::with_capacity(n);
+    let mut rate_cards: Vec<Option<NaiveDate>> = Vec::with_capacity(n);
     for u in 0..n {
         let row = rows[u];
         let category = scanned.category[u];
         let day = days[u];
-        let market = markets[u].as_str();
+        let market = markets[u];
         let card = meta.rate_card_on(day);
         let conversation = scanned.end[u].is_some();
+        let card_rate = || {
+            pricing::card_rate(meta, market, category, day)
+                .map_err(|r| unpriced(accounts[row], ids[row], r))
+        };
         let (rate, tier, effective) = match pricing_type[u] {
             PricingType::Regular if conversation && category == Category::Service => {
                 match pricing::service_is_free(day) {
                     true => (Decimal::ZERO, None, card.map(|c| c.effective)),
                     false => {
-                        let (rate, effective) = pricing::card_rate(meta, market, category, day)
-                            .map_err(|r| unpriced(accounts[row], ids[row], r))?;
+                        let (rate, effective) = card_rate()?;
                         (rate, None, Some(effective))
                     }
                 }
@@ -460,77 +520,121 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
                                     "it is charged {} message number {} of {} in {market}, past the last volume tier of the card's table (effective {})",
                                     category.name(),
                                     numbered[u],
-                                    &periods_of(day),
+                                    period_name(months[u]),
                                     table.effective
                                 ),
                             )
                         })?;
-                    (tier.rate, Some(tier.label()), Some(table.effective))
+                    (tier.rate, Some((tier.from, tier.to)), Some(table.effective))
                 }
                 None => {
-                    let (rate, effective) = pricing::card_rate(meta, market, category, day)
-                        .map_err(|r| unpriced(accounts[row], ids[row], r))?;
-                    let tier = (category == Category::Marketing).then(|| "0:MAX".to_string());
+                    let (rate, effective) = card_rate()?;
+                    let tier = (category == Category::Marketing).then_some((0, None));
                     (rate, tier, Some(effective))
                 }
             },
             PricingType::Regular => {
-                let (rate, effective) = pricing::card_rate(meta, market, category, day)
-                    .map_err(|r| unpriced(accounts[row], ids[row], r))?;
+                let (rate, effective) = card_rate()?;
                 (rate, None, Some(effective))
             }
             _ => (Decimal::ZERO, None, card.map(|c| c.effective)),
         };
-        let currency = card.unwrap_or(&meta.rate_cards[0]).currency.clone();
-        let period = periods_of(day);
+        let currency = card.unwrap_or(&meta.rate_cards[0]).currency.as_str();
         let sum = lines
-            .entry(LineKey {
-                account_id: accounts[row].to_string(),
-                period: period.clone(),
-                model: if conversation { "CBP" } else { "PMP" },
-                market: market.to_string(),
+            .entry(LineRef {
+                account: accounts[row],
+                month: months[u],
+                conversation,
+                market,
                 category,
                 pricing_type: pricing_type[u],
-                tier: tier.clone(),
-                currency: currency.clone(),
+                tier,
+                currency,
             })
             .or_default();
         sum.units += 1;
         sum.cost += rate;
-        unit_id.push(unit_id_of(accounts[row], ids[row]));
-        model.push(if conversation { "CBP" } else { "PMP" });
-        started.push(events.time[scanned.event[u]]);
-        ends.push(scanned.end[u]);
-        tiers.push(tier);
         rates.push(rate);
+        tiers.push(tier);
         currencies.push(currency);
-        rate_cards.push(effective.map(|d| d.to_string()));
-        periods.push(period);
+        rate_cards.push(effective);
     }
 
-    let text = |name: &str, values: Vec<&str>| Column::new(name.into(), values);
-    fn of_rows<'a>(rows: &[usize], values: &[&'a str]) -> Vec<&'a str> {
-        rows.iter().map(|r| values[*r]).collect()
+    // Each distinct text once.
+    fn names<K: Copy + Eq + std::hash::Hash>(
+        keys: impl Iterator<Item = K>,
+        name: impl Fn(K) -> String,
+    ) -> HashMap<K, String> {
+        let mut names = HashMap::new();
+        for key in keys {
+            names.entry(key).or_insert_with(|| name(key));
+        }
+        names
     }
+    let periods = names(months.iter().copied(), period_name);
+    let day_names = names(days.iter().copied(), |d| d.to_string());
+    let rate_names = names(rates.iter().copied(), |r| r.to_string());
+    let tier_names = names(tiers.iter().flatten().copied(), tier_label);
+    let card_names = names(rate_cards.iter().flatten().copied(), |d| d.to_string());
+
+    // The ids, gathered from the loader's frame: a gather from one chunk moves only the
+    // strings' views.
+    let mut strings = messages.select([
+        schema::ACCOUNT_ID,
+        schema::BUSINESS_ID,
+        schema::USER_ID,
+        schema::MESSAGE_ID,
+    ])?;
+    strings.rechunk_mut();
+    let gathered = strings.take(&IdxCa::from_vec(
+        "".into(),
+        rows.iter().map(|r| *r as IdxSize).collect(),
+    ))?;
+    let of_rows = |name: &str| -> Result<Column> { Ok(gathered.column(name)?.clone()) };
+    let unit_ids = {
+        let mut hex = [0u8; 32];
+        let mut builder = StringChunkedBuilder::new("unit_id".into(), n);
+        for &row in &rows {
+            builder.append_value(unit_id_into(accounts[row], ids[row], &mut hex));
+        }
+        builder.finish().into_column()
+    };
+    let text = |name: &str, values: Vec<&str>| Column::new(name.into(), values);
     let utc = |name: &str, values: Int64Chunked| {
         values
             .with_name(name.into())
             .into_datetime(TimeUnit::Nanoseconds, Some(polars::prelude::TimeZone::UTC))
             .into_column()
     };
-    let decimal_text: Vec<String> = rates.iter().map(Decimal::to_string).collect();
+    // A unit costs its rate.
+    let rate = text(
+        "rate",
+        rates.iter().map(|r| rate_names[r].as_str()).collect(),
+    );
+    let conversation = |u: usize| scanned.end[u].is_some();
     let columns = vec![
-        Column::new("unit_id".into(), unit_id),
-        text("account_id", of_rows(&rows, &accounts)),
-        text("business_id", of_rows(&rows, &businesses)),
-        text("user_id", of_rows(&rows, &users)),
-        text("model", model),
-        utc("started_at", Int64Chunked::from_vec("".into(), started)),
+        unit_ids,
+        of_rows(schema::ACCOUNT_ID)?,
+        of_rows(schema::BUSINESS_ID)?,
+        of_rows(schema::USER_ID)?,
+        text(
+            "model",
+            (0..n)
+                .map(|u| if conversation(u) { "CBP" } else { "PMP" })
+                .collect(),
+        ),
+        utc(
+            "started_at",
+            Int64Chunked::from_iter_values(
+                "".into(),
+                scanned.event.iter().map(|e| events.time[*e]),
+            ),
+        ),
         utc(
             "ends_at",
-            Int64Chunked::from_iter_options("".into(), ends.into_iter()),
+            Int64Chunked::from_iter_options("".into(), scanned.end.iter().copied()),
         ),
-        text("message_id", of_rows(&rows, &ids)),
+        of_rows(schema::MESSAGE_ID)?,
         text(
             "category",
             scanned.category.iter().map(|c| c.name()).collect(),
@@ -552,40 +656,77 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
                 })
                 .collect::<Vec<Option<&str>>>(),
         ),
-        Column::new("country".into(), countries),
-        Column::new("market".into(), markets),
-        Column::new("tier".into(), tiers),
-        Column::new("rate".into(), decimal_text.clone()),
-        Column::new("cost".into(), decimal_text),
-        Column::new("currency".into(), currencies),
-        Column::new("rate_card".into(), rate_cards),
         Column::new(
-            "day".into(),
-            days.iter().map(|d| d.to_string()).collect::<Vec<String>>(),
+            "country".into(),
+            unit_country
+                .iter()
+                .map(|c| c.map(|c| countries.name(c)))
+                .collect::<Vec<Option<&str>>>(),
         ),
-        Column::new("period".into(), periods),
+        text("market", markets.clone()),
+        Column::new(
+            "tier".into(),
+            tiers
+                .iter()
+                .map(|t| t.map(|t| tier_names[&t].as_str()))
+                .collect::<Vec<Option<&str>>>(),
+        ),
+        rate.clone(),
+        rate.with_name("cost".into()),
+        text("currency", currencies),
+        Column::new(
+            "rate_card".into(),
+            rate_cards
+                .iter()
+                .map(|d| d.map(|d| card_names[&d].as_str()))
+                .collect::<Vec<Option<&str>>>(),
+        ),
+        text("day", days.iter().map(|d| day_names[d].as_str()).collect()),
+        text(
+            "period",
+            months.iter().map(|m| periods[m].as_str()).collect(),
+        ),
     ];
+    let lines = lines
+        .into_iter()
+        .map(|(line, sum)| {
+            (
+                LineKey {
+                    account_id: line.account.to_string(),
+                    period: period_name(line.month),
+                    model: if line.conversation { "CBP" } else { "PMP" },
+                    market: line.market.to_string(),
+                    category: line.category,
+                    pricing_type: line.pricing_type,
+                    tier: line.tier.map(tier_label),
+                    currency: line.currency.to_string(),
+                },
+                sum,
+            )
+        })
+        .collect();
     Ok(Priced {
         units: DataFrame::new(n, columns)?,
         lines,
     })
 }
 
-/// The `YYYY-MM` period of a WABA-local day.
-fn periods_of(day: NaiveDate) -> String {
-    day.format("%Y-%m").to_string()
-}
-
 /// A unit's id: 32 hex digits of the SHA-256 of its account and the message that is it or
 /// opened it (a message opens at most one unit).
 pub fn unit_id_of(account_id: &str, message_id: &str) -> String {
+    unit_id_into(account_id, message_id, &mut [0u8; 32]).to_string()
+}
+
+/// [`unit_id_of`], written into `hex`.
+fn unit_id_into<'a>(account_id: &str, message_id: &str, hex: &'a mut [u8; 32]) -> &'a str {
     let mut hasher = Sha256::new();
     hasher.update(b"meta");
     hasher.update([0x1f]);
     hasher.update(account_id.as_bytes());
     hasher.update([0x1f]);
     hasher.update(message_id.as_bytes());
-    hex::encode(&hasher.finalize()[..16])
+    hex::encode_to_slice(&hasher.finalize()[..16], hex).expect("16 bytes fit 32 hex digits");
+    std::str::from_utf8(hex).expect("hex digits are UTF-8")
 }
 
 fn unpriced(account_id: &str, message_id: &str, reason: String) -> crate::Error {
