@@ -148,11 +148,13 @@ pub enum InputError {
         value: String,
     },
 
-    #[error("message `{message_id}` of account `{account_id}` cannot be priced by Meta's rules: {reason}")]
+    #[error("message `{message_id}` of account `{account_id}` cannot be priced by Meta's rules: {reason} ({place})")]
     MetaUnpriced {
         account_id: String,
         message_id: String,
         reason: String,
+        /// The message's file and row.
+        place: String,
     },
 
     #[error("column `timestamp` in `{}` at row {row} is outside the range convbill can represent (years 1678 to 2261)", path.display())]

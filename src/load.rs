@@ -1581,6 +1581,10 @@ fn conflicts(sorted: &DataFrame) -> Result<(Vec<bool>, Option<(usize, usize, &'s
         .iter()
         .map(|c| sorted.column(c))
         .collect::<PolarsResult<_>>()?;
+    // Two copies naming different categories contradict each other too; one without a
+    // category (a delivery receipt, say) does not.
+    let categories = sorted.column(schema::CATEGORY)?.u32()?;
+    let named = |row: usize| categories.get(row).filter(|c| *c != schema::CATEGORY_NONE);
     let n = sorted.height();
     let mut conflicting = vec![false; n];
     let mut first_conflict = None;
@@ -1596,6 +1600,13 @@ fn conflicts(sorted: &DataFrame) -> Result<(Vec<bool>, Option<(usize, usize, &'s
                 if values.get(row)? != values.get(start)? {
                     conflicting[start..end].iter_mut().for_each(|c| *c = true);
                     first_conflict.get_or_insert((start, row, *column));
+                    break 'rows;
+                }
+            }
+            if let (Some(a), Some(b)) = (named(start), named(row)) {
+                if a != b {
+                    conflicting[start..end].iter_mut().for_each(|c| *c = true);
+                    first_conflict.get_or_insert((start, row, schema::CATEGORY));
                     break 'rows;
                 }
             }
@@ -1622,6 +1633,7 @@ fn conflict_error(
             (schema::CHANNEL, Some(c)) => schema::CHANNELS.name_of(c).to_string(),
             (schema::DIRECTION, Some(c)) => schema::DIRECTIONS.name_of(c).to_string(),
             (schema::KIND, Some(c)) => schema::KINDS.name_of(c).to_string(),
+            (schema::CATEGORY, Some(c)) => schema::CATEGORIES.name_of(c).to_string(),
             _ => value.str_value().to_string(),
         })
     };

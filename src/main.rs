@@ -569,6 +569,23 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
             sums(&meta.cost),
             sums(&meta.margin)
         ));
+        if !meta.without_invoice.is_empty() {
+            let first: Vec<String> = meta
+                .without_invoice
+                .iter()
+                .take(SHOWN)
+                .map(|(at, cost)| format!("{at} ({})", sums(cost)))
+                .collect();
+            text.push_str(&format!(
+                "convbill: note: Meta's cost of {} account period(s) without an invoice is in the margin but in no invoice: {}{}\n",
+                meta.without_invoice.len(),
+                first.join(", "),
+                match meta.without_invoice.len() > SHOWN {
+                    true => " ... (manifest.json lists them)",
+                    false => "",
+                }
+            ));
+        }
         let negative = &meta.negative_margins;
         if !negative.is_empty() {
             text.push_str(&format!(

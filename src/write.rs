@@ -239,7 +239,8 @@ impl Staging {
         let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
         if let Some(units) = &mut self.meta_units {
             written.push(units.finish()?);
-            let mut lines = crate::meta::cost::frame(meta_lines)?;
+            let scale = card.meta.as_ref().map_or(4, |meta| meta.scale());
+            let mut lines = crate::meta::cost::frame(meta_lines, scale)?;
             written.push(write_parquet(&dir, META_LINES_FILE, &mut lines)?);
             written.push(write_bytes(
                 &dir,

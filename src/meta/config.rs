@@ -39,6 +39,9 @@ use super::Category;
 pub const DEFAULT_TIME_ZONE: Tz = chrono_tz::America::Los_Angeles;
 
 /// The first day Meta pricing covers (conversation-based pricing as SPEC-meta states it).
+/// The end of the name of an account's default WABA: `ACCOUNT/default`.
+pub const DEFAULT_WABA: &str = "/default";
+
 pub const CBP_FROM: NaiveDate = match NaiveDate::from_ymd_opt(2023, 6, 1) {
     Some(day) => day,
     None => panic!("a day"),
@@ -190,7 +193,7 @@ impl MetaConfig {
             .and_then(|b| b.waba.as_deref())
         {
             Some(waba) => waba.to_string(),
-            None => format!("{account_id}/default"),
+            None => format!("{account_id}{DEFAULT_WABA}"),
         }
     }
 
@@ -216,6 +219,20 @@ impl MetaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Decimal places of Meta's rates and costs in the outputs: the most any rate of the
+    /// cards or tier tables has, at least 4.
+    pub fn scale(&self) -> u32 {
+        let cards = self
+            .rate_cards
+            .iter()
+            .flat_map(|c| c.markets.values().flatten().flatten());
+        let tiers = self
+            .tiers
+            .iter()
+            .flat_map(|t| t.tiers.iter().map(|t| &t.rate));
+        cards.chain(tiers).map(|r| r.scale()).fold(4, u32::max)
     }
 
     /// The rate card in force on `day` (in the WABA's zone): the latest whose effective day
@@ -250,6 +267,7 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         Some(name) => crate::rates::time_zone(name, "[meta]")?,
         None => DEFAULT_TIME_ZONE,
     };
+    let time_zone_default = time_zone;
     let markets = match &file.markets {
         Some(name) => {
             let path = dir.join(name);
@@ -385,6 +403,24 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
             .as_deref()
             .map(|name| crate::rates::time_zone(name, &whose))
             .transpose()?;
+        if let Some(waba) = business
+            .waba
+            .as_deref()
+            .filter(|w| w.ends_with(DEFAULT_WABA))
+        {
+            return Err(format!(
+                "{whose}: waba `{waba}` ends in `{DEFAULT_WABA}`, which names an account's default WABA (the businesses the card does not place); give the business a WABA of its own or leave `waba` out"
+            ));
+        }
+        // An account's default WABA has the section's zone: a business in another zone is in
+        // a WABA of its own.
+        if business.waba.is_none() && time_zone.is_some_and(|z| z != time_zone_default) {
+            return Err(format!(
+                "{whose}: time_zone `{}` without a waba: the business would be in its account's default WABA, whose zone is `{}`; a WABA has one zone, so give it a `waba`",
+                time_zone.expect("checked").name(),
+                time_zone_default.name()
+            ));
+        }
         businesses.insert(
             id,
             Business {
@@ -393,6 +429,26 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
                 phone_number: business.phone_number,
             },
         );
+    }
+    // A WABA has one zone: its businesses agree.
+    let mut zones: BTreeMap<&str, (&str, Tz)> = BTreeMap::new();
+    for (id, business) in &businesses {
+        let Some(waba) = business.waba.as_deref() else {
+            continue;
+        };
+        let zone = business.time_zone.unwrap_or(time_zone_default);
+        match zones.get(waba) {
+            Some((other, other_zone)) if *other_zone != zone => {
+                return Err(format!(
+                    "[meta.businesses]: WABA `{waba}` has businesses in two time zones (`{other}` in `{}`, `{id}` in `{}`); a WABA has one zone",
+                    other_zone.name(),
+                    zone.name()
+                ));
+            }
+            _ => {
+                zones.insert(waba, (id, zone));
+            }
+        }
     }
     Ok(MetaConfig {
         model,

@@ -38,10 +38,16 @@ pub struct MetaSummary {
     pub units: u64,
     /// Their cost per currency.
     pub cost: BTreeMap<String, Decimal>,
-    /// The invoices' margins summed per currency (invoices whose currency is Meta's).
+    /// The invoices' amounts less Meta's cost, per currency Meta charges in that invoices
+    /// bill in too.
     pub margin: BTreeMap<String, Decimal>,
     /// Invoices whose margin is negative: `account_id period`, in invoice order.
     pub negative_margins: Vec<String>,
+    /// Meta's cost in an account's period that has no invoice (the WABA's month and the
+    /// account's billing month differ at their edges): `account_id period`, with the cost per
+    /// currency. It is in `cost` and `margin`, and in no invoice's `meta_cost`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_invoice: BTreeMap<String, BTreeMap<String, Decimal>>,
 }
 
 /// Gives each invoice its `meta_cost` (the lines of its account and period; Meta's currency
@@ -54,6 +60,7 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
         cost: BTreeMap::new(),
         margin: BTreeMap::new(),
         negative_margins: Vec::new(),
+        without_invoice: BTreeMap::new(),
     };
     for (key, sum) in lines {
         *by_invoice
@@ -65,6 +72,23 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
         *summary.cost.entry(key.currency.clone()).or_default() += sum.cost;
     }
     let meta_currency = &meta.rate_cards[0].currency;
+    let invoiced: std::collections::BTreeSet<(&str, &str)> = invoices
+        .iter()
+        .map(|i| (i.account_id.as_str(), i.period.as_str()))
+        .collect();
+    for ((account, period), cost) in &by_invoice {
+        if !invoiced.contains(&(*account, *period)) {
+            summary
+                .without_invoice
+                .insert(format!("{account} {period}"), cost.clone());
+        }
+    }
+    let amounts = crate::write::amounts_by_currency(invoices);
+    for (currency, cost) in &summary.cost {
+        if let Some(amount) = amounts.get(currency) {
+            summary.margin.insert(currency.clone(), amount - cost);
+        }
+    }
     for invoice in invoices {
         let cost = by_invoice
             .get(&(invoice.account_id.as_str(), invoice.period.as_str()))
@@ -74,7 +98,6 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
             .get(&invoice.currency)
             .map(|c| invoice.totals.amount - c);
         if let Some(margin) = invoice.margin {
-            *summary.margin.entry(invoice.currency.clone()).or_default() += margin;
             if margin.is_sign_negative() && !margin.is_zero() {
                 summary
                     .negative_margins
@@ -86,15 +109,15 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
     summary
 }
 
-/// `meta_cost_lines.parquet`'s rows; `cost` as decimal text.
-pub fn frame(lines: &Lines) -> PolarsResult<DataFrame> {
+/// `meta_cost_lines.parquet`'s rows; `cost` as `DECIMAL(18, scale)`.
+pub fn frame(lines: &Lines, scale: u32) -> crate::Result<DataFrame> {
     let text = |name: &str, f: &dyn Fn(&LineKey, &LineSum) -> String| {
         Column::new(
             name.into(),
             lines.iter().map(|(k, s)| f(k, s)).collect::<Vec<String>>(),
         )
     };
-    DataFrame::new(
+    Ok(DataFrame::new(
         lines.len(),
         vec![
             text("account_id", &|k, _| k.account_id.clone()),
@@ -111,10 +134,10 @@ pub fn frame(lines: &Lines) -> PolarsResult<DataFrame> {
                 "units".into(),
                 lines.values().map(|s| s.units).collect::<Vec<u64>>(),
             ),
-            text("cost", &|_, s| s.cost.to_string()),
+            crate::rating::decimal_column("cost", lines.values().map(|s| s.cost), scale)?,
             text("currency", &|k, _| k.currency.clone()),
         ],
-    )
+    )?)
 }
 
 /// `meta_cost_lines.csv`: the same rows; ids as [`crate::write::spreadsheet_text`].

@@ -135,9 +135,12 @@ pub enum NotAPhoneNumber {
     NotDigits,
 }
 
-/// Whether `text` is 6 to 15 digits: an E.164 number without `+`.
+/// Whether `text` is 6 to 15 digits, the first not 0: an E.164 number without `+` (no
+/// calling code starts with 0; `0812...` is a number written the local way).
 pub fn is_phone_number(text: &str) -> bool {
-    (6..=15).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+    (6..=15).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0')
 }
 
 /// The country (ISO 3166 alpha-2) of a WhatsApp `user_id`: the digits of an E.164 number

@@ -336,16 +336,35 @@ fn period_name(month: i32) -> String {
 ///
 /// Per unit only numbers and borrowed strings are kept; each distinct text of the outputs
 /// (periods, days, rates, tiers) is formatted once.
-pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result<Priced> {
-    use crate::sessions::strings;
+pub fn price(
+    messages: &DataFrame,
+    events: &Events,
+    meta: &MetaConfig,
+    paths: &[String],
+) -> Result<Priced> {
+    use crate::sessions::{strings, values};
     let accounts = strings(messages, schema::ACCOUNT_ID)?;
     let businesses = strings(messages, schema::BUSINESS_ID)?;
     let users = strings(messages, schema::USER_ID)?;
     let ids = strings(messages, schema::MESSAGE_ID)?;
+    let files = values(messages.column(crate::load::FILE)?.u32()?, 0);
+    let file_rows = values(messages.column(crate::load::ROW)?.u64()?, 0);
+    // A message that cannot be priced, named with its place in the input.
+    let unpriced = |row: usize, reason: String| -> crate::Error {
+        let file = paths.get(files[row] as usize).map_or("?", String::as_str);
+        InputError::MetaUnpriced {
+            account_id: accounts[row].to_string(),
+            message_id: ids[row].to_string(),
+            reason,
+            place: format!("`{file}`, row {}", file_rows[row]),
+        }
+        .into()
+    };
+    let scale = meta.scale();
 
-    // Each key's business, looked up once per (account, business).
-    let mut wabas: Vec<String> = Vec::new();
-    let mut waba_index: HashMap<String, usize> = HashMap::new();
+    // Each key's business, looked up once per (account, business). A WABA never spans
+    // accounts (SPEC-meta §6.3): one the card names for businesses of two accounts is two.
+    let mut waba_index: HashMap<(&str, String), usize> = HashMap::new();
     let mut info: Vec<BusinessInfo> = Vec::new();
     let mut info_index: HashMap<(&str, &str), usize> = HashMap::new();
     // (first event, info) of each key's run.
@@ -357,11 +376,10 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
         let (account, business) = (accounts[row], businesses[row]);
         let index = *info_index.entry((account, business)).or_insert_with(|| {
             let zone = meta.time_zone_of(business);
-            let waba = meta.waba_of(account, business);
-            let waba = *waba_index.entry(waba.clone()).or_insert_with(|| {
-                wabas.push(waba);
-                wabas.len() - 1
-            });
+            let next = waba_index.len();
+            let waba = *waba_index
+                .entry((account, meta.waba_of(account, business)))
+                .or_insert(next);
             info.push(BusinessInfo {
                 zone,
                 waba,
@@ -402,18 +420,14 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
             let reason = meta
                 .check_priced(businesses[row], start)
                 .expect_err("before Meta's pricing");
-            return Err(unpriced(accounts[row], ids[row], reason));
+            return Err(unpriced(row, reason));
         }
         let day = business.zone.timestamp_nanos(start).date_naive();
         if current_key.is_none_or(|(r, _)| r != run) {
             let user = users[row];
-            let country = countries.country_of(user).map_err(|_| {
-                unpriced(
-                    accounts[row],
-                    ids[row],
-                    format!("user `{user}` is not a phone number"),
-                )
-            })?;
+            let country = countries
+                .country_of(user)
+                .map_err(|_| unpriced(row, format!("user `{user}` is not a phone number")))?;
             current_key = Some((run, country));
         }
         let country = current_key.expect("set above").1;
@@ -483,23 +497,38 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
         }
     }
 
+    // A closed tier table's first message past its last tier stops the run: the lowest
+    // number past it is named.
+    let past_last_tier = (0..n)
+        .filter(|&u| scanned.end[u].is_none() && pricing_type[u] == PricingType::Regular)
+        .filter(|&u| {
+            meta.tiers_on(markets[u], scanned.category[u], days[u])
+                .is_some_and(|table| pricing::tier_of(table, numbered[u]).is_none())
+        })
+        .min_by_key(|&u| numbered[u]);
+    let mut order: Vec<usize> = (0..n).collect();
+    if let Some(u) = past_last_tier {
+        // Priced first, it gives the error.
+        order.swap(0, u);
+    }
+
     // Rates, and the lines.
     let mut lines: HashMap<LineRef, LineSum> = HashMap::new();
-    let mut rates = Vec::with_capacity(n);
-    let mut tiers: Vec<Option<TierBounds>> = Vec::with_capacity(n);
-    let mut currencies: Vec<&str> = Vec::with_capacity(n);
-    let mut rate_cards: Vec<Option<NaiveDate>> = Vec::with_capacity(n);
-    for u in 0..n {
+    let (mut rates, mut tiers, mut currencies, mut rate_cards) = (
+        vec![Decimal::ZERO; n],
+        vec![None; n],
+        vec![""; n],
+        vec![None; n],
+    );
+    for &u in &order {
         let row = rows[u];
         let category = scanned.category[u];
         let day = days[u];
         let market = markets[u];
         let card = meta.rate_card_on(day);
         let conversation = scanned.end[u].is_some();
-        let card_rate = || {
-            pricing::card_rate(meta, market, category, day)
-                .map_err(|r| unpriced(accounts[row], ids[row], r))
-        };
+        let card_rate =
+            || pricing::card_rate(meta, market, category, day).map_err(|r| unpriced(row, r));
         let (rate, tier, effective) = match pricing_type[u] {
             PricingType::Regular if conversation && category == Category::Service => {
                 match pricing::service_is_free(day) {
@@ -514,8 +543,7 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
                 Some(table) => {
                     let tier = pricing::tier_of(table, numbered[u]).ok_or_else(|| {
                             unpriced(
-                                accounts[row],
-                                ids[row],
+                                row,
                                 format!(
                                     "it is charged {} message number {} of {} in {market}, past the last volume tier of the card's table (effective {})",
                                     category.name(),
@@ -539,6 +567,8 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
             }
             _ => (Decimal::ZERO, None, card.map(|c| c.effective)),
         };
+        let mut rate = rate;
+        rate.rescale(scale);
         let currency = card.unwrap_or(&meta.rate_cards[0]).currency.as_str();
         let sum = lines
             .entry(LineRef {
@@ -554,10 +584,10 @@ pub fn price(messages: &DataFrame, events: &Events, meta: &MetaConfig) -> Result
             .or_default();
         sum.units += 1;
         sum.cost += rate;
-        rates.push(rate);
-        tiers.push(tier);
-        currencies.push(currency);
-        rate_cards.push(effective);
+        rates[u] = rate;
+        tiers[u] = tier;
+        currencies[u] = currency;
+        rate_cards[u] = effective;
     }
 
     // Each distinct text once.
@@ -727,15 +757,6 @@ fn unit_id_into<'a>(account_id: &str, message_id: &str, hex: &'a mut [u8; 32]) -
     hasher.update(message_id.as_bytes());
     hex::encode_to_slice(&hasher.finalize()[..16], hex).expect("16 bytes fit 32 hex digits");
     std::str::from_utf8(hex).expect("hex digits are UTF-8")
-}
-
-fn unpriced(account_id: &str, message_id: &str, reason: String) -> crate::Error {
-    InputError::MetaUnpriced {
-        account_id: account_id.to_string(),
-        message_id: message_id.to_string(),
-        reason,
-    }
-    .into()
 }
 
 #[cfg(test)]

@@ -467,7 +467,28 @@ fn with_carried(
 /// Splits the columns [`sessions::CARRIED_INBOUND`] and [`sessions::CARRIED_OUTBOUND`] off
 /// carried events. States written before carried events stood for others have none: each
 /// event stands for itself.
+///
+/// States written before the loader read `category` have none: their events get none, and
+/// the loader's column order.
 fn split_counts(carried: DataFrame) -> Result<(DataFrame, Vec<sessions::Carried>)> {
+    let mut carried = carried;
+    if carried.column(schema::CATEGORY).is_err() {
+        carried.with_column(Column::new_scalar(
+            schema::CATEGORY.into(),
+            Scalar::from(schema::CATEGORY_NONE),
+            carried.height(),
+        ))?;
+        let mut order: Vec<PlSmallStr> = load::empty_rows().get_column_names_owned();
+        order.extend(
+            carried
+                .get_column_names()
+                .into_iter()
+                .filter(|c| !order.contains(c))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        carried = carried.select(order)?;
+    }
     let names = [sessions::CARRIED_INBOUND, sessions::CARRIED_OUTBOUND];
     if carried.column(names[0]).is_err() {
         let n = carried.height();
@@ -957,6 +978,7 @@ mod tests {
                 Column::new(schema::DIRECTION.into(), code(schema::INBOUND)),
                 Column::new(schema::KIND.into(), code(schema::KIND_MESSAGE)),
                 Column::new(schema::STATUS.into(), code(schema::STATUS_DELIVERED)),
+                Column::new(schema::CATEGORY.into(), code(schema::CATEGORY_NONE)),
                 Column::new(
                     schema::TIMESTAMP.into(),
                     rows.iter().map(|r| r.3).collect::<Vec<_>>(),
@@ -1021,6 +1043,18 @@ mod tests {
         let (frame, counts) = split_counts(new).unwrap();
         assert_eq!(counts, vec![(3, 7), (0, 0)]);
         assert_eq!(frame.get_column_names(), old.get_column_names());
+
+        // A state from before `category`: its events get none, in the loader's order.
+        let before = old.drop(schema::CATEGORY).unwrap();
+        let (frame, _) = split_counts(before).unwrap();
+        assert_eq!(frame.get_column_names(), old.get_column_names());
+        assert!(frame
+            .column(schema::CATEGORY)
+            .unwrap()
+            .u32()
+            .unwrap()
+            .into_no_null_iter()
+            .all(|c| c == schema::CATEGORY_NONE));
     }
 
     /// Comparing only the rows whose fingerprint the other side shares drops exactly what

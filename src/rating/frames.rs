@@ -114,7 +114,7 @@ pub const MONEY_PRECISION: usize = 18;
 
 /// Decimals → a `DECIMAL(18, scale)` column. The values have at most `scale` places (the card's
 /// scales are chosen so); one too large for 18 digits is an error, not a rounding.
-pub(super) fn decimal_column(
+pub(crate) fn decimal_column(
     name: &str,
     values: impl Iterator<Item = Decimal>,
     scale: u32,

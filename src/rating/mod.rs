@@ -31,6 +31,7 @@ use crate::rates::{self, Calendars, RateCard, RateCardError, SessionQuota};
 use crate::schema;
 use crate::sessions::SESSION_COLUMNS;
 pub use coverage::Coverage;
+pub(crate) use frames::decimal_column;
 use frames::lines_frame;
 pub use frames::{invoices_frame, MONEY_PRECISION};
 

@@ -164,7 +164,7 @@ fn cbp_a_marketing_conversation_at_hour_0_and_a_service_one_at_hour_25() {
         vec![
             row("m0", "marketing", "regular", "0.0411"),
             // The WABA's first service conversation of March 2024: within the free tier.
-            row("r25", "service", "free_tier", "0"),
+            row("r25", "service", "free_tier", "0.0000"),
         ]
     );
     assert_eq!(units[0].model, "CBP");
@@ -192,8 +192,8 @@ fn pmp_meta_table_of_hours_0_2_3_4_26_and_30() {
     assert_eq!(
         brief(&units),
         vec![
-            row("r2", "service", "free_customer_service", "0"),
-            row("t3", "utility", "free_customer_service", "0"),
+            row("r2", "service", "free_customer_service", "0.0000"),
+            row("t3", "utility", "free_customer_service", "0.0000"),
             row("t4", "marketing", "regular", "0.0411"),
             row("t26", "utility", "regular", "0.0200"),
             row("t30", "authentication", "regular", "0.0300"),
@@ -220,7 +220,7 @@ fn an_ad_message_at_10_answered_at_22_opens_72_free_hours() {
     assert_eq!(
         brief(&units),
         vec![
-            row("r22", "service", "free_entry_point", "0"),
+            row("r22", "service", "free_entry_point", "0.0000"),
             row("m-after", "marketing", "regular", "0.0411"),
         ]
     );
@@ -242,8 +242,8 @@ fn an_ad_message_at_10_answered_at_22_opens_72_free_hours() {
     assert_eq!(
         brief(&units),
         vec![
-            row("r22", "service", "free_entry_point", "0"),
-            row("m-in", "marketing", "free_entry_point", "0"),
+            row("r22", "service", "free_entry_point", "0.0000"),
+            row("m-in", "marketing", "free_entry_point", "0.0000"),
             row("m-after", "marketing", "regular", "0.0411"),
             row("late", "marketing", "regular", "0.0411"),
         ]
@@ -302,7 +302,7 @@ fn auto_switches_at_midnight_of_1_july_2025_in_the_waba_zone_with_the_utility_ed
     let (_, units) = priced(
         dir.path(),
         &events,
-        "[meta.businesses.\"biz-1\"]\ntime_zone = \"America/Los_Angeles\"\n",
+        "[meta.businesses.\"biz-1\"]\nwaba = \"la\"\ntime_zone = \"America/Los_Angeles\"\n",
     );
     let got: Vec<(&str, &str, &str, &str)> = units
         .iter()
@@ -320,7 +320,7 @@ fn auto_switches_at_midnight_of_1_july_2025_in_the_waba_zone_with_the_utility_ed
         vec![
             ("u-cbp", "CBP", "regular", "0.0200"),
             ("m-cbp", "CBP", "regular", "0.0411"),
-            ("u-edge", "PMP", "free_customer_service", "0"),
+            ("u-edge", "PMP", "free_customer_service", "0.0000"),
             ("u-pmp", "PMP", "regular", "0.0200"),
         ]
     );
@@ -375,13 +375,42 @@ fn a_wabas_first_1000_service_conversations_of_a_month_are_free_until_october_20
     assert_eq!(of("2024-11", "free_tier").len(), 0);
     let november = of("2024-11", "regular");
     assert_eq!(november.len(), 1001);
-    assert!(november.iter().all(|(_, cost)| cost == "0"));
+    assert!(november.iter().all(|(_, cost)| cost == "0.0000"));
     let lines = std::fs::read_to_string(out.join("meta_cost_lines.csv")).unwrap();
     assert!(
-        lines.contains("acme,2024-10,CBP,Indonesia,service,free_tier,,1000,0,USD"),
+        lines.contains("acme,2024-10,CBP,Indonesia,service,free_tier,,1000,0.0000,USD"),
         "{lines}"
     );
     assert!(lines.contains("acme,2024-10,CBP,Indonesia,service,regular,,1,0.0190,USD"));
+}
+
+#[test]
+fn the_free_tier_is_counted_per_waba_and_a_waba_never_spans_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1,001 service conversations in March 2024 for each of two accounts whose businesses
+    // the card puts in a WABA of the same name, and 1,001 for a second WABA of `acme`.
+    let mut events = Vec::new();
+    for (account, business) in [("acme", "biz-1"), ("other", "biz-2"), ("acme", "biz-3")] {
+        for n in 0..1001 {
+            let user = format!("62811{n:08}");
+            let when = format!("2024-03-02 {:02}:{:02}", n / 60, n % 60);
+            let id = format!("{account}-{business}-{n}");
+            for e in [inbound(&format!("{id}-in"), &when), reply(&id, &when)] {
+                events.push(e.account(account).business(business).user(&user));
+            }
+        }
+    }
+    let waba = "[meta.businesses.\"biz-1\"]\nwaba = \"shared\"\n[meta.businesses.\"biz-2\"]\nwaba = \"shared\"\n";
+    let (_, units) = priced(dir.path(), &events, waba);
+    let charged: Vec<&str> = units
+        .iter()
+        .filter(|u| u.pricing_type == "regular")
+        .map(|u| u.message_id.as_str())
+        .collect();
+    assert_eq!(
+        charged,
+        vec!["acme-biz-1-1000", "acme-biz-3-1000", "other-biz-2-1000"]
+    );
 }
 
 #[test]
@@ -609,6 +638,17 @@ fn bad_input_under_meta_pricing_is_named() {
         "has value `user-1` at row 1, which is not a WhatsApp number",
         Some("not_a_phone_number"),
     );
+    // No calling code starts with 0: a number written the local way is refused, not priced
+    // in another country.
+    refused(
+        &[
+            ok.clone(),
+            tpl("t", "2025-08-04 10:00", "utility").user("081234567890"),
+        ],
+        "",
+        "has value `081234567890` at row 1, which is not a WhatsApp number",
+        Some("not_a_phone_number"),
+    );
     // A failed template needs no category.
     let dir = tempfile::tempdir().unwrap();
     priced(
@@ -628,8 +668,10 @@ fn bad_input_under_meta_pricing_is_named() {
     );
     refused(
         &[
+            // Numbered by time: a1 1, a2 2, a3 3; the units come by user (a1, a3, a2).
             tpl("a1", "2025-08-04 10:00", "authentication").user("919800000001"),
-            tpl("a2", "2025-08-04 11:00", "authentication").user("919800000001"),
+            tpl("a3", "2025-08-04 12:00", "authentication").user("919800000001"),
+            tpl("a2", "2025-08-04 11:00", "authentication").user("919800000002"),
         ],
         "[[meta.tiers]]\nmarket = \"India\"\ncategory = \"authentication\"\neffective = \"2025-07-01\"\ntiers = [ { from = 1, to = 1, rate = \"0.001\" } ]\n",
         "message `a2` of account `acme` cannot be priced by Meta's rules: it is charged authentication message number 2 of 2025-08 in India, past the last volume tier",
@@ -677,4 +719,111 @@ fn nightly_runs_refuse_a_card_with_meta_for_now() {
         .stderr(predicate::str::contains(
             "nightly runs do not price by Meta's rules yet",
         ));
+}
+
+#[test]
+fn meta_cost_in_a_period_without_an_invoice_is_in_the_margin_and_named() {
+    // Billed in UTC, priced in Los Angeles: a template on 1 July 03:00 UTC is June's at Meta,
+    // and the account has no June invoice.
+    let dir = tempfile::tempdir().unwrap();
+    let events = [
+        tpl("june", "2025-07-01 03:00", "marketing"),
+        tpl("july", "2025-07-10 12:00", "marketing"),
+    ];
+    let input = write_log(dir.path(), &events);
+    let card = card(dir.path(), "");
+    let text = std::fs::read_to_string(&card).unwrap().replace(
+        "time_zone = \"UTC\"\nrate_cards",
+        "time_zone = \"America/Los_Angeles\"\nrate_cards",
+    );
+    std::fs::write(&card, text).unwrap();
+    let out = dir.path().join("out");
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "convbill: note: Meta's cost of 1 account period(s) without an invoice is in the margin but in no invoice: acme 2025-06 (0.0411 USD)",
+        ));
+    let manifest = manifest_of(&out);
+    assert_eq!(
+        manifest["meta"]["cost"],
+        serde_json::json!({"USD": "0.0822"})
+    );
+    // The July invoice bills 0.10 (2 sessions at 0.05): the margin is all of it less all cost.
+    assert_eq!(
+        manifest["meta"]["margin"],
+        serde_json::json!({"USD": "0.0178"})
+    );
+    assert_eq!(
+        manifest["meta"]["without_invoice"],
+        serde_json::json!({"acme 2025-06": {"USD": "0.0411"}})
+    );
+    let july: Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2025-07/acme.json")).unwrap())
+            .unwrap();
+    assert_eq!(july["meta_cost"], serde_json::json!({"USD": "0.0411"}));
+}
+
+#[test]
+fn a_waba_has_one_time_zone() {
+    let cases = [
+        (
+            "[meta.businesses.\"b1\"]\nwaba = \"w\"\ntime_zone = \"Asia/Jakarta\"\n[meta.businesses.\"b2\"]\nwaba = \"w\"\ntime_zone = \"Europe/Berlin\"\n",
+            "WABA `w` has businesses in two time zones (`b1` in `Asia/Jakarta`, `b2` in `Europe/Berlin`)",
+        ),
+        (
+            "[meta.businesses.\"b1\"]\ntime_zone = \"Asia/Jakarta\"\n",
+            "time_zone `Asia/Jakarta` without a waba: the business would be in its account's default WABA, whose zone is `UTC`",
+        ),
+        (
+            "[meta.businesses.\"b1\"]\nwaba = \"acme/default\"\n",
+            "waba `acme/default` ends in `/default`",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
+        let card = card(dir.path(), extra);
+        run_command(&input, &dir.path().join("out"))
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(needle));
+    }
+}
+
+#[test]
+fn copies_of_a_message_naming_different_categories_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[
+            tpl("d1", "2025-08-04 10:00", "utility"),
+            tpl("d1", "2025-08-04 10:00:05", "marketing"),
+        ],
+    );
+    let card = card(dir.path(), "");
+    run_command(&input, &dir.path().join("out"))
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "is logged twice with different `category`: `utility` in",
+        ));
+    // A copy naming the same category (a later receipt) is the same message.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, units) = priced(
+        dir.path(),
+        &[
+            tpl("d1", "2025-08-04 10:00", "utility"),
+            tpl("d1", "2025-08-04 10:00:05", "utility").status("read"),
+            tpl("ok", "2025-08-04 11:00", "marketing"),
+        ],
+        "",
+    );
+    assert_eq!(units.len(), 2);
 }
