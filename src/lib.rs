@@ -391,9 +391,9 @@ fn derive_group(
     let (derived, meta) = match &card.meta {
         None => (sessions::derive_kept(&frame, keep.as_deref())?, None),
         Some(meta) => {
-            let (derived, events) = sessions::derive_kept_for_meta(&frame, keep.as_deref())?;
+            let (derived, events, ids) = sessions::derive_kept_for_meta(&frame, keep.as_deref())?;
             let priced = sessions::timed("priced by Meta", || {
-                meta::units::price(&frame, &events, meta, paths)
+                meta::units::price(&frame, &ids, &events, meta, paths)
             })?;
             (derived, Some(priced))
         }

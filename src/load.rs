@@ -1080,24 +1080,12 @@ fn read_file(
         check(Problem::Null(column), nulls);
     }
     let mut coded = encode_enumerations(strings)?;
-    let mut enumerations = vec![
+    for e in [
         &schema::CHANNELS,
         &schema::DIRECTIONS,
         &schema::KINDS,
         &schema::STATUSES,
-    ];
-    match checks.meta {
-        true => enumerations.push(&schema::CATEGORIES),
-        // Only Meta's pricing reads `category`: without it an unknown one is none.
-        false => {
-            let codes = coded.column(schema::CATEGORY)?;
-            if codes.null_count() > 0 {
-                let filled = codes.fill_null(FillNullStrategy::Zero)?;
-                coded.with_column(filled)?;
-            }
-        }
-    }
-    for e in enumerations {
+    ] {
         let codes = coded.column(e.column)?;
         let raw = coded.column(&format!("{}_raw", e.column))?;
         // A null code is an unknown value, or a null one without a default.
@@ -1117,21 +1105,27 @@ fn read_file(
         Problem::KindFor("outbound"),
         &outbound & &(kind.equal(schema::KIND_CTA_CLICK) | kind.equal(schema::KIND_AD_CLICK)),
     );
+    // Only Meta's pricing reads `category`, of delivered WhatsApp templates: there it must be
+    // known; anywhere else an unknown one is none (filled in below).
+    let category_codes = coded.column(schema::CATEGORY)?.clone();
     if checks.meta {
-        let category = coded.column(schema::CATEGORY)?.u32()?;
+        let category = category_codes.u32()?;
         let whatsapp = coded
             .column(schema::CHANNEL)?
             .u32()?
             .equal(schema::WHATSAPP);
         let status = coded.column(schema::STATUS)?.u32()?;
-        let delivered_template = &(&outbound & &kind.equal(schema::KIND_TEMPLATE))
-            & &status.not_equal(schema::STATUS_FAILED);
-        // An unknown category is an unknown value, checked above.
+        let delivered_template = &(&(&outbound & &kind.equal(schema::KIND_TEMPLATE))
+            & &status.not_equal(schema::STATUS_FAILED))
+            & &whatsapp;
         let raw_null = coded.column("category_raw")?.is_null();
         check(
+            Problem::Unknown(&schema::CATEGORIES),
+            &(&delivered_template & &category_codes.is_null()) & &!&raw_null,
+        );
+        check(
             Problem::MissingCategory,
-            &(&(&whatsapp & &delivered_template) & &category.equal(schema::CATEGORY_NONE))
-                & &raw_null,
+            &(&delivered_template & &category.equal(schema::CATEGORY_NONE)) & &raw_null,
         );
         let users = coded.column(schema::USER_ID)?.str()?;
         let not_a_number: BooleanChunked = users
@@ -1156,6 +1150,9 @@ fn read_file(
         check(Problem::Timestamp, implausible);
     }
 
+    if category_codes.null_count() > 0 {
+        coded.with_column(category_codes.fill_null(FillNullStrategy::Zero)?)?;
+    }
     if !checks.keep_rejects {
         // The first bad row, by its first failing check.
         let first = failures

@@ -648,6 +648,22 @@ pub(crate) fn time_zone(name: &str, whose: &str) -> Result<Tz, String> {
 /// Decimal places a price may have: `DECIMAL(18, 10)` holds it with 8 digits before the point.
 pub const MAX_PRICE_DIGITS: u32 = 10;
 
+/// A rate of Meta's (a card's cell or a tier's `rate`) as a price: at most
+/// [`MAX_PRICE_DIGITS`] decimal places and 8 digits before the point.
+pub(crate) fn check_rate_digits(rate: Decimal) -> Result<(), String> {
+    if rate.scale() > MAX_PRICE_DIGITS {
+        return Err(format!(
+            "rate {rate} has more than {MAX_PRICE_DIGITS} decimal places"
+        ));
+    }
+    if rate >= Decimal::from(100_000_000) {
+        return Err(format!(
+            "rate {rate} is too large (at most 8 digits before the decimal point)"
+        ));
+    }
+    Ok(())
+}
+
 fn check_price_digits(price: Decimal, at: &str) -> Result<(), String> {
     if price.scale() > MAX_PRICE_DIGITS {
         return Err(format!(
@@ -759,6 +775,22 @@ fn check(file: CardFile, source: PathBuf, sha256: String) -> Result<RateCard, St
         .meta
         .map(|meta| crate::meta::config::check(meta, source.parent().unwrap_or(Path::new(""))))
         .transpose()?;
+    // With `[meta]` the card is its text and the files the section reads: a changed Meta
+    // rate card is another card.
+    let sha256 = match &meta {
+        None => sha256,
+        Some(meta) => {
+            let mut hasher = Sha256::new();
+            hasher.update(sha256.as_bytes());
+            for file in &meta.files {
+                hasher.update([0x1f]);
+                hasher.update(file.path.as_bytes());
+                hasher.update([0x1f]);
+                hasher.update(file.sha256.as_bytes());
+            }
+            hex::encode(hasher.finalize())
+        }
+    };
     Ok(RateCard {
         plans,
         default_plan: file.default_plan,

@@ -90,23 +90,26 @@ pub struct Sessions {
 /// Derives the sessions and violations of a message log (the loader's schema, deduplicated;
 /// see [`crate::load::Messages::frame`]) under rule set `quota`.
 pub fn derive(messages: &DataFrame) -> Result<Sessions> {
-    Ok(derive_events(messages, None, &[])?.0)
+    let ((sessions, _), _, _) = derive_events(messages, None, &[])?;
+    Ok(sessions)
 }
 
 /// [`derive`] over the rows of `messages` where `keep` holds (all of them if `None`): a
 /// group's duplicates are dropped without copying its frame.
 pub fn derive_kept(messages: &DataFrame, keep: Option<&[bool]>) -> Result<Sessions> {
-    Ok(derive_events(messages, keep, &[])?.0)
+    let ((sessions, _), _, _) = derive_events(messages, keep, &[])?;
+    Ok(sessions)
 }
 
 /// [`derive_kept`], and the WhatsApp events Meta's pricing reads ([`crate::meta::units::Events`]):
-/// the same sorted events, without failed messages and violations (never delivered).
+/// the same sorted events, without failed messages and violations (never delivered); and the
+/// id columns of `messages` in one chunk ([`id_strings`]).
 pub fn derive_kept_for_meta(
     messages: &DataFrame,
     keep: Option<&[bool]>,
-) -> Result<(Sessions, crate::meta::units::Events)> {
+) -> Result<(Sessions, crate::meta::units::Events, DataFrame)> {
     use crate::meta::units;
-    let (sessions, events, marks) = derive_events(messages, keep, &[])?;
+    let ((sessions, strings), events, marks) = derive_events(messages, keep, &[])?;
     let categories = values(
         messages.column(schema::CATEGORY)?.u32()?,
         schema::CATEGORY_NONE,
@@ -129,7 +132,7 @@ pub fn derive_kept_for_meta(
         meta.category.push(categories[events.source[i] as usize]);
         meta.source.push(events.source[i]);
     }
-    Ok((sessions, meta))
+    Ok((sessions, meta, strings))
 }
 
 /// What the derivation found for one message, for `convbill explain`: its own marks, not a
@@ -159,7 +162,7 @@ pub fn derive_explained(
     messages: &DataFrame,
     keep: Option<&[bool]>,
 ) -> Result<(Sessions, Vec<EventNote>)> {
-    let (sessions, events, marks) = derive_events(messages, keep, &[])?;
+    let ((sessions, _), events, marks) = derive_events(messages, keep, &[])?;
     let mut notes = Vec::with_capacity(events.key.len());
     // Sessions are runs of consecutive events of one key and start (see `session_runs`).
     let mut current: Option<(u32, i64)> = None;
@@ -231,7 +234,7 @@ pub fn derive_night(
     carried: &[Carried],
     end: i64,
 ) -> Result<(Sessions, NightRows)> {
-    let (sessions, events, marks) = derive_events(messages, None, carried)?;
+    let ((sessions, _), events, marks) = derive_events(messages, None, carried)?;
     let rows = timed("found what to carry", || {
         Ok(night_rows(&events, &marks, carried, end))
     })?;
@@ -325,13 +328,27 @@ fn key_runs(keys: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-/// [`derive`], also giving the ordered events it derived them from and their marks.
-/// `carried`: what the first rows of `messages` stand for ([`derive_night`]).
+/// The columns of the loader's frame that sessions, violations and Meta's units take
+/// (`account_id`, `business_id`, `user_id`, `message_id`), in one chunk: a gather from one
+/// chunk moves only the strings' views, one across chunks copies every string it takes.
+fn id_strings(messages: &DataFrame) -> Result<DataFrame> {
+    let mut strings = messages.select([
+        schema::ACCOUNT_ID,
+        schema::BUSINESS_ID,
+        schema::USER_ID,
+        schema::MESSAGE_ID,
+    ])?;
+    strings.rechunk_mut();
+    Ok(strings)
+}
+
+/// [`derive`], also giving [`id_strings`], the ordered events it derived them from and their
+/// marks. `carried`: what the first rows of `messages` stand for ([`derive_night`]).
 fn derive_events(
     messages: &DataFrame,
     keep: Option<&[bool]>,
     carried: &[Carried],
-) -> Result<(Sessions, Events, Marks)> {
+) -> Result<((Sessions, DataFrame), Events, Marks)> {
     let events = timed("sorted events", || sort_events(messages, keep))?;
     let marks = timed("window pass", || Ok(window_pass(&events, carried.len())))?;
     // Rows not kept have ranks too: count the keys of the events.
@@ -341,15 +358,7 @@ fn derive_events(
             events.direction[i] == schema::OUTBOUND && events.status[i] == schema::STATUS_FAILED
         })
         .count() as u64;
-    // The strings sessions and violations take, in one chunk: a gather from one chunk moves
-    // only the strings' views, one across chunks copies every string it takes.
-    let mut strings = messages.select([
-        schema::ACCOUNT_ID,
-        schema::BUSINESS_ID,
-        schema::USER_ID,
-        schema::MESSAGE_ID,
-    ])?;
-    strings.rechunk_mut();
+    let strings = id_strings(messages)?;
     let sessions = timed("aggregated sessions", || {
         aggregate_sessions(&events, &marks, &strings, carried)
     })?;
@@ -364,7 +373,7 @@ fn derive_events(
         sessions,
         violations,
     };
-    Ok((sessions, events, marks))
+    Ok(((sessions, strings), events, marks))
 }
 
 /// Runs one step, logging its wall time at debug level (`-vv`).

@@ -172,6 +172,24 @@ pub struct MetaConfig {
     pub tiers: Vec<TierTable>,
     pub businesses: BTreeMap<String, Business>,
     pub markets: MarketTable,
+    /// The files the section reads (the markets table, if any, then the rate cards by
+    /// effective day): their paths as the card names them, and SHA-256.
+    pub files: Vec<MetaFileHash>,
+}
+
+/// A file `[meta]` reads, for the manifest and the card's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MetaFileHash {
+    pub path: String,
+    pub sha256: String,
+}
+
+fn hash_of(path: &str, text: &str) -> MetaFileHash {
+    use sha2::Digest;
+    MetaFileHash {
+        path: path.to_string(),
+        sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    }
 }
 
 impl MetaConfig {
@@ -268,11 +286,13 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         None => DEFAULT_TIME_ZONE,
     };
     let time_zone_default = time_zone;
+    let mut files = Vec::new();
     let markets = match &file.markets {
         Some(name) => {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("[meta] markets: cannot read `{}`: {e}", path.display()))?;
+            files.push(hash_of(name, &text));
             MarketTable::parse(&text, &path).map_err(|e| e.to_string())?
         }
         None => MarketTable::built_in(),
@@ -283,6 +303,7 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         );
     }
     let mut rate_cards = Vec::with_capacity(file.rate_cards.len());
+    let mut card_files = Vec::with_capacity(file.rate_cards.len());
     for card in &file.rate_cards {
         let path = dir.join(&card.file);
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -294,9 +315,12 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         })?;
         let rates = super::rates::parse(&text, Path::new(&card.file), &path, card.effective)
             .map_err(|e| e.to_string())?;
+        card_files.push((card.effective, hash_of(&card.file, &text)));
         rate_cards.push(rates);
     }
     rate_cards.sort_by_key(|c| c.effective);
+    card_files.sort_by_key(|(effective, _)| *effective);
+    files.extend(card_files.into_iter().map(|(_, file)| file));
     for pair in rate_cards.windows(2) {
         if pair[0].effective == pair[1].effective {
             return Err(format!(
@@ -354,6 +378,8 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
             if rate.is_sign_negative() {
                 return Err(format!("{at}: tier {} has a negative rate {rate}", i + 1));
             }
+            crate::rates::check_rate_digits(rate)
+                .map_err(|reason| format!("{at}: tier {}: {reason}", i + 1))?;
             checked.push(Tier {
                 from: tier.from,
                 to: tier.to,
@@ -457,6 +483,7 @@ pub(crate) fn check(file: MetaFile, dir: &Path) -> Result<MetaConfig, String> {
         tiers,
         businesses,
         markets,
+        files,
     })
 }
 

@@ -72,6 +72,7 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
         *summary.cost.entry(key.currency.clone()).or_default() += sum.cost;
     }
     let meta_currency = &meta.rate_cards[0].currency;
+    let zero = Decimal::new(0, meta.scale());
     let invoiced: std::collections::BTreeSet<(&str, &str)> = invoices
         .iter()
         .map(|i| (i.account_id.as_str(), i.period.as_str()))
@@ -93,7 +94,7 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
         let cost = by_invoice
             .get(&(invoice.account_id.as_str(), invoice.period.as_str()))
             .cloned()
-            .unwrap_or_else(|| BTreeMap::from([(meta_currency.clone(), Decimal::ZERO)]));
+            .unwrap_or_else(|| BTreeMap::from([(meta_currency.clone(), zero)]));
         invoice.margin = cost
             .get(&invoice.currency)
             .map(|c| invoice.totals.amount - c);

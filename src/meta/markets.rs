@@ -361,6 +361,21 @@ mod tests {
     }
 
     #[test]
+    fn regions_the_table_does_not_list_are_other() {
+        let table = MarketTable::built_in();
+        let day = day("2025-08-01");
+        for (number, country) in [
+            ("447797123456", "JE"),
+            ("358181234567", "AX"),
+            ("12423221234", "BS"),
+        ] {
+            let found = country_of(number).unwrap();
+            assert_eq!(found.as_deref(), Some(country), "{number}");
+            assert_eq!(table.market(found.as_deref(), day), OTHER, "{number}");
+        }
+    }
+
+    #[test]
     fn numbers_give_their_countries() {
         let country = |n: &str| country_of(n).unwrap();
         assert_eq!(country("6281100000001").as_deref(), Some("ID"));

@@ -192,6 +192,12 @@ pub fn parse(
                             ),
                         ));
                     }
+                    if let Err(reason) = crate::rates::check_rate_digits(rate) {
+                        return Err(error(
+                            line,
+                            format!("market `{market}`, {}: {reason}", category.name()),
+                        ));
+                    }
                     Some(rate)
                 }
             };

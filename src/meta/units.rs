@@ -332,21 +332,23 @@ fn period_name(month: i32) -> String {
     )
 }
 
-/// Prices the units of a group: `messages` is the loader's frame the `events` point into.
+/// Prices the units of a group: `messages` is the loader's frame the `events` point into,
+/// `id_strings` its id columns in one chunk ([`crate::sessions::derive_kept_for_meta`]).
 ///
 /// Per unit only numbers and borrowed strings are kept; each distinct text of the outputs
 /// (periods, days, rates, tiers) is formatted once.
 pub fn price(
     messages: &DataFrame,
+    id_strings: &DataFrame,
     events: &Events,
     meta: &MetaConfig,
     paths: &[String],
 ) -> Result<Priced> {
     use crate::sessions::{strings, values};
-    let accounts = strings(messages, schema::ACCOUNT_ID)?;
-    let businesses = strings(messages, schema::BUSINESS_ID)?;
-    let users = strings(messages, schema::USER_ID)?;
-    let ids = strings(messages, schema::MESSAGE_ID)?;
+    let accounts = strings(id_strings, schema::ACCOUNT_ID)?;
+    let businesses = strings(id_strings, schema::BUSINESS_ID)?;
+    let users = strings(id_strings, schema::USER_ID)?;
+    let ids = strings(id_strings, schema::MESSAGE_ID)?;
     let files = values(messages.column(crate::load::FILE)?.u32()?, 0);
     let file_rows = values(messages.column(crate::load::ROW)?.u64()?, 0);
     // A message that cannot be priced, named with its place in the input.
@@ -607,16 +609,8 @@ pub fn price(
     let tier_names = names(tiers.iter().flatten().copied(), tier_label);
     let card_names = names(rate_cards.iter().flatten().copied(), |d| d.to_string());
 
-    // The ids, gathered from the loader's frame: a gather from one chunk moves only the
-    // strings' views.
-    let mut strings = messages.select([
-        schema::ACCOUNT_ID,
-        schema::BUSINESS_ID,
-        schema::USER_ID,
-        schema::MESSAGE_ID,
-    ])?;
-    strings.rechunk_mut();
-    let gathered = strings.take(&IdxCa::from_vec(
+    // The ids, gathered from one chunk: only the strings' views move.
+    let gathered = id_strings.take(&IdxCa::from_vec(
         "".into(),
         rows.iter().map(|r| *r as IdxSize).collect(),
     ))?;

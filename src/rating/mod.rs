@@ -118,6 +118,9 @@ pub struct RateCardInfo {
     /// The `--rates` path as given, or `built-in`.
     pub source: String,
     pub sha256: String,
+    /// The files the card's `[meta]` section reads, each with its SHA-256 (part of `sha256`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub meta_files: Vec<crate::meta::config::MetaFileHash>,
     /// Whole runs: accounts the card names that have no invoice in the run (a misspelt
     /// account id would be one, its sessions billed by the default plan).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,7 @@ impl RateCardInfo {
         RateCardInfo {
             source: card.source.display().to_string(),
             sha256: card.sha256.clone(),
+            meta_files: card.meta.as_ref().map_or(Vec::new(), |m| m.files.clone()),
             accounts_without_invoices: None,
         }
     }

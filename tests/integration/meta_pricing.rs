@@ -827,3 +827,123 @@ fn copies_of_a_message_naming_different_categories_conflict() {
     );
     assert_eq!(units.len(), 2);
 }
+
+#[test]
+fn only_delivered_whatsapp_templates_need_a_known_category() {
+    // A category on rows Meta's pricing does not read is not checked: the quota invoices are
+    // the same with and without `[meta]`.
+    let dir = tempfile::tempdir().unwrap();
+    let events = [
+        wa(inbound("in", "2025-08-04 09:00")).category("service"),
+        wa(reply("ff", "2025-08-04 09:30")).category("service"),
+        wa(template("failed", "2025-08-04 10:00").status("failed")).category("bogus"),
+        template("fb", "2025-08-04 10:00")
+            .on("messenger")
+            .user("psid-1")
+            .category("bogus"),
+        inbound("fb-in", "2025-08-04 09:00")
+            .on("messenger")
+            .user("psid-1"),
+    ];
+    let (out, units) = priced(dir.path(), &events, "");
+    assert_eq!(
+        brief(&units),
+        vec![row("ff", "service", "free_customer_service", "0.0000")]
+    );
+    let without = dir.path().join("without");
+    run_command(&dir.path().join("log.parquet"), &without)
+        .assert()
+        .success();
+    let quota = |out: &Path| manifest_of(out)["invoices"]["quota"].clone();
+    assert_eq!(quota(&out), quota(&without));
+    assert_eq!(quota(&out), 2);
+}
+
+#[test]
+fn the_meta_files_are_part_of_the_cards_checksum_and_listed_in_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
+    let card = card(dir.path(), "");
+    let run = |name: &str| -> Value {
+        let out = dir.path().join(name);
+        run_command(&input, &out)
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .success();
+        manifest_of(&out)["rate_card"].clone()
+    };
+    let before = run("before");
+    let files: Vec<&str> = before["meta_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        vec!["meta/rates-usd-2023-06.csv", "meta/rates-usd-2025-07.csv"]
+    );
+    let csv = dir.path().join("meta/rates-usd-2025-07.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("Indonesia,$US,0.0411", "Indonesia,$US,0.0999"),
+    )
+    .unwrap();
+    let after = run("after");
+    assert_ne!(before["sha256"], after["sha256"]);
+    assert_ne!(
+        before["meta_files"][1]["sha256"],
+        after["meta_files"][1]["sha256"]
+    );
+    assert_eq!(before["meta_files"][0], after["meta_files"][0]);
+}
+
+#[test]
+fn a_meta_rate_with_more_than_10_decimal_places_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
+    let card = card(dir.path(), "");
+    let csv = dir.path().join("meta/rates-usd-2025-07.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("Indonesia,$US,0.0411", "Indonesia,$US,0.04110000000001"),
+    )
+    .unwrap();
+    run_command(&input, &dir.path().join("out"))
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "market `Indonesia`, marketing: rate 0.04110000000001 has more than 10 decimal places",
+        ))
+        .stderr(predicate::str::contains("rates-usd-2025-07.csv`, line"));
+}
+
+#[test]
+fn a_plan_in_another_currency_than_metas_gets_no_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
+    let card = card(dir.path(), "");
+    let text = std::fs::read_to_string(&card)
+        .unwrap()
+        .replace("currency = \"USD\"", "currency = \"EUR\"");
+    std::fs::write(&card, text).unwrap();
+    let out = dir.path().join("out");
+    run_command(&input, &out)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "convbill: Meta (auto): 1 unit(s), 0.0411 USD; margin nothing;",
+        ));
+    let invoice: Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2025-08/acme.json")).unwrap())
+            .unwrap();
+    assert_eq!(invoice["meta_cost"], serde_json::json!({"USD": "0.0411"}));
+    assert!(invoice.get("margin").is_none());
+}
