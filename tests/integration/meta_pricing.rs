@@ -44,6 +44,11 @@ rate_cards = [
     path
 }
 
+/// `convbill run --input INPUT --out OUT --rates CARD`.
+fn run_meta(input: &Path, out: &Path, card: &Path) -> assert_cmd::assert::Assert {
+    run_command(input, out).arg("--rates").arg(card).assert()
+}
+
 /// One unit of `meta_units.parquet`, the columns the rules decide.
 #[derive(Debug, Clone, PartialEq)]
 struct Unit {
@@ -63,11 +68,7 @@ fn priced(dir: &Path, events: &[Ev], extra: &str) -> (PathBuf, Vec<Unit>) {
     let input = write_log(dir, events);
     let card = card(dir, extra);
     let out = dir.join("out");
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
-        .success();
+    run_meta(&input, &out, &card).success();
     let units = units_of(&out);
     (out, units)
 }
@@ -503,10 +504,7 @@ fn invoices_carry_meta_cost_and_margin_and_the_summary_names_negative_margins() 
     );
     std::fs::write(&card, text).unwrap();
     let out = dir.path().join("out");
-    let assert = run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    let assert = run_meta(&input, &out, &card)
         .success()
         .stderr(predicate::str::contains(
             "convbill: Meta (auto): 3 unit(s), 0.1233 USD; margin",
@@ -561,11 +559,7 @@ fn invoices_carry_meta_cost_and_margin_and_the_summary_names_negative_margins() 
     .iter()
     .map(|f| std::fs::read(out.join(f)).unwrap())
     .collect();
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
-        .success();
+    run_meta(&input, &out, &card).success();
     let after: Vec<Vec<u8>> = [
         "meta_units.parquet",
         "meta_cost_lines.parquet",
@@ -595,10 +589,7 @@ fn refused(events: &[Ev], extra: &str, needle: &str, reason: Option<&str>) {
     let input = write_log(dir.path(), events);
     let card = card(dir.path(), extra);
     let out = dir.path().join("out");
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &out, &card)
         .code(3)
         .stderr(predicate::str::contains(needle));
     assert!(!out.exists());
@@ -692,10 +683,7 @@ fn a_market_without_a_rate_on_the_card_is_named() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&meta, without).unwrap();
-    run_command(&input, &dir.path().join("out"))
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &dir.path().join("out"), &card)
         .code(3)
         .stderr(predicate::str::contains(
             "message `t` of account `acme` cannot be priced by Meta's rules: Meta rate card `meta/rates-usd-2025-07.csv` (effective 2025-07-01) has no market `Indonesia`",
@@ -738,10 +726,7 @@ fn meta_cost_in_a_period_without_an_invoice_is_in_the_margin_and_named() {
     );
     std::fs::write(&card, text).unwrap();
     let out = dir.path().join("out");
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &out, &card)
         .success()
         .stderr(predicate::str::contains(
             "convbill: note: Meta's cost of 1 account period(s) without an invoice is in the margin but in no invoice: acme 2025-06 (0.0411 USD)",
@@ -786,10 +771,7 @@ fn a_waba_has_one_time_zone() {
         let dir = tempfile::tempdir().unwrap();
         let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
         let card = card(dir.path(), extra);
-        run_command(&input, &dir.path().join("out"))
-            .arg("--rates")
-            .arg(&card)
-            .assert()
+        run_meta(&input, &dir.path().join("out"), &card)
             .code(2)
             .stderr(predicate::str::contains(needle));
     }
@@ -806,10 +788,7 @@ fn copies_of_a_message_naming_different_categories_conflict() {
         ],
     );
     let card = card(dir.path(), "");
-    run_command(&input, &dir.path().join("out"))
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &dir.path().join("out"), &card)
         .code(3)
         .stderr(predicate::str::contains(
             "is logged twice with different `category`: `utility` in",
@@ -866,11 +845,7 @@ fn the_meta_files_are_part_of_the_cards_checksum_and_listed_in_the_manifest() {
     let card = card(dir.path(), "");
     let run = |name: &str| -> Value {
         let out = dir.path().join(name);
-        run_command(&input, &out)
-            .arg("--rates")
-            .arg(&card)
-            .assert()
-            .success();
+        run_meta(&input, &out, &card).success();
         manifest_of(&out)["rate_card"].clone()
     };
     let before = run("before");
@@ -912,10 +887,7 @@ fn a_meta_rate_with_more_than_10_decimal_places_is_refused_with_its_line() {
         text.replace("Indonesia,$US,0.0411", "Indonesia,$US,0.04110000000001"),
     )
     .unwrap();
-    run_command(&input, &dir.path().join("out"))
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &dir.path().join("out"), &card)
         .code(2)
         .stderr(predicate::str::contains(
             "market `Indonesia`, marketing: rate 0.04110000000001 has more than 10 decimal places",
@@ -933,10 +905,7 @@ fn a_plan_in_another_currency_than_metas_gets_no_margin() {
         .replace("currency = \"USD\"", "currency = \"EUR\"");
     std::fs::write(&card, text).unwrap();
     let out = dir.path().join("out");
-    run_command(&input, &out)
-        .arg("--rates")
-        .arg(&card)
-        .assert()
+    run_meta(&input, &out, &card)
         .success()
         .stderr(predicate::str::contains(
             "convbill: Meta (auto): 1 unit(s), 0.0411 USD; margin nothing;",
