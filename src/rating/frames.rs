@@ -63,7 +63,7 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
     let number = |name: &str, f: &dyn Fn(&Invoice) -> i64| {
         Column::new(name.into(), invoices.iter().map(f).collect::<Vec<_>>())
     };
-    let columns = vec![
+    let mut columns = vec![
         text(INVOICE_ID, &|i| i.invoice_id.clone()),
         text("account_id", &|i| i.account_id.clone()),
         text("period", &|i| i.period.clone()),
@@ -106,7 +106,49 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
                 .collect::<Vec<_>>(),
         ),
     ];
+    // With `[meta]`: Meta's cost in the invoice's currency and the margin (null where Meta
+    // charges in no such currency).
+    if let Some(meta) = &card.meta {
+        let scale = meta.scale();
+        let in_currency = |i: &Invoice| {
+            i.meta_cost
+                .as_ref()
+                .and_then(|c| c.get(&i.currency))
+                .copied()
+        };
+        columns.push(optional_decimal_column(
+            "meta_cost",
+            invoices.iter().map(in_currency),
+            scale,
+        )?);
+        columns.push(optional_decimal_column(
+            "margin",
+            invoices.iter().map(|i| i.margin),
+            scale,
+        )?);
+    }
     Ok(DataFrame::new(invoices.len(), columns)?)
+}
+
+/// [`decimal_column`] of values that may be missing (null).
+fn optional_decimal_column(
+    name: &str,
+    values: impl Iterator<Item = Option<Decimal>>,
+    scale: u32,
+) -> Result<Column> {
+    let units = Int128Chunked::from_iter_options(
+        name.into(),
+        values.map(|value| {
+            value.map(|mut value| {
+                value.rescale(scale);
+                value.mantissa()
+            })
+        }),
+    );
+    Ok(units
+        .into_decimal(MONEY_PRECISION, scale as usize)?
+        .into_series()
+        .into())
 }
 
 /// Total digits of the money columns: `DECIMAL(18, s)` is stored as a Parquet INT64.

@@ -522,6 +522,26 @@ fn invoices_carry_meta_cost_and_margin_and_the_summary_names_negative_margins() 
     assert_eq!(acme["totals"]["amount"], "0.10");
     assert_eq!(acme["margin"], "0.0178");
     assert_eq!(invoice("cheap")["margin"], "-0.0311");
+    // invoices.parquet has them too, as decimals.
+    let table = read_frame(&out.join("invoices.parquet"));
+    let decimals = |name: &str| -> Vec<String> {
+        let column = table.column(name).unwrap();
+        assert!(
+            matches!(column.dtype(), polars::prelude::DataType::Decimal(..)),
+            "{name}"
+        );
+        column
+            .cast(&polars::prelude::DataType::String)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or("-").to_string())
+            .collect()
+    };
+    assert_eq!(strings(&table, "account_id"), vec!["acme", "cheap"]);
+    assert_eq!(decimals("meta_cost"), vec!["0.0822", "0.0411"]);
+    assert_eq!(decimals("margin"), vec!["0.0178", "-0.0311"]);
     let manifest = manifest_of(&out);
     assert_eq!(manifest["meta"]["units"], 3);
     assert_eq!(
