@@ -1384,6 +1384,14 @@ fn codes(strings: &StringChunked, e: &Enumeration, default: Option<schema::Code>
     };
     let code_of = |value: Option<&str>| value.map_or(default, by_name);
     let name = e.column.into();
+    // An optional column the file lacks is all null: its default, without a look at each row.
+    if strings.null_count() == strings.len() {
+        return match default {
+            Some(code) => UInt32Chunked::full(name, code, strings.len()),
+            None => UInt32Chunked::full_null(name, strings.len()),
+        }
+        .into_column();
+    }
     if strings.null_count() > 0 {
         return UInt32Chunked::from_iter_options(name, strings.iter().map(code_of)).into_column();
     }

@@ -318,6 +318,14 @@ struct LineRef<'a> {
     currency: &'a str,
 }
 
+/// `model` of a unit: `CBP` for a conversation, `PMP` for a message priced by itself.
+fn model_name(conversation: bool) -> &'static str {
+    match conversation {
+        true => "CBP",
+        false => "PMP",
+    }
+}
+
 /// A WABA-local day's month, as one number (`year * 12 + month - 1`).
 fn month_of(day: NaiveDate) -> i32 {
     day.year() * 12 + day.month0() as i32
@@ -643,9 +651,7 @@ pub fn price(
         of_rows(schema::USER_ID)?,
         text(
             "model",
-            (0..n)
-                .map(|u| if conversation(u) { "CBP" } else { "PMP" })
-                .collect(),
+            (0..n).map(|u| model_name(conversation(u))).collect(),
         ),
         utc(
             "started_at",
@@ -718,7 +724,7 @@ pub fn price(
                 LineKey {
                     account_id: line.account.to_string(),
                     period: period_name(line.month),
-                    model: if line.conversation { "CBP" } else { "PMP" },
+                    model: model_name(line.conversation),
                     market: line.market.to_string(),
                     category: line.category,
                     pricing_type: line.pricing_type,

@@ -130,6 +130,12 @@ pub fn invoices_frame(invoices: &[Invoice], card: &RateCard) -> Result<DataFrame
     Ok(DataFrame::new(invoices.len(), columns)?)
 }
 
+/// A decimal's digits at `scale` places, as a `DECIMAL(_, scale)` column stores them.
+fn mantissa(mut value: Decimal, scale: u32) -> i128 {
+    value.rescale(scale);
+    value.mantissa()
+}
+
 /// [`decimal_column`] of values that may be missing (null).
 fn optional_decimal_column(
     name: &str,
@@ -138,12 +144,7 @@ fn optional_decimal_column(
 ) -> Result<Column> {
     let units = Int128Chunked::from_iter_options(
         name.into(),
-        values.map(|value| {
-            value.map(|mut value| {
-                value.rescale(scale);
-                value.mantissa()
-            })
-        }),
+        values.map(|value| value.map(|value| mantissa(value, scale))),
     );
     Ok(units
         .into_decimal(MONEY_PRECISION, scale as usize)?
@@ -161,12 +162,7 @@ pub(crate) fn decimal_column(
     values: impl Iterator<Item = Decimal>,
     scale: u32,
 ) -> Result<Column> {
-    let units: Vec<i128> = values
-        .map(|mut value| {
-            value.rescale(scale);
-            value.mantissa()
-        })
-        .collect();
+    let units: Vec<i128> = values.map(|value| mantissa(value, scale)).collect();
     let decimals = Int128Chunked::from_vec(name.into(), units)
         .into_decimal(MONEY_PRECISION, scale as usize)?;
     Ok(decimals.into_series().into())
