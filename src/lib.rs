@@ -393,7 +393,7 @@ fn derive_group(
         Some(meta) => {
             let (derived, events, ids) = sessions::derive_kept_for_meta(&frame, keep.as_deref())?;
             let priced = sessions::timed("priced by Meta", || {
-                meta::units::price(&frame, &ids, &events, meta, paths)
+                meta::units::price(&frame, &ids, &events, meta, paths, &Default::default())
             })?;
             (derived, Some(priced))
         }

@@ -280,12 +280,17 @@ impl RateCard {
             .iter()
             .map(|(name, terms)| (name.as_str(), terms_json(terms)))
             .collect();
-        fingerprint(&serde_json::json!({
+        let mut card = serde_json::json!({
             "default_plan": self.default_plan,
             "default_time_zone": self.default_time_zone.name(),
             "plans": plans,
             "accounts": accounts,
-        }))
+        });
+        // What Meta charges: the card as a whole (its text and the files `[meta]` reads).
+        if self.meta.is_some() {
+            card["meta"] = serde_json::Value::String(self.sha256.clone());
+        }
+        fingerprint(&card)
     }
 
     /// Decimal places of the `unit_price` columns in Parquet: enough for every price the card
@@ -310,10 +315,16 @@ impl RateCard {
     }
 
     /// The first instant (UTC nanoseconds) after `period` has ended in every zone the card
-    /// bills in (its accounts' and the default one); `None` for a name that is no period.
+    /// bills in (its accounts' and the default one) and, with `[meta]`, every WABA's zone;
+    /// `None` for a name that is no period.
     pub fn period_end_everywhere(&self, period: &str) -> Option<i64> {
+        let meta_zones = self.meta.iter().flat_map(|meta| {
+            std::iter::once(meta.time_zone)
+                .chain(meta.businesses.values().filter_map(|b| b.time_zone))
+        });
         std::iter::once(self.default_time_zone)
             .chain(self.accounts.values().map(|terms| terms.time_zone))
+            .chain(meta_zones)
             .map(|tz| period_bounds_ns(period, tz).map(|(_, end)| end))
             .collect::<Option<Vec<i64>>>()?
             .into_iter()

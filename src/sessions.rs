@@ -108,15 +108,26 @@ pub fn derive_kept_for_meta(
     messages: &DataFrame,
     keep: Option<&[bool]>,
 ) -> Result<(Sessions, crate::meta::units::Events, DataFrame)> {
-    use crate::meta::units;
     let ((sessions, strings), events, marks) = derive_events(messages, keep, &[])?;
+    let meta = meta_events(messages, &events, &marks, i64::MIN)?;
+    Ok((sessions, meta, strings))
+}
+
+/// The WhatsApp events of `events` from `from` on that Meta's pricing reads.
+fn meta_events(
+    messages: &DataFrame,
+    events: &Events,
+    marks: &Marks,
+    from: i64,
+) -> Result<crate::meta::units::Events> {
+    use crate::meta::units;
     let categories = values(
         messages.column(schema::CATEGORY)?.u32()?,
         schema::CATEGORY_NONE,
     );
     let mut meta = units::Events::default();
     for i in 0..events.key.len() {
-        if events.channel[i] != schema::WHATSAPP {
+        if events.channel[i] != schema::WHATSAPP || events.time[i] < from {
             continue;
         }
         let what = match (events.direction[i], events.kind[i]) {
@@ -132,7 +143,7 @@ pub fn derive_kept_for_meta(
         meta.category.push(categories[events.source[i] as usize]);
         meta.source.push(events.source[i]);
     }
-    Ok((sessions, meta, strings))
+    Ok(meta)
 }
 
 /// What the derivation found for one message, for `convbill explain`: its own marks, not a
@@ -229,17 +240,28 @@ pub struct NightRows {
 /// [`derive`] for a night ending at `end` (UTC nanoseconds; no message is later): also gives
 /// the rows in event order and the rows to carry to the next night. The first rows of
 /// `messages` may be carried from the night before: `carried` holds what each stands for.
+///
+/// With `meta_from`, also the events from then on that Meta's pricing reads, and the id
+/// columns ([`derive_kept_for_meta`]).
 pub fn derive_night(
     messages: &DataFrame,
     carried: &[Carried],
     end: i64,
-) -> Result<(Sessions, NightRows)> {
-    let ((sessions, _), events, marks) = derive_events(messages, None, carried)?;
+    meta_from: Option<i64>,
+) -> Result<(Sessions, NightRows, Option<MetaEvents>)> {
+    let ((sessions, strings), events, marks) = derive_events(messages, None, carried)?;
     let rows = timed("found what to carry", || {
         Ok(night_rows(&events, &marks, carried, end))
     })?;
-    Ok((sessions, rows))
+    let meta = match meta_from {
+        Some(from) => Some((meta_events(messages, &events, &marks, from)?, strings)),
+        None => None,
+    };
+    Ok((sessions, rows, meta))
 }
+
+/// The events Meta's pricing reads and the id columns of the messages ([`id_strings`]).
+pub type MetaEvents = (crate::meta::units::Events, DataFrame);
 
 /// See [`NightRows::carry`]: one pass over the events, a key at a time.
 fn night_rows(events: &Events, marks: &Marks, carried: &[Carried], end: i64) -> NightRows {

@@ -241,15 +241,7 @@ impl Staging {
         let mut written = vec![self.sessions.finish()?, self.violations.finish()?];
         if let Some(units) = &mut self.meta_units {
             written.push(units.finish()?);
-            let scale = card.meta.as_ref().map_or(4, |meta| meta.scale());
-            let mut lines = crate::meta::cost::frame(meta_lines, scale)?;
-            written.push(write_parquet(&dir, META_LINES_FILE, &mut lines)?);
-            written.push(write_bytes(
-                &dir,
-                META_LINES_CSV_FILE,
-                &crate::meta::cost::csv(meta_lines),
-                meta_lines.len() as u64,
-            )?);
+            written.extend(write_meta_lines(&dir, meta_lines, card)?);
         }
         written.extend(write_invoices(&dir, invoices, card)?);
         written.push(write_parquet(
@@ -674,6 +666,25 @@ pub(crate) fn write_invoices(
     ];
     written.extend(write_invoice_documents(dir, &invoices.invoices)?);
     Ok(written)
+}
+
+/// `meta_cost_lines.parquet` and `.csv` of `lines`, at the scale of the card's Meta rates.
+pub(crate) fn write_meta_lines(
+    dir: &Path,
+    lines: &crate::meta::cost::Lines,
+    card: &crate::rates::RateCard,
+) -> Result<Vec<WrittenFile>> {
+    let scale = card.meta.as_ref().map_or(4, |meta| meta.scale());
+    let mut frame = crate::meta::cost::frame(lines, scale)?;
+    Ok(vec![
+        write_parquet(dir, META_LINES_FILE, &mut frame)?,
+        write_bytes(
+            dir,
+            META_LINES_CSV_FILE,
+            &crate::meta::cost::csv(lines),
+            lines.len() as u64,
+        )?,
+    ])
 }
 
 /// Threads that write invoice documents at once: each document is flushed to disk on its own,

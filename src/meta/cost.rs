@@ -110,6 +110,72 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
     summary
 }
 
+/// A line as a nightly state keeps it (`meta_lines.json`).
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct StateLine {
+    account_id: String,
+    period: String,
+    model: String,
+    market: String,
+    category: String,
+    pricing_type: String,
+    tier: Option<String>,
+    currency: String,
+    units: u64,
+    cost: Decimal,
+}
+
+/// `lines` as a nightly state keeps them.
+pub fn to_state(lines: &Lines) -> serde_json::Value {
+    let rows: Vec<StateLine> = lines
+        .iter()
+        .map(|(k, s)| StateLine {
+            account_id: k.account_id.clone(),
+            period: k.period.clone(),
+            model: k.model.to_string(),
+            market: k.market.clone(),
+            category: k.category.name().to_string(),
+            pricing_type: k.pricing_type.name().to_string(),
+            tier: k.tier.clone(),
+            currency: k.currency.clone(),
+            units: s.units,
+            cost: s.cost,
+        })
+        .collect();
+    serde_json::to_value(rows).expect("lines serialise")
+}
+
+/// The lines [`to_state`] kept, added to `into`.
+pub fn add_state(into: &mut Lines, state: serde_json::Value) -> Result<(), String> {
+    let rows: Vec<StateLine> = serde_json::from_value(state).map_err(|e| e.to_string())?;
+    for row in rows {
+        let model = match row.model.as_str() {
+            "CBP" => "CBP",
+            "PMP" => "PMP",
+            other => return Err(format!("model `{other}`")),
+        };
+        let category = super::Category::parse(&row.category)
+            .ok_or_else(|| format!("category `{}`", row.category))?;
+        let pricing_type = super::units::PricingType::parse(&row.pricing_type)
+            .ok_or_else(|| format!("pricing type `{}`", row.pricing_type))?;
+        let sum = into
+            .entry(LineKey {
+                account_id: row.account_id,
+                period: row.period,
+                model,
+                market: row.market,
+                category,
+                pricing_type,
+                tier: row.tier,
+                currency: row.currency,
+            })
+            .or_default();
+        sum.units += row.units;
+        sum.cost += row.cost;
+    }
+    Ok(())
+}
+
 /// `meta_cost_lines.parquet`'s rows; `cost` as `DECIMAL(18, scale)`.
 pub fn frame(lines: &Lines, scale: u32) -> crate::Result<DataFrame> {
     let text = |name: &str, f: &dyn Fn(&LineKey, &LineSum) -> String| {

@@ -65,6 +65,18 @@ pub enum PricingType {
 }
 
 impl PricingType {
+    pub const ALL: [PricingType; 4] = [
+        PricingType::Regular,
+        PricingType::FreeTier,
+        PricingType::FreeEntryPoint,
+        PricingType::FreeCustomerService,
+    ];
+
+    /// The type [`PricingType::name`] names.
+    pub fn parse(name: &str) -> Option<PricingType> {
+        PricingType::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             PricingType::Regular => "regular",
@@ -89,6 +101,67 @@ pub struct Scanned {
     pub pricing_type: Vec<PricingType>,
     /// A conversation's direction; `None` for a message.
     pub direction: Vec<Option<Direction>>,
+    /// Conversations carried in open ([`UnitRef::Carried`]) that a free entry point closed:
+    /// (the carried unit, its new end).
+    pub cuts: Vec<(usize, i64)>,
+}
+
+/// An open conversation of a key: a unit of this scan, or one carried in from an earlier night
+/// (its index among the carried units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitRef {
+    New(usize),
+    Carried(usize),
+}
+
+/// What a key's next events are priced by: its windows and open conversations. A nightly run
+/// carries it across midnight ([`KeyState::after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyState {
+    /// The latest inbound message or click.
+    pub last_inbound: Option<i64>,
+    /// A click no delivered message has answered yet.
+    pub click: Option<i64>,
+    /// The end of the free entry point window (`i64::MIN` for none).
+    pub free_entry_end: i64,
+    /// The latest conversation of each category: (end, unit).
+    pub open: [Option<(i64, UnitRef)>; Category::ALL.len()],
+    /// The end of the free entry point conversation (`i64::MIN` for none).
+    pub free_entry_conversation_end: i64,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            last_inbound: None,
+            click: None,
+            free_entry_end: i64::MIN,
+            open: [None; Category::ALL.len()],
+            free_entry_conversation_end: i64::MIN,
+        }
+    }
+}
+
+impl KeyState {
+    /// What of the state can still price an event at or after `end`; `None` when nothing
+    /// can: a key in that state prices its next event as a key never seen.
+    pub fn after(&self, end: i64) -> Option<KeyState> {
+        let within_day = |t: Option<i64>| t.filter(|t| t + DAY > end);
+        let state = KeyState {
+            last_inbound: within_day(self.last_inbound),
+            click: within_day(self.click),
+            free_entry_end: match self.free_entry_end > end {
+                true => self.free_entry_end,
+                false => i64::MIN,
+            },
+            open: self.open.map(|slot| slot.filter(|(e, _)| *e > end)),
+            free_entry_conversation_end: match self.free_entry_conversation_end > end {
+                true => self.free_entry_conversation_end,
+                false => i64::MIN,
+            },
+        };
+        (state != KeyState::default()).then_some(state)
+    }
 }
 
 impl Scanned {
@@ -131,34 +204,53 @@ pub fn category_of(code: Code) -> Category {
 /// gives, for a key's first event, the instant from which its business is priced by message
 /// ([`MetaConfig::switch_of`]).
 pub fn scan(events: &Events, switch_of: impl Fn(usize) -> i64) -> Scanned {
+    scan_from(events, switch_of, |_| KeyState::default(), |_, _| {})
+}
+
+/// [`scan`], each key starting from `start_of(first event)` and ending in `end_of(first event,
+/// state)`.
+pub fn scan_from(
+    events: &Events,
+    switch_of: impl Fn(usize) -> i64,
+    mut start_of: impl FnMut(usize) -> KeyState,
+    mut end_of: impl FnMut(usize, KeyState),
+) -> Scanned {
     let mut units = Scanned::default();
     let n = events.key.len();
     let mut lo = 0;
     while lo < n {
         let key = events.key[lo];
         let hi = lo + events.key[lo..].iter().take_while(|k| **k == key).count();
-        scan_key(events, lo..hi, switch_of(lo), &mut units);
+        let mut state = start_of(lo);
+        scan_key(events, lo..hi, switch_of(lo), &mut units, &mut state);
+        end_of(lo, state);
         lo = hi;
     }
     units
 }
 
-/// [`scan`] for the events `rows` of one key.
-fn scan_key(events: &Events, rows: std::ops::Range<usize>, switch: i64, units: &mut Scanned) {
-    let mut last_inbound: Option<i64> = None;
-    let mut click: Option<i64> = None;
-    let mut free_entry_end = i64::MIN;
-    // The latest conversation of each category: (end, unit); and the end of the free entry
-    // point conversation.
-    let mut open: [Option<(i64, usize)>; Category::ALL.len()] = [None; Category::ALL.len()];
-    let mut free_entry_conversation_end = i64::MIN;
+/// [`scan`] for the events `rows` of one key, from `state`.
+fn scan_key(
+    events: &Events,
+    rows: std::ops::Range<usize>,
+    switch: i64,
+    units: &mut Scanned,
+    state: &mut KeyState,
+) {
+    let KeyState {
+        last_inbound,
+        click,
+        free_entry_end,
+        open,
+        free_entry_conversation_end,
+    } = state;
     for i in rows {
         let t = events.time[i];
         let what = events.what[i];
         if what == INBOUND || what == CLICK {
-            last_inbound = Some(t);
+            *last_inbound = Some(t);
             if what == CLICK {
-                click = Some(t);
+                *click = Some(t);
             }
             continue;
         }
@@ -171,13 +263,13 @@ fn scan_key(events: &Events, rows: std::ops::Range<usize>, switch: i64, units: &
         // A click is answered once, by the first delivered message after it.
         let opens_free_entry = click
             .take()
-            .is_some_and(|u| u <= t && t < u + DAY && t >= free_entry_end);
+            .is_some_and(|u| u <= t && t < u + DAY && t >= *free_entry_end);
         if opens_free_entry {
-            free_entry_end = t + FREE_ENTRY;
+            *free_entry_end = t + FREE_ENTRY;
         }
-        let is_open = |slot: Option<(i64, usize)>| slot.is_some_and(|(end, _)| t < end);
+        let is_open = |slot: Option<(i64, UnitRef)>| slot.is_some_and(|(end, _)| t < end);
         if t >= switch {
-            let pricing_type = if t < free_entry_end {
+            let pricing_type = if t < *free_entry_end {
                 PricingType::FreeEntryPoint
             } else if !template
                 || (category == Category::Utility
@@ -198,11 +290,14 @@ fn scan_key(events: &Events, rows: std::ops::Range<usize>, switch: i64, units: &
             for slot in open.iter_mut() {
                 if let Some((end, unit)) = slot.take() {
                     if t < end {
-                        units.end[unit] = Some(t);
+                        match unit {
+                            UnitRef::New(unit) => units.end[unit] = Some(t),
+                            UnitRef::Carried(unit) => units.cuts.push((unit, t)),
+                        }
                     }
                 }
             }
-            free_entry_conversation_end = t + FREE_ENTRY;
+            *free_entry_conversation_end = t + FREE_ENTRY;
             units.push(
                 i,
                 Some(t + FREE_ENTRY),
@@ -212,7 +307,7 @@ fn scan_key(events: &Events, rows: std::ops::Range<usize>, switch: i64, units: &
             );
             continue;
         }
-        if t < free_entry_conversation_end {
+        if t < *free_entry_conversation_end {
             continue;
         }
         let opens = match template {
@@ -227,7 +322,7 @@ fn scan_key(events: &Events, rows: std::ops::Range<usize>, switch: i64, units: &
                 PricingType::Regular,
                 Some(direction),
             );
-            open[category.index()] = Some((t + DAY, unit));
+            open[category.index()] = Some((t + DAY, UnitRef::New(unit)));
         }
     }
 }
@@ -281,6 +376,33 @@ pub struct LineSum {
 pub struct Priced {
     pub units: DataFrame,
     pub lines: BTreeMap<LineKey, LineSum>,
+    /// Each key's state after its events: (the row of its first event, the state).
+    pub states: Vec<(IdxSize, KeyState)>,
+    /// Carried conversations a free entry point closed ([`Scanned::cuts`]).
+    pub cuts: Vec<(usize, i64)>,
+    /// The counts of [`Carry`], with this group's units added.
+    pub counted: Counts,
+}
+
+/// A conversation key: account, business and user.
+pub type KeyStrings = (String, String, String);
+
+/// What a group's units are counted after, per account: Meta's free tier and volume tiers
+/// count across the nights of a month.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Regular service conversations of a WABA's month: (account, WABA, month).
+    pub service: BTreeMap<(String, String, i32), u64>,
+    /// Charged messages numbered in a volume tier's count: (account, month, market, category).
+    pub charged: BTreeMap<(String, i32, String, Category), u64>,
+}
+
+/// What a nightly run carries into a group's pricing from the nights before.
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    /// Each key's state at midnight; its open conversations are [`UnitRef::Carried`].
+    pub states: HashMap<KeyStrings, KeyState>,
+    pub counts: Counts,
 }
 
 /// What the card says of one business of an account, looked up once per key.
@@ -319,7 +441,7 @@ struct LineRef<'a> {
 }
 
 /// `model` of a unit: `CBP` for a conversation, `PMP` for a message priced by itself.
-fn model_name(conversation: bool) -> &'static str {
+pub fn model_name(conversation: bool) -> &'static str {
     match conversation {
         true => "CBP",
         false => "PMP",
@@ -327,7 +449,7 @@ fn model_name(conversation: bool) -> &'static str {
 }
 
 /// A WABA-local day's month, as one number (`year * 12 + month - 1`).
-fn month_of(day: NaiveDate) -> i32 {
+pub fn month_of(day: NaiveDate) -> i32 {
     day.year() * 12 + day.month0() as i32
 }
 
@@ -351,6 +473,7 @@ pub fn price(
     events: &Events,
     meta: &MetaConfig,
     paths: &[String],
+    carry: &Carry,
 ) -> Result<Priced> {
     use crate::sessions::{strings, values};
     let accounts = strings(id_strings, schema::ACCOUNT_ID)?;
@@ -405,7 +528,24 @@ pub fn price(
     for &(lo, index) in &runs {
         switches[lo] = info[index].switch;
     }
-    let scanned = scan(events, |lo| switches[lo]);
+    let mut states = Vec::with_capacity(runs.len());
+    let scanned = scan_from(
+        events,
+        |lo| switches[lo],
+        |lo| {
+            if carry.states.is_empty() {
+                return KeyState::default();
+            }
+            let row = events.source[lo] as usize;
+            let key = (
+                accounts[row].to_string(),
+                businesses[row].to_string(),
+                users[row].to_string(),
+            );
+            carry.states.get(&key).copied().unwrap_or_default()
+        },
+        |lo, state| states.push((events.source[lo], state)),
+    );
 
     // Each unit's place: its row, business, WABA-local day, country and market.
     let n = scanned.len();
@@ -468,9 +608,21 @@ pub fn price(
                 .push((events.time[event], events.key[event], u));
         }
     }
-    for mut month in service.into_values() {
-        month.sort_unstable();
-        for (_, _, u) in month.into_iter().take(pricing::FREE_TIER_CONVERSATIONS) {
+    let mut waba_names = vec![""; waba_index.len()];
+    for ((_, name), index) in &waba_index {
+        waba_names[*index] = name.as_str();
+    }
+    let mut counted = carry.counts.clone();
+    for ((waba, month), mut starts) in service {
+        let account = accounts[rows[starts[0].2]];
+        let count = counted
+            .service
+            .entry((account.to_string(), waba_names[waba].to_string(), month))
+            .or_default();
+        let free = (pricing::FREE_TIER_CONVERSATIONS as u64).saturating_sub(*count);
+        *count += starts.len() as u64;
+        starts.sort_unstable();
+        for (_, _, u) in starts.into_iter().take(free as usize) {
             pricing_type[u] = PricingType::FreeTier;
         }
     }
@@ -492,7 +644,13 @@ pub fn price(
                 .push(u);
         }
     }
-    for mut month in charged.into_values() {
+    for ((account, month_number, market, category), mut month) in charged {
+        let count = counted
+            .charged
+            .entry((account.to_string(), month_number, market.to_string(), category))
+            .or_default();
+        let before = *count;
+        *count += month.len() as u64;
         month.sort_unstable_by_key(|&u| {
             let row = rows[u];
             (
@@ -503,7 +661,7 @@ pub fn price(
             )
         });
         for (i, u) in month.into_iter().enumerate() {
-            numbered[u] = i as u64 + 1;
+            numbered[u] = before + i as u64 + 1;
         }
     }
 
@@ -738,6 +896,9 @@ pub fn price(
     Ok(Priced {
         units: DataFrame::new(n, columns)?,
         lines,
+        states,
+        cuts: scanned.cuts,
+        counted,
     })
 }
 

@@ -22,6 +22,7 @@
 //! recompute) is in place entirely or not at all.
 
 pub mod inputs;
+pub mod meta;
 pub mod month_to_date;
 pub mod night;
 
@@ -300,9 +301,6 @@ pub fn run(config: &NightConfig) -> Result<NightReport> {
     // The rate card is checked before anything else is touched; then the output folder's
     // lock is taken before anything under or beside it is.
     let card = crate::rates::load_or_built_in(config.rates.as_deref())?;
-    if card.meta.is_some() {
-        return Err(NightError::MetaNotNightly.into());
-    }
     let folder = OutFolder::new(&config.out)?;
     folder.check_apart_from(&config.input)?;
     let _lock = folder.lock()?;
@@ -462,7 +460,7 @@ fn run_nights(
         stats.push(night.stats);
         open.insert(date, night.open);
         // A night rerun without `--rejects` keeps no rejects of an earlier run.
-        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR] {
+        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR, meta::UNITS_DIR] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
         }
     }

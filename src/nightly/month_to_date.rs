@@ -34,6 +34,9 @@ use crate::write::{self, STATE_DIR};
 
 /// A night's counted lines of the periods still open after it, summed over the history.
 pub(crate) const LINES_TO_DATE: &str = "lines_to_date.parquet";
+/// With `[meta]`: a night's Meta cost lines of the periods still open after it, summed over
+/// the history.
+pub(crate) const META_LINES_TO_DATE: &str = "meta_lines_to_date.json";
 /// The folder of the periods the history has closed: `closed/period=P/`.
 pub const CLOSED_DIR: &str = "closed";
 
@@ -89,6 +92,9 @@ struct ClosedManifest {
     closed_by_night: NaiveDate,
     history: HistorySection,
     invoices: write::InvoiceSummary,
+    /// What Meta charged in the period, with `[meta]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<crate::meta::cost::MetaSummary>,
     outputs: Vec<write::WrittenFile>,
 }
 
@@ -97,6 +103,25 @@ struct Closing {
     period: String,
     night: NaiveDate,
     lines: DataFrame,
+    /// Its Meta cost lines (with `[meta]`).
+    meta: MetaLines,
+}
+
+/// Meta's cost lines, when the card has `[meta]`.
+type MetaLines = Option<crate::meta::cost::Lines>;
+
+/// The Meta cost lines a night's state keeps in `file`; none in a state written without them.
+fn read_meta_lines(state: &Path, file: &str) -> Result<crate::meta::cost::Lines> {
+    let mut lines = crate::meta::cost::Lines::new();
+    let path = state.join(file);
+    if let Some(value) = write::read_json_if_exists::<serde_json::Value>(&path)? {
+        crate::meta::cost::add_state(&mut lines, value).map_err(|problem| {
+            polars::error::PolarsError::ComputeError(
+                format!("`{}`: {problem}", path.display()).into(),
+            )
+        })?;
+    }
+    Ok(lines)
 }
 
 /// The history a month-to-date folder sums up.
@@ -119,6 +144,9 @@ struct MonthToDateManifest<'a> {
     /// Input files that hold messages of nights already billed that those nights did not read.
     late_input: &'a [LateFile],
     invoices: write::InvoiceSummary,
+    /// What Meta charged in the periods still open, with `[meta]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<crate::meta::cost::MetaSummary>,
     outputs: Vec<write::WrittenFile>,
 }
 
@@ -183,9 +211,10 @@ fn history_page(
 fn close_periods<'a>(
     tree: &Tree,
     run: &Run<'a>,
-) -> Result<(DataFrame, &'a night::OpenSummary, Vec<Closing>)> {
+) -> Result<(DataFrame, MetaLines, &'a night::OpenSummary, Vec<Closing>)> {
     let first = *run.nights.first().expect("a night has run");
     let mut to_date: Option<DataFrame> = None;
+    let mut meta_to_date: MetaLines = None;
     let mut last_open: Option<&night::OpenSummary> = None;
     let mut closings = Vec::new();
     for &night in run.computed {
@@ -203,6 +232,26 @@ fn close_periods<'a>(
         let summed = rating::sum_counted(
             concat([previous.lazy(), lines.lazy()], UnionArgs::default())?.collect()?,
         )?;
+        let meta_summed = match run.card.meta {
+            None => None,
+            Some(_) => {
+                let mut summed = match meta_to_date.take() {
+                    Some(lines) => lines,
+                    None if night == first => Default::default(),
+                    None => {
+                        let before = night - Days::new(1);
+                        let dir = tree.state(before).expect("the night before has a state");
+                        read_meta_lines(&dir, META_LINES_TO_DATE)?
+                    }
+                };
+                for (key, sum) in read_meta_lines(&state, crate::nightly::meta::LINES)? {
+                    let line = summed.entry(key).or_default();
+                    line.units += sum.units;
+                    line.cost += sum.cost;
+                }
+                Some(summed)
+            }
+        };
         let open = &run.open[&night];
         // Every open session counts in one of its lines: their periods are the lines'.
         let still_open: BTreeSet<&str> = open
@@ -213,7 +262,9 @@ fn close_periods<'a>(
             .flatten()
             .collect();
         let night_end = start_ns(night) + DAY_NS;
-        let periods: BTreeSet<&str> = summed.column("period")?.str()?.iter().flatten().collect();
+        let mut periods: BTreeSet<&str> =
+            summed.column("period")?.str()?.iter().flatten().collect();
+        periods.extend(meta_summed.iter().flatten().map(|(k, _)| k.period.as_str()));
         let closing: Vec<String> = periods
             .into_iter()
             .filter(|p| !still_open.contains(p))
@@ -230,21 +281,39 @@ fn close_periods<'a>(
             .map(|p| of_period(p))
             .reduce(|a, b| a.or(b))
             .unwrap_or(lit(false));
+        let mut meta_kept = meta_summed;
         for period in closing {
+            let meta = meta_kept.as_mut().map(|lines| {
+                let (of, rest) = std::mem::take(lines)
+                    .into_iter()
+                    .partition(|(k, _)| k.period == period);
+                *lines = rest;
+                of
+            });
             closings.push(Closing {
                 lines: summed.clone().lazy().filter(of_period(&period)).collect()?,
                 period,
                 night,
+                meta,
             });
         }
         let mut kept = summed.lazy().filter(closed_mask.not()).collect()?;
         write::write_parquet(&state, LINES_TO_DATE, &mut kept)?;
         to_date = Some(kept);
+        if let Some(lines) = &meta_kept {
+            write::write_json(
+                &state,
+                META_LINES_TO_DATE,
+                &crate::meta::cost::to_state(lines),
+            )?;
+        }
+        meta_to_date = meta_kept;
         last_open = Some(open);
     }
     let computed = "a run computes a night";
     Ok((
         to_date.expect(computed),
+        meta_to_date,
         last_open.expect(computed),
         closings,
     ))
@@ -294,7 +363,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         *run.nights.first().expect("a night has run"),
         *run.nights.last().expect("a night has run"),
     );
-    let (to_date, open, closings) = close_periods(tree, run)?;
+    let (to_date, meta_to_date, open, closings) = close_periods(tree, run)?;
     let latest_state = tree.state(latest).expect("the latest night has a state");
     let lines = vec![to_date.lazy(), open.lines.clone().lazy()];
     let history_to = |night: NaiveDate| rating::Coverage {
@@ -317,11 +386,22 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         &coverage,
     )?;
     // A closed period's invoices are final or partial: nothing of them is open any more.
+    // What Meta charged, with each invoice's share.
+    let attach = |invoices: &mut Invoices, lines: &MetaLines| match (&card.meta, lines) {
+        (Some(meta), Some(lines)) => Some(crate::meta::cost::attach(
+            &mut invoices.invoices,
+            lines,
+            meta,
+        )),
+        _ => None,
+    };
+    let meta_summary = attach(&mut invoices, &meta_to_date);
     let mut closed = closings
         .into_iter()
         .map(|c| {
-            let invoices = rating::invoices_from_lines(c.lines, card, &history_to(c.night))?;
-            Ok((c.period, c.night, invoices))
+            let mut invoices = rating::invoices_from_lines(c.lines, card, &history_to(c.night))?;
+            let summary = attach(&mut invoices, &c.meta);
+            Ok((c.period, c.night, invoices, c.meta.map(|lines| (lines, summary))))
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -346,12 +426,12 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     let mut register = revision::Register::read(&tree.out.join(&register_path))?;
     let register_before = register.clone();
     revision::revise(&mut invoices.invoices, &issued, &mut register);
-    for (_, _, invoices) in &mut closed {
+    for (_, _, invoices, _) in &mut closed {
         revision::revise(&mut invoices.invoices, &issued, &mut register);
     }
     let all: Vec<rating::Invoice> = closed
         .iter()
-        .flat_map(|(_, _, c)| c.invoices.iter())
+        .flat_map(|(_, _, c, _)| c.invoices.iter())
         .chain(&invoices.invoices)
         .cloned()
         .collect();
@@ -383,10 +463,17 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     }
     tally.add_rows(&last_night.open_tally);
     let mut closed_periods = Vec::with_capacity(closed.len());
-    for (period, night, mut invoices) in closed {
+    for (period, night, mut invoices, meta) in closed {
         let relative = closed_dir(&period);
         let dir = tree.staging.join(&relative);
         let mut outputs = write::write_invoices(&dir, &mut invoices, card)?;
+        let meta = match meta {
+            Some((lines, summary)) => {
+                outputs.extend(write::write_meta_lines(&dir, &lines, card)?);
+                summary
+            }
+            None => None,
+        };
         let summary = write::InvoiceSummary::of(&invoices);
         // The period's own page, as the month-to-date one showed it: no later night changes it.
         let page = history_page(
@@ -418,6 +505,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
                 last_night: night,
             },
             invoices: summary,
+            meta,
             outputs,
         };
         write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
@@ -443,6 +531,17 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         night::OPEN,
         last_night.sessions_open,
     )?);
+    if let Some(lines) = &meta_to_date {
+        written.extend(write::write_meta_lines(&dir, lines, card)?);
+        let open_units = crate::nightly::meta::OPEN_UNITS;
+        let rows = super::read_parquet(&latest_state.join(open_units))?.height() as u64;
+        written.push(write::link_file(
+            &latest_state.join(open_units),
+            &dir,
+            open_units,
+            rows,
+        )?);
+    }
     let stats = InputStats {
         rows_read: last_night.rows_read,
         duplicates_dropped: last_night.duplicates(),
@@ -530,6 +629,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         last_night,
         late_input: run.late,
         invoices: summary,
+        meta: meta_summary,
         outputs: written,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;

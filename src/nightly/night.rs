@@ -522,6 +522,8 @@ pub(crate) struct GroupNight {
     /// A rerun night: the messages the night billed before that the input no longer holds, and
     /// the first of them (account, message id).
     missing: Option<(u64, String, String)>,
+    /// Meta's pricing, when the card has `[meta]`.
+    meta: Option<super::meta::GroupMeta>,
 }
 
 /// What the month-to-date of a night needs of its open sessions ([`OPEN`]), rated: their
@@ -647,7 +649,18 @@ pub(crate) fn compute_group(
         None => (day, Vec::new()),
     };
     let rows_used = events.height() as u64 - carried_in;
-    let (derived, rows) = sessions::derive_night(&events, &counts, end)?;
+    let (derived, rows, meta_events) = sessions::derive_night(
+        &events,
+        &counts,
+        end,
+        card.meta.is_some().then_some(start),
+    )?;
+    let meta = match (meta_events, &card.meta) {
+        (Some(meta_events), Some(meta)) => Some(timed("priced by Meta", || {
+            super::meta::compute_group(tree, night, accounts, &events, meta_events, meta, paths)
+        })?),
+        _ => None,
+    };
     let rated = timed("rated sessions", || {
         rating::rate_sessions(derived.sessions, card)
     })?;
@@ -728,6 +741,7 @@ pub(crate) fn compute_group(
         rows_used,
         carried_in,
         missing,
+        meta,
     })
 }
 
@@ -795,6 +809,47 @@ pub(crate) struct NightWriter {
     carried_in: u64,
     /// How many messages the night billed before are missing from the input, and the first.
     pub missing: Option<(u64, String, String)>,
+    meta: Option<MetaWriter>,
+}
+
+/// A night's files of Meta's pricing ([`super::meta`]).
+struct MetaWriter {
+    units: write::TableWriter,
+    open: write::TableWriter,
+    keys: write::TableWriter,
+    service: write::TableWriter,
+    charged: write::TableWriter,
+    lines: crate::meta::cost::Lines,
+}
+
+impl MetaWriter {
+    fn append(&mut self, group: super::meta::GroupMeta) -> Result<()> {
+        self.units.append(&group.units)?;
+        self.open.append(&group.open)?;
+        self.keys.append(&group.keys)?;
+        self.service.append(&group.service)?;
+        self.charged.append(&group.charged)?;
+        for (key, sum) in group.lines {
+            let line = self.lines.entry(key).or_default();
+            line.units += sum.units;
+            line.cost += sum.cost;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, state: &std::path::Path) -> Result<()> {
+        for table in [
+            &mut self.units,
+            &mut self.open,
+            &mut self.keys,
+            &mut self.service,
+            &mut self.charged,
+        ] {
+            table.finish()?;
+        }
+        write::write_json(state, super::meta::LINES, &crate::meta::cost::to_state(&self.lines))?;
+        Ok(())
+    }
 }
 
 impl NightWriter {
@@ -829,6 +884,22 @@ impl NightWriter {
             rows_used: 0,
             carried_in: 0,
             missing: None,
+            meta: match card.meta {
+                None => None,
+                Some(_) => {
+                    use super::meta;
+                    let state = staging.join(STATE_DIR).join(&name);
+                    Some(MetaWriter {
+                        units: table(staging.join(meta::UNITS_DIR).join(&name), PART)?
+                            .without_statistics(),
+                        open: table(state.clone(), meta::OPEN_UNITS)?,
+                        keys: table(state.clone(), meta::KEYS)?,
+                        service: table(state.clone(), meta::SERVICE_COUNTS)?,
+                        charged: table(state, meta::CHARGED_COUNTS)?,
+                        lines: Default::default(),
+                    })
+                }
+            },
         })
     }
 
@@ -848,6 +919,9 @@ impl NightWriter {
             carried.join().expect("writing does not panic")?;
             seen.join().expect("writing does not panic")
         })?;
+        if let (Some(writer), Some(meta)) = (&mut self.meta, group.meta) {
+            writer.append(meta)?;
+        }
         self.closed_tally.add(&group.closed, &group.violations)?;
         self.open_tally.add_sessions(&group.open)?;
         self.lines.push(group.lines);
@@ -935,6 +1009,9 @@ impl NightWriter {
             "night computed"
         );
         let state = staging.join(STATE_DIR).join(&name);
+        if let Some(meta) = self.meta.take() {
+            meta.finish(&state)?;
+        }
         let mut lines = concat(
             self.lines.drain(..).map(IntoLazy::lazy).collect::<Vec<_>>(),
             UnionArgs::default(),
