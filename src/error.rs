@@ -57,9 +57,6 @@ pub enum NightError {
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
 
-    #[error("the rate card has `[meta]`, and nightly runs do not price by Meta's rules yet: run `convbill run` over the month for `meta_units.parquet`, or use a card without `[meta]` for the nights")]
-    MetaNotNightly,
-
     #[error("`{}` holds no nightly history", path.display())]
     NoHistory { path: PathBuf, exists: bool },
 

@@ -647,7 +647,12 @@ pub fn price(
     for ((account, month_number, market, category), mut month) in charged {
         let count = counted
             .charged
-            .entry((account.to_string(), month_number, market.to_string(), category))
+            .entry((
+                account.to_string(),
+                month_number,
+                market.to_string(),
+                category,
+            ))
             .or_default();
         let before = *count;
         *count += month.len() as u64;

@@ -159,7 +159,9 @@ fn carried(
         );
         let months = service.column(MONTH)?.i32()?.into_no_null_iter();
         let counts = service.column(COUNT)?.u64()?.into_no_null_iter();
-        for (((account, waba), month), count) in accounts.into_iter().zip(wabas).zip(months).zip(counts) {
+        for (((account, waba), month), count) in
+            accounts.into_iter().zip(wabas).zip(months).zip(counts)
+        {
             carry.counts.service.insert((account, waba, month), count);
         }
     }
@@ -283,24 +285,42 @@ pub(crate) fn compute_group(
     // night's day or later in every zone.
     let from = units::month_of(night);
     let Counts { service, charged } = priced.counted;
-    let service: Vec<_> = service.into_iter().filter(|((_, _, m), _)| *m >= from).collect();
-    let charged: Vec<_> = charged.into_iter().filter(|((_, m, _, _), _)| *m >= from).collect();
+    let service: Vec<_> = service
+        .into_iter()
+        .filter(|((_, _, m), _)| *m >= from)
+        .collect();
+    let charged: Vec<_> = charged
+        .into_iter()
+        .filter(|((_, m, _, _), _)| *m >= from)
+        .collect();
     let service = DataFrame::new(
         service.len(),
         vec![
             Column::new(
                 schema::ACCOUNT_ID.into(),
-                service.iter().map(|((a, _, _), _)| a.as_str()).collect::<Vec<_>>(),
+                service
+                    .iter()
+                    .map(|((a, _, _), _)| a.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 WABA.into(),
-                service.iter().map(|((_, w, _), _)| w.as_str()).collect::<Vec<_>>(),
+                service
+                    .iter()
+                    .map(|((_, w, _), _)| w.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 MONTH.into(),
-                service.iter().map(|((_, _, m), _)| *m).collect::<Vec<i32>>(),
+                service
+                    .iter()
+                    .map(|((_, _, m), _)| *m)
+                    .collect::<Vec<i32>>(),
             ),
-            Column::new(COUNT.into(), service.iter().map(|(_, c)| *c).collect::<Vec<u64>>()),
+            Column::new(
+                COUNT.into(),
+                service.iter().map(|(_, c)| *c).collect::<Vec<u64>>(),
+            ),
         ],
     )?;
     let charged = DataFrame::new(
@@ -308,21 +328,36 @@ pub(crate) fn compute_group(
         vec![
             Column::new(
                 schema::ACCOUNT_ID.into(),
-                charged.iter().map(|((a, ..), _)| a.as_str()).collect::<Vec<_>>(),
+                charged
+                    .iter()
+                    .map(|((a, ..), _)| a.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 MONTH.into(),
-                charged.iter().map(|((_, m, ..), _)| *m).collect::<Vec<i32>>(),
+                charged
+                    .iter()
+                    .map(|((_, m, ..), _)| *m)
+                    .collect::<Vec<i32>>(),
             ),
             Column::new(
                 "market".into(),
-                charged.iter().map(|((_, _, m, _), _)| m.as_str()).collect::<Vec<_>>(),
+                charged
+                    .iter()
+                    .map(|((_, _, m, _), _)| m.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "category".into(),
-                charged.iter().map(|((.., c), _)| c.name()).collect::<Vec<_>>(),
+                charged
+                    .iter()
+                    .map(|((.., c), _)| c.name())
+                    .collect::<Vec<_>>(),
             ),
-            Column::new(COUNT.into(), charged.iter().map(|(_, c)| *c).collect::<Vec<u64>>()),
+            Column::new(
+                COUNT.into(),
+                charged.iter().map(|(_, c)| *c).collect::<Vec<u64>>(),
+            ),
         ],
     )?;
     Ok(GroupMeta {

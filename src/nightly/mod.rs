@@ -460,7 +460,13 @@ fn run_nights(
         stats.push(night.stats);
         open.insert(date, night.open);
         // A night rerun without `--rejects` keeps no rejects of an earlier run.
-        for kind in [SESSIONS_DIR, VIOLATIONS_DIR, STATE_DIR, REJECTS_DIR, meta::UNITS_DIR] {
+        for kind in [
+            SESSIONS_DIR,
+            VIOLATIONS_DIR,
+            STATE_DIR,
+            REJECTS_DIR,
+            meta::UNITS_DIR,
+        ] {
             rewritten.insert(Path::new(kind).join(night_dir(date)));
         }
     }

@@ -401,7 +401,12 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         .map(|c| {
             let mut invoices = rating::invoices_from_lines(c.lines, card, &history_to(c.night))?;
             let summary = attach(&mut invoices, &c.meta);
-            Ok((c.period, c.night, invoices, c.meta.map(|lines| (lines, summary))))
+            Ok((
+                c.period,
+                c.night,
+                invoices,
+                c.meta.map(|lines| (lines, summary)),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
 

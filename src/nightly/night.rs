@@ -649,12 +649,8 @@ pub(crate) fn compute_group(
         None => (day, Vec::new()),
     };
     let rows_used = events.height() as u64 - carried_in;
-    let (derived, rows, meta_events) = sessions::derive_night(
-        &events,
-        &counts,
-        end,
-        card.meta.is_some().then_some(start),
-    )?;
+    let (derived, rows, meta_events) =
+        sessions::derive_night(&events, &counts, end, card.meta.is_some().then_some(start))?;
     let meta = match (meta_events, &card.meta) {
         (Some(meta_events), Some(meta)) => Some(timed("priced by Meta", || {
             super::meta::compute_group(tree, night, accounts, &events, meta_events, meta, paths)
@@ -847,7 +843,11 @@ impl MetaWriter {
         ] {
             table.finish()?;
         }
-        write::write_json(state, super::meta::LINES, &crate::meta::cost::to_state(&self.lines))?;
+        write::write_json(
+            state,
+            super::meta::LINES,
+            &crate::meta::cost::to_state(&self.lines),
+        )?;
         Ok(())
     }
 }

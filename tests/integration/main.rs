@@ -6,6 +6,7 @@ mod explain;
 mod fuzz;
 mod history;
 mod interrupt;
+mod meta_nightly;
 mod meta_pricing;
 mod meta_rules;
 mod nightly;

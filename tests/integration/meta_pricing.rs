@@ -14,7 +14,7 @@ const ID_USER: &str = "6281100000001";
 
 /// The card: one plan in USD, Meta's two sample cards, WABAs in UTC unless `extra` says
 /// otherwise (`extra` is appended to the `[meta]` section).
-fn card(dir: &Path, extra: &str) -> PathBuf {
+pub fn card(dir: &Path, extra: &str) -> PathBuf {
     let meta = dir.join("meta");
     std::fs::create_dir_all(&meta).unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta");
@@ -139,11 +139,11 @@ fn row(
     (id.into(), category.into(), pricing_type.into(), cost.into())
 }
 
-fn wa(e: Ev) -> Ev {
+pub fn wa(e: Ev) -> Ev {
     e.user(ID_USER)
 }
 
-fn tpl(id: &str, when: &str, category: &str) -> Ev {
+pub fn tpl(id: &str, when: &str, category: &str) -> Ev {
     wa(template(id, when).category(category))
 }
 
@@ -707,25 +707,6 @@ fn a_market_without_a_rate_on_the_card_is_named() {
         .code(3)
         .stderr(predicate::str::contains(
             "message `t` of account `acme` cannot be priced by Meta's rules: Meta rate card `meta/rates-usd-2025-07.csv` (effective 2025-07-01) has no market `Indonesia`",
-        ));
-}
-
-#[test]
-fn nightly_runs_refuse_a_card_with_meta_for_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = write_log(dir.path(), &[tpl("t", "2025-08-04 10:00", "marketing")]);
-    let card = card(dir.path(), "");
-    crate::cli::convbill()
-        .args(["run", "--init", "--date", "2025-08-04", "--input"])
-        .arg(&input)
-        .arg("--out")
-        .arg(dir.path().join("nights"))
-        .arg("--rates")
-        .arg(&card)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "nightly runs do not price by Meta's rules yet",
         ));
 }
 

@@ -10,14 +10,14 @@ use predicates::prelude::*;
 use crate::cli::{convbill, run_command, snapshot};
 use crate::support::*;
 
-fn read(path: &Path) -> DataFrame {
+pub fn read(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap())
         .finish()
         .unwrap()
 }
 
 /// All part files under `dir/<kind>/date=*/`, stacked, sorted by `by`.
-fn partitions(dir: &Path, kind: &str, by: &[&str]) -> DataFrame {
+pub fn partitions(dir: &Path, kind: &str, by: &[&str]) -> DataFrame {
     let mut frames = Vec::new();
     let mut nights: Vec<PathBuf> = std::fs::read_dir(dir.join(kind))
         .unwrap()
@@ -42,7 +42,7 @@ fn partitions(dir: &Path, kind: &str, by: &[&str]) -> DataFrame {
     )
 }
 
-fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
+pub fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
     frame
         .lazy()
         .sort(by.iter().copied(), SortMultipleOptions::default())

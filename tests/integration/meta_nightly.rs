@@ -1,0 +1,303 @@
+//! Meta's pricing in nightly runs: the nights of a history give the units, cost lines and
+//! invoice costs of one whole run, across midnight, a month end and the 2025-07-01 switch,
+//! and a rerun gives the same bytes.
+
+use std::path::Path;
+
+use chrono::Days;
+use polars::prelude::*;
+
+use crate::cli::{convbill, run_command, snapshot};
+use crate::meta_pricing::{card, tpl, wa};
+use crate::nightly::{date, invoice_folders, night_command, partitions, read, sorted};
+use crate::support::*;
+
+/// Every unit of a history: those the nights wrote and those still open.
+fn history_units(nightly: &Path) -> DataFrame {
+    let mut units = partitions(nightly, "meta_units", &["unit_id"]);
+    units
+        .vstack_mut(&read(
+            &nightly.join("month-to-date/meta_open_units.parquet"),
+        ))
+        .unwrap();
+    sorted(units, &["unit_id"])
+}
+
+/// The rows of `file` in every invoice folder of a history, sorted by `by`.
+fn history_table(nightly: &Path, file: &str, by: &[&str]) -> DataFrame {
+    let frames: Vec<LazyFrame> = invoice_folders(nightly)
+        .iter()
+        .map(|dir| read(&dir.join(file)).lazy())
+        .collect();
+    sorted(
+        concat(frames, UnionArgs::default())
+            .unwrap()
+            .collect()
+            .unwrap(),
+        by,
+    )
+}
+
+const LINE_KEY: [&str; 8] = [
+    "account_id",
+    "period",
+    "model",
+    "market",
+    "category",
+    "pricing_type",
+    "tier",
+    "currency",
+];
+
+/// The nights' Meta units, cost lines and invoice costs equal the whole run's.
+fn assert_meta_same_as_whole(nightly: &Path, whole: &Path) {
+    let nightly_units = history_units(nightly);
+    let whole_units = sorted(read(&whole.join("meta_units.parquet")), &["unit_id"]);
+    assert_eq!(nightly_units.height(), whole_units.height());
+    assert!(
+        nightly_units.equals_missing(&whole_units),
+        "units differ:\n{nightly_units}\n{whole_units}"
+    );
+    let nightly_lines = history_table(nightly, "meta_cost_lines.parquet", &LINE_KEY);
+    let whole_lines = sorted(read(&whole.join("meta_cost_lines.parquet")), &LINE_KEY);
+    assert!(
+        nightly_lines.equals_missing(&whole_lines),
+        "cost lines differ:\n{nightly_lines}\n{whole_lines}"
+    );
+    let costs = |frame: DataFrame| {
+        sorted(
+            frame
+                .select(["account_id", "period", "meta_cost", "margin"])
+                .unwrap(),
+            &["account_id", "period"],
+        )
+    };
+    let by = ["account_id", "period"];
+    let nightly_invoices = costs(history_table(nightly, "invoices.parquet", &by));
+    let whole_invoices = costs(read(&whole.join("invoices.parquet")));
+    assert!(
+        nightly_invoices.equals_missing(&whole_invoices),
+        "invoice costs differ:\n{nightly_invoices}\n{whole_invoices}"
+    );
+}
+
+/// The values of a text column.
+fn texts(frame: &DataFrame, name: &str) -> Vec<String> {
+    frame
+        .column(name)
+        .unwrap()
+        .cast(&DataType::String)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or("-").to_string())
+        .collect()
+}
+
+#[test]
+fn nights_priced_by_meta_equal_a_whole_run_across_a_month_end_and_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("log.parquet");
+    // Threads from 28 June 2025 for four days: conversations before the switch (in Los
+    // Angeles and, for one business, Jakarta), messages after it, clicks answered within and
+    // after a day, and India's utility tiers of the sample card.
+    convbill()
+        .args([
+            "generate",
+            "--messages",
+            "9000",
+            "--seed",
+            "21",
+            "--accounts",
+            "3",
+        ])
+        .args(["--start", "2025-06-28", "--days", "4", "--markets", "--out"])
+        .arg(&input)
+        .assert()
+        .success();
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta/rates.toml");
+    let whole = dir.path().join("whole");
+    run_command(&input, &whole)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success();
+    let nightly = dir.path().join("nightly");
+    let first = date("2025-06-28");
+    // The generator's late replies reach three days past its last day.
+    for d in 0..7 {
+        night_command(&input, &nightly, first + Days::new(d))
+            .arg("--rates")
+            .arg(&card)
+            .args(["--partition-rows", "700"])
+            .assert()
+            .success();
+    }
+    crate::nightly::assert_same_as_whole(&nightly, &whole);
+    assert_meta_same_as_whole(&nightly, &whole);
+
+    // The log has what the nights must carry across midnight.
+    let units = read(&whole.join("meta_units.parquet"));
+    let (models, types) = (texts(&units, "model"), texts(&units, "pricing_type"));
+    let (starts, ends) = (texts(&units, "started_at"), texts(&units, "ends_at"));
+    assert!(models.contains(&"CBP".to_string()) && models.contains(&"PMP".to_string()));
+    assert!(types.contains(&"free_entry_point".to_string()));
+    let crossing = (0..units.height())
+        .filter(|&i| models[i] == "CBP" && ends[i][..10] != starts[i][..10])
+        .count();
+    assert!(crossing > 100, "{crossing} conversations cross midnight");
+    assert!(texts(&units, "tier").iter().any(|t| t == "1:25"));
+
+    // A rerun of an earlier night, recomputing the later ones, gives the same bytes; so do
+    // the nights in one piece.
+    let before = snapshot(&nightly);
+    night_command(&input, &nightly, date("2025-06-30"))
+        .arg("--rates")
+        .arg(&card)
+        .arg("--recompute-later")
+        .assert()
+        .success();
+    assert!(before == snapshot(&nightly), "a rerun changed bytes");
+    let one_piece = dir.path().join("one-piece");
+    for d in 0..7 {
+        night_command(&input, &one_piece, first + Days::new(d))
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .success();
+    }
+    assert!(
+        before == snapshot(&one_piece),
+        "nights in groups and in one piece differ"
+    );
+}
+
+/// Runs `events` whole and night by night from `first` for `nights` nights, with the card of
+/// `extra`; checks the two agree and returns the whole run's units.
+fn whole_and_nights(dir: &Path, events: &[Ev], extra: &str, first: &str, nights: u64) -> DataFrame {
+    let input = write_log(dir, events);
+    let card = card(dir, extra);
+    let whole = dir.join("whole");
+    run_command(&input, &whole)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success();
+    let nightly = dir.join("nightly");
+    for d in 0..nights {
+        night_command(&input, &nightly, date(first) + Days::new(d))
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .success();
+    }
+    assert_meta_same_as_whole(&nightly, &whole);
+    sorted(
+        read(&whole.join("meta_units.parquet")),
+        &["started_at", "message_id"],
+    )
+}
+
+#[test]
+fn the_free_tier_counts_on_across_nights_and_a_free_entry_point_closes_a_conversation_carried_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = Vec::new();
+    // 600 service conversations on each of two nights: the WABA's first 1,000 of March are
+    // free, the last 200 of the second night are not.
+    for night in ["2024-03-02", "2024-03-03"] {
+        for n in 0..600 {
+            let user = format!("62811{n:08}");
+            let when = format!("{night} {:02}:{:02}", n / 60, n % 60);
+            events.push(inbound(&format!("{night}-in{n}"), &when).user(&user));
+            events.push(reply(&format!("{night}-r{n}"), &when).user(&user));
+        }
+    }
+    // A marketing conversation opened at 20:00 is closed the next night at 02:00 by a free
+    // entry point conversation: a click at 01:00 answered at 02:00.
+    events.push(tpl("mkt", "2024-03-04 20:00", "marketing"));
+    events.push(wa(inbound("click", "2024-03-05 01:00").kind("ad_click")));
+    events.push(wa(reply("answer", "2024-03-05 02:00")));
+    // A click at 23:00 answered the next night.
+    let other = "6281100000002";
+    events.push(
+        inbound("late-click", "2024-03-06 23:00")
+            .kind("cta_click")
+            .user(other),
+    );
+    events.push(reply("late-answer", "2024-03-07 01:00").user(other));
+    let units = whole_and_nights(dir.path(), &events, "", "2024-03-02", 8);
+
+    let ids = texts(&units, "message_id");
+    let types = texts(&units, "pricing_type");
+    let of = |id: &str| ids.iter().position(|i| i == id).unwrap();
+    let free = types.iter().filter(|t| *t == "free_tier").count();
+    assert_eq!(free, 1000);
+    assert_eq!(types[of("2024-03-03-r399")], "free_tier");
+    assert_eq!(types[of("2024-03-03-r400")], "regular");
+    let ends = texts(&units, "ends_at");
+    assert_eq!(ends[of("mkt")], "2024-03-05 02:00:00.000000000+00:00");
+    assert_eq!(types[of("answer")], "free_entry_point");
+    assert_eq!(types[of("late-answer")], "free_entry_point");
+}
+
+#[test]
+fn volume_tiers_count_on_across_nights() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = r#"[[meta.tiers]]
+market = "India"
+category = "utility"
+effective = "2025-07-01"
+tiers = [ { from = 1, to = 3, rate = "0.0020" }, { from = 4, rate = "0.0010" } ]
+"#;
+    let india = "919800000001";
+    let mut events = Vec::new();
+    for (night, n) in [("2025-07-02", 2), ("2025-07-03", 3)] {
+        for i in 0..n {
+            let id = format!("{night}-u{i}");
+            let when = format!("{night} 1{i}:00");
+            events.push(template(&id, &when).category("utility").user(india));
+        }
+    }
+    let units = whole_and_nights(dir.path(), &events, tiers, "2025-07-02", 2);
+    assert_eq!(
+        texts(&units, "tier"),
+        vec!["1:3", "1:3", "1:3", "4:MAX", "4:MAX"]
+    );
+    assert_eq!(
+        texts(&units, "cost"),
+        vec!["0.0020", "0.0020", "0.0020", "0.0010", "0.0010"]
+    );
+}
+
+#[test]
+fn a_history_priced_by_meta_is_not_continued_by_a_card_whose_meta_section_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[
+            tpl("t1", "2025-08-04 10:00", "marketing"),
+            tpl("t2", "2025-08-05 10:00", "marketing"),
+        ],
+    );
+    let first = card(dir.path(), "");
+    let out = dir.path().join("nightly");
+    let run = |day: &str, card: &Path| {
+        night_command(&input, &out, date(day))
+            .arg("--rates")
+            .arg(card)
+            .assert()
+    };
+    run("2025-08-04", &first).success();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let changed = card(&other, "model = \"cbp-2023\"");
+    let before = snapshot(&out);
+    run("2025-08-05", &changed)
+        .code(2)
+        .stderr(predicates::str::contains(
+            "cannot run 2025-08-05 with this rate card",
+        ));
+    assert!(before == snapshot(&out));
+    run("2025-08-05", &first).success();
+}
