@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -492,7 +492,6 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
 
 /// The end-of-run summary printed on stderr.
 fn summary(config: &RunConfig, report: &RunReport) -> String {
-    const SHOWN: usize = 20;
     let mut text = format!(
         "convbill: read {} messages from {} file(s), {} duplicate(s) dropped; {} sessions, {} violations, {} failed deliveries ignored\n",
         report.input.rows_read,
@@ -555,52 +554,7 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         ));
     }
     if let Some(meta) = &report.meta {
-        let sums = |by: &std::collections::BTreeMap<String, rust_decimal::Decimal>| {
-            let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
-            match sums.is_empty() {
-                true => "nothing".to_string(),
-                false => sums.join(", "),
-            }
-        };
-        text.push_str(&format!(
-            "convbill: Meta ({}): {} unit(s), {}; margin {}; see meta_cost_lines.csv\n",
-            meta.model,
-            meta.units,
-            sums(&meta.cost),
-            sums(&meta.margin)
-        ));
-        if !meta.without_invoice.is_empty() {
-            let first: Vec<String> = meta
-                .without_invoice
-                .iter()
-                .take(SHOWN)
-                .map(|(at, cost)| format!("{at} ({})", sums(cost)))
-                .collect();
-            text.push_str(&format!(
-                "convbill: note: Meta's cost of {} account period(s) without an invoice is in the margin but in no invoice: {}{}\n",
-                meta.without_invoice.len(),
-                first.join(", "),
-                match meta.without_invoice.len() > SHOWN {
-                    true => " ... (manifest.json lists them)",
-                    false => "",
-                }
-            ));
-        }
-        let negative = &meta.negative_margins;
-        if !negative.is_empty() {
-            text.push_str(&format!(
-                "convbill: warning: {} invoice(s) cost more at Meta than they bill: {}{}\n",
-                negative.len(),
-                negative[..negative.len().min(SHOWN)].join(", "),
-                match negative.len() > SHOWN {
-                    true => format!(
-                        " and {} more (manifest.json lists them)",
-                        negative.len() - SHOWN
-                    ),
-                    false => String::new(),
-                }
-            ));
-        }
+        text.push_str(&meta_summary(meta, "meta_cost_lines.csv"));
     }
     for change in &report.reissued {
         text.push_str(&format!("convbill: {}\n", change.describe()));
@@ -616,6 +570,61 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         report.written.len() + 1,
         config.out.display()
     ));
+    text
+}
+
+/// Invoices (and accounts) a summary names before it says how many more there are.
+const SHOWN: usize = 20;
+
+/// The summary's lines of what Meta charged; `lines` names the cost lines file.
+fn meta_summary(meta: &convbill::meta::cost::MetaSummary, lines: &str) -> String {
+    let mut text = String::new();
+    let sums = |by: &std::collections::BTreeMap<String, rust_decimal::Decimal>| {
+        let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
+        match sums.is_empty() {
+            true => "nothing".to_string(),
+            false => sums.join(", "),
+        }
+    };
+    text.push_str(&format!(
+        "convbill: Meta ({}): {} unit(s), {}; margin {}; see {lines}\n",
+        meta.model,
+        meta.units,
+        sums(&meta.cost),
+        sums(&meta.margin)
+    ));
+    if !meta.without_invoice.is_empty() {
+        let first: Vec<String> = meta
+            .without_invoice
+            .iter()
+            .take(SHOWN)
+            .map(|(at, cost)| format!("{at} ({})", sums(cost)))
+            .collect();
+        text.push_str(&format!(
+            "convbill: note: Meta's cost of {} account period(s) without an invoice is in the margin but in no invoice: {}{}\n",
+            meta.without_invoice.len(),
+            first.join(", "),
+            match meta.without_invoice.len() > SHOWN {
+                true => " ... (manifest.json lists them)",
+                false => "",
+            }
+        ));
+    }
+    let negative = &meta.negative_margins;
+    if !negative.is_empty() {
+        text.push_str(&format!(
+            "convbill: warning: {} invoice(s) cost more at Meta than they bill: {}{}\n",
+            negative.len(),
+            negative[..negative.len().min(SHOWN)].join(", "),
+            match negative.len() > SHOWN {
+                true => format!(
+                    " and {} more (manifest.json lists them)",
+                    negative.len() - SHOWN
+                ),
+                false => String::new(),
+            }
+        ));
+    }
     text
 }
 
@@ -689,6 +698,11 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
         invoice_counts(&report.invoices),
         config.out.join(nightly::MONTH_TO_DATE_DIR).display(),
     ));
+    if let Some(meta) = &report.meta {
+        let lines =
+            Path::new(nightly::MONTH_TO_DATE_DIR).join(convbill::write::META_LINES_CSV_FILE);
+        text.push_str(&meta_summary(meta, &lines.display().to_string()));
+    }
     for closed in &report.closed {
         text.push_str(&format!(
             "convbill: night {} closed period {}: {} in {}\n",

@@ -129,6 +129,8 @@ pub struct NightReport {
     /// `--accept-removed`: the recomputed nights and how many of the messages each had billed
     /// the input no longer held (dropped from the history).
     pub dropped: Vec<(NaiveDate, u64)>,
+    /// With `[meta]`: what Meta charged in the periods still open (`month-to-date/`).
+    pub meta: Option<crate::meta::cost::MetaSummary>,
 }
 
 fn night_dir(date: NaiveDate) -> String {
@@ -517,6 +519,7 @@ fn run_nights(
         history: history_span,
         late,
         dropped,
+        meta: written.meta,
     })
 }
 
@@ -548,6 +551,7 @@ fn run_night(
     let input_files = files.iter().map(night::InputFileRecord::of).collect();
     let mut source = load::Source::of(files)?;
     source.checks.keep_rejects = config.rejects;
+    source.checks.meta = card.meta.is_some();
     crate::progress::stage(&format!("night {date}: counting rows"), None);
     let account_rows = timed("counted rows per account", || source.account_rows())?;
     let plan = partition::plan(&account_rows, config.partition_rows);

@@ -79,6 +79,8 @@ pub(crate) struct Written {
     pub changes: Vec<revision::Change>,
     /// Folders the run rewrote, relative to the output folder.
     pub rewritten: Vec<PathBuf>,
+    /// What Meta charged in the periods still open, with `[meta]`.
+    pub meta: Option<crate::meta::cost::MetaSummary>,
 }
 
 /// `closed/period=P/manifest.json`.
@@ -634,7 +636,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         last_night,
         late_input: run.late,
         invoices: summary,
-        meta: meta_summary,
+        meta: meta_summary.clone(),
         outputs: written,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
@@ -643,5 +645,6 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         closed: closed_periods,
         changes,
         rewritten,
+        meta: meta_summary,
     })
 }

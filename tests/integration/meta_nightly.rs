@@ -6,6 +6,7 @@ use std::path::Path;
 
 use chrono::Days;
 use polars::prelude::*;
+use predicates::prelude::*;
 
 use crate::cli::{convbill, run_command, snapshot};
 use crate::meta_pricing::{card, tpl, wa};
@@ -295,9 +296,43 @@ fn a_history_priced_by_meta_is_not_continued_by_a_card_whose_meta_section_change
     let before = snapshot(&out);
     run("2025-08-05", &changed)
         .code(2)
-        .stderr(predicates::str::contains(
+        .stderr(predicate::str::contains(
             "cannot run 2025-08-05 with this rate card",
         ));
     assert!(before == snapshot(&out));
     run("2025-08-05", &first).success();
+}
+
+#[test]
+fn nights_priced_by_meta_check_categories_as_a_whole_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[
+            tpl("t1", "2025-08-04 10:00", "marketing"),
+            wa(template("no-category", "2025-08-04 11:00")),
+        ],
+    );
+    let card = card(dir.path(), "");
+    let out = dir.path().join("nightly");
+    night_command(&input, &out, date("2025-08-04"))
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .code(3)
+        .stderr(
+            predicate::str::contains("`category` in")
+                .and(predicate::str::contains("is missing at row 1")),
+        );
+    night_command(&input, &out, date("2025-08-04"))
+        .arg("--rates")
+        .arg(&card)
+        .arg("--rejects")
+        .assert()
+        .success();
+    let rejects = read(&out.join("rejects/date=2025-08-04/part-0.parquet"));
+    assert_eq!(texts(&rejects, "message_id"), vec!["no-category"]);
+    assert_eq!(texts(&rejects, "reason"), vec!["missing_category"]);
+    let units = partitions(&out, "meta_units", &["unit_id"]);
+    assert_eq!(texts(&units, "message_id"), vec!["t1"]);
 }
