@@ -25,6 +25,8 @@ use crate::schema::{self, Code};
 const HOUR: i64 = 3_600_000_000_000;
 /// The customer service window and a conversation: 24 hours.
 const DAY: i64 = 24 * HOUR;
+/// Time zones' offsets are whole quarter hours.
+const QUARTER_HOUR: i64 = HOUR / 4;
 /// A free entry point window: 72 hours.
 const FREE_ENTRY: i64 = 72 * HOUR;
 
@@ -376,7 +378,8 @@ pub struct LineSum {
 pub struct Priced {
     pub units: DataFrame,
     pub lines: BTreeMap<LineKey, LineSum>,
-    /// Each key's state after its events: (the row of its first event, the state).
+    /// Each key's state after its events: (the row of its first event, the state); nightly
+    /// pricing only ([`Carry::nightly`]).
     pub states: Vec<(IdxSize, KeyState)>,
     /// Carried conversations a free entry point closed ([`Scanned::cuts`]).
     pub cuts: Vec<(usize, i64)>,
@@ -400,6 +403,8 @@ pub struct Counts {
 /// What a nightly run carries into a group's pricing from the nights before.
 #[derive(Debug, Clone, Default)]
 pub struct Carry {
+    /// A night's pricing: [`Priced::states`] are kept (a whole run has no use for them).
+    pub nightly: bool,
     /// Each key's state at midnight; its open conversations are [`UnitRef::Carried`].
     pub states: HashMap<KeyStrings, KeyState>,
     pub counts: Counts,
@@ -499,6 +504,8 @@ pub fn price(
     // accounts (SPEC-meta §6.3): one the card names for businesses of two accounts is two.
     let mut waba_index: HashMap<(&str, String), usize> = HashMap::new();
     let mut info: Vec<BusinessInfo> = Vec::new();
+    // The account of each `info`: a unit's account is looked up here, not in its row.
+    let mut info_accounts: Vec<&str> = Vec::new();
     let mut info_index: HashMap<(&str, &str), usize> = HashMap::new();
     // (first event, info) of each key's run.
     let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -513,6 +520,7 @@ pub fn price(
             let waba = *waba_index
                 .entry((account, meta.waba_of(account, business)))
                 .or_insert(next);
+            info_accounts.push(account);
             info.push(BusinessInfo {
                 zone,
                 waba,
@@ -528,7 +536,17 @@ pub fn price(
     for &(lo, index) in &runs {
         switches[lo] = info[index].switch;
     }
-    let mut states = Vec::with_capacity(runs.len());
+    let mut states = Vec::with_capacity(if carry.nightly { runs.len() } else { 0 });
+    // Each step's wall time, at trace level (`RUST_LOG=convbill=trace`).
+    let mut clock = std::time::Instant::now();
+    let mut lap = |step: &str| {
+        tracing::trace!(
+            step,
+            ms = clock.elapsed().as_millis() as u64,
+            "Meta pricing"
+        );
+        clock = std::time::Instant::now();
+    };
     let scanned = scan_from(
         events,
         |lo| switches[lo],
@@ -544,10 +562,17 @@ pub fn price(
             );
             carry.states.get(&key).copied().unwrap_or_default()
         },
-        |lo, state| states.push((events.source[lo], state)),
+        |lo, state| {
+            if carry.nightly {
+                states.push((events.source[lo], state));
+            }
+        },
     );
 
+    lap("scanned");
     // Each unit's place: its row, business, WABA-local day, country and market.
+    let mut day_of: PlHashMap<(Tz, i64), NaiveDate> = PlHashMap::new();
+    let mut market_of: PlHashMap<(Option<u16>, NaiveDate), &str> = PlHashMap::new();
     let n = scanned.len();
     let mut rows = Vec::with_capacity(n);
     let mut days = Vec::with_capacity(n);
@@ -572,7 +597,10 @@ pub fn price(
                 .expect_err("before Meta's pricing");
             return Err(unpriced(row, reason));
         }
-        let day = business.zone.timestamp_nanos(start).date_naive();
+        // A zone's offsets are whole quarter hours: one day per zone and quarter hour.
+        let day = *day_of
+            .entry((business.zone, start.div_euclid(QUARTER_HOUR)))
+            .or_insert_with(|| business.zone.timestamp_nanos(start).date_naive());
         if current_key.is_none_or(|(r, _)| r != run) {
             let user = users[row];
             let country = countries
@@ -581,12 +609,17 @@ pub fn price(
             current_key = Some((run, country));
         }
         let country = current_key.expect("set above").1;
-        markets.push(meta.markets.market(country.map(|c| countries.name(c)), day));
+        markets.push(
+            market_of
+                .entry((country, day))
+                .or_insert_with(|| meta.markets.market(country.map(|c| countries.name(c)), day)),
+        );
         unit_country.push(country);
         unit_info.push(runs[run].1);
         rows.push(row);
         days.push(day);
     }
+    lap("found days and markets");
     let months: Vec<i32> = days.iter().map(|d| month_of(*d)).collect();
     let mut pricing_type = scanned.pricing_type.clone();
 
@@ -635,7 +668,7 @@ pub fn price(
         if scanned.end[u].is_none() && pricing_type[u] == PricingType::Regular {
             charged
                 .entry((
-                    accounts[rows[u]],
+                    info_accounts[unit_info[u]],
                     months[u],
                     markets[u],
                     scanned.category[u],
@@ -656,14 +689,16 @@ pub fn price(
             .or_default();
         let before = *count;
         *count += month.len() as u64;
-        month.sort_unstable_by_key(|&u| {
-            let row = rows[u];
-            (
-                events.time[scanned.event[u]],
-                businesses[row],
-                users[row],
-                ids[row],
-            )
+        // Within an account, keys rank as (business, user): the strings are compared only
+        // where time and key tie.
+        let at = |u: usize| {
+            let event = scanned.event[u];
+            (events.time[event], events.key[event])
+        };
+        month.sort_unstable_by(|&a, &b| {
+            at(a)
+                .cmp(&at(b))
+                .then_with(|| ids[rows[a]].cmp(ids[rows[b]]))
         });
         for (i, u) in month.into_iter().enumerate() {
             numbered[u] = before + i as u64 + 1;
@@ -685,8 +720,12 @@ pub fn price(
         order.swap(0, u);
     }
 
+    lap("counted free and volume tiers");
     // Rates, and the lines.
-    let mut lines: HashMap<LineRef, LineSum> = HashMap::new();
+    let mut lines: PlHashMap<LineRef, LineSum> = PlHashMap::new();
+    // The card's rate of each market, category and day, looked up once.
+    type CardRate = std::result::Result<(Decimal, NaiveDate), String>;
+    let mut card_rates: PlHashMap<(&str, Category, NaiveDate), CardRate> = PlHashMap::new();
     let (mut rates, mut tiers, mut currencies, mut rate_cards) = (
         vec![Decimal::ZERO; n],
         vec![None; n],
@@ -700,8 +739,13 @@ pub fn price(
         let market = markets[u];
         let card = meta.rate_card_on(day);
         let conversation = scanned.end[u].is_some();
-        let card_rate =
-            || pricing::card_rate(meta, market, category, day).map_err(|r| unpriced(row, r));
+        let mut card_rate = || {
+            card_rates
+                .entry((market, category, day))
+                .or_insert_with(|| pricing::card_rate(meta, market, category, day))
+                .clone()
+                .map_err(|r| unpriced(row, r))
+        };
         let (rate, tier, effective) = match pricing_type[u] {
             PricingType::Regular if conversation && category == Category::Service => {
                 match pricing::service_is_free(day) {
@@ -745,7 +789,7 @@ pub fn price(
         let currency = card.unwrap_or(&meta.rate_cards[0]).currency.as_str();
         let sum = lines
             .entry(LineRef {
-                account: accounts[row],
+                account: info_accounts[unit_info[u]],
                 month: months[u],
                 conversation,
                 market,
@@ -763,12 +807,13 @@ pub fn price(
         rate_cards[u] = effective;
     }
 
+    lap("rated");
     // Each distinct text once.
     fn names<K: Copy + Eq + std::hash::Hash>(
         keys: impl Iterator<Item = K>,
         name: impl Fn(K) -> String,
-    ) -> HashMap<K, String> {
-        let mut names = HashMap::new();
+    ) -> PlHashMap<K, String> {
+        let mut names = PlHashMap::new();
         for key in keys {
             names.entry(key).or_insert_with(|| name(key));
         }
@@ -780,20 +825,27 @@ pub fn price(
     let tier_names = names(tiers.iter().flatten().copied(), tier_label);
     let card_names = names(rate_cards.iter().flatten().copied(), |d| d.to_string());
 
+    lap("named");
     // The ids, gathered from one chunk: only the strings' views move.
     let gathered = id_strings.take(&IdxCa::from_vec(
         "".into(),
         rows.iter().map(|r| *r as IdxSize).collect(),
     ))?;
     let of_rows = |name: &str| -> Result<Column> { Ok(gathered.column(name)?.clone()) };
+    lap("gathered");
     let unit_ids = {
         let mut hex = [0u8; 32];
         let mut builder = StringChunkedBuilder::new("unit_id".into(), n);
-        for &row in &rows {
-            builder.append_value(unit_id_into(accounts[row], ids[row], &mut hex));
+        // In unit order, from the gathered columns.
+        let unit_accounts = gathered.column(schema::ACCOUNT_ID)?.str()?;
+        let unit_messages = gathered.column(schema::MESSAGE_ID)?.str()?;
+        for (account, message) in unit_accounts.iter().zip(unit_messages.iter()) {
+            let (account, message) = (account.unwrap_or_default(), message.unwrap_or_default());
+            builder.append_value(unit_id_into(account, message, &mut hex));
         }
         builder.finish().into_column()
     };
+    lap("unit ids");
     let text = |name: &str, values: Vec<&str>| Column::new(name.into(), values);
     let utc = |name: &str, values: Int64Chunked| {
         values
@@ -880,6 +932,7 @@ pub fn price(
             months.iter().map(|m| periods[m].as_str()).collect(),
         ),
     ];
+    lap("built columns");
     let lines = lines
         .into_iter()
         .map(|(line, sum)| {

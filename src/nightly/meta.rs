@@ -69,7 +69,11 @@ fn carried(
     accounts: &Accounts,
 ) -> Result<(Carry, Option<DataFrame>)> {
     let Some(dir) = tree.state(night - chrono::Days::new(1)) else {
-        return Ok((Carry::default(), None));
+        let first = Carry {
+            nightly: true,
+            ..Carry::default()
+        };
+        return Ok((first, None));
     };
     let read = |file: &str| -> Result<Option<DataFrame>> {
         let path = dir.join(file);
@@ -78,7 +82,10 @@ fn carried(
             false => Ok(None),
         }
     };
-    let mut carry = Carry::default();
+    let mut carry = Carry {
+        nightly: true,
+        ..Carry::default()
+    };
     let strings = |frame: &DataFrame, name: &str| -> Result<Vec<String>> {
         Ok(frame
             .column(name)?
