@@ -74,7 +74,7 @@ pub enum NightError {
         now: String,
     },
 
-    #[error("cannot run {date} with this rate card: it rates the days up to {until} otherwise than the card night {previous} was rated by (plans, accounts, time zones or price versions in force by then differ)")]
+    #[error("cannot run {date} with this rate card: it rates the days up to {until} otherwise than the card night {previous} was rated by (plans, accounts, time zones or price versions in force by then differ; with `[meta]`, also Meta's model, WABAs and their zones, and the Meta rates, tiers and markets in force by then)")]
     RateCardChanged {
         date: chrono::NaiveDate,
         previous: chrono::NaiveDate,
@@ -138,7 +138,7 @@ pub enum InputError {
     #[error("column `category` in `{}` is missing at row {row}, a delivered WhatsApp template: Meta's pricing (the rate card's `[meta]`) needs `marketing`, `utility` or `authentication`", path.display())]
     MissingCategory { path: PathBuf, row: u64 },
 
-    #[error("column `user_id` in `{}` has value `{value}` at row {row}, which is not a WhatsApp number: Meta's pricing (the rate card's `[meta]`) needs the digits of an E.164 number without `+`, 6 to 15 of them", path.display())]
+    #[error("column `user_id` in `{}` has value `{value}` at row {row}, which is not a WhatsApp number: Meta's pricing (the rate card's `[meta]`) needs the digits of an E.164 number without `+`: 6 to 15 of them, the first not 0", path.display())]
     NotAPhoneNumber {
         path: PathBuf,
         row: u64,
@@ -385,7 +385,7 @@ impl Error {
                 "a nightly history needs its own folder: choose a new or empty `--out`".into(),
             ),
             Error::Night(NightError::RateCardChanged { .. }) => Some(
-                "pass the card the history was rated by (adding price versions that start later is fine); to rate the history by a changed card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
+                "pass the card the history was rated by (adding price versions, Meta rate cards or tier tables that start later is fine); to rate the history by a changed card, rerun its first night with `--recompute-later`, or start a new `--out` folder"
                     .into(),
             ),
             Error::Busy { .. } => Some(

@@ -554,7 +554,7 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         ));
     }
     if let Some(meta) = &report.meta {
-        text.push_str(&meta_summary(meta, "meta_cost_lines.csv"));
+        text.push_str(&meta_summary(meta, "", "meta_cost_lines.csv"));
     }
     for change in &report.reissued {
         text.push_str(&format!("convbill: {}\n", change.describe()));
@@ -576,8 +576,9 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
 /// Invoices (and accounts) a summary names before it says how many more there are.
 const SHOWN: usize = 20;
 
-/// The summary's lines of what Meta charged; `lines` names the cost lines file.
-fn meta_summary(meta: &convbill::meta::cost::MetaSummary, lines: &str) -> String {
+/// The summary's lines of what Meta charged; `scope` says of what (after the model), `lines`
+/// names the cost lines file.
+fn meta_summary(meta: &convbill::meta::cost::MetaSummary, scope: &str, lines: &str) -> String {
     let mut text = String::new();
     let sums = |by: &std::collections::BTreeMap<String, rust_decimal::Decimal>| {
         let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
@@ -587,7 +588,7 @@ fn meta_summary(meta: &convbill::meta::cost::MetaSummary, lines: &str) -> String
         }
     };
     text.push_str(&format!(
-        "convbill: Meta ({}): {} unit(s), {}; margin {}; see {lines}\n",
+        "convbill: Meta ({}){scope}: {} unit(s), {}; margin {}; see {lines}\n",
         meta.model,
         meta.units,
         sums(&meta.cost),
@@ -701,7 +702,8 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
     if let Some(meta) = &report.meta {
         let lines =
             Path::new(nightly::MONTH_TO_DATE_DIR).join(convbill::write::META_LINES_CSV_FILE);
-        text.push_str(&meta_summary(meta, &lines.display().to_string()));
+        let lines = lines.display().to_string();
+        text.push_str(&meta_summary(meta, ", periods still open", &lines));
     }
     for closed in &report.closed {
         text.push_str(&format!(

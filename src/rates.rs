@@ -286,9 +286,9 @@ impl RateCard {
             "plans": plans,
             "accounts": accounts,
         });
-        // What Meta charges: the card as a whole (its text and the files `[meta]` reads).
-        if self.meta.is_some() {
-            card["meta"] = serde_json::Value::String(self.sha256.clone());
+        // What Meta charges, as far as it prices those days.
+        if let Some(meta) = &self.meta {
+            card["meta"] = meta.history_json(last);
         }
         fingerprint(&card)
     }

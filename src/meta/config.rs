@@ -193,6 +193,58 @@ fn hash_of(path: &str, text: &str) -> MetaFileHash {
 }
 
 impl MetaConfig {
+    /// What the section says of the days up to `last`, for a nightly history's fingerprint:
+    /// a Meta rate card, tier table or market that takes effect later leaves it unchanged (a
+    /// rate with more decimal places does not: every rate is written at [`MetaConfig::scale`]).
+    pub fn history_json(&self, last: NaiveDate) -> serde_json::Value {
+        use serde_json::json;
+        let businesses: BTreeMap<&str, serde_json::Value> = self
+            .businesses
+            .iter()
+            .map(|(id, b)| {
+                let zone = b.time_zone.map(|z| z.name());
+                (id.as_str(), json!({ "waba": b.waba, "time_zone": zone }))
+            })
+            .collect();
+        let rate_cards: Vec<serde_json::Value> = self
+            .rate_cards
+            .iter()
+            .filter(|c| c.effective <= last)
+            .map(|c| {
+                let markets: BTreeMap<&str, Vec<Option<String>>> = c
+                    .markets
+                    .iter()
+                    .map(|(m, rates)| {
+                        (
+                            m.as_str(),
+                            rates.iter().map(|r| r.map(|r| r.to_string())).collect(),
+                        )
+                    })
+                    .collect();
+                json!({ "effective": c.effective, "currency": c.currency, "markets": markets })
+            })
+            .collect();
+        let tiers: Vec<serde_json::Value> = self
+            .tiers
+            .iter()
+            .filter(|t| t.effective <= last)
+            .map(|t| {
+                let tiers: Vec<(u64, Option<u64>, String)> =
+                    t.tiers.iter().map(|x| (x.from, x.to, x.rate.to_string())).collect();
+                json!({ "market": t.market, "category": t.category.name(), "effective": t.effective, "tiers": tiers })
+            })
+            .collect();
+        json!({
+            "model": self.model.name(),
+            "time_zone": self.time_zone.name(),
+            "scale": self.scale(),
+            "businesses": businesses,
+            "rate_cards": rate_cards,
+            "tiers": tiers,
+            "markets": self.markets.history_json(last),
+        })
+    }
+
     /// The WABA time zone of `business_id`.
     pub fn time_zone_of(&self, business_id: &str) -> Tz {
         self.businesses

@@ -33,6 +33,23 @@ pub struct MarketTableError {
 }
 
 impl MarketTable {
+    /// Each country's markets from days up to `last` ([`super::config::MetaConfig::history_json`]).
+    pub fn history_json(&self, last: NaiveDate) -> serde_json::Value {
+        let countries: BTreeMap<&str, Vec<(NaiveDate, &str)>> = self
+            .countries
+            .iter()
+            .map(|(country, days)| {
+                let days = days
+                    .iter()
+                    .filter(|(from, _)| *from <= last)
+                    .map(|(from, market)| (*from, market.as_str()))
+                    .collect();
+                (country.as_str(), days)
+            })
+            .collect();
+        serde_json::json!(countries)
+    }
+
     /// The table built into the program.
     pub fn built_in() -> MarketTable {
         MarketTable::parse(BUILT_IN, Path::new("built-in")).expect("the built-in table is valid")

@@ -9,8 +9,8 @@ use polars::prelude::*;
 use predicates::prelude::*;
 
 use crate::cli::{convbill, run_command, snapshot};
-use crate::meta_pricing::{card, tpl, wa};
-use crate::nightly::{date, invoice_folders, night_command, partitions, read, sorted};
+use crate::meta_pricing::{card, service_conversations, tpl, wa};
+use crate::nightly::{date, invoice_folders, night_command, partitions, read, sorted, stacked};
 use crate::support::*;
 
 /// Every unit of a history: those the nights wrote and those still open.
@@ -26,29 +26,12 @@ fn history_units(nightly: &Path) -> DataFrame {
 
 /// The rows of `file` in every invoice folder of a history, sorted by `by`.
 fn history_table(nightly: &Path, file: &str, by: &[&str]) -> DataFrame {
-    let frames: Vec<LazyFrame> = invoice_folders(nightly)
+    let frames = invoice_folders(nightly)
         .iter()
         .map(|dir| read(&dir.join(file)).lazy())
         .collect();
-    sorted(
-        concat(frames, UnionArgs::default())
-            .unwrap()
-            .collect()
-            .unwrap(),
-        by,
-    )
+    stacked(frames, by)
 }
-
-const LINE_KEY: [&str; 8] = [
-    "account_id",
-    "period",
-    "model",
-    "market",
-    "category",
-    "pricing_type",
-    "tier",
-    "currency",
-];
 
 /// The nights' Meta units, cost lines and invoice costs equal the whole run's.
 fn assert_meta_same_as_whole(nightly: &Path, whole: &Path) {
@@ -59,8 +42,13 @@ fn assert_meta_same_as_whole(nightly: &Path, whole: &Path) {
         nightly_units.equals_missing(&whole_units),
         "units differ:\n{nightly_units}\n{whole_units}"
     );
-    let nightly_lines = history_table(nightly, "meta_cost_lines.parquet", &LINE_KEY);
-    let whole_lines = sorted(read(&whole.join("meta_cost_lines.parquet")), &LINE_KEY);
+    // A line is its columns but the sums.
+    let line_key: Vec<&str> = convbill::meta::cost::LINE_COLUMNS
+        .into_iter()
+        .filter(|c| !["units", "cost"].contains(c))
+        .collect();
+    let nightly_lines = history_table(nightly, "meta_cost_lines.parquet", &line_key);
+    let whole_lines = sorted(read(&whole.join("meta_cost_lines.parquet")), &line_key);
     assert!(
         nightly_lines.equals_missing(&whole_lines),
         "cost lines differ:\n{nightly_lines}\n{whole_lines}"
@@ -207,12 +195,7 @@ fn the_free_tier_counts_on_across_nights_and_a_free_entry_point_closes_a_convers
     // 600 service conversations on each of two nights: the WABA's first 1,000 of March are
     // free, the last 200 of the second night are not.
     for night in ["2024-03-02", "2024-03-03"] {
-        for n in 0..600 {
-            let user = format!("62811{n:08}");
-            let when = format!("{night} {:02}:{:02}", n / 60, n % 60);
-            events.push(inbound(&format!("{night}-in{n}"), &when).user(&user));
-            events.push(reply(&format!("{night}-r{n}"), &when).user(&user));
-        }
+        events.extend(service_conversations(night, night, 600));
     }
     // A marketing conversation opened at 20:00 is closed the next night at 02:00 by a free
     // entry point conversation: a click at 01:00 answered at 02:00.
@@ -272,7 +255,7 @@ tiers = [ { from = 1, to = 3, rate = "0.0020" }, { from = 4, rate = "0.0010" } ]
 }
 
 #[test]
-fn a_history_priced_by_meta_is_not_continued_by_a_card_whose_meta_section_changed() {
+fn a_history_priced_by_meta_is_continued_only_by_a_card_that_prices_its_past_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_log(
         dir.path(),
@@ -294,13 +277,26 @@ fn a_history_priced_by_meta_is_not_continued_by_a_card_whose_meta_section_change
     std::fs::create_dir_all(&other).unwrap();
     let changed = card(&other, "model = \"cbp-2023\"");
     let before = snapshot(&out);
-    run("2025-08-05", &changed)
-        .code(2)
-        .stderr(predicate::str::contains(
-            "cannot run 2025-08-05 with this rate card",
-        ));
+    run("2025-08-05", &changed).code(2).stderr(
+        predicate::str::contains("cannot run 2025-08-05 with this rate card")
+            .and(predicate::str::contains("with `[meta]`, also Meta's model")),
+    );
     assert!(before == snapshot(&out));
-    run("2025-08-05", &first).success();
+    // A tier table in force from a day already run is a change; one from next month is not.
+    let tiers = |effective: &str| {
+        format!("[[meta.tiers]]\nmarket = \"India\"\ncategory = \"utility\"\neffective = \"{effective}\"\ntiers = [ {{ from = 1, rate = \"0.0010\" }} ]\n")
+    };
+    let in_force = dir.path().join("in-force");
+    std::fs::create_dir_all(&in_force).unwrap();
+    run("2025-08-05", &card(&in_force, &tiers("2025-08-01"))).code(2);
+    let later = dir.path().join("later");
+    std::fs::create_dir_all(&later).unwrap();
+    run("2025-08-05", &card(&later, &tiers("2025-09-01"))).success();
+    assert_eq!(
+        partitions(&out, "meta_units", &["unit_id"]).height(),
+        2,
+        "both nights priced"
+    );
 }
 
 #[test]
