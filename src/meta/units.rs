@@ -1015,6 +1015,60 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A key's events scanned in two pieces, the second from the state the first ended
+        /// in at the cut (as a nightly run carries it across midnight, its open conversations
+        /// carried and closed by a later free entry point), give the units of one scan.
+        #[test]
+        fn a_scan_carried_across_any_instant_gives_the_units_of_one_scan(
+            rows in proptest::collection::vec((0..2000u32, 0..4u8, 1..4u32), 1..40),
+            cut in 0..2100u32,
+            switch in proptest::option::of(0..2100u32),
+        ) {
+            // Times in tenths of an hour, over about 8 days.
+            let mut rows: Vec<(u32, f64, u8, Code)> = rows
+                .into_iter()
+                .map(|(t, what, category)| (0, t as f64 / 10.0, what, category))
+                .collect();
+            rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let all = events(&rows);
+            let switch = switch.map_or(i64::MAX, |s| s as i64 * HOUR / 10);
+            let cut = cut as i64 * HOUR / 10;
+            let whole = scan(&all, |_| switch);
+
+            let split = rows.partition_point(|r| ((r.1 * HOUR as f64) as i64) < cut);
+            let (first, second) = (events(&rows[..split]), events(&rows[split..]));
+            let mut state = KeyState::default();
+            let mut before = scan_from(&first, |_| switch, |_| KeyState::default(), |_, s| state = s);
+            let mut carried = state.after(cut).unwrap_or_default();
+            for slot in carried.open.iter_mut().flatten() {
+                if let UnitRef::New(u) = slot.1 {
+                    slot.1 = UnitRef::Carried(u);
+                }
+            }
+            let after = scan_from(&second, |_| switch, |_| carried, |_, _| {});
+            for &(unit, end) in &after.cuts {
+                before.end[unit] = Some(end);
+            }
+            let units = |scanned: &Scanned, offset: usize| {
+                (0..scanned.len())
+                    .map(|u| {
+                        (
+                            scanned.event[u] + offset,
+                            scanned.end[u],
+                            scanned.category[u],
+                            scanned.pricing_type[u],
+                            scanned.direction[u],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut pieces = units(&before, 0);
+            pieces.extend(units(&after, split));
+            proptest::prop_assert_eq!(pieces, units(&whole, 0));
+        }
+    }
+
     #[test]
     fn unit_ids_differ_from_session_ids_of_the_same_message() {
         assert_ne!(unit_id_of("a", "m"), crate::sessions::session_id("a", "m"));

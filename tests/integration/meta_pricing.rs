@@ -139,6 +139,19 @@ fn row(
     (id.into(), category.into(), pricing_type.into(), cost.into())
 }
 
+/// `count` service conversations on `day`, a minute apart from midnight, each with a user of
+/// its own: inbound `{prefix}-in{n}` answered by `{prefix}-r{n}` at once.
+pub fn service_conversations(day: &str, prefix: &str, count: usize) -> Vec<Ev> {
+    let mut events = Vec::with_capacity(2 * count);
+    for n in 0..count {
+        let user = format!("62811{n:08}");
+        let minute = format!("{day} {:02}:{:02}", n / 60, n % 60);
+        events.push(inbound(&format!("{prefix}-in{n}"), &minute).user(&user));
+        events.push(reply(&format!("{prefix}-r{n}"), &minute).user(&user));
+    }
+    events
+}
+
 pub fn wa(e: Ev) -> Ev {
     e.user(ID_USER)
 }
@@ -351,12 +364,7 @@ fn a_wabas_first_1000_service_conversations_of_a_month_are_free_until_october_20
     let dir = tempfile::tempdir().unwrap();
     let mut events = Vec::new();
     for month in ["2024-10", "2024-11"] {
-        for n in 0..1001 {
-            let user = format!("62811{n:08}");
-            let minute = format!("{month}-02 {:02}:{:02}", n / 60, n % 60);
-            events.push(inbound(&format!("{month}-in{n}"), &minute).user(&user));
-            events.push(reply(&format!("{month}-r{n}"), &minute).user(&user));
-        }
+        events.extend(service_conversations(&format!("{month}-02"), month, 1001));
     }
     let (out, units) = priced(dir.path(), &events, "");
     let of = |month: &str, kind: &str| {

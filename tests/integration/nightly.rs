@@ -33,6 +33,11 @@ pub fn partitions(dir: &Path, kind: &str, by: &[&str]) -> DataFrame {
     for night in nights {
         frames.push(read(&night.join("part-0.parquet")).lazy());
     }
+    stacked(frames, by)
+}
+
+/// `frames` one after another, sorted by `by`.
+pub fn stacked(frames: Vec<LazyFrame>, by: &[&str]) -> DataFrame {
     sorted(
         concat(frames, UnionArgs::default())
             .unwrap()
