@@ -716,6 +716,18 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
                 .join(nightly::month_to_date::closed_dir(&closed.period))
                 .display(),
         ));
+        if let Some((before, now)) = &closed.meta_cost_changed {
+            let sums = |cost: &nightly::month_to_date::MetaCost| {
+                let sums: Vec<String> = cost.iter().map(|(c, v)| format!("{v} {c}")).collect();
+                sums.join(", ")
+            };
+            text.push_str(&format!(
+                "convbill: warning: Meta's cost of closed period {} changed: {} before, {} now (its invoices' `meta_cost` and `margin` changed with it)\n",
+                closed.period,
+                sums(before),
+                sums(now)
+            ));
+        }
     }
     if config.rejects {
         let mut by_reason = BTreeMap::new();

@@ -66,6 +66,18 @@ pub struct ClosedPeriod {
     pub night: NaiveDate,
     /// Its invoices by status.
     pub by_status: std::collections::BTreeMap<&'static str, usize>,
+    /// With `[meta]`, when the period had been closed before with another Meta cost: that
+    /// cost and the new one, per currency (`closed/period=P/manifest.json`).
+    pub meta_cost_changed: Option<(MetaCost, MetaCost)>,
+}
+
+/// Meta's cost per currency, as a manifest's `meta.cost` writes it.
+pub type MetaCost = std::collections::BTreeMap<String, String>;
+
+/// The `meta.cost` of the manifest in `dir`, if it has one.
+fn meta_cost_in(dir: &Path) -> Option<MetaCost> {
+    let manifest: serde_json::Value = write::read_json(&dir.join(write::MANIFEST_FILE)).ok()?;
+    serde_json::from_value(manifest["meta"]["cost"].clone()).ok()
 }
 
 /// What [`write`] wrote.
@@ -516,11 +528,22 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
             outputs,
         };
         write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
+        // A recompute can change what Meta charged in a period finance has closed.
+        let meta_cost_changed = manifest.meta.as_ref().and_then(|meta| {
+            let before = meta_cost_in(&tree.out.join(&relative))?;
+            let now: MetaCost = meta
+                .cost
+                .iter()
+                .map(|(currency, cost)| (currency.clone(), cost.to_string()))
+                .collect();
+            (before != now).then_some((before, now))
+        });
         rewritten.push(relative);
         closed_periods.push(ClosedPeriod {
             period,
             night,
             by_status,
+            meta_cost_changed,
         });
     }
 

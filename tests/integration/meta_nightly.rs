@@ -332,3 +332,55 @@ fn nights_priced_by_meta_check_categories_as_a_whole_run_does() {
     let units = partitions(&out, "meta_units", &["unit_id"]);
     assert_eq!(texts(&units, "message_id"), vec!["t1"]);
 }
+
+#[test]
+fn a_recompute_that_changes_a_closed_periods_meta_cost_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(
+        dir.path(),
+        &[
+            tpl("june", "2024-06-29 10:00", "marketing"),
+            tpl("july", "2024-07-02 10:00", "marketing"),
+        ],
+    );
+    let first = card(dir.path(), "");
+    let out = dir.path().join("nightly");
+    let run = |day: &str, card: &Path| {
+        night_command(&input, &out, date(day))
+            .arg("--rates")
+            .arg(card)
+            .arg("--recompute-later")
+            .assert()
+    };
+    for day in ["2024-06-29", "2024-06-30", "2024-07-01", "2024-07-02"] {
+        run(day, &first).success();
+    }
+    let closed = out.join("closed/period=2024-06/meta_cost_lines.csv");
+    assert!(std::fs::read_to_string(&closed)
+        .unwrap()
+        .contains(",0.0411,USD"));
+    // Indonesia's marketing rate of the June 2023 card, changed: the history is recomputed
+    // from its first night and June closes again at another cost.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let changed = card(&other, "");
+    let csv = other.join("meta/rates-usd-2023-06.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("Indonesia,$US,0.0411", "Indonesia,$US,0.0511"),
+    )
+    .unwrap();
+    run("2024-06-29", &changed)
+        .success()
+        .stderr(predicate::str::contains(
+        "warning: Meta's cost of closed period 2024-06 changed: 0.0411 USD before, 0.0511 USD now",
+    ));
+    assert!(std::fs::read_to_string(&closed)
+        .unwrap()
+        .contains(",0.0511,USD"));
+    // Recomputed again with the same card, nothing changed: no warning.
+    run("2024-06-29", &changed)
+        .success()
+        .stderr(predicate::str::contains("Meta's cost of closed period").not());
+}
