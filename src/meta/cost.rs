@@ -41,7 +41,9 @@ pub struct MetaSummary {
     /// The invoices' amounts less Meta's cost, per currency Meta charges in that invoices
     /// bill in too.
     pub margin: BTreeMap<String, Decimal>,
-    /// Invoices whose margin is negative: `account_id period`, in invoice order.
+    /// Invoices whose margin is negative: `account_id period`, in invoice order. A `draft`
+    /// invoice (a nightly history's period still running) is not among them: its allowance
+    /// may cover sessions that Meta charges already.
     pub negative_margins: Vec<String>,
     /// Meta's cost in an account's period that has no invoice (the WABA's month and the
     /// account's billing month differ at their edges): `account_id period`, with the cost per
@@ -98,7 +100,10 @@ pub fn attach(invoices: &mut [Invoice], lines: &Lines, meta: &MetaConfig) -> Met
         invoice.margin = cost
             .get(&invoice.currency)
             .map(|c| invoice.totals.amount - c);
-        if let Some(margin) = invoice.margin {
+        if let Some(margin) = invoice
+            .margin
+            .filter(|_| invoice.status != crate::rating::DRAFT)
+        {
             if margin.is_sign_negative() && !margin.is_zero() {
                 summary
                     .negative_margins

@@ -384,3 +384,66 @@ fn a_recompute_that_changes_a_closed_periods_meta_cost_says_so() {
         .success()
         .stderr(predicate::str::contains("Meta's cost of closed period").not());
 }
+
+#[test]
+fn a_draft_invoice_is_not_named_for_a_negative_margin_until_its_period_has_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // A marketing template to Germany costs 0.1365 at Meta and bills 0.05.
+    let germany = "4915100000001";
+    let input = write_log(
+        dir.path(),
+        &[
+            template("t1", "2024-07-02 10:00")
+                .category("marketing")
+                .user(germany),
+            template("t2", "2024-07-30 10:00")
+                .category("marketing")
+                .user(germany),
+        ],
+    );
+    let card = card(dir.path(), "");
+    let out = dir.path().join("nightly");
+    let run = |day: &str| {
+        night_command(&input, &out, date(day))
+            .arg("--rates")
+            .arg(&card)
+            .arg("--catch-up")
+            .assert()
+            .success()
+    };
+    // The first night's invoice is partial (the history starts after 1 July): named.
+    run("2024-07-02").stderr(predicate::str::contains(
+        "warning: 1 invoice(s) cost more at Meta than they bill: acme 2024-07",
+    ));
+    let fresh = dir.path().join("fresh");
+    let input_august = write_log(
+        &dir.path().join("august"),
+        &[
+            template("a1", "2024-08-01 10:00")
+                .category("marketing")
+                .user(germany),
+            template("a2", "2024-08-02 10:00")
+                .category("marketing")
+                .user(germany),
+        ],
+    );
+    // A history from 1 August: its August invoice is draft until the month has run.
+    for day in ["2024-08-01", "2024-08-02"] {
+        night_command(&input_august, &fresh, date(day))
+            .arg("--rates")
+            .arg(&card)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("cost more at Meta").not());
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fresh.join("month-to-date/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["meta"]["negative_margins"], serde_json::json!([]));
+    let invoice: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fresh.join("month-to-date/invoices/2024-08/acme.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(invoice["status"], "draft");
+    assert!(invoice["margin"].as_str().unwrap().starts_with('-'));
+}
