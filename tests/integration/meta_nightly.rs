@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use chrono::Days;
+use chrono::{Days, NaiveDate};
 use polars::prelude::*;
 use predicates::prelude::*;
 
@@ -12,6 +12,13 @@ use crate::cli::{convbill, run_command, snapshot};
 use crate::meta_pricing::{card, service_conversations, tpl, wa};
 use crate::nightly::{date, invoice_folders, night_command, partitions, read, sorted, stacked};
 use crate::support::*;
+
+/// `convbill run --date DAY` of a history priced by `card`.
+fn meta_night(input: &Path, out: &Path, day: NaiveDate, card: &Path) -> assert_cmd::Command {
+    let mut command = night_command(input, out, day);
+    command.arg("--rates").arg(card);
+    command
+}
 
 /// Every unit of a history: those the nights wrote and those still open.
 fn history_units(nightly: &Path) -> DataFrame {
@@ -116,9 +123,7 @@ fn nights_priced_by_meta_equal_a_whole_run_across_a_month_end_and_the_switch() {
     let first = date("2025-06-28");
     // The generator's late replies reach three days past its last day.
     for d in 0..7 {
-        night_command(&input, &nightly, first + Days::new(d))
-            .arg("--rates")
-            .arg(&card)
+        meta_night(&input, &nightly, first + Days::new(d), &card)
             .args(["--partition-rows", "700"])
             .assert()
             .success();
@@ -141,18 +146,14 @@ fn nights_priced_by_meta_equal_a_whole_run_across_a_month_end_and_the_switch() {
     // A rerun of an earlier night, recomputing the later ones, gives the same bytes; so do
     // the nights in one piece.
     let before = snapshot(&nightly);
-    night_command(&input, &nightly, date("2025-06-30"))
-        .arg("--rates")
-        .arg(&card)
+    meta_night(&input, &nightly, date("2025-06-30"), &card)
         .arg("--recompute-later")
         .assert()
         .success();
     assert!(before == snapshot(&nightly), "a rerun changed bytes");
     let one_piece = dir.path().join("one-piece");
     for d in 0..7 {
-        night_command(&input, &one_piece, first + Days::new(d))
-            .arg("--rates")
-            .arg(&card)
+        meta_night(&input, &one_piece, first + Days::new(d), &card)
             .assert()
             .success();
     }
@@ -266,12 +267,7 @@ fn a_history_priced_by_meta_is_continued_only_by_a_card_that_prices_its_past_the
     );
     let first = card(dir.path(), "");
     let out = dir.path().join("nightly");
-    let run = |day: &str, card: &Path| {
-        night_command(&input, &out, date(day))
-            .arg("--rates")
-            .arg(card)
-            .assert()
-    };
+    let run = |day: &str, card: &Path| meta_night(&input, &out, date(day), card).assert();
     run("2025-08-04", &first).success();
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -311,18 +307,14 @@ fn nights_priced_by_meta_check_categories_as_a_whole_run_does() {
     );
     let card = card(dir.path(), "");
     let out = dir.path().join("nightly");
-    night_command(&input, &out, date("2025-08-04"))
-        .arg("--rates")
-        .arg(&card)
+    meta_night(&input, &out, date("2025-08-04"), &card)
         .assert()
         .code(3)
         .stderr(
             predicate::str::contains("`category` in")
                 .and(predicate::str::contains("is missing at row 1")),
         );
-    night_command(&input, &out, date("2025-08-04"))
-        .arg("--rates")
-        .arg(&card)
+    meta_night(&input, &out, date("2025-08-04"), &card)
         .arg("--rejects")
         .assert()
         .success();
@@ -346,9 +338,7 @@ fn a_recompute_that_changes_a_closed_periods_meta_cost_says_so() {
     let first = card(dir.path(), "");
     let out = dir.path().join("nightly");
     let run = |day: &str, card: &Path| {
-        night_command(&input, &out, date(day))
-            .arg("--rates")
-            .arg(card)
+        meta_night(&input, &out, date(day), card)
             .arg("--recompute-later")
             .assert()
     };
@@ -404,9 +394,7 @@ fn a_draft_invoice_is_not_named_for_a_negative_margin_until_its_period_has_run()
     let card = card(dir.path(), "");
     let out = dir.path().join("nightly");
     let run = |day: &str| {
-        night_command(&input, &out, date(day))
-            .arg("--rates")
-            .arg(&card)
+        meta_night(&input, &out, date(day), &card)
             .arg("--catch-up")
             .assert()
             .success()
@@ -429,9 +417,7 @@ fn a_draft_invoice_is_not_named_for_a_negative_margin_until_its_period_has_run()
     );
     // A history from 1 August: its August invoice is draft until the month has run.
     for day in ["2024-08-01", "2024-08-02"] {
-        night_command(&input_august, &fresh, date(day))
-            .arg("--rates")
-            .arg(&card)
+        meta_night(&input_august, &fresh, date(day), &card)
             .assert()
             .success()
             .stderr(predicate::str::contains("cost more at Meta").not());
