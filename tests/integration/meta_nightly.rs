@@ -433,3 +433,33 @@ fn a_draft_invoice_is_not_named_for_a_negative_margin_until_its_period_has_run()
     assert_eq!(invoice["status"], "draft");
     assert!(invoice["margin"].as_str().unwrap().starts_with('-'));
 }
+
+#[test]
+fn a_period_closes_once_it_has_ended_in_every_waba_zone_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_log(dir.path(), &[tpl("t", "2024-06-29 10:00", "marketing")]);
+    // Billed in UTC; the WABA is in Los Angeles, where June ends at 07:00 UTC on 1 July.
+    let card = card(dir.path(), "");
+    let text = std::fs::read_to_string(&card).unwrap();
+    let in_los_angeles = text.replace(
+        "[meta]\ntime_zone = \"UTC\"",
+        "[meta]\ntime_zone = \"America/Los_Angeles\"",
+    );
+    assert_ne!(text, in_los_angeles);
+    std::fs::write(&card, in_los_angeles).unwrap();
+    let out = dir.path().join("nightly");
+    let closed = out.join("closed/period=2024-06");
+    for day in ["2024-06-29", "2024-06-30"] {
+        meta_night(&input, &out, date(day), &card)
+            .assert()
+            .success();
+    }
+    assert!(!closed.exists(), "June has not ended in Los Angeles");
+    meta_night(&input, &out, date("2024-07-01"), &card)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "night 2024-07-01 closed period 2024-06",
+        ));
+    assert!(closed.join("meta_cost_lines.csv").exists());
+}
