@@ -576,17 +576,20 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
 /// Invoices (and accounts) a summary names before it says how many more there are.
 const SHOWN: usize = 20;
 
+/// Sums per currency as the summary says them: `1.50 USD, 2.00 EUR`, or `nothing`.
+fn per_currency<V: std::fmt::Display>(by: &BTreeMap<String, V>) -> String {
+    let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
+    match sums.is_empty() {
+        true => "nothing".to_string(),
+        false => sums.join(", "),
+    }
+}
+
 /// The summary's lines of what Meta charged; `scope` says of what (after the model), `lines`
 /// names the cost lines file.
 fn meta_summary(meta: &convbill::meta::cost::MetaSummary, scope: &str, lines: &str) -> String {
     let mut text = String::new();
-    let sums = |by: &std::collections::BTreeMap<String, rust_decimal::Decimal>| {
-        let sums: Vec<String> = by.iter().map(|(c, v)| format!("{v} {c}")).collect();
-        match sums.is_empty() {
-            true => "nothing".to_string(),
-            false => sums.join(", "),
-        }
-    };
+    let sums = per_currency;
     text.push_str(&format!(
         "convbill: Meta ({}){scope}: {} unit(s), {}; margin {}; see {lines}\n",
         meta.model,
@@ -717,10 +720,7 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
                 .display(),
         ));
         if let Some((before, now)) = &closed.meta_cost_changed {
-            let sums = |cost: &nightly::month_to_date::MetaCost| {
-                let sums: Vec<String> = cost.iter().map(|(c, v)| format!("{v} {c}")).collect();
-                sums.join(", ")
-            };
+            let sums = per_currency;
             text.push_str(&format!(
                 "convbill: warning: Meta's cost of closed period {} changed: {} before, {} now (its invoices' `meta_cost` and `margin` changed with it)\n",
                 closed.period,

@@ -935,7 +935,7 @@ pub fn whatsapp_chain(
 }
 
 /// A `Datetime(ns, UTC)` column of UTC nanoseconds.
-fn utc_column(name: &str, times: Int64Chunked) -> Column {
+pub(crate) fn utc_column(name: &str, times: Int64Chunked) -> Column {
     times
         .with_name(name.into())
         .into_datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC))

@@ -410,6 +410,16 @@ pub struct Carry {
     pub counts: Counts,
 }
 
+impl Carry {
+    /// What a night's first group starts from before anything is read: nothing carried.
+    pub fn night() -> Carry {
+        Carry {
+            nightly: true,
+            ..Carry::default()
+        }
+    }
+}
+
 /// What the card says of one business of an account, looked up once per key.
 struct BusinessInfo {
     zone: Tz,
@@ -847,12 +857,7 @@ pub fn price(
     };
     lap("unit ids");
     let text = |name: &str, values: Vec<&str>| Column::new(name.into(), values);
-    let utc = |name: &str, values: Int64Chunked| {
-        values
-            .with_name(name.into())
-            .into_datetime(TimeUnit::Nanoseconds, Some(polars::prelude::TimeZone::UTC))
-            .into_column()
-    };
+    let utc = crate::sessions::utc_column;
     // A unit costs its rate.
     let rate = text(
         "rate",

@@ -69,11 +69,7 @@ fn carried(
     accounts: &Accounts,
 ) -> Result<(Carry, Option<DataFrame>)> {
     let Some(dir) = tree.state(night - chrono::Days::new(1)) else {
-        let first = Carry {
-            nightly: true,
-            ..Carry::default()
-        };
-        return Ok((first, None));
+        return Ok((Carry::night(), None));
     };
     let read = |file: &str| -> Result<Option<DataFrame>> {
         let path = dir.join(file);
@@ -82,17 +78,10 @@ fn carried(
             false => Ok(None),
         }
     };
-    let mut carry = Carry {
-        nightly: true,
-        ..Carry::default()
-    };
+    let mut carry = Carry::night();
     let strings = |frame: &DataFrame, name: &str| -> Result<Vec<String>> {
-        Ok(frame
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|s| s.unwrap_or_default().to_string())
-            .collect())
+        let strings = crate::sessions::strings(frame, name)?;
+        Ok(strings.into_iter().map(str::to_string).collect())
     };
     let times = |frame: &DataFrame, name: &str| -> Result<Vec<Option<i64>>> {
         Ok(frame
@@ -378,9 +367,10 @@ pub(crate) fn compute_group(
 }
 
 fn utc(name: &str, values: Vec<Option<i64>>) -> Column {
-    Int64Chunked::from_iter_options(name.into(), values.into_iter())
-        .into_datetime(TimeUnit::Nanoseconds, Some(polars::prelude::TimeZone::UTC))
-        .into_column()
+    crate::sessions::utc_column(
+        name,
+        Int64Chunked::from_iter_options(name.into(), values.into_iter()),
+    )
 }
 
 /// [`KEYS`]'s rows.

@@ -564,12 +564,11 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
     if let Some(lines) = &meta_to_date {
         written.extend(write::write_meta_lines(&dir, lines, card)?);
         let open_units = crate::nightly::meta::OPEN_UNITS;
-        let rows = super::read_parquet(&latest_state.join(open_units))?.height() as u64;
         written.push(write::link_file(
             &latest_state.join(open_units),
             &dir,
             open_units,
-            rows,
+            last_night.meta_units_open.unwrap_or_default(),
         )?);
     }
     let stats = InputStats {

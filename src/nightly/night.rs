@@ -72,6 +72,9 @@ pub struct NightStats {
     pub carried_out: u64,
     pub sessions_closed: u64,
     pub sessions_open: u64,
+    /// With `[meta]`: Meta's conversations still open after the night.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_units_open: Option<u64>,
     pub violations: u64,
     /// The sessions the night closed and the violations of its day, per period, UTC day and
     /// series: the month-to-date report's charts add up the nights'.
@@ -833,10 +836,11 @@ impl MetaWriter {
         Ok(())
     }
 
-    fn finish(mut self, state: &std::path::Path) -> Result<()> {
+    /// Completes the files; returns how many conversations are still open.
+    fn finish(mut self, state: &std::path::Path) -> Result<u64> {
+        let open = self.open.finish()?.rows;
         for table in [
             &mut self.units,
-            &mut self.open,
             &mut self.keys,
             &mut self.service,
             &mut self.charged,
@@ -848,7 +852,7 @@ impl MetaWriter {
             super::meta::LINES,
             &crate::meta::cost::to_state(&self.lines),
         )?;
-        Ok(())
+        Ok(open)
     }
 }
 
@@ -964,6 +968,10 @@ impl NightWriter {
         let carried_out = self.carried.finish()?.rows;
         self.seen.finish()?;
         let sessions_open = self.open.finish()?.rows;
+        let meta_units_open = match self.meta.take() {
+            Some(meta) => Some(meta.finish(&staging.join(STATE_DIR).join(&name))?),
+            None => None,
+        };
         let rejected_by_checks: u64 = rejected.iter().flatten().map(|r| r.height() as u64).sum();
         let conflicting_rows: u64 = self.conflicting.iter().map(|r| r.height() as u64).sum();
         let rejected_by_reason = match rejected {
@@ -994,6 +1002,7 @@ impl NightWriter {
             sessions_closed,
             sessions_open,
             violations,
+            meta_units_open,
             closed_tally: self.closed_tally.rows(),
             open_tally: self.open_tally.rows(),
         };
@@ -1009,9 +1018,6 @@ impl NightWriter {
             "night computed"
         );
         let state = staging.join(STATE_DIR).join(&name);
-        if let Some(meta) = self.meta.take() {
-            meta.finish(&state)?;
-        }
         let mut lines = concat(
             self.lines.drain(..).map(IntoLazy::lazy).collect::<Vec<_>>(),
             UnionArgs::default(),
