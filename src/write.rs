@@ -587,36 +587,44 @@ impl<W: Write> Encoder<W> {
 }
 
 /// `strings` as a dictionary of its values in order of first appearance, found run by run:
-/// a row equal to the one before costs one comparison. `None` if it has missing values or
-/// more than `most` different ones.
+/// a row whose view equals the one before (the same inline text, or the same place in the same
+/// buffer) costs one 16-byte comparison, one whose text does costs a string comparison.
+/// Missing values stay missing. `None` if there are more than `most` different values.
 fn run_dictionary(
     strings: &Utf8ViewArray,
     most: usize,
 ) -> Option<polars_arrow::array::DictionaryArray<u32>> {
     use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray};
     use polars_arrow::datatypes::IntegerType;
-    if strings.null_count() > 0 {
-        return None;
-    }
     let mut keys = Vec::with_capacity(strings.len());
     let mut values: Vec<&str> = Vec::new();
     let mut known: PlHashMap<&str, u32> = PlHashMap::new();
-    let mut last: Option<(&str, u32)> = None;
-    for value in strings.values_iter() {
+    let mut last: Option<(polars_arrow::array::View, &str, u32)> = None;
+    let validity = strings.validity();
+    for (i, view) in strings.views().iter().enumerate() {
+        if validity.is_some_and(|valid| !valid.get_bit(i)) {
+            keys.push(0);
+            continue;
+        }
         let key = match last {
-            Some((previous, key)) if previous == value => key,
+            Some((previous, _, key)) if previous == *view => key,
             _ => {
-                let key = match known.get(value) {
-                    Some(&key) => key,
-                    None if values.len() == most => return None,
-                    None => {
-                        let key = values.len() as u32;
-                        values.push(value);
-                        known.insert(value, key);
-                        key
-                    }
+                // SAFETY: `i` is below the array's length.
+                let value = unsafe { strings.value_unchecked(i) };
+                let key = match last {
+                    Some((_, previous, key)) if previous == value => key,
+                    _ => match known.get(value) {
+                        Some(&key) => key,
+                        None if values.len() == most => return None,
+                        None => {
+                            let key = values.len() as u32;
+                            values.push(value);
+                            known.insert(value, key);
+                            key
+                        }
+                    },
                 };
-                last = Some((value, key));
+                last = Some((*view, value, key));
                 key
             }
         };
@@ -627,11 +635,9 @@ fn run_dictionary(
         Box::new(ArrowDataType::Utf8View),
         false,
     );
+    let keys = PrimitiveArray::from_vec(keys).with_validity(validity.cloned());
     let values = Utf8ViewArray::from_slice_values(values).boxed();
-    Some(
-        DictionaryArray::try_new(dtype, PrimitiveArray::from_vec(keys), values)
-            .expect("every key indexes the values"),
-    )
+    Some(DictionaryArray::try_new(dtype, keys, values).expect("every key indexes the values"))
 }
 
 /// A [`Hashing`] file that the Parquet writer and [`TableWriter`] share.
@@ -1130,9 +1136,9 @@ mod tests {
         table.append(&frame).unwrap();
         table.finish().unwrap();
         let path = dir.path().join("t.parquet");
-        // Repeated strings by runs, integers of a narrow span as polars chooses; missing
-        // values, too many different ones and a wide span plain.
-        assert_eq!(dictionary_encoded(&path), [true, true, false, false, false]);
+        // Repeated strings by runs (missing values among them too), integers of a narrow span
+        // as polars chooses; too many different ones and a wide span plain.
+        assert_eq!(dictionary_encoded(&path), [true, true, true, false, false]);
         let read = ParquetReader::new(File::open(&path).unwrap())
             .finish()
             .unwrap();
@@ -1148,6 +1154,24 @@ mod tests {
             b"a much longer name than a view"
         );
         assert_eq!(statistics.max_bytes_opt().unwrap(), b"whatsapp");
+        let statistics = metadata.row_group(0).column(2).statistics().unwrap();
+        assert_eq!(statistics.null_count_opt(), Some(rows as u64 * 2 / 3));
+    }
+
+    #[test]
+    fn a_run_dictionary_tells_equal_texts_apart_from_equal_views() {
+        // The same text at two places of a buffer, and a missing value between equal ones.
+        let strings = Utf8ViewArray::from_slice([
+            Some("a longer text than a view"),
+            Some("a longer text than a view"),
+            None,
+            Some("a longer text than a view"),
+            Some("short"),
+        ]);
+        let dictionary = run_dictionary(&strings, 2).unwrap();
+        let keys: Vec<Option<u32>> = dictionary.keys().iter().map(|k| k.copied()).collect();
+        assert_eq!(keys, [Some(0), Some(0), None, Some(0), Some(1)]);
+        assert!(run_dictionary(&strings, 1).is_none());
     }
 
     #[test]
