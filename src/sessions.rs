@@ -942,6 +942,50 @@ pub(crate) fn utc_column(name: &str, times: Int64Chunked) -> Column {
         .into_column()
 }
 
+/// A string column each row of which is one of a few `names`, or null: the names are stored
+/// once and each row is a view of one, so no row's text is copied, and the writer's run
+/// dictionary ([`crate::write::Layout::Runs`]) tells equal rows by their views alone.
+pub(crate) fn repeated_text(
+    name: &str,
+    names: &[&str],
+    rows: impl ExactSizeIterator<Item = Option<usize>>,
+) -> Column {
+    use polars_arrow::array::{Utf8ViewArray, View};
+    use polars_arrow::bitmap::MutableBitmap;
+    let mut buffer: Vec<u8> = Vec::new();
+    let name_views: Vec<View> = names
+        .iter()
+        .map(|name| {
+            let offset = u32::try_from(buffer.len()).expect("a few names fit a buffer");
+            buffer.extend_from_slice(name.as_bytes());
+            View::new_from_bytes(name.as_bytes(), 0, offset)
+        })
+        .collect();
+    let mut views = Vec::with_capacity(rows.len());
+    let mut validity = MutableBitmap::with_capacity(rows.len());
+    for row in rows {
+        views.push(row.map_or_else(View::default, |i| name_views[i]));
+        validity.push(row.is_some());
+    }
+    let validity = (validity.unset_bits() > 0).then(|| validity.into());
+    let buffers = match buffer.is_empty() {
+        true => Vec::new(),
+        false => vec![buffer.into()],
+    };
+    // SAFETY: each view is a null's default view or was made by `View::new_from_bytes` of a
+    // name (UTF-8, being a `&str`) at its offset in `buffer`, the array's only buffer.
+    let array = unsafe {
+        Utf8ViewArray::new_unchecked_unknown_md(
+            ArrowDataType::Utf8View,
+            views.into(),
+            buffers.into(),
+            validity,
+            None,
+        )
+    };
+    StringChunked::with_chunk(name.into(), array).into_column()
+}
+
 /// A string column of the names of `codes` in `enumeration`.
 fn names_column(
     enumeration: &schema::Enumeration,

@@ -33,7 +33,7 @@ pub enum What {
 }
 
 /// Whether a conversation opened when the customer service window was open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     UserInitiated,
     BusinessInitiated,

@@ -818,24 +818,6 @@ pub fn price(
     }
 
     lap("rated");
-    // Each distinct text once.
-    fn names<K: Copy + Eq + std::hash::Hash>(
-        keys: impl Iterator<Item = K>,
-        name: impl Fn(K) -> String,
-    ) -> PlHashMap<K, String> {
-        let mut names = PlHashMap::new();
-        for key in keys {
-            names.entry(key).or_insert_with(|| name(key));
-        }
-        names
-    }
-    let periods = names(months.iter().copied(), period_name);
-    let day_names = names(days.iter().copied(), |d| d.to_string());
-    let rate_names = names(rates.iter().copied(), |r| r.to_string());
-    let tier_names = names(tiers.iter().flatten().copied(), tier_label);
-    let card_names = names(rate_cards.iter().flatten().copied(), |d| d.to_string());
-
-    lap("named");
     // The ids, gathered from one chunk: only the strings' views move.
     let gathered = id_strings.take(&IdxCa::from_vec(
         "".into(),
@@ -843,36 +825,20 @@ pub fn price(
     ))?;
     let of_rows = |name: &str| -> Result<Column> { Ok(gathered.column(name)?.clone()) };
     lap("gathered");
-    let unit_ids = {
-        let mut hex = [0u8; 32];
-        let mut builder = StringChunkedBuilder::new("unit_id".into(), n);
-        // In unit order, from the gathered columns.
-        let unit_accounts = gathered.column(schema::ACCOUNT_ID)?.str()?;
-        let unit_messages = gathered.column(schema::MESSAGE_ID)?.str()?;
-        for (account, message) in unit_accounts.iter().zip(unit_messages.iter()) {
-            let (account, message) = (account.unwrap_or_default(), message.unwrap_or_default());
-            builder.append_value(unit_id_into(account, message, &mut hex));
-        }
-        builder.finish().into_column()
-    };
+    let unit_ids = unit_id_column(&rows, &accounts, &ids);
     lap("unit ids");
-    let text = |name: &str, values: Vec<&str>| Column::new(name.into(), values);
     let utc = crate::sessions::utc_column;
-    // A unit costs its rate.
-    let rate = text(
-        "rate",
-        rates.iter().map(|r| rate_names[r].as_str()).collect(),
-    );
     let conversation = |u: usize| scanned.end[u].is_some();
+    let (rate_names, rate_of) = interned((0..n).map(|u| Some(rates[u])), |r| r.to_string());
+    let rate = text("rate", &rate_names, &rate_of);
     let columns = vec![
         unit_ids,
         of_rows(schema::ACCOUNT_ID)?,
         of_rows(schema::BUSINESS_ID)?,
         of_rows(schema::USER_ID)?,
-        text(
-            "model",
-            (0..n).map(|u| model_name(conversation(u))).collect(),
-        ),
+        texts("model", (0..n).map(|u| Some(conversation(u))), |c| {
+            model_name(c).to_string()
+        }),
         utc(
             "started_at",
             Int64Chunked::from_iter_values(
@@ -885,57 +851,34 @@ pub fn price(
             Int64Chunked::from_iter_options("".into(), scanned.end.iter().copied()),
         ),
         of_rows(schema::MESSAGE_ID)?,
-        text(
-            "category",
-            scanned.category.iter().map(|c| c.name()).collect(),
-        ),
-        text(
-            "pricing_type",
-            pricing_type.iter().map(|p| p.name()).collect(),
-        ),
-        Column::new(
-            "direction".into(),
-            scanned
-                .direction
-                .iter()
-                .map(|d| {
-                    d.map(|d| match d {
-                        Direction::UserInitiated => schema::USER_INITIATED,
-                        Direction::BusinessInitiated => schema::BUSINESS_INITIATED,
-                    })
-                })
-                .collect::<Vec<Option<&str>>>(),
-        ),
-        Column::new(
-            "country".into(),
-            unit_country
-                .iter()
-                .map(|c| c.map(|c| countries.name(c)))
-                .collect::<Vec<Option<&str>>>(),
-        ),
-        text("market", markets.clone()),
-        Column::new(
-            "tier".into(),
-            tiers
-                .iter()
-                .map(|t| t.map(|t| tier_names[&t].as_str()))
-                .collect::<Vec<Option<&str>>>(),
-        ),
+        texts("category", scanned.category.iter().map(|c| Some(*c)), |c| {
+            c.name().to_string()
+        }),
+        texts("pricing_type", pricing_type.iter().map(|p| Some(*p)), |p| {
+            p.name().to_string()
+        }),
+        texts("direction", scanned.direction.iter().copied(), |d| {
+            match d {
+                Direction::UserInitiated => schema::USER_INITIATED,
+                Direction::BusinessInitiated => schema::BUSINESS_INITIATED,
+            }
+            .to_string()
+        }),
+        texts("country", unit_country.iter().copied(), |c| {
+            countries.name(c).to_string()
+        }),
+        texts("market", markets.iter().map(|m| Some(*m)), str::to_string),
+        texts("tier", tiers.iter().copied(), tier_label),
         rate.clone(),
         rate.with_name("cost".into()),
-        text("currency", currencies),
-        Column::new(
-            "rate_card".into(),
-            rate_cards
-                .iter()
-                .map(|d| d.map(|d| card_names[&d].as_str()))
-                .collect::<Vec<Option<&str>>>(),
+        texts(
+            "currency",
+            currencies.iter().map(|c| Some(*c)),
+            str::to_string,
         ),
-        text("day", days.iter().map(|d| day_names[d].as_str()).collect()),
-        text(
-            "period",
-            months.iter().map(|m| periods[m].as_str()).collect(),
-        ),
+        texts("rate_card", rate_cards.iter().copied(), |d| d.to_string()),
+        texts("day", days.iter().map(|d| Some(*d)), |d| d.to_string()),
+        texts("period", months.iter().map(|m| Some(*m)), period_name),
     ];
     lap("built columns");
     let lines = lines
@@ -963,6 +906,83 @@ pub fn price(
         cuts: scanned.cuts,
         counted,
     })
+}
+
+/// Each distinct value of `values` named once, and each row's place among the names (`None`
+/// stays `None`). A row equal to the one before costs a comparison, not a lookup.
+fn interned<K: Copy + Eq + std::hash::Hash>(
+    values: impl Iterator<Item = Option<K>>,
+    name: impl Fn(K) -> String,
+) -> (Vec<String>, Vec<Option<usize>>) {
+    let mut names = Vec::new();
+    let mut known: PlHashMap<K, usize> = PlHashMap::new();
+    let mut last: Option<(K, usize)> = None;
+    let places = values
+        .map(|value| {
+            let value = value?;
+            let place = match last {
+                Some((previous, place)) if previous == value => place,
+                _ => *known.entry(value).or_insert_with(|| {
+                    names.push(name(value));
+                    names.len() - 1
+                }),
+            };
+            last = Some((value, place));
+            Some(place)
+        })
+        .collect();
+    (names, places)
+}
+
+/// The column `name` of interned texts ([`interned`]).
+fn text(name: &str, names: &[String], places: &[Option<usize>]) -> Column {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    crate::sessions::repeated_text(name, &names, places.iter().copied())
+}
+
+/// The column `name` of the texts of `values`, each distinct one named once by `name_of`.
+fn texts<K: Copy + Eq + std::hash::Hash>(
+    name: &str,
+    values: impl Iterator<Item = Option<K>>,
+    name_of: impl Fn(K) -> String,
+) -> Column {
+    let (names, places) = interned(values, name_of);
+    text(name, &names, &places)
+}
+
+/// The `unit_id` column of units opened by the rows `rows` ([`unit_id_of`]). The ids are
+/// hashed in row order, so the account and message texts are read front to back, and written
+/// into one buffer that every row's view points into.
+fn unit_id_column(rows: &[usize], accounts: &[&str], messages: &[&str]) -> Column {
+    use polars_arrow::array::{Utf8ViewArray, View};
+    const LEN: usize = 32;
+    let n = rows.len();
+    let mut by_row: Vec<u32> = (0..n as u32).collect();
+    by_row.sort_unstable_by_key(|&u| rows[u as usize]);
+    let mut buffer = vec![0u8; n * LEN];
+    for u in by_row {
+        let (u, row) = (u as usize, rows[u as usize]);
+        let hex: &mut [u8; LEN] = (&mut buffer[u * LEN..(u + 1) * LEN])
+            .try_into()
+            .expect("LEN bytes");
+        unit_id_into(accounts[row], messages[row], hex);
+    }
+    let offset = |u: usize| u32::try_from(u * LEN).expect("a group's unit ids fit 4 GiB");
+    let views: Vec<View> = (0..n)
+        .map(|u| View::new_from_bytes(&buffer[u * LEN..(u + 1) * LEN], 0, offset(u)))
+        .collect();
+    // SAFETY: each view was made by `View::new_from_bytes` of its hex digits (ASCII) at their
+    // offset in `buffer`, the array's only buffer.
+    let array = unsafe {
+        Utf8ViewArray::new_unchecked_unknown_md(
+            ArrowDataType::Utf8View,
+            views.into(),
+            vec![buffer.into()].into(),
+            None,
+            None,
+        )
+    };
+    StringChunked::with_chunk("unit_id".into(), array).into_column()
 }
 
 /// A unit's id: 32 hex digits of the SHA-256 of its account and the message that is it or
@@ -1072,6 +1092,40 @@ mod tests {
             pieces.extend(units(&after, split));
             proptest::prop_assert_eq!(pieces, units(&whole, 0));
         }
+    }
+
+    #[test]
+    fn unit_id_columns_hold_the_id_of_each_units_row() {
+        let accounts = ["a", "b", "a"];
+        let messages = ["m-1", "a message id longer than a view", "m-3"];
+        let rows = [2, 0, 1, 2];
+        let column = unit_id_column(&rows, &accounts, &messages);
+        let ids: Vec<&str> = column.str().unwrap().iter().map(Option::unwrap).collect();
+        let expected: Vec<String> = rows
+            .iter()
+            .map(|&r| unit_id_of(accounts[r], messages[r]))
+            .collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn interned_texts_name_each_value_of_their_rows() {
+        let values = [Some(3), Some(3), None, Some(1), Some(3), Some(2)];
+        let column = texts("n", values.iter().copied(), |v: u8| {
+            "x".repeat(v as usize * 5)
+        });
+        let read: Vec<Option<String>> = column
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect();
+        let expected: Vec<Option<String>> = values
+            .iter()
+            .map(|v| v.map(|v| "x".repeat(v as usize * 5)))
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(column.null_count(), 1);
     }
 
     #[test]
