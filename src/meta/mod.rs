@@ -2,6 +2,7 @@
 //! ([`rates`]), the user's market from the phone number ([`markets`]), and the `[meta]`
 //! section of a rate card ([`config`]).
 
+pub mod analytics;
 pub mod config;
 pub mod cost;
 pub mod markets;
