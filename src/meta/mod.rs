@@ -8,6 +8,7 @@ pub mod cost;
 pub mod markets;
 pub mod pricing;
 pub mod rates;
+pub mod reconcile;
 pub mod reference;
 pub mod units;
 

@@ -33,7 +33,7 @@ pub enum What {
 }
 
 /// Whether a conversation opened when the customer service window was open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     UserInitiated,
     BusinessInitiated,
