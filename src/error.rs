@@ -94,6 +94,15 @@ pub enum InputError {
     #[error("failed to read `{}`: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
 
+    #[error("no saved Meta analytics (`*.json`) found under `{}`", path.display())]
+    NoAnalytics { path: PathBuf },
+
+    #[error("Meta analytics `{}` {reason}", path.display())]
+    MetaAnalytics {
+        path: PathBuf,
+        reason: crate::meta::analytics::AnalyticsError,
+    },
+
     #[error("`{}` has no column `{column}` (required columns: {required})", path.display())]
     MissingColumn {
         path: PathBuf,

@@ -9,6 +9,8 @@
 //! same value are all accepted: `AUTHENTICATION_INTERNATIONAL`, `authentication_international`
 //! and `authentication-international`; `FREE_ENTRY` and `FREE_ENTRY_POINT`.
 
+use std::path::PathBuf;
+
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -127,6 +129,50 @@ fn code_text(code: Option<i64>, kind: Option<&str>) -> String {
         (Some(kind), None) => format!(" ({kind})"),
         (None, None) => String::new(),
     }
+}
+
+/// Reads the saved pages of `paths`: files, and the `*.json` files of folders (not below
+/// them), each folder's in name order. An error names the file.
+pub fn read_pages(paths: &[PathBuf]) -> crate::error::Result<Vec<(PathBuf, Page)>> {
+    use crate::error::InputError;
+    let mut files = Vec::new();
+    for path in paths {
+        let unreadable = |e: std::io::Error| InputError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        if !path.exists() {
+            return Err(InputError::NotFound { path: path.clone() }.into());
+        }
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(unreadable)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .map_err(unreadable)?;
+        inside.retain(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"));
+        if inside.is_empty() {
+            return Err(InputError::NoAnalytics { path: path.clone() }.into());
+        }
+        inside.sort();
+        files.extend(inside);
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| InputError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            match parse_page(&text) {
+                Ok(page) => Ok((path, page)),
+                Err(reason) => Err(InputError::MetaAnalytics { path, reason }.into()),
+            }
+        })
+        .collect()
 }
 
 /// Reads one saved page.
@@ -357,6 +403,59 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn pages_are_read_from_files_and_folders_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("waba-1");
+        std::fs::create_dir(&folder).unwrap();
+        let fixtures = format!(
+            "{}/tests/fixtures/meta-analytics",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::write(folder.join("2.json"), fixture("pricing-daily-no-cost.json")).unwrap();
+        std::fs::write(
+            folder.join("1.json"),
+            fixture("conversation-daily-page-1.json"),
+        )
+        .unwrap();
+        std::fs::write(folder.join("notes.txt"), "not a page").unwrap();
+        let single = PathBuf::from(&fixtures).join("conversation-daily-page-1.json");
+        let pages = read_pages(&[folder.clone(), single.clone()]).unwrap();
+        let read: Vec<(PathBuf, Api)> = pages
+            .iter()
+            .map(|(p, page)| (p.clone(), page.api))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (folder.join("1.json"), Api::Conversations),
+                (folder.join("2.json"), Api::Pricing),
+                (single, Api::Conversations),
+            ]
+        );
+        let error = PathBuf::from(&fixtures).join("error-expired-token.json");
+        let message = read_pages(&[folder.clone(), error.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!(
+                "Meta analytics `{}` is an error response",
+                error.display()
+            )),
+            "{message}"
+        );
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(read_pages(&[empty])
+            .unwrap_err()
+            .to_string()
+            .starts_with("no saved Meta analytics"));
+        assert!(read_pages(&[dir.path().join("missing")])
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
     }
 
     #[test]
