@@ -18,6 +18,9 @@ pub mod exit {
     pub const DATA: i32 = 3;
     /// Nothing was done: another convbill run holds the output folder's lock.
     pub const BUSY: i32 = 4;
+    /// `convbill reconcile --fail-on-difference`: convbill's Meta units and Meta's analytics
+    /// differ beyond the tolerance (the reconciliation is written).
+    pub const DIFFERENCES: i32 = 5;
     /// Interrupted (Ctrl-C, SIGTERM): stopped without writing anything.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -96,6 +99,9 @@ pub enum InputError {
 
     #[error("no saved Meta analytics (`*.json`) found under `{}`", path.display())]
     NoAnalytics { path: PathBuf },
+
+    #[error("Meta analytics {} {problem}", files.join(", "))]
+    MetaAnalyticsOutside { files: Vec<String>, problem: String },
 
     #[error("Meta analytics `{}` {reason}", path.display())]
     MetaAnalytics {
@@ -276,6 +282,10 @@ pub enum Error {
         candidates: Vec<String>,
     },
 
+    /// `convbill reconcile`: an output folder or rate card it cannot reconcile with.
+    #[error("{problem}")]
+    Reconcile { problem: String },
+
     /// An interrupted catch-up: the nights before `failed` are in place.
     #[error(
         "interrupted: caught up nights {first} to {last}, which are in place; night {failed} did not run"
@@ -325,7 +335,8 @@ impl Error {
             | Error::OutInsideInput { .. }
             | Error::OutIsMountPoint { .. }
             | Error::OutUnnamed { .. }
-            | Error::Explain { .. } => exit::USAGE,
+            | Error::Explain { .. }
+            | Error::Reconcile { .. } => exit::USAGE,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted | Error::CatchUpInterrupted { .. } => exit::INTERRUPTED,
             Error::CatchUpStopped { source, .. } => source.exit_code(),

@@ -21,6 +21,7 @@ pub mod partition;
 pub mod progress;
 pub mod rates;
 pub mod rating;
+pub mod reconcile;
 pub mod report;
 pub mod schema;
 pub mod sessions;

@@ -76,7 +76,8 @@ fn huge_pages_off() -> bool {
 /// 3 input data refused, nothing written: bad files or values, a night without messages, late
 /// input with `--strict-late-input`.
 ///
-/// 4 nothing done: another run holds the output folder. 130 interrupted.
+/// 4 nothing done: another run holds the output folder. 5 `reconcile --fail-on-difference`
+/// found differences. 130 interrupted.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -108,6 +109,37 @@ enum Command {
     /// nothing matches, when a message or session id is used in several conversations or more
     /// than 20 conversations match (listing them), 3 on bad input.
     Explain(ExplainArgs),
+    /// Compare a run's Meta units with Meta's own analytics for the WABAs (saved
+    /// `conversation_analytics` and `pricing_analytics` responses), cell by cell at the finest
+    /// grain both have, and write `DIR/reconciliation/reconciliation.parquet` and `.csv`.
+    ///
+    /// Differences are a result, not an error (Meta calls its analytics approximate), unless
+    /// `--fail-on-difference` is given: then they exit with 5. Exits with 3 when a response is
+    /// not analytics (not JSON, an error body, an unknown value) or covers nothing of the run,
+    /// 2 when the folder holds no Meta units or the card is not the run's.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReconcileArgs {
+    /// The output folder of a run (whole or nightly) priced with a card that has `[meta]`.
+    #[arg(long, env = "CONVBILL_OUT", default_value = "out")]
+    out: PathBuf,
+    /// Saved analytics responses: JSON files, or folders of them (`*.json`), one page each.
+    #[arg(long = "meta-analytics", value_name = "PATH", required = true, num_args = 1..)]
+    meta_analytics: Vec<PathBuf>,
+    /// The rate card the run used (default: the one its manifest names, if unchanged).
+    #[arg(long, value_name = "FILE")]
+    rates: Option<PathBuf>,
+    /// Exit with 5 when any cell differs beyond the tolerance.
+    #[arg(long)]
+    fail_on_difference: bool,
+    /// Differences up to this much (units, or cost in the card's currency) count as a match.
+    #[arg(long, value_name = "AMOUNT", default_value = "0")]
+    tolerance: rust_decimal::Decimal,
+    /// Differences up to this share of Meta's figure (0.02: 2%) count as a match.
+    #[arg(long, value_name = "SHARE", default_value = "0")]
+    tolerance_relative: rust_decimal::Decimal,
 }
 
 #[derive(Args, Debug)]
@@ -306,6 +338,7 @@ fn main() -> ExitCode {
         }
         Command::Generate(args) => generate_log(args, cli.quiet),
         Command::Explain(args) => explain(args),
+        Command::Reconcile(args) => reconcile(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::SUCCESS as u8),
@@ -433,6 +466,95 @@ fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         ExplainFormat::Csv => Format::Csv,
     };
     print!("{}", explain::render(&explanation, format)?);
+    Ok(())
+}
+
+fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
+    use convbill::reconcile::{self, ReconcileConfig};
+    let config = ReconcileConfig {
+        out: args.out,
+        analytics: args.meta_analytics,
+        rates: args.rates,
+        tolerance: convbill::meta::reconcile::Tolerance {
+            relative: args.tolerance_relative,
+            absolute: args.tolerance,
+        },
+    };
+    let report = reconcile::reconcile(&config)?;
+    let differences = report.differences();
+    if !quiet {
+        let by_status = report.by_status();
+        let kinds: Vec<String> = by_status
+            .iter()
+            .filter(|(status, _)| **status != convbill::meta::reconcile::Status::Match)
+            .map(|(status, n)| format!("{n} {}", status.name()))
+            .collect();
+        eprintln!(
+            "reconciled {} cells: {} match, {differences} differ{}",
+            report.rows.len(),
+            report.rows.len() - differences,
+            match kinds.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", kinds.join(", ")),
+            }
+        );
+        let largest = report.largest(5);
+        if !largest.is_empty() {
+            eprintln!("largest differences:");
+        }
+        for row in largest {
+            let r = &row.row;
+            let side = |s: Option<convbill::meta::reconcile::Sum>| match s {
+                None => "none".to_string(),
+                Some(s) => match s.cost {
+                    Some(cost) => format!("{} for {cost}", s.count),
+                    None => s.count.to_string(),
+                },
+            };
+            let cell: Vec<String> = [
+                r.cell.phone_number.clone(),
+                r.cell.country.clone(),
+                r.cell.category.map(|c| c.name().to_string()),
+                r.cell.pricing_type.map(|p| p.name().to_string()),
+                r.cell.tier.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            eprintln!(
+                "  {} WABA {} {} {}: Meta {}, convbill {} ({})",
+                r.cell.api.name(),
+                row.waba,
+                chrono::DateTime::from_timestamp(r.cell.start, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default(),
+                cell.join(" "),
+                side(r.meta),
+                side(r.convbill),
+                r.status.name()
+            );
+        }
+        for (api, waba, units, from, to) in &report.outside {
+            let utc = |t: i64| {
+                chrono::DateTime::from_timestamp(t, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default()
+            };
+            eprintln!(
+                "not compared: {units} of convbill's units for {} of WABA {waba} start outside the buckets Meta's pages hold ({} to {})",
+                api.name(),
+                utc(*from),
+                utc(*to)
+            );
+        }
+        if !report.costs_compared {
+            eprintln!("costs not compared: Meta's analytics give no cost (a WABA billed through a partner); counts only");
+        }
+        eprintln!("wrote {}", report.written.display());
+    }
+    if args.fail_on_difference && differences > 0 {
+        std::process::exit(exit::DIFFERENCES);
+    }
     Ok(())
 }
 

@@ -114,6 +114,8 @@ pub struct Unit {
     pub direction: Option<Direction>,
     pub tier: Option<String>,
     pub cost: Decimal,
+    /// The WABA zone of its business, where its day and month are.
+    pub zone: Tz,
 }
 
 /// How long Meta's buckets are.
@@ -160,19 +162,21 @@ impl Granularity {
     }
 }
 
-/// convbill's side: `units` of `api` summed by cell, each in the bucket `bucket_of` gives
-/// its start (`None`: outside the compared period, left out).
-pub fn convbill_side(
-    units: &[Unit],
+/// convbill's side: the `units` of `api` that start in a bucket within `period` (Unix
+/// seconds, end excluded), summed by cell.
+pub fn convbill_side<'a>(
+    units: impl IntoIterator<Item = &'a Unit>,
     api: Api,
     dimensions: Dimensions,
-    bucket_of: impl Fn(&Unit) -> Option<(i64, i64)>,
+    granularity: Granularity,
+    period: (i64, i64),
 ) -> BTreeMap<Cell, Sum> {
     let mut cells: BTreeMap<Cell, Sum> = BTreeMap::new();
-    for unit in units.iter().filter(|u| u.api == api) {
-        let Some((start, end)) = bucket_of(unit) else {
+    for unit in units.into_iter().filter(|u| u.api == api) {
+        let (start, end) = granularity.bucket(unit.zone, unit.started_at);
+        if start < period.0 || period.1 < end {
             continue;
-        };
+        }
         let cell = Cell {
             api,
             start,
@@ -310,6 +314,7 @@ mod tests {
             }),
             tier: None,
             cost: cost.parse().unwrap(),
+            zone: la(),
         }
     }
 
@@ -376,9 +381,13 @@ mod tests {
             PricingType::Regular,
             "0.01",
         ));
-        let ours = convbill_side(&units, Api::Conversations, dimensions, |u| {
-            Some(Granularity::Daily.bucket(la(), u.started_at))
-        });
+        let ours = convbill_side(
+            &units,
+            Api::Conversations,
+            dimensions,
+            Granularity::Daily,
+            (june_1, june_1 + 2 * 86400),
+        );
         let rows = compare(&meta, &ours, Tolerance::default());
         let statuses: Vec<(Status, Option<u64>, Option<u64>)> = rows
             .iter()

@@ -34,7 +34,7 @@ pub const UNITS_DIR: &str = "meta_units";
 /// The keys' states at the night's end.
 pub(crate) const KEYS: &str = "meta_keys.parquet";
 /// The conversations open at the night's end, priced (`meta_units.parquet`'s columns).
-pub(crate) const OPEN_UNITS: &str = "meta_open_units.parquet";
+pub const OPEN_UNITS: &str = "meta_open_units.parquet";
 /// Regular service conversations per account, WABA and month ([`Counts::service`]).
 pub(crate) const SERVICE_COUNTS: &str = "meta_service_counts.parquet";
 /// Charged messages per account, month, market and category ([`Counts::charged`]).

@@ -15,6 +15,7 @@ mod peer;
 mod progress;
 mod property;
 mod rates;
+mod reconcile;
 mod reference;
 mod rejects;
 mod report;

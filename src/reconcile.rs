@@ -1,0 +1,556 @@
+//! `convbill reconcile`: a run's Meta units against Meta's own analytics (SPEC-meta §5).
+//!
+//! Reads the units of a whole run (`meta_units.parquet`) or of a nightly history (every
+//! night's `meta_units/date=D/part-0.parquet` and the conversations still open in
+//! `month-to-date/`), the rate card the run used (for the businesses' display numbers, WABAs
+//! and zones), and saved analytics pages. The pages are grouped by analytics and WABA; each
+//! group is compared at the finest grain it has ([`crate::meta::reconcile`]), and the cells
+//! are written to `DIR/reconciliation/` as Parquet and CSV.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rust_decimal::Decimal;
+
+use crate::error::{Error, InputError, Result};
+use crate::meta::analytics::{read_pages, Api, Page};
+use crate::meta::config::MetaConfig;
+use crate::meta::reconcile::{
+    compare, convbill_side, meta_side, Dimensions, Granularity, Row, Status, Tolerance, Unit,
+};
+use crate::meta::reference::Direction;
+use crate::meta::units::PricingType;
+use crate::meta::Category;
+
+/// The folder of a reconciliation, inside the run's output folder.
+pub const RECONCILIATION_DIR: &str = "reconciliation";
+pub const RECONCILIATION_FILE: &str = "reconciliation.parquet";
+pub const RECONCILIATION_CSV_FILE: &str = "reconciliation.csv";
+
+/// What to reconcile.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// A run's output folder (whole or nightly).
+    pub out: PathBuf,
+    /// Saved analytics pages: files, or folders of `*.json` files.
+    pub analytics: Vec<PathBuf>,
+    /// The rate card; by default the one the run's manifest names, if unchanged.
+    pub rates: Option<PathBuf>,
+    pub tolerance: Tolerance,
+}
+
+/// One compared cell, with the WABA it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WabaRow {
+    /// The WABA's id as the pages give it (`id`), or `-` for pages of the analytics edge.
+    pub waba: String,
+    pub row: Row,
+}
+
+/// What a reconciliation found.
+#[derive(Debug, Clone)]
+pub struct ReconcileReport {
+    pub rows: Vec<WabaRow>,
+    /// Whether Meta gave costs; without them (partner-billed WABAs) only counts are compared.
+    pub costs_compared: bool,
+    /// Per analytics and WABA: convbill's units left out because they start outside the
+    /// buckets Meta's pages hold (`count`, first bucket start, last bucket end).
+    pub outside: Vec<(Api, String, usize, i64, i64)>,
+    /// The folder written.
+    pub written: PathBuf,
+}
+
+impl ReconcileReport {
+    /// Cells by status.
+    pub fn by_status(&self) -> BTreeMap<Status, usize> {
+        let mut counts = BTreeMap::new();
+        for row in &self.rows {
+            *counts.entry(row.row.status).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Cells that are not a match.
+    pub fn differences(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.row.status != Status::Match)
+            .count()
+    }
+
+    /// The `n` differing cells with the largest cost difference (then count difference).
+    pub fn largest(&self, n: usize) -> Vec<&WabaRow> {
+        let mut differing: Vec<&WabaRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.row.status != Status::Match)
+            .collect();
+        differing.sort_by_key(|r| {
+            std::cmp::Reverse((
+                cost_difference(&r.row).abs(),
+                count_difference(&r.row).abs(),
+            ))
+        });
+        differing.truncate(n);
+        differing
+    }
+}
+
+/// convbill's count minus Meta's.
+pub fn count_difference(row: &Row) -> i64 {
+    let count = |s: Option<crate::meta::reconcile::Sum>| s.map_or(0, |s| s.count as i64);
+    count(row.convbill) - count(row.meta)
+}
+
+/// convbill's cost minus Meta's (zero where Meta gives none).
+pub fn cost_difference(row: &Row) -> Decimal {
+    match (row.meta.map(|s| s.cost), row.convbill.and_then(|s| s.cost)) {
+        (Some(None), _) => Decimal::ZERO,
+        (meta, convbill) => convbill.unwrap_or_default() - meta.flatten().unwrap_or_default(),
+    }
+}
+
+/// Reconciles and writes `DIR/reconciliation/`, holding the output folder's lock.
+pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
+    let folder = crate::folder::OutFolder::new(&config.out)?;
+    let _lock = folder.lock()?;
+    let card = card_of(config)?;
+    let Some(meta) = card.meta.as_ref() else {
+        return Err(problem(
+            "the rate card has no `[meta]` section: there are no Meta units to reconcile",
+        ));
+    };
+    let units = read_units(&config.out, meta)?;
+    let pages = read_pages(&config.analytics)?;
+    // The instants the run's units start in: analytics outside them cover nothing of the run.
+    let span = units
+        .iter()
+        .map(|u| u.started_at)
+        .fold(None, |span: Option<(i64, i64)>, t| {
+            Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
+        });
+    let mut rows = Vec::new();
+    let mut costs_compared = false;
+    let mut outside = Vec::new();
+    for ((api, waba), group) in groups(&pages) {
+        let files: Vec<&Path> = group.iter().map(|(path, _)| path.as_path()).collect();
+        let pages: Vec<Page> = group.iter().map(|(_, page)| (*page).clone()).collect();
+        let points = || pages.iter().flat_map(|p| p.points.iter());
+        let Some(first) = points().next() else {
+            continue;
+        };
+        costs_compared |= points().any(|p| p.cost.is_some());
+        let dimensions = Dimensions::of(points());
+        let granularity = Granularity::of_bucket(first.start, first.end);
+        let (from, to) = points().fold((i64::MAX, i64::MIN), |(from, to), p| {
+            (from.min(p.start), to.max(p.end))
+        });
+        if !span.is_some_and(|(first, last)| from <= last && first < to) {
+            return Err(InputError::MetaAnalyticsOutside {
+                files: files.iter().map(|p| format!("`{}`", p.display())).collect(),
+                problem: period_problem(from, to, span),
+            }
+            .into());
+        }
+        let mine = units_of(&units, api, waba.is_some(), &pages, &files)?;
+        let left_out = mine
+            .iter()
+            .filter(|u| u.api == api)
+            .filter(|u| {
+                let (start, end) = granularity.bucket(u.zone, u.started_at);
+                start < from || to < end
+            })
+            .count();
+        if left_out > 0 {
+            outside.push((
+                api,
+                waba.clone().unwrap_or_else(|| "-".into()),
+                left_out,
+                from,
+                to,
+            ));
+        }
+        let ours = convbill_side(mine, api, dimensions, granularity, (from, to));
+        let theirs = meta_side(&pages, dimensions);
+        rows.extend(
+            compare(&theirs, &ours, config.tolerance)
+                .into_iter()
+                .map(|row| WabaRow {
+                    waba: waba.clone().unwrap_or_else(|| "-".into()),
+                    row,
+                }),
+        );
+    }
+    let written = write(&folder, &rows)?;
+    Ok(ReconcileReport {
+        rows,
+        costs_compared,
+        outside,
+        written,
+    })
+}
+
+fn problem(text: impl Into<String>) -> Error {
+    Error::Reconcile {
+        problem: text.into(),
+    }
+}
+
+/// The card: `--rates`, or the one the run's manifest names if it is unchanged.
+fn card_of(config: &ReconcileConfig) -> Result<crate::rates::RateCard> {
+    if let Some(path) = &config.rates {
+        return Ok(crate::rates::load(path)?);
+    }
+    let manifests = [
+        config.out.join(crate::write::MANIFEST_FILE),
+        config
+            .out
+            .join(crate::nightly::MONTH_TO_DATE_DIR)
+            .join(crate::write::MANIFEST_FILE),
+    ];
+    let Some(manifest) = manifests.iter().find(|m| m.is_file()) else {
+        return Err(problem(format!(
+            "`{}` holds no convbill run (no manifest.json): reconcile the output folder of a run",
+            config.out.display()
+        )));
+    };
+    let manifest: serde_json::Value = crate::write::read_json(manifest)?;
+    let card = &manifest["rate_card"];
+    let (Some(source), Some(sha256)) = (card["source"].as_str(), card["sha256"].as_str()) else {
+        return Err(problem(
+            "the run's manifest names no rate card file: pass `--rates`",
+        ));
+    };
+    let path = (source != crate::rates::BUILT_IN).then(|| Path::new(source));
+    match crate::rates::load_or_built_in(path) {
+        // The card's checksum covers the Meta rate cards and markets it reads too.
+        Ok(card) if card.sha256 == sha256 => Ok(card),
+        Ok(_) => Err(problem(format!(
+            "the rate card `{source}` has changed since the run: pass `--rates` with the card the run used"
+        ))),
+        Err(e) => Err(problem(format!(
+            "the run's rate card `{source}` cannot be read ({e}): pass `--rates`"
+        ))),
+    }
+}
+
+/// The run's units, each in its business's zone.
+fn read_units(out: &Path, meta: &MetaConfig) -> Result<Vec<Unit>> {
+    let whole = out.join(crate::write::META_UNITS_FILE);
+    let mut files = Vec::new();
+    if whole.is_file() {
+        files.push(whole);
+    } else {
+        let nightly = out.join("meta_units");
+        if let Ok(entries) = std::fs::read_dir(&nightly) {
+            let mut nights: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("part-0.parquet")))
+                .filter(|p| p.is_file())
+                .collect();
+            nights.sort();
+            files.extend(nights);
+        }
+        let open = out
+            .join(crate::nightly::MONTH_TO_DATE_DIR)
+            .join(crate::nightly::meta::OPEN_UNITS);
+        if open.is_file() {
+            files.push(open);
+        }
+    }
+    if files.is_empty() {
+        return Err(problem(format!(
+            "`{}` holds no Meta units (`meta_units.parquet`, or `meta_units/` of a nightly history): run with a rate card that has `[meta]`",
+            out.display()
+        )));
+    }
+    let mut units = Vec::new();
+    for path in files {
+        let frame = ParquetReader::new(File::open(&path).map_err(|e| InputError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?)
+        .with_columns(Some(
+            [
+                "business_id",
+                "model",
+                "started_at",
+                "country",
+                "category",
+                "pricing_type",
+                "direction",
+                "tier",
+                "cost",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ))
+        .finish()?;
+        units.extend(units_of_frame(&frame, meta)?);
+    }
+    Ok(units)
+}
+
+fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
+    let text = |name: &str| -> Result<Vec<Option<&str>>> {
+        Ok(frame.column(name)?.str()?.iter().collect())
+    };
+    let (businesses, models) = (text("business_id")?, text("model")?);
+    let (countries, categories, types) =
+        (text("country")?, text("category")?, text("pricing_type")?);
+    let (directions, tiers, costs) = (text("direction")?, text("tier")?, text("cost")?);
+    let starts: Vec<Option<i64>> = frame
+        .column("started_at")?
+        .datetime()?
+        .physical()
+        .iter()
+        .collect();
+    let mut businesses_seen: BTreeMap<&str, (Option<String>, chrono_tz::Tz)> = BTreeMap::new();
+    (0..frame.height())
+        .map(|i| {
+            let business = businesses[i].unwrap_or_default();
+            let (phone, zone) = businesses_seen
+                .entry(business)
+                .or_insert_with(|| {
+                    (
+                        meta.businesses
+                            .get(business)
+                            .and_then(|b| b.phone_number.clone()),
+                        meta.time_zone_of(business),
+                    )
+                })
+                .clone();
+            let category = categories[i].unwrap_or_default();
+            let unit = Unit {
+                api: match models[i] {
+                    Some("CBP") => Api::Conversations,
+                    _ => Api::Pricing,
+                },
+                started_at: starts[i].unwrap_or_default().div_euclid(1_000_000_000),
+                phone_number: phone,
+                country: countries[i].map(str::to_string),
+                category: Category::ALL
+                    .into_iter()
+                    .find(|c| c.name() == category)
+                    .unwrap_or(Category::Service),
+                pricing_type: types[i]
+                    .and_then(PricingType::parse)
+                    .unwrap_or(PricingType::Regular),
+                direction: match directions[i] {
+                    Some(crate::schema::USER_INITIATED) => Some(Direction::UserInitiated),
+                    Some(crate::schema::BUSINESS_INITIATED) => Some(Direction::BusinessInitiated),
+                    _ => None,
+                },
+                tier: tiers[i].map(str::to_string),
+                cost: costs[i].and_then(|c| c.parse().ok()).unwrap_or_default(),
+                zone,
+            };
+            Ok(unit)
+        })
+        .collect()
+}
+
+/// Saved pages of one analytics and WABA, with their files.
+type Group<'a> = Vec<&'a (PathBuf, Page)>;
+
+/// The pages by analytics and WABA, in that order.
+fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<(Api, Option<String>), Group<'_>> {
+    let mut groups: BTreeMap<(Api, Option<String>), Group<'_>> = BTreeMap::new();
+    for page in pages {
+        groups
+            .entry((page.1.api, page.1.waba.clone()))
+            .or_default()
+            .push(page);
+    }
+    groups
+}
+
+/// The units of `api` a group of pages is compared with: for the pages of one WABA (its
+/// node, `id`) that name display numbers, the units of the businesses the card gives those
+/// numbers; otherwise all of them.
+fn units_of<'a>(
+    units: &'a [Unit],
+    api: Api,
+    named_waba: bool,
+    pages: &[Page],
+    files: &[&Path],
+) -> Result<Vec<&'a Unit>> {
+    let of_api = units.iter().filter(|u| u.api == api);
+    if !named_waba {
+        return Ok(of_api.collect());
+    }
+    let numbers: BTreeSet<&str> = pages
+        .iter()
+        .flat_map(|p| p.points.iter())
+        .filter_map(|p| p.phone_number.as_deref())
+        .collect();
+    if numbers.is_empty() {
+        return Ok(of_api.collect());
+    }
+    let mine: Vec<_> = of_api
+        .filter(|u| {
+            u.phone_number
+                .as_deref()
+                .is_some_and(|n| numbers.contains(n))
+        })
+        .collect();
+    if mine.is_empty() {
+        return Err(InputError::MetaAnalyticsOutside {
+            files: files.iter().map(|p| format!("`{}`", p.display())).collect(),
+            problem: format!(
+                "name the display numbers {}, which no business of the card has (`phone_number` in `[meta.businesses]`) among the run's {} units",
+                numbers.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                api.name()
+            ),
+        }
+        .into());
+    }
+    Ok(mine)
+}
+
+fn period_problem(from: i64, to: i64, span: Option<(i64, i64)>) -> String {
+    let utc = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default()
+    };
+    match span {
+        Some((first, last)) => format!(
+            "cover {} to {}, and the run's Meta units start from {} to {}: they do not overlap",
+            utc(from),
+            utc(to),
+            utc(first),
+            utc(last)
+        ),
+        None => format!(
+            "cover {} to {}, and the run has no Meta units",
+            utc(from),
+            utc(to)
+        ),
+    }
+}
+
+/// Writes the cells into `DIR/reconciliation/`, replacing an earlier reconciliation whole.
+fn write(folder: &crate::folder::OutFolder, rows: &[WabaRow]) -> Result<PathBuf> {
+    let target = crate::folder::OutFolder::new(&folder.out.join(RECONCILIATION_DIR))?;
+    crate::write::check_output_folder(&target.out)?;
+    let staging = target.create_staging()?;
+    let result = (|| -> Result<()> {
+        let mut frame = frame(rows)?;
+        let parquet = crate::write::write_parquet(&staging, RECONCILIATION_FILE, &mut frame)?;
+        let csv = crate::write::write_bytes(
+            &staging,
+            RECONCILIATION_CSV_FILE,
+            &csv(rows),
+            rows.len() as u64,
+        )?;
+        crate::write::write_json(
+            &staging,
+            crate::write::MANIFEST_FILE,
+            &serde_json::json!({ "outputs": [parquet, csv] }),
+        )?;
+        crate::error::check_interrupt()?;
+        target.switch(&staging)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result.map(|()| target.out)
+}
+
+/// The output columns, in order.
+pub const COLUMNS: [&str; 18] = [
+    "waba",
+    "analytics",
+    "start",
+    "end",
+    "phone_number",
+    "country",
+    "category",
+    "pricing_type",
+    "direction",
+    "tier",
+    "meta_count",
+    "convbill_count",
+    "count_difference",
+    "meta_cost",
+    "convbill_cost",
+    "cost_difference",
+    "status",
+    "granularity",
+];
+
+/// A row's texts, in [`COLUMNS`] order (`None` for a missing value).
+fn texts(row: &WabaRow) -> Vec<Option<String>> {
+    let r = &row.row;
+    let utc = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    };
+    let cost =
+        |s: Option<crate::meta::reconcile::Sum>| s.and_then(|s| s.cost).map(|c| c.to_string());
+    vec![
+        Some(row.waba.clone()),
+        Some(r.cell.api.name().to_string()),
+        utc(r.cell.start),
+        utc(r.cell.end),
+        r.cell.phone_number.clone(),
+        r.cell.country.clone(),
+        r.cell.category.map(|c| c.name().to_string()),
+        r.cell.pricing_type.map(|p| p.name().to_string()),
+        r.cell.direction.map(|d| match d {
+            Direction::UserInitiated => crate::schema::USER_INITIATED.to_string(),
+            Direction::BusinessInitiated => crate::schema::BUSINESS_INITIATED.to_string(),
+        }),
+        r.cell.tier.clone(),
+        r.meta.map(|s| s.count.to_string()),
+        r.convbill.map(|s| s.count.to_string()),
+        Some(count_difference(r).to_string()),
+        cost(r.meta),
+        cost(r.convbill),
+        Some(cost_difference(r).to_string()),
+        Some(r.status.name().to_string()),
+        Some(
+            match Granularity::of_bucket(r.cell.start, r.cell.end) {
+                Granularity::Daily => "DAILY",
+                Granularity::Monthly => "MONTHLY",
+            }
+            .to_string(),
+        ),
+    ]
+}
+
+fn frame(rows: &[WabaRow]) -> Result<DataFrame> {
+    let texts: Vec<Vec<Option<String>>> = rows.iter().map(texts).collect();
+    let columns = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let values: Vec<Option<&str>> = texts.iter().map(|t| t[i].as_deref()).collect();
+            match *name {
+                "meta_count" | "convbill_count" | "count_difference" => Column::new(
+                    (*name).into(),
+                    values
+                        .iter()
+                        .map(|v| v.and_then(|v| v.parse::<i64>().ok()))
+                        .collect::<Vec<Option<i64>>>(),
+                ),
+                _ => Column::new((*name).into(), values),
+            }
+        })
+        .collect();
+    Ok(DataFrame::new(rows.len(), columns)?)
+}
+
+fn csv(rows: &[WabaRow]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(COLUMNS).expect("writing to memory");
+    for row in rows {
+        writer
+            .write_record(texts(row).iter().map(|t| {
+                crate::write::spreadsheet_text(t.as_deref().unwrap_or_default()).into_owned()
+            }))
+            .expect("writing to memory");
+    }
+    writer.into_inner().expect("writing to memory")
+}

@@ -1,0 +1,401 @@
+//! `convbill reconcile`: a run's Meta units against Meta's analytics, through the binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::cli::convbill;
+use crate::support::*;
+
+/// The sample card's Indonesian business: its display number, WABA and zone (UTC+7).
+const BUSINESS: &str = "100000000001001";
+const PHONE: &str = "6281100000001";
+const WABA: &str = "acct-0001-indonesia";
+const JAKARTA: i64 = 7 * 3600;
+
+/// A string column's values, `""` for a missing one.
+fn texts(frame: &DataFrame, name: &str) -> Vec<String> {
+    let column = frame.column(name).unwrap().str().unwrap();
+    column
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The sample month across the switch, priced with the sample card, into `dir/out`.
+fn sample_run(dir: &Path) -> PathBuf {
+    let out = dir.join("out");
+    convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "-q",
+            "--input",
+            "sample-data/meta/_switch-month",
+            "--rates",
+            "sample-data/meta/rates.toml",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    out
+}
+
+/// What Meta would report for the business's units, daily at Jakarta's midnight: one
+/// `(analytics, data point)` per cell, summed here row by row from `meta_units.parquet`.
+fn analytics_of(out: &Path) -> Vec<(&'static str, Value)> {
+    let units = read_frame(&out.join("meta_units.parquet"));
+    let text = |name: &str| texts(&units, name);
+    let (business, model, country, category, pricing_type, direction, tier, cost) = (
+        text("business_id"),
+        text("model"),
+        text("country"),
+        text("category"),
+        text("pricing_type"),
+        text("direction"),
+        text("tier"),
+        text("cost"),
+    );
+    let started: Vec<i64> = units
+        .column("started_at")
+        .unwrap()
+        .datetime()
+        .unwrap()
+        .physical()
+        .into_no_null_iter()
+        .map(|ns| ns.div_euclid(1_000_000_000))
+        .collect();
+    type Key = (&'static str, i64, String, String, String, String);
+    let mut cells: BTreeMap<Key, (u64, Decimal)> = BTreeMap::new();
+    for i in 0..units.height() {
+        if business[i] != BUSINESS {
+            continue;
+        }
+        let day = (started[i] + JAKARTA).div_euclid(86400) * 86400 - JAKARTA;
+        let (api, last) = match model[i].as_str() {
+            "CBP" => ("conversation_analytics", direction[i].to_uppercase()),
+            _ => ("pricing_analytics", tier[i].clone()),
+        };
+        let key = (
+            api,
+            day,
+            country[i].clone(),
+            category[i].to_uppercase(),
+            pricing_type[i].to_uppercase(),
+            last,
+        );
+        let cell = cells.entry(key).or_default();
+        cell.0 += 1;
+        cell.1 += cost[i].parse::<Decimal>().unwrap();
+    }
+    cells
+        .into_iter()
+        .map(
+            |((api, day, country, category, pricing_type, last), (n, cost))| {
+                let mut point = json!({
+                    "start": day,
+                    "end": day + 86400,
+                    "phone_number": PHONE,
+                    "country": country,
+                    "cost": cost.to_string().parse::<f64>().unwrap(),
+                });
+                let point_map = point.as_object_mut().unwrap();
+                if api == "conversation_analytics" {
+                    point_map.insert("conversation".into(), json!(n));
+                    point_map.insert("conversation_category".into(), json!(category));
+                    point_map.insert("conversation_type".into(), json!(pricing_type));
+                    point_map.insert("conversation_direction".into(), json!(last));
+                } else {
+                    point_map.insert("volume".into(), json!(n));
+                    point_map.insert("pricing_category".into(), json!(category));
+                    point_map.insert("pricing_type".into(), json!(pricing_type));
+                    if !last.is_empty() {
+                        point_map.insert("tier".into(), json!(last));
+                    }
+                }
+                (api, point)
+            },
+        )
+        .collect()
+}
+
+/// Saves `points` as Meta's pages would come: per analytics, two pages of the WABA node,
+/// the first with `paging.next`.
+fn save(dir: &Path, points: &[(&'static str, Value)]) -> PathBuf {
+    let folder = dir.join("analytics");
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    for api in ["conversation_analytics", "pricing_analytics"] {
+        let of_api: Vec<&Value> = points
+            .iter()
+            .filter(|(a, _)| *a == api)
+            .map(|(_, p)| p)
+            .collect();
+        let (first, second) = of_api.split_at(of_api.len() / 2);
+        for (i, page) in [first, second].into_iter().enumerate() {
+            let mut edge = json!({ "data": [{ "data_points": page }] });
+            if i == 0 {
+                edge["paging"] = json!({ "next": format!("https://graph.facebook.com/v21.0/{WABA}/{api}?after=p{i}") });
+            }
+            let body = json!({ api: edge, "id": WABA });
+            std::fs::write(
+                folder.join(format!("{api}-{i}.json")),
+                serde_json::to_string_pretty(&body).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    folder
+}
+
+fn reconcile(out: &Path, analytics: &Path) -> assert_cmd::Command {
+    let mut command = convbill();
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["reconcile", "--out"])
+        .arg(out)
+        .arg("--meta-analytics")
+        .arg(analytics);
+    command
+}
+
+/// A row of the reconciliation that is not a match: `(status, analytics, country, category,
+/// pricing type, Meta's count, convbill's count)`.
+type Difference = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The rows of the reconciliation that are not a match.
+fn differences(out: &Path) -> Vec<Difference> {
+    let rows = read_frame(&out.join("reconciliation/reconciliation.parquet"));
+    let text = |name: &str| texts(&rows, name);
+    let count = |name: &str| -> Vec<Option<i64>> {
+        rows.column(name).unwrap().i64().unwrap().iter().collect()
+    };
+    let (status, api, country, category, pricing_type) = (
+        text("status"),
+        text("analytics"),
+        text("country"),
+        text("category"),
+        text("pricing_type"),
+    );
+    let (meta, ours) = (count("meta_count"), count("convbill_count"));
+    (0..rows.height())
+        .filter(|&i| status[i] != "match")
+        .map(|i| {
+            (
+                status[i].clone(),
+                api[i].clone(),
+                country[i].clone(),
+                category[i].clone(),
+                pricing_type[i].clone(),
+                meta[i],
+                ours[i],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_runs_own_analytics_reconcile_and_each_planted_difference_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let points = analytics_of(&out);
+    assert!(points.iter().any(|(a, _)| *a == "conversation_analytics"));
+    assert!(points.iter().any(|(a, _)| *a == "pricing_analytics"));
+
+    let clean = save(dir.path(), &points);
+    let assert = reconcile(&out, &clean)
+        .arg("--fail-on-difference")
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "reconciled {n} cells: {n} match, 0 differ\n",
+            n = points.len()
+        )),
+        "{stderr}"
+    );
+    assert!(differences(&out).is_empty());
+    assert!(!stderr.contains("not compared"), "{stderr}");
+    let csv = std::fs::read_to_string(out.join("reconciliation/reconciliation.csv")).unwrap();
+    assert_eq!(csv.lines().count(), points.len() + 1);
+
+    // One difference of each kind.
+    let mut planted = points.clone();
+    let describe = |p: &Value, field: &str| p[field].as_str().unwrap_or_default().to_lowercase();
+    let pricing: Vec<usize> = (0..planted.len())
+        .filter(|&i| planted[i].0 == "pricing_analytics")
+        .collect();
+    // A count: Meta one message more.
+    let counted = pricing[0];
+    planted[counted].1["volume"] = json!(planted[counted].1["volume"].as_u64().unwrap() + 1);
+    // A cost: Meta a cent more, on a charged cell.
+    let charged = *pricing
+        .iter()
+        .find(|&&i| planted[i].1["cost"].as_f64().unwrap() > 0.0 && i != counted)
+        .unwrap();
+    planted[charged].1["cost"] = json!(planted[charged].1["cost"].as_f64().unwrap() + 0.01);
+    // A cell Meta does not have, and one convbill does not.
+    // (A day in the middle: the first and last days bound the buckets compared.)
+    let dropped = planted.remove(pricing[pricing.len() / 2]);
+    let mut extra = planted[counted].1.clone();
+    extra["country"] = json!("ZZ");
+    planted.push(("pricing_analytics", extra));
+    let with_differences = save(dir.path(), &planted);
+    let assert = reconcile(&out, &with_differences)
+        .arg("--fail-on-difference")
+        .assert()
+        .code(5);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains(
+            ", 4 differ (1 count_differs, 1 cost_differs, 1 only_in_meta, 1 only_in_convbill)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("largest differences:"), "{stderr}");
+    let found = differences(&out);
+    let kinds: Vec<&str> = found.iter().map(|d| d.0.as_str()).collect();
+    let mut sorted_kinds = kinds.clone();
+    sorted_kinds.sort();
+    assert_eq!(
+        sorted_kinds,
+        [
+            "cost_differs",
+            "count_differs",
+            "only_in_convbill",
+            "only_in_meta"
+        ]
+    );
+    let of = |kind: &str| found.iter().find(|d| d.0 == kind).unwrap().clone();
+    let counted_point = &planted[counted].1;
+    assert_eq!(
+        of("count_differs").3,
+        describe(counted_point, "pricing_category")
+    );
+    let volume = counted_point["volume"].as_i64().unwrap();
+    assert_eq!(
+        (of("count_differs").5, of("count_differs").6),
+        (Some(volume), Some(volume - 1))
+    );
+    assert_eq!(of("only_in_meta").2, "ZZ");
+    assert_eq!(
+        (of("only_in_meta").5, of("only_in_meta").6),
+        (Some(volume), None)
+    );
+    assert_eq!(
+        of("only_in_convbill").2,
+        describe(&dropped.1, "country").to_uppercase()
+    );
+    // Without `--fail-on-difference`, differences are a result.
+    reconcile(&out, &with_differences).assert().success();
+    // A tolerance of one unit and two cents takes all but the cells one side lacks.
+    reconcile(&out, &with_differences)
+        .args(["--tolerance", "1", "--fail-on-difference"])
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains(
+            "2 differ (1 only_in_meta, 1 only_in_convbill)",
+        ));
+}
+
+#[test]
+fn analytics_without_cost_reconcile_counts_only_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let mut points = analytics_of(&out);
+    for (_, point) in &mut points {
+        point.as_object_mut().unwrap().remove("cost");
+    }
+    let folder = save(dir.path(), &points);
+    reconcile(&out, &folder)
+        .arg("--fail-on-difference")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("0 differ"))
+        .stderr(predicates::str::contains(
+            "costs not compared: Meta's analytics give no cost",
+        ));
+    let rows = read_frame(&out.join("reconciliation/reconciliation.parquet"));
+    assert_eq!(
+        rows.column("meta_cost").unwrap().null_count(),
+        rows.height()
+    );
+}
+
+#[test]
+fn analytics_that_cannot_be_reconciled_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let refused = |name: &str, body: &str, code: i32, says: &str| {
+        let file = bad.join(name);
+        std::fs::write(&file, body).unwrap();
+        reconcile(&out, &file)
+            .assert()
+            .code(code)
+            .stderr(predicates::str::contains(format!(
+                "error: Meta analytics `{}`",
+                file.display()
+            )))
+            .stderr(predicates::str::contains(says.to_string()));
+    };
+    refused("truncated.json", "{\"data\": [", 3, "is not JSON");
+    refused(
+        "expired.json",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/meta-analytics/error-expired-token.json"),
+        )
+        .unwrap(),
+        3,
+        "is an error response from Meta, not analytics: Error validating access token",
+    );
+    // A year before the run.
+    let mut points = analytics_of(&out);
+    for (_, point) in &mut points {
+        for bound in ["start", "end"] {
+            point[bound] = json!(point[bound].as_i64().unwrap() - 365 * 86400);
+        }
+    }
+    let earlier = save(&dir.path().join("earlier"), &points);
+    reconcile(&out, &earlier)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("they do not overlap"));
+    // Display numbers no business of the card has.
+    let mut points = analytics_of(&out);
+    for (_, point) in &mut points {
+        point["phone_number"] = json!("15550000000");
+    }
+    let stranger = save(&dir.path().join("stranger"), &points);
+    reconcile(&out, &stranger)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            "name the display numbers `15550000000`, which no business of the card has",
+        ));
+    // A run without Meta units.
+    let plain = dir.path().join("plain");
+    crate::cli::run_quietly(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/article-scenarios.parquet"),
+        &plain,
+    );
+    reconcile(&plain, &earlier)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no `[meta]` section"));
+}
