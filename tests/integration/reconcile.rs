@@ -399,3 +399,93 @@ fn analytics_that_cannot_be_reconciled_are_refused_naming_the_file() {
         .code(2)
         .stderr(predicates::str::contains("no `[meta]` section"));
 }
+
+#[test]
+fn units_outside_metas_buckets_are_counted_and_the_folder_waits_for_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let mut points = analytics_of(&out);
+    // Meta's pages start a day later: the first day's units are left out, and said to be.
+    let first = points
+        .iter()
+        .map(|(_, p)| p["start"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    points.retain(|(_, p)| p["start"].as_i64().unwrap() != first);
+    let later = save(dir.path(), &points);
+    reconcile(&out, &later)
+        .arg("--fail-on-difference")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("0 differ"))
+        .stderr(predicates::str::is_match(
+            "not compared: [0-9]+ of convbill's units for conversation_analytics of WABA acct-0001-indonesia start outside the buckets Meta's pages hold",
+        ).unwrap());
+    // A run working on the folder holds its lock: nothing is written meanwhile.
+    std::fs::remove_dir_all(out.join("reconciliation")).unwrap();
+    let folder = convbill::folder::OutFolder::new(&out).unwrap();
+    let held = folder.lock().unwrap();
+    reconcile(&out, &later)
+        .assert()
+        .code(convbill::exit::BUSY)
+        .stderr(predicates::str::contains(
+            "another convbill run is working on this output folder",
+        ));
+    assert!(!out.join("reconciliation").exists());
+    drop(held);
+    reconcile(&out, &later).assert().success();
+    assert!(out.join("reconciliation/reconciliation.csv").is_file());
+}
+
+#[test]
+fn a_folder_that_is_no_run_or_a_changed_card_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let analytics = save(dir.path(), &analytics_of(&out));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    reconcile(&empty, &analytics)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "holds no convbill run (no manifest.json)",
+        ));
+    // The run's card, edited since: its manifest no longer vouches for it.
+    let card_dir = dir.path().join("card");
+    std::fs::create_dir(&card_dir).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta");
+    for file in [
+        "rates.toml",
+        "rates-usd-2023-06.csv",
+        "rates-usd-2025-07.csv",
+    ] {
+        std::fs::copy(sample.join(file), card_dir.join(file)).unwrap();
+    }
+    let card = card_dir.join("rates.toml");
+    let run_with = |card: &Path| {
+        convbill()
+            .args(["run", "-q", "--input"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta/_switch-month"))
+            .arg("--rates")
+            .arg(card)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+    };
+    run_with(&card);
+    reconcile(&out, &analytics).assert().success();
+    let text = std::fs::read_to_string(&card).unwrap();
+    std::fs::write(&card, format!("{text}\n# edited\n")).unwrap();
+    reconcile(&out, &analytics)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "has changed since the run: pass `--rates`",
+        ));
+    reconcile(&out, &analytics)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .success();
+}
