@@ -489,3 +489,45 @@ fn a_folder_that_is_no_run_or_a_changed_card_is_a_usage_error() {
         .assert()
         .success();
 }
+
+#[test]
+fn a_nightly_history_reconciles_with_the_analytics_of_its_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = analytics_of(&sample_run(dir.path()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (input, card) = (
+        root.join("sample-data/meta/_switch-month"),
+        root.join("sample-data/meta/rates.toml"),
+    );
+    let nightly = dir.path().join("nightly");
+    for day in ["2025-06-15", "2025-06-16", "2025-06-17"] {
+        crate::nightly::night_command(&input, &nightly, crate::nightly::date(day))
+            .arg("--rates")
+            .arg(&card)
+            .arg("-q")
+            .assert()
+            .success();
+    }
+    // Jakarta's June 15 and 16 end by 2025-06-16 17:00 UTC: the three UTC nights hold every
+    // conversation they start, ended (`meta_units/date=D/`) or still open (month-to-date).
+    let end_of_16th = 1750093200;
+    let days: Vec<(&'static str, Value)> = points
+        .into_iter()
+        .filter(|(_, p)| p["end"].as_i64().unwrap() <= end_of_16th)
+        .collect();
+    assert!(days.len() > 10);
+    let open = read_frame(&nightly.join("month-to-date/meta_open_units.parquet"));
+    assert!(open.height() > 0);
+    reconcile(&nightly, &save(dir.path(), &days))
+        .arg("--fail-on-difference")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(format!(
+            "reconciled {n} cells: {n} match, 0 differ",
+            n = days.len()
+        )))
+        // The 17th's conversations are past the analytics' last day.
+        .stderr(predicates::str::contains(
+            "start outside the buckets Meta's pages hold",
+        ));
+}
