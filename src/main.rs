@@ -512,11 +512,11 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
                 },
             };
             let cell: Vec<String> = [
-                r.cell.phone_number.clone(),
-                r.cell.country.clone(),
-                r.cell.category.map(|c| c.name().to_string()),
-                r.cell.pricing_type.map(|p| p.name().to_string()),
-                r.cell.tier.clone(),
+                r.cell.values.phone_number.clone(),
+                r.cell.values.country.clone(),
+                r.cell.values.category.map(|c| c.name().to_string()),
+                r.cell.values.pricing_type.map(|p| p.name().to_string()),
+                r.cell.values.tier.clone(),
             ]
             .into_iter()
             .flatten()
@@ -525,9 +525,7 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
                 "  {} WABA {} {} {}: Meta {}, convbill {} ({})",
                 r.cell.api.name(),
                 row.waba,
-                chrono::DateTime::from_timestamp(r.cell.start, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default(),
+                reconcile::utc_minute(r.cell.start),
                 cell.join(" "),
                 side(r.meta),
                 side(r.convbill),
@@ -535,11 +533,7 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
             );
         }
         for (api, waba, units, from, to) in &report.outside {
-            let utc = |t: i64| {
-                chrono::DateTime::from_timestamp(t, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default()
-            };
+            let utc = reconcile::utc_minute;
             eprintln!(
                 "not compared: {units} of convbill's units for {} of WABA {waba} start outside the buckets Meta's pages hold ({} to {})",
                 api.name(),

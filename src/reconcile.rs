@@ -15,7 +15,7 @@ use polars::prelude::*;
 use rust_decimal::Decimal;
 
 use crate::error::{Error, InputError, Result};
-use crate::meta::analytics::{read_pages, Api, Page};
+use crate::meta::analytics::{read_pages, Api, MetaCategory, Page, Values};
 use crate::meta::config::MetaConfig;
 use crate::meta::reconcile::{
     compare, convbill_side, meta_side, Dimensions, Granularity, Row, Status, Tolerance, Unit,
@@ -136,7 +136,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
     let mut outside = Vec::new();
     for ((api, waba), group) in groups(&pages) {
         let files: Vec<&Path> = group.iter().map(|(path, _)| path.as_path()).collect();
-        let pages: Vec<Page> = group.iter().map(|(_, page)| (*page).clone()).collect();
+        let pages: Vec<&Page> = group.iter().map(|(_, page)| page).collect();
         let points = || pages.iter().flat_map(|p| p.points.iter());
         let Some(first) = points().next() else {
             continue;
@@ -155,14 +155,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             .into());
         }
         let mine = units_of(&units, api, waba.is_some(), &pages, &files)?;
-        let left_out = mine
-            .iter()
-            .filter(|u| u.api == api)
-            .filter(|u| {
-                let (start, end) = granularity.bucket(u.zone, u.started_at);
-                start < from || to < end
-            })
-            .count();
+        let (ours, left_out) = convbill_side(mine, api, dimensions, granularity, (from, to));
         if left_out > 0 {
             outside.push((
                 api,
@@ -172,8 +165,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
                 to,
             ));
         }
-        let ours = convbill_side(mine, api, dimensions, granularity, (from, to));
-        let theirs = meta_side(&pages, dimensions);
+        let theirs = meta_side(pages.iter().copied(), dimensions);
         rows.extend(
             compare(&theirs, &ours, config.tolerance)
                 .into_iter()
@@ -328,21 +320,29 @@ fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
                     _ => Api::Pricing,
                 },
                 started_at: starts[i].unwrap_or_default().div_euclid(1_000_000_000),
-                phone_number: phone,
-                country: countries[i].map(str::to_string),
-                category: Category::ALL
-                    .into_iter()
-                    .find(|c| c.name() == category)
-                    .unwrap_or(Category::Service),
-                pricing_type: types[i]
-                    .and_then(PricingType::parse)
-                    .unwrap_or(PricingType::Regular),
-                direction: match directions[i] {
-                    Some(crate::schema::USER_INITIATED) => Some(Direction::UserInitiated),
-                    Some(crate::schema::BUSINESS_INITIATED) => Some(Direction::BusinessInitiated),
-                    _ => None,
+                values: Values {
+                    phone_number: phone,
+                    country: countries[i].map(str::to_string),
+                    category: Some(MetaCategory::Priced(
+                        Category::ALL
+                            .into_iter()
+                            .find(|c| c.name() == category)
+                            .unwrap_or(Category::Service),
+                    )),
+                    pricing_type: Some(
+                        types[i]
+                            .and_then(PricingType::parse)
+                            .unwrap_or(PricingType::Regular),
+                    ),
+                    direction: match directions[i] {
+                        Some(crate::schema::USER_INITIATED) => Some(Direction::UserInitiated),
+                        Some(crate::schema::BUSINESS_INITIATED) => {
+                            Some(Direction::BusinessInitiated)
+                        }
+                        _ => None,
+                    },
+                    tier: tiers[i].map(str::to_string),
                 },
-                tier: tiers[i].map(str::to_string),
                 cost: costs[i].and_then(|c| c.parse().ok()).unwrap_or_default(),
                 zone,
             };
@@ -373,7 +373,7 @@ fn units_of<'a>(
     units: &'a [Unit],
     api: Api,
     named_waba: bool,
-    pages: &[Page],
+    pages: &[&Page],
     files: &[&Path],
 ) -> Result<Vec<&'a Unit>> {
     let of_api = units.iter().filter(|u| u.api == api);
@@ -383,14 +383,15 @@ fn units_of<'a>(
     let numbers: BTreeSet<&str> = pages
         .iter()
         .flat_map(|p| p.points.iter())
-        .filter_map(|p| p.phone_number.as_deref())
+        .filter_map(|p| p.values.phone_number.as_deref())
         .collect();
     if numbers.is_empty() {
         return Ok(of_api.collect());
     }
     let mine: Vec<_> = of_api
         .filter(|u| {
-            u.phone_number
+            u.values
+                .phone_number
                 .as_deref()
                 .is_some_and(|n| numbers.contains(n))
         })
@@ -409,12 +410,15 @@ fn units_of<'a>(
     Ok(mine)
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC`, as messages name bucket bounds.
+pub fn utc_minute(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
 fn period_problem(from: i64, to: i64, span: Option<(i64, i64)>) -> String {
-    let utc = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-            .unwrap_or_default()
-    };
+    let utc = utc_minute;
     match span {
         Some((first, last)) => format!(
             "cover {} to {}, and the run's Meta units start from {} to {}: they do not overlap",
@@ -494,15 +498,15 @@ fn texts(row: &WabaRow) -> Vec<Option<String>> {
         Some(r.cell.api.name().to_string()),
         utc(r.cell.start),
         utc(r.cell.end),
-        r.cell.phone_number.clone(),
-        r.cell.country.clone(),
-        r.cell.category.map(|c| c.name().to_string()),
-        r.cell.pricing_type.map(|p| p.name().to_string()),
-        r.cell.direction.map(|d| match d {
+        r.cell.values.phone_number.clone(),
+        r.cell.values.country.clone(),
+        r.cell.values.category.map(|c| c.name().to_string()),
+        r.cell.values.pricing_type.map(|p| p.name().to_string()),
+        r.cell.values.direction.map(|d| match d {
             Direction::UserInitiated => crate::schema::USER_INITIATED.to_string(),
             Direction::BusinessInitiated => crate::schema::BUSINESS_INITIATED.to_string(),
         }),
-        r.cell.tier.clone(),
+        r.cell.values.tier.clone(),
         r.meta.map(|s| s.count.to_string()),
         r.convbill.map(|s| s.count.to_string()),
         Some(count_difference(r).to_string()),
@@ -522,21 +526,27 @@ fn texts(row: &WabaRow) -> Vec<Option<String>> {
 
 fn frame(rows: &[WabaRow]) -> Result<DataFrame> {
     let texts: Vec<Vec<Option<String>>> = rows.iter().map(texts).collect();
+    let count = |side: fn(&Row) -> Option<crate::meta::reconcile::Sum>| -> Vec<Option<i64>> {
+        rows.iter()
+            .map(|r| side(&r.row).map(|s| s.count as i64))
+            .collect()
+    };
     let columns = COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let values: Vec<Option<&str>> = texts.iter().map(|t| t[i].as_deref()).collect();
-            match *name {
-                "meta_count" | "convbill_count" | "count_difference" => Column::new(
-                    (*name).into(),
-                    values
-                        .iter()
-                        .map(|v| v.and_then(|v| v.parse::<i64>().ok()))
-                        .collect::<Vec<Option<i64>>>(),
-                ),
-                _ => Column::new((*name).into(), values),
-            }
+        .map(|(i, name)| match *name {
+            "meta_count" => Column::new((*name).into(), count(|r| r.meta)),
+            "convbill_count" => Column::new((*name).into(), count(|r| r.convbill)),
+            "count_difference" => Column::new(
+                (*name).into(),
+                rows.iter()
+                    .map(|r| count_difference(&r.row))
+                    .collect::<Vec<i64>>(),
+            ),
+            _ => Column::new(
+                (*name).into(),
+                texts.iter().map(|t| t[i].as_deref()).collect::<Vec<_>>(),
+            ),
         })
         .collect();
     Ok(DataFrame::new(rows.len(), columns)?)

@@ -63,7 +63,7 @@ impl MetaCategory {
 }
 
 /// One data point: a count (and cost) of the bucket `start..end` for the dimensions the
-/// request asked for (those it did not are `None`).
+/// request asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPoint {
     /// Bucket bounds, Unix seconds (a `DAILY` bucket starts at the WABA zone's midnight).
@@ -73,6 +73,13 @@ pub struct DataPoint {
     pub count: u64,
     /// `None` where Meta gives no cost (WABAs billed through a partner).
     pub cost: Option<Decimal>,
+    pub values: Values,
+}
+
+/// The values of the analytics' dimensions, of a data point, a unit or a compared cell:
+/// `None` for a dimension not given (or not compared).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Values {
     /// The business's display number, as Meta writes it.
     pub phone_number: Option<String>,
     /// ISO 3166 alpha-2.
@@ -315,15 +322,17 @@ fn parse_point(api: Api, index: usize, point: &Value) -> Result<DataPoint, Analy
         end,
         count,
         cost,
-        phone_number: text("phone_number")?,
-        country: text("country")?,
-        category: named(point, index, category_field, category_of)?,
-        pricing_type: named(point, index, type_field, pricing_type_of)?,
-        direction: match api {
-            Api::Conversations => named(point, index, "conversation_direction", direction_of)?,
-            Api::Pricing => None,
+        values: Values {
+            phone_number: text("phone_number")?,
+            country: text("country")?,
+            category: named(point, index, category_field, category_of)?,
+            pricing_type: named(point, index, type_field, pricing_type_of)?,
+            direction: match api {
+                Api::Conversations => named(point, index, "conversation_direction", direction_of)?,
+                Api::Pricing => None,
+            },
+            tier: text("tier")?,
         },
-        tier: text("tier")?,
     })
 }
 
@@ -474,17 +483,19 @@ mod tests {
                 end: 1717311600,
                 count: 5250,
                 cost: Some("45.0484".parse().unwrap()),
-                phone_number: Some("16505550111".into()),
-                country: Some("US".into()),
-                category: Some(MetaCategory::Priced(Category::Marketing)),
-                pricing_type: Some(PricingType::Regular),
-                direction: Some(Direction::BusinessInitiated),
-                tier: None,
+                values: Values {
+                    phone_number: Some("16505550111".into()),
+                    country: Some("US".into()),
+                    category: Some(MetaCategory::Priced(Category::Marketing)),
+                    pricing_type: Some(PricingType::Regular),
+                    direction: Some(Direction::BusinessInitiated),
+                    tier: None,
+                },
             }
         );
         // The filter's spelling `FREE_ENTRY` is the response's `FREE_ENTRY_POINT`.
         assert_eq!(
-            page.points[1].pricing_type,
+            page.points[1].values.pricing_type,
             Some(PricingType::FreeEntryPoint)
         );
         assert_eq!(page.points[1].cost, Some(Decimal::ZERO));
@@ -505,9 +516,9 @@ mod tests {
                 (
                     p.count,
                     p.cost,
-                    p.category,
-                    p.pricing_type,
-                    p.tier.as_deref(),
+                    p.values.category,
+                    p.values.pricing_type,
+                    p.values.tier.as_deref(),
                 )
             })
             .collect();
@@ -544,7 +555,7 @@ mod tests {
                 ),
             ]
         );
-        assert!(page.points.iter().all(|p| p.direction.is_none()));
+        assert!(page.points.iter().all(|p| p.values.direction.is_none()));
     }
 
     #[test]

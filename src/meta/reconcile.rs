@@ -8,10 +8,7 @@ use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
-use super::analytics::{Api, DataPoint, MetaCategory, Page};
-use super::reference::Direction;
-use super::units::PricingType;
-use super::Category;
+use super::analytics::{Api, DataPoint, Page, Values};
 
 /// The dimensions compared: those every data point of Meta's side has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,12 +27,12 @@ impl Dimensions {
     pub fn of<'a>(points: impl Iterator<Item = &'a DataPoint> + Clone) -> Dimensions {
         let all = |has: fn(&DataPoint) -> bool| points.clone().all(has);
         Dimensions {
-            phone_number: all(|p| p.phone_number.is_some()),
-            country: all(|p| p.country.is_some()),
-            category: all(|p| p.category.is_some()),
-            pricing_type: all(|p| p.pricing_type.is_some()),
-            direction: all(|p| p.direction.is_some()),
-            tier: points.clone().any(|p| p.tier.is_some()),
+            phone_number: all(|p| p.values.phone_number.is_some()),
+            country: all(|p| p.values.country.is_some()),
+            category: all(|p| p.values.category.is_some()),
+            pricing_type: all(|p| p.values.pricing_type.is_some()),
+            direction: all(|p| p.values.direction.is_some()),
+            tier: points.clone().any(|p| p.values.tier.is_some()),
         }
     }
 }
@@ -48,12 +45,24 @@ pub struct Cell {
     /// Bucket bounds, Unix seconds.
     pub start: i64,
     pub end: i64,
-    pub phone_number: Option<String>,
-    pub country: Option<String>,
-    pub category: Option<MetaCategory>,
-    pub pricing_type: Option<PricingType>,
-    pub direction: Option<Direction>,
-    pub tier: Option<String>,
+    pub values: Values,
+}
+
+impl Dimensions {
+    /// The values of `values` in the compared dimensions; `None` in the others.
+    fn kept(self, values: &Values) -> Values {
+        fn kept<T: Clone>(compared: bool, value: &Option<T>) -> Option<T> {
+            value.clone().filter(|_| compared)
+        }
+        Values {
+            phone_number: kept(self.phone_number, &values.phone_number),
+            country: kept(self.country, &values.country),
+            category: kept(self.category, &values.category),
+            pricing_type: kept(self.pricing_type, &values.pricing_type),
+            direction: kept(self.direction, &values.direction),
+            tier: kept(self.tier, &values.tier),
+        }
+    }
 }
 
 /// One side's sum over a cell.
@@ -66,7 +75,10 @@ pub struct Sum {
 
 /// Meta's side: the data points of `pages` summed by cell. A cell's cost is `None` when any
 /// of its points has none.
-pub fn meta_side(pages: &[Page], dimensions: Dimensions) -> BTreeMap<Cell, Sum> {
+pub fn meta_side<'a>(
+    pages: impl IntoIterator<Item = &'a Page>,
+    dimensions: Dimensions,
+) -> BTreeMap<Cell, Sum> {
     let mut cells: BTreeMap<Cell, Sum> = BTreeMap::new();
     for page in pages {
         for point in &page.points {
@@ -74,12 +86,7 @@ pub fn meta_side(pages: &[Page], dimensions: Dimensions) -> BTreeMap<Cell, Sum> 
                 api: page.api,
                 start: point.start,
                 end: point.end,
-                phone_number: kept(dimensions.phone_number, &point.phone_number),
-                country: kept(dimensions.country, &point.country),
-                category: kept(dimensions.category, &point.category),
-                pricing_type: kept(dimensions.pricing_type, &point.pricing_type),
-                direction: kept(dimensions.direction, &point.direction),
-                tier: kept(dimensions.tier, &point.tier),
+                values: dimensions.kept(&point.values),
             };
             let first = !cells.contains_key(&cell);
             let sum = cells.entry(cell).or_default();
@@ -94,10 +101,6 @@ pub fn meta_side(pages: &[Page], dimensions: Dimensions) -> BTreeMap<Cell, Sum> 
     cells
 }
 
-fn kept<T: Clone>(compared: bool, value: &Option<T>) -> Option<T> {
-    value.clone().filter(|_| compared)
-}
-
 /// One of convbill's Meta units, as reconciliation reads it from `meta_units.parquet`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -106,13 +109,10 @@ pub struct Unit {
     pub api: Api,
     /// Unix seconds.
     pub started_at: i64,
-    /// The business's display number from the card; `None` if the card gives none.
-    pub phone_number: Option<String>,
-    pub country: Option<String>,
-    pub category: Category,
-    pub pricing_type: PricingType,
-    pub direction: Option<Direction>,
-    pub tier: Option<String>,
+    /// Its category and pricing type (always given); the business's display number from the
+    /// card (`None` if the card gives none), the user's country, the direction of a
+    /// conversation and the tier of a charged message.
+    pub values: Values,
     pub cost: Decimal,
     /// The WABA zone of its business, where its day and month are.
     pub zone: Tz,
@@ -163,32 +163,27 @@ impl Granularity {
 }
 
 /// convbill's side: the `units` of `api` that start in a bucket within `period` (Unix
-/// seconds, end excluded), summed by cell.
+/// seconds, end excluded), summed by cell; and how many of them start outside it.
 pub fn convbill_side<'a>(
     units: impl IntoIterator<Item = &'a Unit>,
     api: Api,
     dimensions: Dimensions,
     granularity: Granularity,
     period: (i64, i64),
-) -> BTreeMap<Cell, Sum> {
+) -> (BTreeMap<Cell, Sum>, usize) {
     let mut cells: BTreeMap<Cell, Sum> = BTreeMap::new();
+    let mut outside = 0;
     for unit in units.into_iter().filter(|u| u.api == api) {
         let (start, end) = granularity.bucket(unit.zone, unit.started_at);
         if start < period.0 || period.1 < end {
+            outside += 1;
             continue;
         }
         let cell = Cell {
             api,
             start,
             end,
-            phone_number: kept(dimensions.phone_number, &unit.phone_number),
-            country: kept(dimensions.country, &unit.country),
-            category: dimensions
-                .category
-                .then_some(MetaCategory::Priced(unit.category)),
-            pricing_type: dimensions.pricing_type.then_some(unit.pricing_type),
-            direction: kept(dimensions.direction, &unit.direction),
-            tier: kept(dimensions.tier, &unit.tier),
+            values: dimensions.kept(&unit.values),
         };
         let sum = cells.entry(cell).or_insert(Sum {
             count: 0,
@@ -197,7 +192,7 @@ pub fn convbill_side<'a>(
         sum.count += 1;
         sum.cost = sum.cost.map(|cost| cost + unit.cost);
     }
-    cells
+    (cells, outside)
 }
 
 /// How a cell compares.
@@ -286,7 +281,10 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::analytics::parse_page;
+    use crate::meta::analytics::{parse_page, MetaCategory};
+    use crate::meta::reference::Direction;
+    use crate::meta::units::PricingType;
+    use crate::meta::Category;
 
     fn fixture(name: &str) -> Page {
         let path = format!(
@@ -304,15 +302,17 @@ mod tests {
         Unit {
             api: Api::Conversations,
             started_at: at,
-            phone_number: Some("16505550111".into()),
-            country: Some("US".into()),
-            category,
-            pricing_type,
-            direction: Some(match pricing_type {
-                PricingType::FreeEntryPoint => Direction::UserInitiated,
-                _ => Direction::BusinessInitiated,
-            }),
-            tier: None,
+            values: Values {
+                phone_number: Some("16505550111".into()),
+                country: Some("US".into()),
+                category: Some(MetaCategory::Priced(category)),
+                pricing_type: Some(pricing_type),
+                direction: Some(match pricing_type {
+                    PricingType::FreeEntryPoint => Direction::UserInitiated,
+                    _ => Direction::BusinessInitiated,
+                }),
+                tier: None,
+            },
             cost: cost.parse().unwrap(),
             zone: la(),
         }
@@ -381,7 +381,7 @@ mod tests {
             PricingType::Regular,
             "0.01",
         ));
-        let ours = convbill_side(
+        let (ours, _) = convbill_side(
             &units,
             Api::Conversations,
             dimensions,
@@ -421,12 +421,10 @@ mod tests {
             api: Api::Pricing,
             start: 0,
             end: 86400,
-            phone_number: None,
-            country: None,
-            category: None,
-            pricing_type: None,
-            direction: None,
-            tier: Some(tier.into()),
+            values: Values {
+                tier: Some(tier.into()),
+                ..Values::default()
+            },
         };
         let sum = |count, cost: Option<&str>| Sum {
             count,
@@ -465,11 +463,11 @@ mod tests {
     #[test]
     fn a_dimension_some_points_lack_is_summed_over() {
         let mut page = fixture("pricing-daily-no-cost.json");
-        page.points[1].country = None;
+        page.points[1].values.country = None;
         let dimensions = Dimensions::of(page.points.iter());
         assert!(!dimensions.country && dimensions.tier && dimensions.phone_number);
         let meta = meta_side(&[page], dimensions);
-        assert!(meta.keys().all(|cell| cell.country.is_none()));
+        assert!(meta.keys().all(|cell| cell.values.country.is_none()));
         assert_eq!(meta.values().map(|s| s.count).sum::<u64>(), 51);
         assert!(meta.values().all(|s| s.cost.is_none()));
     }
