@@ -231,6 +231,21 @@ fn a_runs_own_analytics_reconcile_and_each_planted_difference_is_named() {
     assert!(!stderr.contains("not compared"), "{stderr}");
     let csv = std::fs::read_to_string(out.join("reconciliation/reconciliation.csv")).unwrap();
     assert_eq!(csv.lines().count(), points.len() + 1);
+    // The folder's manifest lists its two files, with their rows.
+    let manifest = manifest_of(&out.join("reconciliation"));
+    let outputs: Vec<(&str, u64)> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["path"].as_str().unwrap(), o["rows"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("reconciliation.parquet", points.len() as u64),
+            ("reconciliation.csv", points.len() as u64)
+        ]
+    );
 
     // One difference of each kind.
     let mut planted = points.clone();
