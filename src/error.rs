@@ -21,6 +21,9 @@ pub mod exit {
     /// `convbill reconcile --fail-on-difference`: convbill's Meta units and Meta's analytics
     /// differ beyond the tolerance (the reconciliation is written).
     pub const DIFFERENCES: i32 = 5;
+    /// `convbill fetch-meta-analytics`: Meta's Graph API refused the request (an expired token,
+    /// a missing permission) or kept failing (rate limits, server errors) after every attempt.
+    pub const META_API: i32 = 6;
     /// Interrupted (Ctrl-C, SIGTERM): stopped without writing anything.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -286,6 +289,20 @@ pub enum Error {
     #[error("{problem}")]
     Reconcile { problem: String },
 
+    /// `convbill fetch-meta-analytics`: a request it will not make (no token, a bad WABA id or
+    /// period, an address the token must not go to).
+    #[error("{problem}")]
+    MetaApiSetup { problem: String },
+
+    /// `convbill fetch-meta-analytics`: Meta's Graph API refused a request, or kept failing
+    /// after every attempt. Nothing is written.
+    #[error("Meta's Graph API, {what}: {problem}")]
+    MetaApi {
+        what: String,
+        problem: String,
+        hint: Option<String>,
+    },
+
     /// An interrupted catch-up: the nights before `failed` are in place.
     #[error(
         "interrupted: caught up nights {first} to {last}, which are in place; night {failed} did not run"
@@ -336,7 +353,9 @@ impl Error {
             | Error::OutIsMountPoint { .. }
             | Error::OutUnnamed { .. }
             | Error::Explain { .. }
-            | Error::Reconcile { .. } => exit::USAGE,
+            | Error::Reconcile { .. }
+            | Error::MetaApiSetup { .. } => exit::USAGE,
+            Error::MetaApi { .. } => exit::META_API,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,
             Error::Interrupted | Error::CatchUpInterrupted { .. } => exit::INTERRUPTED,
             Error::CatchUpStopped { source, .. } => source.exit_code(),
@@ -347,6 +366,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::CatchUpStopped { source, .. } => source.hint(),
+            Error::MetaApi { hint, .. } => hint.clone(),
             // Only the default path gets the hint: a path the user gave is named in the error.
             Error::Input(InputError::NotFound { path }) if path == Path::new(DEFAULT_INPUT) => {
                 Some(

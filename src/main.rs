@@ -77,7 +77,8 @@ fn huge_pages_off() -> bool {
 /// input with `--strict-late-input`.
 ///
 /// 4 nothing done: another run holds the output folder. 5 `reconcile --fail-on-difference`
-/// found differences. 130 interrupted.
+/// found differences. 6 `fetch-meta-analytics`: Meta's Graph API refused a request or kept
+/// failing. 130 interrupted.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -118,6 +119,70 @@ enum Command {
     /// not analytics (not JSON, an error body, an unknown value) or covers nothing of the run,
     /// 2 when the folder holds no Meta units or the card is not the run's.
     Reconcile(ReconcileArgs),
+    /// Fetch a WhatsApp Business Account's analytics from Meta's Graph API and save the raw
+    /// response pages for `convbill reconcile`: `conversation_analytics` for the days before
+    /// 2025-07-01, `pricing_analytics` from then on, following `paging.next` to the last page.
+    ///
+    /// The access token comes from the environment variable `META_ACCESS_TOKEN`; it is sent in
+    /// the `Authorization` header only, never printed, and replaced by `REDACTED` in the saved
+    /// pages. Rate limits, server errors and failed connections are tried again with a wait
+    /// that doubles each time. Nothing is written unless every page arrived. Exits with 6 when
+    /// Meta refuses a request (an expired token: code 190) or keeps failing, 2 without a token
+    /// or with a bad WABA id or period.
+    #[command(name = "fetch-meta-analytics")]
+    FetchMetaAnalytics(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    /// The WhatsApp Business Account's id.
+    #[arg(long)]
+    waba: String,
+    /// The first day, in the WABA's time zone.
+    #[arg(long, value_name = "DAY")]
+    from: chrono::NaiveDate,
+    /// The last day (included).
+    #[arg(long, value_name = "DAY")]
+    to: chrono::NaiveDate,
+    /// The WABA's time zone, as its Business Manager settings give it (IANA name, such as
+    /// `Asia/Jakarta`): its days start at its midnight.
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    time_zone: chrono_tz::Tz,
+    /// `DAILY` or `MONTHLY` buckets.
+    #[arg(long, default_value = "DAILY", value_parser = ["DAILY", "MONTHLY", "daily", "monthly"])]
+    granularity: String,
+    /// A folder (one file per page, replaced whole) or a `.json` file (the page, or a list of
+    /// the pages).
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    out: PathBuf,
+    /// The Graph API's address (plain http only for this machine).
+    #[arg(long, value_name = "URL", default_value = convbill::meta::fetch::GRAPH_URL)]
+    graph_url: String,
+    /// The Graph API version.
+    #[arg(long, value_name = "VERSION", default_value = convbill::meta::fetch::API_VERSION)]
+    api_version: String,
+    /// Attempts per page, the first included.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    attempts: u32,
+    /// Seconds to wait before the second attempt; the wait doubles for each one after (and is
+    /// at least what a `Retry-After` header asks).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    retry_wait: f64,
+    /// Seconds a request may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    timeout: f64,
+}
+
+fn granularity_of(text: &str) -> convbill::meta::reconcile::Granularity {
+    match text.to_ascii_uppercase().as_str() {
+        "MONTHLY" => convbill::meta::reconcile::Granularity::Monthly,
+        _ => convbill::meta::reconcile::Granularity::Daily,
+    }
+}
+
+fn parse_zone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("`{text}` is not an IANA time zone (such as `Asia/Jakarta`)"))
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +205,12 @@ struct ReconcileArgs {
     /// Differences up to this share of Meta's figure (0.02: 2%) count as a match.
     #[arg(long, value_name = "SHARE", default_value = "0")]
     tolerance_relative: rust_decimal::Decimal,
+    /// Print what lies behind a row of the reconciliation (its number in
+    /// `reconciliation.csv`, 1 for the first after the header; the summary names the rows of
+    /// the largest differences): Meta's data points with their files, and convbill's units
+    /// with the messages that opened them.
+    #[arg(long, value_name = "ROW")]
+    explain: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +363,20 @@ struct GenerateArgs {
     /// the Dominican Republic, and countries Meta prices as Other), for Meta pricing
     #[arg(long)]
     markets: bool,
+    /// Also write the analytics Meta would report for the log into this folder, one folder of
+    /// pages per WABA, for `convbill reconcile` (needs `--rates`: a card with `[meta]`).
+    #[arg(long, value_name = "DIR", requires = "rates")]
+    meta_analytics: Option<PathBuf>,
+    /// The rate card the analytics are priced by.
+    #[arg(long, value_name = "FILE", requires = "meta_analytics")]
+    rates: Option<PathBuf>,
+    /// The analytics' buckets: `DAILY` or `MONTHLY`.
+    #[arg(long, default_value = "DAILY", value_parser = ["DAILY", "MONTHLY", "daily", "monthly"], requires = "meta_analytics")]
+    granularity: String,
+    /// Plant four differences in the analytics, as real ones look (a count, a cost, a cell
+    /// Meta leaves out, a marketing lite message only Meta has), and list them.
+    #[arg(long, requires = "meta_analytics")]
+    plant_differences: bool,
 }
 
 fn main() -> ExitCode {
@@ -339,6 +424,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate_log(args, cli.quiet),
         Command::Explain(args) => explain(args),
         Command::Reconcile(args) => reconcile(args, cli.quiet),
+        Command::FetchMetaAnalytics(args) => fetch_meta_analytics(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::from(exit::SUCCESS as u8),
@@ -479,8 +565,12 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
             relative: args.tolerance_relative,
             absolute: args.tolerance,
         },
+        explain: args.explain,
     };
     let report = reconcile::reconcile(&config)?;
+    if let Some(explained) = &report.explained {
+        print!("{}", explanation(explained));
+    }
     let differences = report.differences();
     if !quiet {
         let by_status = report.by_status();
@@ -502,31 +592,11 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
         if !largest.is_empty() {
             eprintln!("largest differences:");
         }
-        for row in largest {
+        for (number, row) in largest {
             let r = &row.row;
-            let side = |s: Option<convbill::meta::reconcile::Sum>| match s {
-                None => "none".to_string(),
-                Some(s) => match s.cost {
-                    Some(cost) => format!("{} for {cost}", s.count),
-                    None => s.count.to_string(),
-                },
-            };
-            let cell: Vec<String> = [
-                r.cell.values.phone_number.clone(),
-                r.cell.values.country.clone(),
-                r.cell.values.category.map(|c| c.name().to_string()),
-                r.cell.values.pricing_type.map(|p| p.name().to_string()),
-                r.cell.values.tier.clone(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
             eprintln!(
-                "  {} WABA {} {} {}: Meta {}, convbill {} ({})",
-                r.cell.api.name(),
-                row.waba,
-                reconcile::utc_minute(r.cell.start),
-                cell.join(" "),
+                "  row {number}: {}: Meta {}, convbill {} ({})",
+                cell_text(row),
                 side(r.meta),
                 side(r.convbill),
                 r.status.name()
@@ -548,6 +618,148 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
     }
     if args.fail_on_difference && differences > 0 {
         std::process::exit(exit::DIFFERENCES);
+    }
+    Ok(())
+}
+
+/// A side's sum: `12 for 0.4920`, `12` without a cost, `none`.
+fn side(sum: Option<convbill::meta::reconcile::Sum>) -> String {
+    match sum {
+        None => "none".to_string(),
+        Some(s) => match s.cost {
+            Some(cost) => format!("{} for {cost}", s.count),
+            None => s.count.to_string(),
+        },
+    }
+}
+
+/// A reconciliation cell: analytics, WABA, bucket start and the compared values.
+fn cell_text(row: &convbill::reconcile::WabaRow) -> String {
+    let cell = &row.row.cell;
+    let values: Vec<String> = [
+        cell.values.phone_number.clone(),
+        cell.values.country.clone(),
+        cell.values.category.map(|c| c.name().to_string()),
+        cell.values.pricing_type.map(|p| p.name().to_string()),
+        cell.values.tier.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "{} WABA {} {} {}",
+        cell.api.name(),
+        row.waba,
+        convbill::reconcile::utc_minute(cell.start),
+        values.join(" ")
+    )
+}
+
+/// `reconcile --explain ROW`: the cell, Meta's data points and convbill's units.
+fn explanation(explained: &convbill::reconcile::Explanation) -> String {
+    use std::fmt::Write;
+    let row = &explained.row.row;
+    let mut text = format!(
+        "row {}: {} ({})\n",
+        explained.number,
+        cell_text(&explained.row),
+        row.status.name()
+    );
+    let _ = writeln!(text, "Meta: {}", side(row.meta));
+    for (path, point) in &explained.points {
+        let _ = writeln!(
+            text,
+            "  {} in {}{}",
+            point.count,
+            path.display(),
+            match point.cost {
+                Some(cost) => format!(" (cost {cost})"),
+                None => String::new(),
+            }
+        );
+    }
+    let _ = writeln!(
+        text,
+        "convbill: {}, from {} unit{}{}",
+        side(row.convbill),
+        explained.units.len(),
+        if explained.units.len() == 1 { "" } else { "s" },
+        if explained.units.is_empty() { "" } else { ":" }
+    );
+    for unit in &explained.units {
+        let _ = writeln!(
+            text,
+            "  {} {} account {} business {} user {} message {} {} {}{} cost {}",
+            unit.unit_id,
+            unit.started_at,
+            unit.account_id,
+            unit.business_id,
+            unit.user_id,
+            unit.message_id,
+            unit.category,
+            unit.pricing_type,
+            match unit.tier.is_empty() {
+                true => String::new(),
+                false => format!(" tier {}", unit.tier),
+            },
+            unit.cost
+        );
+    }
+    if let Some(unit) = explained.units.first() {
+        let _ = writeln!(
+            text,
+            "the messages of a unit's conversation: convbill explain --input {} --account {} --message-id {}",
+            explained.input.as_deref().unwrap_or("LOG"),
+            unit.account_id,
+            unit.message_id
+        );
+    }
+    text
+}
+
+fn fetch_meta_analytics(args: FetchArgs, quiet: bool) -> anyhow::Result<()> {
+    use convbill::meta::fetch::{self, FetchConfig};
+    let seconds = |name: &str, value: f64| {
+        std::time::Duration::try_from_secs_f64(value)
+            .map_err(|_| anyhow::anyhow!("`--{name} {value}` is not a number of seconds"))
+    };
+    let config = FetchConfig {
+        waba: args.waba,
+        from: args.from,
+        to: args.to,
+        granularity: granularity_of(&args.granularity),
+        time_zone: args.time_zone,
+        out: args.out,
+        graph_url: args.graph_url,
+        api_version: args.api_version,
+        token: std::env::var(fetch::TOKEN_VARIABLE).unwrap_or_default(),
+        attempts: args.attempts,
+        retry_wait: seconds("retry-wait", args.retry_wait)?,
+        timeout: seconds("timeout", args.timeout)?,
+    };
+    let report = fetch::fetch(&config)?;
+    if !quiet {
+        for (request, pages, points) in &report.requests {
+            eprintln!(
+                "fetched {} of WABA {} from {} to {}: {pages} page{}, {points} data points",
+                request.api.name(),
+                config.waba,
+                request.from,
+                request.to,
+                if *pages == 1 { "" } else { "s" }
+            );
+        }
+        if report.retries > 0 {
+            eprintln!(
+                "tried again {} time{} after rate limits, server errors or failed connections",
+                report.retries,
+                if report.retries == 1 { "" } else { "s" }
+            );
+        }
+        match report.written.as_slice() {
+            [one] => eprintln!("wrote {}", one.display()),
+            files => eprintln!("wrote {} ({} files)", config.out.display(), files.len()),
+        }
     }
     Ok(())
 }
@@ -901,6 +1113,27 @@ fn generate_log(args: GenerateArgs, quiet: bool) -> anyhow::Result<()> {
     let rows = generate::write(&args.out, &options)?;
     if !quiet {
         eprintln!("convbill: wrote {rows} messages to {}", args.out.display());
+    }
+    if let (Some(dir), Some(rates)) = (&args.meta_analytics, &args.rates) {
+        let written = convbill::meta::simulated::of_log(
+            &args.out,
+            rates,
+            dir,
+            granularity_of(&args.granularity),
+            args.plant_differences,
+        )?;
+        if !quiet {
+            eprintln!(
+                "convbill: wrote Meta's analytics of the log to {}: {} WABAs, {} pages, {} data points",
+                dir.display(),
+                written.folders,
+                written.pages,
+                written.points
+            );
+            for planted in &written.planted {
+                eprintln!("planted {planted}");
+            }
+        }
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use polars::prelude::*;
 use rust_decimal::Decimal;
 
 use crate::error::{Error, InputError, Result};
-use crate::meta::analytics::{read_pages, Api, MetaCategory, Page, Values};
+use crate::meta::analytics::{read_pages, Api, DataPoint, MetaCategory, Page, Values};
 use crate::meta::config::MetaConfig;
 use crate::meta::reconcile::{
     compare, convbill_side, meta_side, Dimensions, Granularity, Row, Status, Tolerance, Unit,
@@ -39,6 +39,39 @@ pub struct ReconcileConfig {
     /// The rate card; by default the one the run's manifest names, if unchanged.
     pub rates: Option<PathBuf>,
     pub tolerance: Tolerance,
+    /// A row of the reconciliation to explain (its number in `reconciliation.csv`, from 1).
+    pub explain: Option<usize>,
+}
+
+/// What lies behind one row of the reconciliation: Meta's data points and convbill's units.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The row's number in `reconciliation.csv` (1 for the first row after the header).
+    pub number: usize,
+    pub row: WabaRow,
+    /// Meta's data points summed into the cell, with the file of each.
+    pub points: Vec<(PathBuf, DataPoint)>,
+    /// convbill's units summed into the cell, in start order.
+    pub units: Vec<UnitDetail>,
+    /// The run's message log, as its manifest names it.
+    pub input: Option<String>,
+}
+
+/// One of convbill's units, as `meta_units.parquet` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitDetail {
+    pub unit_id: String,
+    pub account_id: String,
+    pub business_id: String,
+    pub user_id: String,
+    /// The message that opened the conversation, or the message itself.
+    pub message_id: String,
+    /// `YYYY-MM-DD HH:MM:SS UTC`.
+    pub started_at: String,
+    pub category: String,
+    pub pricing_type: String,
+    pub tier: String,
+    pub cost: String,
 }
 
 /// One compared cell, with the WABA it belongs to.
@@ -60,6 +93,8 @@ pub struct ReconcileReport {
     pub outside: Vec<(Api, String, usize, i64, i64)>,
     /// The folder written.
     pub written: PathBuf,
+    /// The row asked for with [`ReconcileConfig::explain`].
+    pub explained: Option<Explanation>,
 }
 
 impl ReconcileReport {
@@ -80,18 +115,24 @@ impl ReconcileReport {
             .count()
     }
 
-    /// The `n` differing cells with the largest cost difference (then count difference).
-    pub fn largest(&self, n: usize) -> Vec<&WabaRow> {
-        let mut differing: Vec<&WabaRow> = self
+    /// The `n` differing cells with the largest cost difference (then count difference), with
+    /// their row numbers (from 1, as in `reconciliation.csv`).
+    pub fn largest(&self, n: usize) -> Vec<(usize, &WabaRow)> {
+        let mut differing: Vec<(usize, &WabaRow)> = self
             .rows
             .iter()
-            .filter(|r| r.row.status != Status::Match)
+            .enumerate()
+            .filter(|(_, r)| r.row.status != Status::Match)
+            .map(|(i, r)| (i + 1, r))
             .collect();
-        differing.sort_by_key(|r| {
-            std::cmp::Reverse((
-                cost_difference(&r.row).abs(),
-                count_difference(&r.row).abs(),
-            ))
+        differing.sort_by_key(|(number, r)| {
+            (
+                std::cmp::Reverse((
+                    cost_difference(&r.row).abs(),
+                    count_difference(&r.row).abs(),
+                )),
+                *number,
+            )
         });
         differing.truncate(n);
         differing
@@ -134,6 +175,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
     let mut rows = Vec::new();
     let mut costs_compared = false;
     let mut outside = Vec::new();
+    let mut explained = None;
     for ((api, waba), group) in groups(&pages) {
         let files: Vec<&Path> = group.iter().map(|(path, _)| path.as_path()).collect();
         let pages: Vec<&Page> = group.iter().map(|(_, page)| page).collect();
@@ -154,8 +196,14 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             }
             .into());
         }
-        let mine = units_of(&units, api, waba.is_some(), &pages, &files)?;
-        let (ours, left_out) = convbill_side(mine, api, dimensions, granularity, (from, to));
+        let mine = units_of(&units, api, waba.as_deref(), &pages, &files)?;
+        let (ours, left_out) = convbill_side(
+            mine.iter().copied(),
+            api,
+            dimensions,
+            granularity,
+            (from, to),
+        );
         if left_out > 0 {
             outside.push((
                 api,
@@ -166,6 +214,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             ));
         }
         let theirs = meta_side(pages.iter().copied(), dimensions);
+        let first_row = rows.len();
         rows.extend(
             compare(&theirs, &ours, config.tolerance)
                 .into_iter()
@@ -174,14 +223,137 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
                     row,
                 }),
         );
+        let asked = config.explain.and_then(|n| n.checked_sub(1));
+        if let Some(index) = asked.filter(|i| (first_row..rows.len()).contains(i)) {
+            let cell = &rows[index].row.cell;
+            let in_cell = |start: i64, end: i64, values: &Values| {
+                (start, end) == (cell.start, cell.end) && dimensions.kept(values) == cell.values
+            };
+            let points = group
+                .iter()
+                .flat_map(|(path, page)| {
+                    page.points
+                        .iter()
+                        .filter(|p| in_cell(p.start, p.end, &p.values))
+                        .map(|p| (path.clone(), p.clone()))
+                })
+                .collect();
+            let mut indexes: Vec<(i64, usize)> = mine
+                .iter()
+                .filter(|u| {
+                    let (start, end) = granularity.bucket(u.zone, u.started_at);
+                    in_cell(start, end, &u.values)
+                })
+                .map(|u| (u.started_at, u.index))
+                .collect();
+            indexes.sort_unstable();
+            explained = Some((index, points, indexes));
+        }
     }
+    let explained = match (config.explain, explained) {
+        (None, _) => None,
+        (Some(number), None) => {
+            return Err(problem(format!(
+                "there is no row {number} to explain: the reconciliation has {} rows (numbered from 1, as in reconciliation.csv)",
+                rows.len()
+            )))
+        }
+        (Some(number), Some((index, points, indexes))) => Some(Explanation {
+            number,
+            row: rows[index].clone(),
+            points,
+            units: unit_details(&config.out, &indexes)?,
+            input: run_input(&config.out),
+        }),
+    };
     let written = write(&folder, &rows)?;
     Ok(ReconcileReport {
         rows,
         costs_compared,
         outside,
         written,
+        explained,
     })
+}
+
+/// The message log the run read, as its manifest names it.
+fn run_input(out: &Path) -> Option<String> {
+    [
+        out.join(crate::write::MANIFEST_FILE),
+        out.join(crate::nightly::MONTH_TO_DATE_DIR)
+            .join(crate::write::MANIFEST_FILE),
+    ]
+    .iter()
+    .filter(|m| m.is_file())
+    .find_map(|m| {
+        let manifest: serde_json::Value = crate::write::read_json(m).ok()?;
+        manifest["input"]["path"].as_str().map(str::to_string)
+    })
+}
+
+/// The units at `indexes` (`(start, index)` in the order [`read_units`] reads them), as
+/// `meta_units.parquet` has them.
+fn unit_details(out: &Path, indexes: &[(i64, usize)]) -> Result<Vec<UnitDetail>> {
+    let mut details = vec![None; indexes.len()];
+    let mut offset = 0;
+    for path in unit_files(out)? {
+        let frame = read_columns(
+            &path,
+            &[
+                "unit_id",
+                "account_id",
+                "business_id",
+                "user_id",
+                "message_id",
+                "started_at",
+                "category",
+                "pricing_type",
+                "tier",
+                "cost",
+            ],
+        )?;
+        let height = frame.height();
+        let text = |name: &str, row: usize| -> Result<String> {
+            Ok(frame
+                .column(name)?
+                .str()?
+                .get(row)
+                .unwrap_or_default()
+                .to_string())
+        };
+        for (slot, (started_at, index)) in indexes.iter().enumerate() {
+            if !(offset..offset + height).contains(index) {
+                continue;
+            }
+            let row = index - offset;
+            details[slot] = Some(UnitDetail {
+                unit_id: text("unit_id", row)?,
+                account_id: text("account_id", row)?,
+                business_id: text("business_id", row)?,
+                user_id: text("user_id", row)?,
+                message_id: text("message_id", row)?,
+                started_at: chrono::DateTime::from_timestamp(*started_at, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default(),
+                category: text("category", row)?,
+                pricing_type: text("pricing_type", row)?,
+                tier: text("tier", row)?,
+                cost: text("cost", row)?,
+            });
+        }
+        offset += height;
+    }
+    Ok(details.into_iter().flatten().collect())
+}
+
+fn read_columns(path: &Path, columns: &[&str]) -> Result<DataFrame> {
+    let file = File::open(path).map_err(|e| InputError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(ParquetReader::new(file)
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
 }
 
 fn problem(text: impl Into<String>) -> Error {
@@ -229,7 +401,33 @@ fn card_of(config: &ReconcileConfig) -> Result<crate::rates::RateCard> {
 }
 
 /// The run's units, each in its business's zone.
-fn read_units(out: &Path, meta: &MetaConfig) -> Result<Vec<Unit>> {
+pub(crate) fn read_units(out: &Path, meta: &MetaConfig) -> Result<Vec<Unit>> {
+    let mut units = Vec::new();
+    for path in unit_files(out)? {
+        let frame = read_columns(
+            &path,
+            &[
+                "account_id",
+                "business_id",
+                "model",
+                "started_at",
+                "country",
+                "category",
+                "pricing_type",
+                "direction",
+                "tier",
+                "cost",
+            ],
+        )?;
+        let offset = units.len();
+        units.extend(units_of_frame(&frame, meta, offset)?);
+    }
+    Ok(units)
+}
+
+/// The files of the run's units: `meta_units.parquet`, or a nightly history's nights and
+/// open conversations.
+fn unit_files(out: &Path) -> Result<Vec<PathBuf>> {
     let whole = out.join(crate::write::META_UNITS_FILE);
     let mut files = Vec::new();
     if whole.is_file() {
@@ -257,38 +455,16 @@ fn read_units(out: &Path, meta: &MetaConfig) -> Result<Vec<Unit>> {
             out.display()
         )));
     }
-    let mut units = Vec::new();
-    for path in files {
-        let frame = ParquetReader::new(File::open(&path).map_err(|e| InputError::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?)
-        .with_columns(Some(
-            [
-                "business_id",
-                "model",
-                "started_at",
-                "country",
-                "category",
-                "pricing_type",
-                "direction",
-                "tier",
-                "cost",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ))
-        .finish()?;
-        units.extend(units_of_frame(&frame, meta)?);
-    }
-    Ok(units)
+    Ok(files)
 }
 
-fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
+/// The units of one file; `offset`: how many units the files before it hold.
+fn units_of_frame(frame: &DataFrame, meta: &MetaConfig, offset: usize) -> Result<Vec<Unit>> {
     let text = |name: &str| -> Result<Vec<Option<&str>>> {
         Ok(frame.column(name)?.str()?.iter().collect())
     };
-    let (businesses, models) = (text("business_id")?, text("model")?);
+    let (accounts, businesses, models) =
+        (text("account_id")?, text("business_id")?, text("model")?);
     let (countries, categories, types) =
         (text("country")?, text("category")?, text("pricing_type")?);
     let (directions, tiers, costs) = (text("direction")?, text("tier")?, text("cost")?);
@@ -298,18 +474,23 @@ fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
         .physical()
         .iter()
         .collect();
-    let mut businesses_seen: BTreeMap<&str, (Option<String>, chrono_tz::Tz)> = BTreeMap::new();
+    type Seen = (Option<String>, chrono_tz::Tz, std::sync::Arc<str>);
+    let mut businesses_seen: BTreeMap<(&str, &str), Seen> = BTreeMap::new();
     (0..frame.height())
         .map(|i| {
-            let business = businesses[i].unwrap_or_default();
-            let (phone, zone) = businesses_seen
-                .entry(business)
+            let (account, business) = (
+                accounts[i].unwrap_or_default(),
+                businesses[i].unwrap_or_default(),
+            );
+            let (phone, zone, waba) = businesses_seen
+                .entry((account, business))
                 .or_insert_with(|| {
                     (
                         meta.businesses
                             .get(business)
                             .and_then(|b| b.phone_number.clone()),
                         meta.time_zone_of(business),
+                        meta.waba_of(account, business).into(),
                     )
                 })
                 .clone();
@@ -345,6 +526,8 @@ fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
                 },
                 cost: costs[i].and_then(|c| c.parse().ok()).unwrap_or_default(),
                 zone,
+                waba,
+                index: offset + i,
             };
             Ok(unit)
         })
@@ -354,39 +537,77 @@ fn units_of_frame(frame: &DataFrame, meta: &MetaConfig) -> Result<Vec<Unit>> {
 /// Saved pages of one analytics and WABA, with their files.
 type Group<'a> = Vec<&'a (PathBuf, Page)>;
 
-/// The pages by analytics and WABA, in that order.
+/// The pages by analytics and WABA, in that order. A page that names no WABA (an edge page
+/// without paging addresses) belongs to the one WABA the other pages of its analytics name,
+/// if they name exactly one.
 fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<(Api, Option<String>), Group<'_>> {
+    let named: BTreeMap<Api, BTreeSet<&str>> =
+        pages.iter().fold(BTreeMap::new(), |mut named, (_, page)| {
+            if let Some(waba) = page.waba.as_deref() {
+                named
+                    .entry(page.api)
+                    .or_insert_with(BTreeSet::new)
+                    .insert(waba);
+            }
+            named
+        });
     let mut groups: BTreeMap<(Api, Option<String>), Group<'_>> = BTreeMap::new();
     for page in pages {
-        groups
-            .entry((page.1.api, page.1.waba.clone()))
-            .or_default()
-            .push(page);
+        let waba = page
+            .1
+            .waba
+            .clone()
+            .or_else(|| match named.get(&page.1.api) {
+                Some(wabas) if wabas.len() == 1 => wabas.first().map(|w| w.to_string()),
+                _ => None,
+            });
+        groups.entry((page.1.api, waba)).or_default().push(page);
     }
     groups
 }
 
-/// The units of `api` a group of pages is compared with: for the pages of one WABA (its
-/// node, `id`) that name display numbers, the units of the businesses the card gives those
-/// numbers; otherwise all of them.
+/// The units of `api` a group of pages is compared with. For the pages of one WABA: where
+/// they name display numbers, the units of the businesses the card gives those numbers;
+/// otherwise the units of that WABA (`waba` in `[meta.businesses]`). Pages that name no WABA
+/// are compared with all the units.
 fn units_of<'a>(
     units: &'a [Unit],
     api: Api,
-    named_waba: bool,
+    waba: Option<&str>,
     pages: &[&Page],
     files: &[&Path],
 ) -> Result<Vec<&'a Unit>> {
     let of_api = units.iter().filter(|u| u.api == api);
-    if !named_waba {
+    let Some(waba) = waba else {
         return Ok(of_api.collect());
-    }
+    };
+    let listed = |files: &[&Path]| files.iter().map(|p| format!("`{}`", p.display())).collect();
     let numbers: BTreeSet<&str> = pages
         .iter()
         .flat_map(|p| p.points.iter())
         .filter_map(|p| p.values.phone_number.as_deref())
         .collect();
     if numbers.is_empty() {
-        return Ok(of_api.collect());
+        let mine: Vec<_> = of_api.clone().filter(|u| *u.waba == *waba).collect();
+        if mine.is_empty() {
+            let wabas: BTreeSet<&str> = of_api.map(|u| &*u.waba).collect();
+            return Err(InputError::MetaAnalyticsOutside {
+                files: listed(files),
+                problem: format!(
+                    "are of WABA `{waba}`, and the run's {} units are of {}: give that WABA's businesses `waba = \"{waba}\"` in `[meta.businesses]`, or fetch the analytics with the `PHONE` dimension",
+                    api.name(),
+                    match wabas.is_empty() {
+                        true => "no WABA".to_string(),
+                        false => format!(
+                            "WABA {}",
+                            wabas.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
+                ),
+            }
+            .into());
+        }
+        return Ok(mine);
     }
     let mine: Vec<_> = of_api
         .filter(|u| {
@@ -398,7 +619,7 @@ fn units_of<'a>(
         .collect();
     if mine.is_empty() {
         return Err(InputError::MetaAnalyticsOutside {
-            files: files.iter().map(|p| format!("`{}`", p.display())).collect(),
+            files: listed(files),
             problem: format!(
                 "name the display numbers {}, which no business of the card has (`phone_number` in `[meta.businesses]`) among the run's {} units",
                 numbers.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),

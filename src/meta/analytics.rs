@@ -121,6 +121,12 @@ pub enum AnalyticsError {
     },
     #[error("holds no `conversation_analytics` or `pricing_analytics` data: {0}")]
     NotAnalytics(String),
+    /// A file that holds a list of pages (as `convbill fetch-meta-analytics` saves them).
+    #[error("page {number} of the list {reason}")]
+    InList {
+        number: usize,
+        reason: Box<AnalyticsError>,
+    },
     #[error("data point {index}: `{field}` {problem}")]
     BadPoint {
         index: usize,
@@ -138,8 +144,8 @@ fn code_text(code: Option<i64>, kind: Option<&str>) -> String {
     }
 }
 
-/// Reads the saved pages of `paths`: files, and the `*.json` files of folders (not below
-/// them), each folder's in name order. An error names the file.
+/// Reads the saved pages of `paths`: files, and the `*.json` files in folders and the folders
+/// below them (hidden ones aside), each folder's in path order. An error names the file.
 pub fn read_pages(paths: &[PathBuf]) -> crate::error::Result<Vec<(PathBuf, Page)>> {
     use crate::error::InputError;
     let mut files = Vec::new();
@@ -155,12 +161,8 @@ pub fn read_pages(paths: &[PathBuf]) -> crate::error::Result<Vec<(PathBuf, Page)
             files.push(path.clone());
             continue;
         }
-        let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(unreadable)?
-            .map(|entry| entry.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()
-            .map_err(unreadable)?;
-        inside.retain(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"));
+        let mut inside = Vec::new();
+        json_files(path, &mut inside).map_err(unreadable)?;
         if inside.is_empty() {
             return Err(InputError::NoAnalytics { path: path.clone() }.into());
         }
@@ -174,17 +176,58 @@ pub fn read_pages(paths: &[PathBuf]) -> crate::error::Result<Vec<(PathBuf, Page)
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            match parse_page(&text) {
-                Ok(page) => Ok((path, page)),
+            match parse_pages(&text) {
+                Ok(pages) => Ok(pages.into_iter().map(|page| (path.clone(), page)).collect()),
                 Err(reason) => Err(InputError::MetaAnalytics { path, reason }.into()),
             }
         })
-        .collect()
+        .collect::<crate::error::Result<Vec<Vec<_>>>>()
+        .map(|files| files.into_iter().flatten().collect())
+}
+
+/// The `*.json` files in `folder` and below it, hidden files and folders aside.
+fn json_files(folder: &std::path::Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(folder)? {
+        let path = entry?.path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            json_files(&path, files)?;
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a saved file: one page, or a list of pages (`[page, page, ...]`).
+pub fn parse_pages(text: &str) -> Result<Vec<Page>, AnalyticsError> {
+    match json(text)? {
+        Value::Array(pages) => pages
+            .iter()
+            .enumerate()
+            .map(|(index, page)| {
+                page_of(page).map_err(|reason| AnalyticsError::InList {
+                    number: index + 1,
+                    reason: Box::new(reason),
+                })
+            })
+            .collect(),
+        page => Ok(vec![page_of(&page)?]),
+    }
 }
 
 /// Reads one saved page.
 pub fn parse_page(text: &str) -> Result<Page, AnalyticsError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| AnalyticsError::NotJson {
+    page_of(&json(text)?)
+}
+
+fn json(text: &str) -> Result<Value, AnalyticsError> {
+    serde_json::from_str(text).map_err(|e| AnalyticsError::NotJson {
         reason: e
             .to_string()
             .split(" at line")
@@ -193,8 +236,44 @@ pub fn parse_page(text: &str) -> Result<Page, AnalyticsError> {
             .to_string(),
         line: e.line(),
         column: e.column(),
-    })?;
-    let Value::Object(object) = &value else {
+    })
+}
+
+/// The WABA a paging address names: `.../v21.0/{WABA}/pricing_analytics?after=...`.
+pub fn waba_in(address: &str, api: Api) -> Option<String> {
+    let path = address.split(['?', '#']).next()?;
+    let segments: Vec<&str> = path.split('/').collect();
+    let at = segments.iter().position(|s| *s == api.name())?;
+    let waba = decode(segments.get(at.checked_sub(1)?)?)?;
+    (!waba.is_empty() && !waba.contains(':')).then_some(waba)
+}
+
+/// A percent-encoded path segment, decoded (`None` if it is not UTF-8).
+fn decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+fn page_of(value: &Value) -> Result<Page, AnalyticsError> {
+    let Value::Object(object) = value else {
         return Err(AnalyticsError::NotAnalytics(
             "the document is not an object".into(),
         ));
@@ -226,7 +305,7 @@ pub fn parse_page(text: &str) -> Result<Page, AnalyticsError> {
         }
         (Some(edge), None) => (Some(Api::Conversations), edge),
         (None, Some(edge)) => (Some(Api::Pricing), edge),
-        (None, None) => (None, &value),
+        (None, None) => (None, value),
     };
     let Some(data) = edge.get("data").and_then(Value::as_array) else {
         return Err(AnalyticsError::NotAnalytics(
@@ -254,8 +333,16 @@ pub fn parse_page(text: &str) -> Result<Page, AnalyticsError> {
                     "its data points count neither `conversation` nor `volume`".into(),
                 ))
             }
-            // An empty edge page: nothing to tell, nothing to count.
-            None => Api::Pricing,
+            // An empty edge page: its paging addresses may tell; it counts nothing either way.
+            None => match ["next", "previous"].into_iter().any(|field| {
+                edge.get("paging")
+                    .and_then(|paging| paging.get(field))
+                    .and_then(Value::as_str)
+                    .is_some_and(|address| address.contains(Api::Conversations.name()))
+            }) {
+                true => Api::Conversations,
+                false => Api::Pricing,
+            },
         },
     };
     let points = points
@@ -263,11 +350,18 @@ pub fn parse_page(text: &str) -> Result<Page, AnalyticsError> {
         .enumerate()
         .map(|(index, point)| parse_point(api, index, point))
         .collect::<Result<_, _>>()?;
-    let next = edge
-        .get("paging")
-        .and_then(|paging| paging.get("next"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let paging = |field: &str| {
+        edge.get("paging")
+            .and_then(|paging| paging.get(field))
+            .and_then(Value::as_str)
+    };
+    let next = paging("next").map(str::to_string);
+    // The edge's pages do not carry the WABA's id, but their paging addresses name it.
+    let waba = waba.or_else(|| {
+        ["next", "previous"]
+            .into_iter()
+            .find_map(|field| paging(field).and_then(|address| waba_in(address, api)))
+    });
     Ok(Page {
         api,
         waba,

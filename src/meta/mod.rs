@@ -5,11 +5,13 @@
 pub mod analytics;
 pub mod config;
 pub mod cost;
+pub mod fetch;
 pub mod markets;
 pub mod pricing;
 pub mod rates;
 pub mod reconcile;
 pub mod reference;
+pub mod simulated;
 pub mod units;
 
 /// Meta's pricing categories, as `meta_units.parquet` names them.

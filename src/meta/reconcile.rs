@@ -50,7 +50,7 @@ pub struct Cell {
 
 impl Dimensions {
     /// The values of `values` in the compared dimensions; `None` in the others.
-    fn kept(self, values: &Values) -> Values {
+    pub fn kept(self, values: &Values) -> Values {
         fn kept<T: Clone>(compared: bool, value: &Option<T>) -> Option<T> {
             value.clone().filter(|_| compared)
         }
@@ -116,6 +116,10 @@ pub struct Unit {
     pub cost: Decimal,
     /// The WABA zone of its business, where its day and month are.
     pub zone: Tz,
+    /// Its business's WABA (`waba` in `[meta.businesses]`, or the account's default WABA).
+    pub waba: std::sync::Arc<str>,
+    /// Its place among the units read (for explaining a cell).
+    pub index: usize,
 }
 
 /// How long Meta's buckets are.
@@ -315,6 +319,8 @@ mod tests {
             },
             cost: cost.parse().unwrap(),
             zone: la(),
+            waba: "102290129340398".into(),
+            index: 0,
         }
     }
 

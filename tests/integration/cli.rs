@@ -16,6 +16,7 @@ pub fn convbill() -> Command {
     command.env_remove("CONVBILL_INPUT");
     command.env_remove("CONVBILL_OUT");
     command.env_remove("CONVBILL_RATES");
+    command.env_remove("META_ACCESS_TOKEN");
     command.env_remove("MIMALLOC_ALLOW_THP");
     command.env_remove("MIMALLOC_PURGE_DELAY");
     command

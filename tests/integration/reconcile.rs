@@ -13,7 +13,7 @@ use crate::support::*;
 /// The sample card's Indonesian business: its display number, WABA and zone (UTC+7).
 const BUSINESS: &str = "100000000001001";
 const PHONE: &str = "6281100000001";
-const WABA: &str = "acct-0001-indonesia";
+pub(crate) const WABA: &str = "acct-0001-indonesia";
 const JAKARTA: i64 = 7 * 3600;
 
 /// A string column's values, `""` for a missing one.
@@ -26,7 +26,7 @@ fn texts(frame: &DataFrame, name: &str) -> Vec<String> {
 }
 
 /// The sample month across the switch, priced with the sample card, into `dir/out`.
-fn sample_run(dir: &Path) -> PathBuf {
+pub(crate) fn sample_run(dir: &Path) -> PathBuf {
     let out = dir.join("out");
     convbill()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +47,7 @@ fn sample_run(dir: &Path) -> PathBuf {
 
 /// What Meta would report for the business's units, daily at Jakarta's midnight: one
 /// `(analytics, data point)` per cell, summed here row by row from `meta_units.parquet`.
-fn analytics_of(out: &Path) -> Vec<(&'static str, Value)> {
+pub(crate) fn analytics_of(out: &Path) -> Vec<(&'static str, Value)> {
     let units = read_frame(&out.join("meta_units.parquet"));
     let text = |name: &str| texts(&units, name);
     let (business, model, country, category, pricing_type, direction, tier, cost) = (
@@ -544,5 +544,239 @@ fn a_nightly_history_reconciles_with_the_analytics_of_its_days() {
         // The 17th's conversations are past the analytics' last day.
         .stderr(predicates::str::contains(
             "start outside the buckets Meta's pages hold",
+        ));
+}
+
+#[test]
+fn pages_of_a_waba_without_display_numbers_are_compared_with_that_wabas_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let mut points = analytics_of(&out);
+    for (_, point) in &mut points {
+        point.as_object_mut().unwrap().remove("phone_number");
+    }
+    // The node names the WABA: only its business's units are compared, not the others'.
+    let own = save(dir.path(), &points);
+    reconcile(&out, &own)
+        .arg("--fail-on-difference")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(", 0 differ"));
+    let csv = out.join("reconciliation/reconciliation.csv");
+    let before = std::fs::read(&csv).unwrap();
+    // Another WABA's pages: said to be, not reported as everything missing.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    for entry in std::fs::read_dir(&own).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            other.join(path.file_name().unwrap()),
+            text.replace(WABA, "102290129340398"),
+        )
+        .unwrap();
+    }
+    reconcile(&out, &other)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            "are of WABA `102290129340398`, and the run's conversation_analytics units are of WABA `acct-0000/default`",
+        ))
+        .stderr(predicates::str::contains(format!("`{WABA}`")));
+    assert_eq!(
+        std::fs::read(&csv).unwrap(),
+        before,
+        "the earlier reconciliation stays"
+    );
+}
+
+/// The rows `  row N: ... (status)` of the summary's largest differences: `(N, status)`.
+fn largest_rows(stderr: &str) -> Vec<(usize, String)> {
+    stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("  row "))
+        .map(|line| {
+            let (number, rest) = line.split_once(':').unwrap();
+            let status = rest.rsplit_once('(').unwrap().1.trim_end_matches(')');
+            (number.parse().unwrap(), status.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_generated_logs_analytics_reconcile_and_each_planted_difference_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let card = root.join("sample-data/meta/rates.toml");
+    let log = dir.path().join("log/messages.parquet");
+    let generate = |analytics: &Path, plant: bool| {
+        let mut command = convbill();
+        command
+            // The sample month's own options (sample-data/README.md), as the README shows.
+            .args(["generate", "--messages", "60000", "--seed", "2025"])
+            .args(["--start", "2025-06-15", "--days", "31", "--accounts", "4"])
+            .args(["--markets", "--out"])
+            .arg(&log)
+            .arg("--meta-analytics")
+            .arg(analytics)
+            .arg("--rates")
+            .arg(&card);
+        if plant {
+            command.arg("--plant-differences");
+        }
+        let assert = command.assert().success();
+        String::from_utf8(assert.get_output().stderr.clone()).unwrap()
+    };
+    let clean = dir.path().join("analytics");
+    let said = generate(&clean, false);
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        std::fs::read(root.join("sample-data/meta/_switch-month/messages.parquet")).unwrap(),
+        "the log is the bundled sample month"
+    );
+    assert!(
+        said.contains(&format!(
+            "wrote Meta's analytics of the log to {}: ",
+            clean.display()
+        )),
+        "{said}"
+    );
+    // One folder per WABA: the Indonesian business's own, and each account's default WABA.
+    let mut folders: Vec<String> = std::fs::read_dir(&clean)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert!(folders.contains(&WABA.to_string()), "{folders:?}");
+    assert!(
+        folders.contains(&"acct-0000_default".to_string()),
+        "{folders:?}"
+    );
+    // The same options give the same pages.
+    let again = dir.path().join("again");
+    generate(&again, false);
+    for folder in &folders {
+        for entry in std::fs::read_dir(clean.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            let twin = again.join(folder).join(path.file_name().unwrap());
+            assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(twin).unwrap());
+        }
+    }
+
+    let out = dir.path().join("out");
+    convbill()
+        .args(["run", "-q", "--input"])
+        .arg(&log)
+        .arg("--rates")
+        .arg(&card)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let assert = reconcile(&out, &clean)
+        .arg("--fail-on-difference")
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains(" match, 0 differ\n"), "{stderr}");
+    assert!(!stderr.contains("not compared"), "{stderr}");
+
+    // Planted differences: each found, and each explained down to units and messages.
+    let planted_dir = dir.path().join("planted");
+    let said = generate(&planted_dir, true);
+    let planted: Vec<&str> = said.lines().filter(|l| l.starts_with("planted ")).collect();
+    assert_eq!(planted.len(), 4, "{said}");
+    let assert = reconcile(&out, &planted_dir)
+        .arg("--fail-on-difference")
+        .assert()
+        .code(5);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains(
+            ", 4 differ (1 count_differs, 1 cost_differs, 1 only_in_meta, 1 only_in_convbill)"
+        ),
+        "{stderr}"
+    );
+    let rows = largest_rows(&stderr);
+    assert_eq!(rows.len(), 4, "{stderr}");
+    let units = read_frame(&out.join("meta_units.parquet"));
+    let (unit_ids, message_ids) = (texts(&units, "unit_id"), texts(&units, "message_id"));
+    let csv = std::fs::read_to_string(out.join("reconciliation/reconciliation.csv")).unwrap();
+    for (number, status) in rows {
+        // The row number is the CSV's: the line after the header.
+        let line = csv.lines().nth(number).unwrap();
+        assert!(line.contains(&status), "{line}");
+        let assert = reconcile(&out, &planted_dir)
+            .args(["--explain", &number.to_string()])
+            .assert()
+            .success();
+        let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+        assert!(
+            stdout.starts_with(&format!("row {number}: pricing_analytics WABA ")),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("({status})\n")), "{stdout}");
+        let unit_lines: Vec<&str> = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("convbill: "))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        let convbill_line = stdout
+            .lines()
+            .find(|l| l.starts_with("convbill: "))
+            .unwrap();
+        match status.as_str() {
+            "only_in_meta" => {
+                assert!(
+                    convbill_line.starts_with("convbill: none, from 0 units"),
+                    "{stdout}"
+                );
+                assert!(stdout.contains("marketing_lite"), "{stdout}");
+            }
+            _ => {
+                // Each unit is in meta_units.parquet, with the message that opened it.
+                assert!(!unit_lines.is_empty(), "{stdout}");
+                let count: usize = convbill_line
+                    .strip_prefix("convbill: ")
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(unit_lines.len(), count, "{stdout}");
+                for unit in &unit_lines {
+                    let words: Vec<&str> = unit.split_whitespace().collect();
+                    let at = unit_ids.iter().position(|u| u == words[0]).unwrap();
+                    let message = words[words.iter().position(|w| *w == "message").unwrap() + 1];
+                    assert_eq!(message_ids[at], message);
+                }
+                if status == "only_in_convbill" {
+                    assert!(stdout.contains("\nMeta: none\n"), "{stdout}");
+                }
+                // The trail ends at the messages: `convbill explain` of the first unit's.
+                let command = stdout
+                    .lines()
+                    .find_map(|l| l.split_once(": convbill explain ").map(|(_, c)| c))
+                    .unwrap();
+                let args: Vec<&str> = command.split_whitespace().collect();
+                assert_eq!(args[..2], ["--input", &*log.to_string_lossy()]);
+                convbill()
+                    .arg("explain")
+                    .args(&args)
+                    .assert()
+                    .success()
+                    .stdout(predicates::str::contains(args[5]));
+            }
+        }
+    }
+    // A row that is not there.
+    reconcile(&out, &planted_dir)
+        .args(["--explain", "100000"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "there is no row 100000 to explain",
         ));
 }
