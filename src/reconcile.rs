@@ -176,16 +176,16 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
     let mut costs_compared = false;
     let mut outside = Vec::new();
     let mut explained = None;
-    for ((api, waba), group) in groups(&pages) {
+    for ((api, waba, granularity), group) in groups(&pages) {
         let files: Vec<&Path> = group.iter().map(|(path, _)| path.as_path()).collect();
         let pages: Vec<&Page> = group.iter().map(|(_, page)| page).collect();
         let points = || pages.iter().flat_map(|p| p.points.iter());
-        let Some(first) = points().next() else {
+        if points().next().is_none() {
             continue;
-        };
+        }
+        check_no_twice(&group)?;
         costs_compared |= points().any(|p| p.cost.is_some());
         let dimensions = Dimensions::of(points());
-        let granularity = Granularity::of_bucket(first.start, first.end);
         let (from, to) = points().fold((i64::MAX, i64::MIN), |(from, to), p| {
             (from.min(p.start), to.max(p.end))
         });
@@ -537,10 +537,38 @@ fn units_of_frame(frame: &DataFrame, meta: &MetaConfig, offset: usize) -> Result
 /// Saved pages of one analytics and WABA, with their files.
 type Group<'a> = Vec<&'a (PathBuf, Page)>;
 
-/// The pages by analytics and WABA, in that order. A page that names no WABA (an edge page
+/// Refuses a data point that two pages hold: the same bucket and values twice (the same
+/// analytics saved twice, or overlapping fetches), which would count Meta's figures twice.
+fn check_no_twice(group: &[&(PathBuf, Page)]) -> Result<()> {
+    let mut seen: std::collections::HashMap<(i64, i64, &Values), &Path> =
+        std::collections::HashMap::new();
+    for (path, page) in group {
+        for point in &page.points {
+            if let Some(earlier) = seen.insert((point.start, point.end, &point.values), path) {
+                return Err(InputError::MetaAnalyticsOutside {
+                    files: vec![format!("`{}`", earlier.display()), format!("`{}`", path.display())],
+                    problem: format!(
+                        "both hold the {} data point of {} to {} with the same values: the same analytics saved twice (or overlapping fetches) would be counted twice; keep one",
+                        page.api.name(),
+                        utc_minute(point.start),
+                        utc_minute(point.end)
+                    ),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A group of pages: analytics, WABA (`None` where no page names it) and buckets.
+type GroupKey = (Api, Option<String>, Granularity);
+
+/// The pages by analytics, WABA and granularity, in that order: daily and monthly pages of
+/// the same WABA are compared each on their own. A page that names no WABA (an edge page
 /// without paging addresses) belongs to the one WABA the other pages of its analytics name,
 /// if they name exactly one.
-fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<(Api, Option<String>), Group<'_>> {
+fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<GroupKey, Group<'_>> {
     let named: BTreeMap<Api, BTreeSet<&str>> =
         pages.iter().fold(BTreeMap::new(), |mut named, (_, page)| {
             if let Some(waba) = page.waba.as_deref() {
@@ -551,8 +579,11 @@ fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<(Api, Option<String>), Group<'_
             }
             named
         });
-    let mut groups: BTreeMap<(Api, Option<String>), Group<'_>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Group<'_>> = BTreeMap::new();
     for page in pages {
+        let granularity = page.1.points.first().map_or(Granularity::Daily, |p| {
+            Granularity::of_bucket(p.start, p.end)
+        });
         let waba = page
             .1
             .waba
@@ -561,7 +592,10 @@ fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<(Api, Option<String>), Group<'_
                 Some(wabas) if wabas.len() == 1 => wabas.first().map(|w| w.to_string()),
                 _ => None,
             });
-        groups.entry((page.1.api, waba)).or_default().push(page);
+        groups
+            .entry((page.1.api, waba, granularity))
+            .or_default()
+            .push(page);
     }
     groups
 }

@@ -123,7 +123,7 @@ pub struct Unit {
 }
 
 /// How long Meta's buckets are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Granularity {
     Daily,
     Monthly,

@@ -780,3 +780,60 @@ fn a_generated_logs_analytics_reconcile_and_each_planted_difference_is_explained
             "there is no row 100000 to explain",
         ));
 }
+
+#[test]
+fn daily_and_monthly_pages_are_compared_each_at_their_grain_and_pages_saved_twice_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let generate = |granularity: &str| {
+        let analytics = dir.path().join(granularity);
+        convbill()
+            .args(["generate", "-q", "--messages", "60000", "--seed", "2025"])
+            .args(["--start", "2025-06-15", "--days", "31", "--accounts", "4"])
+            .args(["--markets", "--granularity", granularity, "--out"])
+            .arg(dir.path().join("log.parquet"))
+            .arg("--meta-analytics")
+            .arg(&analytics)
+            .arg("--rates")
+            .arg(root.join("sample-data/meta/rates.toml"))
+            .assert()
+            .success();
+        analytics
+    };
+    let (daily, monthly) = (generate("DAILY"), generate("MONTHLY"));
+    reconcile(&out, &daily)
+        .arg(&monthly)
+        .arg("--fail-on-difference")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(" match, 0 differ\n"));
+    let rows = read_frame(&out.join("reconciliation/reconciliation.parquet"));
+    let grains = texts(&rows, "granularity");
+    let counts: Vec<i64> = rows
+        .column("meta_count")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let total = |grain: &str| -> i64 {
+        (0..rows.height())
+            .filter(|&i| grains[i] == grain)
+            .map(|i| counts[i])
+            .sum()
+    };
+    // Every unit counted once at each grain, in fewer cells by the month.
+    let units = read_frame(&out.join("meta_units.parquet")).height() as i64;
+    assert_eq!((total("DAILY"), total("MONTHLY")), (units, units));
+    let cells = |grain: &str| grains.iter().filter(|g| *g == grain).count();
+    assert!(0 < cells("MONTHLY") && cells("MONTHLY") < cells("DAILY"));
+    // The same pages twice would count Meta's figures twice: refused, naming both files.
+    reconcile(&out, &daily)
+        .arg(&daily)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            "data point of 2025-06-14 07:00 UTC to 2025-06-15 07:00 UTC with the same values: the same analytics saved twice",
+        ));
+}
