@@ -12,6 +12,9 @@
 # 3. Meta's pricing: whole runs of a month of META_SIZES messages across Meta's switch
 #    (`generate --markets`, from 2025-06-15) with the card sample-data/meta/rates.toml, next to
 #    the same card without its `[meta]` section.
+# 4. Reconciliation: `convbill reconcile --fail-on-difference` of the run of a RECONCILE_SIZES
+#    month across the switch (as in 3) against the daily analytics `convbill generate
+#    --meta-analytics` writes for it (cached beside the log).
 #
 # The programs compared are alternated within each repeat (convbill, floor, peer, convbill...)
 # so that a noisy neighbour slows them alike.
@@ -20,7 +23,8 @@
 #   SIZES=10000000 NIGHT_SIZES=10000000 RUNS=5 benches/run.sh
 #
 # Environment: SIZES (default "1000000 10000000 100000000"), NIGHT_SIZES (default "10000000
-# 100000000"; empty skips the nights), META_SIZES (default "10000000"; empty skips them), RUNS (repeats, default 3), RATES (rate card, default
+# 100000000"; empty skips the nights), META_SIZES (default "10000000"; empty skips them),
+# RECONCILE_SIZES (default "10000000"; empty skips them), RUNS (repeats, default 3), RATES (rate card, default
 # sample-data/rates.toml; empty for the built-in card), PEER (0 skips the DuckDB peer),
 # BENCH_CACHE (generated logs, default ~/.cache/convbill-bench), CARGO_TARGET_DIR.
 # Needs GNU time (/usr/bin/time; Debian package `time`) for peak memory; installs the Python
@@ -31,6 +35,7 @@ cd "$(dirname "$0")/.."
 SIZES="${SIZES-1000000 10000000 100000000}"
 NIGHT_SIZES="${NIGHT_SIZES-10000000 100000000}"
 META_SIZES="${META_SIZES-10000000}"
+RECONCILE_SIZES="${RECONCILE_SIZES-10000000}"
 RUNS="${RUNS:-3}"
 RATES="${RATES-sample-data/rates.toml}"
 PEER="${PEER:-1}"
@@ -181,5 +186,42 @@ if [ -n "$META_SIZES" ]; then
         ok_p ? sprintf("%.2f s", p[1]) : "failed", ok_p ? sprintf("%.2f GB", p[2] / gb) : "",
         ok_m && ok_p ? sprintf("%.2f", m[1] / p[1]) : ""
     }'
+  done
+fi
+
+if [ -n "$RECONCILE_SIZES" ]; then
+  echo
+  echo "Reconciliation of a month's Meta units with its daily analytics (median of $RUNS):"
+  echo
+  echo "| messages | Meta units | cells | reconcile | peak memory |"
+  echo "|---:|---:|---:|---:|---:|"
+  for n in $RECONCILE_SIZES; do
+    log=$(log_of "$n" 31 2025-06-15 1 --markets)
+    analytics="${log%.parquet}-analytics"
+    if [ ! -d "$analytics" ]; then
+      echo "generating $analytics" >&2
+      rm -rf "$analytics.partial"
+      "$convbill" generate --messages "$n" --days 31 --start 2025-06-15 --seed 1 --markets \
+        --out "$work/log.parquet" --meta-analytics "$analytics.partial" \
+        --rates sample-data/meta/rates.toml -q
+      cmp -s "$work/log.parquet" "$log" || { echo "the analytics were made of another log than $log" >&2; exit 1; }
+      rm -f "$work/log.parquet"
+      mv "$analytics.partial" "$analytics"
+    fi
+    rm -rf "$work/out"
+    "$convbill" run --input "$log" --out "$work/out" --rates sample-data/meta/rates.toml -q
+    : > "$work/reconcile"
+    for _ in $(seq "$RUNS"); do
+      once "$work/reconcile" "$convbill" reconcile --out "$work/out" --meta-analytics "$analytics" --fail-on-difference -q
+    done
+    units=$(python3 -c 'import json, sys; print(next(o["rows"] for o in json.load(open(sys.argv[1]))["outputs"] if o["path"] == "meta_units.parquet"))' "$work/out/manifest.json")
+    cells=$(( $(wc -l < "$work/out/reconciliation/reconciliation.csv") - 1 ))
+    awk -v n="$n" -v units="$units" -v cells="$cells" -v r="$(summarize "$work/reconcile")" 'BEGIN {
+      gb = 1048576
+      split(r, a, " "); ok = r !~ /^failed/
+      printf "| %d | %d | %d | %s | %s |\n", n, units, cells,
+        ok ? sprintf("%.2f s", a[1]) : "failed (differences, or an error)", ok ? sprintf("%.2f GB", a[2] / gb) : ""
+    }'
+    rm -rf "$work/out"
   done
 fi

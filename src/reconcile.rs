@@ -165,6 +165,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
     };
     let units = read_units(&config.out, meta)?;
     let pages = read_pages(&config.analytics)?;
+    let index = UnitIndex::of(&units);
     // The instants the run's units start in: analytics outside them cover nothing of the run.
     let span = units
         .iter()
@@ -196,7 +197,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             }
             .into());
         }
-        let mine = units_of(&units, api, waba.as_deref(), &pages, &files)?;
+        let mine = units_of(&index, api, waba.as_deref(), &pages, &files)?;
         let (ours, left_out) = convbill_side(
             mine.iter().copied(),
             api,
@@ -600,20 +601,52 @@ fn groups(pages: &[(PathBuf, Page)]) -> BTreeMap<GroupKey, Group<'_>> {
     groups
 }
 
+/// The run's units by analytics: all of them, by WABA and by display number.
+struct UnitIndex<'a> {
+    all: BTreeMap<Api, Vec<&'a Unit>>,
+    by_waba: BTreeMap<(Api, &'a str), Vec<&'a Unit>>,
+    by_phone: std::collections::HashMap<(Api, &'a str), Vec<&'a Unit>>,
+}
+
+impl<'a> UnitIndex<'a> {
+    fn of(units: &'a [Unit]) -> Self {
+        let mut index = UnitIndex {
+            all: BTreeMap::new(),
+            by_waba: BTreeMap::new(),
+            by_phone: std::collections::HashMap::new(),
+        };
+        for unit in units {
+            index.all.entry(unit.api).or_default().push(unit);
+            index
+                .by_waba
+                .entry((unit.api, &*unit.waba))
+                .or_default()
+                .push(unit);
+            if let Some(phone) = unit.values.phone_number.as_deref() {
+                index
+                    .by_phone
+                    .entry((unit.api, phone))
+                    .or_default()
+                    .push(unit);
+            }
+        }
+        index
+    }
+}
+
 /// The units of `api` a group of pages is compared with. For the pages of one WABA: where
 /// they name display numbers, the units of the businesses the card gives those numbers;
 /// otherwise the units of that WABA (`waba` in `[meta.businesses]`). Pages that name no WABA
 /// are compared with all the units.
 fn units_of<'a>(
-    units: &'a [Unit],
+    index: &UnitIndex<'a>,
     api: Api,
     waba: Option<&str>,
     pages: &[&Page],
     files: &[&Path],
 ) -> Result<Vec<&'a Unit>> {
-    let of_api = units.iter().filter(|u| u.api == api);
     let Some(waba) = waba else {
-        return Ok(of_api.collect());
+        return Ok(index.all.get(&api).cloned().unwrap_or_default());
     };
     let listed = |files: &[&Path]| files.iter().map(|p| format!("`{}`", p.display())).collect();
     let numbers: BTreeSet<&str> = pages
@@ -622,34 +655,34 @@ fn units_of<'a>(
         .filter_map(|p| p.values.phone_number.as_deref())
         .collect();
     if numbers.is_empty() {
-        let mine: Vec<_> = of_api.clone().filter(|u| *u.waba == *waba).collect();
-        if mine.is_empty() {
-            let wabas: BTreeSet<&str> = of_api.map(|u| &*u.waba).collect();
-            return Err(InputError::MetaAnalyticsOutside {
-                files: listed(files),
-                problem: format!(
-                    "are of WABA `{waba}`, and the run's {} units are of {}: give that WABA's businesses `waba = \"{waba}\"` in `[meta.businesses]`, or fetch the analytics with the `PHONE` dimension",
-                    api.name(),
-                    match wabas.is_empty() {
-                        true => "no WABA".to_string(),
-                        false => format!(
-                            "WABA {}",
-                            wabas.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
-                        ),
-                    }
-                ),
-            }
-            .into());
+        if let Some(mine) = index.by_waba.get(&(api, waba)) {
+            return Ok(mine.clone());
         }
-        return Ok(mine);
+        let wabas: Vec<String> = index
+            .by_waba
+            .keys()
+            .filter(|(a, _)| *a == api)
+            .map(|(_, w)| format!("`{w}`"))
+            .collect();
+        return Err(InputError::MetaAnalyticsOutside {
+            files: listed(files),
+            problem: format!(
+                "are of WABA `{waba}`, and the run's {} units are of {}: give that WABA's businesses `waba = \"{waba}\"` in `[meta.businesses]`, or fetch the analytics with the `PHONE` dimension",
+                api.name(),
+                match wabas.len() {
+                    0 => "no WABA".to_string(),
+                    1..=10 => format!("WABA {}", wabas.join(", ")),
+                    n => format!("WABA {} and {} more", wabas[..10].join(", "), n - 10),
+                }
+            ),
+        }
+        .into());
     }
-    let mine: Vec<_> = of_api
-        .filter(|u| {
-            u.values
-                .phone_number
-                .as_deref()
-                .is_some_and(|n| numbers.contains(n))
-        })
+    let mine: Vec<&Unit> = numbers
+        .iter()
+        .filter_map(|n| index.by_phone.get(&(api, *n)))
+        .flatten()
+        .copied()
         .collect();
     if mine.is_empty() {
         return Err(InputError::MetaAnalyticsOutside {

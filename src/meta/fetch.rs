@@ -200,7 +200,18 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     let mut retries = 0;
     let mut done = Vec::new();
     let mut pages: Vec<(Request, usize, String)> = Vec::new();
-    for request in requests(config.from, config.to, config.time_zone) {
+    let requests = requests(config.from, config.to, config.time_zone);
+    if requests
+        .last()
+        .is_some_and(|last| last.end > chrono::Utc::now().timestamp())
+    {
+        tracing::warn!(
+            "{} has not ended in {}: Meta's figures for the days up to it are partial (and Meta's analytics lag by hours); fetch them again once they have ended",
+            config.to,
+            config.time_zone
+        );
+    }
+    for request in requests {
         let mut address = config.first_address(&request);
         let (mut count, mut points) = (0, 0);
         loop {

@@ -430,6 +430,7 @@ fn the_token_goes_nowhere_but_the_graph_api() {
         stderr.contains("not sending the access token there"),
         "{stderr}"
     );
+    assert!(!stderr.contains("has not ended"), "{stderr}");
     assert!(elsewhere.seen().is_empty());
     assert!(!out.exists());
 
@@ -450,6 +451,21 @@ fn the_token_goes_nowhere_but_the_graph_api() {
     .code(2);
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("plain http"), "{stderr}");
+    // A day that has not ended is fetched, and said to be partial (tomorrow in UTC has not
+    // ended in Jakarta either).
+    let today = chrono::Utc::now()
+        .date_naive()
+        .succ_opt()
+        .unwrap()
+        .to_string();
+    let empty = json!({ "pricing_analytics": { "data": [{ "data_points": [] }] }, "id": WABA });
+    fetch(&serve(vec![ok(&empty)]), "2025-07-01", &today, &out)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(format!(
+            "{today} has not ended in Asia/Jakarta: Meta's figures for the days up to it are partial"
+        )));
+    std::fs::remove_dir_all(&out).unwrap();
     let assert = fetch(&server, "2025-07-02", "2025-07-01", &out)
         .assert()
         .code(2);
