@@ -272,9 +272,15 @@ fn every_page_is_fetched_through_rate_limits_and_outages_and_reconciles() {
         files[0],
         "conversation_analytics-2025-06-15-2025-06-30-page-0001.json"
     );
-    for name in &files {
+    // Each file is the body as served, byte for byte, but for the token.
+    for (name, served) in files.iter().zip(conversations.iter().chain(&pricing)) {
         let text = std::fs::read_to_string(analytics.join(name)).unwrap();
         assert!(!text.contains(TOKEN), "{name}");
+        let body = serde_json::to_string_pretty(served)
+            .unwrap()
+            .replace("{base}", &server.base)
+            .replace(TOKEN, "REDACTED");
+        assert_eq!(text, body, "{name}");
     }
     let first = std::fs::read_to_string(analytics.join(&files[0])).unwrap();
     assert!(

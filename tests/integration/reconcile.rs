@@ -837,3 +837,80 @@ fn daily_and_monthly_pages_are_compared_each_at_their_grain_and_pages_saved_twic
             "data point of 2025-06-14 07:00 UTC to 2025-06-15 07:00 UTC with the same values: the same analytics saved twice",
         ));
 }
+
+#[test]
+fn metas_documented_shapes_are_read_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sample_run(dir.path());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-analytics");
+    // An edge page of pricing_analytics without cost: Meta's spellings of one category
+    // (`AUTHENTICATION_INTERNATIONAL`, `authentication-international`), `FREE_ENTRY_POINT`,
+    // `MARKETING_LITE`, tiers; its bucket is Los Angeles' 2025-07-01, like the default WABAs'.
+    reconcile(&out, &fixtures.join("pricing-daily-no-cost.json"))
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("costs not compared"));
+    let csv = std::fs::read_to_string(out.join("reconciliation/reconciliation.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let rows: Vec<BTreeMap<&str, &str>> = csv
+        .lines()
+        .skip(1)
+        .map(|line| header.iter().copied().zip(line.split(',')).collect())
+        .collect();
+    let mut metas: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .filter(|r| !r["meta_count"].is_empty())
+        .map(|r| {
+            assert_eq!(
+                (r["start"], r["end"], r["status"]),
+                (
+                    "2025-07-01T07:00:00Z",
+                    "2025-07-02T07:00:00Z",
+                    "only_in_meta"
+                )
+            );
+            (
+                r["category"],
+                r["pricing_type"],
+                r["tier"],
+                r["meta_count"],
+                r["meta_cost"],
+            )
+        })
+        .collect();
+    metas.sort();
+    assert_eq!(
+        metas,
+        [
+            (
+                "authentication_international",
+                "free_entry_point",
+                "",
+                "3",
+                ""
+            ),
+            (
+                "authentication_international",
+                "regular",
+                "1:250000",
+                "1",
+                ""
+            ),
+            ("marketing_lite", "free_customer_service", "", "40", ""),
+            ("utility", "regular", "250001:MAX", "7", ""),
+        ]
+    );
+    // The default WABAs' messages of that day, which name no display number, are convbill's
+    // only.
+    assert!(rows
+        .iter()
+        .filter(|r| r["meta_count"].is_empty())
+        .all(|r| r["status"] == "only_in_convbill" && r["phone_number"].is_empty()));
+    // The WABA node's page of conversation_analytics, from 2024: a year before the run.
+    reconcile(&out, &fixtures.join("conversation-daily-page-1.json"))
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            "cover 2024-06-01 07:00 UTC to 2024-06-02 07:00 UTC, and the run's Meta units start from 2025-06-15",
+        ));
+}
