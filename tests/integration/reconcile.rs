@@ -123,6 +123,15 @@ pub(crate) fn analytics_of(out: &Path) -> Vec<(&'static str, Value)> {
         .collect()
 }
 
+/// [`analytics_of`], without `field` in any data point.
+fn analytics_without(out: &Path, field: &str) -> Vec<(&'static str, Value)> {
+    let mut points = analytics_of(out);
+    for (_, point) in &mut points {
+        point.as_object_mut().unwrap().remove(field);
+    }
+    points
+}
+
 /// Saves `points` as Meta's pages would come: per analytics, two pages of the WABA node,
 /// the first with `paging.next`.
 fn save(dir: &Path, points: &[(&'static str, Value)]) -> PathBuf {
@@ -330,10 +339,7 @@ fn a_runs_own_analytics_reconcile_and_each_planted_difference_is_named() {
 fn analytics_without_cost_reconcile_counts_only_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let out = sample_run(dir.path());
-    let mut points = analytics_of(&out);
-    for (_, point) in &mut points {
-        point.as_object_mut().unwrap().remove("cost");
-    }
+    let points = analytics_without(&out, "cost");
     let folder = save(dir.path(), &points);
     reconcile(&out, &folder)
         .arg("--fail-on-difference")
@@ -551,10 +557,7 @@ fn a_nightly_history_reconciles_with_the_analytics_of_its_days() {
 fn pages_of_a_waba_without_display_numbers_are_compared_with_that_wabas_units() {
     let dir = tempfile::tempdir().unwrap();
     let out = sample_run(dir.path());
-    let mut points = analytics_of(&out);
-    for (_, point) in &mut points {
-        point.as_object_mut().unwrap().remove("phone_number");
-    }
+    let points = analytics_without(&out, "phone_number");
     // The node names the WABA: only its business's units are compared, not the others'.
     let own = save(dir.path(), &points);
     reconcile(&out, &own)
