@@ -268,6 +268,9 @@ pub enum Error {
     #[error("refusing to replace `{}`: it exists and is not a convbill output folder (no manifest.json)", path.display())]
     OutputNotOurs { path: PathBuf },
 
+    #[error("refusing to replace `{}`: it holds {found}, which convbill did not write there (no `.convbill-analytics`)", path.display())]
+    AnalyticsNotOurs { path: PathBuf, found: String },
+
     #[error("refusing to replace `{}`: it holds a nightly history (`state/`)", path.display())]
     NightlyHistory { path: PathBuf },
 
@@ -347,6 +350,7 @@ impl Error {
             Error::Busy { .. } => exit::BUSY,
             Error::Night(_) | Error::RateCard(_) => exit::USAGE,
             Error::OutputNotOurs { .. }
+            | Error::AnalyticsNotOurs { .. }
             | Error::NightlyHistory { .. }
             | Error::OutIsFile { .. }
             | Error::OutInsideInput { .. }
@@ -445,6 +449,10 @@ impl Error {
             Error::OutputNotOurs { .. } => {
                 Some("choose an empty or new folder with `--out`".into())
             }
+            Error::AnalyticsNotOurs { path, .. } => Some(format!(
+                "the folder is replaced whole: give Meta's analytics a folder of their own, such as `{}`",
+                path.join("WABA").display()
+            )),
             Error::NightlyHistory { .. } => Some(
                 "a whole run writes its own folder: choose another `--out`, or add `--date` to continue the history"
                     .into(),

@@ -182,6 +182,21 @@ impl OutFolder {
     }
 }
 
+/// Takes the lock `.NAME.convbill.lock` beside the file `path` (creating its folder if
+/// needed), as [`OutFolder::lock`] does beside a folder.
+pub fn lock_file(path: &Path) -> Result<Lock> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+    Lock::take(parent.join(format!(".{name}.convbill.lock")))
+}
+
 /// The output folder's lock, held for the life of the value and removed with it.
 ///
 /// The lock is an OS file lock, so a run that dies releases it. Removing the file when done

@@ -200,10 +200,20 @@ struct ReconcileArgs {
     #[arg(long)]
     fail_on_difference: bool,
     /// Differences up to this much (units, or cost in the card's currency) count as a match.
-    #[arg(long, value_name = "AMOUNT", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "AMOUNT",
+        default_value = "0",
+        allow_negative_numbers = true
+    )]
     tolerance: rust_decimal::Decimal,
     /// Differences up to this share of Meta's figure (0.02: 2%) count as a match.
-    #[arg(long, value_name = "SHARE", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "SHARE",
+        default_value = "0",
+        allow_negative_numbers = true
+    )]
     tolerance_relative: rust_decimal::Decimal,
     /// Print what lies behind a row of the reconciliation (its number in
     /// `reconciliation.csv`, 1 for the first after the header; the summary names the rows of
@@ -602,13 +612,37 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
                 r.status.name()
             );
         }
-        for (api, waba, units, from, to) in &report.outside {
+        const NAMED: usize = 5;
+        for (api, waba, units, from, to) in report.outside.iter().take(NAMED) {
             let utc = reconcile::utc_minute;
             eprintln!(
                 "not compared: {units} of convbill's units for {} of WABA {waba} start outside the buckets Meta's pages hold ({} to {})",
                 api.name(),
                 utc(*from),
                 utc(*to)
+            );
+        }
+        if report.outside.len() > NAMED {
+            let rest = &report.outside[NAMED..];
+            eprintln!(
+                "not compared: {} more of convbill's units, of {} more WABAs' analytics, start outside the buckets Meta's pages hold",
+                rest.iter().map(|o| o.2).sum::<usize>(),
+                rest.len()
+            );
+        }
+        for (api, waba, points, coverage) in report.meta_outside.iter().take(NAMED) {
+            eprintln!(
+                "not compared: {points} of Meta's data points for {} of WABA {waba} are of days the run does not cover whole ({})",
+                api.name(),
+                coverage.text()
+            );
+        }
+        if report.meta_outside.len() > NAMED {
+            let rest = &report.meta_outside[NAMED..];
+            eprintln!(
+                "not compared: {} more of Meta's data points, of {} more WABAs' analytics, are of days the run does not cover whole",
+                rest.iter().map(|o| o.2).sum::<usize>(),
+                rest.len()
             );
         }
         if !report.costs_compared {
@@ -708,8 +742,12 @@ fn explanation(explained: &convbill::reconcile::Explanation) -> String {
     if let Some(unit) = explained.units.first() {
         let _ = writeln!(
             text,
-            "the messages of a unit's conversation: convbill explain --input {} --account {} --message-id {}",
+            "the messages of a unit's conversation: convbill explain --input {}{} --account {} --message-id {}",
             explained.input.as_deref().unwrap_or("LOG"),
+            match &explained.rates {
+                Some(card) => format!(" --rates {card}"),
+                None => String::new(),
+            },
             unit.account_id,
             unit.message_id
         );
@@ -719,9 +757,16 @@ fn explanation(explained: &convbill::reconcile::Explanation) -> String {
 
 fn fetch_meta_analytics(args: FetchArgs, quiet: bool) -> anyhow::Result<()> {
     use convbill::meta::fetch::{self, FetchConfig};
-    let seconds = |name: &str, value: f64| {
+    let seconds = |name: &str, value: f64, least: f64| {
         std::time::Duration::try_from_secs_f64(value)
-            .map_err(|_| anyhow::anyhow!("`--{name} {value}` is not a number of seconds"))
+            .ok()
+            .filter(|_| value >= least && value.is_finite())
+            .ok_or_else(|| convbill::Error::MetaApiSetup {
+                problem: format!(
+                    "`--{name} {value}` is not a number of seconds{}",
+                    if least > 0.0 { " above 0" } else { "" }
+                ),
+            })
     };
     let config = FetchConfig {
         waba: args.waba,
@@ -734,8 +779,8 @@ fn fetch_meta_analytics(args: FetchArgs, quiet: bool) -> anyhow::Result<()> {
         api_version: args.api_version,
         token: std::env::var(fetch::TOKEN_VARIABLE).unwrap_or_default(),
         attempts: args.attempts,
-        retry_wait: seconds("retry-wait", args.retry_wait)?,
-        timeout: seconds("timeout", args.timeout)?,
+        retry_wait: seconds("retry-wait", args.retry_wait, 0.0)?,
+        timeout: seconds("timeout", args.timeout, 0.001)?,
     };
     let report = fetch::fetch(&config)?;
     if !quiet {

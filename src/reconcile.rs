@@ -55,6 +55,8 @@ pub struct Explanation {
     pub units: Vec<UnitDetail>,
     /// The run's message log, as its manifest names it.
     pub input: Option<String>,
+    /// The rate card the run used, as its manifest names it (`None`: the built-in card).
+    pub rates: Option<String>,
 }
 
 /// One of convbill's units, as `meta_units.parquet` has it.
@@ -91,6 +93,9 @@ pub struct ReconcileReport {
     /// Per analytics and WABA: convbill's units left out because they start outside the
     /// buckets Meta's pages hold (`count`, first bucket start, last bucket end).
     pub outside: Vec<(Api, String, usize, i64, i64)>,
+    /// Per analytics and WABA: Meta's data points left out because their buckets are outside
+    /// what the run covers.
+    pub meta_outside: Vec<(Api, String, usize, Coverage)>,
     /// The folder written.
     pub written: PathBuf,
     /// The row asked for with [`ReconcileConfig::explain`].
@@ -155,6 +160,13 @@ pub fn cost_difference(row: &Row) -> Decimal {
 
 /// Reconciles and writes `DIR/reconciliation/`, holding the output folder's lock.
 pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
+    let tolerance = config.tolerance;
+    if tolerance.absolute.is_sign_negative() || tolerance.relative.is_sign_negative() {
+        return Err(problem(format!(
+            "a tolerance cannot be negative (`--tolerance {}`, `--tolerance-relative {}`)",
+            tolerance.absolute, tolerance.relative
+        )));
+    }
     let folder = crate::folder::OutFolder::new(&config.out)?;
     let _lock = folder.lock()?;
     let card = card_of(config)?;
@@ -173,10 +185,13 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
         .fold(None, |span: Option<(i64, i64)>, t| {
             Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
         });
+    let coverage = coverage_of(&config.out, span);
     let mut rows = Vec::new();
     let mut costs_compared = false;
     let mut outside = Vec::new();
+    let mut meta_outside = Vec::new();
     let mut explained = None;
+    let (mut overlapping, mut not_overlapping) = (false, None);
     for ((api, waba, granularity), group) in groups(&pages) {
         let files: Vec<&Path> = group.iter().map(|(path, _)| path.as_path()).collect();
         let pages: Vec<&Page> = group.iter().map(|(_, page)| page).collect();
@@ -191,12 +206,35 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             (from.min(p.start), to.max(p.end))
         });
         if !span.is_some_and(|(first, last)| from <= last && first < to) {
-            return Err(InputError::MetaAnalyticsOutside {
+            // Nothing of the run: said, and an error if no analytics given cover any of it.
+            let error = InputError::MetaAnalyticsOutside {
                 files: files.iter().map(|p| format!("`{}`", p.display())).collect(),
                 problem: period_problem(from, to, span),
+            };
+            if let Some(coverage) = coverage {
+                let waba = waba.clone().unwrap_or_else(|| "-".into());
+                meta_outside.push((api, waba, points().count(), coverage));
             }
-            .into());
+            not_overlapping.get_or_insert(error);
+            continue;
         }
+        overlapping = true;
+        // Meta's buckets the run does not cover are left out, and counted.
+        let covered = |p: &DataPoint| coverage.is_none_or(|c| c.covers(p.start, p.end));
+        let beyond = points().filter(|p| !covered(p)).count();
+        if let (Some(coverage), true) = (coverage, beyond > 0) {
+            meta_outside.push((
+                api,
+                waba.clone().unwrap_or_else(|| "-".into()),
+                beyond,
+                coverage,
+            ));
+        }
+        let (from, to) = points()
+            .filter(|p| covered(p))
+            .fold((i64::MAX, i64::MIN), |(from, to), p| {
+                (from.min(p.start), to.max(p.end))
+            });
         let mine = units_of(&index, api, waba.as_deref(), &pages, &files)?;
         let (ours, left_out) = convbill_side(
             mine.iter().copied(),
@@ -214,7 +252,7 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
                 to,
             ));
         }
-        let theirs = meta_side(pages.iter().copied(), dimensions);
+        let theirs = meta_side(pages.iter().copied(), dimensions, covered);
         let first_row = rows.len();
         rows.extend(
             compare(&theirs, &ours, config.tolerance)
@@ -251,6 +289,9 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             explained = Some((index, points, indexes));
         }
     }
+    if let (false, Some(error)) = (overlapping, not_overlapping) {
+        return Err(error.into());
+    }
     let explained = match (config.explain, explained) {
         (None, _) => None,
         (Some(number), None) => {
@@ -264,32 +305,100 @@ pub fn reconcile(config: &ReconcileConfig) -> Result<ReconcileReport> {
             row: rows[index].clone(),
             points,
             units: unit_details(&config.out, &indexes)?,
-            input: run_input(&config.out),
+            input: run_input(&config.out).0,
+            rates: run_input(&config.out).1,
         }),
     };
-    let written = write(&folder, &rows)?;
+    let written = write(&folder, &rows, config.tolerance)?;
     Ok(ReconcileReport {
         rows,
         costs_compared,
         outside,
+        meta_outside,
         written,
         explained,
     })
 }
 
+/// What of time a run covers: its Meta analytics' buckets outside it are not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// A nightly history: its nights, whole UTC days (Unix seconds, end excluded). A bucket
+    /// is compared if it lies within them.
+    Nights(i64, i64),
+    /// A whole run: the first and last start of its units. A bucket is compared if it holds
+    /// any instant between them.
+    Units(i64, i64),
+}
+
+impl Coverage {
+    fn covers(self, start: i64, end: i64) -> bool {
+        match self {
+            Coverage::Nights(from, to) => from <= start && end <= to,
+            Coverage::Units(first, last) => start <= last && first < end,
+        }
+    }
+
+    /// `2025-06-15 00:00 UTC to 2025-07-17 00:00 UTC`, as the summary says it.
+    pub fn text(self) -> String {
+        match self {
+            Coverage::Nights(from, to) => {
+                format!("its nights, {} to {}", utc_minute(from), utc_minute(to))
+            }
+            Coverage::Units(first, last) => format!(
+                "its units, which start from {} to {}",
+                utc_minute(first),
+                utc_minute(last)
+            ),
+        }
+    }
+}
+
+/// A nightly history's nights (from its month-to-date manifest), or the span of the units.
+fn coverage_of(out: &Path, span: Option<(i64, i64)>) -> Option<Coverage> {
+    let manifest = out
+        .join(crate::nightly::MONTH_TO_DATE_DIR)
+        .join(crate::write::MANIFEST_FILE);
+    let nights = manifest
+        .is_file()
+        .then(|| crate::write::read_json(&manifest).ok())
+        .flatten()
+        .and_then(|m: serde_json::Value| {
+            let day = |field: &str| {
+                m["history"][field]
+                    .as_str()
+                    .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+            };
+            let midnight =
+                |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp());
+            Some(Coverage::Nights(
+                midnight(day("first_night")?)?,
+                midnight(day("last_night")?.succ_opt()?)?,
+            ))
+        });
+    nights.or(span.map(|(first, last)| Coverage::Units(first, last)))
+}
+
 /// The message log the run read, as its manifest names it.
-fn run_input(out: &Path) -> Option<String> {
-    [
+/// The message log and the rate card the run read, as its manifest names them (the card
+/// `None` when it is the built-in one).
+fn run_input(out: &Path) -> (Option<String>, Option<String>) {
+    let manifest: Option<serde_json::Value> = [
         out.join(crate::write::MANIFEST_FILE),
         out.join(crate::nightly::MONTH_TO_DATE_DIR)
             .join(crate::write::MANIFEST_FILE),
     ]
     .iter()
     .filter(|m| m.is_file())
-    .find_map(|m| {
-        let manifest: serde_json::Value = crate::write::read_json(m).ok()?;
-        manifest["input"]["path"].as_str().map(str::to_string)
-    })
+    .find_map(|m| crate::write::read_json(m).ok());
+    let Some(manifest) = manifest else {
+        return (None, None);
+    };
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_string);
+    (
+        text(&manifest["input"]["path"]),
+        text(&manifest["rate_card"]["source"]).filter(|s| s != crate::rates::BUILT_IN),
+    )
 }
 
 /// The units at `indexes` (`(start, index)` in the order [`read_units`] reads them), as
@@ -546,6 +655,13 @@ fn check_no_twice(group: &[&(PathBuf, Page)]) -> Result<()> {
     for (path, page) in group {
         for point in &page.points {
             if let Some(earlier) = seen.insert((point.start, point.end, &point.values), path) {
+                if earlier == path.as_path() {
+                    return Err(InputError::MetaAnalyticsOutside {
+                        files: vec![format!("`{}`", path.display())],
+                        problem: "is read twice (given twice, or also in a folder given): its figures would be counted twice".into(),
+                    }
+                    .into());
+                }
                 return Err(InputError::MetaAnalyticsOutside {
                     files: vec![format!("`{}`", earlier.display()), format!("`{}`", path.display())],
                     problem: format!(
@@ -724,7 +840,11 @@ fn period_problem(from: i64, to: i64, span: Option<(i64, i64)>) -> String {
 }
 
 /// Writes the cells into `DIR/reconciliation/`, replacing an earlier reconciliation whole.
-fn write(folder: &crate::folder::OutFolder, rows: &[WabaRow]) -> Result<PathBuf> {
+fn write(
+    folder: &crate::folder::OutFolder,
+    rows: &[WabaRow],
+    tolerance: Tolerance,
+) -> Result<PathBuf> {
     let target = crate::folder::OutFolder::new(&folder.out.join(RECONCILIATION_DIR))?;
     crate::write::check_output_folder(&target.out)?;
     let staging = target.create_staging()?;
@@ -740,7 +860,13 @@ fn write(folder: &crate::folder::OutFolder, rows: &[WabaRow]) -> Result<PathBuf>
         crate::write::write_json(
             &staging,
             crate::write::MANIFEST_FILE,
-            &serde_json::json!({ "outputs": [parquet, csv] }),
+            &serde_json::json!({
+                "tolerance": {
+                    "absolute": tolerance.absolute.to_string(),
+                    "relative": tolerance.relative.to_string(),
+                },
+                "outputs": [parquet, csv],
+            }),
         )?;
         crate::error::check_interrupt()?;
         target.switch(&staging)
@@ -812,8 +938,49 @@ fn texts(row: &WabaRow) -> Vec<Option<String>> {
     ]
 }
 
+/// The columns written as numbers (never given a spreadsheet's text mark in the CSV), and in
+/// the Parquet file as integers, decimals or UTC instants.
+const NUMBERS: [&str; 8] = [
+    "start",
+    "end",
+    "meta_count",
+    "convbill_count",
+    "count_difference",
+    "meta_cost",
+    "convbill_cost",
+    "cost_difference",
+];
+
 fn frame(rows: &[WabaRow]) -> Result<DataFrame> {
     let texts: Vec<Vec<Option<String>>> = rows.iter().map(texts).collect();
+    let costs = |side: fn(&Row) -> Option<crate::meta::reconcile::Sum>| {
+        rows.iter().map(move |r| side(&r.row).and_then(|s| s.cost))
+    };
+    // Costs as DECIMAL(18, s): s the most places any cost has (Meta's or the card's), at
+    // least 4 and at most 10.
+    let scale = costs(|r| r.meta)
+        .chain(costs(|r| r.convbill))
+        .flatten()
+        .map(|c| c.normalize().scale())
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 10);
+    let money = |name: &str, values: Vec<Option<Decimal>>| {
+        crate::rating::frames::optional_decimal_column(
+            name,
+            values.into_iter().map(|v| v.map(|v| v.round_dp(scale))),
+            scale,
+        )
+    };
+    let instant = |name: &str, at: fn(&Row) -> i64| -> Result<Column> {
+        Ok(Int64Chunked::from_vec(
+            name.into(),
+            rows.iter().map(|r| at(&r.row) * 1_000_000_000).collect(),
+        )
+        .into_datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC))
+        .into_series()
+        .into())
+    };
     let count = |side: fn(&Row) -> Option<crate::meta::reconcile::Sum>| -> Vec<Option<i64>> {
         rows.iter()
             .map(|r| side(&r.row).map(|s| s.count as i64))
@@ -822,21 +989,31 @@ fn frame(rows: &[WabaRow]) -> Result<DataFrame> {
     let columns = COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, name)| match *name {
-            "meta_count" => Column::new((*name).into(), count(|r| r.meta)),
-            "convbill_count" => Column::new((*name).into(), count(|r| r.convbill)),
-            "count_difference" => Column::new(
-                (*name).into(),
-                rows.iter()
-                    .map(|r| count_difference(&r.row))
-                    .collect::<Vec<i64>>(),
-            ),
-            _ => Column::new(
-                (*name).into(),
-                texts.iter().map(|t| t[i].as_deref()).collect::<Vec<_>>(),
-            ),
+        .map(|(i, name)| {
+            Ok(match *name {
+                "meta_count" => Column::new((*name).into(), count(|r| r.meta)),
+                "convbill_count" => Column::new((*name).into(), count(|r| r.convbill)),
+                "count_difference" => Column::new(
+                    (*name).into(),
+                    rows.iter()
+                        .map(|r| count_difference(&r.row))
+                        .collect::<Vec<i64>>(),
+                ),
+                "start" => instant(name, |r| r.cell.start)?,
+                "end" => instant(name, |r| r.cell.end)?,
+                "meta_cost" => money(name, costs(|r| r.meta).collect())?,
+                "convbill_cost" => money(name, costs(|r| r.convbill).collect())?,
+                "cost_difference" => money(
+                    name,
+                    rows.iter().map(|r| Some(cost_difference(&r.row))).collect(),
+                )?,
+                _ => Column::new(
+                    (*name).into(),
+                    texts.iter().map(|t| t[i].as_deref()).collect::<Vec<_>>(),
+                ),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<Column>>>()?;
     Ok(DataFrame::new(rows.len(), columns)?)
 }
 
@@ -845,8 +1022,12 @@ fn csv(rows: &[WabaRow]) -> Vec<u8> {
     writer.write_record(COLUMNS).expect("writing to memory");
     for row in rows {
         writer
-            .write_record(texts(row).iter().map(|t| {
-                crate::write::spreadsheet_text(t.as_deref().unwrap_or_default()).into_owned()
+            .write_record(texts(row).iter().zip(COLUMNS).map(|(t, name)| {
+                let text = t.as_deref().unwrap_or_default();
+                match NUMBERS.contains(&name) {
+                    true => text.to_string(),
+                    false => crate::write::spreadsheet_text(text).into_owned(),
+                }
             }))
             .expect("writing to memory");
     }

@@ -121,6 +121,8 @@ pub enum AnalyticsError {
     },
     #[error("holds no `conversation_analytics` or `pricing_analytics` data: {0}")]
     NotAnalytics(String),
+    #[error("is not JSON: it is not UTF-8 text")]
+    NotText,
     /// A file that holds a list of pages (as `convbill fetch-meta-analytics` saves them).
     #[error("page {number} of the list {reason}")]
     InList {
@@ -142,6 +144,39 @@ fn code_text(code: Option<i64>, kind: Option<&str>) -> String {
         (Some(kind), None) => format!(" ({kind})"),
         (None, None) => String::new(),
     }
+}
+
+/// The hidden file that marks a folder of analytics pages as convbill's (written by
+/// `fetch-meta-analytics` and `generate --meta-analytics`), so that it may be replaced whole.
+pub const MARKER: &str = ".convbill-analytics";
+
+/// Checks that `out` may be replaced whole by a folder of analytics pages: it does not exist,
+/// is empty, or holds convbill's [`MARKER`].
+pub fn check_replaceable(out: &std::path::Path) -> crate::error::Result<()> {
+    if !out.is_dir() || out.join(MARKER).is_file() {
+        return Ok(());
+    }
+    let output = |source| crate::error::Error::Output {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .map_err(output)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(output)?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    Err(crate::error::Error::AnalyticsNotOurs {
+        path: out.to_path_buf(),
+        found: match names.len() {
+            1..=3 => shown.join(", "),
+            n => format!("{} and {} more", shown.join(", "), n - 3),
+        },
+    })
 }
 
 /// Reads the saved pages of `paths`: files, and the `*.json` files in folders and the folders
@@ -172,10 +207,23 @@ pub fn read_pages(paths: &[PathBuf]) -> crate::error::Result<Vec<(PathBuf, Page)
     files
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| InputError::Unreadable {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(InputError::MetaAnalytics {
+                        path,
+                        reason: AnalyticsError::NotText,
+                    }
+                    .into())
+                }
+                Err(e) => {
+                    return Err(InputError::Unreadable {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                    .into())
+                }
+            };
             match parse_pages(&text) {
                 Ok(pages) => Ok(pages.into_iter().map(|page| (path.clone(), page)).collect()),
                 Err(reason) => Err(InputError::MetaAnalytics { path, reason }.into()),

@@ -137,9 +137,40 @@ impl FetchConfig {
                 self.from, self.to
             ));
         }
-        if self.token.trim().is_empty() {
+        if self.token.is_empty() {
             return usage(format!(
                 "{TOKEN_VARIABLE} is not set: give the access token of a user or system user with `whatsapp_business_management` on the WABA"
+            ));
+        }
+        if let Some(c) = self.token.chars().find(|c| !c.is_ascii_graphic()) {
+            return usage(format!(
+                "{TOKEN_VARIABLE} holds {}, which no access token has: set the token alone",
+                match c {
+                    ' ' => "a space".to_string(),
+                    '\n' | '\r' => "a line break".to_string(),
+                    c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+                    c => format!("the character `{c}`"),
+                }
+            ));
+        }
+        let version_ok = self.api_version.strip_prefix('v').is_some_and(|v| {
+            v.split_once('.').is_some_and(|(major, minor)| {
+                [major, minor]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            })
+        });
+        if !version_ok {
+            return usage(format!(
+                "`--api-version {}` is not a Graph API version (such as `{API_VERSION}`)",
+                self.api_version
+            ));
+        }
+        let begins = crate::rates::local_midnight(self.from, self.time_zone) / 1_000_000_000;
+        if begins > chrono::Utc::now().timestamp() {
+            return usage(format!(
+                "`--from {}` has not begun in {}: there is nothing to fetch yet",
+                self.from, self.time_zone
             ));
         }
         let Some((scheme, host)) = origin(&self.graph_url) else {
@@ -193,6 +224,7 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     config.check()?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(config.timeout))
         .user_agent(concat!("convbill/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -200,6 +232,31 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     let mut retries = 0;
     let mut done = Vec::new();
     let mut pages: Vec<(Request, usize, String)> = Vec::new();
+    // The output is claimed before the first request: a second fetch into it stops at once.
+    let file_wanted = !config.out.is_dir() && config.out.extension().is_some_and(|e| e == "json");
+    let _lock = match file_wanted {
+        true => {
+            if config.out.is_file() {
+                let text = std::fs::read_to_string(&config.out).unwrap_or_default();
+                if super::analytics::parse_pages(&text).is_err() {
+                    return Err(Error::MetaApiSetup {
+                        problem: format!(
+                            "refusing to replace `{}`: it is not saved analytics",
+                            config.out.display()
+                        ),
+                    });
+                }
+            }
+            crate::folder::lock_file(&config.out)?
+        }
+        false => {
+            let folder = crate::folder::OutFolder::new(&config.out)?;
+            let lock = folder.lock()?;
+            folder.recover()?;
+            super::analytics::check_replaceable(&config.out)?;
+            lock
+        }
+    };
     let requests = requests(config.from, config.to, config.time_zone);
     if requests
         .last()
@@ -214,6 +271,7 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     for request in requests {
         let mut address = config.first_address(&request);
         let (mut count, mut points) = (0, 0);
+        let mut asked = std::collections::HashSet::new();
         loop {
             count += 1;
             let what = format!(
@@ -223,6 +281,13 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
                 request.from,
                 request.to
             );
+            if !asked.insert(address.clone()) {
+                return Err(Error::MetaApi {
+                    what,
+                    problem: "`paging.next` leads back to a page already fetched: Meta's pages go round in a circle".into(),
+                    hint: Some("run it again later; if it persists, fetch shorter periods".into()),
+                });
+            }
             let (body, tried_again) = get(&agent, &address, config, &what)?;
             retries += tried_again;
             let page = parse_page(&body).map_err(|e| Error::MetaApi {
@@ -243,12 +308,28 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
         done.push((request, count, points));
     }
     crate::error::check_interrupt()?;
-    let written = write(&config.out, &pages)?;
+    let written = write(config, file_wanted, &pages)?;
     Ok(FetchReport {
         requests: done,
         retries,
         written,
     })
+}
+
+/// `text` without the token: as given, and as an address writes it (percent-encoded).
+fn redact(text: &str, token: &str) -> String {
+    let encoded: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let text = text.replace(token, REDACTED).replace(&encoded, REDACTED);
+    // Lower-case hex digits, as some encoders write them.
+    text.replace(&encoded.to_lowercase(), REDACTED)
 }
 
 /// `scheme` and `host[:port]` of an address, lower case.
@@ -378,7 +459,7 @@ fn attempt_once(
         .get(address)
         .header("Authorization", format!("Bearer {token}"))
         .call()
-        .map_err(|e| Failure::Again(format!("the request failed: {e}"), None))?;
+        .map_err(|e| Failure::Again(redact(&format!("the request failed: {e}"), token), None))?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -392,7 +473,19 @@ fn attempt_once(
         .limit(LARGEST_PAGE)
         .read_to_string()
         .map_err(|e| Failure::Again(format!("HTTP {status}, the body was cut short: {e}"), None))?;
-    let body = body.replace(token, REDACTED);
+    let body = redact(&body, token);
+    if (300..400).contains(&status) {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| redact(l, token))
+            .unwrap_or_default();
+        return Err(Failure::Refused(
+            format!("HTTP {status}: a redirect to `{location}`, not followed (the Graph API answers where it is asked)"),
+            None,
+        ));
+    }
     if status == 200 {
         return match parse_page(&body) {
             Ok(_) => Ok(body),
@@ -470,8 +563,12 @@ fn attempt_once(
 
 /// Writes the pages: into a folder, one file each, replacing it whole; or into a `.json` file
 /// (the page itself, or the list of pages).
-fn write(out: &Path, pages: &[(Request, usize, String)]) -> Result<Vec<PathBuf>> {
-    let file_wanted = !out.is_dir() && out.extension().is_some_and(|e| e == "json");
+fn write(
+    config: &FetchConfig,
+    file_wanted: bool,
+    pages: &[(Request, usize, String)],
+) -> Result<Vec<PathBuf>> {
+    let out = &config.out;
     if file_wanted {
         let text = match pages {
             [(_, _, page)] => page.clone(),
@@ -487,10 +584,25 @@ fn write(out: &Path, pages: &[(Request, usize, String)]) -> Result<Vec<PathBuf>>
         write_file(out, text.as_bytes())?;
         return Ok(vec![out.to_path_buf()]);
     }
+    // The caller holds the folder's lock.
     let folder = crate::folder::OutFolder::new(out)?;
-    let _lock = folder.lock()?;
-    folder.recover()?;
     let staging = folder.create_staging()?;
+    let marker = serde_json::json!({
+        "written_by": "convbill fetch-meta-analytics",
+        "waba": config.waba,
+        "from": config.from.to_string(),
+        "to": config.to.to_string(),
+        "time_zone": config.time_zone.name(),
+        "granularity": match config.granularity {
+            Granularity::Daily => "DAILY",
+            Granularity::Monthly => "MONTHLY",
+        },
+        "pages": pages.len(),
+    });
+    write_file(
+        &staging.join(super::analytics::MARKER),
+        format!("{marker:#}\n").as_bytes(),
+    )?;
     let written: Vec<PathBuf> = pages
         .iter()
         .map(|(request, number, page)| {

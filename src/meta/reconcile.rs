@@ -73,15 +73,16 @@ pub struct Sum {
     pub cost: Option<Decimal>,
 }
 
-/// Meta's side: the data points of `pages` summed by cell. A cell's cost is `None` when any
-/// of its points has none.
+/// Meta's side: the data points of `pages` that `keep` keeps, summed by cell. A cell's cost
+/// is `None` when any of its points has none.
 pub fn meta_side<'a>(
     pages: impl IntoIterator<Item = &'a Page>,
     dimensions: Dimensions,
+    keep: impl Fn(&DataPoint) -> bool,
 ) -> BTreeMap<Cell, Sum> {
     let mut cells: BTreeMap<Cell, Sum> = BTreeMap::new();
     for page in pages {
-        for point in &page.points {
+        for point in page.points.iter().filter(|p| keep(p)) {
             let cell = Cell {
                 api: page.api,
                 start: point.start,
@@ -357,7 +358,7 @@ mod tests {
                 }
             }
         );
-        let meta = meta_side(&pages, dimensions);
+        let meta = meta_side(&pages, dimensions, |_| true);
         // 5,250 marketing conversations on June 1 (LA) costing 45.0484 in all, as Meta
         // reports; one free entry point less than Meta counts, the last ones just before the
         // local midnight; and one conversation on June 2, which Meta does not have.
@@ -472,7 +473,7 @@ mod tests {
         page.points[1].values.country = None;
         let dimensions = Dimensions::of(page.points.iter());
         assert!(!dimensions.country && dimensions.tier && dimensions.phone_number);
-        let meta = meta_side(&[page], dimensions);
+        let meta = meta_side(&[page], dimensions, |_| true);
         assert!(meta.keys().all(|cell| cell.values.country.is_none()));
         assert_eq!(meta.values().map(|s| s.count).sum::<u64>(), 51);
         assert!(meta.values().all(|s| s.cost.is_none()));

@@ -80,7 +80,17 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
     let folder = crate::folder::OutFolder::new(dir)?;
     let _lock = folder.lock()?;
     folder.recover()?;
+    super::analytics::check_replaceable(dir)?;
     let staging = folder.create_staging()?;
+    let marker = staging.join(super::analytics::MARKER);
+    std::fs::write(
+        &marker,
+        "{\"written_by\": \"convbill generate --meta-analytics\"}\n",
+    )
+    .map_err(|source| Error::Output {
+        path: marker.clone(),
+        source,
+    })?;
     let mut written = Written {
         planted,
         ..Written::default()
@@ -313,6 +323,8 @@ pub fn of_log(
         });
     };
     let folder = crate::folder::OutFolder::new(dir)?;
+    // Before the pipeline runs: a folder that cannot be replaced is said at once.
+    super::analytics::check_replaceable(dir)?;
     let work = folder.parent.join(format!(".{}.convbill-run", folder.name));
     let run = crate::run(&crate::RunConfig {
         rates: Some(rates.to_path_buf()),

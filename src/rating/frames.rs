@@ -137,7 +137,7 @@ fn mantissa(mut value: Decimal, scale: u32) -> i128 {
 }
 
 /// [`decimal_column`] of values that may be missing (null).
-fn optional_decimal_column(
+pub(crate) fn optional_decimal_column(
     name: &str,
     values: impl Iterator<Item = Option<Decimal>>,
     scale: u32,

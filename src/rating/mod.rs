@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::error::Result;
 
 mod coverage;
-mod frames;
+pub(crate) mod frames;
 pub mod revision;
 
 use crate::rates::{self, Calendars, RateCard, RateCardError, SessionQuota};

@@ -265,6 +265,7 @@ fn every_page_is_fetched_through_rate_limits_and_outages_and_reconciles() {
     let mut files: Vec<String> = std::fs::read_dir(&analytics)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
         .collect();
     files.sort();
     assert_eq!(files.len(), conversations.len() + pricing.len());
@@ -368,6 +369,18 @@ fn a_lasting_outage_gives_up_and_the_earlier_pages_stay() {
     let out = dir.path().join("analytics");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("earlier.json"), "{}").unwrap();
+    // A folder convbill did not fetch into is never replaced: nothing is asked.
+    let nobody = serve(vec![]);
+    fetch(&nobody, "2025-07-01", "2025-07-02", &out)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(format!(
+            "refusing to replace `{}`: it holds `earlier.json`, which convbill did not write there",
+            out.display()
+        )));
+    assert!(nobody.seen().is_empty());
+    // An earlier fetch's folder (its hidden mark) is.
+    std::fs::write(out.join(".convbill-analytics"), "{}").unwrap();
     let page = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": {
         "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?after=c1") } }, "id": WABA });
     let failing = || {
@@ -395,6 +408,7 @@ fn a_lasting_outage_gives_up_and_the_earlier_pages_stay() {
         let mut names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
             .collect();
         names.sort();
         names
@@ -521,6 +535,11 @@ fn sigterm_while_waiting_to_try_again_stops_and_writes_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
+    // Meanwhile the output is this fetch's: a second one stops at once (exit 4).
+    fetch(&server, "2025-07-01", "2025-07-01", &out)
+        .assert()
+        .code(convbill::exit::BUSY);
+    assert_eq!(server.seen().len(), 1);
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -536,4 +555,97 @@ fn sigterm_while_waiting_to_try_again_stops_and_writes_nothing() {
     assert_eq!(server.seen().len(), 1);
     assert!(!out.exists());
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn odd_tokens_arguments_loops_and_redirects_are_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("analytics");
+    let nobody = serve(vec![]);
+    // Refused before any request (exit 2).
+    let refused = |command: &mut assert_cmd::Command, says: &str| {
+        command
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(says.to_string()));
+    };
+    refused(
+        fetch(&nobody, "2025-07-01", "2025-07-01", &out)
+            .env("META_ACCESS_TOKEN", format!("{TOKEN}\n")),
+        "META_ACCESS_TOKEN holds a line break, which no access token has",
+    );
+    refused(
+        &mut fetch(&nobody, "2030-01-01", "2030-01-02", &out),
+        "`--from 2030-01-01` has not begun in Asia/Jakarta",
+    );
+    refused(
+        fetch(&nobody, "2025-07-01", "2025-07-01", &out).args(["--timeout", "nan"]),
+        "`--timeout NaN` is not a number of seconds above 0",
+    );
+    refused(
+        fetch(&nobody, "2025-07-01", "2025-07-01", &out).args(["--timeout", "0"]),
+        "`--timeout 0` is not a number of seconds above 0",
+    );
+    refused(
+        fetch(&nobody, "2025-07-01", "2025-07-01", &out).args(["--api-version", "v21.0/../x"]),
+        "`--api-version v21.0/../x` is not a Graph API version",
+    );
+    let notes = dir.path().join("notes.json");
+    std::fs::write(&notes, "my notes").unwrap();
+    refused(
+        &mut fetch(&nobody, "2025-07-01", "2025-07-01", &notes),
+        "refusing to replace",
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
+    assert!(nobody.seen().is_empty());
+    assert!(!out.exists());
+
+    // `paging.next` that leads back to a page already fetched: stopped, not followed forever.
+    let next = format!("{{base}}/v21.0/{WABA}/pricing_analytics?after=c1");
+    let first = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": { "next": next } }, "id": WABA });
+    let again = json!({ "data": [{ "data_points": [] }], "paging": { "next": next } });
+    let server = serve(vec![ok(&first), ok(&again), ok(&again)]);
+    fetch(&server, "2025-07-01", "2025-07-01", &out)
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains(
+            "page 3: `paging.next` leads back to a page already fetched",
+        ));
+    assert_eq!(server.seen().len(), 2);
+    assert!(!out.exists());
+
+    // A redirect is not followed: not to another server, not with the token.
+    let elsewhere = serve(vec![]);
+    let server = serve(vec![Reply {
+        status: 302,
+        headers: vec![("Location", format!("{}/x", elsewhere.base))],
+        body: String::new(),
+    }]);
+    fetch(&server, "2025-07-01", "2025-07-01", &out)
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains(format!(
+            "HTTP 302: a redirect to `{}/x`, not followed",
+            elsewhere.base
+        )));
+    assert!(elsewhere.seen().is_empty());
+
+    // A token Meta echoes percent-encoded (`|` as `%7C`) is redacted too.
+    let token = "1234567890|secretPART";
+    let first = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": {
+        "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?access_token=1234567890%7CsecretPART&after=c1") } }, "id": WABA });
+    let last = json!({ "data": [{ "data_points": [] }] });
+    let server = serve(vec![ok(&first), ok(&last)]);
+    fetch(&server, "2025-07-01", "2025-07-01", &out)
+        .env("META_ACCESS_TOKEN", token)
+        .assert()
+        .success();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("secretPART"), "{text}");
+    }
+    assert_eq!(
+        server.seen()[1].target,
+        format!("/v21.0/{WABA}/pricing_analytics?after=c1")
+    );
 }

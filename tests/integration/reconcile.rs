@@ -529,25 +529,35 @@ fn a_nightly_history_reconciles_with_the_analytics_of_its_days() {
             .assert()
             .success();
     }
-    // Jakarta's June 15 and 16 end by 2025-06-16 17:00 UTC: the three UTC nights hold every
-    // conversation they start, ended (`meta_units/date=D/`) or still open (month-to-date).
-    let end_of_16th = 1750093200;
-    let days: Vec<(&'static str, Value)> = points
-        .into_iter()
-        .filter(|(_, p)| p["end"].as_i64().unwrap() <= end_of_16th)
-        .collect();
-    assert!(days.len() > 10);
+    // The three UTC nights (2025-06-15 00:00 to 2025-06-18 00:00 UTC) hold Jakarta's June 16
+    // and 17 whole (2025-06-15 17:00 to 2025-06-17 17:00 UTC), with every conversation they
+    // start, ended (`meta_units/date=D/`) or still open (month-to-date).
+    let (from, to) = (1750006800, 1750179600);
+    let whole = points
+        .iter()
+        .filter(|(_, p)| from <= p["start"].as_i64().unwrap() && p["end"].as_i64().unwrap() <= to)
+        .count();
+    assert!(whole >= 4, "{whole}");
     let open = read_frame(&nightly.join("month-to-date/meta_open_units.parquet"));
     assert!(open.height() > 0);
-    reconcile(&nightly, &save(dir.path(), &days))
+    // The analytics of the whole month: the days the nights do not hold whole are not
+    // compared, on either side, and said to be; they are no difference.
+    reconcile(&nightly, &save(dir.path(), &points))
         .arg("--fail-on-difference")
         .assert()
         .success()
         .stderr(predicates::str::contains(format!(
-            "reconciled {n} cells: {n} match, 0 differ",
-            n = days.len()
+            "reconciled {whole} cells: {whole} match, 0 differ"
         )))
-        // The 17th's conversations are past the analytics' last day.
+        .stderr(predicates::str::contains(format!(
+            "not compared: {} of Meta's data points for conversation_analytics of WABA {WABA} are of days the run does not cover whole (its nights, 2025-06-15 00:00 UTC to 2025-06-18 00:00 UTC)",
+            points
+                .iter()
+                .filter(|(api, p)| *api == "conversation_analytics"
+                    && !(from <= p["start"].as_i64().unwrap() && p["end"].as_i64().unwrap() <= to))
+                .count()
+        )))
+        // Conversations of Jakarta's June 15 and 18 are in nights not held whole.
         .stderr(predicates::str::contains(
             "start outside the buckets Meta's pages hold",
         ));
@@ -648,6 +658,7 @@ fn a_generated_logs_analytics_reconcile_and_each_planted_difference_is_explained
     let mut folders: Vec<String> = std::fs::read_dir(&clean)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
         .collect();
     folders.sort();
     assert!(folders.contains(&WABA.to_string()), "{folders:?}");
@@ -764,16 +775,60 @@ fn a_generated_logs_analytics_reconcile_and_each_planted_difference_is_explained
                     .find_map(|l| l.split_once(": convbill explain ").map(|(_, c)| c))
                     .unwrap();
                 let args: Vec<&str> = command.split_whitespace().collect();
-                assert_eq!(args[..2], ["--input", &*log.to_string_lossy()]);
+                assert_eq!(
+                    args[..4],
+                    [
+                        "--input",
+                        &*log.to_string_lossy(),
+                        "--rates",
+                        &*card.to_string_lossy()
+                    ]
+                );
+                let message = args[args.iter().position(|a| *a == "--message-id").unwrap() + 1];
                 convbill()
                     .arg("explain")
                     .args(&args)
                     .assert()
                     .success()
-                    .stdout(predicates::str::contains(args[5]));
+                    .stdout(predicates::str::contains(message));
+                // Numbers in the CSV are numbers, a negative one too.
+                if status == "count_differs" {
+                    assert!(line.contains(",-1,"), "{line}");
+                }
             }
         }
     }
+    // Money and instants are typed in the Parquet file: decimals, UTC instants.
+    let rows = read_frame(&out.join("reconciliation/reconciliation.parquet"));
+    for money in ["meta_cost", "convbill_cost", "cost_difference"] {
+        assert!(
+            matches!(
+                rows.column(money).unwrap().dtype(),
+                DataType::Decimal(18, 4)
+            ),
+            "{money}: {:?}",
+            rows.column(money).unwrap().dtype()
+        );
+    }
+    for instant in ["start", "end"] {
+        assert!(matches!(
+            rows.column(instant).unwrap().dtype(),
+            DataType::Datetime(_, Some(_))
+        ));
+    }
+    // The tolerance used is recorded; a negative one is refused.
+    reconcile(&out, &planted_dir)
+        .args(["-q", "--tolerance", "1"])
+        .assert()
+        .success();
+    let manifest = manifest_of(&out.join("reconciliation"));
+    assert_eq!(manifest["tolerance"]["absolute"], "1");
+    assert_eq!(manifest["tolerance"]["relative"], "0");
+    reconcile(&out, &planted_dir)
+        .args(["--tolerance", "-1"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("a tolerance cannot be negative"));
     // A row that is not there.
     reconcile(&out, &planted_dir)
         .args(["--explain", "100000"])
@@ -804,6 +859,26 @@ fn daily_and_monthly_pages_are_compared_each_at_their_grain_and_pages_saved_twic
             .success();
         analytics
     };
+    // A folder of other files is never replaced by the analytics.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    convbill()
+        .args(["generate", "-q", "--messages", "1000", "--out"])
+        .arg(dir.path().join("small.parquet"))
+        .arg("--meta-analytics")
+        .arg(&foreign)
+        .arg("--rates")
+        .arg(root.join("sample-data/meta/rates.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "it holds `notes.txt`, which convbill did not write there",
+        ));
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "mine"
+    );
     let (daily, monthly) = (generate("DAILY"), generate("MONTHLY"));
     reconcile(&out, &daily)
         .arg(&monthly)
@@ -831,14 +906,55 @@ fn daily_and_monthly_pages_are_compared_each_at_their_grain_and_pages_saved_twic
     assert_eq!((total("DAILY"), total("MONTHLY")), (units, units));
     let cells = |grain: &str| grains.iter().filter(|g| *g == grain).count();
     assert!(0 < cells("MONTHLY") && cells("MONTHLY") < cells("DAILY"));
-    // The same pages twice would count Meta's figures twice: refused, naming both files.
+    // A history of one night against the month's analytics of every WABA: the days it does
+    // not cover are no difference; five WABAs of each kind are named, the rest counted.
+    let nightly = dir.path().join("nightly");
+    crate::nightly::night_command(
+        &root.join("sample-data/meta/_switch-month"),
+        &nightly,
+        crate::nightly::date("2025-06-15"),
+    )
+    .arg("--rates")
+    .arg(root.join("sample-data/meta/rates.toml"))
+    .arg("-q")
+    .assert()
+    .success();
+    let assert = reconcile(&nightly, &daily)
+        .arg("--fail-on-difference")
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let named = stderr
+        .lines()
+        .filter(|l| l.starts_with("not compared: ") && l.contains(" of WABA "))
+        .count();
+    assert_eq!(named, 10, "{stderr}");
+    assert!(
+        stderr.contains("not compared: ")
+            && stderr.contains("more of Meta's data points, of 5 more WABAs' analytics, are of days the run does not cover whole"),
+        "{stderr}"
+    );
+    // The same pages twice would count Meta's figures twice: refused, naming the files.
     reconcile(&out, &daily)
         .arg(&daily)
         .assert()
         .code(3)
         .stderr(predicates::str::contains(
-            "data point of 2025-06-14 07:00 UTC to 2025-06-15 07:00 UTC with the same values: the same analytics saved twice",
+            "is read twice (given twice, or also in a folder given)",
         ));
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let page = daily.join("acct-0000_default/conversation_analytics-page-0001.json");
+    std::fs::copy(&page, copy.join("saved-again.json")).unwrap();
+    reconcile(&out, &daily)
+        .arg(&copy)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(format!(
+            "`{}`, `{}` both hold the conversation_analytics data point of 2025-06-14 07:00 UTC to 2025-06-15 07:00 UTC with the same values: the same analytics saved twice",
+            page.display(),
+            copy.join("saved-again.json").display()
+        )));
 }
 
 #[test]
