@@ -245,7 +245,11 @@ fn json_files(folder: &std::path::Path, files: &mut Vec<PathBuf>) -> std::io::Re
         }
         if path.is_dir() {
             json_files(&path, files)?;
-        } else if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+        } else if path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             files.push(path);
         }
     }

@@ -233,7 +233,11 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     let mut done = Vec::new();
     let mut pages: Vec<(Request, usize, String)> = Vec::new();
     // The output is claimed before the first request: a second fetch into it stops at once.
-    let file_wanted = !config.out.is_dir() && config.out.extension().is_some_and(|e| e == "json");
+    let file_wanted = !config.out.is_dir()
+        && config
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let _lock = match file_wanted {
         true => {
             if config.out.is_file() {

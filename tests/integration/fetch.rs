@@ -307,10 +307,10 @@ fn every_page_is_fetched_through_rate_limits_and_outages_and_reconciles() {
         "{stderr}"
     );
 
-    // Into one `.json` file: the list of pages, which reconcile reads the same.
+    // Into one `.json` file (in any case): the list of pages, which reconcile reads the same.
     let replies = conversations.iter().chain(&pricing).map(ok).collect();
     let server = serve(replies);
-    let file = dir.path().join("analytics.json");
+    let file = dir.path().join("analytics.JSON");
     fetch(&server, "2025-06-15", "2025-07-15", &file)
         .assert()
         .success();
