@@ -150,21 +150,40 @@ fn code_text(code: Option<i64>, kind: Option<&str>) -> String {
 /// `fetch-meta-analytics` and `generate --meta-analytics`), so that it may be replaced whole.
 pub const MARKER: &str = ".convbill-analytics";
 
-/// Checks that `out` may be replaced whole by a folder of analytics pages: it does not exist,
-/// is empty, or holds convbill's [`MARKER`].
-pub fn check_replaceable(out: &std::path::Path) -> crate::error::Result<()> {
-    if !out.is_dir() || out.join(MARKER).is_file() {
+/// Checks that `out` may be replaced whole by a folder of analytics pages that `written_by`
+/// writes: it does not exist, is empty, or holds the [`MARKER`] `written_by` wrote and
+/// nothing but pages (`*.json`, in folders too).
+pub fn check_replaceable(out: &std::path::Path, written_by: &str) -> crate::error::Result<()> {
+    if !out.is_dir() {
         return Ok(());
     }
     let output = |source| crate::error::Error::Output {
         path: out.to_path_buf(),
         source,
     };
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(output)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<_>>()
-        .map_err(output)?;
+    let marked = std::fs::read_to_string(out.join(MARKER))
+        .is_ok_and(|text| text.contains(&format!("\"{written_by}\"")));
+    let mut names: Vec<String> = Vec::new();
+    let mut folders = vec![out.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(output)? {
+            let path = entry.map_err(output)?.path();
+            let name = path
+                .strip_prefix(out)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let page = path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            match (marked, path.is_dir()) {
+                (true, true) => folders.push(path),
+                (true, false) if page || path == out.join(MARKER) => {}
+                _ => names.push(name),
+            }
+        }
+    }
     if names.is_empty() {
         return Ok(());
     }

@@ -43,6 +43,11 @@ const RATE_LIMIT_CODES: [i64; 8] = [4, 17, 32, 613, 80004, 80007, 130429, 131056
 const TRANSIENT_CODES: [i64; 2] = [1, 2];
 /// The longest wait between two attempts, whatever the backoff or `Retry-After` says.
 const LONGEST_WAIT: Duration = Duration::from_secs(900);
+/// The most pages one request may take (a month of a large WABA's daily analytics is a few
+/// hundred).
+const MOST_PAGES: usize = 20_000;
+/// What the folder's marker says wrote it.
+const WRITTEN_BY: &str = "convbill fetch-meta-analytics";
 /// The largest page accepted.
 const LARGEST_PAGE: u64 = 256 << 20;
 
@@ -127,7 +132,7 @@ impl FetchConfig {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return usage(format!(
-                "`--waba {}` is not a WhatsApp Business Account id (digits, such as 102290129340398)",
+                "`--waba {}` is not a WhatsApp Business Account id (letters, digits, `-` and `_`, such as 102290129340398)",
                 self.waba
             ));
         }
@@ -257,7 +262,7 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
             let folder = crate::folder::OutFolder::new(&config.out)?;
             let lock = folder.lock()?;
             folder.recover()?;
-            super::analytics::check_replaceable(&config.out)?;
+            super::analytics::check_replaceable(&config.out, WRITTEN_BY)?;
             lock
         }
     };
@@ -276,6 +281,7 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
         let mut address = config.first_address(&request);
         let (mut count, mut points) = (0, 0);
         let mut asked = std::collections::HashSet::new();
+        let mut cursors = std::collections::HashSet::new();
         loop {
             count += 1;
             let what = format!(
@@ -285,11 +291,21 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
                 request.from,
                 request.to
             );
-            if !asked.insert(address.clone()) {
+            let cursor_seen = cursor(&address).is_some_and(|c| !cursors.insert(c.to_string()));
+            if !asked.insert(address.clone()) || cursor_seen {
                 return Err(Error::MetaApi {
                     what,
                     problem: "`paging.next` leads back to a page already fetched: Meta's pages go round in a circle".into(),
                     hint: Some("run it again later; if it persists, fetch shorter periods".into()),
+                });
+            }
+            if count > MOST_PAGES {
+                return Err(Error::MetaApi {
+                    what,
+                    problem: format!(
+                        "more than {MOST_PAGES} pages: Meta's pagination does not end"
+                    ),
+                    hint: Some("fetch shorter periods".into()),
                 });
             }
             let (body, tried_again) = get(&agent, &address, config, &what)?;
@@ -320,20 +336,35 @@ pub fn fetch(config: &FetchConfig) -> Result<FetchReport> {
     })
 }
 
-/// `text` without the token: as given, and as an address writes it (percent-encoded).
+/// `text` without the token: as given, and every `access_token=` value of an address however
+/// it is encoded (Meta's `paging.next` addresses carry it).
 fn redact(text: &str, token: &str) -> String {
-    let encoded: String = token
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let text = text.replace(token, REDACTED).replace(&encoded, REDACTED);
-    // Lower-case hex digits, as some encoders write them.
-    text.replace(&encoded.to_lowercase(), REDACTED)
+    const PARAMETER: &str = "access_token=";
+    let text = text.replace(token, REDACTED);
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(PARAMETER) {
+        let value_at = at + PARAMETER.len();
+        redacted.push_str(&rest[..value_at]);
+        let value = &rest[value_at..];
+        let end = value
+            .find(|c: char| matches!(c, '&' | '"' | '\'' | '#' | '<' | '>') || c.is_whitespace())
+            .unwrap_or(value.len());
+        if end > 0 {
+            redacted.push_str(REDACTED);
+        }
+        rest = &value[end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+/// The `after` cursor of an address, if it has one.
+fn cursor(address: &str) -> Option<&str> {
+    let query = address.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="))
 }
 
 /// `scheme` and `host[:port]` of an address, lower case.
@@ -592,7 +623,7 @@ fn write(
     let folder = crate::folder::OutFolder::new(out)?;
     let staging = folder.create_staging()?;
     let marker = serde_json::json!({
-        "written_by": "convbill fetch-meta-analytics",
+        "written_by": WRITTEN_BY,
         "waba": config.waba,
         "from": config.from.to_string(),
         "to": config.to.to_string(),

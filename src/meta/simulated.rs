@@ -26,6 +26,9 @@ use super::reference::Direction;
 use super::units::PricingType;
 use crate::error::{Error, Result};
 
+/// What the folder's marker says wrote it.
+const WRITTEN_BY: &str = "convbill generate --meta-analytics";
+
 /// Data points per page, as Meta's pages hold a few hundred.
 pub const POINTS_PER_PAGE: usize = 250;
 
@@ -80,17 +83,15 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
     let folder = crate::folder::OutFolder::new(dir)?;
     let _lock = folder.lock()?;
     folder.recover()?;
-    super::analytics::check_replaceable(dir)?;
+    super::analytics::check_replaceable(dir, WRITTEN_BY)?;
     let staging = folder.create_staging()?;
     let marker = staging.join(super::analytics::MARKER);
-    std::fs::write(
-        &marker,
-        "{\"written_by\": \"convbill generate --meta-analytics\"}\n",
-    )
-    .map_err(|source| Error::Output {
-        path: marker.clone(),
-        source,
-    })?;
+    std::fs::write(&marker, format!("{{\"written_by\": \"{WRITTEN_BY}\"}}\n")).map_err(
+        |source| Error::Output {
+            path: marker.clone(),
+            source,
+        },
+    )?;
     let mut written = Written {
         planted,
         ..Written::default()
@@ -324,7 +325,7 @@ pub fn of_log(
     };
     let folder = crate::folder::OutFolder::new(dir)?;
     // Before the pipeline runs: a folder that cannot be replaced is said at once.
-    super::analytics::check_replaceable(dir)?;
+    super::analytics::check_replaceable(dir, WRITTEN_BY)?;
     let work = folder.parent.join(format!(".{}.convbill-run", folder.name));
     let run = crate::run(&crate::RunConfig {
         rates: Some(rates.to_path_buf()),

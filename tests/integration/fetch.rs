@@ -380,7 +380,11 @@ fn a_lasting_outage_gives_up_and_the_earlier_pages_stay() {
         )));
     assert!(nobody.seen().is_empty());
     // An earlier fetch's folder (its hidden mark) is.
-    std::fs::write(out.join(".convbill-analytics"), "{}").unwrap();
+    std::fs::write(
+        out.join(".convbill-analytics"),
+        "{\"written_by\": \"convbill fetch-meta-analytics\"}",
+    )
+    .unwrap();
     let page = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": {
         "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?after=c1") } }, "id": WABA });
     let failing = || {
@@ -424,6 +428,13 @@ fn a_lasting_outage_gives_up_and_the_earlier_pages_stay() {
         .code(convbill::exit::BUSY);
     assert_eq!(names(), ["earlier.json"]);
     drop(held);
+    // A file added to a fetch's folder makes it no longer only convbill's.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    fetch(&serve(vec![]), "2025-07-01", "2025-07-02", &out)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("it holds `notes.txt`"));
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
     // Once done, the folder holds this fetch's pages only.
     fetch(&serve(vec![ok(&empty)]), "2025-07-01", "2025-07-02", &out)
         .assert()
@@ -614,6 +625,20 @@ fn odd_tokens_arguments_loops_and_redirects_are_stopped() {
     assert_eq!(server.seen().len(), 2);
     assert!(!out.exists());
 
+    // The same cursor with other parameters each time is the same loop.
+    let first = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": {
+        "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?after=c1&n=1") } }, "id": WABA });
+    let again = json!({ "data": [{ "data_points": [] }], "paging": {
+        "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?after=c1&n=2") } });
+    let server = serve(vec![ok(&first), ok(&again), ok(&again)]);
+    fetch(&server, "2025-07-01", "2025-07-01", &out)
+        .assert()
+        .code(6)
+        .stderr(predicates::str::contains(
+            "leads back to a page already fetched",
+        ));
+    assert_eq!(server.seen().len(), 2);
+
     // A redirect is not followed: not to another server, not with the token.
     let elsewhere = serve(vec![]);
     let server = serve(vec![Reply {
@@ -643,6 +668,21 @@ fn odd_tokens_arguments_loops_and_redirects_are_stopped() {
     for entry in std::fs::read_dir(&out).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         assert!(!text.contains("secretPART"), "{text}");
+    }
+    // However Meta encodes it: lower-case hex, only some characters.
+    let token = "123456|AbCd/Ef";
+    for echoed in ["123456%7cAbCd%2fEf", "123456%7CAbCd/Ef"] {
+        let first = json!({ "pricing_analytics": { "data": [{ "data_points": [] }], "paging": {
+            "next": format!("{{base}}/v21.0/{WABA}/pricing_analytics?access_token={echoed}&after=c1") } }, "id": WABA });
+        let server = serve(vec![ok(&first), ok(&last)]);
+        fetch(&server, "2025-07-01", "2025-07-01", &out)
+            .env("META_ACCESS_TOKEN", token)
+            .assert()
+            .success();
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(!text.contains("AbCd"), "{text}");
+        }
     }
     assert_eq!(
         server.seen()[1].target,
