@@ -616,7 +616,7 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
         for (api, waba, units, from, to) in report.outside.iter().take(NAMED) {
             let utc = reconcile::utc_minute;
             eprintln!(
-                "not compared: {units} of convbill's units for {} of WABA {waba} start outside the buckets Meta's pages hold ({} to {})",
+                "not compared: {units} of convbill's units for {} of WABA {waba} start outside the buckets compared ({} to {})",
                 api.name(),
                 utc(*from),
                 utc(*to)
@@ -625,7 +625,7 @@ fn reconcile(args: ReconcileArgs, quiet: bool) -> anyhow::Result<()> {
         if report.outside.len() > NAMED {
             let rest = &report.outside[NAMED..];
             eprintln!(
-                "not compared: {} more of convbill's units, of {} more WABAs' analytics, start outside the buckets Meta's pages hold",
+                "not compared: {} more of convbill's units, of {} more WABAs' analytics, start outside the buckets compared",
                 rest.iter().map(|o| o.2).sum::<usize>(),
                 rest.len()
             );
