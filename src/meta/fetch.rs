@@ -219,7 +219,7 @@ impl FetchConfig {
             self.graph_url.trim_end_matches('/'),
             self.api_version,
             self.waba,
-            encode(&fields)
+            percent_encode(&fields, b"(),")
         )
     }
 }
@@ -403,21 +403,14 @@ fn follow(next: &str, config: &FetchConfig) -> std::result::Result<String, Strin
     })
 }
 
-/// Percent-encodes a query value: all but unreserved characters and `(),.`.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
+/// Percent-encodes `text` for an address: all but unreserved characters and those of `keep`.
+pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
+    text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'~'
-            | b'('
-            | b')'
-            | b',' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b if keep.contains(&b) => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -634,9 +627,11 @@ fn write(
         },
         "pages": pages.len(),
     });
-    write_file(
-        &staging.join(super::analytics::MARKER),
+    crate::write::write_bytes(
+        &staging,
+        super::analytics::MARKER,
         format!("{marker:#}\n").as_bytes(),
+        0,
     )?;
     let written: Vec<PathBuf> = pages
         .iter()
@@ -647,7 +642,7 @@ fn write(
                 request.from,
                 request.to
             );
-            write_file(&staging.join(&name), page.as_bytes())?;
+            crate::write::write_bytes(&staging, &name, page.as_bytes(), 1)?;
             Ok(out.join(name))
         })
         .collect::<Result<_>>()?;

@@ -85,12 +85,11 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
     folder.recover()?;
     super::analytics::check_replaceable(dir, WRITTEN_BY)?;
     let staging = folder.create_staging()?;
-    let marker = staging.join(super::analytics::MARKER);
-    std::fs::write(&marker, format!("{{\"written_by\": \"{WRITTEN_BY}\"}}\n")).map_err(
-        |source| Error::Output {
-            path: marker.clone(),
-            source,
-        },
+    crate::write::write_bytes(
+        &staging,
+        super::analytics::MARKER,
+        format!("{{\"written_by\": \"{WRITTEN_BY}\"}}\n").as_bytes(),
+        0,
     )?;
     let mut written = Written {
         planted,
@@ -102,19 +101,14 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
             .iter()
             .map(|(cell, sum)| point(*api, cell, sum))
             .collect();
-        let waba_dir = staging.join(folder_name(waba));
-        std::fs::create_dir_all(&waba_dir).map_err(|source| Error::Output {
-            path: waba_dir.clone(),
-            source,
-        })?;
-        folders.insert(waba_dir.clone());
+        folders.insert(folder_name(waba));
         let chunks: Vec<&[Value]> = points.chunks(POINTS_PER_PAGE).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let address = |page: usize, cursor: &str| {
                 format!(
                     "https://graph.facebook.com/{}/{}/{}?limit={POINTS_PER_PAGE}&{cursor}=c{page}",
                     super::fetch::API_VERSION,
-                    encode_segment(waba),
+                    super::fetch::percent_encode(waba, b""),
                     api.name()
                 )
             };
@@ -131,12 +125,14 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
                 0 => json!({ api.name(): edge, "id": &**waba }),
                 _ => edge,
             };
-            let path = waba_dir.join(format!("{}-page-{:04}.json", api.name(), i + 1));
+            let name = format!(
+                "{}/{}-page-{:04}.json",
+                folder_name(waba),
+                api.name(),
+                i + 1
+            );
             let text = serde_json::to_string_pretty(&page).expect("JSON values serialize");
-            std::fs::write(&path, text + "\n").map_err(|source| Error::Output {
-                path: path.clone(),
-                source,
-            })?;
+            crate::write::write_bytes(&staging, &name, (text + "\n").as_bytes(), 1)?;
             written.pages += 1;
         }
         written.points += points.len();
@@ -150,18 +146,6 @@ pub fn write(units: &[Unit], dir: &Path, granularity: Granularity, plant: bool) 
 /// A WABA's folder: its id, with `/` (of an account's default WABA) as `_`.
 fn folder_name(waba: &str) -> String {
     waba.replace(['/', '\\'], "_")
-}
-
-/// A path segment, percent-encoded where it is not unreserved.
-fn encode_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A cell as Meta's data point: its fields in Meta's spellings (upper case), the cost as a
