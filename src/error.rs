@@ -288,6 +288,15 @@ pub enum Error {
         candidates: Vec<String>,
     },
 
+    /// A command line that cannot be carried out as given (found after parsing it: a shard
+    /// index the scheduler's environment does not give).
+    #[error("{problem}")]
+    Usage { problem: String },
+
+    /// `convbill merge`: shard folders that do not make one run together, or cannot be read.
+    #[error("{problem}")]
+    Merge { problem: String },
+
     /// `convbill reconcile`: an output folder or rate card it cannot reconcile with.
     #[error("{problem}")]
     Reconcile { problem: String },
@@ -346,7 +355,7 @@ impl Error {
     /// The exit code the binary uses for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) => exit::DATA,
+            Error::Input(_) | Error::Merge { .. } => exit::DATA,
             Error::Busy { .. } => exit::BUSY,
             Error::Night(_) | Error::RateCard(_) => exit::USAGE,
             Error::OutputNotOurs { .. }
@@ -358,6 +367,7 @@ impl Error {
             | Error::OutUnnamed { .. }
             | Error::Explain { .. }
             | Error::Reconcile { .. }
+            | Error::Usage { .. }
             | Error::MetaApiSetup { .. } => exit::USAGE,
             Error::MetaApi { .. } => exit::META_API,
             Error::Output { .. } | Error::Polars(_) => exit::INTERNAL,

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod folder;
 pub mod generate;
 pub mod load;
+pub mod merge;
 pub mod meta;
 pub mod nightly;
 pub mod partition;
@@ -25,6 +26,7 @@ pub mod reconcile;
 pub mod report;
 pub mod schema;
 pub mod sessions;
+pub mod shard;
 pub mod write;
 
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ pub struct RunConfig {
     pub rejects: bool,
     /// `--rates`: the rate card; `None` rates by the article ([`rates::RateCard::built_in`]).
     pub rates: Option<PathBuf>,
+    /// `--shard I/N`: only the accounts of bucket `I` ([`shard`]).
+    pub shard: Option<shard::Shard>,
 }
 
 impl RunConfig {
@@ -58,6 +62,7 @@ impl RunConfig {
             memory_rows: partition::IN_MEMORY_ROWS,
             rejects: false,
             rates: None,
+            shard: None,
         }
     }
 }
@@ -97,7 +102,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         tracing::warn!("{done} (beside `{}`)", config.out.display());
     }
     let mut staging = write::Staging::create(&folder, &card)?;
-    let mut source = load::open(&config.input)?;
+    let mut source = load::open_shard(&config.input, config.shard)?;
     source.checks.keep_rejects = config.rejects;
     source.checks.meta = card.meta.is_some();
     let paths: Vec<PathBuf> = source.files.iter().map(|f| f.full_path.clone()).collect();
@@ -124,11 +129,86 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     for (file, hash) in source.files.iter_mut().zip(hashes?) {
         file.sha256 = hash;
     }
-    let mut rejects = match config.rejects {
+    let rejects = match config.rejects {
         true => Some(rejects_frame(&source, &mut stats)?),
         false => None,
     };
-    let mut invoices = rating::invoices_from_lines(lines, &card, &coverage)?;
+    let shard = config
+        .shard
+        .map(|shard| write::ShardSection::new(shard, &coverage));
+    let report = complete(
+        &folder,
+        &card,
+        staging,
+        Reduced {
+            input_path: config.input.display().to_string(),
+            files: source.files,
+            stats,
+            sessions: session_stats,
+            lines,
+            coverage,
+            meta_lines,
+            rejects,
+            shard,
+            shards: Vec::new(),
+        },
+    )?;
+    Ok(RunReport {
+        partitions,
+        ..report
+    })
+}
+
+/// What the derivation of a log hands to the last stage ([`complete`]): from one run, or put
+/// together from the shards of one ([`merge`]).
+pub(crate) struct Reduced {
+    /// The input path as given on the command line.
+    pub input_path: String,
+    pub files: Vec<load::InputFile>,
+    pub stats: load::InputStats,
+    pub sessions: sessions::SessionStats,
+    /// The counted lines of every account ([`rating::lines_of`]), in account order.
+    pub lines: polars::prelude::DataFrame,
+    pub coverage: rating::Coverage,
+    pub meta_lines: meta::cost::Lines,
+    /// `--rejects`: the rows set aside, as `rejects.parquet` holds them.
+    pub rejects: Option<polars::prelude::DataFrame>,
+    /// A shard's run: what `convbill merge` needs besides its outputs.
+    pub shard: Option<write::ShardSection>,
+    /// A merge: the shards put together.
+    pub shards: Vec<write::MergedShard>,
+}
+
+/// The last stage of a run, once its sessions, violations and Meta units are in `staging`:
+/// invoices (revised against those of the folder being replaced), report and manifest, then
+/// the folder put in place.
+pub(crate) fn complete(
+    folder: &folder::OutFolder,
+    card: &rates::RateCard,
+    mut staging: write::Staging,
+    reduced: Reduced,
+) -> Result<RunReport> {
+    let Reduced {
+        input_path,
+        files,
+        stats,
+        sessions: session_stats,
+        mut lines,
+        coverage,
+        meta_lines,
+        mut rejects,
+        shard,
+        shards,
+    } = reduced;
+    if shard.is_some() {
+        staging.add_parquet(merge::SHARD_LINES_FILE, &mut lines)?;
+        staging.add_bytes(
+            merge::SHARD_META_LINES_FILE,
+            &merge::meta_lines_json(&meta_lines),
+            meta_lines.len() as u64,
+        )?;
+    }
+    let mut invoices = rating::invoices_from_lines(lines, card, &coverage)?;
     let meta = card
         .meta
         .as_ref()
@@ -145,7 +225,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             .into_iter()
             .filter(|c| c.touches_a_final_invoice())
             .collect();
-    let rate_card = rating::RateCardInfo::with_invoices(&card, &invoices.invoices);
+    let rate_card = rating::RateCardInfo::with_invoices(card, &invoices.invoices);
     let card_accounts_without_invoices = rate_card
         .accounts_without_invoices
         .clone()
@@ -155,20 +235,22 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         rule_set: rating::RULE_SET,
         rate_card,
         input: write::InputSection {
-            path: config.input.display().to_string(),
-            files: source.files.clone(),
+            path: input_path,
+            files: files.clone(),
             stats: stats.clone(),
         },
         sessions: session_stats.clone(),
         invoices: write::InvoiceSummary::of(&invoices),
         meta: meta.clone(),
+        shard,
+        shards,
         outputs: Vec::new(),
     };
     let mut register = register.frame()?;
     let written = sessions::timed("wrote the invoices and put the folder in place", || {
         staging.finish(
             &mut invoices,
-            &card,
+            card,
             &mut register,
             rejects.as_mut(),
             &meta_lines,
@@ -181,12 +263,12 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         invoice.lines = Vec::new();
     }
     Ok(RunReport {
-        files: source.files.len(),
+        files: files.len(),
         input: stats,
         sessions: session_stats,
         invoices: heads,
         written,
-        partitions,
+        partitions: 0,
         card_accounts_without_invoices,
         reissued,
         meta,

@@ -50,14 +50,14 @@ pub struct InputFile {
 }
 
 /// Counts of what was read, for the manifest and the summary.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct InputStats {
     pub rows_read: u64,
     pub duplicates_dropped: u64,
     pub rows_rejected: u64,
     pub rows_used: u64,
     /// `--rejects`: rows set aside, by reason (`rows_rejected` is their sum).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected_by_reason: BTreeMap<String, u64>,
 }
 
@@ -125,6 +125,11 @@ pub struct Source {
     pub only: Vec<(&'static str, String)>,
     /// With [`Checks::keep_rejects`]: the rows set aside so far ([`REJECT_COLUMNS`]).
     pub rejected: Vec<DataFrame>,
+    /// `--shard`: only the rows of this shard's accounts are handed on, set aside or counted
+    /// ([`open_shard`]).
+    pub shard: Option<crate::shard::Shard>,
+    /// Rows read so far, of every account (with a shard, before its rows were picked).
+    pub rows_seen: u64,
 }
 
 /// Earliest plausible message time: 2010-01-01T00:00:00Z, in nanoseconds.
@@ -217,6 +222,33 @@ pub const REJECT_COLUMNS: [&str; 14] = [
 /// Finds the Parquet files at `input` and checks every footer.
 pub fn open(input: &Path) -> Result<Source> {
     Source::of(discover(input)?)
+}
+
+/// [`open`] for one shard: the files in another bucket's folder (`convbill_bucket=J`, a log
+/// laid out by bucket) are left out unread, and [`Source::read`] keeps the rows of the shard's
+/// accounts only.
+pub fn open_shard(input: &Path, shard: Option<crate::shard::Shard>) -> Result<Source> {
+    Source::of_shard(discover(input)?, shard)
+}
+
+impl Source {
+    /// [`Source::of`] the files of `shard`: those in another bucket's folder are left out.
+    pub fn of_shard(files: Vec<InputFile>, shard: Option<crate::shard::Shard>) -> Result<Source> {
+        let mut files = files;
+        if let Some(shard) = shard {
+            let mut kept = Vec::with_capacity(files.len());
+            for file in files {
+                match shard.folder_bucket(&file.hive, &file.full_path)? {
+                    Some(bucket) if bucket != shard.index => {}
+                    _ => kept.push(file),
+                }
+            }
+            files = kept;
+        }
+        let mut source = Source::of(files)?;
+        source.shard = shard;
+        Ok(source)
+    }
 }
 
 /// The rows of `files` whose timestamp lies in `window` (UTC nanoseconds, half-open), checked
@@ -478,6 +510,8 @@ impl Source {
             checks: Checks::strict_now(),
             only: Vec::new(),
             rejected: Vec::new(),
+            shard: None,
+            rows_seen: 0,
         })
     }
 }
@@ -544,6 +578,9 @@ impl Source {
                     }
                 }
                 for (account, n) in chunk_counts {
+                    if self.shard.is_some_and(|shard| !shard.holds(account)) {
+                        continue;
+                    }
                     match counts.get_mut(account) {
                         Some(count) => *count += n,
                         None => {
@@ -599,14 +636,14 @@ impl Source {
     /// rows (at least one chunk per file), validates each chunk and hands it to `f` in the
     /// loader's schema. With a `window`, keeps only rows whose timestamp lies in it (and with
     /// `chunk_rows` at `u64::MAX`, reads each file as one chunk). Returns the number of rows
-    /// read (with a window, those in it).
+    /// read (with a window, those in it; with a shard, those of its accounts).
     pub fn read(
         &mut self,
         window: Option<(i64, i64)>,
         chunk_rows: u64,
         mut f: impl FnMut(DataFrame) -> Result<()>,
     ) -> Result<u64> {
-        let mut total = 0;
+        let mut kept = 0;
         for (index, (file, layout)) in self.files.iter_mut().zip(&self.layouts).enumerate() {
             file.rows = layout.rows;
             let slices = match (window, chunk_rows) {
@@ -627,7 +664,14 @@ impl Source {
                     only: &self.only,
                 };
                 let (frame, rejected) = read_file(file, layout, index as u32, rows, &self.checks)?;
-                file_rows += (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;
+                let rows = (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;
+                file_rows += rows;
+                self.rows_seen += rows;
+                let (frame, rejected) = match self.shard {
+                    Some(shard) => shard_rows(shard, file, frame, rejected)?,
+                    None => (frame, rejected),
+                };
+                kept += (frame.height() + rejected.as_ref().map_or(0, |r| r.height())) as u64;
                 self.rejected.extend(rejected);
                 f(frame)?;
             }
@@ -641,10 +685,55 @@ impl Source {
                 }
                 .into());
             }
-            total += file_rows;
         }
-        Ok(total)
+        Ok(kept)
     }
+}
+
+/// The rows (and rows set aside) of `shard`'s accounts ([`crate::shard::Shard::mask`]). A
+/// file in a bucket's folder must hold that bucket's accounts only: a row of another is an
+/// error naming the file, row and account (the log was laid out by another count or key).
+fn shard_rows(
+    shard: crate::shard::Shard,
+    file: &InputFile,
+    frame: DataFrame,
+    rejected: Option<DataFrame>,
+) -> Result<(DataFrame, Option<DataFrame>)> {
+    let mask = shard.mask(&frame)?;
+    if shard.folder_bucket(&file.hive, &file.full_path)?.is_some() {
+        if let Some(position) = mask.iter().position(|kept| kept != Some(true)) {
+            let account = frame
+                .column(schema::ACCOUNT_ID)?
+                .str()?
+                .get(position)
+                .unwrap_or_default()
+                .to_string();
+            let row = frame.column(ROW)?.u64()?.get(position).unwrap_or(0);
+            return Err(InputError::Unreadable {
+                path: file.full_path.clone(),
+                reason: format!(
+                    "row {row} holds account {account} of bucket {} of {}, in the folder of bucket {}: lay the log out by `pmod(xxhash64(account_id), {})` into `{}=I` folders",
+                    crate::shard::Shard::bucket_of(&account, shard.count),
+                    shard.count,
+                    shard.index,
+                    shard.count,
+                    crate::shard::LAYOUT_KEY,
+                ),
+            }
+            .into());
+        }
+        return Ok((frame, rejected));
+    }
+    let frame = if mask.all() {
+        frame
+    } else {
+        frame.filter(&mask)?
+    };
+    let rejected = match rejected {
+        Some(rejected) => Some(shard.keep(rejected)?),
+        None => None,
+    };
+    Ok((frame, rejected))
 }
 
 /// Row-group sizes → `(offset, length)` slices of whole row groups of at least `chunk_rows`

@@ -131,6 +131,29 @@ enum Command {
     /// or with a bad WABA id or period.
     #[command(name = "fetch-meta-analytics")]
     FetchMetaAnalytics(FetchArgs),
+    /// Put the output folders of a run's shards (`convbill run --shard I/N`) together into one
+    /// folder, the same bytes as a run over the whole log (its manifest aside, which lists the
+    /// shards).
+    ///
+    /// The shards must belong together: the same count with every shard once, the same input
+    /// files (each the same bytes), rate card, rule set and convbill version, and the same
+    /// options. Anything else is refused with exit code 3, naming the missing or mismatched
+    /// shard; nothing is written then. Exit code 4 when another run holds `--out`.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// The merged output folder. Replaced as a whole, and only when the merge succeeds.
+    #[arg(long, env = "CONVBILL_OUT", default_value = "out")]
+    out: PathBuf,
+    /// The rate card the shards were rated by (default: the one their manifests name, which
+    /// must be unchanged).
+    #[arg(long, value_name = "FILE")]
+    rates: Option<PathBuf>,
+    /// The shards' output folders, in any order.
+    #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
+    shards: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -337,6 +360,17 @@ struct RunArgs {
         value_name = "ROWS"
     )]
     partition_rows: u64,
+    /// Keep only the accounts of bucket I of N, where an account's bucket is Spark SQL's
+    /// `pmod(xxhash64(account_id), N)`, and write a shard's folder for `convbill merge`. Input
+    /// files in a `convbill_bucket=J/` folder of another bucket are not read. With `--date`,
+    /// `--out` holds this shard's own history.
+    #[arg(long, value_name = "I/N", conflicts_with = "shard_from_env")]
+    shard: Option<convbill::shard::Shard>,
+    /// `--shard` with the index from the scheduler's environment (Kubernetes Indexed Jobs'
+    /// `JOB_COMPLETION_INDEX`, a Slurm array's `SLURM_ARRAY_TASK_ID`, an AWS Batch array's
+    /// `AWS_BATCH_JOB_ARRAY_INDEX`) and N given here.
+    #[arg(long, value_name = "N")]
+    shard_from_env: Option<u32>,
     /// A log of more rows than this is spilled to disk, group by group, in a hidden folder
     /// beside `--out` (removed when the run ends); a smaller one stays in memory (about 120
     /// bytes a row). 0 spills whenever there is more than one group.
@@ -435,6 +469,10 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain(args),
         Command::Reconcile(args) => reconcile(args, cli.quiet),
         Command::FetchMetaAnalytics(args) => fetch_meta_analytics(args, cli.quiet),
+        Command::Merge(args) => {
+            out = Some((args.out.clone(), false));
+            merge(args, cli.quiet)
+        }
     };
     match result {
         Ok(()) => ExitCode::from(exit::SUCCESS as u8),
@@ -826,6 +864,13 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
+    let shard = match args.shard_from_env {
+        Some(count) => Some(
+            convbill::shard::Shard::from_env(count)
+                .map_err(|problem| convbill::Error::Usage { problem })?,
+        ),
+        None => args.shard,
+    };
     if let Some(date) = args.date {
         return run_night(
             nightly::NightConfig {
@@ -842,6 +887,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
                 rejects: args.rejects,
                 partition_rows: args.partition_rows,
                 memory_rows: args.memory_rows,
+                shard,
             },
             quiet,
         );
@@ -853,6 +899,7 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
         memory_rows: args.memory_rows,
         rejects: args.rejects,
         rates: args.rates,
+        shard,
     };
     let report = convbill::run(&config);
     Bar::clear();
@@ -863,9 +910,33 @@ fn run(args: RunArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
+    let config = convbill::merge::MergeConfig {
+        out: args.out,
+        shards: args.shards,
+        rates: args.rates,
+    };
+    let report = convbill::merge::merge(&config);
+    Bar::clear();
+    let report = report?;
+    if !quiet {
+        eprintln!("convbill: merged {} shard folder(s)", config.shards.len());
+        let run = RunConfig::new("", &config.out);
+        eprint!("{}", summary(&run, &report));
+    }
+    Ok(())
+}
+
 /// The end-of-run summary printed on stderr.
 fn summary(config: &RunConfig, report: &RunReport) -> String {
-    let mut text = format!(
+    let mut text = String::new();
+    if let Some(shard) = config.shard {
+        text.push_str(&format!(
+            "convbill: shard {shard}: the accounts of bucket {} of {} (`convbill merge` puts the shards together)\n",
+            shard.index, shard.count
+        ));
+    }
+    text.push_str(&format!(
         "convbill: read {} messages from {} file(s), {} duplicate(s) dropped; {} sessions, {} violations, {} failed deliveries ignored\n",
         report.input.rows_read,
         report.files,
@@ -873,8 +944,8 @@ fn summary(config: &RunConfig, report: &RunReport) -> String {
         report.sessions.sessions,
         report.sessions.violations,
         report.sessions.failed_outbound,
-    );
-    if config.rejects {
+    ));
+    if config.rejects || report.input.rows_rejected > 0 {
         text.push_str(&format!(
             "convbill: {} row(s) set aside in rejects.parquet{}\n",
             report.input.rows_rejected,

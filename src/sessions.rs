@@ -60,7 +60,7 @@ pub const VIOLATION_COLUMNS: [&str; 9] = [
 ];
 
 /// Counts from the session stage, for the manifest and the summary.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SessionStats {
     pub conversation_keys: u64,
     pub sessions: u64,

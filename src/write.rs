@@ -53,8 +53,58 @@ pub struct Manifest {
     /// What Meta charges, when the rate card has `[meta]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<crate::meta::cost::MetaSummary>,
+    /// A shard's run (`--shard I/N`): which shard, and what its input covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardSection>,
+    /// `convbill merge`: the shards put together.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<MergedShard>,
     /// Filled in by [`write`]: every other file of the output folder.
     pub outputs: Vec<WrittenFile>,
+}
+
+/// The manifest's `shard` section: a shard's run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ShardSection {
+    /// `I/N`.
+    pub shard: String,
+    pub index: u32,
+    pub count: u32,
+    /// The UTC days its rows fall on, as `[first, last]` stretches of consecutive days: a
+    /// merge judges the invoices by the days of all shards' rows together.
+    pub days: Vec<[chrono::NaiveDate; 2]>,
+}
+
+impl ShardSection {
+    pub fn new(shard: crate::shard::Shard, coverage: &crate::rating::Coverage) -> Self {
+        let day = |ns: i64| {
+            chrono::DateTime::from_timestamp_nanos(
+                ns.div_euclid(crate::schema::DAY_NS) * crate::schema::DAY_NS,
+            )
+            .date_naive()
+        };
+        ShardSection {
+            shard: shard.to_string(),
+            index: shard.index,
+            count: shard.count,
+            days: coverage
+                .stretches
+                .iter()
+                .map(|(start, end)| [day(*start), day(end - 1)])
+                .collect(),
+        }
+    }
+}
+
+/// One shard of a merge, as the merged manifest lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedShard {
+    /// `I/N`.
+    pub shard: String,
+    /// Its output folder, as given to `convbill merge`.
+    pub path: String,
+    /// The SHA-256 of its `manifest.json` (which holds every file's).
+    pub manifest_sha256: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,6 +225,8 @@ pub struct Staging {
     meta_units: Option<TableWriter>,
     /// What `report.html` charts of the sessions and violations.
     tally: crate::report::Tally,
+    /// Files written besides the outputs every run writes ([`Staging::add_parquet`]).
+    extra: Vec<WrittenFile>,
     finished: bool,
 }
 
@@ -196,6 +248,7 @@ impl Staging {
                 .then(|| TableWriter::new(&dir, META_UNITS_FILE).without_statistics()),
             dir,
             tally: crate::report::Tally::in_zones_of(card),
+            extra: Vec::new(),
             finished: false,
         };
         staging.sessions.open()?;
@@ -216,6 +269,19 @@ impl Staging {
         self.tally.add(sessions, violations)?;
         self.sessions.append(sessions)?;
         self.violations.append(violations)
+    }
+
+    /// Writes `frame` to `relative` in the folder, listed in the manifest with the others.
+    pub fn add_parquet(&mut self, relative: &str, frame: &mut DataFrame) -> Result<()> {
+        self.extra.push(write_parquet(&self.dir, relative, frame)?);
+        Ok(())
+    }
+
+    /// Writes `bytes` (`rows` rows) to `relative`, listed in the manifest with the others.
+    pub fn add_bytes(&mut self, relative: &str, bytes: &[u8], rows: u64) -> Result<()> {
+        self.extra
+            .push(write_bytes(&self.dir, relative, bytes, rows)?);
+        Ok(())
     }
 
     /// Appends Meta's pricing units, in output order.
@@ -252,6 +318,7 @@ impl Staging {
         if let Some(rejects) = rejects {
             written.push(write_parquet(&dir, REJECTS_FILE, rejects)?);
         }
+        written.append(&mut self.extra);
         let report = crate::report::render(&manifest, &invoices.invoices, &self.tally);
         written.push(write_bytes(
             &dir,

@@ -86,6 +86,9 @@ pub struct NightConfig {
     pub partition_rows: u64,
     /// A night of more rows than this is spilled to disk by group instead of kept in memory.
     pub memory_rows: u64,
+    /// `--shard I/N`: only the accounts of bucket `I` ([`crate::shard`]); the history in
+    /// `out` is this shard's.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl NightConfig {
@@ -104,6 +107,7 @@ impl NightConfig {
             rejects: false,
             partition_rows: crate::partition::DEFAULT_MAX_ROWS,
             memory_rows: crate::partition::IN_MEMORY_ROWS,
+            shard: None,
         }
     }
 }
@@ -452,7 +456,13 @@ fn run_nights(
             }
             dropped.push((date, missing));
         }
-        if date == config.date && !config.allow_empty && night.checked == 0 {
+        // A shard's night is empty when no file it read holds a message of the day, of any
+        // account: its own accounts may have had none.
+        if date == config.date
+            && !config.allow_empty
+            && night.checked == 0
+            && (config.shard.is_none() || night.seen == 0)
+        {
             return Err(InputError::EmptyNight {
                 path: config.input.clone(),
                 date,
@@ -533,6 +543,8 @@ struct NightRun {
     missing: Option<(u64, String, String)>,
     /// Rows of the night's day that passed the checks.
     checked: u64,
+    /// Rows of the night's day read, of every account (a shard keeps only its own).
+    seen: u64,
 }
 
 /// Reads the rows of `date`'s day into groups of whole accounts, computes the night group by
@@ -549,7 +561,7 @@ fn run_night(
     let day = (start_ns(date), start_ns(date) + DAY_NS);
     let files = catalog.files_overlapping(day);
     let input_files = files.iter().map(night::InputFileRecord::of).collect();
-    let mut source = load::Source::of(files)?;
+    let mut source = load::Source::of_shard(files, config.shard)?;
     source.checks.keep_rejects = config.rejects;
     source.checks.meta = card.meta.is_some();
     crate::progress::stage(&format!("night {date}: counting rows"), None);
@@ -599,6 +611,7 @@ fn run_night(
         open,
         missing,
         checked,
+        seen: source.rows_seen,
     })
 }
 

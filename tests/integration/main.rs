@@ -22,4 +22,6 @@ mod rejects;
 mod report;
 mod rules;
 mod sample_data;
+mod shards;
+mod spark;
 mod support;

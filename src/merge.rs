@@ -1,0 +1,618 @@
+//! Merge: the output folders of the shards of one run (`convbill run --shard I/N`) in; one
+//! output folder out, the same bytes as a run over the whole log (its manifest aside, which
+//! lists the shards).
+//!
+//! A shard's folder holds its accounts' sessions, violations, Meta units and rows set aside,
+//! each in account (or file and row) order, and under `shard/` the counted lines its invoices
+//! come from and Meta's cost lines. Every account lies in one shard, so the merge interleaves
+//! the shards' rows by account, sums their counts, and runs the last stage of a run
+//! ([`crate::complete`]) on the result: invoices judged by the days of all shards' rows
+//! together, revised against the folder being replaced, then report and manifest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::folder::OutFolder;
+use crate::load::{InputFile, InputStats};
+use crate::meta::units::{LineKey, LineSum};
+use crate::sessions::SessionStats;
+use crate::write::{self, MergedShard, ShardSection};
+use crate::{load, progress, rates, rating, schema, RunReport};
+
+/// A shard's counted lines ([`crate::rating::lines_of`]), in account order.
+pub const SHARD_LINES_FILE: &str = "shard/lines.parquet";
+/// A shard's Meta cost lines, as JSON rows ([`meta_lines_json`]).
+pub const SHARD_META_LINES_FILE: &str = "shard/meta_cost_lines.json";
+
+/// A validated `convbill merge`.
+#[derive(Debug, Clone)]
+pub struct MergeConfig {
+    /// The merged folder; replaced as a whole when the merge succeeds.
+    pub out: PathBuf,
+    /// The shards' output folders, in any order.
+    pub shards: Vec<PathBuf>,
+    /// The rate card; by default the one the shards' manifests name.
+    pub rates: Option<PathBuf>,
+}
+
+/// What the merge reads of a shard's `manifest.json`.
+#[derive(Debug, Deserialize)]
+struct ShardManifest {
+    program: ProgramRead,
+    rule_set: String,
+    rate_card: CardRead,
+    input: InputRead,
+    sessions: SessionStats,
+    shard: Option<ShardSection>,
+    outputs: Vec<OutputRead>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProgramRead {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CardRead {
+    source: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputRead {
+    path: String,
+    files: Vec<FileRead>,
+    #[serde(flatten)]
+    stats: InputStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct FileRead {
+    path: String,
+    bytes: u64,
+    sha256: String,
+    rows: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputRead {
+    path: String,
+}
+
+/// One shard's folder and what its manifest says.
+struct Found {
+    dir: PathBuf,
+    manifest: ShardManifest,
+    section: ShardSection,
+    manifest_sha256: String,
+}
+
+impl Found {
+    fn name(&self) -> String {
+        format!("shard {} (`{}`)", self.section.shard, self.dir.display())
+    }
+
+    fn wrote(&self, relative: &str) -> bool {
+        self.manifest.outputs.iter().any(|o| o.path == relative)
+    }
+}
+
+fn refused(problem: impl Into<String>) -> Error {
+    Error::Merge {
+        problem: problem.into(),
+    }
+}
+
+/// Merges the shards' folders into `config.out`.
+pub fn merge(config: &MergeConfig) -> Result<RunReport> {
+    if config.shards.is_empty() {
+        return Err(refused("no shard folders to merge"));
+    }
+    let mut found = config
+        .shards
+        .iter()
+        .map(|dir| read_shard(dir))
+        .collect::<Result<Vec<_>>>()?;
+    found.sort_by_key(|f| f.section.index);
+    check_together(&found)?;
+    let first = &found[0].manifest;
+    let card_path = match &config.rates {
+        Some(path) => Some(path.clone()),
+        None if first.rate_card.source == crate::rates::BUILT_IN => None,
+        None => Some(PathBuf::from(&first.rate_card.source)),
+    };
+    let card = rates::load_or_built_in(card_path.as_deref())?;
+    if card.sha256 != first.rate_card.sha256 {
+        return Err(refused(format!(
+            "the rate card `{}` is not the one the shards were rated by (its SHA-256 is {}, theirs {}); pass the card they read with `--rates`",
+            card.source.display(),
+            card.sha256,
+            first.rate_card.sha256
+        )));
+    }
+
+    let folder = OutFolder::new(&config.out)?;
+    for shard in &found {
+        if same_place(&folder.out, &shard.dir) {
+            return Err(refused(format!(
+                "the merged folder `{}` is {}: write the merge elsewhere",
+                config.out.display(),
+                shard.name()
+            )));
+        }
+    }
+    let _lock = folder.lock()?;
+    if let Some(done) = folder.recover()? {
+        tracing::warn!("{done} (beside `{}`)", config.out.display());
+    }
+    let mut staging = write::Staging::create(&folder, &card)?;
+
+    progress::stage("merging sessions", None);
+    let sessions = by_account(&found, write::SESSIONS_FILE)?;
+    let violations = by_account(&found, write::VIOLATIONS_FILE)?;
+    staging.append(&sessions, &violations)?;
+    drop(violations);
+    if card.meta.is_some() {
+        staging.append_meta(&by_account(&found, write::META_UNITS_FILE)?)?;
+    }
+
+    let days: BTreeSet<i64> = found
+        .iter()
+        .flat_map(|f| f.section.days.iter())
+        .flat_map(|[first, last]| day_number(*first)..=day_number(*last))
+        .collect();
+    let mut coverage = rating::Coverage::of_days(days);
+    coverage.unsettled = rating::unsettled(&sessions, &coverage)?;
+    drop(sessions);
+
+    let lines = by_account(&found, SHARD_LINES_FILE)?;
+    let mut meta_lines = crate::meta::cost::Lines::new();
+    for shard in &found {
+        if shard.wrote(SHARD_META_LINES_FILE) {
+            meta_lines.extend(read_meta_lines(&shard.dir.join(SHARD_META_LINES_FILE))?);
+        }
+    }
+    let files = union_of_files(&found);
+    let rejects = match found[0].wrote(write::REJECTS_FILE) {
+        true => Some(merged_rejects(&found, &files)?),
+        false => None,
+    };
+    let mut stats = InputStats::default();
+    let mut session_stats = SessionStats::default();
+    for shard in &found {
+        let read = &shard.manifest.input.stats;
+        stats.rows_read += read.rows_read;
+        stats.duplicates_dropped += read.duplicates_dropped;
+        stats.rows_rejected += read.rows_rejected;
+        stats.rows_used += read.rows_used;
+        for (reason, n) in &read.rejected_by_reason {
+            *stats.rejected_by_reason.entry(reason.clone()).or_default() += n;
+        }
+        session_stats.add(&shard.manifest.sessions);
+    }
+    let shards = found
+        .iter()
+        .map(|f| MergedShard {
+            shard: f.section.shard.clone(),
+            path: f.dir.display().to_string(),
+            manifest_sha256: f.manifest_sha256.clone(),
+        })
+        .collect();
+    progress::stage("writing outputs", None);
+    crate::complete(
+        &folder,
+        &card,
+        staging,
+        crate::Reduced {
+            input_path: first.input.path.clone(),
+            files,
+            stats,
+            sessions: session_stats,
+            lines,
+            coverage,
+            meta_lines,
+            rejects,
+            shard: None,
+            shards,
+        },
+    )
+}
+
+/// Reads a shard's manifest; a folder that is not a whole run's shard is refused, named.
+fn read_shard(dir: &Path) -> Result<Found> {
+    let path = dir.join(write::MANIFEST_FILE);
+    if dir.join(write::STATE_DIR).is_dir() {
+        return Err(refused(format!(
+            "`{}` holds a nightly history: merge the output folders of whole runs (`convbill run --shard I/N` without `--date`); each nightly shard's history is complete for its accounts",
+            dir.display()
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| {
+        refused(format!(
+            "`{}` is not a convbill output folder: its manifest `{}` cannot be read ({e})",
+            dir.display(),
+            path.display()
+        ))
+    })?;
+    let manifest: ShardManifest = serde_json::from_slice(&bytes).map_err(|e| {
+        refused(format!(
+            "`{}` is not a manifest this convbill can read ({e})",
+            path.display()
+        ))
+    })?;
+    let Some(section) = manifest.shard.clone() else {
+        return Err(refused(format!(
+            "`{}` is not a shard's output: its manifest has no `shard` section (run with `--shard I/N`)",
+            dir.display()
+        )));
+    };
+    use sha2::Digest;
+    Ok(Found {
+        dir: dir.to_path_buf(),
+        manifest,
+        section,
+        manifest_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+    })
+}
+
+/// Checks that the shards (sorted by index) are one run's: the same count, every bucket once,
+/// the same program, rule set, rate card and input.
+fn check_together(found: &[Found]) -> Result<()> {
+    let first = &found[0];
+    let count = first.section.count;
+    for shard in found {
+        if shard.section.count != count {
+            return Err(refused(format!(
+                "{} is one of {} shards, {} one of {count}: merge the shards of one run",
+                shard.name(),
+                shard.section.count,
+                first.name()
+            )));
+        }
+    }
+    for pair in found.windows(2) {
+        if pair[0].section.index == pair[1].section.index {
+            return Err(refused(format!(
+                "shard {} is given twice: `{}` and `{}`",
+                pair[0].section.shard,
+                pair[0].dir.display(),
+                pair[1].dir.display()
+            )));
+        }
+    }
+    let have: BTreeSet<u32> = found.iter().map(|f| f.section.index).collect();
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !have.contains(i))
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(refused(format!(
+            "shard{} {} {} missing: a merge needs all {count} shards",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", "),
+            if missing.len() > 1 { "are" } else { "is" }
+        )));
+    }
+    let current = write::Program::current();
+    for shard in found {
+        let program = &shard.manifest.program;
+        if program.name != current.name || program.version != current.version {
+            return Err(refused(format!(
+                "{} was written by {} {}, this merge is {} {}: run every shard and the merge with one version",
+                shard.name(),
+                program.name,
+                program.version,
+                current.name,
+                current.version
+            )));
+        }
+        if shard.manifest.rule_set != rating::RULE_SET {
+            return Err(refused(format!(
+                "{} was derived by rule set {}, this merge's is {}",
+                shard.name(),
+                shard.manifest.rule_set,
+                rating::RULE_SET
+            )));
+        }
+        if shard.manifest.rate_card.sha256 != first.manifest.rate_card.sha256 {
+            return Err(refused(format!(
+                "{} was rated by another rate card than {} (`{}`, SHA-256 {}, against `{}`, {})",
+                shard.name(),
+                first.name(),
+                shard.manifest.rate_card.source,
+                shard.manifest.rate_card.sha256,
+                first.manifest.rate_card.source,
+                first.manifest.rate_card.sha256
+            )));
+        }
+        let rejects = shard.wrote(write::REJECTS_FILE);
+        if rejects != first.wrote(write::REJECTS_FILE) {
+            let (with, without) = if rejects {
+                (shard, first)
+            } else {
+                (first, shard)
+            };
+            return Err(refused(format!(
+                "{} set rows aside (`--rejects`) and {} did not: run every shard with the same options",
+                with.name(),
+                without.name()
+            )));
+        }
+        if shard.manifest.input.path != first.manifest.input.path {
+            return Err(refused(format!(
+                "{} read the input `{}`, {} `{}`: merge the shards of one input",
+                shard.name(),
+                shard.manifest.input.path,
+                first.name(),
+                first.manifest.input.path
+            )));
+        }
+    }
+    check_inputs(found)
+}
+
+/// Each input file a shard read: the same bytes in every shard that read it; a file in a
+/// bucket's folder read by that bucket's shard alone, any other by every shard.
+fn check_inputs(found: &[Found]) -> Result<()> {
+    let mut seen: BTreeMap<&str, (&Found, &FileRead)> = BTreeMap::new();
+    for shard in found {
+        for file in &shard.manifest.input.files {
+            match seen.get(file.path.as_str()) {
+                Some((other, theirs)) if theirs.sha256 != file.sha256 => {
+                    return Err(refused(format!(
+                        "the input file `{}` differs between {} (SHA-256 {}) and {} ({}): it changed while the shards ran; run them again",
+                        file.path,
+                        other.name(),
+                        theirs.sha256,
+                        shard.name(),
+                        file.sha256
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&file.path, (shard, file));
+                }
+            }
+        }
+    }
+    for (path, (reader, _)) in &seen {
+        let bucket = layout_bucket(path);
+        for shard in found {
+            let read = shard.manifest.input.files.iter().any(|f| f.path == *path);
+            let should = bucket.is_none_or(|b| b == shard.section.index);
+            if read && !should {
+                return Err(refused(format!(
+                    "{} read `{path}`, which lies in the folder of bucket {}",
+                    shard.name(),
+                    bucket.unwrap_or_default()
+                )));
+            }
+            if should && !read {
+                return Err(refused(format!(
+                    "{} did not read the input file `{path}`, which {} read: the input changed between the shards' runs (a file arrived late?); run them again",
+                    shard.name(),
+                    reader.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bucket folder (`convbill_bucket=I`) of an input file's relative path, if any.
+fn layout_bucket(path: &str) -> Option<u32> {
+    let prefix = format!("{}=", crate::shard::LAYOUT_KEY);
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    parts
+        .iter()
+        .find_map(|p| p.strip_prefix(prefix.as_str()))
+        .and_then(|b| b.parse().ok())
+}
+
+/// The input files of all shards, once each, in the order a run over the whole input lists
+/// them (folder by folder, names in byte order).
+fn union_of_files(found: &[Found]) -> Vec<InputFile> {
+    let mut files: BTreeMap<Vec<String>, InputFile> = BTreeMap::new();
+    for shard in found {
+        for file in &shard.manifest.input.files {
+            let key = file.path.split('/').map(str::to_string).collect();
+            files.entry(key).or_insert_with(|| InputFile {
+                path: file.path.clone(),
+                bytes: file.bytes,
+                sha256: file.sha256.clone(),
+                rows: file.rows,
+                ..Default::default()
+            });
+        }
+    }
+    files.into_values().collect()
+}
+
+/// Whether two paths name the same folder.
+fn same_place(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Days since 1970-01-01.
+fn day_number(day: chrono::NaiveDate) -> i64 {
+    day.signed_duration_since(chrono::NaiveDate::default())
+        .num_days()
+}
+
+fn read_table(path: &Path) -> Result<DataFrame> {
+    let unreadable = |reason: String| {
+        refused(format!(
+            "the shard file `{}` cannot be read: {reason}",
+            path.display()
+        ))
+    };
+    let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|e| unreadable(e.to_string()))
+}
+
+/// The rows of `relative` of every shard, interleaved by `account_id`: each shard's in its
+/// order, and each account in one shard.
+fn by_account(found: &[Found], relative: &str) -> Result<DataFrame> {
+    let frames = found
+        .iter()
+        .map(|f| read_table(&f.dir.join(relative)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut frames = frames.into_iter();
+    let mut all = frames.next().expect("at least one shard");
+    for frame in frames {
+        all.vstack_mut(&frame)?;
+    }
+    Ok(all.sort(
+        [schema::ACCOUNT_ID],
+        SortMultipleOptions::default().with_maintain_order(true),
+    )?)
+}
+
+/// The shards' `rejects.parquet` together, in file and row order over the whole input.
+fn merged_rejects(found: &[Found], files: &[InputFile]) -> Result<DataFrame> {
+    let mut all = None::<DataFrame>;
+    for shard in found {
+        let frame = read_table(&shard.dir.join(write::REJECTS_FILE))?;
+        match &mut all {
+            None => all = Some(frame),
+            Some(all) => {
+                all.vstack_mut(&frame)?;
+            }
+        }
+    }
+    let all = all.expect("at least one shard");
+    let rank: BTreeMap<&str, u32> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.path.as_str(), i as u32))
+        .collect();
+    let order: Vec<Option<u32>> = all
+        .column(load::FILE)?
+        .str()?
+        .iter()
+        .map(|path| path.and_then(|p| rank.get(p).copied()))
+        .collect();
+    let mut keyed = all.clone();
+    keyed.with_column(Column::new("__file_rank".into(), order))?;
+    Ok(keyed
+        .sort(
+            ["__file_rank", load::ROW],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )?
+        .drop("__file_rank")?)
+}
+
+/// One Meta cost line as a shard keeps it for the merge.
+#[derive(Debug, Serialize, Deserialize)]
+struct MetaLineRow {
+    account_id: String,
+    period: String,
+    model: String,
+    market: String,
+    category: String,
+    pricing_type: String,
+    tier: Option<String>,
+    currency: String,
+    units: u64,
+    cost: Decimal,
+}
+
+/// A run's Meta cost lines as JSON rows, for `shard/meta_cost_lines.json`.
+pub fn meta_lines_json(lines: &crate::meta::cost::Lines) -> Vec<u8> {
+    let rows: Vec<MetaLineRow> = lines
+        .iter()
+        .map(|(k, s)| MetaLineRow {
+            account_id: k.account_id.clone(),
+            period: k.period.clone(),
+            model: k.model.to_string(),
+            market: k.market.clone(),
+            category: k.category.name().to_string(),
+            pricing_type: k.pricing_type.name().to_string(),
+            tier: k.tier.clone(),
+            currency: k.currency.clone(),
+            units: s.units,
+            cost: s.cost,
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&rows).expect("cost lines serialize");
+    json.push(b'\n');
+    json
+}
+
+/// Reads `shard/meta_cost_lines.json` back.
+fn read_meta_lines(path: &Path) -> Result<crate::meta::cost::Lines> {
+    let bad = |reason: String| {
+        refused(format!(
+            "the shard file `{}` cannot be read: {reason}",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let rows: Vec<MetaLineRow> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    use crate::meta::units::model_name;
+    let mut lines = crate::meta::cost::Lines::new();
+    for row in rows {
+        let model = [model_name(true), model_name(false)]
+            .into_iter()
+            .find(|name| *name == row.model)
+            .ok_or_else(|| bad(format!("unknown model `{}`", row.model)))?;
+        let category = crate::meta::Category::parse(&row.category)
+            .ok_or_else(|| bad(format!("unknown category `{}`", row.category)))?;
+        let pricing_type = crate::meta::units::PricingType::parse(&row.pricing_type)
+            .ok_or_else(|| bad(format!("unknown pricing type `{}`", row.pricing_type)))?;
+        lines.insert(
+            LineKey {
+                account_id: row.account_id,
+                period: row.period,
+                model,
+                market: row.market,
+                category,
+                pricing_type,
+                tier: row.tier,
+                currency: row.currency,
+            },
+            LineSum {
+                units: row.units,
+                cost: row.cost,
+            },
+        );
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_folders_are_recognised_in_paths() {
+        assert_eq!(layout_bucket("convbill_bucket=3/part-0.parquet"), Some(3));
+        assert_eq!(
+            layout_bucket("day=1/convbill_bucket=12/a.parquet"),
+            Some(12)
+        );
+        assert_eq!(layout_bucket("convbill_bucket=3.parquet"), None);
+        assert_eq!(layout_bucket("logs/part-0.parquet"), None);
+    }
+
+    #[test]
+    fn days_are_numbered_from_the_epoch() {
+        let day = |s: &str| day_number(s.parse().unwrap());
+        assert_eq!(day("1970-01-01"), 0);
+        assert_eq!(day("2025-06-01"), 20_240);
+        assert_eq!(day("1969-12-31"), -1);
+    }
+}
