@@ -54,7 +54,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="the log: a path, or a table name with --format table")
     p.add_argument("--format", default="parquet", help="parquet, delta, iceberg, ... or table")
-    p.add_argument("--rates", required=True, help="the rate card (a path the executors see, or a --files name)")
+    p.add_argument("--rates", help="the rate card (a path the executors see, or a --files name); default: convbill's built-in card")
     p.add_argument("--shards", type=int, required=True, help="N: shards (tasks) and buckets")
     p.add_argument("--work", required=True, help="a folder every executor and the driver see")
     p.add_argument("--output", required=True, help="where the tables are written")
@@ -142,10 +142,11 @@ def run_shard(index, settings):
             "run",
             "--quiet",
             "--input", os.path.join(work, "input"),
-            "--rates", resolve(settings["rates"]),
             "--shard", f"{index}/{settings['shards']}",
             "--out", out,
         ]
+        if settings["rates"]:
+            command += ["--rates", resolve(settings["rates"])]
         if settings["partition_rows"]:
             command += ["--partition-rows", str(settings["partition_rows"])]
         if settings["memory_rows"] is not None:
@@ -246,9 +247,9 @@ def main(argv=None):
 
     started = time.monotonic()
     merged = os.path.join(os.path.abspath(args.work), "merged")
+    rates = ["--rates", resolve(args.rates)] if args.rates else []
     subprocess.run(
-        [executable(args.convbill), "merge", "--quiet", "--out", merged, "--rates", resolve(args.rates)]
-        + folders,
+        [executable(args.convbill), "merge", "--quiet", "--out", merged] + rates + folders,
         check=True,
     )
     timings["merge_seconds"] = round(time.monotonic() - started, 3)
