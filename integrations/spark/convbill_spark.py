@@ -111,7 +111,8 @@ def lay_out(spark, args):
 def test_fault(shard, stage, work):
     """Tests only: CONVBILL_SPARK_TEST_KILL=I:STAGE[,J:STAGE...] kills the first attempt of
     shard I's task at STAGE (`running`: convbill and the Python worker, mid-run; `publishing`:
-    the worker, with part of the shard copied), leaving WORK/.killed-I-STAGE behind."""
+    the worker, with part of the shard copied; `published`: the worker, with the shard in
+    place), leaving WORK/.killed-I-STAGE behind."""
     wanted = os.environ.get("CONVBILL_SPARK_TEST_KILL", "").split(",")
     if f"{shard}:{stage}" not in wanted:
         return False
@@ -179,6 +180,8 @@ def run_shard(index, settings):
             if not os.path.exists(os.path.join(final, "manifest.json")):
                 raise
             shutil.rmtree(staging, ignore_errors=True)
+        if test_fault(index, "published", work):
+            os.kill(os.getpid(), signal.SIGKILL)
         return index, final
     finally:
         shutil.rmtree(local, ignore_errors=True)

@@ -169,6 +169,56 @@ fn four_shards_two_at_a_time_merge_to_the_bytes_of_one_run() {
     merge(&merged, &shards).assert().success();
     same_outputs(&merged, &whole);
     assert!(hidden_entries(dir.path()).is_empty());
+
+    // Another run working on the merged folder: the merge does nothing (exit 4).
+    let folder = convbill::folder::OutFolder::new(&merged).unwrap();
+    let held = folder.lock().unwrap();
+    let before = snapshot(&merged);
+    merge(&merged, &shards).assert().code(convbill::exit::BUSY);
+    assert_eq!(snapshot(&merged), before);
+    drop(held);
+}
+
+#[test]
+fn a_merge_revises_the_final_invoices_of_the_merge_it_replaces_as_a_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // June whole, so that invoices are final; the log then changes in place.
+    let log = dir.path().join("log.parquet");
+    let month = |seed: u64| {
+        convbill()
+            .args([
+                "generate",
+                "--markets",
+                "--messages",
+                "8000",
+                "--accounts",
+                "6",
+            ])
+            .args(["--start", "2025-06-01", "--days", "30", "--seed"])
+            .arg(seed.to_string())
+            .arg("--out")
+            .arg(&log)
+            .assert()
+            .success();
+    };
+    let (whole, merged) = (dir.path().join("whole"), dir.path().join("merged"));
+    for seed in [8, 9] {
+        month(seed);
+        run(&log, &whole, &[]).assert().success();
+        let shards = run_shards(&log, dir.path(), 2, 2, &[]);
+        merge(&merged, &shards).assert().success();
+        same_outputs(&merged, &whole);
+    }
+    let invoices = read_frame(&merged.join("invoices.parquet"));
+    let revisions = invoices
+        .column("revision")
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap();
+    assert!(
+        revisions.i64().unwrap().into_no_null_iter().any(|r| r == 2),
+        "no invoice was revised: {invoices}"
+    );
 }
 
 /// `convbill merge` with these shard folders fails with exit code 3, naming `named`, and
@@ -289,6 +339,22 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
         ],
         &["shard 2/4", "another rate card"],
     );
+    // A shard of another convbill version.
+    let old = dir.path().join("old-3");
+    crate::cli::copy_dir(&shards[3], &old);
+    let text = std::fs::read_to_string(old.join("manifest.json")).unwrap();
+    let version = format!("\"version\": \"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version));
+    std::fs::write(
+        old.join("manifest.json"),
+        text.replacen(&version, "\"version\": \"0.0.1\"", 1),
+    )
+    .unwrap();
+    refused(
+        dir.path(),
+        &[shards[0].clone(), shards[1].clone(), shards[2].clone(), old],
+        &["shard 3/4", "old-3", "convbill 0.0.1", "one version"],
+    );
     let unsharded = dir.path().join("unsharded");
     run(&log, &unsharded, &[]).assert().success();
     refused(
@@ -304,9 +370,20 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
 }
 
 /// Writes `log`'s rows into `dir/convbill_bucket=I/part-0.parquet` by bucket of `count`, as a
-/// Spark job's `partitionBy` lays a log out (the bucket only in the folder name).
+/// Spark job's `partitionBy` lays a log out (the bucket only in the folder name), leaving out
+/// the rows of 20 June but bucket 0's: only shard 0 has messages that day.
 fn lay_out(log: &Path, dir: &Path, count: u32) {
     let frame = read_frame(log);
+    // `convbill generate` writes microseconds.
+    let day = (at("2025-06-20 00:00") / 1_000)..(at("2025-06-21 00:00") / 1_000);
+    let times: Vec<i64> = frame
+        .column("timestamp")
+        .unwrap()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     let buckets: Vec<u32> = frame
         .column("account_id")
         .unwrap()
@@ -316,7 +393,11 @@ fn lay_out(log: &Path, dir: &Path, count: u32) {
         .map(|a| convbill::shard::Shard::bucket_of(a.unwrap(), count))
         .collect();
     for bucket in 0..count {
-        let mask: BooleanChunked = buckets.iter().map(|b| *b == bucket).collect();
+        let mask: BooleanChunked = buckets
+            .iter()
+            .zip(&times)
+            .map(|(b, t)| *b == bucket && (bucket == 0 || !day.contains(t)))
+            .collect();
         let mut part = frame.filter(&mask).unwrap();
         let folder = dir.join(format!("convbill_bucket={bucket}"));
         std::fs::create_dir_all(&folder).unwrap();
@@ -341,6 +422,17 @@ fn shards_of_a_log_laid_out_by_bucket_read_their_own_folder_only() {
             format!("convbill_bucket={i}/part-0.parquet")
         );
     }
+    // Shard 1's own invoices miss 20 June; the merge judges them by every shard's days.
+    let uncovered = |out: &Path| {
+        let invoices = read_frame(&out.join("invoices.parquet"));
+        let uncovered = invoices.column("uncovered").unwrap().str().unwrap().clone();
+        let found = uncovered
+            .iter()
+            .any(|u| u.is_some_and(|u| u.contains("2025-06-20")));
+        found
+    };
+    assert!(uncovered(&shards[1]));
+    assert!(!uncovered(&whole));
     let merged = dir.path().join("merged");
     merge(&merged, &shards).assert().success();
     same_outputs(&merged, &whole);
@@ -517,7 +609,40 @@ fn nightly_sessions(out: &Path) -> DataFrame {
 #[test]
 fn nightly_shards_keep_their_own_history_and_together_bill_the_same_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let log = month_log(dir.path(), 3);
+    // On 17 June only the accounts of shard 0 of 2 have messages; 18 June has none at all.
+    let frame = read_frame(&month_log(dir.path(), 3));
+    // `convbill generate` writes microseconds.
+    assert!(matches!(
+        frame.column("timestamp").unwrap().dtype(),
+        DataType::Datetime(TimeUnit::Microseconds, _)
+    ));
+    let day = |date: &str| at(&format!("{date} 00:00")) / 1_000;
+    let (seventeenth, eighteenth, nineteenth) =
+        (day("2025-06-17"), day("2025-06-18"), day("2025-06-19"));
+    let times: Vec<i64> = frame
+        .column("timestamp")
+        .unwrap()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let keep: BooleanChunked = frame
+        .column("account_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .zip(&times)
+        .map(|(account, &t)| {
+            let bucket = convbill::shard::Shard::bucket_of(account.unwrap(), 2);
+            !((seventeenth..eighteenth).contains(&t) && bucket != 0
+                || (eighteenth..nineteenth).contains(&t))
+        })
+        .collect();
+    let mut frame = frame.filter(&keep).unwrap();
+    let log = dir.path().join("log.parquet");
+    write_parquet(&log, &mut frame);
     let nights = ["2025-06-15", "2025-06-16", "2025-06-17"];
     let night = |out: &Path, date: &str, extra: &[&str]| {
         let mut command = run(&log, out, &["--date", date]);
@@ -542,6 +667,18 @@ fn nightly_shards_keep_their_own_history_and_together_bill_the_same_sessions() {
     let whole_sessions = nightly_sessions(&whole);
     assert!(whole_sessions.height() > 100);
     assert!(together.equals_missing(&whole_sessions));
+    // Shard 1 ran the 17th without messages of its own (another shard's were there); the
+    // 18th has none at all: refused as a whole history would be.
+    for out in [&whole, &shards[1]] {
+        let mut command = run(&log, out, &["--date", "2025-06-18"]);
+        if out == &shards[1] {
+            command.args(["--shard", "1/2"]);
+        }
+        command
+            .assert()
+            .code(3)
+            .stderr(predicates::str::contains("2025-06-18"));
+    }
     // A shard's nightly history is not merged: refused, named.
     refused(dir.path(), &shards, &["night-0", "nightly history"]);
 }

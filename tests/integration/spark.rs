@@ -72,8 +72,11 @@ fn the_spark_job_bills_exactly_what_one_run_does_when_tasks_die() {
         .arg("--convbill")
         .arg(env!("CARGO_BIN_EXE_convbill"))
         // Shard 1's first attempt dies with convbill running, shard 2's halfway through
-        // putting its folder in place: Spark runs them again.
-        .env("CONVBILL_SPARK_TEST_KILL", "1:running,2:publishing")
+        // putting its folder in place, shard 3's right after: Spark runs them again.
+        .env(
+            "CONVBILL_SPARK_TEST_KILL",
+            "1:running,2:publishing,3:published",
+        )
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -81,6 +84,7 @@ fn the_spark_job_bills_exactly_what_one_run_does_when_tasks_die() {
     assert!(run.status.success(), "{stderr}");
     assert!(work.join(".killed-1-running").is_file());
     assert!(work.join(".killed-2-publishing").is_file());
+    assert!(work.join(".killed-3-published").is_file());
     let summary: serde_json::Value =
         serde_json::from_slice(run.stdout.rsplit(|b| *b == b'\n').nth(1).unwrap()).unwrap();
     for stage in [
