@@ -154,25 +154,36 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
     }
     let mut staging = write::Staging::create(&folder, &card)?;
 
-    progress::stage("merging sessions", None);
-    let sessions = by_account(&found, write::SESSIONS_FILE)?;
-    let violations = by_account(&found, write::VIOLATIONS_FILE)?;
-    staging.append(&sessions, &violations)?;
-    drop(violations);
-    if card.meta.is_some() {
-        staging.append_meta(&by_account(&found, write::META_UNITS_FILE)?)?;
-    }
-
     let days: BTreeSet<i64> = found
         .iter()
         .flat_map(|f| f.section.days.iter())
         .flat_map(|[first, last]| day_number(*first)..=day_number(*last))
         .collect();
     let mut coverage = rating::Coverage::of_days(days);
-    coverage.unsettled = rating::unsettled(&sessions, &coverage)?;
-    drop(sessions);
 
-    let lines = by_account(&found, SHARD_LINES_FILE)?;
+    // The large tables a few row groups at a time: sessions, then violations, then units.
+    progress::stage("merging sessions", None);
+    let mut unsettled = BTreeSet::new();
+    by_account(&found, write::SESSIONS_FILE, |sessions| {
+        unsettled.extend(rating::unsettled(&sessions, &coverage)?);
+        staging.append_sessions(&sessions)
+    })?;
+    coverage.unsettled = unsettled;
+    by_account(&found, write::VIOLATIONS_FILE, |violations| {
+        staging.append_violations(&violations)
+    })?;
+    if card.meta.is_some() {
+        by_account(&found, write::META_UNITS_FILE, |units| {
+            staging.append_meta(&units)
+        })?;
+    }
+
+    let mut lines = Vec::new();
+    by_account(&found, SHARD_LINES_FILE, |piece| {
+        lines.push(piece);
+        Ok(())
+    })?;
+    let lines = stacked(lines)?;
     let mut meta_lines = crate::meta::cost::Lines::new();
     for shard in &found {
         if shard.wrote(SHARD_META_LINES_FILE) {
@@ -463,22 +474,184 @@ fn read_table(path: &Path) -> Result<DataFrame> {
         .map_err(|e| unreadable(e.to_string()))
 }
 
-/// The rows of `relative` of every shard, interleaved by `account_id`: each shard's in its
-/// order, and each account in one shard.
-fn by_account(found: &[Found], relative: &str) -> Result<DataFrame> {
-    let frames = found
+/// The rows of `relative` of every shard, interleaved by `account_id` (each shard's in its
+/// order, and each account in one shard), handed to `f` piece by piece in that order (no rows:
+/// one empty piece). Only a row group or two of each shard is held at a time.
+fn by_account(
+    found: &[Found],
+    relative: &str,
+    f: impl FnMut(DataFrame) -> Result<()>,
+) -> Result<()> {
+    let paths: Vec<PathBuf> = found.iter().map(|s| s.dir.join(relative)).collect();
+    interleaved(&paths, f)
+}
+
+/// [`by_account`] of the tables at `paths`.
+fn interleaved(paths: &[PathBuf], mut f: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
+    let mut cursors = paths
         .iter()
-        .map(|f| read_table(&f.dir.join(relative)))
+        .map(|path| Cursor::open(path))
         .collect::<Result<Vec<_>>>()?;
+    let mut handed = false;
+    loop {
+        crate::error::check_interrupt()?;
+        for cursor in &mut cursors {
+            while cursor.buffered() == 0 && !cursor.exhausted() {
+                cursor.read_next()?;
+            }
+        }
+        // Rows of accounts before the last one each shard still reading holds are complete.
+        let bound = cursors
+            .iter()
+            .filter(|c| !c.exhausted())
+            .filter_map(Cursor::last_account)
+            .min();
+        let mut pieces = Vec::new();
+        for cursor in &mut cursors {
+            pieces.extend(cursor.take_below(bound.as_deref())?);
+        }
+        if !pieces.is_empty() {
+            let merged = stacked(pieces)?.sort(
+                [schema::ACCOUNT_ID],
+                SortMultipleOptions::default().with_maintain_order(true),
+            )?;
+            f(merged)?;
+            handed = true;
+        }
+        let Some(bound) = bound else {
+            if !handed {
+                f(cursors[0].empty()?)?;
+            }
+            return Ok(());
+        };
+        // The shards whose rows reach the bound read on.
+        for cursor in &mut cursors {
+            if !cursor.exhausted() && cursor.last_account().as_deref() == Some(bound.as_str()) {
+                cursor.read_next()?;
+            }
+        }
+    }
+}
+
+/// Frames of one schema, one after the other.
+fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
     let mut frames = frames.into_iter();
-    let mut all = frames.next().expect("at least one shard");
+    let mut all = frames.next().expect("at least one frame");
     for frame in frames {
         all.vstack_mut(&frame)?;
     }
-    Ok(all.sort(
-        [schema::ACCOUNT_ID],
-        SortMultipleOptions::default().with_maintain_order(true),
-    )?)
+    Ok(all)
+}
+
+/// One shard's table (in account order), read a row group at a time.
+struct Cursor {
+    path: PathBuf,
+    /// `(offset, rows)` of the row groups not read yet.
+    groups: std::collections::VecDeque<(u64, u64)>,
+    /// Rows read and not handed on yet.
+    buffer: Option<DataFrame>,
+}
+
+impl Cursor {
+    fn open(path: &Path) -> Result<Cursor> {
+        let unreadable = |reason: String| {
+            refused(format!(
+                "the shard file `{}` cannot be read: {reason}",
+                path.display()
+            ))
+        };
+        let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let mut offset = 0;
+        let mut groups = std::collections::VecDeque::new();
+        for group in metadata.row_groups() {
+            let rows = group.num_rows().max(0) as u64;
+            groups.push_back((offset, rows));
+            offset += rows;
+        }
+        Ok(Cursor {
+            path: path.to_path_buf(),
+            groups,
+            buffer: None,
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// No rows, in the table's schema.
+    fn empty(&self) -> Result<DataFrame> {
+        load::scan_file(&self.path, None)
+            .and_then(|scan| scan.slice(0, 0).collect())
+            .map_err(|e| {
+                refused(format!(
+                    "the shard file `{}` cannot be read: {e}",
+                    self.path.display()
+                ))
+            })
+    }
+
+    fn buffered(&self) -> usize {
+        self.buffer.as_ref().map_or(0, DataFrame::height)
+    }
+
+    /// Reads the next row group into the buffer.
+    fn read_next(&mut self) -> Result<()> {
+        let Some((offset, rows)) = self.groups.pop_front() else {
+            return Ok(());
+        };
+        let read = load::scan_file(&self.path, None)
+            .and_then(|scan| scan.slice(offset as i64, rows as IdxSize).collect())
+            .map_err(|e| {
+                refused(format!(
+                    "the shard file `{}` cannot be read: {e}",
+                    self.path.display()
+                ))
+            })?;
+        match &mut self.buffer {
+            Some(buffer) if buffer.height() > 0 => {
+                buffer.vstack_mut(&read)?;
+            }
+            _ => self.buffer = Some(read),
+        }
+        Ok(())
+    }
+
+    fn last_account(&self) -> Option<String> {
+        let buffer = self.buffer.as_ref()?;
+        let accounts = buffer.column(schema::ACCOUNT_ID).ok()?.str().ok()?;
+        accounts
+            .get(buffer.height().checked_sub(1)?)
+            .map(str::to_string)
+    }
+
+    /// Hands on the buffered rows of accounts before `bound` (all of them without one).
+    fn take_below(&mut self, bound: Option<&str>) -> Result<Option<DataFrame>> {
+        let Some(buffer) = self.buffer.take() else {
+            return Ok(None);
+        };
+        let cut = match bound {
+            None => buffer.height(),
+            Some(bound) => {
+                let accounts = buffer.column(schema::ACCOUNT_ID)?.str()?;
+                accounts
+                    .iter()
+                    .position(|a| a.is_some_and(|a| a >= bound))
+                    .unwrap_or(buffer.height())
+            }
+        };
+        let taken = buffer.slice(0, cut);
+        let rest = buffer.slice(cut as i64, buffer.height() - cut);
+        if rest.height() > 0 {
+            self.buffer = Some(rest);
+        } else {
+            self.buffer = Some(rest.clear());
+        }
+        Ok((taken.height() > 0).then_some(taken))
+    }
 }
 
 /// The shards' `rejects.parquet` together, in file and row order over the whole input.
@@ -606,6 +779,95 @@ mod tests {
         );
         assert_eq!(layout_bucket("convbill_bucket=3.parquet"), None);
         assert_eq!(layout_bucket("logs/part-0.parquet"), None);
+    }
+
+    /// Tables of several row groups, accounts spanning them: interleaved by account, each
+    /// table's rows in their order, a row group or so at a time.
+    #[test]
+    fn tables_interleave_by_account_across_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = [
+            vec![
+                ("a", 1),
+                ("a", 2),
+                ("a", 3),
+                ("a", 4),
+                ("d", 5),
+                ("g", 6),
+                ("g", 7),
+            ],
+            vec![
+                ("b", 8),
+                ("c", 9),
+                ("c", 10),
+                ("c", 11),
+                ("c", 12),
+                ("c", 13),
+                ("h", 14),
+            ],
+            vec![],
+            vec![
+                ("e", 15),
+                ("f", 16),
+                ("i", 17),
+                ("i", 18),
+                ("i", 19),
+                ("i", 20),
+                ("i", 21),
+            ],
+        ];
+        let mut paths = Vec::new();
+        for (i, rows) in tables.iter().enumerate() {
+            let mut frame = df!(
+                schema::ACCOUNT_ID => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                "n" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let path = dir.path().join(format!("{i}.parquet"));
+            ParquetWriter::new(File::create(&path).unwrap())
+                .with_row_group_size(Some(2))
+                .finish(&mut frame)
+                .unwrap();
+            paths.push(path);
+        }
+        let mut pieces = Vec::new();
+        interleaved(&paths, |piece| {
+            pieces.push(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.height() <= 8));
+        let all = stacked(pieces).unwrap();
+        let accounts: Vec<&str> = all
+            .column(schema::ACCOUNT_ID)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(Option::unwrap)
+            .collect();
+        let n: Vec<i64> = all
+            .column("n")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        let mut expected: Vec<(&str, i64)> = tables.iter().flatten().copied().collect();
+        expected.sort_by_key(|r| r.0);
+        assert_eq!(accounts.into_iter().zip(n).collect::<Vec<_>>(), expected);
+
+        // No rows at all: one empty piece, in the tables' schema.
+        let mut pieces = Vec::new();
+        interleaved(&paths[2..3], |piece| {
+            pieces.push(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].height(), 0);
+        assert_eq!(pieces[0].width(), 2);
     }
 
     #[test]

@@ -266,8 +266,19 @@ impl Staging {
 
     /// Appends sessions and violations, in output order.
     pub fn append(&mut self, sessions: &DataFrame, violations: &DataFrame) -> Result<()> {
-        self.tally.add(sessions, violations)?;
-        self.sessions.append(sessions)?;
+        self.append_sessions(sessions)?;
+        self.append_violations(violations)
+    }
+
+    /// Appends sessions, in output order.
+    pub fn append_sessions(&mut self, sessions: &DataFrame) -> Result<()> {
+        self.tally.add_sessions(sessions)?;
+        self.sessions.append(sessions)
+    }
+
+    /// Appends violations, in output order.
+    pub fn append_violations(&mut self, violations: &DataFrame) -> Result<()> {
+        self.tally.add_violations(violations)?;
         self.violations.append(violations)
     }
 
