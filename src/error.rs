@@ -63,6 +63,13 @@ pub enum NightError {
     #[error("`{}` is not empty and holds no nightly history (no `state/`)", path.display())]
     NotAHistory { path: PathBuf },
 
+    #[error("`{}` holds {}; this run is {}: each shard keeps its own history, in its own `--out`", path.display(), history.as_ref().map_or("an unsharded history".to_string(), |s| format!("the history of shard {s}")), asked.as_ref().map_or("unsharded (no `--shard`)".to_string(), |s| format!("shard {s}")))]
+    ShardChanged {
+        path: PathBuf,
+        history: Option<String>,
+        asked: Option<String>,
+    },
+
     #[error("`{}` holds no nightly history", path.display())]
     NoHistory { path: PathBuf, exists: bool },
 

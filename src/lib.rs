@@ -135,7 +135,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
     };
     let shard = config
         .shard
-        .map(|shard| write::ShardSection::new(shard, &coverage));
+        .map(|shard| write::ShardSection::new(shard, &coverage, &source.listed));
     let report = complete(
         &folder,
         &card,

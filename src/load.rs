@@ -130,6 +130,9 @@ pub struct Source {
     pub shard: Option<crate::shard::Shard>,
     /// Rows read so far, of every account (with a shard, before its rows were picked).
     pub rows_seen: u64,
+    /// With a shard: every input file found, those of other buckets' folders too, as
+    /// (relative path, bytes).
+    pub listed: Vec<(String, u64)>,
 }
 
 /// Earliest plausible message time: 2010-01-01T00:00:00Z, in nanoseconds.
@@ -235,6 +238,7 @@ impl Source {
     /// [`Source::of`] the files of `shard`: those in another bucket's folder are left out.
     pub fn of_shard(files: Vec<InputFile>, shard: Option<crate::shard::Shard>) -> Result<Source> {
         let mut files = files;
+        let listed = files.iter().map(|f| (f.path.clone(), f.bytes)).collect();
         if let Some(shard) = shard {
             let mut kept = Vec::with_capacity(files.len());
             for file in files {
@@ -247,6 +251,9 @@ impl Source {
         }
         let mut source = Source::of(files)?;
         source.shard = shard;
+        if shard.is_some() {
+            source.listed = listed;
+        }
         Ok(source)
     }
 }
@@ -512,6 +519,7 @@ impl Source {
             rejected: Vec::new(),
             shard: None,
             rows_seen: 0,
+            listed: Vec::new(),
         })
     }
 }

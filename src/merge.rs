@@ -84,6 +84,8 @@ struct FileRead {
 #[derive(Debug, Deserialize)]
 struct OutputRead {
     path: String,
+    #[serde(default)]
+    sha256: String,
 }
 
 /// One shard's folder and what its manifest says.
@@ -101,6 +103,39 @@ impl Found {
 
     fn wrote(&self, relative: &str) -> bool {
         self.manifest.outputs.iter().any(|o| o.path == relative)
+    }
+
+    /// The shard's file `relative`, checked against the SHA-256 its manifest lists: a file
+    /// changed or copied over since the shard ran is refused, named.
+    fn verified(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.dir.join(relative);
+        let listed = self
+            .manifest
+            .outputs
+            .iter()
+            .find(|o| o.path == relative)
+            .ok_or_else(|| {
+                refused(format!(
+                    "{} lists no `{relative}` in its manifest: it is not a whole shard's folder",
+                    self.name()
+                ))
+            })?;
+        if !listed.sha256.is_empty() {
+            let found = load::sha256_of(&path).map_err(|e| {
+                refused(format!(
+                    "{}: `{relative}` cannot be read ({e})",
+                    self.name()
+                ))
+            })?;
+            if found != listed.sha256 {
+                return Err(refused(format!(
+                    "{}: `{relative}` is not the file its manifest lists (SHA-256 {found}, listed {}): it changed after the shard ran; run the shard again",
+                    self.name(),
+                    listed.sha256
+                )));
+            }
+        }
+        Ok(path)
     }
 }
 
@@ -131,7 +166,7 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
     let card = rates::load_or_built_in(card_path.as_deref())?;
     if card.sha256 != first.rate_card.sha256 {
         return Err(refused(format!(
-            "the rate card `{}` is not the one the shards were rated by (its SHA-256 is {}, theirs {}); pass the card they read with `--rates`",
+            "the rate card `{}` is not the one the shards were rated by (its fingerprint, over the card and the Meta price files it reads, is {}, theirs {}); pass the card they read with `--rates`",
             card.source.display(),
             card.sha256,
             first.rate_card.sha256
@@ -139,13 +174,25 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
     }
 
     let folder = OutFolder::new(&config.out)?;
+    // Replacing `--out` replaces all it holds: never a shard, or a folder inside one.
+    let out = std::fs::canonicalize(&folder.parent)
+        .map(|parent| parent.join(&folder.name))
+        .unwrap_or_else(|_| folder.out.clone());
     for shard in &found {
-        if same_place(&folder.out, &shard.dir) {
-            return Err(refused(format!(
-                "the merged folder `{}` is {}: write the merge elsewhere",
-                config.out.display(),
-                shard.name()
-            )));
+        let dir = std::fs::canonicalize(&shard.dir).unwrap_or_else(|_| shard.dir.clone());
+        if dir.starts_with(&out) || out.starts_with(&dir) {
+            return Err(Error::Usage {
+                problem: format!(
+                    "the merged folder `{}` {} {}: write the merge elsewhere",
+                    config.out.display(),
+                    if dir.starts_with(&out) {
+                        "is or holds"
+                    } else {
+                        "lies inside"
+                    },
+                    shard.name()
+                ),
+            });
         }
     }
     let _lock = folder.lock()?;
@@ -187,7 +234,7 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
     let mut meta_lines = crate::meta::cost::Lines::new();
     for shard in &found {
         if shard.wrote(SHARD_META_LINES_FILE) {
-            meta_lines.extend(read_meta_lines(&shard.dir.join(SHARD_META_LINES_FILE))?);
+            meta_lines.extend(read_meta_lines(&shard.verified(SHARD_META_LINES_FILE)?)?);
         }
     }
     let files = union_of_files(&found);
@@ -334,7 +381,7 @@ fn check_together(found: &[Found]) -> Result<()> {
         }
         if shard.manifest.rate_card.sha256 != first.manifest.rate_card.sha256 {
             return Err(refused(format!(
-                "{} was rated by another rate card than {} (`{}`, SHA-256 {}, against `{}`, {})",
+                "{} was rated by another rate card than {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`)",
                 shard.name(),
                 first.name(),
                 shard.manifest.rate_card.source,
@@ -370,7 +417,9 @@ fn check_together(found: &[Found]) -> Result<()> {
 }
 
 /// Each input file a shard read: the same bytes in every shard that read it; a file in a
-/// bucket's folder read by that bucket's shard alone, any other by every shard.
+/// bucket's folder read by that bucket's shard alone, any other by every shard. And every shard
+/// found the same files, read or not: a file that arrived in another bucket's folder after a
+/// shard ran would be billed by no one.
 fn check_inputs(found: &[Found]) -> Result<()> {
     let mut seen: BTreeMap<&str, (&Found, &FileRead)> = BTreeMap::new();
     for shard in found {
@@ -414,6 +463,24 @@ fn check_inputs(found: &[Found]) -> Result<()> {
             }
         }
     }
+    let first = &found[0];
+    for shard in &found[1..] {
+        let (theirs, ours) = (&first.section.found, &shard.section.found);
+        if theirs != ours {
+            let only = |a: &[write::FoundFile], b: &[write::FoundFile]| {
+                a.iter().find(|f| !b.contains(f)).map(|f| f.path.clone())
+            };
+            let (file, seen, unseen) = match only(ours, theirs) {
+                Some(file) => (file, shard, first),
+                None => (only(theirs, ours).unwrap_or_default(), first, shard),
+            };
+            return Err(refused(format!(
+                "{} found the input file `{file}` (or found it of another size) and {} did not: the input changed between the shards' runs (a file arrived late?); run them again",
+                seen.name(),
+                unseen.name()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -447,14 +514,6 @@ fn union_of_files(found: &[Found]) -> Vec<InputFile> {
     files.into_values().collect()
 }
 
-/// Whether two paths name the same folder.
-fn same_place(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Days since 1970-01-01.
 fn day_number(day: chrono::NaiveDate) -> i64 {
     day.signed_duration_since(chrono::NaiveDate::default())
@@ -482,7 +541,10 @@ fn by_account(
     relative: &str,
     f: impl FnMut(DataFrame) -> Result<()>,
 ) -> Result<()> {
-    let paths: Vec<PathBuf> = found.iter().map(|s| s.dir.join(relative)).collect();
+    let paths = found
+        .iter()
+        .map(|shard| shard.verified(relative))
+        .collect::<Result<Vec<_>>>()?;
     interleaved(&paths, f)
 }
 
@@ -658,7 +720,7 @@ impl Cursor {
 fn merged_rejects(found: &[Found], files: &[InputFile]) -> Result<DataFrame> {
     let mut all = None::<DataFrame>;
     for shard in found {
-        let frame = read_table(&shard.dir.join(write::REJECTS_FILE))?;
+        let frame = read_table(&shard.verified(write::REJECTS_FILE)?)?;
         match &mut all {
             None => all = Some(frame),
             Some(all) => {

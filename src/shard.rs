@@ -87,6 +87,8 @@ impl Shard {
         count: u32,
         var: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<Shard, String> {
+        // The count is the flag's: checked before any variable is read.
+        Shard::new(0, count).map_err(|e| format!("--shard-from-env {count}: {e}"))?;
         let read = |name: &str| -> std::result::Result<Option<u32>, String> {
             match var(name) {
                 None => Ok(None),

@@ -73,10 +73,25 @@ pub struct ShardSection {
     /// The UTC days its rows fall on, as `[first, last]` stretches of consecutive days: a
     /// merge judges the invoices by the days of all shards' rows together.
     pub days: Vec<[chrono::NaiveDate; 2]>,
+    /// Every input file the shard found, read or not (another bucket's folder), with its
+    /// size: the shards of one run must have found the same.
+    #[serde(default)]
+    pub found: Vec<FoundFile>,
+}
+
+/// An input file a shard found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FoundFile {
+    pub path: String,
+    pub bytes: u64,
 }
 
 impl ShardSection {
-    pub fn new(shard: crate::shard::Shard, coverage: &crate::rating::Coverage) -> Self {
+    pub fn new(
+        shard: crate::shard::Shard,
+        coverage: &crate::rating::Coverage,
+        found: &[(String, u64)],
+    ) -> Self {
         let day = |ns: i64| {
             chrono::DateTime::from_timestamp_nanos(
                 ns.div_euclid(crate::schema::DAY_NS) * crate::schema::DAY_NS,
@@ -91,6 +106,13 @@ impl ShardSection {
                 .stretches
                 .iter()
                 .map(|(start, end)| [day(*start), day(end - 1)])
+                .collect(),
+            found: found
+                .iter()
+                .map(|(path, bytes)| FoundFile {
+                    path: path.clone(),
+                    bytes: *bytes,
+                })
                 .collect(),
         }
     }

@@ -85,9 +85,17 @@ def resolve(name):
 def executable(name):
     path = resolve(name)
     if not os.access(path, os.X_OK):
+        if os.path.exists(name):
+            raise PermissionError(f"{path}: the convbill binary is not executable")
         # SparkFiles copies drop the mode bit on some clusters.
         os.chmod(path, 0o755)
     return path
+
+
+def file_uri(path):
+    """A local path as a URI for Spark, so that it is not taken for the cluster's default file
+    system (HDFS, DBFS)."""
+    return "file://" + os.path.abspath(path)
 
 
 def lay_out(spark, args):
@@ -104,7 +112,7 @@ def lay_out(spark, args):
         laid.write.mode("overwrite")
         .partitionBy(BUCKET)
         .option("compression", "zstd")
-        .parquet(os.path.join(args.work, "input"))
+        .parquet(file_uri(os.path.join(args.work, "input")))
     )
 
 
@@ -200,7 +208,7 @@ def table_frame(spark, path):
         for field in pq.read_schema(path)
         if pa.types.is_timestamp(field.type) and field.type.unit == "ns"
     ]
-    frame = spark.read.parquet("file://" + path if "://" not in path else path)
+    frame = spark.read.parquet(file_uri(path))
     for name in nanos:
         frame = frame.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
     return frame
@@ -216,9 +224,11 @@ def main(argv=None):
     spark = builder.getOrCreate()
     # convbill reads timestamps of any unit but not INT96, Spark's default for Parquet.
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    # convbill writes nanoseconds, which Spark cannot hold: read them as numbers (see tables).
-    spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
     sc = spark.sparkContext
+    # What no retry can mend is refused before the shuffle: a card or binary that is missing.
+    if args.rates:
+        resolve(args.rates)
+    executable(args.convbill)
     timings = {}
 
     started = time.monotonic()
@@ -257,6 +267,9 @@ def main(argv=None):
     )
     timings["merge_seconds"] = round(time.monotonic() - started, 3)
 
+    # convbill writes nanoseconds, which Spark cannot hold: read them as numbers (see
+    # table_frame), only now, so that the log itself is read as Spark reads it.
+    spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
     started = time.monotonic()
     written = {}
     for table in TABLES:

@@ -386,6 +386,9 @@ fn run_nights(
 ) -> Result<NightReport> {
     let nights = plan(config, history)?;
     check_card(&config.out, nights[0], card)?;
+    if !history.is_empty() {
+        check_shard(&config.out, config.shard)?;
+    }
     let new_history = history.is_empty();
     let history_start = history.first().copied().unwrap_or(config.date);
     let first = *nights.first().expect("a plan has a night");
@@ -509,6 +512,13 @@ fn run_nights(
     rewritten.insert(Path::new(STATE_DIR).join(revision::REGISTER_FILE));
     catalog.write(&build.staging)?;
     rewritten.insert(inputs::Catalog::relative_path());
+    if let Some(shard) = config.shard {
+        let record = ShardRecord {
+            shard: shard.to_string(),
+        };
+        write::write_json(&build.staging.join(STATE_DIR), SHARD_FILE, &record)?;
+        rewritten.insert(Path::new(STATE_DIR).join(SHARD_FILE));
+    }
     timed("linked the rest and switched", || build.switch(&rewritten))?;
 
     let mut by_status = BTreeMap::new();
@@ -543,7 +553,8 @@ struct NightRun {
     missing: Option<(u64, String, String)>,
     /// Rows of the night's day that passed the checks.
     checked: u64,
-    /// Rows of the night's day read, of every account (a shard keeps only its own).
+    /// Rows of the night's day read, of every account (a shard keeps only its own), plus the
+    /// files of other buckets' folders that hold the day.
     seen: u64,
 }
 
@@ -561,7 +572,10 @@ fn run_night(
     let day = (start_ns(date), start_ns(date) + DAY_NS);
     let files = catalog.files_overlapping(day);
     let input_files = files.iter().map(night::InputFileRecord::of).collect();
+    let overlapping = files.len();
     let mut source = load::Source::of_shard(files, config.shard)?;
+    // A shard of a log laid out by bucket: other buckets' files that hold the day.
+    let elsewhere = (overlapping - source.files.len()) as u64;
     source.checks.keep_rejects = config.rejects;
     source.checks.meta = card.meta.is_some();
     crate::progress::stage(&format!("night {date}: counting rows"), None);
@@ -611,7 +625,7 @@ fn run_night(
         open,
         missing,
         checked,
-        seen: source.rows_seen,
+        seen: source.rows_seen + elsewhere,
     })
 }
 
@@ -624,6 +638,33 @@ pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
 /// in any zone (up to the day after the UTC night).
 fn card_fingerprint(card: &RateCard, night: NaiveDate) -> String {
     card.history_fingerprint(night + Days::new(1))
+}
+
+/// `state/shard.json`: the shard a sharded history bills (absent for an unsharded one).
+const SHARD_FILE: &str = "shard.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ShardRecord {
+    /// `I/N`.
+    shard: String,
+}
+
+/// Refuses to continue a history with another shard than the one it bills (or with a shard,
+/// an unsharded one, or without, a sharded one): its state holds only that shard's accounts.
+fn check_shard(out: &Path, shard: Option<crate::shard::Shard>) -> Result<()> {
+    let recorded: Option<ShardRecord> =
+        write::read_json_if_exists(&out.join(STATE_DIR).join(SHARD_FILE))?;
+    let history = recorded.map(|r| r.shard);
+    let asked = shard.map(|s| s.to_string());
+    if history == asked {
+        return Ok(());
+    }
+    Err(NightError::ShardChanged {
+        path: out.to_path_buf(),
+        history,
+        asked,
+    }
+    .into())
 }
 
 /// Refuses to continue a history with a card that rates its earlier nights otherwise (other

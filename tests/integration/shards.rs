@@ -177,6 +177,40 @@ fn four_shards_two_at_a_time_merge_to_the_bytes_of_one_run() {
     merge(&merged, &shards).assert().code(convbill::exit::BUSY);
     assert_eq!(snapshot(&merged), before);
     drop(held);
+
+    // A merged folder that would replace a shard, or lie inside one: exit 2, nothing touched.
+    for (out, says) in [
+        (dir.path().to_path_buf(), "is or holds shard 0/4"),
+        (shards[2].join("merged"), "lies inside shard 2/4"),
+    ] {
+        merge(&out, &shards)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(says))
+            .stderr(predicates::str::contains("write the merge elsewhere"));
+    }
+    assert!(!shards[2].join("merged").exists());
+    assert_eq!(snapshot(&merged), before);
+
+    // A shard's file copied over after it ran (another shard's sessions): refused, named.
+    let tampered = dir.path().join("tampered-3");
+    crate::cli::copy_dir(&shards[3], &tampered);
+    std::fs::copy(
+        shards[2].join("sessions.parquet"),
+        tampered.join("sessions.parquet"),
+    )
+    .unwrap();
+    let mut given = shards[..3].to_vec();
+    given.push(tampered);
+    refused(
+        dir.path(),
+        &given,
+        &[
+            "shard 3/4",
+            "tampered-3",
+            "`sessions.parquet` is not the file its manifest lists",
+        ],
+    );
 }
 
 #[test]
@@ -454,6 +488,45 @@ fn shards_of_a_log_laid_out_by_bucket_read_their_own_folder_only() {
     );
     assert!(stderr.contains("row 0 holds account"), "{stderr}");
     assert!(stderr.contains("of bucket 1 of 3"), "{stderr}");
+    std::fs::rename(
+        laid.join("convbill_bucket=2/part-1.parquet"),
+        laid.join("convbill_bucket=1/part-0.parquet"),
+    )
+    .unwrap();
+
+    // A file that lands in bucket 2's folder after shard 2 ran: the other shards found it,
+    // and the merge refuses rather than bill it nowhere.
+    let late_dir = dir.path().join("late");
+    std::fs::create_dir(&late_dir).unwrap();
+    let late = run_shards(&laid, &late_dir, 3, 1, &[]);
+    std::fs::copy(
+        laid.join("convbill_bucket=2/part-0.parquet"),
+        laid.join("convbill_bucket=2/part-9.parquet"),
+    )
+    .unwrap();
+    let rerun = dir.path().join("rerun-0");
+    run(&laid, &rerun, &["--shard", "0/3"]).assert().success();
+    refused(
+        dir.path(),
+        &[rerun, late[1].clone(), late[2].clone()],
+        &[
+            "convbill_bucket=2/part-9.parquet",
+            "shard 0/3",
+            "did not",
+            "arrived late",
+        ],
+    );
+    std::fs::remove_file(laid.join("convbill_bucket=2/part-9.parquet")).unwrap();
+
+    // A night on which shard 1's accounts have no messages, but bucket 0's folder has: not
+    // refused as empty.
+    run(
+        &laid,
+        &dir.path().join("night-1"),
+        &["--shard", "1/3", "--date", "2025-06-20", "--init"],
+    )
+    .assert()
+    .success();
 }
 
 /// The log of [`month_log`] with bad rows among the accounts: an unknown channel, a null
@@ -681,4 +754,31 @@ fn nightly_shards_keep_their_own_history_and_together_bill_the_same_sessions() {
     }
     // A shard's nightly history is not merged: refused, named.
     refused(dir.path(), &shards, &["night-0", "nightly history"]);
+    // A history is continued only by its own shard: another one, none, or one on an
+    // unsharded history is refused (exit 2), and the history stays as it was.
+    let before = snapshot(&shards[0]);
+    for (out, extra, says) in [
+        (
+            &shards[0],
+            vec!["--shard", "1/2"],
+            "holds the history of shard 0/2; this run is shard 1/2",
+        ),
+        (
+            &shards[0],
+            vec![],
+            "holds the history of shard 0/2; this run is unsharded",
+        ),
+        (
+            &whole,
+            vec!["--shard", "0/2"],
+            "holds an unsharded history; this run is shard 0/2",
+        ),
+    ] {
+        run(&log, out, &["--date", "2025-06-18"])
+            .args(extra)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(says));
+    }
+    assert_eq!(snapshot(&shards[0]), before);
 }
