@@ -71,10 +71,12 @@ fn huge_pages_off() -> bool {
 /// 0 success. 1 internal error, or the output could not be written.
 ///
 /// 2 usage error: a bad flag or rate card, an `--out` that is a file, a night that does not fit
-/// the history or has not ended, an `explain` that names no messages or too many conversations.
+/// the history or has not ended, an `explain` that names no messages or too many conversations,
+/// `--shard-from-env` without the scheduler's variable, a merge `--out` that is or holds a
+/// shard.
 ///
 /// 3 input data refused, nothing written: bad files or values, a night without messages, late
-/// input with `--strict-late-input`.
+/// input with `--strict-late-input`, shard folders that do not make one run for `merge`.
 ///
 /// 4 nothing done: another run holds the output folder. 5 `reconcile --fail-on-difference`
 /// found differences. 6 `fetch-meta-analytics`: Meta's Graph API refused a request or kept
