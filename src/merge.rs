@@ -14,13 +14,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::folder::OutFolder;
 use crate::load::{InputFile, InputStats};
-use crate::meta::units::{LineKey, LineSum};
 use crate::sessions::SessionStats;
 use crate::write::{self, MergedShard, ShardSection};
 use crate::{load, progress, rates, rating, schema, RunReport};
@@ -750,39 +748,11 @@ fn merged_rejects(found: &[Found], files: &[InputFile]) -> Result<DataFrame> {
         .drop("__file_rank")?)
 }
 
-/// One Meta cost line as a shard keeps it for the merge.
-#[derive(Debug, Serialize, Deserialize)]
-struct MetaLineRow {
-    account_id: String,
-    period: String,
-    model: String,
-    market: String,
-    category: String,
-    pricing_type: String,
-    tier: Option<String>,
-    currency: String,
-    units: u64,
-    cost: Decimal,
-}
-
-/// A run's Meta cost lines as JSON rows, for `shard/meta_cost_lines.json`.
+/// A run's Meta cost lines as JSON rows (as a nightly state keeps them), for
+/// `shard/meta_cost_lines.json`.
 pub fn meta_lines_json(lines: &crate::meta::cost::Lines) -> Vec<u8> {
-    let rows: Vec<MetaLineRow> = lines
-        .iter()
-        .map(|(k, s)| MetaLineRow {
-            account_id: k.account_id.clone(),
-            period: k.period.clone(),
-            model: k.model.to_string(),
-            market: k.market.clone(),
-            category: k.category.name().to_string(),
-            pricing_type: k.pricing_type.name().to_string(),
-            tier: k.tier.clone(),
-            currency: k.currency.clone(),
-            units: s.units,
-            cost: s.cost,
-        })
-        .collect();
-    let mut json = serde_json::to_vec(&rows).expect("cost lines serialize");
+    let mut json =
+        serde_json::to_vec(&crate::meta::cost::to_state(lines)).expect("cost lines serialize");
     json.push(b'\n');
     json
 }
@@ -796,35 +766,9 @@ fn read_meta_lines(path: &Path) -> Result<crate::meta::cost::Lines> {
         ))
     };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let rows: Vec<MetaLineRow> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    use crate::meta::units::model_name;
+    let state = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut lines = crate::meta::cost::Lines::new();
-    for row in rows {
-        let model = [model_name(true), model_name(false)]
-            .into_iter()
-            .find(|name| *name == row.model)
-            .ok_or_else(|| bad(format!("unknown model `{}`", row.model)))?;
-        let category = crate::meta::Category::parse(&row.category)
-            .ok_or_else(|| bad(format!("unknown category `{}`", row.category)))?;
-        let pricing_type = crate::meta::units::PricingType::parse(&row.pricing_type)
-            .ok_or_else(|| bad(format!("unknown pricing type `{}`", row.pricing_type)))?;
-        lines.insert(
-            LineKey {
-                account_id: row.account_id,
-                period: row.period,
-                model,
-                market: row.market,
-                category,
-                pricing_type,
-                tier: row.tier,
-                currency: row.currency,
-            },
-            LineSum {
-                units: row.units,
-                cost: row.cost,
-            },
-        );
-    }
+    crate::meta::cost::add_state(&mut lines, state).map_err(bad)?;
     Ok(lines)
 }
 

@@ -16,22 +16,27 @@ pub(crate) const CARD: &str = "sample-data/meta/rates.toml";
 /// Meta's switch to per-message pricing, with duplicates.
 pub(crate) fn month_log(dir: &Path, seed: u64) -> PathBuf {
     let path = dir.join(format!("log-{seed}.parquet"));
+    generate(&path, 40_000, 40, "2025-06-15", 31, seed);
+    path
+}
+
+/// `convbill generate --markets` of `messages` rows over `accounts` accounts and `days` days
+/// from `start` into `path`.
+fn generate(path: &Path, messages: u64, accounts: u32, start: &str, days: u32, seed: u64) {
     convbill()
-        .args([
-            "generate",
-            "--markets",
-            "--messages",
-            "40000",
-            "--accounts",
-            "40",
-        ])
-        .args(["--start", "2025-06-15", "--days", "31", "--seed"])
+        .args(["generate", "--markets", "--start", start])
+        .arg("--messages")
+        .arg(messages.to_string())
+        .arg("--accounts")
+        .arg(accounts.to_string())
+        .arg("--days")
+        .arg(days.to_string())
+        .arg("--seed")
         .arg(seed.to_string())
         .arg("--out")
-        .arg(&path)
+        .arg(path)
         .assert()
         .success();
-    path
 }
 
 /// `convbill run -q --input INPUT --rates CARD --out OUT` plus `extra`, from the source tree.
@@ -218,23 +223,7 @@ fn a_merge_revises_the_final_invoices_of_the_merge_it_replaces_as_a_run_does() {
     let dir = tempfile::tempdir().unwrap();
     // June whole, so that invoices are final; the log then changes in place.
     let log = dir.path().join("log.parquet");
-    let month = |seed: u64| {
-        convbill()
-            .args([
-                "generate",
-                "--markets",
-                "--messages",
-                "8000",
-                "--accounts",
-                "6",
-            ])
-            .args(["--start", "2025-06-01", "--days", "30", "--seed"])
-            .arg(seed.to_string())
-            .arg("--out")
-            .arg(&log)
-            .assert()
-            .success();
-    };
+    let month = |seed: u64| generate(&log, 8_000, 6, "2025-06-01", 30, seed);
     let (whole, merged) = (dir.path().join("whole"), dir.path().join("merged"));
     for seed in [8, 9] {
         month(seed);
