@@ -161,7 +161,16 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
         None if first.rate_card.source == crate::rates::BUILT_IN => None,
         None => Some(PathBuf::from(&first.rate_card.source)),
     };
-    let card = rates::load_or_built_in(card_path.as_deref())?;
+    let card = match rates::load_or_built_in(card_path.as_deref()) {
+        Err(error) if config.rates.is_none() => {
+            return Err(Error::Usage {
+                problem: format!(
+                    "{error}: the shards' manifests name that card as their runs were given it; run the merge from the folder they ran in, or pass the card with `--rates`"
+                ),
+            })
+        }
+        card => card?,
+    };
     if card.sha256 != first.rate_card.sha256 {
         return Err(refused(format!(
             "the rate card `{}` is not the one the shards were rated by (its fingerprint, over the card and the Meta price files it reads, is {}, theirs {}); pass the card they read with `--rates`",

@@ -67,8 +67,9 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def resolve(name):
-    """A path as given, or the local copy of a file shipped with --files."""
+def resolve(name, command=False):
+    """A path as given, or the local copy of a file shipped with --files (or, for a command,
+    found on the PATH)."""
     if os.path.exists(name):
         return os.path.abspath(name)
     from pyspark import SparkFiles
@@ -76,14 +77,14 @@ def resolve(name):
     shipped = SparkFiles.get(os.path.basename(name))
     if os.path.exists(shipped):
         return shipped
-    which = shutil.which(name)
+    which = shutil.which(name) if command else None
     if which:
         return which
     raise FileNotFoundError(f"{name}: not a path, a file shipped with --files, or a command")
 
 
 def executable(name):
-    path = resolve(name)
+    path = resolve(name, command=True)
     if not os.access(path, os.X_OK):
         if os.path.exists(name):
             raise PermissionError(f"{path}: the convbill binary is not executable")

@@ -390,6 +390,13 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
         &[dir.path().join("nowhere"), shards[1].clone()],
         &["nowhere", "not a convbill output folder"],
     );
+    // Merged from another folder: the card the manifests name (relative) is not found there.
+    merge(&dir.path().join("elsewhere"), &shards)
+        .current_dir(dir.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(CARD))
+        .stderr(predicates::str::contains("pass the card with `--rates`"));
 }
 
 /// Writes `log`'s rows into `dir/convbill_bucket=I/part-0.parquet` by bucket of `count`, as a
