@@ -61,6 +61,33 @@ struct ProgramRead {
 struct CardRead {
     source: String,
     sha256: String,
+    /// The Meta price files the card reads, each with its SHA-256.
+    #[serde(default)]
+    meta_files: Vec<MetaFileRead>,
+}
+
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+struct MetaFileRead {
+    path: String,
+    sha256: String,
+}
+
+impl CardRead {
+    /// What differs between two cards' fingerprints, where the manifests tell: a Meta price
+    /// file with bytes the other card reads in none, or else the card itself.
+    fn difference(&self, other: &CardRead) -> String {
+        let unknown = |a: &CardRead, b: &CardRead| {
+            a.meta_files
+                .iter()
+                .find(|f| !b.meta_files.iter().any(|g| g.sha256 == f.sha256))
+                .map(|f| f.path.clone())
+        };
+        let changed = unknown(self, other).or_else(|| unknown(other, self));
+        match changed {
+            Some(path) => format!("the Meta price file `{path}` differs"),
+            None => format!("the card `{}` differs", self.source),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,9 +415,10 @@ fn check_together(found: &[Found]) -> Result<()> {
         }
         if shard.manifest.rate_card.sha256 != first.manifest.rate_card.sha256 {
             return Err(refused(format!(
-                "{} was rated by another rate card than {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`)",
+                "{} was rated by another rate card than {}: {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`)",
                 shard.name(),
                 first.name(),
+                shard.manifest.rate_card.difference(&first.manifest.rate_card),
                 shard.manifest.rate_card.source,
                 shard.manifest.rate_card.sha256,
                 first.manifest.rate_card.source,

@@ -360,7 +360,12 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
             repriced,
             shards[3].clone(),
         ],
-        &["shard 2/4", "another rate card"],
+        &[
+            "shard 2/4",
+            "another rate card",
+            "the card `",
+            "card.toml` differs",
+        ],
     );
     // A shard of another convbill version.
     let old = dir.path().join("old-3");
@@ -390,6 +395,38 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
         &[dir.path().join("nowhere"), shards[1].clone()],
         &["nowhere", "not a convbill output folder"],
     );
+    // A Meta price file edited between two shards' runs: the file is named.
+    let cards = dir.path().join("cards");
+    crate::cli::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta"),
+        &cards,
+    );
+    let card = cards.join("rates.toml");
+    let priced_run = |shard: &str, out: &Path| {
+        convbill()
+            .args(["run", "-q", "--shard", shard, "--rates"])
+            .arg(&card)
+            .arg("--input")
+            .arg(&log)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    };
+    let priced = [dir.path().join("priced-0"), dir.path().join("priced-1")];
+    priced_run("0/2", &priced[0]);
+    let prices = cards.join("rates-usd-2025-07.csv");
+    let text = std::fs::read_to_string(&prices).unwrap();
+    std::fs::write(&prices, text.replacen("illustrative", "made up", 1)).unwrap();
+    priced_run("1/2", &priced[1]);
+    merge(&dir.path().join("priced"), &priced)
+        .arg("--rates")
+        .arg(&card)
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(
+            "the Meta price file `rates-usd-2025-07.csv` differs",
+        ));
     // Merged from another folder: the card the manifests name (relative) is not found there.
     merge(&dir.path().join("elsewhere"), &shards)
         .current_dir(dir.path())
