@@ -229,6 +229,14 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
             });
         }
     }
+    if folder.out.join(write::STATE_DIR).is_dir() {
+        return Err(Error::Usage {
+            problem: format!(
+                "refusing to replace `{}`: it holds a nightly history (`state/`); write the merge to a folder of its own",
+                config.out.display()
+            ),
+        });
+    }
     let _lock = folder.lock()?;
     if let Some(done) = folder.recover()? {
         tracing::warn!("{done} (beside `{}`)", config.out.display());

@@ -787,6 +787,14 @@ fn nightly_shards_keep_their_own_history_and_together_bill_the_same_sessions() {
     }
     // A shard's nightly history is not merged: refused, named.
     refused(dir.path(), &shards, &["night-0", "nightly history"]);
+    // Nor is a merge written over a nightly history (without a hint about `--date`).
+    let two = run_shards(&log, dir.path(), 2, 2, &[]);
+    let output = merge(&whole, &two).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds a nightly history"), "{stderr}");
+    assert!(stderr.contains("a folder of its own"), "{stderr}");
+    assert!(!stderr.contains("--date"), "{stderr}");
     // A history is continued only by its own shard: another one, none, or one on an
     // unsharded history is refused (exit 2), and the history stays as it was.
     let before = snapshot(&shards[0]);
