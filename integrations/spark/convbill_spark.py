@@ -215,6 +215,43 @@ def table_frame(spark, path):
     return frame
 
 
+def check_card(convbill, rates):
+    """Runs convbill once on an empty log with the card: a card it refuses fails the job here,
+    with convbill's message, instead of in every task after the shuffle."""
+    if not rates:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    card = resolve(rates)
+    with tempfile.TemporaryDirectory(prefix="convbill-card-") as folder:
+        text = pa.string()
+        empty = pa.table(
+            {
+                "message_id": pa.array([], text),
+                "account_id": pa.array([], text),
+                "channel": pa.array([], text),
+                "business_id": pa.array([], text),
+                "user_id": pa.array([], text),
+                "direction": pa.array([], text),
+                "timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
+            }
+        )
+        log = os.path.join(folder, "empty.parquet")
+        pq.write_table(empty, log)
+        checked = subprocess.run(
+            [convbill, "run", "--quiet", "--input", log, "--rates", card,
+             "--out", os.path.join(folder, "out")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if checked.returncode != 0:
+            raise RuntimeError(
+                f"convbill refuses the rate card {rates} (exit code {checked.returncode}): "
+                f"{checked.stderr.strip()}"
+            )
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from pyspark.sql import SparkSession
@@ -226,10 +263,9 @@ def main(argv=None):
     # convbill reads timestamps of any unit but not INT96, Spark's default for Parquet.
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     sc = spark.sparkContext
-    # What no retry can mend is refused before the shuffle: a card or binary that is missing.
-    if args.rates:
-        resolve(args.rates)
-    executable(args.convbill)
+    # What no retry can mend is refused before the shuffle: a card or binary that is missing,
+    # a card convbill refuses.
+    check_card(executable(args.convbill), args.rates)
     timings = {}
 
     started = time.monotonic()

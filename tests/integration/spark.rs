@@ -224,4 +224,31 @@ fn the_spark_job_bills_exactly_what_one_run_does_when_tasks_die() {
         .is_duplicated()
         .unwrap()
         .any());
+
+    // A card convbill refuses fails the job before the shuffle, with convbill's message.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "default_plan = \"nope\"\n").unwrap();
+    let work = dir.path().join("work-bad");
+    let refused = Command::new("python3")
+        .arg(source_tree().join("integrations/spark/convbill_spark.py"))
+        .args(["--master", "local[2]", "--shards", "2", "--input"])
+        .arg(&logs)
+        .arg("--rates")
+        .arg(&bad)
+        .arg("--work")
+        .arg(&work)
+        .arg("--output")
+        .arg(dir.path().join("output-bad"))
+        .arg("--convbill")
+        .arg(env!("CARGO_BIN_EXE_convbill"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("convbill refuses the rate card"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(!work.join("input").exists());
 }
