@@ -92,12 +92,7 @@ impl ShardSection {
         coverage: &crate::rating::Coverage,
         found: &[(String, u64)],
     ) -> Self {
-        let day = |ns: i64| {
-            chrono::DateTime::from_timestamp_nanos(
-                ns.div_euclid(crate::schema::DAY_NS) * crate::schema::DAY_NS,
-            )
-            .date_naive()
-        };
+        let day = |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).date_naive();
         ShardSection {
             shard: shard.to_string(),
             index: shard.index,

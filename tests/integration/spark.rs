@@ -36,6 +36,38 @@ fn spark_table(dir: &Path, by: &[&str]) -> DataFrame {
     )
 }
 
+/// The Spark job in local mode (`master`) with `shards` shards on `input`, rated by `card`.
+fn job(
+    master: &str,
+    shards: u32,
+    input: &Path,
+    card: &Path,
+    work: &Path,
+    output: &Path,
+) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg(source_tree().join("integrations/spark/convbill_spark.py"))
+        .args([
+            "--master",
+            master,
+            "--shards",
+            &shards.to_string(),
+            "--input",
+        ])
+        .arg(input)
+        .arg("--rates")
+        .arg(card)
+        .arg("--work")
+        .arg(work)
+        .arg("--output")
+        .arg(output)
+        .arg("--convbill")
+        .arg(env!("CARGO_BIN_EXE_convbill"))
+        .env_remove("RUST_LOG");
+    command
+}
+
 fn sorted(frame: DataFrame, by: &[&str]) -> DataFrame {
     frame
         .sort(by.to_vec(), SortMultipleOptions::default())
@@ -59,25 +91,13 @@ fn the_spark_job_bills_exactly_what_one_run_does_when_tasks_die() {
     let log = month_log(&logs, 7);
     let (work, output) = (dir.path().join("work"), dir.path().join("output"));
     let card = source_tree().join(CARD);
-    let run = Command::new("python3")
-        .arg(source_tree().join("integrations/spark/convbill_spark.py"))
-        .args(["--master", "local[2,4]", "--shards", "4", "--input"])
-        .arg(&logs)
-        .arg("--rates")
-        .arg(&card)
-        .arg("--work")
-        .arg(&work)
-        .arg("--output")
-        .arg(&output)
-        .arg("--convbill")
-        .arg(env!("CARGO_BIN_EXE_convbill"))
+    let run = job("local[2,4]", 4, &logs, &card, &work, &output)
         // Shard 1's first attempt dies with convbill running, shard 2's halfway through
         // putting its folder in place, shard 3's right after: Spark runs them again.
         .env(
             "CONVBILL_SPARK_TEST_KILL",
             "1:running,2:publishing,3:published",
         )
-        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -229,20 +249,16 @@ fn the_spark_job_bills_exactly_what_one_run_does_when_tasks_die() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "default_plan = \"nope\"\n").unwrap();
     let work = dir.path().join("work-bad");
-    let refused = Command::new("python3")
-        .arg(source_tree().join("integrations/spark/convbill_spark.py"))
-        .args(["--master", "local[2]", "--shards", "2", "--input"])
-        .arg(&logs)
-        .arg("--rates")
-        .arg(&bad)
-        .arg("--work")
-        .arg(&work)
-        .arg("--output")
-        .arg(dir.path().join("output-bad"))
-        .arg("--convbill")
-        .arg(env!("CARGO_BIN_EXE_convbill"))
-        .output()
-        .unwrap();
+    let refused = job(
+        "local[2]",
+        2,
+        &logs,
+        &bad,
+        &work,
+        &dir.path().join("output-bad"),
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
