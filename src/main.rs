@@ -920,11 +920,34 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
     };
     let report = convbill::merge::merge(&config);
     Bar::clear();
-    let report = report?;
-    if !quiet {
-        eprintln!("convbill: merged {} shard folder(s)", config.shards.len());
-        let run = RunConfig::new("", &config.out);
-        eprint!("{}", summary(&run, &report));
+    if quiet {
+        return report.map(|_| ()).map_err(Into::into);
+    }
+    match report? {
+        convbill::merge::Merged::Run(report) => {
+            eprintln!("convbill: merged {} shard folder(s)", config.shards.len());
+            let run = RunConfig::new("", &config.out);
+            eprint!("{}", summary(&run, &report));
+        }
+        convbill::merge::Merged::History(report) => {
+            let (first, last) = report.nights;
+            let invoices = report
+                .invoices
+                .iter()
+                .map(|(status, n)| format!("{n} {status}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            eprintln!(
+                "convbill: merged the histories of {} shards, nights {first} to {last}: {} month-to-date invoice(s) ({invoices}){} in {}",
+                report.shards,
+                report.invoices.values().sum::<usize>(),
+                match report.closed.is_empty() {
+                    true => String::new(),
+                    false => format!(", closed period(s) {}", report.closed.join(", ")),
+                },
+                config.out.display()
+            );
+        }
     }
     Ok(())
 }

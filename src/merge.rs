@@ -52,13 +52,13 @@ struct ShardManifest {
 }
 
 #[derive(Debug, Deserialize)]
-struct ProgramRead {
+pub(crate) struct ProgramRead {
     name: String,
     version: String,
 }
 
 #[derive(Debug, Deserialize)]
-struct CardRead {
+pub(crate) struct CardRead {
     source: String,
     sha256: String,
     /// The Meta price files the card reads, each with its SHA-256.
@@ -164,29 +164,47 @@ impl Found {
     }
 }
 
-fn refused(problem: impl Into<String>) -> Error {
+pub(crate) fn refused(problem: impl Into<String>) -> Error {
     Error::Merge {
         problem: problem.into(),
     }
 }
 
-/// Merges the shards' folders into `config.out`.
-pub fn merge(config: &MergeConfig) -> Result<RunReport> {
+/// What a merge merged.
+pub enum Merged {
+    /// The shards of a whole run.
+    Run(RunReport),
+    /// Shards' nightly histories.
+    History(crate::nightly::merge::HistoryReport),
+}
+
+/// Merges the shards' folders into `config.out`: whole runs' folders, or nightly histories.
+pub fn merge(config: &MergeConfig) -> Result<Merged> {
     if config.shards.is_empty() {
         return Err(refused("no shard folders to merge"));
     }
-    let mut found = config
-        .shards
-        .iter()
-        .map(|dir| read_shard(dir))
-        .collect::<Result<Vec<_>>>()?;
-    found.sort_by_key(|f| f.section.index);
-    check_together(&found)?;
-    let first = &found[0].manifest;
+    let history = |dir: &PathBuf| dir.join(write::STATE_DIR).is_dir();
+    match (
+        config.shards.iter().find(|d| history(d)),
+        config.shards.iter().find(|d| !history(d)),
+    ) {
+        (None, _) => merge_runs(config).map(Merged::Run),
+        (Some(_), None) => crate::nightly::merge::merge(config).map(Merged::History),
+        (Some(nightly), Some(run)) => Err(refused(format!(
+            "`{}` holds a nightly history and `{}` does not: merge the folders of whole runs' shards, or the histories of nightly shards",
+            nightly.display(),
+            run.display()
+        ))),
+    }
+}
+
+/// The rate card of a merge: `--rates`, or the one the shards' manifests name; its
+/// fingerprint must be theirs.
+pub(crate) fn load_card(config: &MergeConfig, theirs: &CardRead) -> Result<rates::RateCard> {
     let card_path = match &config.rates {
         Some(path) => Some(path.clone()),
-        None if first.rate_card.source == crate::rates::BUILT_IN => None,
-        None => Some(PathBuf::from(&first.rate_card.source)),
+        None if theirs.source == crate::rates::BUILT_IN => None,
+        None => Some(PathBuf::from(&theirs.source)),
     };
     let card = match rates::load_or_built_in(card_path.as_deref()) {
         Err(error) if config.rates.is_none() => {
@@ -198,22 +216,27 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
         }
         card => card?,
     };
-    if card.sha256 != first.rate_card.sha256 {
+    if card.sha256 != theirs.sha256 {
         return Err(refused(format!(
             "the rate card `{}` is not the one the shards were rated by (its fingerprint, over the card and the Meta price files it reads, is {}, theirs {}); pass the card they read with `--rates`",
             card.source.display(),
             card.sha256,
-            first.rate_card.sha256
+            theirs.sha256
         )));
     }
+    Ok(card)
+}
 
+/// The merged folder, refused when it is one of the shards, holds one or lies inside one:
+/// replacing it replaces all it holds.
+pub(crate) fn out_apart<M: Member>(config: &MergeConfig, found: &[M]) -> Result<OutFolder> {
     let folder = OutFolder::new(&config.out)?;
     // Replacing `--out` replaces all it holds: never a shard, or a folder inside one.
     let out = std::fs::canonicalize(&folder.parent)
         .map(|parent| parent.join(&folder.name))
         .unwrap_or_else(|_| folder.out.clone());
-    for shard in &found {
-        let dir = std::fs::canonicalize(&shard.dir).unwrap_or_else(|_| shard.dir.clone());
+    for shard in found {
+        let dir = std::fs::canonicalize(shard.dir()).unwrap_or_else(|_| shard.dir().to_path_buf());
         if dir.starts_with(&out) || out.starts_with(&dir) {
             return Err(Error::Usage {
                 problem: format!(
@@ -229,6 +252,21 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
             });
         }
     }
+    Ok(folder)
+}
+
+/// Merges the folders of a whole run's shards into `config.out`.
+fn merge_runs(config: &MergeConfig) -> Result<RunReport> {
+    let mut found = config
+        .shards
+        .iter()
+        .map(|dir| read_shard(dir))
+        .collect::<Result<Vec<_>>>()?;
+    found.sort_by_key(|f| f.section.index);
+    check_together(&found)?;
+    let first = &found[0].manifest;
+    let card = load_card(config, &first.rate_card)?;
+    let folder = out_apart(config, &found)?;
     if folder.out.join(write::STATE_DIR).is_dir() {
         return Err(Error::Usage {
             problem: format!(
@@ -328,12 +366,6 @@ pub fn merge(config: &MergeConfig) -> Result<RunReport> {
 /// Reads a shard's manifest; a folder that is not a whole run's shard is refused, named.
 fn read_shard(dir: &Path) -> Result<Found> {
     let path = dir.join(write::MANIFEST_FILE);
-    if dir.join(write::STATE_DIR).is_dir() {
-        return Err(refused(format!(
-            "`{}` holds a nightly history: merge the output folders of whole runs (`convbill run --shard I/N` without `--date`); each nightly shard's history is complete for its accounts",
-            dir.display()
-        )));
-    }
     let bytes = std::fs::read(&path).map_err(|e| {
         refused(format!(
             "`{}` is not a convbill output folder: its manifest `{}` cannot be read ({e})",
@@ -362,32 +394,100 @@ fn read_shard(dir: &Path) -> Result<Found> {
     })
 }
 
+/// What the shards of one merge share, whether whole runs' folders or nightly histories.
+pub(crate) trait Member {
+    /// `shard I/N (`DIR`)`.
+    fn name(&self) -> String;
+    fn dir(&self) -> &Path;
+    fn shard(&self) -> crate::shard::Shard;
+    fn program(&self) -> &ProgramRead;
+    fn rule_set(&self) -> &str;
+    fn card(&self) -> &CardRead;
+    fn input_path(&self) -> &str;
+}
+
+impl Member for Found {
+    fn name(&self) -> String {
+        Found::name(self)
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn shard(&self) -> crate::shard::Shard {
+        crate::shard::Shard {
+            index: self.section.index,
+            count: self.section.count,
+        }
+    }
+    fn program(&self) -> &ProgramRead {
+        &self.manifest.program
+    }
+    fn rule_set(&self) -> &str {
+        &self.manifest.rule_set
+    }
+    fn card(&self) -> &CardRead {
+        &self.manifest.rate_card
+    }
+    fn input_path(&self) -> &str {
+        &self.manifest.input.path
+    }
+}
+
 /// Checks that the shards (sorted by index) are one run's: the same count, every bucket once,
-/// the same program, rule set, rate card and input.
+/// the same program, rule set, rate card, options and input.
 fn check_together(found: &[Found]) -> Result<()> {
+    check_members(found, same_options)?;
+    check_inputs(found)
+}
+
+/// The shard was run with the options of the first.
+fn same_options(shard: &Found, first: &Found) -> Result<()> {
+    let rejects = shard.wrote(write::REJECTS_FILE);
+    if rejects == first.wrote(write::REJECTS_FILE) {
+        return Ok(());
+    }
+    let (with, without) = if rejects {
+        (shard, first)
+    } else {
+        (first, shard)
+    };
+    Err(refused(format!(
+        "{} set rows aside (`--rejects`) and {} did not: run every shard with the same options",
+        with.name(),
+        without.name()
+    )))
+}
+
+/// Checks that the shards (sorted by index) belong together: the same count, every bucket
+/// once, the same program, rule set, rate card, options (`options(shard, first)`) and input
+/// path.
+pub(crate) fn check_members<M: Member>(
+    found: &[M],
+    options: impl Fn(&M, &M) -> Result<()>,
+) -> Result<()> {
     let first = &found[0];
-    let count = first.section.count;
+    let count = first.shard().count;
     for shard in found {
-        if shard.section.count != count {
+        if shard.shard().count != count {
             return Err(refused(format!(
                 "{} is one of {} shards, {} one of {count}: merge the shards of one run",
                 shard.name(),
-                shard.section.count,
+                shard.shard().count,
                 first.name()
             )));
         }
     }
     for pair in found.windows(2) {
-        if pair[0].section.index == pair[1].section.index {
+        if pair[0].shard().index == pair[1].shard().index {
             return Err(refused(format!(
                 "shard {} is given twice: `{}` and `{}`",
-                pair[0].section.shard,
-                pair[0].dir.display(),
-                pair[1].dir.display()
+                pair[0].shard(),
+                pair[0].dir().display(),
+                pair[1].dir().display()
             )));
         }
     }
-    let have: BTreeSet<u32> = found.iter().map(|f| f.section.index).collect();
+    let have: BTreeSet<u32> = found.iter().map(|f| f.shard().index).collect();
     let missing: Vec<String> = (0..count)
         .filter(|i| !have.contains(i))
         .map(|i| format!("{i}/{count}"))
@@ -402,7 +502,7 @@ fn check_together(found: &[Found]) -> Result<()> {
     }
     let current = write::Program::current();
     for shard in found {
-        let program = &shard.manifest.program;
+        let program = shard.program();
         if program.name != current.name || program.version != current.version {
             return Err(refused(format!(
                 "{} was written by {} {}, this merge is {} {}: run every shard and the merge with one version",
@@ -413,50 +513,39 @@ fn check_together(found: &[Found]) -> Result<()> {
                 current.version
             )));
         }
-        if shard.manifest.rule_set != rating::RULE_SET {
+        if shard.rule_set() != rating::RULE_SET {
             return Err(refused(format!(
                 "{} was derived by rule set {}, this merge's is {}",
                 shard.name(),
-                shard.manifest.rule_set,
+                shard.rule_set(),
                 rating::RULE_SET
             )));
         }
-        if shard.manifest.rate_card.sha256 != first.manifest.rate_card.sha256 {
+        let (card, first_card) = (shard.card(), first.card());
+        if card.sha256 != first_card.sha256 {
             return Err(refused(format!(
                 "{} was rated by another rate card than {}: {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`)",
                 shard.name(),
                 first.name(),
-                shard.manifest.rate_card.difference(&first.manifest.rate_card),
-                shard.manifest.rate_card.source,
-                shard.manifest.rate_card.sha256,
-                first.manifest.rate_card.source,
-                first.manifest.rate_card.sha256
+                card.difference(first_card),
+                card.source,
+                card.sha256,
+                first_card.source,
+                first_card.sha256
             )));
         }
-        let rejects = shard.wrote(write::REJECTS_FILE);
-        if rejects != first.wrote(write::REJECTS_FILE) {
-            let (with, without) = if rejects {
-                (shard, first)
-            } else {
-                (first, shard)
-            };
-            return Err(refused(format!(
-                "{} set rows aside (`--rejects`) and {} did not: run every shard with the same options",
-                with.name(),
-                without.name()
-            )));
-        }
-        if shard.manifest.input.path != first.manifest.input.path {
+        options(shard, first)?;
+        if shard.input_path() != first.input_path() {
             return Err(refused(format!(
                 "{} read the input `{}`, {} `{}`: merge the shards of one input",
                 shard.name(),
-                shard.manifest.input.path,
+                shard.input_path(),
                 first.name(),
-                first.manifest.input.path
+                first.input_path()
             )));
         }
     }
-    check_inputs(found)
+    Ok(())
 }
 
 /// Each input file a shard read: the same bytes in every shard that read it; a file in a
@@ -563,7 +652,7 @@ fn day_number(day: chrono::NaiveDate) -> i64 {
         .num_days()
 }
 
-fn read_table(path: &Path) -> Result<DataFrame> {
+pub(crate) fn read_table(path: &Path) -> Result<DataFrame> {
     let unreadable = |reason: String| {
         refused(format!(
             "the shard file `{}` cannot be read: {reason}",
@@ -592,7 +681,10 @@ fn by_account(
 }
 
 /// [`by_account`] of the tables at `paths`.
-fn interleaved(paths: &[PathBuf], mut f: impl FnMut(DataFrame) -> Result<()>) -> Result<()> {
+pub(crate) fn interleaved(
+    paths: &[PathBuf],
+    mut f: impl FnMut(DataFrame) -> Result<()>,
+) -> Result<()> {
     let mut cursors = paths
         .iter()
         .map(|path| Cursor::open(path))
@@ -639,7 +731,7 @@ fn interleaved(paths: &[PathBuf], mut f: impl FnMut(DataFrame) -> Result<()>) ->
 }
 
 /// Frames of one schema, one after the other.
-fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
+pub(crate) fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
     let mut frames = frames.into_iter();
     let mut all = frames.next().expect("at least one frame");
     for frame in frames {
@@ -761,21 +853,22 @@ impl Cursor {
 
 /// The shards' `rejects.parquet` together, in file and row order over the whole input.
 fn merged_rejects(found: &[Found], files: &[InputFile]) -> Result<DataFrame> {
-    let mut all = None::<DataFrame>;
-    for shard in found {
-        let frame = read_table(&shard.verified(write::REJECTS_FILE)?)?;
-        match &mut all {
-            None => all = Some(frame),
-            Some(all) => {
-                all.vstack_mut(&frame)?;
-            }
-        }
-    }
-    let all = all.expect("at least one shard");
-    let rank: BTreeMap<&str, u32> = files
+    let frames = found
+        .iter()
+        .map(|shard| read_table(&shard.verified(write::REJECTS_FILE)?))
+        .collect::<Result<Vec<_>>>()?;
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    in_file_order(frames, &paths)
+}
+
+/// Rows set aside (of one schema) together, in the order of their files in `paths`, then of
+/// their rows.
+pub(crate) fn in_file_order(frames: Vec<DataFrame>, paths: &[&str]) -> Result<DataFrame> {
+    let all = stacked(frames)?;
+    let rank: BTreeMap<&str, u32> = paths
         .iter()
         .enumerate()
-        .map(|(i, f)| (f.path.as_str(), i as u32))
+        .map(|(i, path)| (*path, i as u32))
         .collect();
     let order: Vec<Option<u32>> = all
         .column(load::FILE)?

@@ -73,11 +73,11 @@ pub struct Catalog {
 }
 
 /// A file that holds messages of nights already billed that those nights did not read.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LateFile {
     pub path: String,
     /// `added` or `changed`.
-    pub change: &'static str,
+    pub change: String,
     /// The first night that read this version of the file.
     pub read_from: NaiveDate,
     /// Its messages on nights before that one (within the history) that no night billed.
@@ -96,7 +96,7 @@ pub struct LateFile {
 }
 
 /// An invoice, by account and period.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InvoiceKey {
     pub account_id: String,
     pub period: String,
@@ -151,6 +151,37 @@ pub fn refusal(late: &[LateFile]) -> Option<LateInput> {
         recompute_from: unbilled.iter().map(|l| l.first_day).min()?,
         accept_removed: unbilled.iter().any(|l| l.missing > 0),
     })
+}
+
+/// The late files of shards' histories (each counting its own accounts' messages) as one
+/// history's: each file's counts summed, its days spanned and its invoices together, in the
+/// order of `catalog`.
+pub fn merge_late(catalog: &Catalog, shards: Vec<Vec<LateFile>>) -> Vec<LateFile> {
+    let mut by_path: BTreeMap<String, LateFile> = BTreeMap::new();
+    for late in shards.into_iter().flatten() {
+        match by_path.get_mut(&late.path) {
+            None => {
+                by_path.insert(late.path.clone(), late);
+            }
+            Some(merged) => {
+                merged.messages += late.messages;
+                merged.altered += late.altered;
+                merged.missing += late.missing;
+                merged.first_day = merged.first_day.min(late.first_day);
+                merged.last_day = merged.last_day.max(late.last_day);
+                merged.invoices.extend(late.invoices);
+                merged.invoices.sort();
+                merged.invoices.dedup();
+            }
+        }
+    }
+    let mut merged: Vec<LateFile> = catalog
+        .files
+        .iter()
+        .filter_map(|entry| by_path.remove(&entry.path))
+        .collect();
+    merged.extend(by_path.into_values());
+    merged
 }
 
 /// The night to recompute from so that every late file is billed.
@@ -410,12 +441,14 @@ impl Catalog {
     /// comment): the files with messages of nights that ran before the file was first read,
     /// which none of those nights (nor the nights before, whose ids duplicates are checked
     /// against) used. Only files whose time range reaches before the night that first read
-    /// them are opened, and only those rows are read.
+    /// them are opened, and only those rows are read. A shard's history counts the messages of
+    /// its own accounts only.
     pub fn late_files(
         &self,
         history_start: NaiveDate,
         out: &Path,
         card: &RateCard,
+        shard: Option<crate::shard::Shard>,
     ) -> Result<Vec<LateFile>> {
         let history = super::Tree { out, staging: out };
         let mut late = Vec::new();
@@ -441,6 +474,12 @@ impl Catalog {
                         &Default::default(),
                         None,
                     )?;
+                    // The nights looked at follow the file's earliest message of any account,
+                    // so that a shard looks at the nights a whole history would.
+                    let rows = match shard {
+                        Some(shard) => shard.keep(rows)?,
+                        None => rows,
+                    };
                     not_in(rows, billed)?
                         .lazy()
                         .group_by([col(schema::ACCOUNT_ID), col(schema::MESSAGE_ID)])
@@ -468,7 +507,7 @@ impl Catalog {
             };
             late.push(LateFile {
                 path: entry.path.clone(),
-                change: if entry.changed { "changed" } else { "added" },
+                change: if entry.changed { "changed" } else { "added" }.to_string(),
                 read_from: entry.read_from,
                 messages: unbilled.height() as u64,
                 altered: altered.height() as u64,

@@ -22,6 +22,7 @@
 //! recompute) is in place entirely or not at all.
 
 pub mod inputs;
+pub mod merge;
 pub mod meta;
 pub mod month_to_date;
 pub mod night;
@@ -404,7 +405,7 @@ fn run_nights(
         )
     })?;
     let late = timed("looked for late files", || {
-        catalog.late_files(history_start, &config.out, card)
+        catalog.late_files(history_start, &config.out, card, config.shard)
     })?;
     if config.strict_late_input {
         if let Some(refusal) = inputs::refusal(&late) {
@@ -504,6 +505,7 @@ fn run_nights(
                 input: &config.input,
                 late: &late,
                 card,
+                shards: &[],
             },
         )
     })?;
@@ -641,12 +643,12 @@ fn card_fingerprint(card: &RateCard, night: NaiveDate) -> String {
 }
 
 /// `state/shard.json`: the shard a sharded history bills (absent for an unsharded one).
-const SHARD_FILE: &str = "shard.json";
+pub(crate) const SHARD_FILE: &str = "shard.json";
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct ShardRecord {
+pub(crate) struct ShardRecord {
     /// `I/N`.
-    shard: String,
+    pub shard: String,
 }
 
 /// Refuses to continue a history with another shard than the one it bills (or with a shard,

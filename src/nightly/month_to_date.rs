@@ -57,6 +57,8 @@ pub(crate) struct Run<'a> {
     pub input: &'a Path,
     pub late: &'a [LateFile],
     pub card: &'a RateCard,
+    /// A merge of shards' histories ([`super::merge`]): the shards, which the manifest lists.
+    pub shards: &'a [write::MergedShard],
 }
 
 /// A period a night closed.
@@ -162,6 +164,9 @@ struct MonthToDateManifest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<crate::meta::cost::MetaSummary>,
     outputs: Vec<write::WrittenFile>,
+    /// A merged history's shards.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    shards: &'a [write::MergedShard],
 }
 
 /// What the month-to-date page shows and a closed period's does not.
@@ -660,6 +665,7 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         invoices: summary,
         meta: meta_summary.clone(),
         outputs: written,
+        shards: run.shards,
     };
     write::write_json(&dir, write::MANIFEST_FILE, &manifest)?;
     Ok(Written {

@@ -46,7 +46,50 @@ pub(crate) const STATS: &str = "night.json";
 /// What the rate card a night was rated by says of the days up to the day after it
 /// ([`crate::rates::RateCard::history_fingerprint`]).
 pub(crate) const CARD: &str = "rate_card.fingerprint";
-const PART: &str = "part-0.parquet";
+pub(crate) const PART: &str = "part-0.parquet";
+
+/// The tables a night writes a group at a time, in account order: (`dir`, file) for
+/// [`table`], `dir` being the output folder's folder of the table (`None`: the night's state).
+pub(crate) const TABLES: [(Option<&str>, &str); 5] = [
+    (Some(SESSIONS_DIR), PART),
+    (Some(VIOLATIONS_DIR), PART),
+    (None, CARRIED),
+    (None, SEEN),
+    (None, OPEN),
+];
+
+/// [`TABLES`] of Meta's pricing, with `[meta]`.
+pub(crate) const META_TABLES: [(Option<&str>, &str); 5] = [
+    (Some(super::meta::UNITS_DIR), PART),
+    (None, super::meta::OPEN_UNITS),
+    (None, super::meta::KEYS),
+    (None, super::meta::SERVICE_COUNTS),
+    (None, super::meta::CHARGED_COUNTS),
+];
+
+/// The writer of night `night`'s table (`dir`, `file`) under `root`, set as the night writes it.
+pub(crate) fn table(
+    root: &std::path::Path,
+    night: NaiveDate,
+    dir: Option<&str>,
+    file: &str,
+) -> Result<write::TableWriter> {
+    let name = night_dir(night);
+    let folder = match dir {
+        Some(dir) => root.join(dir).join(&name),
+        None => root.join(STATE_DIR).join(&name),
+    };
+    let table = write::TableWriter::create(&folder, file.to_string())?;
+    Ok(match (dir, file) {
+        (None, CARRIED) => table
+            .with_compression(ParquetCompression::Lz4Raw)
+            .without_statistics()
+            .without_checksum(),
+        (None, SEEN) => table.without_statistics().without_checksum(),
+        (Some(super::meta::UNITS_DIR), _) => table.without_statistics(),
+        _ => table,
+    })
+}
 
 /// What one night did. Every row of the night's day is counted once: `rows_read =
 /// rows_rejected + duplicates_within_night + duplicates_of_earlier_nights + rows_used`.
@@ -858,26 +901,17 @@ impl MetaWriter {
 
 impl NightWriter {
     pub fn create(night: NaiveDate, tree: &Tree, card: &RateCard) -> Result<NightWriter> {
-        let name = night_dir(night);
-        let staging = tree.staging;
-        let state = staging.join(STATE_DIR).join(&name);
-        let table = |dir: std::path::PathBuf, file: &str| {
-            write::TableWriter::create(&dir, file.to_string())
-        };
+        let [closed, violations, carried, seen, open] =
+            TABLES.map(|(dir, file)| table(tree.staging, night, dir, file));
         Ok(NightWriter {
             night,
-            closed: table(staging.join(SESSIONS_DIR).join(&name), PART)?,
-            violations: table(staging.join(VIOLATIONS_DIR).join(&name), PART)?,
-            carried: table(state.clone(), CARRIED)?
-                .with_compression(ParquetCompression::Lz4Raw)
-                .without_statistics()
-                .without_checksum(),
-            seen: table(state.clone(), SEEN)?
-                .without_statistics()
-                .without_checksum(),
+            closed: closed?,
+            violations: violations?,
+            carried: carried?,
+            seen: seen?,
             carried_accounts: Vec::new(),
             seen_accounts: Vec::new(),
-            open: table(state, OPEN)?,
+            open: open?,
             open_summaries: Vec::new(),
             closed_tally: crate::report::Tally::in_zones_of(card),
             open_tally: crate::report::Tally::in_zones_of(card),
@@ -891,15 +925,14 @@ impl NightWriter {
             meta: match card.meta {
                 None => None,
                 Some(_) => {
-                    use super::meta;
-                    let state = staging.join(STATE_DIR).join(&name);
+                    let [units, open, keys, service, charged] =
+                        META_TABLES.map(|(dir, file)| table(tree.staging, night, dir, file));
                     Some(MetaWriter {
-                        units: table(staging.join(meta::UNITS_DIR).join(&name), PART)?
-                            .without_statistics(),
-                        open: table(state.clone(), meta::OPEN_UNITS)?,
-                        keys: table(state.clone(), meta::KEYS)?,
-                        service: table(state.clone(), meta::SERVICE_COUNTS)?,
-                        charged: table(state, meta::CHARGED_COUNTS)?,
+                        units: units?,
+                        open: open?,
+                        keys: keys?,
+                        service: service?,
+                        charged: charged?,
                         lines: Default::default(),
                     })
                 }

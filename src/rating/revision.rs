@@ -159,6 +159,11 @@ impl Register {
         })
     }
 
+    /// Adds the invoices of another register (of other accounts).
+    pub fn extend(&mut self, other: Register) {
+        self.by_id.extend(other.by_id);
+    }
+
     /// The register as a table, in invoice id order: `invoice_id`, `account_id`, `period`,
     /// `revision`, `content_sha256`, `quota`, `amount` (`DECIMAL(18, 3)`), `currency`.
     pub fn frame(&self) -> Result<DataFrame> {

@@ -22,6 +22,7 @@ mod rejects;
 mod report;
 mod rules;
 mod sample_data;
+mod shard_histories;
 mod shards;
 mod spark;
 mod support;

@@ -1,0 +1,295 @@
+//! `convbill merge` of nightly shards' histories (`convbill run --date D --shard I/N`): merged,
+//! they are the bytes of one unsharded history of the same nights (the month-to-date manifest
+//! aside, which lists the shards), through closed periods, rows set aside, late files and
+//! recomputes; histories that do not belong together are refused, named.
+
+use polars::prelude::*;
+use std::path::{Path, PathBuf};
+
+use crate::cli::snapshot;
+use crate::shards::{generate, merge, refused, run, CARD};
+use crate::support::*;
+
+const SHARDS: u32 = 3;
+
+/// `convbill run -q --rates CARD --input INPUT --date DATE` plus `extra` on every history of
+/// `outs` (each with its shard, if any) at once; each must succeed.
+fn nights(input: &Path, outs: &[(&Path, Option<u32>)], date: &str, extra: &[&str]) {
+    let children: Vec<_> = outs
+        .iter()
+        .map(|(out, shard)| {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convbill"));
+            command
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["run", "-q", "--rates", CARD, "--date", date, "--input"])
+                .arg(input)
+                .arg("--out")
+                .arg(out)
+                .args(extra)
+                .env_remove("RUST_LOG");
+            if let Some(i) = shard {
+                command.arg("--shard").arg(format!("{i}/{SHARDS}"));
+            }
+            (out.to_path_buf(), command.output().unwrap())
+        })
+        .collect();
+    for (out, output) in children {
+        assert!(
+            output.status.success(),
+            "{date} on {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn month_to_date_manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("month-to-date/manifest.json")).unwrap())
+        .unwrap()
+}
+
+/// `merged` holds the bytes of the history `whole`, but for its month-to-date manifest, which
+/// is `whole`'s plus the shards.
+pub(crate) fn same_history(merged: &Path, whole: &Path, shards: &[PathBuf]) {
+    let manifest = Path::new("month-to-date/manifest.json");
+    let (mut ours, mut theirs) = (snapshot(merged), snapshot(whole));
+    ours.remove(manifest).unwrap();
+    theirs.remove(manifest).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &theirs {
+        assert!(ours[path] == *bytes, "{} differs", path.display());
+    }
+    let mut ours = month_to_date_manifest(merged);
+    let listed = ours.as_object_mut().unwrap().remove("shards").unwrap();
+    assert_eq!(ours, month_to_date_manifest(whole));
+    let listed: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["shard"].as_str().unwrap().to_string(),
+                s["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| (format!("{i}/{}", shards.len()), dir.display().to_string()))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+/// A generated month of February 2026 and a few days more, 40 accounts, in a folder. Some rows
+/// of 5 February are dirty (one without an account), in a file of that day's own; the messages
+/// of six accounts on 10 February are kept apart, in the frame returned, to land late.
+fn february(dir: &Path) -> (PathBuf, DataFrame) {
+    let generated = dir.join("generated.parquet");
+    generate(&generated, 30_000, 40, "2026-02-01", 33, 11);
+    let mut frame = read_frame(&generated);
+    let day = |date: &str| at(&format!("{date} 00:00")) / 1_000;
+    let times: Vec<i64> = frame
+        .column("timestamp")
+        .unwrap()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let fifth = day("2026-02-05")..day("2026-02-06");
+    let tenth = day("2026-02-10")..day("2026-02-11");
+    let accounts: Vec<String> = strings(&frame, "account_id");
+    let mut dirty = 0;
+    let channels: Vec<Option<String>> = strings(&frame, "channel")
+        .into_iter()
+        .enumerate()
+        .map(
+            |(i, channel)| match fifth.contains(&times[i]) && i % 50 == 0 {
+                true => {
+                    dirty += 1;
+                    Some("sms".to_string())
+                }
+                false => Some(channel),
+            },
+        )
+        .collect();
+    assert!(dirty > 5, "{dirty}");
+    let first_of_fifth = times.iter().position(|t| fifth.contains(t)).unwrap();
+    let account_column: Vec<Option<String>> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i != first_of_fifth).then(|| a.clone()))
+        .collect();
+    frame
+        .with_column(Column::new("channel".into(), channels))
+        .unwrap();
+    frame
+        .with_column(Column::new("account_id".into(), account_column))
+        .unwrap();
+    let late: BooleanChunked = accounts
+        .iter()
+        .zip(&times)
+        .map(|(a, t)| tenth.contains(t) && a.as_str() < "acct-0006")
+        .collect();
+    let late_rows = frame.filter(&late).unwrap();
+    assert!(late_rows.height() > 20, "{}", late_rows.height());
+    let of_fifth: BooleanChunked = times.iter().map(|t| fifth.contains(t)).collect();
+    let input = dir.join("input");
+    std::fs::create_dir(&input).unwrap();
+    let mut dirty_day = frame.filter(&of_fifth).unwrap();
+    write_parquet(&input.join("day-2026-02-05.parquet"), &mut dirty_day);
+    let mut kept = frame.filter(&(!&late & !&of_fifth)).unwrap();
+    write_parquet(&input.join("log.parquet"), &mut kept);
+    (input, late_rows)
+}
+
+#[test]
+fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, mut late) = february(dir.path());
+    let whole = dir.path().join("whole");
+    let shards: Vec<PathBuf> = (0..SHARDS)
+        .map(|i| dir.path().join(format!("nightly-{i}")))
+        .collect();
+    let mut all: Vec<(&Path, Option<u32>)> = vec![(&whole, None)];
+    all.extend(shards.iter().zip(0..).map(|(s, i)| (s.as_path(), Some(i))));
+    nights(&input, &all, "2026-02-01", &["--init", "--rejects"]);
+    nights(&input, &all, "2026-03-03", &["--catch-up", "--rejects"]);
+
+    // Given in any order; February closed with final invoices, rows set aside on the 5th.
+    let merged = dir.path().join("merged");
+    let given = [shards[2].clone(), shards[0].clone(), shards[1].clone()];
+    merge(&merged, &given).assert().success().stderr("");
+    same_history(&merged, &whole, &shards);
+    let closed = read_frame(&merged.join("closed/period=2026-02/invoices.parquet"));
+    assert_eq!(strings(&closed, "status"), vec!["final"; 40]);
+    let rejects = read_frame(&merged.join("rejects/date=2026-02-05/part-0.parquet"));
+    assert!(rejects.height() > 5, "{}", rejects.height());
+    let summary = crate::cli::convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["merge", "--out"])
+        .arg(&merged)
+        .args(&given)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&summary.stderr).to_string();
+    assert!(
+        summary.contains("merged the histories of 3 shards, nights 2026-02-01 to 2026-03-03")
+            && summary.contains("closed period(s) 2026-01, 2026-02"),
+        "{summary}"
+    );
+
+    // Shard 0 runs the 4th before the late file lands: the others have not run it yet.
+    let (first, rest) = all.split_at(2);
+    nights(&input, &first[1..], "2026-03-04", &["--rejects"]);
+    refused(
+        dir.path(),
+        &shards,
+        &[
+            "shard 1/3",
+            "has not run the night 2026-03-04",
+            "merge shards that have run the same nights",
+        ],
+    );
+    // The late file lands; the others run the 4th and warn of it. Shard 0's catalog lacks it.
+    write_parquet(&input.join("late.parquet"), &mut late);
+    nights(&input, &[first[0]], "2026-03-04", &["--rejects"]);
+    nights(&input, rest, "2026-03-04", &["--rejects"]);
+    refused(
+        dir.path(),
+        &shards,
+        &[
+            "shard 0/3",
+            "know the input files otherwise",
+            "`late.parquet`",
+        ],
+    );
+    // Rerun, shard 0's last night knows it too: merged over the earlier merge, the late file
+    // counted as one history counts it (its messages, days and invoices).
+    nights(&input, &first[1..], "2026-03-04", &["--rejects"]);
+    merge(&merged, &shards).assert().success();
+    same_history(&merged, &whole, &shards);
+    let late_input = &month_to_date_manifest(&whole)["late_input"];
+    assert_eq!(late_input[0]["path"], "late.parquet", "{late_input}");
+    let messages = late_input[0]["messages"].as_u64().unwrap();
+    assert!(
+        messages > 0 && messages <= late.height() as u64,
+        "{late_input}"
+    );
+    let concerned = late_input[0]["invoices"].as_array().unwrap().len();
+    assert!(concerned >= 6, "{late_input}");
+
+    // A shard that set no rows aside on a night the others did.
+    nights(&input, &all[2..3], "2026-03-04", &[]);
+    refused(
+        dir.path(),
+        &shards,
+        &[
+            "set rows aside (`--rejects`) on the night 2026-03-04",
+            "shard 1/3",
+        ],
+    );
+    nights(&input, &all[2..3], "2026-03-04", &["--rejects"]);
+
+    // The late file billed by a recompute from the 10th: February's final invoices of those
+    // accounts are revised, in the merge as in one history.
+    nights(
+        &input,
+        &all,
+        "2026-02-10",
+        &["--recompute-later", "--rejects"],
+    );
+    merge(&merged, &shards).assert().success();
+    same_history(&merged, &whole, &shards);
+    let closed = read_frame(&merged.join("closed/period=2026-02/invoices.parquet"));
+    let revisions = closed.column("revision").unwrap().i64().unwrap();
+    assert_eq!(revisions.max(), Some(2));
+    assert!(month_to_date_manifest(&merged)["late_input"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // The merged history is a history: an unsharded night continues it as it continues the
+    // whole one.
+    let continued = dir.path().join("continued");
+    crate::cli::copy_dir(&merged, &continued);
+    nights(
+        &input,
+        &[(&continued, None), (&whole, None)],
+        "2026-03-05",
+        &["--rejects"],
+    );
+    assert_eq!(snapshot(&continued), snapshot(&whole));
+
+    // Histories that do not belong together.
+    refused(
+        dir.path(),
+        &shards[..2],
+        &["shard 2/3 is missing", "a merge needs all 3 shards"],
+    );
+    refused(
+        dir.path(),
+        &[whole.clone(), shards[1].clone(), shards[2].clone()],
+        &["holds an unsharded history", &whole.display().to_string()],
+    );
+    let run_shard = dir.path().join("run-shard");
+    run(&input, &run_shard, &["--shard", "0/3", "--rejects"])
+        .assert()
+        .success();
+    refused(
+        dir.path(),
+        &[run_shard.clone(), shards[1].clone(), shards[2].clone()],
+        &["holds a nightly history and", "does not"],
+    );
+    // A merge is not written over a history of another kind, which stays as it was.
+    let before = snapshot(&whole);
+    let output = merge(&whole, &shards).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds no merged history"), "{stderr}");
+    assert_eq!(snapshot(&whole), before);
+}
