@@ -73,10 +73,11 @@ fn huge_pages_off() -> bool {
 /// 2 usage error: a bad flag or rate card, an `--out` that is a file, a night that does not fit
 /// the history or has not ended, an `explain` that names no messages or too many conversations,
 /// `--shard-from-env` without the scheduler's variable, a merge `--out` that is or holds a
-/// shard.
+/// shard, or (merging histories) holds something else than an earlier merge.
 ///
 /// 3 input data refused, nothing written: bad files or values, a night without messages, late
-/// input with `--strict-late-input`, shard folders that do not make one run for `merge`.
+/// input with `--strict-late-input`, shard folders that do not make one run (or one history)
+/// for `merge`.
 ///
 /// 4 nothing done: another run holds the output folder. 5 `reconcile --fail-on-difference`
 /// found differences. 6 `fetch-meta-analytics`: Meta's Graph API refused a request or kept
@@ -135,12 +136,15 @@ enum Command {
     FetchMetaAnalytics(FetchArgs),
     /// Put the output folders of a run's shards (`convbill run --shard I/N`) together into one
     /// folder, the same bytes as a run over the whole log (its manifest aside, which lists the
-    /// shards).
+    /// shards); or nightly shards' histories (`--date D --shard I/N`) into one history, the
+    /// same bytes as an unsharded history of the same nights (its month-to-date manifest
+    /// aside).
     ///
     /// The shards must belong together: the same count with every shard once, the same input
     /// files (each the same bytes), rate card, rule set and convbill version, and the same
-    /// options. Anything else is refused with exit code 3, naming the missing or mismatched
-    /// shard; nothing is written then. Exit code 4 when another run holds `--out`.
+    /// options; histories must have run the same nights. Anything else is refused with exit
+    /// code 3, naming the missing or mismatched shard; nothing is written then. Exit code 4
+    /// when another run holds `--out`.
     Merge(MergeArgs),
 }
 
@@ -153,7 +157,7 @@ struct MergeArgs {
     /// must be unchanged).
     #[arg(long, value_name = "FILE")]
     rates: Option<PathBuf>,
-    /// The shards' output folders, in any order.
+    /// The shards' output folders (or nightly histories), in any order.
     #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
     shards: Vec<PathBuf>,
 }
