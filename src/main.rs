@@ -942,8 +942,12 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ");
             eprintln!(
-                "convbill: merged the histories of {} shards, nights {first} to {last}: {} month-to-date invoice(s) ({invoices}){} in {}",
+                "convbill: merged the histories of {} shards, nights {first} to {last}{}: {} month-to-date invoice(s) ({invoices}){} in {}",
                 report.shards,
+                match report.kept {
+                    0 => String::new(),
+                    kept => format!(" ({kept} kept from the earlier merge)"),
+                },
                 report.invoices.values().sum::<usize>(),
                 match report.closed.is_empty() {
                     true => String::new(),

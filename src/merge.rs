@@ -341,6 +341,7 @@ fn merge_runs(config: &MergeConfig) -> Result<RunReport> {
             shard: f.section.shard.clone(),
             path: f.dir.display().to_string(),
             manifest_sha256: f.manifest_sha256.clone(),
+            nights: Default::default(),
         })
         .collect();
     progress::stage("writing outputs", None);

@@ -122,6 +122,11 @@ pub struct MergedShard {
     pub path: String,
     /// The SHA-256 of its `manifest.json` (which holds every file's).
     pub manifest_sha256: String,
+    /// A merge of nightly histories: each night's files in the shard, as a digest of their
+    /// sizes, modification times and file ids (a later merge keeps the nights whose files are
+    /// the same).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nights: std::collections::BTreeMap<chrono::NaiveDate, String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -9,7 +9,7 @@
 //! shards' registers together, report and manifest. The merged folder is a history like any
 //! other: an unsharded `convbill run --date` continues it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
@@ -32,6 +32,8 @@ pub struct HistoryReport {
     pub shards: usize,
     /// The first and last night of the merged history.
     pub nights: (NaiveDate, NaiveDate),
+    /// The first nights kept from the earlier merge in the folder (not merged again).
+    pub kept: usize,
     /// The month-to-date invoices by status.
     pub invoices: BTreeMap<&'static str, usize>,
     /// The periods the history has closed.
@@ -356,11 +358,39 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         switched: false,
     };
     let nights = found[0].nights.clone();
+    let digests = found
+        .iter()
+        .map(|h| {
+            nights
+                .iter()
+                .map(|&night| Ok((night, night_digest(&h.dir, night)?)))
+                .collect::<Result<BTreeMap<_, _>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The first nights whose files are in every shard what an earlier merge in `--out` merged
+    // are kept from it (the last night is merged again in any case).
+    let earlier = earlier_merge(&folder.out, &card, &found)?;
+    let kept = match &earlier {
+        None => 0,
+        Some(earlier) => nights
+            .iter()
+            .take_while(|night| {
+                found.iter().zip(&digests).all(|(h, digests)| {
+                    earlier
+                        .get(&h.shard.to_string())
+                        .and_then(|merged| merged.get(night))
+                        == digests.get(night)
+                })
+            })
+            .count()
+            .min(nights.len() - 1),
+    };
+    let computed = &nights[kept..];
     let mut open = BTreeMap::new();
-    for (i, &date) in nights.iter().enumerate() {
+    for (i, &date) in computed.iter().enumerate() {
         crate::error::check_interrupt()?;
         crate::progress::stage(
-            &format!("merging night {date} ({} of {})", i + 1, nights.len()),
+            &format!("merging night {date} ({} of {})", i + 1, computed.len()),
             None,
         );
         open.insert(date, merge_night(&found, date, &staging.dir, &card)?);
@@ -385,17 +415,20 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
     );
     let shards: Vec<MergedShard> = found
         .iter()
-        .map(|h| MergedShard {
+        .zip(digests)
+        .map(|(h, nights)| MergedShard {
             shard: h.shard.to_string(),
             path: h.dir.display().to_string(),
             manifest_sha256: h.manifest_sha256.clone(),
+            nights,
         })
         .collect();
     crate::progress::stage("writing month-to-date", None);
-    // The history is written whole: it reads what it has written so far, and no invoice
-    // before it but the registers' issues.
+    // Written whole, the history reads what it has written so far, and no invoice before it
+    // but the registers' issues. Continuing an earlier merge, it reads the nights kept from
+    // it, as a nightly run reads its history.
     let tree = Tree {
-        out: &staging.dir,
+        out: if kept > 0 { &folder.out } else { &staging.dir },
         staging: &staging.dir,
     };
     let input = PathBuf::from(&found[0].manifest.input.path);
@@ -403,7 +436,7 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         &tree,
         &month_to_date::Run {
             nights: &nights,
-            computed: &nights,
+            computed,
             open: &open,
             input: &input,
             late: &late,
@@ -412,6 +445,25 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         },
     )?;
     found[0].catalog.write(&staging.dir)?;
+    if kept > 0 {
+        // What the merge did not write again is linked from the earlier one: the nights
+        // kept and the periods they closed.
+        let mut rewritten: BTreeSet<PathBuf> = written.rewritten.into_iter().collect();
+        rewritten.insert(PathBuf::from(MONTH_TO_DATE_DIR));
+        rewritten.insert(Path::new(STATE_DIR).join(revision::REGISTER_FILE));
+        rewritten.insert(inputs::Catalog::relative_path());
+        for night in nights_run(&folder.out)?
+            .into_iter()
+            .chain(nights.iter().copied())
+        {
+            if night >= computed[0] {
+                for kind in NIGHT_FOLDERS {
+                    rewritten.insert(Path::new(kind).join(night_dir(night)));
+                }
+            }
+        }
+        crate::folder::link_tree(&folder.out, &staging.dir, &rewritten)?;
+    }
     crate::error::check_interrupt()?;
     folder.switch(&staging.dir)?;
     staging.switched = true;
@@ -433,9 +485,95 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
     Ok(HistoryReport {
         shards: found.len(),
         nights: (nights[0], *nights.last().expect("a history has a night")),
+        kept,
         invoices,
         closed,
     })
+}
+
+/// The folders of a history that hold a night's files, each in `KIND/date=D/`.
+const NIGHT_FOLDERS: [&str; 5] = [
+    super::SESSIONS_DIR,
+    super::VIOLATIONS_DIR,
+    STATE_DIR,
+    REJECTS_DIR,
+    super::meta::UNITS_DIR,
+];
+
+/// A digest of night `night`'s files in the history `dir`: their paths, sizes, modification
+/// times and file ids. A night a run wrote again has new files; one it kept, the same (a
+/// history links what it does not rewrite).
+fn night_digest(dir: &Path, night: NaiveDate) -> Result<String> {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for kind in NIGHT_FOLDERS {
+        let folder = dir.join(kind).join(night_dir(night));
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut files = entries
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(crate::folder::io_error(&folder))?;
+        files.sort();
+        for path in files {
+            let metadata = std::fs::metadata(&path).map_err(crate::folder::io_error(&path))?;
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            #[cfg(unix)]
+            let id = {
+                use std::os::unix::fs::MetadataExt;
+                (metadata.dev(), metadata.ino())
+            };
+            #[cfg(not(unix))]
+            let id = (0u64, 0u64);
+            let relative = path.strip_prefix(dir).unwrap_or(&path);
+            digest.update(
+                format!(
+                    "{}\t{}\t{modified}\t{}:{}\n",
+                    relative.display(),
+                    metadata.len(),
+                    id.0,
+                    id.1
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    Ok(hex::encode(digest.finalize()))
+}
+
+/// The nights' digests by shard that the earlier merge in `out` recorded, if `out` holds one
+/// this merge can continue: written by this convbill with this card, of as many shards.
+fn earlier_merge(
+    out: &Path,
+    card: &RateCard,
+    found: &[History],
+) -> Result<Option<BTreeMap<String, BTreeMap<NaiveDate, String>>>> {
+    let path = out.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
+    let Ok(Some(manifest)) = write::read_json_if_exists::<serde_json::Value>(&path) else {
+        return Ok(None);
+    };
+    let current = write::Program::current();
+    if manifest["program"]["version"].as_str() != Some(current.version)
+        || manifest["rate_card"]["sha256"].as_str() != Some(card.sha256.as_str())
+    {
+        return Ok(None);
+    }
+    let mut earlier = BTreeMap::new();
+    for shard in manifest["shards"].as_array().into_iter().flatten() {
+        let (Some(name), Ok(nights)) = (
+            shard["shard"].as_str(),
+            serde_json::from_value::<BTreeMap<NaiveDate, String>>(shard["nights"].clone()),
+        ) else {
+            return Ok(None);
+        };
+        earlier.insert(name.to_string(), nights);
+    }
+    Ok((earlier.len() == found.len()).then_some(earlier))
 }
 
 /// `dir` is empty, or holds a history an earlier merge wrote (its month-to-date manifest

@@ -447,7 +447,13 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         rewritten.push(dir);
     }
     let register_path = Path::new(STATE_DIR).join(revision::REGISTER_FILE);
-    let mut register = revision::Register::read(&tree.out.join(&register_path))?;
+    // The register the folder kept, or the one a merge of histories put together.
+    let register_file = [tree.staging, tree.out]
+        .map(|root| root.join(&register_path))
+        .into_iter()
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| tree.out.join(&register_path));
+    let mut register = revision::Register::read(&register_file)?;
     let register_before = register.clone();
     revision::revise(&mut invoices.invoices, &issued, &mut register);
     for (_, _, invoices, _) in &mut closed {

@@ -43,6 +43,12 @@ fn nights(input: &Path, outs: &[(&Path, Option<u32>)], date: &str, extra: &[&str
     }
 }
 
+/// The file id (inode) of `relative` in `dir`.
+fn file_id(dir: &Path, relative: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join(relative)).unwrap().ino()
+}
+
 fn month_to_date_manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("month-to-date/manifest.json")).unwrap())
         .unwrap()
@@ -178,7 +184,7 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
         .unwrap();
     let summary = String::from_utf8_lossy(&summary.stderr).to_string();
     assert!(
-        summary.contains("merged the histories of 3 shards, nights 2026-02-01 to 2026-03-03")
+        summary.contains("merged the histories of 3 shards, nights 2026-02-01 to 2026-03-03 (30 kept from the earlier merge)")
             && summary.contains("closed period(s) 2026-01, 2026-02"),
         "{summary}"
     );
@@ -211,8 +217,18 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     // Rerun, shard 0's last night knows it too: merged over the earlier merge, the late file
     // counted as one history counts it (its messages, days and invoices).
     nights(&input, &first[1..], "2026-03-04", &["--rejects"]);
+    let (early, late_night) = (
+        "state/date=2026-02-01/seen.parquet",
+        "sessions/date=2026-02-12/part-0.parquet",
+    );
+    let before = [file_id(&merged, early), file_id(&merged, late_night)];
     merge(&merged, &shards).assert().success();
     same_history(&merged, &whole, &shards);
+    // The nights merged before are kept from the earlier merge, not merged again.
+    assert_eq!(
+        [file_id(&merged, early), file_id(&merged, late_night)],
+        before
+    );
     let late_input = &month_to_date_manifest(&whole)["late_input"];
     assert_eq!(late_input[0]["path"], "late.parquet", "{late_input}");
     let messages = late_input[0]["messages"].as_u64().unwrap();
@@ -243,8 +259,12 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
         "2026-02-10",
         &["--recompute-later", "--rejects"],
     );
+    let before = [file_id(&merged, early), file_id(&merged, late_night)];
     merge(&merged, &shards).assert().success();
     same_history(&merged, &whole, &shards);
+    // Kept up to the night the shards recomputed from; merged again from it.
+    assert_eq!(file_id(&merged, early), before[0]);
+    assert_ne!(file_id(&merged, late_night), before[1]);
     let closed = read_frame(&merged.join("closed/period=2026-02/invoices.parquet"));
     let revisions = closed.column("revision").unwrap().i64().unwrap();
     assert_eq!(revisions.max(), Some(2));

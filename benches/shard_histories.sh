@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Nightly shards: a month of SIZE messages (default 10M) billed night by night, by one
+# unsharded history and by SHARDS shards' histories (default 4, TOGETHER at a time, default
+# 2), then merged. Builds the histories once (the first NIGHTS nights of the month, default
+# 31, with `--catch-up`), then, in each of RUNS repeats (default 3), alternates: the last night
+# rerun on the unsharded history, on the shards, and the merge of the shards' histories (every
+# night of them). Prints a Markdown table of medians: wall time and the peak memory of the
+# whole process tree (benches/peak.py). Checks that the merge is the unsharded history's bytes
+# (month-to-date/manifest.json aside).
+#
+#   benches/shard_histories.sh
+#   SIZE=1000000 NIGHTS=10 RUNS=1 benches/shard_histories.sh
+#
+# Environment: SIZE, SHARDS, TOGETHER, NIGHTS, RUNS, RATES (rate card, default
+# sample-data/rates.toml), BENCH_CACHE (generated logs, default ~/.cache/convbill-bench,
+# shared with benches/run.sh), CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE="${SIZE:-10000000}"
+SHARDS="${SHARDS:-4}"
+TOGETHER="${TOGETHER:-2}"
+NIGHTS="${NIGHTS:-31}"
+RUNS="${RUNS:-3}"
+RATES="${RATES-sample-data/rates.toml}"
+CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/convbill-target}"
+mkdir -p "$CACHE"
+rates_args=()
+if [ -n "$RATES" ]; then rates_args=(--rates "$(realpath "$RATES")"); fi
+
+cargo build --release --quiet --bin convbill
+convbill="$CARGO_TARGET_DIR/release/convbill"
+log="$CACHE/messages-$SIZE-days31-2026-10-01-seed1.parquet"
+if [ ! -f "$log" ]; then
+  echo "generating $log" >&2
+  "$convbill" generate --messages "$SIZE" --days 31 --start 2026-10-01 --seed 1 --out "$log.partial" -q
+  mv "$log.partial" "$log"
+fi
+first=2026-10-01
+last=$(date -u -d "$first + $((NIGHTS - 1)) days" +%F)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+measure() {
+  local into=$1
+  shift
+  sync
+  python3 benches/peak.py -o "$work/m-$into" "$@"
+}
+
+# `shard-nights DATE ARGS...`: night DATE of every shard's history, TOGETHER at a time.
+cat > "$work/shard-nights" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+date=\$1
+shift
+for ((i = 0; i < $SHARDS; i++)); do
+  "$convbill" run -q --input "$log" --out "$work/shard-\$i" --shard "\$i/$SHARDS" --date "\$date" ${rates_args[*]} "\$@" &
+  if (((i + 1) % $TOGETHER == 0)); then wait; fi
+done
+wait
+SH
+chmod +x "$work/shard-nights"
+shard_dirs() { for ((i = 0; i < SHARDS; i++)); do echo "$work/shard-$i"; done; }
+night() { "$convbill" run -q --input "$log" --out "$work/whole" --date "$@" "${rates_args[@]}"; }
+
+echo "building the histories: nights $first to $last" >&2
+night "$first" --init
+measure build-whole "$convbill" run -q --input "$log" --out "$work/whole" --date "$last" --catch-up "${rates_args[@]}"
+"$work/shard-nights" "$first" --init
+measure build-shards "$work/shard-nights" "$last" --catch-up
+
+for _ in $(seq "$RUNS"); do
+  measure night "$convbill" run -q --input "$log" --out "$work/whole" --date "$last" "${rates_args[@]}"
+  measure shard-night "$work/shard-nights" "$last"
+  # shellcheck disable=SC2046
+  measure merge "$convbill" merge -q --out "$work/merged" $(shard_dirs)
+  differs=$(diff -rq "$work/merged" "$work/whole" | grep -v "month-to-date/manifest.json" || true)
+  [ -z "$differs" ] || { echo "the merged history differs from the unsharded one: $differs" >&2; exit 1; }
+done
+
+python3 - "$work" "$SIZE" "$SHARDS" "$TOGETHER" "$RUNS" "$NIGHTS" <<'PY'
+import json, statistics, sys, os
+work, size, shards, together, runs, nights = sys.argv[1:]
+def rows(name):
+    return [json.loads(l) for l in open(os.path.join(work, "m-" + name)) if l.strip()]
+def median(name):
+    return statistics.median(x["seconds"] for x in rows(name))
+def peak(name):
+    return max(x["peak_bytes"] for x in rows(name)) / 1e9
+night = median("night")
+print(f"{int(size):,} messages over a month, {nights} nights, {shards} shards ({together} at a time); "
+      f"nightly figures are medians of {runs}, peak memory that of the whole process tree:")
+print()
+print("| what | wall time | peak memory | / one unsharded night |")
+print("|---|---:|---:|---:|")
+def row(label, seconds, gb):
+    mem = f"{gb:.2f} GB" if gb is not None else ""
+    print(f"| {label} | {seconds:.2f} s | {mem} | {seconds / night:.2f} |")
+row(f"the first {nights} nights, unsharded (`--catch-up`, once)", median("build-whole"), peak("build-whole"))
+row(f"the first {nights} nights, {shards} shards (`--catch-up`, once)", median("build-shards"), peak("build-shards"))
+row("the last night, unsharded", night, peak("night"))
+row(f"the last night, {shards} shards", median("shard-night"), peak("shard-night"))
+row(f"merge of the {shards} histories ({nights} nights)", median("merge"), peak("merge"))
+row("the last night: shards + merge", median("shard-night") + median("merge"), None)
+PY
