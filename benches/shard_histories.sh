@@ -3,10 +3,11 @@
 # unsharded history and by SHARDS shards' histories (default 4, TOGETHER at a time, default
 # 2), then merged. Builds the histories once (the first NIGHTS nights of the month, default
 # 31, with `--catch-up`), then, in each of RUNS repeats (default 3), alternates: the last night
-# rerun on the unsharded history, on the shards, and the merge of the shards' histories (every
-# night of them). Prints a Markdown table of medians: wall time and the peak memory of the
-# whole process tree (benches/peak.py). Checks that the merge is the unsharded history's bytes
-# (month-to-date/manifest.json aside).
+# rerun on the unsharded history, on the shards, the merge of the shards' histories into a new
+# folder (every night merged), and into the folder of the last repeat's merge (the nights
+# before the last kept from it, as a nightly schedule merges). Prints a Markdown table of
+# medians: wall time and the peak memory of the whole process tree (benches/peak.py). Checks
+# that each merge is the unsharded history's bytes (month-to-date/manifest.json aside).
 #
 #   benches/shard_histories.sh
 #   SIZE=1000000 NIGHTS=10 RUNS=1 benches/shard_histories.sh
@@ -71,13 +72,20 @@ measure build-whole "$convbill" run -q --input "$log" --out "$work/whole" --date
 "$work/shard-nights" "$first" --init
 measure build-shards "$work/shard-nights" "$last" --catch-up
 
+# shellcheck disable=SC2046
+"$convbill" merge -q --out "$work/merged" $(shard_dirs)
 for _ in $(seq "$RUNS"); do
   measure night "$convbill" run -q --input "$log" --out "$work/whole" --date "$last" "${rates_args[@]}"
   measure shard-night "$work/shard-nights" "$last"
+  rm -rf "$work/merged-whole"
+  # shellcheck disable=SC2046
+  measure merge-whole "$convbill" merge -q --out "$work/merged-whole" $(shard_dirs)
   # shellcheck disable=SC2046
   measure merge "$convbill" merge -q --out "$work/merged" $(shard_dirs)
-  differs=$(diff -rq "$work/merged" "$work/whole" | grep -v "month-to-date/manifest.json" || true)
-  [ -z "$differs" ] || { echo "the merged history differs from the unsharded one: $differs" >&2; exit 1; }
+  for merged in merged merged-whole; do
+    differs=$(diff -rq "$work/$merged" "$work/whole" | grep -v "month-to-date/manifest.json" || true)
+    [ -z "$differs" ] || { echo "the merged history differs from the unsharded one: $differs" >&2; exit 1; }
+  done
 done
 
 python3 - "$work" "$SIZE" "$SHARDS" "$TOGETHER" "$RUNS" "$NIGHTS" <<'PY'
@@ -102,6 +110,7 @@ row(f"the first {nights} nights, unsharded (`--catch-up`, once)", median("build-
 row(f"the first {nights} nights, {shards} shards (`--catch-up`, once)", median("build-shards"), peak("build-shards"))
 row("the last night, unsharded", night, peak("night"))
 row(f"the last night, {shards} shards", median("shard-night"), peak("shard-night"))
-row(f"merge of the {shards} histories ({nights} nights)", median("merge"), peak("merge"))
+row(f"merge of the {shards} histories, every night ({nights})", median("merge-whole"), peak("merge-whole"))
+row(f"merge into the last night's merge (the last night merged, {int(nights) - 1} kept)", median("merge"), peak("merge"))
 row("the last night: shards + merge", median("shard-night") + median("merge"), None)
 PY
