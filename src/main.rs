@@ -934,6 +934,10 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
             eprint!("{}", summary(&run, &report));
         }
         convbill::merge::Merged::History(report) => {
+            eprint!("{}", late_warnings(&report.late, " on every shard"));
+            for change in &report.changes {
+                eprintln!("convbill: {}", change.describe());
+            }
             let (first, last) = report.nights;
             let invoices = report
                 .invoices
@@ -958,6 +962,28 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A warning for each late input file, and a hint to bill them (`on` says where).
+fn late_warnings(late: &[nightly::inputs::LateFile], on: &str) -> String {
+    let mut text = String::new();
+    for late in late {
+        text.push_str(&format!("convbill: warning: {}\n", late.describe()));
+    }
+    if let Some(from) = nightly::inputs::recompute_from(late) {
+        let removed = late.iter().any(|l| l.missing > 0);
+        let unbilled = late.iter().any(|l| l.messages > 0 || l.altered > 0);
+        text.push_str(&format!(
+            "convbill: hint: rerun `--date {from} --recompute-later{}`{on} to {}\n",
+            if removed { " --accept-removed" } else { "" },
+            if unbilled {
+                "bill them"
+            } else {
+                "bring the history in line with its input"
+            }
+        ));
+    }
+    text
 }
 
 /// The end-of-run summary printed on stderr.
@@ -1132,22 +1158,7 @@ fn night_summary(config: &nightly::NightConfig, report: &nightly::NightReport) -
             config.date
         ));
     }
-    for late in &report.late {
-        text.push_str(&format!("convbill: warning: {}\n", late.describe()));
-    }
-    if let Some(from) = nightly::inputs::recompute_from(&report.late) {
-        let removed = report.late.iter().any(|l| l.missing > 0);
-        let unbilled = report.late.iter().any(|l| l.messages > 0 || l.altered > 0);
-        text.push_str(&format!(
-            "convbill: hint: rerun `--date {from} --recompute-later{}` to {}\n",
-            if removed { " --accept-removed" } else { "" },
-            if unbilled {
-                "bill them"
-            } else {
-                "bring the history in line with its input"
-            }
-        ));
-    }
+    text.push_str(&late_warnings(&report.late, ""));
     for (night, missing) in &report.dropped {
         text.push_str(&format!(
             "convbill: warning: dropped {missing} message(s) night {night} had billed, which the input no longer holds (`--accept-removed`)\n"

@@ -183,6 +183,18 @@ pub fn merge(config: &MergeConfig) -> Result<Merged> {
     if config.shards.is_empty() {
         return Err(refused("no shard folders to merge"));
     }
+    for dir in &config.shards {
+        if !dir.is_dir() {
+            return Err(refused(format!(
+                "`{}` {}: give the shards' output folders (or nightly histories)",
+                dir.display(),
+                match dir.exists() {
+                    true => "is not a folder",
+                    false => "does not exist",
+                }
+            )));
+        }
+    }
     let history = |dir: &PathBuf| dir.join(write::STATE_DIR).is_dir();
     match (
         config.shards.iter().find(|d| history(d)),

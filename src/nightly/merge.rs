@@ -38,6 +38,10 @@ pub struct HistoryReport {
     pub invoices: BTreeMap<&'static str, usize>,
     /// The periods the history has closed.
     pub closed: Vec<String>,
+    /// How the invoices that had been final differ from the earlier merge's in the folder.
+    pub changes: Vec<revision::Change>,
+    /// The input files late for some shard's accounts.
+    pub late: Vec<LateFile>,
 }
 
 /// What the merge reads of a shard's `month-to-date/manifest.json`.
@@ -275,6 +279,8 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
             }
         }
     }
+    // The first night that read a file can differ: a shard recomputed from an earlier night
+    // read it from then on (see [`merged_catalog`]).
     for shard in &found[1..] {
         let key = |e: &inputs::Entry| {
             (
@@ -284,7 +290,6 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
                 e.rows,
                 e.first_event.clone(),
                 e.last_event.clone(),
-                e.read_from,
                 e.changed,
             )
         };
@@ -305,6 +310,19 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The shards' catalogs of input files (the same files) as one: each file read from the
+/// latest of the shards' first nights that read it. A file some shard has not billed from its
+/// earlier nights on stays late for the merged history, as it is for that shard's accounts.
+fn merged_catalog(found: &[History]) -> inputs::Catalog {
+    let mut catalog = found[0].catalog.clone();
+    for shard in &found[1..] {
+        for (entry, theirs) in catalog.files.iter_mut().zip(&shard.catalog.files) {
+            entry.read_from = entry.read_from.max(theirs.read_from);
+        }
+    }
+    catalog
 }
 
 fn rejects_of(shard: &History, date: NaiveDate) -> PathBuf {
@@ -331,6 +349,13 @@ impl Drop for Staging {
 
 /// Merges the histories `config.shards` into `config.out`.
 pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
+    // Each history is read under its lock: the merge never reads one a night is writing, and
+    // a shard's night started meanwhile is refused as another run's would be (exit 4).
+    let _shard_locks = config
+        .shards
+        .iter()
+        .map(|dir| crate::folder::OutFolder::new(dir)?.lock())
+        .collect::<Result<Vec<_>>>()?;
     let mut found = config
         .shards
         .iter()
@@ -406,8 +431,9 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         revision::REGISTER_FILE,
         &mut register.frame()?,
     )?;
+    let catalog = merged_catalog(&found);
     let late = inputs::merge_late(
-        &found[0].catalog,
+        &catalog,
         found
             .iter()
             .map(|h| h.manifest.late_input.clone())
@@ -424,11 +450,16 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         })
         .collect();
     crate::progress::stage("writing month-to-date", None);
-    // Written whole, the history reads what it has written so far, and no invoice before it
-    // but the registers' issues. Continuing an earlier merge, it reads the nights kept from
-    // it, as a nightly run reads its history.
+    // Over an earlier merge, the history reads the nights kept from it and revises the
+    // invoices it issued, as a nightly run over its history; else it reads what it has
+    // written so far. Either way by the shards' registers put together.
+    let earlier_exists = folder.out.join(STATE_DIR).is_dir();
     let tree = Tree {
-        out: if kept > 0 { &folder.out } else { &staging.dir },
+        out: if earlier_exists {
+            &folder.out
+        } else {
+            &staging.dir
+        },
         staging: &staging.dir,
     };
     let input = PathBuf::from(&found[0].manifest.input.path);
@@ -444,7 +475,7 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
             shards: &shards,
         },
     )?;
-    found[0].catalog.write(&staging.dir)?;
+    catalog.write(&staging.dir)?;
     if kept > 0 {
         // What the merge did not write again is linked from the earlier one: the nights
         // kept and the periods they closed.
@@ -486,6 +517,15 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         shards: found.len(),
         nights: (nights[0], *nights.last().expect("a history has a night")),
         kept,
+        changes: match earlier_exists {
+            true => written
+                .changes
+                .into_iter()
+                .filter(|c| c.touches_a_final_invoice())
+                .collect(),
+            false => Vec::new(),
+        },
+        late,
         invoices,
         closed,
     })

@@ -454,7 +454,12 @@ pub(crate) fn write(tree: &Tree, run: &Run) -> Result<Written> {
         .find(|path| path.is_file())
         .unwrap_or_else(|| tree.out.join(&register_path));
     let mut register = revision::Register::read(&register_file)?;
-    let register_before = register.clone();
+    // What the folder had issued before: its own register (a merge of histories revises by
+    // the shards' registers put together).
+    let register_before = match register_file == tree.out.join(&register_path) {
+        true => register.clone(),
+        false => revision::Register::read(&tree.out.join(&register_path))?,
+    };
     revision::revise(&mut invoices.invoices, &issued, &mut register);
     for (_, _, invoices, _) in &mut closed {
         revision::revise(&mut invoices.invoices, &issued, &mut register);

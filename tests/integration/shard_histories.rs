@@ -43,6 +43,20 @@ fn nights(input: &Path, outs: &[(&Path, Option<u32>)], date: &str, extra: &[&str
     }
 }
 
+/// `convbill merge --out OUT SHARDS...`, which must succeed; what it says on stderr.
+fn merge_summary(out: &Path, shards: &[PathBuf]) -> String {
+    let output = crate::cli::convbill()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["merge", "--out"])
+        .arg(out)
+        .args(shards)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
 /// The file id (inode) of `relative` in `dir`.
 fn file_id(dir: &Path, relative: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -98,14 +112,7 @@ fn february(dir: &Path) -> (PathBuf, DataFrame) {
     generate(&generated, 30_000, 40, "2026-02-01", 33, 11);
     let mut frame = read_frame(&generated);
     let day = |date: &str| at(&format!("{date} 00:00")) / 1_000;
-    let times: Vec<i64> = frame
-        .column("timestamp")
-        .unwrap()
-        .to_physical_repr()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let times = timestamps(&frame);
     let fifth = day("2026-02-05")..day("2026-02-06");
     let tenth = day("2026-02-10")..day("2026-02-11");
     let accounts: Vec<String> = strings(&frame, "account_id");
@@ -175,14 +182,7 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     assert_eq!(strings(&closed, "status"), vec!["final"; 40]);
     let rejects = read_frame(&merged.join("rejects/date=2026-02-05/part-0.parquet"));
     assert!(rejects.height() > 5, "{}", rejects.height());
-    let summary = crate::cli::convbill()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["merge", "--out"])
-        .arg(&merged)
-        .args(&given)
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&summary.stderr).to_string();
+    let summary = merge_summary(&merged, &given);
     assert!(
         summary.contains("merged the histories of 3 shards, nights 2026-02-01 to 2026-03-03 (30 kept from the earlier merge)")
             && summary.contains("closed period(s) 2026-01, 2026-02"),
@@ -222,8 +222,14 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
         "sessions/date=2026-02-12/part-0.parquet",
     );
     let before = [file_id(&merged, early), file_id(&merged, late_night)];
-    merge(&merged, &shards).assert().success();
+    let summary = merge_summary(&merged, &shards);
     same_history(&merged, &whole, &shards);
+    // It warns of the late file, as a night does, and says where to bill it.
+    assert!(
+        summary.contains("warning: `late.parquet` was added after night 2026-02-10 had run")
+            && summary.contains("rerun `--date 2026-02-10 --recompute-later` on every shard"),
+        "{summary}"
+    );
     // The nights merged before are kept from the earlier merge, not merged again.
     assert_eq!(
         [file_id(&merged, early), file_id(&merged, late_night)],
@@ -260,7 +266,7 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
         &["--recompute-later", "--rejects"],
     );
     let before = [file_id(&merged, early), file_id(&merged, late_night)];
-    merge(&merged, &shards).assert().success();
+    let summary = merge_summary(&merged, &shards);
     same_history(&merged, &whole, &shards);
     // Kept up to the night the shards recomputed from; merged again from it.
     assert_eq!(file_id(&merged, early), before[0]);
@@ -268,6 +274,27 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     let closed = read_frame(&merged.join("closed/period=2026-02/invoices.parquet"));
     let revisions = closed.column("revision").unwrap().i64().unwrap();
     assert_eq!(revisions.max(), Some(2));
+    // Each reissued invoice is said, as the run that reissues it says it.
+    let reissued = revisions.iter().filter(|r| *r == Some(2)).count();
+    assert!(reissued >= 1);
+    assert_eq!(
+        summary
+            .matches("it had been final: revision 2 replaces it")
+            .count(),
+        reissued,
+        "{summary}"
+    );
+
+    // One shard recomputed alone from an earlier night (its input unchanged) reads the late
+    // file from that night on; the merge takes it as it is, from the other shards' night.
+    nights(
+        &input,
+        &all[3..],
+        "2026-02-05",
+        &["--recompute-later", "--rejects"],
+    );
+    merge(&merged, &shards).assert().success();
+    same_history(&merged, &whole, &shards);
     assert!(month_to_date_manifest(&merged)["late_input"]
         .as_array()
         .unwrap()
@@ -285,7 +312,29 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     );
     assert_eq!(snapshot(&continued), snapshot(&whole));
 
+    // A shard's history being written (its lock held): the merge waits for no one, exit 4.
+    let held = convbill::folder::OutFolder::new(&shards[1])
+        .unwrap()
+        .lock()
+        .unwrap();
+    let before = snapshot(&merged);
+    merge(&merged, &shards)
+        .assert()
+        .code(4)
+        .stderr(predicates::str::contains(".nightly-1.convbill.lock"));
+    assert_eq!(snapshot(&merged), before);
+    drop(held);
+
     // Histories that do not belong together.
+    refused(
+        dir.path(),
+        &[
+            dir.path().join("nowhere"),
+            shards[1].clone(),
+            shards[2].clone(),
+        ],
+        &["`", "nowhere` does not exist"],
+    );
     refused(
         dir.path(),
         &shards[..2],

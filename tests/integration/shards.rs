@@ -397,10 +397,12 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
         &[unsharded.clone(), shards[1].clone()],
         &["not a shard's output", "unsharded"],
     );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
     refused(
         dir.path(),
-        &[dir.path().join("nowhere"), shards[1].clone()],
-        &["nowhere", "not a convbill output folder"],
+        &[empty, shards[1].clone()],
+        &["empty", "not a convbill output folder"],
     );
     // A Meta price file edited between two shards' runs: the file is named.
     let cards = dir.path().join("cards");
@@ -450,14 +452,7 @@ fn lay_out(log: &Path, dir: &Path, count: u32) {
     let frame = read_frame(log);
     // `convbill generate` writes microseconds.
     let day = (at("2025-06-20 00:00") / 1_000)..(at("2025-06-21 00:00") / 1_000);
-    let times: Vec<i64> = frame
-        .column("timestamp")
-        .unwrap()
-        .to_physical_repr()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let times = timestamps(&frame);
     let buckets: Vec<u32> = frame
         .column("account_id")
         .unwrap()
@@ -732,14 +727,7 @@ fn nightly_shards_keep_their_own_history_and_together_bill_the_same_sessions() {
     let day = |date: &str| at(&format!("{date} 00:00")) / 1_000;
     let (seventeenth, eighteenth, nineteenth) =
         (day("2025-06-17"), day("2025-06-18"), day("2025-06-19"));
-    let times: Vec<i64> = frame
-        .column("timestamp")
-        .unwrap()
-        .to_physical_repr()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let times = timestamps(&frame);
     let keep: BooleanChunked = frame
         .column("account_id")
         .unwrap()

@@ -198,6 +198,18 @@ pub fn derive(events: &[Ev]) -> (Vec<S>, Vec<V>) {
     )
 }
 
+/// The `timestamp` column's values (in its own unit), none null.
+pub fn timestamps(frame: &DataFrame) -> Vec<i64> {
+    frame
+        .column("timestamp")
+        .unwrap()
+        .to_physical_repr()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
 /// A string column without nulls, as owned strings.
 pub fn strings(frame: &DataFrame, name: &str) -> Vec<String> {
     frame
