@@ -945,8 +945,12 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
                 .map(|(status, n)| format!("{n} {status}"))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let invoices = match invoices.is_empty() {
+                true => String::new(),
+                false => format!(" ({invoices})"),
+            };
             eprintln!(
-                "convbill: merged the histories of {} shards, nights {first} to {last}{}: {} month-to-date invoice(s) ({invoices}){} in {}",
+                "convbill: merged the histories of {} shards, nights {first} to {last}{}: {} month-to-date invoice(s){invoices}{} in {}",
                 report.shards,
                 match report.kept {
                     0 => String::new(),

@@ -202,6 +202,10 @@ pub fn merge(config: &MergeConfig) -> Result<Merged> {
     ) {
         (None, _) => merge_runs(config).map(Merged::Run),
         (Some(_), None) => crate::nightly::merge::merge(config).map(Merged::History),
+        (Some(_), Some(run)) if !run.join(write::MANIFEST_FILE).is_file() => Err(refused(format!(
+            "`{}` holds neither a nightly history nor a shard's output: give the shards' output folders (or nightly histories)",
+            run.display()
+        ))),
         (Some(nightly), Some(run)) => Err(refused(format!(
             "`{}` holds a nightly history and `{}` does not: merge the folders of whole runs' shards, or the histories of nightly shards",
             nightly.display(),
@@ -236,6 +240,9 @@ pub(crate) fn load_card(config: &MergeConfig, theirs: &CardRead) -> Result<rates
             theirs.sha256
         )));
     }
+    // The outputs name the card as the shards were given it, wherever `--rates` found it.
+    let mut card = card;
+    card.source = PathBuf::from(&theirs.source);
     Ok(card)
 }
 
@@ -417,6 +424,10 @@ pub(crate) trait Member {
     fn rule_set(&self) -> &str;
     fn card(&self) -> &CardRead;
     fn input_path(&self) -> &str;
+    /// What to do when its card is not the others'.
+    fn card_hint(&self) -> &'static str {
+        ""
+    }
 }
 
 impl Member for Found {
@@ -537,14 +548,15 @@ pub(crate) fn check_members<M: Member>(
         let (card, first_card) = (shard.card(), first.card());
         if card.sha256 != first_card.sha256 {
             return Err(refused(format!(
-                "{} was rated by another rate card than {}: {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`)",
+                "{} was rated by another rate card than {}: {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`){}",
                 shard.name(),
                 first.name(),
                 card.difference(first_card),
                 card.source,
                 card.sha256,
                 first_card.source,
-                first_card.sha256
+                first_card.sha256,
+                shard.card_hint()
             )));
         }
         options(shard, first)?;
@@ -630,7 +642,7 @@ fn check_inputs(found: &[Found]) -> Result<()> {
 }
 
 /// The bucket folder (`convbill_bucket=I`) of an input file's relative path, if any.
-fn layout_bucket(path: &str) -> Option<u32> {
+pub(crate) fn layout_bucket(path: &str) -> Option<u32> {
     let prefix = format!("{}=", crate::shard::LAYOUT_KEY);
     let mut parts: Vec<&str> = path.split('/').collect();
     parts.pop();

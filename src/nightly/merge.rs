@@ -4,9 +4,11 @@
 //!
 //! Every file of a night is in account order or a sum over accounts, and every account lies in
 //! one shard: the merge interleaves each night's tables by account, sums its counts, Meta cost
-//! lines and charts, and then runs the month-to-date stage of a history over every night
+//! lines and charts, and then runs the month-to-date stage of a history over those nights
 //! ([`super::month_to_date::write`]): lines to date, closed periods, invoices revised by the
-//! shards' registers together, report and manifest. The merged folder is a history like any
+//! shards' registers together, report and manifest. Over an earlier merge, the first nights
+//! whose files are the same in every shard as it read them are kept from it, linked, as a
+//! nightly run keeps the nights it does not rerun. The merged folder is a history like any
 //! other: an unsharded `convbill run --date` continues it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +94,9 @@ impl Member for History {
     fn input_path(&self) -> &str {
         &self.manifest.input.path
     }
+    fn card_hint(&self) -> &'static str {
+        ": a history names the card of its last run; rerun the last night, with the card meant, on the shards that ran it with another"
+    }
 }
 
 impl History {
@@ -118,6 +123,12 @@ fn read_history(dir: &Path) -> Result<History> {
         ))
     })?;
     let nights = nights_run(dir)?;
+    if nights.is_empty() {
+        return Err(refused(format!(
+            "`{}` holds no night of shard {shard}'s history",
+            dir.display()
+        )));
+    }
     let path = dir.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
     let bytes = std::fs::read(&path).map_err(|e| {
         refused(format!(
@@ -168,12 +179,12 @@ fn state_files(meta: bool) -> Vec<&'static str> {
     files
 }
 
-/// Checks that the histories (sorted by index) are one schedule's: those of
-/// [`crate::merge::check_members`], and the same nights, each read from the same input files
-/// with a card that rates it alike and with the same `--rejects`, and the same catalog of
-/// input files (a file that arrived between the shards' runs would be billed by some only).
+/// Checks, beside [`crate::merge::check_members`], that the histories (sorted by index) are one
+/// schedule's: the same nights, each read from the same input files (those of a bucket's
+/// folder matter to its shard only) with a card that rates it alike and with the same
+/// `--rejects`, and the same catalog of input files (a file that arrived between the shards'
+/// runs would be billed by some only).
 fn check_histories(found: &[History], meta: bool) -> Result<()> {
-    crate::merge::check_members(found, |_, _| Ok(()))?;
     let first = &found[0];
     let span = |h: &History| match (h.nights.first(), h.nights.last()) {
         (Some(a), Some(b)) if a == b => format!("the night {a}"),
@@ -240,17 +251,20 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
                 }
             }
             let stats = NightStats::read(&dir)?;
-            if stats.input_files != first_stats.input_files {
-                let differs = stats
+            let shared = |stats: &NightStats| -> Vec<night::InputFileRecord> {
+                stats
                     .input_files
                     .iter()
-                    .find(|f| !first_stats.input_files.contains(f))
-                    .or_else(|| {
-                        first_stats
-                            .input_files
-                            .iter()
-                            .find(|f| !stats.input_files.contains(f))
-                    })
+                    .filter(|f| crate::merge::layout_bucket(&f.path).is_none())
+                    .cloned()
+                    .collect()
+            };
+            let (ours, theirs) = (shared(&stats), shared(&first_stats));
+            if ours != theirs {
+                let differs = ours
+                    .iter()
+                    .find(|f| !theirs.contains(f))
+                    .or_else(|| theirs.iter().find(|f| !ours.contains(f)))
                     .map(|f| f.path.clone())
                     .unwrap_or_default();
                 return Err(refused(format!(
@@ -312,15 +326,27 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
     Ok(())
 }
 
-/// The shards' catalogs of input files (the same files) as one: each file read from the
-/// latest of the shards' first nights that read it. A file some shard has not billed from its
-/// earlier nights on stays late for the merged history, as it is for that shard's accounts.
+/// The shards' catalogs of input files (the same files) as one: a file of a bucket's folder
+/// read from the first night its shard read it, any other from the latest of the shards' first
+/// nights. A file some shard has not billed from its earlier nights on stays late for the
+/// merged history, as it is for that shard's accounts.
 fn merged_catalog(found: &[History]) -> inputs::Catalog {
     let mut catalog = found[0].catalog.clone();
-    for shard in &found[1..] {
-        for (entry, theirs) in catalog.files.iter_mut().zip(&shard.catalog.files) {
-            entry.read_from = entry.read_from.max(theirs.read_from);
-        }
+    for (i, entry) in catalog.files.iter_mut().enumerate() {
+        let firsts = found
+            .iter()
+            .map(|h| (h.shard.index, h.catalog.files[i].read_from));
+        entry.read_from = match crate::merge::layout_bucket(&entry.path) {
+            Some(bucket) => firsts
+                .filter(|(index, _)| *index == bucket)
+                .map(|(_, first)| first)
+                .next()
+                .unwrap_or(entry.read_from),
+            None => firsts
+                .map(|(_, first)| first)
+                .max()
+                .unwrap_or(entry.read_from),
+        };
     }
     catalog
 }
@@ -351,21 +377,34 @@ impl Drop for Staging {
 pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
     // Each history is read under its lock: the merge never reads one a night is writing, and
     // a shard's night started meanwhile is refused as another run's would be (exit 4).
-    let _shard_locks = config
-        .shards
-        .iter()
-        .map(|dir| crate::folder::OutFolder::new(dir)?.lock())
-        .collect::<Result<Vec<_>>>()?;
+    // (A folder given twice is locked once: the merge refuses it by name below.)
+    let mut locked = BTreeSet::new();
+    let mut _shard_locks = Vec::new();
+    for dir in &config.shards {
+        if locked.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())) {
+            _shard_locks.push(crate::folder::OutFolder::new(dir)?.lock()?);
+        }
+    }
     let mut found = config
         .shards
         .iter()
         .map(|dir| read_history(dir))
         .collect::<Result<Vec<_>>>()?;
     found.sort_by_key(|h| h.shard.index);
+    crate::merge::check_members(&found, |_, _| Ok(()))?;
     let card = crate::merge::load_card(config, &found[0].manifest.rate_card)?;
     let meta = card.meta.is_some();
     check_histories(&found, meta)?;
     let folder = crate::merge::out_apart(config, &found)?;
+    if let Some(other) = merged_input(&folder.out)?.filter(|i| *i != found[0].input_path()) {
+        return Err(Error::Usage {
+            problem: format!(
+                "refusing to replace `{}`: it holds the merge of histories of another input (`{other}`; these shards read `{}`); write this merge to a folder of its own",
+                config.out.display(),
+                found[0].input_path()
+            ),
+        });
+    }
     if folder.out.exists() && !is_merged_history(&folder.out)? {
         return Err(Error::Usage {
             problem: format!(
@@ -616,6 +655,16 @@ fn earlier_merge(
     Ok((earlier.len() == found.len()).then_some(earlier))
 }
 
+/// The input of the merge of histories in `dir`, if it holds one.
+fn merged_input(dir: &Path) -> Result<Option<String>> {
+    if !is_merged_history(dir).unwrap_or(false) {
+        return Ok(None);
+    }
+    let manifest = dir.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
+    let value: Option<serde_json::Value> = write::read_json_if_exists(&manifest).ok().flatten();
+    Ok(value.and_then(|v| v["input"]["path"].as_str().map(str::to_string)))
+}
+
 /// `dir` is empty, or holds a history an earlier merge wrote (its month-to-date manifest
 /// lists shards).
 fn is_merged_history(dir: &Path) -> Result<bool> {
@@ -695,10 +744,23 @@ fn merge_night(
         .map_err(crate::folder::io_error(&found[0].state(date)))?;
     write::write_bytes(&state, night::CARD, &fingerprint, 0)?;
 
-    let stats = found
+    let mut stats = found
         .iter()
         .map(|h| NightStats::read(&h.state(date)))
         .collect::<Result<Vec<_>>>()?;
+    // The files that held the night's day: those of every bucket's folder as its shard found
+    // them (another shard may have run the night before a bucket's file landed).
+    let mut files: BTreeMap<Vec<String>, night::InputFileRecord> = BTreeMap::new();
+    for (i, shard) in found.iter().enumerate() {
+        for file in &stats[i].input_files {
+            let bucket = crate::merge::layout_bucket(&file.path);
+            if bucket.is_none_or(|b| b == shard.shard.index) {
+                let key = file.path.split('/').map(str::to_string).collect();
+                files.entry(key).or_insert_with(|| file.clone());
+            }
+        }
+    }
+    stats[0].input_files = files.into_values().collect();
     let rejected = rejects_of(&found[0], date).is_file();
     if rejected {
         let frames = found

@@ -337,6 +337,16 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     );
     refused(
         dir.path(),
+        &[
+            shards[0].clone(),
+            shards[1].clone(),
+            shards[1].clone(),
+            shards[2].clone(),
+        ],
+        &["shard 1/3 is given twice"],
+    );
+    refused(
+        dir.path(),
         &shards[..2],
         &["shard 2/3 is missing", "a merge needs all 3 shards"],
     );
@@ -361,4 +371,129 @@ fn nightly_shard_histories_merge_to_the_bytes_of_one_history() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("holds no merged history"), "{stderr}");
     assert_eq!(snapshot(&whole), before);
+    // Nor over the merge of another input's histories.
+    let other_input = dir.path().join("other-input");
+    crate::cli::copy_dir(&input, &other_input);
+    let other = dir.path().join("other-0");
+    run(
+        &other_input,
+        &other,
+        &["--date", "2026-02-01", "--init", "--shard", "0/1"],
+    )
+    .assert()
+    .success();
+    let before = snapshot(&merged);
+    let output = merge(&merged, &[other]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the merge of histories of another input"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&merged), before);
+    // `--rates` finding the shards' card elsewhere: the merged history names it as they do.
+    let card_copy = dir.path().join("card-copy");
+    crate::cli::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/meta"),
+        &card_copy,
+    );
+    let elsewhere = dir.path().join("merged-elsewhere");
+    merge(&elsewhere, &shards)
+        .arg("--rates")
+        .arg(card_copy.join("rates.toml"))
+        .assert()
+        .success();
+    let mut ours = month_to_date_manifest(&elsewhere);
+    let mut theirs = month_to_date_manifest(&merged);
+    for manifest in [&mut ours, &mut theirs] {
+        manifest.as_object_mut().unwrap().remove("shards");
+    }
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        std::fs::read(elsewhere.join("month-to-date/report.html")).unwrap(),
+        std::fs::read(merged.join("month-to-date/report.html")).unwrap()
+    );
+}
+
+/// A log of 1 to 4 February 2026 laid out by bucket of 2 and by day
+/// (`convbill_bucket=I/date=D/part.parquet`), but for bucket 1's file of the 2nd, which is
+/// returned to land late.
+fn laid_out_days(dir: &Path) -> (PathBuf, PathBuf, DataFrame) {
+    let generated = dir.join("generated.parquet");
+    generate(&generated, 6_000, 20, "2026-02-01", 4, 3);
+    let frame = read_frame(&generated);
+    let times = timestamps(&frame);
+    let buckets: Vec<u32> = strings(&frame, "account_id")
+        .iter()
+        .map(|a| convbill::shard::Shard::bucket_of(a, 2))
+        .collect();
+    let input = dir.join("laid-out");
+    let mut late = None;
+    for bucket in 0..2 {
+        for day in 1..=4 {
+            let start = at(&format!("2026-02-0{day} 00:00")) / 1_000;
+            let of: BooleanChunked = times
+                .iter()
+                .zip(&buckets)
+                .map(|(t, b)| *b == bucket && (start..start + 86_400_000_000).contains(t))
+                .collect();
+            let mut part = frame.filter(&of).unwrap();
+            assert!(part.height() > 50, "{}", part.height());
+            if (bucket, day) == (1, 2) {
+                late = Some(part);
+                continue;
+            }
+            let folder = input.join(format!("convbill_bucket={bucket}/date=2026-02-0{day}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            write_parquet(&folder.join("part.parquet"), &mut part);
+        }
+    }
+    let late_path = input.join("convbill_bucket=1/date=2026-02-02/part.parquet");
+    (input, late_path, late.unwrap())
+}
+
+#[test]
+fn a_bucket_file_landing_late_is_billed_by_its_shard_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, late_path, mut late) = laid_out_days(dir.path());
+    let whole = dir.path().join("whole");
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("bucket-{i}")))
+        .collect();
+    let run_on = |out: &Path, shard: Option<u32>, date: &str, extra: &[&str]| {
+        let mut command = run(&input, out, &["--date", date]);
+        if let Some(i) = shard {
+            command.arg("--shard").arg(format!("{i}/2"));
+        }
+        command.args(extra).assert().success();
+    };
+    let histories = [(&whole, None), (&shards[0], Some(0)), (&shards[1], Some(1))];
+    for (out, shard) in histories {
+        run_on(out, shard, "2026-02-01", &["--init"]);
+        run_on(out, shard, "2026-02-03", &["--catch-up"]);
+    }
+    // Bucket 1's file of the 2nd lands after the 3rd: every history runs the 4th; then shard
+    // 1 bills it alone (shard 0's accounts have nothing in it), as the whole history does.
+    std::fs::create_dir_all(late_path.parent().unwrap()).unwrap();
+    write_parquet(&late_path, &mut late);
+    for (out, shard) in histories {
+        run_on(out, shard, "2026-02-04", &[]);
+    }
+    run_on(&whole, None, "2026-02-02", &["--recompute-later"]);
+    run_on(&shards[1], Some(1), "2026-02-02", &["--recompute-later"]);
+    let merged = dir.path().join("merged");
+    merge(&merged, &shards).assert().success();
+    same_history(&merged, &whole, &shards);
+    let stats: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(merged.join("state/date=2026-02-02/night.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        stats["input_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "convbill_bucket=1/date=2026-02-02/part.parquet"),
+        "{stats}"
+    );
 }
