@@ -317,7 +317,7 @@ fn check_histories(found: &[History], meta: bool) -> Result<()> {
                 .map(|e| e.0.clone())
                 .unwrap_or_default();
             return Err(refused(format!(
-                "{} and {} know the input files otherwise (`{differs}` differs between their `state/inputs.json`): the input changed between their runs (a file arrived late?); run the last night of each shard again",
+                "{} and {} know the input files otherwise (`{differs}` differs between their `state/inputs.json`): the input changed between their runs (a file arrived late?); rerun the last night on the shards that ran it before the change (or on every shard)",
                 shard.name(),
                 first.name()
             )));
