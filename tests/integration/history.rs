@@ -273,7 +273,11 @@ fn a_recompute_killed_at_any_moment_leaves_the_old_history_or_the_new_one() {
         };
         std::thread::sleep(delay);
         // Every other attempt is a Ctrl-C, which the run handles; the others a kill.
-        let signal = if attempt % 2 == 0 { "-KILL" } else { "-INT" };
+        let signal = if attempt.is_multiple_of(2) {
+            "-KILL"
+        } else {
+            "-INT"
+        };
         let _ = std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status();
