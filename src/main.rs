@@ -934,38 +934,44 @@ fn merge(args: MergeArgs, quiet: bool) -> anyhow::Result<()> {
             eprint!("{}", summary(&run, &report));
         }
         convbill::merge::Merged::History(report) => {
-            eprint!("{}", late_warnings(&report.late, " on every shard"));
-            for change in &report.changes {
-                eprintln!("convbill: {}", change.describe());
-            }
-            let (first, last) = report.nights;
-            let invoices = report
-                .invoices
-                .iter()
-                .map(|(status, n)| format!("{n} {status}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let invoices = match invoices.is_empty() {
-                true => String::new(),
-                false => format!(" ({invoices})"),
-            };
-            eprintln!(
-                "convbill: merged the histories of {} shards, nights {first} to {last}{}: {} month-to-date invoice(s){invoices}{} in {}",
-                report.shards,
-                match report.kept {
-                    0 => String::new(),
-                    kept => format!(" ({kept} kept from the earlier merge)"),
-                },
-                report.invoices.values().sum::<usize>(),
-                match report.closed.is_empty() {
-                    true => String::new(),
-                    false => format!(", closed period(s) {}", report.closed.join(", ")),
-                },
-                config.out.display()
-            );
+            eprint!("{}", history_merge_summary(&report, &config.out));
         }
     }
     Ok(())
+}
+
+/// What a merge of nightly histories says on stderr: late files, reissued invoices, and one
+/// line of what it merged.
+fn history_merge_summary(report: &convbill::nightly::merge::HistoryReport, out: &Path) -> String {
+    let mut text = late_warnings(&report.late, " on every shard");
+    for change in &report.changes {
+        text.push_str(&format!("convbill: {}\n", change.describe()));
+    }
+    let (first, last) = report.nights;
+    let kept = match report.kept {
+        0 => String::new(),
+        kept => format!(" ({kept} kept from the earlier merge)"),
+    };
+    let by_status: Vec<String> = report
+        .invoices
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect();
+    let invoices = match by_status.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", by_status.join(", ")),
+    };
+    let closed = match report.closed.is_empty() {
+        true => String::new(),
+        false => format!(", closed period(s) {}", report.closed.join(", ")),
+    };
+    text.push_str(&format!(
+        "convbill: merged the histories of {} shards, nights {first} to {last}{kept}: {} month-to-date invoice(s){invoices}{closed} in {}\n",
+        report.shards,
+        report.invoices.values().sum::<usize>(),
+        out.display()
+    ));
+    text
 }
 
 /// A warning for each late input file, and a hint to bill them (`on` says where).
