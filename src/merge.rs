@@ -39,12 +39,20 @@ pub struct MergeConfig {
     pub rates: Option<PathBuf>,
 }
 
+/// What every shard's manifest (a run's, or a history's month-to-date) says of how it was
+/// written: by which convbill, rule set and rate card.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WrittenBy {
+    pub program: ProgramRead,
+    pub rule_set: String,
+    pub rate_card: CardRead,
+}
+
 /// What the merge reads of a shard's `manifest.json`.
 #[derive(Debug, Deserialize)]
 struct ShardManifest {
-    program: ProgramRead,
-    rule_set: String,
-    rate_card: CardRead,
+    #[serde(flatten)]
+    written_by: WrittenBy,
     input: InputRead,
     sessions: SessionStats,
     shard: Option<ShardSection>,
@@ -284,7 +292,7 @@ fn merge_runs(config: &MergeConfig) -> Result<RunReport> {
     found.sort_by_key(|f| f.section.index);
     check_together(&found)?;
     let first = &found[0].manifest;
-    let card = load_card(config, &first.rate_card)?;
+    let card = load_card(config, &first.written_by.rate_card)?;
     let folder = out_apart(config, &found)?;
     if folder.out.join(write::STATE_DIR).is_dir() {
         return Err(Error::Usage {
@@ -420,9 +428,7 @@ pub(crate) trait Member {
     fn name(&self) -> String;
     fn dir(&self) -> &Path;
     fn shard(&self) -> crate::shard::Shard;
-    fn program(&self) -> &ProgramRead;
-    fn rule_set(&self) -> &str;
-    fn card(&self) -> &CardRead;
+    fn written_by(&self) -> &WrittenBy;
     fn input_path(&self) -> &str;
     /// What to do when its card is not the others'.
     fn card_hint(&self) -> &'static str {
@@ -443,14 +449,8 @@ impl Member for Found {
             count: self.section.count,
         }
     }
-    fn program(&self) -> &ProgramRead {
-        &self.manifest.program
-    }
-    fn rule_set(&self) -> &str {
-        &self.manifest.rule_set
-    }
-    fn card(&self) -> &CardRead {
-        &self.manifest.rate_card
+    fn written_by(&self) -> &WrittenBy {
+        &self.manifest.written_by
     }
     fn input_path(&self) -> &str {
         &self.manifest.input.path
@@ -526,7 +526,11 @@ pub(crate) fn check_members<M: Member>(
     }
     let current = write::Program::current();
     for shard in found {
-        let program = shard.program();
+        let WrittenBy {
+            program,
+            rule_set,
+            rate_card: card,
+        } = shard.written_by();
         if program.name != current.name || program.version != current.version {
             return Err(refused(format!(
                 "{} was written by {} {}, this merge is {} {}: run every shard and the merge with one version",
@@ -537,15 +541,15 @@ pub(crate) fn check_members<M: Member>(
                 current.version
             )));
         }
-        if shard.rule_set() != rating::RULE_SET {
+        if rule_set != rating::RULE_SET {
             return Err(refused(format!(
                 "{} was derived by rule set {}, this merge's is {}",
                 shard.name(),
-                shard.rule_set(),
+                rule_set,
                 rating::RULE_SET
             )));
         }
-        let (card, first_card) = (shard.card(), first.card());
+        let first_card = &first.written_by().rate_card;
         if card.sha256 != first_card.sha256 {
             return Err(refused(format!(
                 "{} was rated by another rate card than {}: {} (`{}`, fingerprint {}, against `{}`, {}; the fingerprint covers the card and the Meta price files it reads, each listed with its SHA-256 under the manifests' `rate_card`){}",

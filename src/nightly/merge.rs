@@ -22,7 +22,7 @@ use super::month_to_date::{self, CLOSED_DIR};
 use super::night::{self, NightStats};
 use super::{night_dir, nights_run, Tree, MONTH_TO_DATE_DIR, REJECTS_DIR};
 use crate::error::{Error, Result};
-use crate::merge::{refused, CardRead, Member, MergeConfig, ProgramRead};
+use crate::merge::{refused, Member, MergeConfig, WrittenBy};
 use crate::rates::RateCard;
 use crate::rating::{self, revision};
 use crate::shard::Shard;
@@ -49,9 +49,8 @@ pub struct HistoryReport {
 /// What the merge reads of a shard's `month-to-date/manifest.json`.
 #[derive(Debug, Deserialize)]
 struct MonthToDateRead {
-    program: ProgramRead,
-    rule_set: String,
-    rate_card: CardRead,
+    #[serde(flatten)]
+    written_by: WrittenBy,
     input: InputPathRead,
     #[serde(default)]
     late_input: Vec<LateFile>,
@@ -82,14 +81,8 @@ impl Member for History {
     fn shard(&self) -> Shard {
         self.shard
     }
-    fn program(&self) -> &ProgramRead {
-        &self.manifest.program
-    }
-    fn rule_set(&self) -> &str {
-        &self.manifest.rule_set
-    }
-    fn card(&self) -> &CardRead {
-        &self.manifest.rate_card
+    fn written_by(&self) -> &WrittenBy {
+        &self.manifest.written_by
     }
     fn input_path(&self) -> &str {
         &self.manifest.input.path
@@ -392,11 +385,16 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         .collect::<Result<Vec<_>>>()?;
     found.sort_by_key(|h| h.shard.index);
     crate::merge::check_members(&found, |_, _| Ok(()))?;
-    let card = crate::merge::load_card(config, &found[0].manifest.rate_card)?;
+    let card = crate::merge::load_card(config, &found[0].manifest.written_by.rate_card)?;
     let meta = card.meta.is_some();
     check_histories(&found, meta)?;
     let folder = crate::merge::out_apart(config, &found)?;
-    if let Some(other) = merged_input(&folder.out)?.filter(|i| *i != found[0].input_path()) {
+    let before = before(&folder.out)?;
+    let merged_input = match &before {
+        Before::Merge(manifest) => manifest["input"]["path"].as_str(),
+        _ => None,
+    };
+    if let Some(other) = merged_input.filter(|i| *i != found[0].input_path()) {
         return Err(Error::Usage {
             problem: format!(
                 "refusing to replace `{}`: it holds the merge of histories of another input (`{other}`; these shards read `{}`); write this merge to a folder of its own",
@@ -405,7 +403,7 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
             ),
         });
     }
-    if folder.out.exists() && !is_merged_history(&folder.out)? {
+    if matches!(before, Before::Other) {
         return Err(Error::Usage {
             problem: format!(
                 "refusing to replace `{}`: it is not empty and holds no merged history; write the merge of histories to a folder of its own (each night's merge replaces the last)",
@@ -433,7 +431,10 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
         .collect::<Result<Vec<_>>>()?;
     // The first nights whose files are in every shard what an earlier merge in `--out` merged
     // are kept from it (the last night is merged again in any case).
-    let earlier = earlier_merge(&folder.out, &card, &found)?;
+    let earlier = match &before {
+        Before::Merge(manifest) => earlier_merge(manifest, &card, &found),
+        _ => None,
+    };
     let kept = match &earlier {
         None => 0,
         Some(earlier) => nights
@@ -492,7 +493,7 @@ pub fn merge(config: &MergeConfig) -> Result<HistoryReport> {
     // Over an earlier merge, the history reads the nights kept from it and revises the
     // invoices it issued, as a nightly run over its history; else it reads what it has
     // written so far. Either way by the shards' registers put together.
-    let earlier_exists = folder.out.join(STATE_DIR).is_dir();
+    let earlier_exists = matches!(before, Before::Merge(_));
     let tree = Tree {
         out: if earlier_exists {
             &folder.out
@@ -625,22 +626,19 @@ fn night_digest(dir: &Path, night: NaiveDate) -> Result<String> {
     Ok(hex::encode(digest.finalize()))
 }
 
-/// The nights' digests by shard that the earlier merge in `out` recorded, if `out` holds one
-/// this merge can continue: written by this convbill with this card, of as many shards.
+/// The nights' digests by shard that the earlier merge (its month-to-date `manifest`)
+/// recorded, if this merge can continue it: written by this convbill with this card, of as
+/// many shards.
 fn earlier_merge(
-    out: &Path,
+    manifest: &serde_json::Value,
     card: &RateCard,
     found: &[History],
-) -> Result<Option<BTreeMap<String, BTreeMap<NaiveDate, String>>>> {
-    let path = out.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
-    let Ok(Some(manifest)) = write::read_json_if_exists::<serde_json::Value>(&path) else {
-        return Ok(None);
-    };
+) -> Option<BTreeMap<String, BTreeMap<NaiveDate, String>>> {
     let current = write::Program::current();
     if manifest["program"]["version"].as_str() != Some(current.version)
         || manifest["rate_card"]["sha256"].as_str() != Some(card.sha256.as_str())
     {
-        return Ok(None);
+        return None;
     }
     let mut earlier = BTreeMap::new();
     for shard in manifest["shards"].as_array().into_iter().flatten() {
@@ -648,34 +646,42 @@ fn earlier_merge(
             shard["shard"].as_str(),
             serde_json::from_value::<BTreeMap<NaiveDate, String>>(shard["nights"].clone()),
         ) else {
-            return Ok(None);
+            return None;
         };
         earlier.insert(name.to_string(), nights);
     }
-    Ok((earlier.len() == found.len()).then_some(earlier))
+    (earlier.len() == found.len()).then_some(earlier)
 }
 
-/// The input of the merge of histories in `dir`, if it holds one.
-fn merged_input(dir: &Path) -> Result<Option<String>> {
-    if !is_merged_history(dir).unwrap_or(false) {
-        return Ok(None);
+/// What `--out` holds before a merge of histories.
+enum Before {
+    /// Nothing: it is absent or empty.
+    Nothing,
+    /// An earlier merge of histories: its month-to-date manifest (which lists shards).
+    Merge(serde_json::Value),
+    /// Anything else.
+    Other,
+}
+
+fn before(dir: &Path) -> Result<Before> {
+    if !dir.exists() {
+        return Ok(Before::Nothing);
     }
-    let manifest = dir.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
-    let value: Option<serde_json::Value> = write::read_json_if_exists(&manifest).ok().flatten();
-    Ok(value.and_then(|v| v["input"]["path"].as_str().map(str::to_string)))
-}
-
-/// `dir` is empty, or holds a history an earlier merge wrote (its month-to-date manifest
-/// lists shards).
-fn is_merged_history(dir: &Path) -> Result<bool> {
     let mut entries = std::fs::read_dir(dir).map_err(crate::folder::io_error(dir))?;
     if entries.next().is_none() {
-        return Ok(true);
+        return Ok(Before::Nothing);
     }
     let manifest = dir.join(MONTH_TO_DATE_DIR).join(write::MANIFEST_FILE);
     let value: Option<serde_json::Value> = write::read_json_if_exists(&manifest).ok().flatten();
-    Ok(dir.join(STATE_DIR).is_dir()
-        && value.is_some_and(|v| v["shards"].as_array().is_some_and(|s| !s.is_empty())))
+    Ok(match value {
+        Some(value)
+            if dir.join(STATE_DIR).is_dir()
+                && value["shards"].as_array().is_some_and(|s| !s.is_empty()) =>
+        {
+            Before::Merge(value)
+        }
+        _ => Before::Other,
+    })
 }
 
 /// Writes night `date` of the shards' histories together into `staging`; returns what its
