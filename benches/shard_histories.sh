@@ -25,30 +25,10 @@ NIGHTS="${NIGHTS:-31}"
 RUNS="${RUNS:-3}"
 RATES="${RATES-sample-data/rates.toml}"
 CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/convbill-target}"
-mkdir -p "$CACHE"
-rates_args=()
-if [ -n "$RATES" ]; then rates_args=(--rates "$(realpath "$RATES")"); fi
-
-cargo build --release --quiet --bin convbill
-convbill="$CARGO_TARGET_DIR/release/convbill"
-log="$CACHE/messages-$SIZE-days31-2026-10-01-seed1.parquet"
-if [ ! -f "$log" ]; then
-  echo "generating $log" >&2
-  "$convbill" generate --messages "$SIZE" --days 31 --start 2026-10-01 --seed 1 --out "$log.partial" -q
-  mv "$log.partial" "$log"
-fi
+# shellcheck source=benches/month.sh
+. benches/month.sh
 first=2026-10-01
 last=$(date -u -d "$first + $((NIGHTS - 1)) days" +%F)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-measure() {
-  local into=$1
-  shift
-  sync
-  python3 benches/peak.py -o "$work/m-$into" "$@"
-}
 
 # `shard-nights DATE ARGS...`: night DATE of every shard's history, TOGETHER at a time.
 cat > "$work/shard-nights" <<SH

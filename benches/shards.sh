@@ -24,28 +24,8 @@ RATES="${RATES-sample-data/rates.toml}"
 SPARK="${SPARK:-1}"
 SPARK_MASTER="${SPARK_MASTER:-local[2]}"
 CACHE="${BENCH_CACHE:-$HOME/.cache/convbill-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/convbill-target}"
-mkdir -p "$CACHE"
-rates_args=()
-if [ -n "$RATES" ]; then rates_args=(--rates "$(realpath "$RATES")"); fi
-
-cargo build --release --quiet --bin convbill
-convbill="$CARGO_TARGET_DIR/release/convbill"
-log="$CACHE/messages-$SIZE-days31-2026-10-01-seed1.parquet"
-if [ ! -f "$log" ]; then
-  echo "generating $log" >&2
-  "$convbill" generate --messages "$SIZE" --days 31 --start 2026-10-01 --seed 1 --out "$log.partial" -q
-  mv "$log.partial" "$log"
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-measure() {
-  local into=$1
-  shift
-  sync
-  python3 benches/peak.py -o "$work/m-$into" "$@"
-}
+# shellcheck source=benches/month.sh
+. benches/month.sh
 
 # `run-shards INPUT DIR`: the shards of INPUT into DIR/shard-I, TOGETHER at a time.
 cat > "$work/run-shards" <<SH
